@@ -50,7 +50,10 @@ pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
     event.insert("o365.meta.tenant_id".into(), ctx.tenant_id.into());
     event.insert("o365.meta.content_type".into(), ctx.content_type.into());
     event.insert("o365.meta.content_id".into(), ctx.content_id.into());
-    Mapped { event, issues: Vec::new() }
+    Mapped {
+        event,
+        issues: Vec::new(),
+    }
 }
 
 pub mod cli {

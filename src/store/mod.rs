@@ -1,0 +1,115 @@
+//! Durable queue of announced content blobs, the contentId dedup set, and the pull cursors.
+//! STUB: the store work fills `embedded.rs`; the trait and types below are the contract.
+
+pub mod embedded;
+
+use std::future::Future;
+use std::time::{Duration, SystemTime};
+
+pub use embedded::EmbeddedStore;
+
+/// An announced content blob, as the notification or the content listing gave it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ContentRef {
+    pub tenant_id: String,
+    pub content_type: String,
+    pub content_id: String,
+    pub content_uri: String,
+    pub content_created: Option<String>,
+    pub content_expiration: Option<String>,
+}
+
+/// A blob handed to one worker until `lease_until`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// Queue key; arrival order.
+    pub seq: u64,
+    pub content: ContentRef,
+    /// Earlier attempts that ended in `reschedule`.
+    pub attempts: u32,
+    pub enqueued_at: SystemTime,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnqueueOutcome {
+    pub added: usize,
+    /// Already seen (queued, done or dead) within the dedup retention.
+    pub duplicates: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreStats {
+    pub pending: u64,
+    pub leased: u64,
+    pub dead_letters: u64,
+    pub oldest_pending_age_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be used right now (disk full, I/O error, locked by another process).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The file is not a store of ours or is damaged.
+    #[error("store corrupt: {0}")]
+    Corrupt(String),
+    #[error("no queued blob with seq {0}")]
+    NotFound(u64),
+}
+
+/// How long contentIds are remembered: Microsoft keeps content 7 days; one more day of margin.
+pub const DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
+
+/// Durable queue. Every method that changes state is durable (fsync'd) when it returns, except
+/// `claim` and `renew` (a lease lost in a crash only lets the blob be claimed again).
+pub trait Store: Send + Sync + 'static {
+    /// Adds the blobs not seen before (by contentId), in order. Durable on return.
+    fn enqueue(
+        &self,
+        items: Vec<ContentRef>,
+    ) -> impl Future<Output = Result<EnqueueOutcome, StoreError>> + Send;
+    /// Leases up to `max` ready blobs (not leased, `not_before` passed), oldest first.
+    fn claim(
+        &self,
+        max: usize,
+        lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+    /// Extends a lease held by a worker still busy with the blob.
+    fn renew(
+        &self,
+        seq: u64,
+        lease: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Removes a blob whose records the output accepted. Its contentId stays in the dedup set.
+    fn complete(&self, seq: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Releases the lease, counts an attempt and keeps the blob until `not_before`.
+    fn reschedule(
+        &self,
+        seq: u64,
+        not_before: SystemTime,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Moves a blob that cannot succeed out of the queue, with its reason.
+    fn dead_letter(
+        &self,
+        seq: u64,
+        reason: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Where listing resumes for (tenant, content type); `None` before the first advance.
+    fn cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
+    /// Moves the cursor forward; an earlier `to` is ignored (never backwards).
+    fn advance_cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        to: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Forgets contentIds first seen before `older_than` (use now − [`DEDUP_RETENTION`]); returns how many.
+    fn prune(&self, older_than: SystemTime)
+    -> impl Future<Output = Result<u64, StoreError>> + Send;
+    fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
+}
