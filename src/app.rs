@@ -1,0 +1,201 @@
+//! Assembles the collector from a [`Config`]: store, outputs, API clients, the public listener,
+//! workers and the subscription keeper; owns shutdown.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::mgmt_api::{ManagementClient, http_client, uri::ResourceBase};
+use crate::output::{AnyOutput, OutputError};
+use crate::pipeline::worker::Workers;
+use crate::pipeline::{TenantRuntime, Tenants, lifecycle};
+use crate::server::{self, ServerError};
+use crate::store::{EmbeddedStore, StoreError};
+use crate::telemetry::Counters;
+use crate::webhook::{self, WebhookState, check};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("last_value_storage: {0}")]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    #[error("outbound HTTP: {0}")]
+    Http(String),
+    #[error("tenant {tenant}: resource: {reason}")]
+    Resource { tenant: String, reason: String },
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// A started collector.
+pub struct App {
+    /// The public listener's bound address (push mode only).
+    pub public_addr: Option<SocketAddr>,
+    pub counters: Arc<Counters>,
+    pub store: Arc<EmbeddedStore>,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl App {
+    /// Opens everything and starts the listener, the workers and the subscription keeper.
+    pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<App, AppError> {
+        server::install_crypto_provider();
+        let store = Arc::new(EmbeddedStore::open(&cfg.last_value_storage)?);
+        let counters = Arc::new(Counters::default());
+        let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
+
+        let mut outputs: HashMap<String, Arc<AnyOutput>> = HashMap::new();
+        let mut tenants: Tenants = HashMap::new();
+        for t in &cfg.tenants {
+            let output = match outputs.get(&t.output) {
+                Some(o) => o.clone(),
+                None => {
+                    let Some(ocfg) = cfg.outputs.get(&t.output) else {
+                        return Err(AppError::Http(format!("output {} is not configured", t.output)));
+                    };
+                    let o = Arc::new(AnyOutput::open(&t.output, ocfg)?);
+                    outputs.insert(t.output.clone(), o.clone());
+                    o
+                }
+            };
+            let client = ManagementClient::new(http.clone(), t).map_err(|e| AppError::Resource {
+                tenant: t.tenant_id.clone(),
+                reason: e.to_string(),
+            })?;
+            tenants.insert(
+                t.tenant_id.to_ascii_lowercase(),
+                Arc::new(TenantRuntime {
+                    cfg: t.clone(),
+                    client,
+                    output,
+                    output_name: t.output.clone(),
+                }),
+            );
+        }
+        let tenants = Arc::new(tenants);
+        let wake = Arc::new(Notify::new());
+        let tasks = TaskTracker::new();
+
+        let mut public_addr = None;
+        if let Some(hook) = &cfg.webhook {
+            let rules = check::Rules {
+                auth_id: hook.auth_id.clone(),
+                tenants: cfg
+                    .tenants
+                    .iter()
+                    .map(|t| {
+                        let base = ResourceBase::new(&t.resource, &t.tenant_id).map_err(|e| AppError::Resource {
+                            tenant: t.tenant_id.clone(),
+                            reason: e.to_string(),
+                        })?;
+                        Ok((
+                            t.tenant_id.to_ascii_lowercase(),
+                            check::TenantRule {
+                                client_id: t.client_id.clone(),
+                                base,
+                                content_types: t.content_types.clone(),
+                            },
+                        ))
+                    })
+                    .collect::<Result<_, AppError>>()?,
+            };
+            let state = Arc::new(WebhookState {
+                rules,
+                store: store.clone(),
+                wake: wake.clone(),
+                counters: counters.clone(),
+            });
+            let router = webhook::router(state, &hook.path, hook.max_body_bytes);
+            let tls = match &cfg.tls {
+                Some(t) => Some(server::tls_config(&t.cert, &t.key).await?),
+                None => None,
+            };
+            let running = server::serve(cfg.listen.public, router, tls, shutdown.clone()).await?;
+            info!(addr = %running.addr, path = %hook.path, tls = cfg.tls.is_some(), "webhook listener ready");
+            public_addr = Some(running.addr);
+            let task = running.task;
+            tasks.spawn(async move {
+                let _ = task.await;
+            });
+        } else {
+            warn!("no webhook.address: push is off; pull mode is not available yet, so nothing will be collected");
+        }
+
+        let workers = Arc::new(Workers {
+            store: store.clone(),
+            tenants: tenants.clone(),
+            cfg: cfg.pipeline.clone(),
+            wake,
+            counters: counters.clone(),
+            shutdown: shutdown.clone(),
+            retry_base: Duration::from_secs(1),
+        });
+        for i in 0..cfg.pipeline.workers.max(1) {
+            tasks.spawn(workers.clone().run(i));
+        }
+        tasks.spawn(lifecycle::keep(tenants, cfg.webhook.clone(), shutdown.clone()));
+        info!(tenants = cfg.tenants.len(), workers = cfg.pipeline.workers, "collector started");
+        Ok(App {
+            public_addr,
+            counters,
+            store,
+            shutdown,
+            tasks,
+        })
+    }
+
+    /// Asks everything to stop.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every task has ended (after [`App::stop`] or the shutdown token).
+    pub async fn wait(self) {
+        self.tasks.close();
+        self.tasks.wait().await;
+    }
+}
+
+/// Runs until SIGINT or SIGTERM, then drains (listener first, then workers) and returns.
+pub async fn run(cfg: Config) -> Result<(), AppError> {
+    let shutdown = CancellationToken::new();
+    let app = App::start(cfg, shutdown.clone()).await?;
+    wait_for_signal().await;
+    info!("shutdown requested: no new notifications; finishing blobs in flight");
+    app.stop();
+    app.wait().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (Kubernetes, systemd).
+pub async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,171 @@
+//! Client-credentials tokens for the Management Activity API: fetched from Azure AD (or the emulator),
+//! cached, refreshed before they expire, and refreshed by one caller at a time.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::Mutex;
+
+use super::wire::{TokenErrorBody, TokenResponse};
+use crate::config::{Credential, Secret};
+
+/// Why no token could be had.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AuthError {
+    /// Azure AD refused the credentials (wrong secret, unknown app, …): retrying will not help.
+    #[error("Azure AD refused the token request: {error}: {description}")]
+    Rejected { error: String, description: String },
+    /// The token endpoint could not be reached or answered 5xx: retry later.
+    #[error("token endpoint unavailable: {0}")]
+    Unavailable(String),
+    /// Local problem with the credential (unreadable certificate, …).
+    #[error("credential problem: {0}")]
+    Credential(String),
+}
+
+impl AuthError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, AuthError::Unavailable(_))
+    }
+}
+
+struct Cached {
+    token: Secret,
+    refresh_at: Instant,
+}
+
+/// Tokens for one tenant's application.
+pub struct TokenSource {
+    http: reqwest::Client,
+    token_url: String,
+    client_id: String,
+    credential: Credential,
+    resource: String,
+    cached: Mutex<Option<Cached>>,
+}
+
+impl TokenSource {
+    /// `authority` is e.g. `https://login.microsoftonline.com`; the v1 endpoint takes `resource`.
+    pub fn new(
+        http: reqwest::Client,
+        authority: &str,
+        tenant_id: &str,
+        client_id: &str,
+        credential: Credential,
+        resource: &str,
+    ) -> Self {
+        TokenSource {
+            http,
+            token_url: format!("{}/{tenant_id}/oauth2/token", authority.trim_end_matches('/')),
+            client_id: client_id.to_string(),
+            credential,
+            resource: resource.to_string(),
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// A valid token: the cached one, or a fresh one when it is close to expiry. Concurrent callers
+    /// wait for the single refresh in flight instead of starting their own.
+    pub async fn token(&self) -> Result<Secret, AuthError> {
+        let mut cached = self.cached.lock().await;
+        if let Some(c) = cached.as_ref()
+            && Instant::now() < c.refresh_at
+        {
+            return Ok(c.token.clone());
+        }
+        let (token, lifetime) = self.request().await?;
+        *cached = Some(Cached {
+            token: token.clone(),
+            refresh_at: Instant::now() + refresh_after(lifetime),
+        });
+        Ok(token)
+    }
+
+    /// Drops `rejected` from the cache after the API answered 401 with it, so the next call refreshes.
+    pub async fn invalidate(&self, rejected: &Secret) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| &c.token == rejected) {
+            *cached = None;
+        }
+    }
+
+    async fn request(&self) -> Result<(Secret, Duration), AuthError> {
+        let mut form: Vec<(&str, &str)> = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", &self.client_id),
+            ("resource", &self.resource),
+        ];
+        match &self.credential {
+            Credential::Secret(s) => form.push(("client_secret", s.expose())),
+            Credential::Certificate { .. } => {
+                return Err(AuthError::Credential(
+                    "certificate credentials are not supported yet; use client_secret".into(),
+                ));
+            }
+        }
+        let resp = self
+            .http
+            .post(&self.token_url)
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| AuthError::Unavailable(without_url(&e)))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| AuthError::Unavailable(without_url(&e)))?;
+        if status.is_success() {
+            let t: TokenResponse = serde_json::from_slice(&body)
+                .map_err(|e| AuthError::Unavailable(format!("unreadable token answer: {e}")))?;
+            return Ok((Secret::new(t.access_token), Duration::from_secs(t.expires_in)));
+        }
+        if status.is_server_error() || status.as_u16() == 429 {
+            return Err(AuthError::Unavailable(format!("HTTP {status}")));
+        }
+        match serde_json::from_slice::<TokenErrorBody>(&body) {
+            Ok(e) => Err(AuthError::Rejected {
+                error: e.error,
+                description: first_line(&e.error_description),
+            }),
+            Err(_) => Err(AuthError::Rejected {
+                error: format!("HTTP {status}"),
+                description: "the token endpoint answered without an Azure AD error body".into(),
+            }),
+        }
+    }
+}
+
+/// Refresh 5 minutes before expiry, or half-way through a short lifetime.
+fn refresh_after(lifetime: Duration) -> Duration {
+    let early = Duration::from_secs(300).min(lifetime / 2);
+    lifetime.saturating_sub(early)
+}
+
+/// AADSTS descriptions carry trace ids on further lines; the first line says what is wrong.
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// reqwest errors print the URL; ours carry no secrets in URLs, but keep messages short.
+pub(crate) fn without_url(e: &reqwest::Error) -> String {
+    let mut msg = e.to_string();
+    if let Some(url) = e.url() {
+        msg = msg.replace(url.as_str(), "");
+    }
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refreshes_early() {
+        assert_eq!(refresh_after(Duration::from_secs(3599)), Duration::from_secs(3299));
+        assert_eq!(refresh_after(Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(refresh_after(Duration::ZERO), Duration::ZERO);
+    }
+}

@@ -1,0 +1,240 @@
+//! The Management Activity API client: the ONLY code that attaches a bearer token, and only to URLs
+//! built from or checked against the configured resource ([`uri::ResourceBase`]).
+
+pub mod auth;
+pub mod throttle;
+pub mod uri;
+pub mod wire;
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::config::{OutboundConfig, Secret, TenantConfig};
+use auth::{AuthError, TokenSource, without_url};
+use uri::{ApiUri, ResourceBase, UriError};
+use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
+
+/// Largest blob we accept; real blobs are far smaller, this only stops a runaway answer.
+pub const MAX_BLOB_BYTES: usize = 512 * 1024 * 1024;
+
+/// Why an API call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// The API answered with an error status (body `{"error":{"code","message"}}` when Microsoft sent one).
+    #[error("HTTP {status} {code}: {message}")]
+    Http {
+        status: u16,
+        code: String,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("request failed: {0}")]
+    Transport(String),
+    #[error("refused URL: {0}")]
+    Uri(#[from] UriError),
+    #[error("unreadable answer: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    /// Worth trying again later (network, 5xx, 429, token endpoint down).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Auth(a) => a.is_retryable(),
+            ApiError::Http { status, code, .. } => {
+                *status == 429 || *status >= 500 || *status == 401 || code == "AF50000"
+            }
+            ApiError::Transport(_) => true,
+            ApiError::Uri(_) | ApiError::Decode(_) => false,
+        }
+    }
+
+    /// What Microsoft asked us to wait (429 Retry-After).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            ApiError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Microsoft's AF code, if any.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ApiError::Http { code, .. } if !code.is_empty() => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// Builds the one outbound HTTP client: no redirects (a redirect could carry the token elsewhere),
+/// timeouts, the extra trust root and the egress proxy from `outbound`.
+pub fn http_client(outbound: &OutboundConfig) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(300))
+        .user_agent(concat!("o365-collector/", env!("CARGO_PKG_VERSION")));
+    if let Some(ca) = &outbound.ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("outbound.ca_file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("outbound.ca_file {}: not PEM certificates: {e}", ca.display()))?;
+        b = b.tls_certs_merge(certs);
+    }
+    if let Some(p) = &outbound.proxy {
+        let proxy = reqwest::Proxy::all(p).map_err(|e| format!("outbound.proxy: {e}"))?;
+        b = b.proxy(proxy);
+    }
+    b.build().map_err(|e| format!("HTTP client: {}", without_url(&e)))
+}
+
+/// One tenant's view of the API.
+pub struct ManagementClient {
+    http: reqwest::Client,
+    tokens: TokenSource,
+    base: ResourceBase,
+    publisher_id: String,
+}
+
+impl ManagementClient {
+    pub fn new(http: reqwest::Client, tenant: &TenantConfig) -> Result<Self, UriError> {
+        let base = ResourceBase::new(&tenant.resource, &tenant.tenant_id)?;
+        let tokens = TokenSource::new(
+            http.clone(),
+            &tenant.authority,
+            &tenant.tenant_id,
+            &tenant.client_id,
+            tenant.credential.clone(),
+            &tenant.resource,
+        );
+        Ok(ManagementClient {
+            http,
+            tokens,
+            base,
+            publisher_id: tenant.publisher_id.clone(),
+        })
+    }
+
+    pub fn base(&self) -> &ResourceBase {
+        &self.base
+    }
+
+    /// GET a content blob (the JSON array of records).
+    pub async fn fetch_content(&self, uri: &ApiUri) -> Result<Bytes, ApiError> {
+        let body = self.call(reqwest::Method::GET, uri.as_str(), None).await?.1;
+        if body.len() > MAX_BLOB_BYTES {
+            return Err(ApiError::Decode(format!("blob larger than {MAX_BLOB_BYTES} bytes")));
+        }
+        Ok(body)
+    }
+
+    pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
+        let url = self.base.operation("subscriptions/list");
+        let (_, body) = self.call(reqwest::Method::GET, &url, None).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// `subscriptions/start`, with a webhook when `webhook` is `(address, auth_id)`.
+    pub async fn start_subscription(
+        &self,
+        content_type: &str,
+        webhook: Option<(&str, &Secret)>,
+    ) -> Result<Subscription, ApiError> {
+        let url = format!(
+            "{}?contentType={}",
+            self.base.operation("subscriptions/start"),
+            content_type
+        );
+        let body = webhook.map(|(address, auth_id)| {
+            serde_json::to_vec(&StartBody {
+                webhook: WebhookSpec {
+                    address,
+                    auth_id: auth_id.expose(),
+                    expiration: None,
+                },
+            })
+            .unwrap_or_default()
+        });
+        let (_, body) = self.call(reqwest::Method::POST, &url, body).await?;
+        serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
+    }
+
+    /// One page of `subscriptions/content`; the second value is the checked `NextPageUri`.
+    pub async fn list_content(
+        &self,
+        content_type: &str,
+        start: &str,
+        end: &str,
+    ) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
+        let url = format!(
+            "{}?contentType={content_type}&startTime={start}&endTime={end}",
+            self.base.operation("subscriptions/content")
+        );
+        self.content_page(&url).await
+    }
+
+    /// Follows a `NextPageUri` returned by [`Self::list_content`].
+    pub async fn list_content_next(&self, next: &ApiUri) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
+        self.content_page(next.as_str()).await
+    }
+
+    async fn content_page(&self, url: &str) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
+        let (headers, body) = self.call(reqwest::Method::GET, url, None).await?;
+        let items = serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let next = match headers.get("NextPageUri").and_then(|v| v.to_str().ok()) {
+            Some(v) if !v.is_empty() => Some(self.base.next_page_uri(v)?),
+            _ => None,
+        };
+        Ok((items, next))
+    }
+
+    /// One request with the bearer token and `PublisherIdentifier`; a 401 refreshes the token once.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<(HeaderMap, Bytes), ApiError> {
+        let mut refreshed = false;
+        loop {
+            let token = self.tokens.token().await?;
+            let mut req = self
+                .http
+                .request(method.clone(), url)
+                .query(&[("PublisherIdentifier", self.publisher_id.as_str())])
+                .bearer_auth(token.expose());
+            if let Some(b) = &body {
+                req = req.header("content-type", "application/json").body(b.clone());
+            }
+            let resp = req.send().await.map_err(|e| ApiError::Transport(without_url(&e)))?;
+            let status = resp.status();
+            if status.as_u16() == 401 && !refreshed {
+                self.tokens.invalidate(&token).await;
+                refreshed = true;
+                continue;
+            }
+            let headers = resp.headers().clone();
+            let bytes = resp.bytes().await.map_err(|e| ApiError::Transport(without_url(&e)))?;
+            if status.is_success() {
+                return Ok((headers, bytes));
+            }
+            let retry_after = headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| throttle::parse_retry_after(v, SystemTime::now()));
+            let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&bytes) {
+                Ok(e) => (e.error.code, e.error.message),
+                Err(_) => (String::new(), String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()),
+            };
+            return Err(ApiError::Http {
+                status: status.as_u16(),
+                code,
+                message,
+                retry_after,
+            });
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! The work after a notification is stored: workers claim blobs, fetch them with the tenant's token,
+//! map and encode the records, hand them to the output, and complete the blob only after the output
+//! accepted them. `lifecycle` keeps the webhook subscriptions in place.
+
+pub mod blob;
+pub mod lifecycle;
+pub mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::TenantConfig;
+use crate::mgmt_api::ManagementClient;
+use crate::output::AnyOutput;
+
+/// Everything a worker needs to process one tenant's blobs.
+pub struct TenantRuntime {
+    pub cfg: TenantConfig,
+    pub client: ManagementClient,
+    pub output: Arc<AnyOutput>,
+    pub output_name: String,
+}
+
+/// Tenants by lower-case tenant id.
+pub type Tenants = HashMap<String, Arc<TenantRuntime>>;
