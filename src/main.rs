@@ -1,33 +1,99 @@
-//! Thin binary: parses the command line and hands over to the library.
+//! Thin binary: parses the command line, sets up logging and hands over to the library. The only
+//! place where `anyhow` meets the user.
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+use o365_collector::telemetry::{self, LogFormat};
+use o365_collector::{app, config, demo, emulator, mapping};
 
 #[derive(Parser, Debug)]
-#[command(name = "o365-collector", version, about)]
+#[command(name = "o365-collector", version, about = "Collects Office 365 audit logs and forwards them mapped to o365.*")]
 struct Cli {
+    /// Log lines as human text or JSON (stderr).
+    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true, env = "O365_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the collector (push webhooks and workers) until SIGINT/SIGTERM.
+    Run {
+        /// Configuration file.
+        #[arg(long, short, default_value = "config.yaml", env = "O365_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the emulator and the collector together and deliver synthetic activity end to end.
+    Demo(demo::DemoArgs),
     /// Run the Management Activity API emulator.
-    Emulator(o365_collector::emulator::cli::EmulatorArgs),
-    /// Map records offline to NDJSON.
-    Map(o365_collector::mapping::cli::MapArgs),
+    Emulator(emulator::cli::EmulatorArgs),
+    /// Validate a configuration file and print every problem at once.
+    CheckConfig {
+        #[arg(long, short, default_value = "config.yaml")]
+        config: PathBuf,
+    },
+    /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
+    Map(mapping::cli::MapArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Emulator(args) => {
-            let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(o365_collector::emulator::cli::serve(args))?;
-            Ok(())
+    telemetry::init(cli.log_format);
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Run { config } => {
+            let cfg = match config::Config::load(&config) {
+                Ok(c) => c,
+                Err(problems) => {
+                    eprintln!("{} has problems:\n{problems}", config.display());
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            runtime()?.block_on(app::run(cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let summary = runtime()?.block_on(demo::run(args))?;
+            println!("{}", summary.line());
+            Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+        Command::Emulator(args) => {
+            runtime()?.block_on(emulator::cli::serve(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckConfig { config } => match config::Config::load(&config) {
+            Ok(_) => {
+                println!("{}: OK", config.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(problems) => {
+                println!("{problems}");
+                Ok(ExitCode::from(2))
+            }
+        },
         Command::Map(args) => {
-            let code = o365_collector::mapping::cli::run(args)?;
-            std::process::exit(code)
+            let code = mapping::cli::run(args)?;
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
     }
 }
