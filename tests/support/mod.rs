@@ -1,0 +1,273 @@
+//! Shared by the integration tests: an in-process emulator, the real collector binary as a child
+//! process, and waits on conditions (never fixed sleeps).
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use o365_collector::emulator::{Emulator, EmulatorConfig, TenantSpec};
+
+pub const TENANT: &str = "41463f53-8812-40f4-890f-865bf6e35190";
+pub const CLIENT: &str = "2d4f5a8c-1111-4222-8333-444455556666";
+pub const SECRET: &str = "test-client-secret-value";
+pub const AUTH_ID: &str = "test-webhook-auth-id";
+pub const ALL_TYPES: [&str; 5] = [
+    "Audit.AzureActiveDirectory",
+    "Audit.Exchange",
+    "Audit.SharePoint",
+    "Audit.General",
+    "DLP.All",
+];
+
+pub fn init() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+/// An emulator with the test tenant; `tune` adjusts the settings.
+pub async fn emulator(tune: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
+    init();
+    let mut cfg = EmulatorConfig {
+        tenants: vec![TenantSpec {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT.into(),
+            client_secret: Some(SECRET.into()),
+            certificates_pem: Vec::new(),
+        }],
+        webhook_retry_base: Duration::from_millis(50),
+        ..EmulatorConfig::default()
+    };
+    tune(&mut cfg);
+    Emulator::start(cfg).await.expect("emulator starts")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Files and addresses of one collector under test.
+pub struct Setup {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub events: PathBuf,
+    pub port: u16,
+}
+
+impl Setup {
+    pub fn webhook_url(&self) -> String {
+        format!("https://127.0.0.1:{}/o365/webhook", self.port)
+    }
+}
+
+/// Writes certificates and a config.yaml for a collector in push mode against `emu`.
+pub fn setup(emu: &Emulator, dir: &Path, content_types: &[&str], extra_yaml: &str) -> Setup {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = emu.issue_server_cert(&["127.0.0.1", "localhost"]).unwrap();
+    std::fs::write(dir.join("ca.pem"), emu.ca_pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+    let port = free_port();
+    let events = dir.join("events.ndjson");
+    let base = emu.base_url();
+    let yaml = format!(
+        r#"client_id: {CLIENT}
+tenant_id: {TENANT}
+client_secret: ${{TEST_CLIENT_SECRET}}
+resource: {base}
+authority: {base}
+content_type: {types}
+output: file
+last_value_storage: {dir}/store
+webhook:
+  address: https://127.0.0.1:{port}/o365/webhook
+  auth_id: {AUTH_ID}
+listen:
+  public: 127.0.0.1:{port}
+  admin: 127.0.0.1:0
+tls:
+  cert: {dir}/server.pem
+  key: {dir}/server.key
+outbound:
+  ca_file: {dir}/ca.pem
+outputs:
+  file:
+    type: file
+    path: {events}
+{extra_yaml}"#,
+        types = content_types.join(" "),
+        dir = dir.display(),
+        events = events.display(),
+    );
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Setup {
+        dir: dir.to_path_buf(),
+        config,
+        events,
+        port,
+    }
+}
+
+/// The real binary, running `run --config`.
+pub struct Collector {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Collector {
+    pub fn spawn(setup: &Setup) -> Collector {
+        static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let log = setup.dir.join(format!("collector-{n}.log"));
+        let child = Command::new(env!("CARGO_BIN_EXE_o365-collector"))
+            .args(["run", "--config"])
+            .arg(&setup.config)
+            .env("TEST_CLIENT_SECRET", SECRET)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("collector binary starts");
+        Collector { child, log }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, then wait up to `within` for the exit; returns the exit status.
+    pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
+        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "collector did not exit within {within:?}\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes (then panics with `what`).
+pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A client trusting the emulator's CA.
+pub fn client(emu: &Emulator) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).unwrap();
+    reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+}
+
+/// A v1 client-credentials token for the test tenant, fetched like any Azure AD client would.
+pub async fn token(emu: &Emulator) -> String {
+    let resp: serde_json::Value = client(emu)
+        .post(format!("{}/{TENANT}/oauth2/token", emu.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT),
+            ("client_secret", SECRET),
+            ("resource", emu.base_url()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"].as_str().expect("token").to_string()
+}
+
+/// `subscriptions/list` as the API answers it.
+pub async fn subscriptions(emu: &Emulator) -> Vec<serde_json::Value> {
+    let t = token(emu).await;
+    client(emu)
+        .get(format!("{}/api/v1.0/{TENANT}/activity/feed/subscriptions/list", emu.base_url()))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until every content type has an enabled subscription with an enabled webhook.
+pub async fn wait_webhooks_enabled(emu: &Emulator, types: &[&str]) {
+    wait_for(Duration::from_secs(30), "webhook subscriptions enabled", || async {
+        let subs = subscriptions(emu).await;
+        types.iter().all(|ct| {
+            subs.iter().any(|s| {
+                s["contentType"] == *ct
+                    && s["status"] == "enabled"
+                    && s["webhook"]["status"].as_str().unwrap_or("enabled") == "enabled"
+                    && !s["webhook"].is_null()
+            })
+        })
+    })
+    .await;
+}
+
+/// Publishes `records` synthetic records in `blobs` blobs.
+pub async fn generate(emu: &Emulator, content_type: &str, records: u64, blobs: u64) {
+    let resp = client(emu)
+        .post(format!("{}/_emulator/generate", emu.base_url()))
+        .json(&serde_json::json!({"tenant_id": TENANT, "content_type": content_type, "records": records, "blobs": blobs}))
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "generate: {}", resp.status());
+}
+
+/// Every record id the emulator published for the test tenant.
+pub async fn published_ids(emu: &Emulator) -> Vec<String> {
+    let v: serde_json::Value = client(emu)
+        .get(format!("{}/_emulator/published", emu.base_url()))
+        .query(&[("tenant_id", TENANT)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["record_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+/// Record ids in the output file with their counts.
+pub fn output_ids(path: &Path) -> HashMap<String, u32> {
+    o365_collector::demo::count_ids(path).unwrap()
+}
+
+/// Asserts every published id is in the output exactly once (and nothing else is).
+pub fn assert_exactly_once(published: &[String], out: &HashMap<String, u32>) {
+    let missing: Vec<_> = published.iter().filter(|id| !out.contains_key(*id)).collect();
+    let dup: Vec<_> = out.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(missing.is_empty(), "{} of {} records missing, e.g. {:?}", missing.len(), published.len(), &missing[..missing.len().min(3)]);
+    assert!(dup.is_empty(), "{} records duplicated, e.g. {:?}", dup.len(), &dup[..dup.len().min(3)]);
+    assert_eq!(out.len(), published.len(), "output holds records that were never published");
+}
