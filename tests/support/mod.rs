@@ -271,3 +271,8 @@ pub fn assert_exactly_once(published: &[String], out: &HashMap<String, u32>) {
     assert!(dup.is_empty(), "{} records duplicated, e.g. {:?}", dup.len(), &dup[..dup.len().min(3)]);
     assert_eq!(out.len(), published.len(), "output holds records that were never published");
 }
+
+/// Lines in the output file (cheap enough to poll).
+pub fn line_count(path: &Path) -> usize {
+    std::fs::read(path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0)
+}
