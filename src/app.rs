@@ -9,13 +9,13 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::config::Config;
 use crate::mgmt_api::{ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
 use crate::pipeline::worker::Workers;
-use crate::pipeline::{TenantRuntime, Tenants, lifecycle};
+use crate::pipeline::{TenantRuntime, Tenants, lifecycle, puller};
 use crate::server::{self, ServerError};
 use crate::store::{EmbeddedStore, StoreError};
 use crate::telemetry::Counters;
@@ -126,9 +126,14 @@ impl App {
             tasks.spawn(async move {
                 let _ = task.await;
             });
-        } else {
-            warn!("no webhook.address: push is off; pull mode is not available yet, so nothing will be collected");
         }
+        // Pull mode lists every `pull.interval`; push mode reconciles every `pull.reconcile_every`
+        // (and at start-up, which closes the gap of any downtime).
+        let every = if cfg.webhook.is_some() { cfg.pull.reconcile_every } else { cfg.pull.interval };
+        if cfg.webhook.is_none() {
+            info!(every_s = every.as_secs(), "no webhook.address: pull mode");
+        }
+        tasks.spawn(puller::run(tenants.clone(), store.clone(), every, wake.clone(), shutdown.clone()));
 
         let workers = Arc::new(Workers {
             store: store.clone(),

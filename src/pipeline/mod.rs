@@ -4,6 +4,7 @@
 
 pub mod blob;
 pub mod lifecycle;
+pub mod puller;
 pub mod worker;
 
 use std::collections::HashMap;

@@ -1,0 +1,208 @@
+//! Listing available content (`subscriptions/content`): the only source in pull mode, and in push mode
+//! the reconciliation that closes gaps (webhook disabled, downtime, lost notifications). Windows are at
+//! most 24 h, never start more than 7 days back, every `NextPageUri` is followed, and the cursor moves
+//! only after everything listed up to it is stored. Dedup by contentId makes overlap with push harmless.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{TenantRuntime, Tenants};
+use crate::mgmt_api::ApiError;
+use crate::store::{ContentRef, Store, StoreError};
+
+/// The API refuses windows longer than this.
+pub const MAX_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+/// How far back the API lists; we stay a few minutes inside it so a request never starts out of range.
+pub const MAX_BACK: chrono::TimeDelta = chrono::TimeDelta::minutes(7 * 24 * 60 - 5);
+/// Each pull re-lists this much before the cursor: content can be listed a while after its
+/// `contentCreated`, and contentId dedup makes the overlap free.
+pub const OVERLAP: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// Where the very first pull starts (the API's own default window).
+pub const FIRST_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+/// Wait after a failed round instead of the full interval.
+pub const RETRY_SOON: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one pull of one content type did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PullReport {
+    pub listed: usize,
+    pub added: usize,
+    pub pages: usize,
+    /// The gap was longer than the API keeps: content before `start` is gone.
+    pub truncated: bool,
+}
+
+/// Splits `[start, end)` into consecutive windows of at most [`MAX_WINDOW`].
+pub fn windows(start: DateTime<Utc>, end: DateTime<Utc>) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let mut out = Vec::new();
+    let mut from = start;
+    while from < end {
+        let to = (from + MAX_WINDOW).min(end);
+        out.push((from, to));
+        from = to;
+    }
+    out
+}
+
+/// Where to start listing: the cursor minus the overlap, never before the API's retention.
+/// The flag says the requested start was older than the API keeps.
+pub fn start_at(cursor: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (DateTime<Utc>, bool) {
+    let wanted = match cursor {
+        Some(c) => c - OVERLAP,
+        None => now - FIRST_LOOKBACK,
+    };
+    let oldest = now - MAX_BACK;
+    if wanted < oldest { (oldest, cursor.is_some_and(|c| c < oldest)) } else { (wanted, false) }
+}
+
+/// The API's datetime form (UTC, seconds).
+pub fn api_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S").to_string()
+}
+
+/// Lists one content type from its cursor to `now`, stores what was listed, advances the cursor.
+pub async fn pull_once<S: Store>(
+    tenant: &TenantRuntime,
+    content_type: &str,
+    store: &S,
+    now: DateTime<Utc>,
+) -> Result<PullReport, PullError> {
+    let tid = &tenant.cfg.tenant_id;
+    let cursor = store.cursor(tid, content_type).await?.map(DateTime::<Utc>::from);
+    let (start, truncated) = start_at(cursor, now);
+    if truncated {
+        warn!(tenant.id = %tid, content.type = content_type, since = %api_time(start),
+              "the gap is longer than the 7 days Microsoft keeps content: older content is lost");
+    }
+    let mut report = PullReport { truncated, ..PullReport::default() };
+    for (from, to) in windows(start, now) {
+        let mut page = tenant.client.list_content(content_type, &api_time(from), &api_time(to)).await?;
+        loop {
+            let (items, next) = page;
+            report.pages += 1;
+            report.listed += items.len();
+            let refs: Vec<ContentRef> = items
+                .into_iter()
+                .map(|n| ContentRef {
+                    tenant_id: tid.clone(),
+                    content_type: n.content_type,
+                    content_id: n.content_id,
+                    content_uri: n.content_uri,
+                    content_created: n.content_created,
+                    content_expiration: n.content_expiration,
+                })
+                .collect();
+            if !refs.is_empty() {
+                report.added += store.enqueue(refs).await?.added;
+            }
+            match next {
+                Some(uri) => page = tenant.client.list_content_next(&uri).await?,
+                None => break,
+            }
+        }
+        // Everything up to `to` is stored: the cursor may move there.
+        store.advance_cursor(tid, content_type, SystemTime::from(to)).await?;
+    }
+    Ok(report)
+}
+
+/// Pulls every tenant's content types every `every` (and once at start), waking the workers when
+/// something new was stored. A failing tenant is logged and tried again next round; it never holds
+/// up the others.
+pub async fn run<S: Store>(
+    tenants: Arc<Tenants>,
+    store: Arc<S>,
+    every: Duration,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rounds = tenants.values().cloned().map(|t| {
+            let store = store.clone();
+            let wake = wake.clone();
+            let failed = failed.clone();
+            async move {
+                for ct in &t.cfg.content_types {
+                    match pull_once(&t, ct, store.as_ref(), Utc::now()).await {
+                        Ok(r) => {
+                            if r.added > 0 {
+                                wake.notify_waiters();
+                                info!(tenant.id = %t.cfg.tenant_id, content.type = %ct, listed = r.listed, added = r.added, "listing found new content");
+                            } else {
+                                debug!(tenant.id = %t.cfg.tenant_id, content.type = %ct, listed = r.listed, "listing: nothing new");
+                            }
+                        }
+                        Err(e) => {
+                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            warn!(tenant.id = %t.cfg.tenant_id, content.type = %ct, error = %e, "content listing failed; retrying soon");
+                        }
+                    }
+                }
+            }
+        });
+        tokio::select! {
+            _ = futures_util::future::join_all(rounds) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        // A failed round (e.g. the subscription is being started right now) is retried sooner.
+        let wait = if failed.load(std::sync::atomic::Ordering::Relaxed) { every.min(RETRY_SOON) } else { every };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+    }
+
+    #[test]
+    fn windows_are_at_most_a_day_and_contiguous() {
+        let w = windows(t(-72), t(0));
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0], (t(-72), t(-48)));
+        assert_eq!(w[2].1, t(0));
+        assert_eq!(windows(t(-5), t(0)), vec![(t(-5), t(0))]);
+        assert!(windows(t(0), t(0)).is_empty());
+        let w = windows(t(-25), t(0));
+        assert_eq!(w, vec![(t(-25), t(-1)), (t(-1), t(0))]);
+    }
+
+    #[test]
+    fn start_never_leaves_retention() {
+        assert_eq!(start_at(None, t(0)), (t(-24), false));
+        assert_eq!(start_at(Some(t(-2)), t(0)), (t(-3), false));
+        let (s, truncated) = start_at(Some(t(-24 * 10)), t(0));
+        assert_eq!(s, t(0) - MAX_BACK);
+        assert!(truncated);
+        // Overlap alone crossing the limit is not a loss.
+        let (_, truncated) = start_at(Some(t(0) - MAX_BACK + chrono::TimeDelta::minutes(1)), t(0));
+        assert!(!truncated);
+    }
+
+    #[test]
+    fn api_time_form() {
+        assert_eq!(api_time(t(13)), "2026-11-25T13:00:00");
+    }
+}
