@@ -1,12 +1,16 @@
 //! Durable queue of announced content blobs, the contentId dedup set, and the pull cursors.
-//! STUB: the store work fills `embedded.rs`; the trait and types below are the contract.
+//!
+//! The trait and types below are the contract between the webhook, the puller, the workers and a
+//! store implementation: [`EmbeddedStore`] (redb, the default) and, for several replicas, a
+//! PostgreSQL store. [`conformance`] holds the behaviour checks every implementation must pass.
 
+pub mod conformance;
 pub mod embedded;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{DeadLetter, EmbeddedStore};
 
 /// An announced content blob, as the notification or the content listing gave it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
