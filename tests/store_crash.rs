@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use o365_collector::store::conformance::{WAIT_LIMIT, content};
@@ -55,12 +56,10 @@ struct Acks {
 }
 
 impl Acks {
-    /// Reads one acknowledgement line; lines are `<tag> <value> .` so a torn line is ignored.
+    /// Reads one acknowledgement: a line ending in `<tag> <value> .`, so a torn line is ignored.
     fn record(&mut self, line: &str) {
-        let mut parts = line.split(' ');
-        let (Some(tag), Some(value), Some("."), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let mut parts = line.split(' ').rev();
+        let (Some("."), Some(value), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
             return;
         };
         let value = value.to_owned();
@@ -89,8 +88,13 @@ impl Acks {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_loses_nothing_acknowledged() {
+#[test]
+fn kill_9_loses_nothing_acknowledged() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     // O365_STORE_CRASH_SEED replays or varies the kill moments; the default is fixed.
@@ -114,32 +118,50 @@ async fn kill_9_loses_nothing_acknowledged() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-                .collect::<Vec<String>>()
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
         });
         let err_reader = std::thread::spawn(move || {
             let mut s = String::new();
             let _ = stderr.read_to_string(&mut s);
             s
         });
-        // The kill moment: anywhere from during start-up to well into the loop.
-        let delay = Duration::from_millis(5 + rng.below(400));
-        tokio::time::sleep(delay).await;
+        let mut lines = Vec::new();
+        if rng.below(2) == 0 {
+            // A moment in time: anywhere from start-up to well into the loop.
+            std::thread::sleep(Duration::from_millis(5 + rng.below(400)));
+        } else {
+            // Right after the n-th acknowledgement, where a write that was not durable would be
+            // lost.
+            let target = 1 + rng.below(600) as usize;
+            let deadline = Instant::now() + WAIT_LIMIT;
+            while lines.len() < target && Instant::now() < deadline {
+                match rx.recv_timeout(Duration::from_millis(50)) {
+                    Ok(line) => lines.push(line),
+                    Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+        }
         if let Some(status) = child.try_wait().unwrap() {
             let err = err_reader.join().unwrap();
             panic!("round {round}: child exited by itself ({status}) before the kill:\n{err}");
         }
         child.kill().unwrap(); // SIGKILL on Unix
         child.wait().unwrap();
-        killed_while_running += 1;
-        for line in reader.join().unwrap() {
-            acks.record(&line);
+        reader.join().unwrap();
+        lines.extend(rx.try_iter());
+        for line in &lines {
+            acks.record(line);
         }
         let _ = err_reader.join();
-        verify(dir.path(), round, &acks).await;
+        runtime.block_on(verify(dir.path(), round, &acks));
+        killed_while_running += 1;
     }
     assert!(killed_while_running >= 20);
     assert!(
@@ -284,61 +306,74 @@ async fn child_loop(dir: &Path, round: u64) {
         });
     let mut n = 0u64;
     let mut previous: Option<String> = None;
+    // Ends the harness's "test crash_child ... " line so acknowledgements start on their own.
+    println!();
     loop {
-        let len = 1 + rng.below(8);
-        let ids: Vec<String> = (0..len).map(|i| format!("r{round}-{}", n + i)).collect();
-        n += len;
-        let mut batch: Vec<_> = ids.iter().map(|id| content(id)).collect();
-        if let Some(old) = &previous {
-            batch.push(content(old));
-        }
-        let out = store.enqueue(batch).await.unwrap();
-        assert_eq!(out.added as u64, len);
-        for id in &ids {
-            println!("E {id} .");
-        }
-        previous = ids.last().cloned();
-
-        let claimed = store
-            .claim(1 + rng.below(6) as usize, Duration::from_secs(600))
-            .await
-            .unwrap();
-        for c in claimed {
-            let id = &c.content.content_id;
-            match rng.below(8) {
-                0..=3 => {
-                    println!("P {id} .");
-                    store.complete(c.seq).await.unwrap();
-                    println!("C {id} .");
+        // Random mixes leave stretches where the last durable write was an enqueue followed only
+        // by non-durable claims and renewals.
+        match rng.below(8) {
+            0..=3 => {
+                let len = 1 + rng.below(8);
+                let ids: Vec<String> = (0..len).map(|i| format!("r{round}-{}", n + i)).collect();
+                n += len;
+                let mut batch: Vec<_> = ids.iter().map(|id| content(id)).collect();
+                if let Some(old) = &previous {
+                    batch.push(content(old));
                 }
-                4 | 5 => {
-                    let not_before = SystemTime::now() + Duration::from_millis(rng.below(50));
-                    store.reschedule(c.seq, not_before, "retry").await.unwrap();
+                let out = store.enqueue(batch).await.unwrap();
+                assert_eq!(out.added as u64, len);
+                for id in &ids {
+                    println!("E {id} .");
                 }
-                6 => {
-                    println!("Q {id} .");
-                    store.dead_letter(c.seq, "gave up").await.unwrap();
-                    println!("D {id} .");
-                }
-                _ => {
-                    // Left leased: the lease dies with the process.
-                    store.renew(c.seq, Duration::from_secs(600)).await.unwrap();
-                }
+                previous = ids.last().cloned();
+            }
+            4..=6 => handle_some(&store, &mut rng).await,
+            _ => {
+                cursor_ns += 1 + rng.below(1_000_000);
+                let to = UNIX_EPOCH + Duration::from_nanos(cursor_ns);
+                store
+                    .advance_cursor(TENANT, CONTENT_TYPE, to)
+                    .await
+                    .unwrap();
+                println!("K {cursor_ns} .");
+                // An older position must be ignored.
+                let back = UNIX_EPOCH + Duration::from_nanos(cursor_ns.saturating_sub(5_000_000));
+                store
+                    .advance_cursor(TENANT, CONTENT_TYPE, back)
+                    .await
+                    .unwrap();
             }
         }
+    }
+}
 
-        cursor_ns += 1 + rng.below(1_000_000);
-        let to = UNIX_EPOCH + Duration::from_nanos(cursor_ns);
-        store
-            .advance_cursor(TENANT, CONTENT_TYPE, to)
-            .await
-            .unwrap();
-        println!("K {cursor_ns} .");
-        // An older position must be ignored.
-        let back = UNIX_EPOCH + Duration::from_nanos(cursor_ns.saturating_sub(5_000_000));
-        store
-            .advance_cursor(TENANT, CONTENT_TYPE, back)
-            .await
-            .unwrap();
+/// Claims a few blobs and completes, reschedules, dead-letters or keeps each.
+async fn handle_some(store: &EmbeddedStore, rng: &mut Rng) {
+    let claimed = store
+        .claim(1 + rng.below(6) as usize, Duration::from_secs(600))
+        .await
+        .unwrap();
+    for c in claimed {
+        let id = &c.content.content_id;
+        match rng.below(8) {
+            0..=3 => {
+                println!("P {id} .");
+                store.complete(c.seq).await.unwrap();
+                println!("C {id} .");
+            }
+            4 | 5 => {
+                let not_before = SystemTime::now() + Duration::from_millis(rng.below(50));
+                store.reschedule(c.seq, not_before, "retry").await.unwrap();
+            }
+            6 => {
+                println!("Q {id} .");
+                store.dead_letter(c.seq, "gave up").await.unwrap();
+                println!("D {id} .");
+            }
+            _ => {
+                // Left leased: the lease dies with the process.
+                store.renew(c.seq, Duration::from_secs(600)).await.unwrap();
+            }
+        }
     }
 }
