@@ -2,16 +2,16 @@
 //!
 //! # Layout
 //!
-//! | table       | key                      | value                 | why |
-//! |-------------|--------------------------|-----------------------|-----|
-//! | `meta`      | name                     | u64                   | next seq, counters, clock high-water mark |
-//! | `items`     | seq                      | JSON [`Item`]         | the queued blobs, in arrival order |
-//! | `schedule`  | (due ms, seq)            | ()                    | when each queued blob becomes claimable |
-//! | `leases`    | seq                      | lease-until ms        | the blobs handed to a worker right now |
-//! | `dedup`     | contentId                | first-seen ms         | the dedup set |
-//! | `dedup_age` | (first-seen ms, contentId) | ()                  | lets `prune` find old ids without a full scan |
-//! | `dead`      | seq                      | JSON [`DeadItem`]     | dead letters with their reason |
-//! | `cursors`   | (tenant, content type)   | ns since the epoch    | listing checkpoints |
+//! | table       | key                        | value              | why                                   |
+//! |-------------|----------------------------|--------------------|---------------------------------------|
+//! | `meta`      | name                       | u64                | format, next seq, counters, clock     |
+//! | `items`     | seq                        | JSON item          | the queued blobs, in arrival order    |
+//! | `schedule`  | (due ms, seq)              | ()                 | when each queued blob is claimable    |
+//! | `leases`    | seq                        | lease-until ms     | the blobs a worker holds right now    |
+//! | `dedup`     | contentId                  | first-seen ms      | the dedup set                         |
+//! | `dedup_age` | (first-seen ms, contentId) | ()                 | `prune` finds old ids without a scan  |
+//! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
+//! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints                   |
 //!
 //! Every queued blob has exactly one `schedule` entry: `(lease_until, seq)` while leased, otherwise
 //! `(due, seq)` where `due` is its enqueue time or, after a `reschedule`, its `not_before`. `claim`
@@ -22,22 +22,30 @@
 //!
 //! # Time
 //!
-//! Times are wall-clock milliseconds, but never smaller than the largest one this file has seen (a
-//! persisted high-water mark). A clock stepped backwards therefore cannot strand queued blobs in
-//! the future; it only delays lease expiry and `not_before` by the size of the step.
+//! Times are wall-clock milliseconds, except that the store's clock never goes backwards: when the
+//! wall clock steps back, the store keeps counting forward (monotonically) from the last value it
+//! handed out, and the last value is persisted so a restart does not go back either. So a stepped
+//! clock cannot strand queued blobs or leases in the future; it only shortens a `not_before`
+//! (computed by callers from the wall clock) by the size of the step.
 //!
 //! # Durability
 //!
 //! `enqueue`, `complete`, `reschedule`, `dead_letter`, `advance_cursor` and `prune` commit with
 //! [`Durability::Immediate`] (fsync before returning). `claim` and `renew` commit with
 //! [`Durability::None`]: lost in a crash, which only makes the blob claimable again — as does a
-//! restart, since `open` releases every lease (a fresh process holds none).
+//! restart, since `open` releases every lease (a fresh process holds none). An `enqueue` whose
+//! items are all duplicates changes nothing and commits nothing.
+//!
+//! # Dedup
+//!
+//! The dedup key is the contentId alone (Microsoft's ids are unique across tenants). `prune`
+//! forgets ids by first-seen time only, also for a blob still queued: a blob is announced at most
+//! 7 days, so after [`super::DEDUP_RETENTION`] nobody announces it again.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
     Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
@@ -102,16 +110,22 @@ pub struct DeadLetter {
     pub dead_at: SystemTime,
 }
 
-/// redb-backed [`Store`]. Cheap to share behind an `Arc`; all methods take `&self`.
+/// redb-backed [`Store`]. Clones share the one open file (cheap: an `Arc`).
+#[derive(Clone)]
 pub struct EmbeddedStore {
     inner: Arc<Inner>,
+}
+
+/// The last time handed out, and when (monotonic), so the clock keeps ticking through a step back.
+struct Clock {
+    last_ms: u64,
+    last_at: Instant,
 }
 
 struct Inner {
     db: Database,
     path: PathBuf,
-    /// Largest time handed out so far (ms); see the module doc on time.
-    clock_ms: AtomicU64,
+    clock: Mutex<Clock>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -140,7 +154,10 @@ impl EmbeddedStore {
         let inner = Inner {
             db,
             path,
-            clock_ms: AtomicU64::new(0),
+            clock: Mutex::new(Clock {
+                last_ms: 0,
+                last_at: Instant::now(),
+            }),
         };
         inner.init()?;
         Ok(EmbeddedStore {
@@ -265,7 +282,11 @@ impl Inner {
                 }
             }
             let clock = get_u64(&meta, META_CLOCK).map_err(|e| self.err(e))?;
-            self.clock_ms.store(clock.unwrap_or(0), Ordering::SeqCst);
+            {
+                let mut c = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+                c.last_ms = clock.unwrap_or(0);
+                c.last_at = Instant::now();
+            }
 
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
@@ -276,7 +297,7 @@ impl Inner {
                 first.map(|(k, v)| (k.value(), v.value()))
             } {
                 schedule.remove((until, seq)).map_err(|e| self.err(e))?;
-                if let Some(item) = read_item(&items, seq, &self.path).map_err(|e| self.err(e))? {
+                if let Some(item) = self.read_item(&items, seq)? {
                     schedule
                         .insert((item.due_ms, seq), ())
                         .map_err(|e| self.err(e))?;
@@ -341,10 +362,15 @@ impl Inner {
                 meta.insert(META_NEXT_SEQ, next_seq)
                     .map_err(|e| self.err(e))?;
                 add_u64(&mut meta, META_QUEUED, outcome.added as i64).map_err(|e| self.err(e))?;
+                meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
             }
-            meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
         }
-        self.commit(txn)?;
+        if outcome.added == 0 {
+            // All duplicates: what made them duplicates is already durable.
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
         Ok(outcome)
     }
 
@@ -370,8 +396,7 @@ impl Inner {
             }
             for (due_ms, seq) in due {
                 schedule.remove((due_ms, seq)).map_err(|e| self.err(e))?;
-                let Some(item) = read_item(&items, seq, &self.path).map_err(|e| self.err(e))?
-                else {
+                let Some(item) = self.read_item(&items, seq)? else {
                     // A schedule entry without its item cannot happen; drop it rather than stall.
                     leases.remove(seq).map_err(|e| self.err(e))?;
                     continue;
@@ -402,8 +427,8 @@ impl Inner {
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
             let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
-            let item = read_item(&items, seq, &self.path)
-                .map_err(|e| self.err(e))?
+            let item = self
+                .read_item(&items, seq)?
                 .ok_or(StoreError::NotFound(seq))?;
             // Without owner tokens a renew on an unleased blob (e.g. after a restart) takes the
             // lease: the caller says it is still working on it.
@@ -440,8 +465,8 @@ impl Inner {
             let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
             let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
-            let mut item = read_item(&items, seq, &self.path)
-                .map_err(|e| self.err(e))?
+            let mut item = self
+                .read_item(&items, seq)?
                 .ok_or(StoreError::NotFound(seq))?;
             let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
             schedule.remove(key).map_err(|e| self.err(e))?;
@@ -488,8 +513,8 @@ impl Inner {
         let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
         let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
         let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
-        let item = read_item(&items, seq, &self.path)
-            .map_err(|e| self.err(e))?
+        let item = self
+            .read_item(&items, seq)?
             .ok_or(StoreError::NotFound(seq))?;
         let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
         schedule.remove(key).map_err(|e| self.err(e))?;
@@ -636,11 +661,29 @@ impl Inner {
         Ok(out)
     }
 
-    /// Wall-clock ms, never below any value handed out before (see the module doc).
+    fn read_item(
+        &self,
+        items: &impl ReadableTable<u64, &'static [u8]>,
+        seq: u64,
+    ) -> Result<Option<Item>, StoreError> {
+        match items.get(seq).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(bytes) => decode(bytes.value(), &self.path).map(Some),
+        }
+    }
+
+    /// The store's clock in ms; see the module doc on time.
     fn now_ms(&self) -> u64 {
         let real = to_ms(SystemTime::now());
-        let previous = self.clock_ms.fetch_max(real, Ordering::SeqCst);
-        previous.max(real)
+        // A poisoned lock only means another thread panicked between two plain assignments.
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        let ticked = clock
+            .last_ms
+            .saturating_add(duration_ms(clock.last_at.elapsed()));
+        let now = real.max(ticked);
+        clock.last_ms = now;
+        clock.last_at = Instant::now();
+        now
     }
 
     fn write(&self, durability: Durability) -> Result<WriteTransaction, StoreError> {
@@ -669,34 +712,6 @@ fn schedule_key(
         Some(until) => (until.value(), seq),
         None => (item.due_ms, seq),
     })
-}
-
-fn read_item(
-    items: &impl ReadableTable<u64, &'static [u8]>,
-    seq: u64,
-    path: &Path,
-) -> Result<Option<Item>, ReadError> {
-    match items.get(seq).map_err(ReadError::Storage)? {
-        None => Ok(None),
-        Some(bytes) => decode(bytes.value(), path)
-            .map(Some)
-            .map_err(ReadError::Decode),
-    }
-}
-
-/// Either a redb failure or an undecodable record; lets `read_item` feed `Inner::err`.
-enum ReadError {
-    Storage(redb::StorageError),
-    Decode(StoreError),
-}
-
-impl From<ReadError> for redb::Error {
-    fn from(e: ReadError) -> Self {
-        match e {
-            ReadError::Storage(s) => s.into(),
-            ReadError::Decode(d) => redb::Error::Corrupted(d.to_string()),
-        }
-    }
 }
 
 fn get_u64(
