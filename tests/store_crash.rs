@@ -5,6 +5,7 @@
 //! PRNG, ≥ 20 times), then reopens the store and checks nothing acknowledged was lost:
 //! every acknowledged id is still queued or was being completed / dead-lettered, enqueuing it again
 //! is a duplicate, completed ids never come back, dead letters are kept, the cursor never moved back.
+//! While a child runs, opening the same store from the parent process is refused (Unavailable).
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
@@ -14,7 +15,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use o365_collector::store::conformance::{WAIT_LIMIT, content};
-use o365_collector::store::{EmbeddedStore, Store};
+use o365_collector::store::{EmbeddedStore, Store, StoreError};
 
 const CHILD_DIR_ENV: &str = "O365_STORE_CRASH_CHILD_DIR";
 const CHILD_ROUND_ENV: &str = "O365_STORE_CRASH_CHILD_ROUND";
@@ -145,6 +146,13 @@ fn kill_9_loses_nothing_acknowledged() {
                     Ok(line) => lines.push(line),
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            // The child has the store open now: another process must be refused.
+            if lines.iter().any(|l| l.ends_with(" .")) {
+                match EmbeddedStore::open(dir.path()) {
+                    Err(StoreError::Unavailable(msg)) => assert!(msg.contains("already in use")),
+                    other => panic!("round {round}: open beside a running child: {other:?}"),
                 }
             }
         }
