@@ -1,55 +1,797 @@
-//! The default store: one redb file under `last_value_storage`.
-//! STUB: the store work replaces this file.
+//! The default store: one redb file, `queue.redb`, under `last_value_storage`.
+//!
+//! # Layout
+//!
+//! | table       | key                        | value              | why                                   |
+//! |-------------|----------------------------|--------------------|---------------------------------------|
+//! | `meta`      | name                       | u64                | format, next seq, counters, clock     |
+//! | `items`     | seq                        | JSON item          | the queued blobs, in arrival order    |
+//! | `schedule`  | (due ms, seq)              | ()                 | when each queued blob is claimable    |
+//! | `leases`    | seq                        | lease-until ms     | the blobs a worker holds right now    |
+//! | `dedup`     | contentId                  | first-seen ms      | the dedup set                         |
+//! | `dedup_age` | (first-seen ms, contentId) | ()                 | `prune` finds old ids without a scan  |
+//! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
+//! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints                   |
+//!
+//! Every queued blob has exactly one `schedule` entry: `(lease_until, seq)` while leased, otherwise
+//! `(due, seq)` where `due` is its enqueue time or, after a `reschedule`, its `not_before`. `claim`
+//! reads that index from the start up to "now", so it costs O(max · log n) however many blobs wait
+//! or are leased, and a blob whose lease expired is simply due again. Keying fresh blobs by their
+//! enqueue time (not 0) keeps retries fair: a due retry is served in time order among fresh blobs
+//! instead of behind the whole backlog.
+//!
+//! # Time
+//!
+//! Times are wall-clock milliseconds, except that the store's clock never goes backwards: when the
+//! wall clock steps back, the store keeps counting forward (monotonically) from the last value it
+//! handed out, and the last value is persisted so a restart does not go back either. So a stepped
+//! clock cannot strand queued blobs or leases in the future; it only shortens a `not_before`
+//! (computed by callers from the wall clock) by the size of the step.
+//!
+//! # Durability
+//!
+//! `enqueue`, `complete`, `reschedule`, `dead_letter`, `advance_cursor` and `prune` commit with
+//! [`Durability::Immediate`] (fsync before returning). `claim` and `renew` commit with
+//! [`Durability::None`]: lost in a crash, which only makes the blob claimable again — as does a
+//! restart, since `open` releases every lease (a fresh process holds none). An `enqueue` whose
+//! items are all duplicates changes nothing and commits nothing.
+//!
+//! # Dedup
+//!
+//! The dedup key is the contentId alone (Microsoft's ids are unique across tenants). `prune`
+//! forgets ids by first-seen time only, also for a blob still queued: a blob is announced at most
+//! 7 days, so after [`super::DEDUP_RETENTION`] nobody announces it again.
 
-use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use redb::{
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
 
 use super::{Claimed, ContentRef, EnqueueOutcome, Store, StoreError, StoreStats};
 
-/// redb-backed [`Store`].
-pub struct EmbeddedStore {}
+/// File name inside the store directory.
+pub const FILE_NAME: &str = "queue.redb";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const ITEMS: TableDefinition<u64, &[u8]> = TableDefinition::new("items");
+const SCHEDULE: TableDefinition<(u64, u64), ()> = TableDefinition::new("schedule");
+const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
+const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
+const DEDUP_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_age");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
+const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+
+const META_NEXT_SEQ: &str = "next_seq";
+const META_QUEUED: &str = "queued";
+const META_DEAD: &str = "dead";
+const META_CLOCK: &str = "clock_high_water_ms";
+const META_FORMAT: &str = "format";
+/// Bumped when the layout changes incompatibly; a file with another value is refused.
+const FORMAT_VERSION: u64 = 1;
+
+/// A queued blob as stored in `items`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Item {
+    content: ContentRef,
+    attempts: u32,
+    enqueued_ms: u64,
+    /// Claimable from (when not leased); the first half of its `schedule` key.
+    due_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// A dead letter as stored in `dead`.
+#[derive(Debug, Serialize, Deserialize)]
+struct DeadItem {
+    content: ContentRef,
+    reason: String,
+    attempts: u32,
+    enqueued_ms: u64,
+    dead_ms: u64,
+}
+
+/// A dead letter, as [`EmbeddedStore::dead_letter_details`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The seq the blob had in the queue.
+    pub seq: u64,
+    pub content: ContentRef,
+    pub reason: String,
+    /// Attempts that ended in `reschedule` before it was given up.
+    pub attempts: u32,
+    pub enqueued_at: SystemTime,
+    pub dead_at: SystemTime,
+}
+
+/// redb-backed [`Store`]. Clones share the one open file (cheap: an `Arc`).
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    inner: Arc<Inner>,
+}
+
+/// The last time handed out, and when (monotonic), so the clock keeps ticking through a step back.
+struct Clock {
+    last_ms: u64,
+    last_at: Instant,
+}
+
+struct Inner {
+    db: Database,
+    path: PathBuf,
+    clock: Mutex<Clock>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
 
 impl EmbeddedStore {
-    /// Opens (creating if needed) `dir/queue.redb`.
-    pub fn open(_dir: &Path) -> Result<EmbeddedStore, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+    /// Opens (creating if needed) `dir/queue.redb` and releases every lease a previous process held.
+    ///
+    /// Errors: [`StoreError::Unavailable`] when another process (or another handle in this one)
+    /// has the file open, or on I/O errors; [`StoreError::Corrupt`] when the file is not a store of
+    /// ours or is damaged.
+    pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!(
+                "cannot create store directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(FILE_NAME);
+        let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
+        let inner = Inner {
+            db,
+            path,
+            clock: Mutex::new(Clock {
+                last_ms: 0,
+                last_at: Instant::now(),
+            }),
+        };
+        inner.init()?;
+        Ok(EmbeddedStore {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The redb file this store lives in.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Dead letters, oldest first, with the reason each was given up.
+    pub async fn dead_letters(&self) -> Result<Vec<(ContentRef, String)>, StoreError> {
+        let all = self.dead_letter_details().await?;
+        Ok(all.into_iter().map(|d| (d.content, d.reason)).collect())
+    }
+
+    /// Dead letters with their seq, attempts and times, oldest first.
+    pub async fn dead_letter_details(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.run(|inner| inner.dead_letters()).await
+    }
+
+    /// Runs a blocking redb operation off the async executor.
+    async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
     }
 }
 
 impl Store for EmbeddedStore {
-    async fn enqueue(&self, _items: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+    async fn enqueue(&self, items: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+        if items.is_empty() {
+            return Ok(EnqueueOutcome::default());
+        }
+        self.run(move |inner| inner.enqueue(items)).await
     }
-    async fn claim(&self, _max: usize, _lease: Duration) -> Result<Vec<Claimed>, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.run(move |inner| inner.claim(max, lease)).await
     }
-    async fn renew(&self, _seq: u64, _lease: Duration) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
+        self.run(move |inner| inner.renew(seq, lease)).await
     }
-    async fn complete(&self, _seq: u64) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn complete(&self, seq: u64) -> Result<(), StoreError> {
+        self.run(move |inner| inner.complete(seq)).await
     }
+
     async fn reschedule(
         &self,
-        _seq: u64,
-        _nb: SystemTime,
-        _reason: &str,
+        seq: u64,
+        not_before: SystemTime,
+        reason: &str,
     ) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+        let reason = reason.to_owned();
+        self.run(move |inner| inner.reschedule(seq, not_before, reason))
+            .await
     }
-    async fn dead_letter(&self, _seq: u64, _reason: &str) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn dead_letter(&self, seq: u64, reason: &str) -> Result<(), StoreError> {
+        let reason = reason.to_owned();
+        self.run(move |inner| inner.dead_letter(seq, reason)).await
     }
-    async fn cursor(&self, _t: &str, _c: &str) -> Result<Option<SystemTime>, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let (t, c) = (tenant_id.to_owned(), content_type.to_owned());
+        self.run(move |inner| inner.cursor(&t, &c)).await
     }
-    async fn advance_cursor(&self, _t: &str, _c: &str, _to: SystemTime) -> Result<(), StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn advance_cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        to: SystemTime,
+    ) -> Result<(), StoreError> {
+        let (t, c) = (tenant_id.to_owned(), content_type.to_owned());
+        self.run(move |inner| inner.advance_cursor(&t, &c, to))
+            .await
     }
-    async fn prune(&self, _older_than: SystemTime) -> Result<u64, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+        self.run(move |inner| inner.prune(older_than)).await
     }
+
     async fn stats(&self) -> Result<StoreStats, StoreError> {
-        Err(StoreError::Unavailable("not built yet".into()))
+        self.run(|inner| inner.stats()).await
+    }
+}
+
+impl Inner {
+    /// Creates the tables, checks the format, loads the clock and releases all leases.
+    fn init(&self) -> Result<(), StoreError> {
+        let txn = self.write(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            match get_u64(&meta, META_FORMAT).map_err(|e| self.err(e))? {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT_VERSION)
+                        .map_err(|e| self.err(e))?;
+                }
+                Some(FORMAT_VERSION) => {}
+                Some(other) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{}: store format {other}, this build reads format {FORMAT_VERSION}",
+                        self.path.display()
+                    )));
+                }
+            }
+            let clock = get_u64(&meta, META_CLOCK).map_err(|e| self.err(e))?;
+            {
+                let mut c = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+                c.last_ms = clock.unwrap_or(0);
+                c.last_at = Instant::now();
+            }
+
+            let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+            // A fresh process holds no lease: every leased blob becomes due again.
+            while let Some((seq, until)) = {
+                let first = leases.pop_first().map_err(|e| self.err(e))?;
+                first.map(|(k, v)| (k.value(), v.value()))
+            } {
+                schedule.remove((until, seq)).map_err(|e| self.err(e))?;
+                if let Some(item) = self.read_item(&items, seq)? {
+                    schedule
+                        .insert((item.due_ms, seq), ())
+                        .map_err(|e| self.err(e))?;
+                }
+            }
+            // Make sure every table exists so read transactions can open them.
+            txn.open_table(DEDUP).map_err(|e| self.err(e))?;
+            txn.open_table(DEDUP_AGE).map_err(|e| self.err(e))?;
+            txn.open_table(DEAD).map_err(|e| self.err(e))?;
+            txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn enqueue(&self, batch: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+        let now = self.now_ms();
+        let txn = self.write(Durability::Immediate)?;
+        let mut outcome = EnqueueOutcome::default();
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut dedup = txn.open_table(DEDUP).map_err(|e| self.err(e))?;
+            let mut dedup_age = txn.open_table(DEDUP_AGE).map_err(|e| self.err(e))?;
+            let mut next_seq = get_u64(&meta, META_NEXT_SEQ)
+                .map_err(|e| self.err(e))?
+                .unwrap_or(1);
+            let mut in_batch: HashSet<String> = HashSet::with_capacity(batch.len());
+            for content in batch {
+                let seen = in_batch.contains(&content.content_id)
+                    || dedup
+                        .get(content.content_id.as_str())
+                        .map_err(|e| self.err(e))?
+                        .is_some();
+                if seen {
+                    outcome.duplicates += 1;
+                    continue;
+                }
+                dedup
+                    .insert(content.content_id.as_str(), now)
+                    .map_err(|e| self.err(e))?;
+                dedup_age
+                    .insert((now, content.content_id.as_str()), ())
+                    .map_err(|e| self.err(e))?;
+                in_batch.insert(content.content_id.clone());
+                let seq = next_seq;
+                next_seq += 1;
+                let item = Item {
+                    content,
+                    attempts: 0,
+                    enqueued_ms: now,
+                    due_ms: now,
+                    last_error: None,
+                };
+                items
+                    .insert(seq, encode(&item)?.as_slice())
+                    .map_err(|e| self.err(e))?;
+                schedule.insert((now, seq), ()).map_err(|e| self.err(e))?;
+                outcome.added += 1;
+            }
+            if outcome.added > 0 {
+                meta.insert(META_NEXT_SEQ, next_seq)
+                    .map_err(|e| self.err(e))?;
+                add_u64(&mut meta, META_QUEUED, outcome.added as i64).map_err(|e| self.err(e))?;
+                meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
+            }
+        }
+        if outcome.added == 0 {
+            // All duplicates: what made them duplicates is already durable.
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(outcome)
+    }
+
+    fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
+        let now = self.now_ms();
+        let until = now.saturating_add(duration_ms(lease));
+        let txn = self.write(Durability::None)?;
+        let mut claimed = Vec::new();
+        {
+            let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+            let mut due: Vec<(u64, u64)> = Vec::with_capacity(max.min(1024));
+            for entry in schedule
+                .range((0, 0)..=(now, u64::MAX))
+                .map_err(|e| self.err(e))?
+            {
+                let (key, _) = entry.map_err(|e| self.err(e))?;
+                due.push(key.value());
+                if due.len() >= max {
+                    break;
+                }
+            }
+            for (due_ms, seq) in due {
+                schedule.remove((due_ms, seq)).map_err(|e| self.err(e))?;
+                let Some(item) = self.read_item(&items, seq)? else {
+                    // A schedule entry without its item cannot happen; drop it rather than stall.
+                    leases.remove(seq).map_err(|e| self.err(e))?;
+                    continue;
+                };
+                schedule.insert((until, seq), ()).map_err(|e| self.err(e))?;
+                leases.insert(seq, until).map_err(|e| self.err(e))?;
+                claimed.push(Claimed {
+                    seq,
+                    content: item.content,
+                    attempts: item.attempts,
+                    enqueued_at: from_ms(item.enqueued_ms),
+                });
+            }
+        }
+        if claimed.is_empty() {
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(claimed)
+    }
+
+    fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let until = now.saturating_add(duration_ms(lease));
+        let txn = self.write(Durability::None)?;
+        {
+            let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+            let item = self
+                .read_item(&items, seq)?
+                .ok_or(StoreError::NotFound(seq))?;
+            // Without owner tokens a renew on an unleased blob (e.g. after a restart) takes the
+            // lease: the caller says it is still working on it.
+            let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
+            schedule.remove(key).map_err(|e| self.err(e))?;
+            schedule.insert((until, seq), ()).map_err(|e| self.err(e))?;
+            leases.insert(seq, until).map_err(|e| self.err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn complete(&self, seq: u64) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let txn = self.write(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            self.unqueue(&txn, seq)?;
+            add_u64(&mut meta, META_QUEUED, -1).map_err(|e| self.err(e))?;
+            meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn reschedule(
+        &self,
+        seq: u64,
+        not_before: SystemTime,
+        reason: String,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let txn = self.write(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+            let mut item = self
+                .read_item(&items, seq)?
+                .ok_or(StoreError::NotFound(seq))?;
+            let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
+            schedule.remove(key).map_err(|e| self.err(e))?;
+            leases.remove(seq).map_err(|e| self.err(e))?;
+            item.attempts = item.attempts.saturating_add(1);
+            item.due_ms = to_ms(not_before);
+            item.last_error = Some(reason);
+            items
+                .insert(seq, encode(&item)?.as_slice())
+                .map_err(|e| self.err(e))?;
+            schedule
+                .insert((item.due_ms, seq), ())
+                .map_err(|e| self.err(e))?;
+            meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn dead_letter(&self, seq: u64, reason: String) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let txn = self.write(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
+            let item = self.unqueue(&txn, seq)?;
+            let record = DeadItem {
+                content: item.content,
+                reason,
+                attempts: item.attempts,
+                enqueued_ms: item.enqueued_ms,
+                dead_ms: now,
+            };
+            dead.insert(seq, encode(&record)?.as_slice())
+                .map_err(|e| self.err(e))?;
+            add_u64(&mut meta, META_QUEUED, -1).map_err(|e| self.err(e))?;
+            add_u64(&mut meta, META_DEAD, 1).map_err(|e| self.err(e))?;
+            meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    /// Removes `seq` from `items`, `schedule` and `leases`; its dedup entry stays.
+    fn unqueue(&self, txn: &WriteTransaction, seq: u64) -> Result<Item, StoreError> {
+        let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+        let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+        let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+        let item = self
+            .read_item(&items, seq)?
+            .ok_or(StoreError::NotFound(seq))?;
+        let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
+        schedule.remove(key).map_err(|e| self.err(e))?;
+        leases.remove(seq).map_err(|e| self.err(e))?;
+        items.remove(seq).map_err(|e| self.err(e))?;
+        Ok(item)
+    }
+
+    fn cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let cursors = txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+        let value = cursors
+            .get((tenant_id, content_type))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value());
+        Ok(value.map(|ns| UNIX_EPOCH + Duration::from_nanos(ns)))
+    }
+
+    fn advance_cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        to: SystemTime,
+    ) -> Result<(), StoreError> {
+        let to_ns = to
+            .duration_since(UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        let txn = self.write(Durability::Immediate)?;
+        let moved = {
+            let mut cursors = txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+            let current = cursors
+                .get((tenant_id, content_type))
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value());
+            if current.is_some_and(|c| c >= to_ns) {
+                false
+            } else {
+                cursors
+                    .insert((tenant_id, content_type), to_ns)
+                    .map_err(|e| self.err(e))?;
+                true
+            }
+        };
+        if moved {
+            self.commit(txn)
+        } else {
+            txn.abort().map_err(|e| self.err(e))
+        }
+    }
+
+    fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+        let limit = to_ms(older_than);
+        let txn = self.write(Durability::Immediate)?;
+        let mut removed = 0u64;
+        {
+            let mut dedup = txn.open_table(DEDUP).map_err(|e| self.err(e))?;
+            let mut dedup_age = txn.open_table(DEDUP_AGE).map_err(|e| self.err(e))?;
+            let mut old: Vec<(u64, String)> = Vec::new();
+            for entry in dedup_age
+                .range::<(u64, &str)>(..(limit, ""))
+                .map_err(|e| self.err(e))?
+            {
+                let (key, _) = entry.map_err(|e| self.err(e))?;
+                let (ms, id) = key.value();
+                old.push((ms, id.to_owned()));
+            }
+            for (ms, id) in &old {
+                dedup_age
+                    .remove((*ms, id.as_str()))
+                    .map_err(|e| self.err(e))?;
+                dedup.remove(id.as_str()).map_err(|e| self.err(e))?;
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(removed)
+    }
+
+    fn stats(&self) -> Result<StoreStats, StoreError> {
+        let now = self.now_ms();
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let meta = txn.open_table(META).map_err(|e| self.err(e))?;
+        let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+        let leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+        let queued = get_u64(&meta, META_QUEUED)
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        let dead_letters = get_u64(&meta, META_DEAD)
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0);
+        let mut held: HashSet<u64> = HashSet::new();
+        for entry in leases.iter().map_err(|e| self.err(e))? {
+            let (seq, until) = entry.map_err(|e| self.err(e))?;
+            if until.value() > now {
+                held.insert(seq.value());
+            }
+        }
+        let leased = held.len() as u64;
+        // Seqs are in arrival order, so the first unleased item is the oldest pending one; only
+        // leased items (few: one per busy worker) are skipped.
+        let mut oldest_pending_age_secs = None;
+        for entry in items.iter().map_err(|e| self.err(e))? {
+            let (seq, bytes) = entry.map_err(|e| self.err(e))?;
+            if held.contains(&seq.value()) {
+                continue;
+            }
+            let item: Item = decode(bytes.value(), &self.path)?;
+            oldest_pending_age_secs = Some(now.saturating_sub(item.enqueued_ms) / 1000);
+            break;
+        }
+        Ok(StoreStats {
+            pending: queued.saturating_sub(leased),
+            leased,
+            dead_letters,
+            oldest_pending_age_secs,
+        })
+    }
+
+    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for entry in dead.iter().map_err(|e| self.err(e))? {
+            let (seq, bytes) = entry.map_err(|e| self.err(e))?;
+            let record: DeadItem = decode(bytes.value(), &self.path)?;
+            out.push(DeadLetter {
+                seq: seq.value(),
+                content: record.content,
+                reason: record.reason,
+                attempts: record.attempts,
+                enqueued_at: from_ms(record.enqueued_ms),
+                dead_at: from_ms(record.dead_ms),
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_item(
+        &self,
+        items: &impl ReadableTable<u64, &'static [u8]>,
+        seq: u64,
+    ) -> Result<Option<Item>, StoreError> {
+        match items.get(seq).map_err(|e| self.err(e))? {
+            None => Ok(None),
+            Some(bytes) => decode(bytes.value(), &self.path).map(Some),
+        }
+    }
+
+    /// The store's clock in ms; see the module doc on time.
+    fn now_ms(&self) -> u64 {
+        let real = to_ms(SystemTime::now());
+        // A poisoned lock only means another thread panicked between two plain assignments.
+        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        let ticked = clock
+            .last_ms
+            .saturating_add(duration_ms(clock.last_at.elapsed()));
+        let now = real.max(ticked);
+        clock.last_ms = now;
+        clock.last_at = Instant::now();
+        now
+    }
+
+    fn write(&self, durability: Durability) -> Result<WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        txn.set_durability(durability).map_err(|e| self.err(e))?;
+        Ok(txn)
+    }
+
+    fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        txn.commit().map_err(|e| self.err(e))
+    }
+
+    /// Maps any redb error: damage → Corrupt (with the path), everything else → Unavailable.
+    fn err(&self, e: impl Into<redb::Error>) -> StoreError {
+        map_error(&self.path, e.into())
+    }
+}
+
+/// The `schedule` key `seq` sits under right now.
+fn schedule_key(
+    leases: &impl ReadableTable<u64, u64>,
+    item: &Item,
+    seq: u64,
+) -> Result<(u64, u64), redb::StorageError> {
+    Ok(match leases.get(seq)? {
+        Some(until) => (until.value(), seq),
+        None => (item.due_ms, seq),
+    })
+}
+
+fn get_u64(
+    meta: &impl ReadableTable<&'static str, u64>,
+    key: &str,
+) -> Result<Option<u64>, redb::StorageError> {
+    Ok(meta.get(key)?.map(|v| v.value()))
+}
+
+fn add_u64(
+    meta: &mut redb::Table<&'static str, u64>,
+    key: &str,
+    delta: i64,
+) -> Result<(), redb::StorageError> {
+    let current = get_u64(meta, key)?.unwrap_or(0);
+    let next = current.saturating_add_signed(delta);
+    meta.insert(key, next)?;
+    Ok(())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::Unavailable(format!("cannot serialise a queue record: {e}")))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], path: &Path) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        StoreError::Corrupt(format!("{}: undecodable queue record: {e}", path.display()))
+    })
+}
+
+fn to_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn from_ms(ms: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+fn duration_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> StoreError {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
+            StoreError::Unavailable(format!(
+                "{} is already in use by another o365-collector process?",
+                path.display()
+            ))
+        }
+        DatabaseError::UpgradeRequired(v) => StoreError::Corrupt(format!(
+            "{}: redb file format {v} is too old for this build",
+            path.display()
+        )),
+        other => map_error(path, other.into()),
+    }
+}
+
+fn map_error(path: &Path, e: redb::Error) -> StoreError {
+    match e {
+        redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("{}: {msg}", path.display())),
+        redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
+            StoreError::Unavailable(format!(
+                "{} is already in use by another o365-collector process?",
+                path.display()
+            ))
+        }
+        redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            StoreError::Corrupt(format!("{}: {io}", path.display()))
+        }
+        redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => StoreError::Corrupt(format!(
+            "{}: not an o365-collector store ({e})",
+            path.display()
+        )),
+        other => StoreError::Unavailable(format!("{}: {other}", path.display())),
     }
 }

@@ -1,12 +1,16 @@
 //! Durable queue of announced content blobs, the contentId dedup set, and the pull cursors.
-//! STUB: the store work fills `embedded.rs`; the trait and types below are the contract.
+//!
+//! The trait and types below are the contract between the webhook, the puller, the workers and a
+//! store implementation: [`EmbeddedStore`] (redb, the default) and, for several replicas, a
+//! PostgreSQL store. [`conformance`] holds the behaviour checks every implementation must pass.
 
+pub mod conformance;
 pub mod embedded;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-pub use embedded::EmbeddedStore;
+pub use embedded::{DeadLetter, EmbeddedStore};
 
 /// An announced content blob, as the notification or the content listing gave it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,9 +43,12 @@ pub struct EnqueueOutcome {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StoreStats {
+    /// Queued and not under an unexpired lease: ready now or waiting for `not_before`.
     pub pending: u64,
+    /// Held by a worker (lease not yet expired).
     pub leased: u64,
     pub dead_letters: u64,
+    /// Age of the oldest pending blob since it was enqueued; `None` when nothing is pending.
     pub oldest_pending_age_secs: Option<u64>,
 }
 
@@ -68,28 +75,33 @@ pub trait Store: Send + Sync + 'static {
         &self,
         items: Vec<ContentRef>,
     ) -> impl Future<Output = Result<EnqueueOutcome, StoreError>> + Send;
-    /// Leases up to `max` ready blobs (not leased, `not_before` passed), oldest first.
+    /// Leases up to `max` ready blobs (not leased or lease expired, `not_before` passed), oldest
+    /// first: ordered by when each became claimable (arrival, or `not_before` after a reschedule).
     fn claim(
         &self,
         max: usize,
         lease: Duration,
     ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
-    /// Extends a lease held by a worker still busy with the blob.
+    /// Extends a lease held by a worker still busy with the blob. Leases carry no owner: renewing
+    /// a blob whose lease lapsed takes the lease again. `NotFound` if the seq is not queued.
     fn renew(
         &self,
         seq: u64,
         lease: Duration,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes a blob whose records the output accepted. Its contentId stays in the dedup set.
+    /// `NotFound` if the seq is not queued (already completed or dead-lettered).
     fn complete(&self, seq: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Releases the lease, counts an attempt and keeps the blob until `not_before`.
+    /// Releases the lease, counts an attempt and keeps the blob until `not_before` (a past
+    /// `not_before` makes it claimable at once). `NotFound` if the seq is not queued.
     fn reschedule(
         &self,
         seq: u64,
         not_before: SystemTime,
         reason: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Moves a blob that cannot succeed out of the queue, with its reason.
+    /// Moves a blob that cannot succeed out of the queue, with its reason; its contentId stays in
+    /// the dedup set. `NotFound` if the seq is not queued.
     fn dead_letter(
         &self,
         seq: u64,

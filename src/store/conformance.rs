@@ -1,0 +1,407 @@
+//! Behaviour every [`Store`] must show, written once so the embedded and the PostgreSQL stores are
+//! held to the same contract. Each check takes a fresh, empty store from the caller's factory and
+//! panics (like a test assertion) when the store misbehaves.
+//!
+//! Use from an integration test:
+//!
+//! ```ignore
+//! #[tokio::test]
+//! async fn conformance() {
+//!     let dirs = std::sync::Mutex::new(Vec::new());
+//!     o365_collector::store::conformance::run_all(|| async {
+//!         let dir = tempfile::tempdir().unwrap();
+//!         let store = EmbeddedStore::open(dir.path()).unwrap();
+//!         dirs.lock().unwrap().push(dir);
+//!         store
+//!     })
+//!     .await;
+//! }
+//! ```
+//!
+//! Checks that need a restart (dedup and cursors surviving a reopen, leases released on open) are
+//! store-specific and live next to each store's own tests.
+
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Claimed, ContentRef, Store, StoreError};
+
+/// How long a check waits for a condition (an expiring lease, a due retry) before failing.
+pub const WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+/// A blob announcement with the given contentId, tenant `t1` and type `Audit.General`.
+pub fn content(id: &str) -> ContentRef {
+    content_for("t1", "Audit.General", id)
+}
+
+/// A blob announcement for a given tenant and content type.
+pub fn content_for(tenant: &str, content_type: &str, id: &str) -> ContentRef {
+    ContentRef {
+        tenant_id: tenant.to_owned(),
+        content_type: content_type.to_owned(),
+        content_id: id.to_owned(),
+        content_uri: format!(
+            "https://manage.office.com/api/v1.0/{tenant}/activity/feed/audit/{id}"
+        ),
+        content_created: Some("2026-01-01T00:00:00.000Z".to_owned()),
+        content_expiration: Some("2026-01-08T00:00:00.000Z".to_owned()),
+    }
+}
+
+/// Runs every check, each on a store freshly made by `make`.
+pub async fn run_all<S, F, Fut>(mut make: F)
+where
+    S: Store,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    enqueue_dedups(&make().await).await;
+    claim_is_oldest_first_and_bounded(&make().await).await;
+    expired_lease_is_claimable_again(&make().await).await;
+    renew_extends_lease(&make().await).await;
+    complete_removes_but_keeps_dedup(&make().await).await;
+    reschedule_waits_and_counts_attempts(&make().await).await;
+    dead_letter_leaves_queue(&make().await).await;
+    unknown_seq_is_not_found(&make().await).await;
+    cursor_never_moves_backwards(&make().await).await;
+    prune_forgets_old_ids(&make().await).await;
+    stats_count_each_state(&make().await).await;
+}
+
+/// Polls `claim(max, lease)` until it returns something, or fails after [`WAIT_LIMIT`].
+pub async fn claim_within<S: Store>(store: &S, max: usize, lease: Duration) -> Vec<Claimed> {
+    let deadline = Instant::now() + WAIT_LIMIT;
+    loop {
+        let got = store.claim(max, lease).await.expect("claim");
+        if !got.is_empty() {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nothing became claimable within {WAIT_LIMIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn ids(claimed: &[Claimed]) -> Vec<&str> {
+    claimed
+        .iter()
+        .map(|c| c.content.content_id.as_str())
+        .collect()
+}
+
+const LONG: Duration = Duration::from_secs(600);
+
+/// New ids are added once; repeats across and within batches are counted as duplicates.
+pub async fn enqueue_dedups<S: Store>(store: &S) {
+    let out = store
+        .enqueue(vec![content("a"), content("b"), content("a")])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        (out.added, out.duplicates),
+        (2, 1),
+        "duplicate within a batch"
+    );
+    let out = store
+        .enqueue(vec![content("b"), content("c")])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        (out.added, out.duplicates),
+        (1, 1),
+        "duplicate across batches"
+    );
+    let out = store.enqueue(Vec::new()).await.expect("empty enqueue");
+    assert_eq!((out.added, out.duplicates), (0, 0));
+    let claimed = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(ids(&claimed), ["a", "b", "c"]);
+    assert!(claimed.iter().all(|c| c.attempts == 0));
+    assert_eq!(claimed[0].content, content("a"), "content round-trips");
+}
+
+/// `claim` hands out at most `max`, in arrival order, and never the same blob twice while leased.
+pub async fn claim_is_oldest_first_and_bounded<S: Store>(store: &S) {
+    let batch: Vec<ContentRef> = (0..10).map(|i| content(&format!("id-{i}"))).collect();
+    store.enqueue(batch).await.expect("enqueue");
+    let first = store.claim(4, LONG).await.expect("claim");
+    assert_eq!(ids(&first), ["id-0", "id-1", "id-2", "id-3"]);
+    assert!(
+        first.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seq follows arrival"
+    );
+    let second = store.claim(100, LONG).await.expect("claim");
+    assert_eq!(
+        ids(&second),
+        ["id-4", "id-5", "id-6", "id-7", "id-8", "id-9"]
+    );
+    assert!(store.claim(100, LONG).await.expect("claim").is_empty());
+    assert!(store.claim(0, LONG).await.expect("claim 0").is_empty());
+}
+
+/// A worker that dies leaves a lease that expires; the blob is then claimable again.
+pub async fn expired_lease_is_claimable_again<S: Store>(store: &S) {
+    store.enqueue(vec![content("x")]).await.expect("enqueue");
+    let lease = Duration::from_millis(50);
+    let first = store.claim(1, lease).await.expect("claim");
+    assert_eq!(ids(&first), ["x"]);
+    let again = claim_within(store, 1, LONG).await;
+    assert_eq!(again[0].seq, first[0].seq);
+    assert_eq!(again[0].attempts, 0, "an expired lease is not an attempt");
+    assert!(store.claim(1, LONG).await.expect("claim").is_empty());
+}
+
+/// `renew` keeps a blob away from other workers past its first lease.
+pub async fn renew_extends_lease<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("r"), content("s")])
+        .await
+        .expect("enqueue");
+    let short = Duration::from_millis(50);
+    let claimed = store.claim(2, short).await.expect("claim");
+    assert_eq!(ids(&claimed), ["r", "s"]);
+    store.renew(claimed[0].seq, LONG).await.expect("renew");
+    // `s` was not renewed: once it comes back, `r` must still be held.
+    let back = claim_within(store, 10, LONG).await;
+    assert_eq!(ids(&back), ["s"]);
+    assert!(store.claim(10, LONG).await.expect("claim").is_empty());
+    assert!(matches!(
+        store.renew(u64::MAX, LONG).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A completed blob is gone for good, and its contentId is still a duplicate.
+pub async fn complete_removes_but_keeps_dedup<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("done"), content("open")])
+        .await
+        .expect("enqueue");
+    let claimed = store
+        .claim(1, Duration::from_millis(20))
+        .await
+        .expect("claim");
+    assert_eq!(ids(&claimed), ["done"]);
+    store.complete(claimed[0].seq).await.expect("complete");
+    assert!(matches!(
+        store.complete(claimed[0].seq).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let out = store.enqueue(vec![content("done")]).await.expect("enqueue");
+    assert_eq!((out.added, out.duplicates), (0, 1));
+    let rest = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(ids(&rest), ["open"], "a completed blob never comes back");
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased), (0, 1));
+}
+
+/// A rescheduled blob waits until `not_before`, then comes back with one more attempt.
+pub async fn reschedule_waits_and_counts_attempts<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("retry"), content("later")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(2, LONG).await.expect("claim");
+    // Far future: not claimable in this test.
+    let far = SystemTime::now() + Duration::from_secs(3600);
+    store
+        .reschedule(claimed[1].seq, far, "HTTP 503")
+        .await
+        .expect("reschedule");
+    // Near future: claimable once it passes.
+    let near = SystemTime::now() + Duration::from_millis(100);
+    store
+        .reschedule(claimed[0].seq, near, "HTTP 429")
+        .await
+        .expect("reschedule");
+    // Every claim that returns the blob must have ended after `not_before` (the far one shows the
+    // strict case; this one only that the wait ends).
+    let deadline = Instant::now() + WAIT_LIMIT;
+    let back = loop {
+        let got = store.claim(10, LONG).await.expect("claim");
+        let after = SystemTime::now();
+        if !got.is_empty() {
+            assert!(after >= near, "claimable before not_before");
+            break got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "rescheduled blob never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(ids(&back), ["retry"]);
+    assert_eq!(back[0].attempts, 1);
+    assert_eq!(back[0].seq, claimed[0].seq);
+    store
+        .reschedule(back[0].seq, SystemTime::UNIX_EPOCH, "again")
+        .await
+        .expect("reschedule");
+    let third = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(ids(&third), ["retry"], "a past not_before is due at once");
+    assert_eq!(third[0].attempts, 2);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(
+        (stats.pending, stats.leased),
+        (1, 1),
+        "waiting counts as pending"
+    );
+    assert!(matches!(
+        store.reschedule(u64::MAX, far, "x").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// A dead-lettered blob leaves the queue, is counted, and stays a duplicate.
+pub async fn dead_letter_leaves_queue<S: Store>(store: &S) {
+    store.enqueue(vec![content("bad")]).await.expect("enqueue");
+    let claimed = store.claim(1, LONG).await.expect("claim");
+    store
+        .dead_letter(claimed[0].seq, "blob expired")
+        .await
+        .expect("dead_letter");
+    assert!(store.claim(10, LONG).await.expect("claim").is_empty());
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased, stats.dead_letters), (0, 0, 1));
+    let out = store.enqueue(vec![content("bad")]).await.expect("enqueue");
+    assert_eq!(out.duplicates, 1);
+    assert!(matches!(
+        store.dead_letter(claimed[0].seq, "again").await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+/// `complete`, `reschedule`, `dead_letter` and `renew` on a seq that is not queued fail with NotFound.
+pub async fn unknown_seq_is_not_found<S: Store>(store: &S) {
+    let seq = 424_242;
+    assert!(matches!(store.complete(seq).await, Err(StoreError::NotFound(s)) if s == seq));
+    assert!(matches!(
+        store.reschedule(seq, SystemTime::now(), "x").await,
+        Err(StoreError::NotFound(s)) if s == seq
+    ));
+    assert!(matches!(store.dead_letter(seq, "x").await, Err(StoreError::NotFound(s)) if s == seq));
+    assert!(matches!(store.renew(seq, LONG).await, Err(StoreError::NotFound(s)) if s == seq));
+}
+
+/// Cursors are per (tenant, content type) and only move forward.
+pub async fn cursor_never_moves_backwards<S: Store>(store: &S) {
+    assert_eq!(
+        store.cursor("t1", "Audit.General").await.expect("cursor"),
+        None
+    );
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_780_000_000);
+    let t1 = t0 + Duration::from_secs(60);
+    store
+        .advance_cursor("t1", "Audit.General", t1)
+        .await
+        .expect("advance");
+    assert_eq!(
+        store.cursor("t1", "Audit.General").await.expect("cursor"),
+        Some(t1)
+    );
+    store
+        .advance_cursor("t1", "Audit.General", t0)
+        .await
+        .expect("advance backwards is not an error");
+    assert_eq!(
+        store.cursor("t1", "Audit.General").await.expect("cursor"),
+        Some(t1),
+        "never backwards"
+    );
+    assert_eq!(
+        store.cursor("t1", "Audit.Exchange").await.expect("cursor"),
+        None
+    );
+    assert_eq!(
+        store.cursor("t2", "Audit.General").await.expect("cursor"),
+        None
+    );
+    store
+        .advance_cursor("t2", "Audit.General", t0)
+        .await
+        .expect("advance");
+    assert_eq!(
+        store.cursor("t2", "Audit.General").await.expect("cursor"),
+        Some(t0)
+    );
+    let t2 = t1 + Duration::from_millis(1);
+    store
+        .advance_cursor("t1", "Audit.General", t2)
+        .await
+        .expect("advance");
+    assert_eq!(
+        store.cursor("t1", "Audit.General").await.expect("cursor"),
+        Some(t2)
+    );
+}
+
+/// `prune` forgets contentIds first seen before the limit and only those.
+pub async fn prune_forgets_old_ids<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("p1"), content("p2")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(2, LONG).await.expect("claim");
+    for c in &claimed {
+        store.complete(c.seq).await.expect("complete");
+    }
+    let long_ago = SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(store.prune(long_ago).await.expect("prune"), 0);
+    assert_eq!(
+        store
+            .enqueue(vec![content("p1")])
+            .await
+            .expect("enqueue")
+            .duplicates,
+        1,
+        "recent ids survive a prune"
+    );
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    assert_eq!(store.prune(later).await.expect("prune"), 2);
+    assert_eq!(store.prune(later).await.expect("prune again"), 0);
+    let out = store
+        .enqueue(vec![content("p1"), content("p2")])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        (out.added, out.duplicates),
+        (2, 0),
+        "pruned ids are new again"
+    );
+}
+
+/// `stats` counts pending (ready or waiting), leased, dead letters, and the oldest pending age.
+pub async fn stats_count_each_state<S: Store>(store: &S) {
+    let empty = store.stats().await.expect("stats");
+    assert_eq!(
+        (
+            empty.pending,
+            empty.leased,
+            empty.dead_letters,
+            empty.oldest_pending_age_secs
+        ),
+        (0, 0, 0, None)
+    );
+    let batch: Vec<ContentRef> = (0..5).map(|i| content(&format!("s-{i}"))).collect();
+    store.enqueue(batch).await.expect("enqueue");
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased), (5, 0));
+    assert!(stats.oldest_pending_age_secs.is_some_and(|a| a < 60));
+    let claimed = store.claim(3, LONG).await.expect("claim");
+    store.complete(claimed[0].seq).await.expect("complete");
+    store
+        .dead_letter(claimed[1].seq, "gone")
+        .await
+        .expect("dead");
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased, stats.dead_letters), (2, 1, 1));
+    let rest = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(rest.len(), 2);
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased), (0, 3));
+    assert_eq!(
+        stats.oldest_pending_age_secs, None,
+        "leased blobs are not pending"
+    );
+}
