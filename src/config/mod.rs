@@ -210,6 +210,9 @@ impl Config {
         let mut reader = raw::Reader::new(env);
         let tree = reader.read_text(text);
         let mut found = std::mem::take(&mut reader.problems);
+        if tree.unreadable {
+            return Err(ConfigErrors(found.into_iter().map(|f| f.problem).collect()));
+        }
         let (config, more) = validate::validate(&tree, files);
         found.extend(more);
         match config {
@@ -274,9 +277,17 @@ impl Config {
             s,
             "listen: public {} ({}), admin {} ({})",
             self.listen.public,
-            if self.tls.is_some() { "TLS" } else { "plain HTTP, TLS terminated in front" },
+            if self.tls.is_some() {
+                "TLS"
+            } else {
+                "plain HTTP, TLS terminated in front"
+            },
             self.listen.admin,
-            if self.admin.token.is_some() { "token required" } else { "no token, loopback only" },
+            if self.admin.token.is_some() {
+                "token required"
+            } else {
+                "no token, loopback only"
+            },
         );
         let outputs: Vec<String> = self
             .outputs
@@ -309,10 +320,7 @@ pub fn check_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> (
         }])),
     };
     match result {
-        Ok(config) => (
-            format!("{}: OK\n{}\n", path.display(), config.summary()),
-            0,
-        ),
+        Ok(config) => (format!("{}: OK\n{}\n", path.display(), config.summary()), 0),
         Err(errors) => {
             let n = errors.0.len();
             (

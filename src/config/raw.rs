@@ -114,6 +114,8 @@ pub(crate) struct RawConfig {
     pub pipeline: RawPipeline,
     /// Position after the last key: where problems about the file as a whole are reported.
     pub end: usize,
+    /// The file could not be read as a mapping at all; checking its meaning would only add noise.
+    pub unreadable: bool,
 }
 
 #[derive(Debug, Default)]
@@ -122,6 +124,8 @@ pub(crate) struct RawTenant {
     pub at: Option<At>,
     /// Key prefix for problems: `""` at the top level, `tenants[1].` for entries.
     pub prefix: String,
+    /// End of the entry (where its missing keys are reported); unused at the top level.
+    pub end: usize,
     pub tenant_id: Field<String>,
     pub client_id: Field<String>,
     pub client_secret: Field<Secret>,
@@ -138,6 +142,7 @@ pub(crate) struct RawTenant {
 
 #[derive(Debug, Default)]
 pub(crate) struct RawCertificate {
+    pub end: usize,
     pub cert: Field<String>,
     pub key: Field<String>,
     pub password: Field<Secret>,
@@ -147,6 +152,7 @@ pub(crate) struct RawCertificate {
 #[derive(Debug)]
 pub(crate) struct RawWebhook {
     pub at: At,
+    pub end: usize,
     pub address: Field<String>,
     pub auth_id: Field<Secret>,
     pub auth_id_file: Field<String>,
@@ -163,6 +169,7 @@ pub(crate) struct RawListen {
 #[derive(Debug)]
 pub(crate) struct RawTls {
     pub at: At,
+    pub end: usize,
     pub cert: Field<String>,
     pub key: Field<String>,
 }
@@ -196,6 +203,7 @@ pub(crate) enum OutputKind {
 pub(crate) struct RawOutput {
     pub name: String,
     pub at: At,
+    pub end: usize,
     pub kind: Field<OutputKind>,
     pub path: Field<String>,
     pub dedup_window_bytes: Field<u64>,
@@ -235,7 +243,10 @@ impl<'e> Reader<'e> {
                     format!("is not valid YAML: {e}"),
                     "correct the YAML syntax at the position shown (indent with spaces, `key: value`)",
                 );
-                return RawConfig::default();
+                return RawConfig {
+                    unreadable: true,
+                    ..RawConfig::default()
+                };
             }
         };
         if let Err(e) = root.apply_merge() {
@@ -250,19 +261,26 @@ impl<'e> Reader<'e> {
         match &root {
             Value::Null => {}
             Value::Mapping(map) => self.read_root(map, &mut raw),
-            other => self.push(
-                0,
-                "(file)",
-                format!("is {}, not a mapping of keys", kind_of(other)),
-                "write the configuration as `key: value` lines (see config.yaml)",
-            ),
+            other => {
+                self.push(
+                    0,
+                    "(file)",
+                    format!("is {}, not a mapping of keys", kind_of(other)),
+                    "write the configuration as `key: value` lines (see config.yaml)",
+                );
+                raw.unreadable = true;
+            }
         }
-        raw.end = self.next_order;
+        raw.end = self.end();
         raw
     }
 
     fn read_root(&mut self, map: &Mapping, raw: &mut RawConfig) {
-        let allowed: Vec<&str> = TENANT_KEYS.iter().chain(GLOBAL_KEYS.iter()).copied().collect();
+        let allowed: Vec<&str> = TENANT_KEYS
+            .iter()
+            .chain(GLOBAL_KEYS.iter())
+            .copied()
+            .collect();
         for (key, value, at) in self.entries(map, "", &allowed) {
             if TENANT_KEYS.contains(&key) {
                 if raw.top.at.is_none() && TENANT_IDENTITY_KEYS.contains(&key) {
@@ -337,6 +355,7 @@ impl<'e> Reader<'e> {
             for (key, v, key_at) in self.entries(map, &t.prefix.clone(), &TENANT_KEYS) {
                 self.tenant_key(&mut t, key, v, key_at);
             }
+            t.end = self.end();
             tenants.push(t);
         }
         tenants
@@ -348,7 +367,9 @@ impl<'e> Reader<'e> {
         };
         let mut c = RawCertificate::default();
         let prefix = format!("{}.", at.key);
-        for (key, v, key_at) in self.entries(map, &prefix, &["cert", "key", "password", "password_file"]) {
+        for (key, v, key_at) in
+            self.entries(map, &prefix, &["cert", "key", "password", "password_file"])
+        {
             match key {
                 "cert" => c.cert = self.text(v, key_at),
                 "key" => c.key = self.text(v, key_at),
@@ -357,6 +378,7 @@ impl<'e> Reader<'e> {
                 _ => {}
             }
         }
+        c.end = self.end();
         Field::Value(c, at)
     }
 
@@ -367,13 +389,20 @@ impl<'e> Reader<'e> {
         }
         let mut w = RawWebhook {
             at: at.clone(),
+            end: 0,
             address: Field::Absent,
             auth_id: Field::Absent,
             auth_id_file: Field::Absent,
             path: Field::Absent,
             max_body_bytes: Field::Absent,
         };
-        let allowed = ["address", "auth_id", "auth_id_file", "path", "max_body_bytes"];
+        let allowed = [
+            "address",
+            "auth_id",
+            "auth_id_file",
+            "path",
+            "max_body_bytes",
+        ];
         for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
             match key {
                 "address" => w.address = self.text(v, key_at),
@@ -384,13 +413,15 @@ impl<'e> Reader<'e> {
                 _ => {}
             }
         }
+        w.end = self.end();
         Some(w)
     }
 
     fn listen(&mut self, value: &Value, at: At) -> RawListen {
         let mut l = RawListen::default();
         if let Some(map) = self.mapping(value, &at) {
-            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["public", "admin"]) {
+            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["public", "admin"])
+            {
                 match key {
                     "public" => l.public = self.text(v, key_at),
                     "admin" => l.admin = self.text(v, key_at),
@@ -408,6 +439,7 @@ impl<'e> Reader<'e> {
         }
         let mut t = RawTls {
             at: at.clone(),
+            end: 0,
             cert: Field::Absent,
             key: Field::Absent,
         };
@@ -418,13 +450,16 @@ impl<'e> Reader<'e> {
                 _ => {}
             }
         }
+        t.end = self.end();
         Some(t)
     }
 
     fn admin(&mut self, value: &Value, at: At) -> RawAdmin {
         let mut a = RawAdmin::default();
         if let Some(map) = self.mapping(value, &at) {
-            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["token", "token_file"]) {
+            for (key, v, key_at) in
+                self.entries(map, &format!("{}.", at.key), &["token", "token_file"])
+            {
                 match key {
                     "token" => a.token = self.secret(v, key_at),
                     "token_file" => a.token_file = self.text(v, key_at),
@@ -453,7 +488,9 @@ impl<'e> Reader<'e> {
     fn outbound(&mut self, value: &Value, at: At) -> RawOutbound {
         let mut o = RawOutbound::default();
         if let Some(map) = self.mapping(value, &at) {
-            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["ca_file", "proxy"]) {
+            for (key, v, key_at) in
+                self.entries(map, &format!("{}.", at.key), &["ca_file", "proxy"])
+            {
                 match key {
                     "ca_file" => o.ca_file = self.text(v, key_at),
                     "proxy" => o.proxy = self.text(v, key_at),
@@ -507,6 +544,7 @@ impl<'e> Reader<'e> {
         let mut o = RawOutput {
             name: name.to_owned(),
             at: at.clone(),
+            end: at.order,
             kind: Field::Absent,
             path: Field::Absent,
             dedup_window_bytes: Field::Absent,
@@ -565,6 +603,7 @@ impl<'e> Reader<'e> {
                 _ => {}
             }
         }
+        o.end = self.end();
         o
     }
 
@@ -584,7 +623,11 @@ impl<'e> Reader<'e> {
                 let section = prefix.trim_end_matches('.');
                 self.push(
                     at.order,
-                    if section.is_empty() { "(file)" } else { section },
+                    if section.is_empty() {
+                        "(file)"
+                    } else {
+                        section
+                    },
                     format!("has a key that is {}, not a name", kind_of(key)),
                     format!("use only these keys: {}", allowed.join(", ")),
                 );
@@ -595,7 +638,10 @@ impl<'e> Reader<'e> {
                 Some(known) => out.push((*known, value, at)),
                 None => {
                     let fix = match suggest(name, allowed) {
-                        Some(s) => format!("did you mean `{s}`? Known keys here: {}", allowed.join(", ")),
+                        Some(s) => format!(
+                            "did you mean `{s}`? Known keys here: {}",
+                            allowed.join(", ")
+                        ),
                         None => format!("remove it; known keys here: {}", allowed.join(", ")),
                     };
                     self.push(at.order, &at.key, "is not a known key", fix);
@@ -610,7 +656,11 @@ impl<'e> Reader<'e> {
             Value::Null => None,
             Value::Mapping(m) => Some(m),
             other => {
-                self.wrong_type(at, other, "a mapping of keys (`key: value` lines indented below it)");
+                self.wrong_type(
+                    at,
+                    other,
+                    "a mapping of keys (`key: value` lines indented below it)",
+                );
                 None
             }
         }
@@ -759,7 +809,12 @@ impl<'e> Reader<'e> {
                     } else {
                         "write a duration such as 500ms, 60s, 15m, 1h or 1h30m".to_owned()
                     };
-                    self.push(at.order, &at.key, format!("is `{}`, which {e}", s.trim()), fix);
+                    self.push(
+                        at.order,
+                        &at.key,
+                        format!("is `{}`, which {e}", s.trim()),
+                        fix,
+                    );
                     Field::Invalid(at)
                 }
             },
@@ -769,10 +824,17 @@ impl<'e> Reader<'e> {
 
     // ---- bookkeeping --------------------------------------------------------------------------
 
+    /// Positions are even; the odd position just before the next key is a section's end (see
+    /// [`Reader::end`]), where problems about its missing keys are reported.
     fn at(&mut self, key: String) -> At {
         let order = self.next_order;
-        self.next_order += 1;
+        self.next_order += 2;
         At { key, order }
+    }
+
+    /// The position after everything read so far: between the last key and the next one.
+    fn end(&self) -> usize {
+        self.next_order.saturating_sub(1)
     }
 
     fn wrong_type(&mut self, at: &At, found: &Value, expected: &str) {
@@ -789,7 +851,13 @@ impl<'e> Reader<'e> {
         );
     }
 
-    fn push(&mut self, order: usize, key: &str, problem: impl Into<String>, fix: impl Into<String>) {
+    fn push(
+        &mut self,
+        order: usize,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.problems.push(Found {
             order,
             problem: Problem {

@@ -34,7 +34,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
         }
         let number: u64 = rest[..digits].parse().map_err(|_| UnitError::Overflow)?;
         rest = rest[digits..].trim_start();
-        let unit_len = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_alphabetic()).len();
+        let unit_len = rest.len()
+            - rest
+                .trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                .len();
         let unit = &rest[..unit_len];
         rest = rest[unit_len..].trim_start();
         let millis_per_unit: u64 = match unit {
@@ -92,7 +95,12 @@ pub fn format_duration(d: Duration) -> String {
         return "0s".into();
     }
     let mut out = String::new();
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if millis >= size {
             out.push_str(&format!("{}{unit}", millis / size));
             millis %= size;
@@ -118,7 +126,10 @@ mod tests {
         assert_eq!(parse_duration(" 1h 30m "), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("60"), Err(UnitError::MissingUnit));
-        assert_eq!(parse_duration("5x"), Err(UnitError::UnknownUnit("x".into())));
+        assert_eq!(
+            parse_duration("5x"),
+            Err(UnitError::UnknownUnit("x".into()))
+        );
         assert_eq!(parse_duration("s"), Err(UnitError::Malformed));
         assert_eq!(parse_duration("-5s"), Err(UnitError::Malformed));
         assert_eq!(parse_duration(""), Err(UnitError::Empty));
@@ -135,7 +146,10 @@ mod tests {
         assert_eq!(parse_size("64 MiB"), Ok(64 << 20));
         assert_eq!(parse_size("512kb"), Ok(512_000));
         assert_eq!(parse_size("3 k b"), Err(UnitError::Malformed));
-        assert_eq!(parse_size("3parsecs"), Err(UnitError::UnknownUnit("parsecs".into())));
+        assert_eq!(
+            parse_size("3parsecs"),
+            Err(UnitError::UnknownUnit("parsecs".into()))
+        );
         assert_eq!(parse_size("MiB"), Err(UnitError::Malformed));
     }
 

@@ -223,7 +223,7 @@ impl Checker<'_> {
                     let path = match &o.path {
                         Field::Absent => {
                             self.problem_at(
-                                o.at.order,
+                                o.end,
                                 &format!("{}.path", o.at.key),
                                 "is missing",
                                 "set the file the events are appended to, e.g. `path: ./var/events.ndjson`",
@@ -233,7 +233,11 @@ impl Checker<'_> {
                         Field::Invalid(_) => PathBuf::new(),
                         Field::Value(p, at) => {
                             if p.trim().is_empty() {
-                                self.problem(at, "is empty", "set a file path, e.g. ./var/events.ndjson");
+                                self.problem(
+                                    at,
+                                    "is empty",
+                                    "set a file path, e.g. ./var/events.ndjson",
+                                );
                             } else if let Some(other) =
                                 paths.insert(PathBuf::from(p), o.at.key.clone())
                             {
@@ -377,8 +381,7 @@ impl Checker<'_> {
             tenants.push(self.tenant(&raw.top, at.order, true, inherited, outputs));
         }
         for t in &raw.tenants {
-            let order = t.at.as_ref().map_or(raw.end, |a| a.order);
-            tenants.push(self.tenant(t, order, false, inherited, outputs));
+            tenants.push(self.tenant(t, t.end, false, inherited, outputs));
         }
         if tenants.is_empty() {
             self.problem_at(
@@ -405,7 +408,10 @@ impl Checker<'_> {
                 if let Some(first) = seen.get(&t.tenant_id) {
                     self.problem(
                         at,
-                        format!("repeats the tenant {} already configured at {first}", t.tenant_id),
+                        format!(
+                            "repeats the tenant {} already configured at {first}",
+                            t.tenant_id
+                        ),
                         "configure each tenant once; merge the two entries",
                     );
                 } else {
@@ -414,7 +420,9 @@ impl Checker<'_> {
             }
         }
         // `stdout` needs no entry of its own.
-        if tenants.iter().any(|t| t.output == DEFAULT_OUTPUT) && !outputs.contains_key(DEFAULT_OUTPUT) {
+        if tenants.iter().any(|t| t.output == DEFAULT_OUTPUT)
+            && !outputs.contains_key(DEFAULT_OUTPUT)
+        {
             outputs.insert(DEFAULT_OUTPUT.to_owned(), OutputConfig::Stdout);
         }
         tenants
@@ -582,7 +590,7 @@ impl Checker<'_> {
                 None => {
                     if !c.cert.is_present() {
                         self.problem_at(
-                            at.order,
+                            c.end,
                             &format!("{}.cert", at.key),
                             "is missing",
                             "set the certificate uploaded to the app registration (PEM, or PKCS#12 .p12/.pfx)",
@@ -621,7 +629,7 @@ impl Checker<'_> {
                 None => {
                     if !c.key.is_present() {
                         self.problem_at(
-                            at.order,
+                            c.end,
                             &format!("{}.key", at.key),
                             "is missing",
                             "set the PEM private key of the certificate (or use a PKCS#12 .p12/.pfx file as cert)",
@@ -721,7 +729,8 @@ impl Checker<'_> {
 
     /// `resource`: an HTTPS origin, normalised to `https://host[:port]`.
     fn resource(&mut self, at: &At, value: &str) -> String {
-        let fix = format!("use the scheme and host only: {CLOUDS}, or the emulator's https://host:port");
+        let fix =
+            format!("use the scheme and host only: {CLOUDS}, or the emulator's https://host:port");
         self.https_origin(at, value, &fix).unwrap_or_default()
     }
 
@@ -763,7 +772,10 @@ impl Checker<'_> {
         if url.scheme() != "https" {
             self.problem(
                 at,
-                format!("uses the scheme `{}`, but only https is allowed", url.scheme()),
+                format!(
+                    "uses the scheme `{}`, but only https is allowed",
+                    url.scheme()
+                ),
                 fix,
             );
             return None;
@@ -802,7 +814,10 @@ impl Checker<'_> {
             self.problem(
                 at,
                 "lists no content type",
-                format!("list some of: {} (or remove the key for the default)", CONTENT_TYPES.join(" ")),
+                format!(
+                    "list some of: {} (or remove the key for the default)",
+                    CONTENT_TYPES.join(" ")
+                ),
             );
         }
         out
@@ -874,7 +889,10 @@ impl Checker<'_> {
         if certs.is_empty() || certs.iter().any(Result::is_err) {
             self.problem(
                 at,
-                format!("names {}, which holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)", path.display()),
+                format!(
+                    "names {}, which holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                    path.display()
+                ),
                 "point it at the PEM certificate file (check that cert and key are not swapped)",
             );
         }
@@ -887,7 +905,10 @@ impl Checker<'_> {
         if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
             self.problem(
                 at,
-                format!("names {}, which holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)", path.display()),
+                format!(
+                    "names {}, which holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                    path.display()
+                ),
                 "point it at the private key file (check that cert and key are not swapped)",
             );
         }
@@ -919,7 +940,7 @@ impl Checker<'_> {
             Field::Invalid(_) => None,
             Field::Absent => {
                 self.problem_at(
-                    w.at.order,
+                    w.end,
                     &format!("{}.address", w.at.key),
                     "is missing",
                     "set the public HTTPS URL Microsoft posts notifications to, or remove webhook: to run in pull mode",
@@ -930,7 +951,8 @@ impl Checker<'_> {
         let path = match &w.path {
             Field::Value(v, at) => {
                 let v = v.trim();
-                if !v.starts_with('/') || v.contains(['?', '#']) || v.contains(char::is_whitespace) {
+                if !v.starts_with('/') || v.contains(['?', '#']) || v.contains(char::is_whitespace)
+                {
                     self.problem(
                         at,
                         "is not a URL path",
@@ -941,13 +963,19 @@ impl Checker<'_> {
             }
             _ => address
                 .as_ref()
-                .map(|(_, p)| if p.is_empty() { "/".to_owned() } else { p.clone() })
+                .map(|(_, p)| {
+                    if p.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        p.clone()
+                    }
+                })
                 .unwrap_or_default(),
         };
         let auth_id = match (&w.auth_id, &w.auth_id_file) {
             (Field::Absent, Field::Absent) => {
                 self.problem_at(
-                    w.at.order,
+                    w.end,
                     &format!("{}.auth_id", w.at.key),
                     "is missing",
                     "set auth_id (e.g. ${O365_WEBHOOK_AUTH_ID} holding `openssl rand -hex 16`): Microsoft echoes it in Webhook-AuthID so forged posts can be refused",
@@ -1075,7 +1103,7 @@ impl Checker<'_> {
                 Field::Invalid(_) => None,
                 Field::Absent => {
                     self.problem_at(
-                        t.at.order,
+                        t.end,
                         &format!("{}.{name}", t.at.key),
                         "is missing (tls needs both cert and key)",
                         "set both tls.cert and tls.key (PEM), or remove tls: when a proxy terminates TLS",
@@ -1237,7 +1265,9 @@ fn is_pkcs12(path: &Path) -> bool {
 
 /// `tenants[0].client_certificate` from `tenants[0].client_certificate.password_file`.
 fn c_key(at: &At) -> &str {
-    at.key.rsplit_once('.').map_or(at.key.as_str(), |(head, _)| head)
+    at.key
+        .rsplit_once('.')
+        .map_or(at.key.as_str(), |(head, _)| head)
 }
 
 #[cfg(test)]
@@ -1273,6 +1303,8 @@ mod tests {
             derive_authority("https://manage.office365.us:443"),
             "https://login.microsoftonline.us"
         );
-        assert!(!is_microsoft_cloud("https://manage.office.com.evil.example"));
+        assert!(!is_microsoft_cloud(
+            "https://manage.office.com.evil.example"
+        ));
     }
 }
