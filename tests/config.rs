@@ -654,6 +654,12 @@ fn shapes_and_syntax() {
     let p = problems("tenant_id: x\n  bad indent: [\n");
     assert_eq!(keys(&p), ["(file)"]);
     assert!(p[0].problem.contains("YAML"));
+    let p = problems("tenant_id: a\ntenant_id: b\n");
+    assert_eq!(keys(&p), ["(file)"]);
+    assert!(p[0].problem.contains("duplicate") && p[0].problem.contains("line"));
+    let p = problems("- a\n- b\n");
+    assert_eq!(keys(&p), ["(file)"]);
+    assert!(p[0].problem.contains("not a mapping"));
     let p = problems(&format!(
         "{}pipeline: {{workers: 0, lease: 10ms, max_attempts: -1}}\n",
         minimal()

@@ -238,11 +238,11 @@ impl Config {
         for t in &self.tenants {
             let _ = writeln!(
                 s,
-                "  {}: {} -> output {} (format {:?}, encoding {}, resource {}, login {})",
+                "  {}: {} -> output {} (format {}, encoding {}, resource {}, login {})",
                 t.tenant_id,
                 t.content_types.join(" "),
                 t.output,
-                t.format,
+                format!("{:?}", t.format).to_lowercase(),
                 t.encoding.name(),
                 t.resource,
                 t.authority,

@@ -237,12 +237,17 @@ impl<'e> Reader<'e> {
         let mut root: Value = match serde_yaml::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                self.push(
-                    0,
-                    "(file)",
-                    format!("is not valid YAML: {e}"),
-                    "correct the YAML syntax at the position shown (indent with spaces, `key: value`)",
-                );
+                let message = e.to_string();
+                let mut problem = format!("is not valid YAML: {message}");
+                if let Some(loc) = e.location().filter(|_| !message.contains(" line ")) {
+                    problem.push_str(&format!(" (line {}, column {})", loc.line(), loc.column()));
+                }
+                let fix = if message.starts_with("duplicate entry") {
+                    "keep only one of the repeated keys"
+                } else {
+                    "correct the YAML syntax at the position shown (indent with spaces, `key: value`)"
+                };
+                self.push(0, "(file)", problem, fix);
                 return RawConfig {
                     unreadable: true,
                     ..RawConfig::default()
@@ -594,7 +599,9 @@ impl<'e> Reader<'e> {
         };
         let allowed: &[&str] = match &o.kind {
             Field::Value(OutputKind::Stdout, _) => &["type"],
-            _ => &["type", "path", "dedup_window_bytes"],
+            Field::Value(OutputKind::File, _) => &["type", "path", "dedup_window_bytes"],
+            // Without a known type the other keys cannot be judged; the type problem says enough.
+            _ => return o,
         };
         for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), allowed) {
             match key {
@@ -638,10 +645,7 @@ impl<'e> Reader<'e> {
                 Some(known) => out.push((*known, value, at)),
                 None => {
                     let fix = match suggest(name, allowed) {
-                        Some(s) => format!(
-                            "did you mean `{s}`? Known keys here: {}",
-                            allowed.join(", ")
-                        ),
+                        Some(s) => format!("did you mean `{s}`?"),
                         None => format!("remove it; known keys here: {}", allowed.join(", ")),
                     };
                     self.push(at.order, &at.key, "is not a known key", fix);
