@@ -780,3 +780,38 @@ fn check_config_reports() {
     assert_eq!(code, 2);
     assert!(report.starts_with("(file): cannot read"));
 }
+
+mod properties {
+    use super::*;
+    use o365_collector::config::{format_duration, parse_duration};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn durations_round_trip(millis in 0u64..10_000_000_000) {
+            let d = Duration::from_millis(millis);
+            prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+
+        /// Arbitrary text never panics the parser, and a problem never quotes a value given to
+        /// client_secret.
+        #[test]
+        fn parse_never_panics(text in "[a-z_:{}\\[\\]$ \n-]{0,80}", secret in "[A-Za-z0-9]{12,20}") {
+            let _ = Config::parse(&text, &no_env);
+            let with_secret = format!("{text}\nclient_secret: {secret}\n");
+            if let Err(e) = Config::parse(&with_secret, &no_env) {
+                prop_assert!(!e.to_string().contains(&secret));
+            }
+        }
+
+        #[test]
+        fn text_without_dollar_is_unchanged(value in "[A-Za-z0-9 ._/-]{1,40}") {
+            let text = format!("{}outputs: {{f: {{type: file, path: 'x{value}'}}}}\n", minimal());
+            let c = Config::parse(&text, &no_env).unwrap();
+            match c.outputs.get("f") {
+                Some(OutputConfig::File(f)) => prop_assert_eq!(f.path.to_str().unwrap(), format!("x{value}")),
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+}
