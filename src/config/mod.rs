@@ -1,15 +1,31 @@
-//! Configuration: the YAML file's raw serde tree, validated into [`Config`] with every problem reported
-//! at once (key, problem, fix).
-//! STUB: the config work replaces the bodies; the public types below are the contract.
+//! Configuration: the YAML file is read into a raw tree ([`raw`]), then validated into [`Config`]
+//! ([`validate`]) with every problem reported at once, in file order, as key, problem and fix.
+//!
+//! See `config.yaml` at the repository root for every key with its default. `${NAME}` in any string
+//! value is taken from the environment (`$${` is a literal `${`); secrets can also come from files
+//! (`client_secret_file`, `webhook.auth_id_file`, `admin.token_file`, `client_certificate.password_file`).
 
+mod env;
+mod raw;
 pub mod secret;
+pub mod units;
+mod validate;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use env::ExpandError;
 pub use secret::Secret;
+pub use units::{UnitError, format_duration, parse_duration, parse_size};
+pub use validate::{
+    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_LAST_VALUE_STORAGE,
+    DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT,
+    DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
+    DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid,
+    is_microsoft_cloud,
+};
 
 use crate::mapping::Format;
 
@@ -153,10 +169,16 @@ pub struct Problem {
 #[error("{}", render(.0))]
 pub struct ConfigErrors(pub Vec<Problem>);
 
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {} — fix: {}", self.key, self.problem, self.fix)
+    }
+}
+
 fn render(problems: &[Problem]) -> String {
     problems
         .iter()
-        .map(|p| format!("{}: {} (fix: {})", p.key, p.problem, p.fix))
+        .map(Problem::to_string)
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -174,15 +196,141 @@ impl Config {
         Self::parse(&text, &|name| std::env::var(name).ok())
     }
 
-    /// Parses YAML text; `env` resolves `${NAME}`.
-    pub fn parse(
-        _text: &str,
-        _env: &dyn Fn(&str) -> Option<String>,
+    /// Parses YAML text; `env` resolves `${NAME}`. Files named by the configuration (secrets,
+    /// certificates) are read relative to the current directory.
+    pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        Self::parse_with(text, env, &validate::RealFiles)
+    }
+
+    fn parse_with(
+        text: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+        files: &dyn validate::Files,
     ) -> Result<Config, ConfigErrors> {
-        Err(ConfigErrors(vec![Problem {
+        let mut reader = raw::Reader::new(env);
+        let tree = reader.read_text(text);
+        let mut found = std::mem::take(&mut reader.problems);
+        if tree.unreadable {
+            return Err(ConfigErrors(found.into_iter().map(|f| f.problem).collect()));
+        }
+        let (config, more) = validate::validate(&tree, files);
+        found.extend(more);
+        match config {
+            Some(config) if found.is_empty() => Ok(config),
+            _ => {
+                // Stable: problems at the same key keep the order they were found in.
+                found.sort_by_key(|f| f.order);
+                Err(ConfigErrors(found.into_iter().map(|f| f.problem).collect()))
+            }
+        }
+    }
+
+    /// Whether the collector runs in push mode (webhook notifications) rather than pull-only.
+    pub fn is_push(&self) -> bool {
+        self.webhook.is_some()
+    }
+
+    /// A short human summary (tenants, content types, mode, listeners, outputs); contains no secret.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        let _ = writeln!(s, "tenants: {}", self.tenants.len());
+        for t in &self.tenants {
+            let _ = writeln!(
+                s,
+                "  {}: {} -> output {} (format {}, encoding {}, resource {}, login {})",
+                t.tenant_id,
+                t.content_types.join(" "),
+                t.output,
+                format!("{:?}", t.format).to_lowercase(),
+                t.encoding.name(),
+                t.resource,
+                t.authority,
+            );
+            if !is_microsoft_cloud(&t.resource) {
+                let _ = writeln!(
+                    s,
+                    "  note: {} is not a Microsoft cloud; it must serve the token endpoint itself (the emulator does)",
+                    t.resource
+                );
+            }
+        }
+        match &self.webhook {
+            Some(w) => {
+                let _ = writeln!(
+                    s,
+                    "mode: push (webhook {} served at {}), reconciliation every {}",
+                    w.address,
+                    w.path,
+                    format_duration(self.pull.reconcile_every)
+                );
+            }
+            None => {
+                let _ = writeln!(
+                    s,
+                    "mode: pull every {} (no webhook configured)",
+                    format_duration(self.pull.interval)
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "listen: public {} ({}), admin {} ({})",
+            self.listen.public,
+            if self.tls.is_some() {
+                "TLS"
+            } else {
+                "plain HTTP, TLS terminated in front"
+            },
+            self.listen.admin,
+            if self.admin.token.is_some() {
+                "token required"
+            } else {
+                "no token, loopback only"
+            },
+        );
+        let outputs: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|(name, o)| match o {
+                OutputConfig::Stdout => format!("{name} (stdout)"),
+                OutputConfig::File(f) => format!("{name} (file {})", f.path.display()),
+            })
+            .collect();
+        let _ = writeln!(s, "outputs: {}", outputs.join(", "));
+        let _ = write!(s, "store: {}", self.last_value_storage.display());
+        s
+    }
+}
+
+/// `o365-collector check-config --config FILE`: the report to print and the exit code — 0 with a
+/// summary when the file is valid, 2 with one `key: problem — fix: …` line per problem otherwise.
+pub fn check_config(path: &Path) -> (String, i32) {
+    check_config_with(path, &|name| std::env::var(name).ok())
+}
+
+/// [`check_config`] with an explicit environment for `${NAME}` (tests cannot safely set variables).
+pub fn check_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> (String, i32) {
+    let result = match std::fs::read_to_string(path) {
+        Ok(text) => Config::parse(&text, env),
+        Err(e) => Err(ConfigErrors(vec![Problem {
             key: "(file)".into(),
-            problem: "not built yet".into(),
-            fix: "".into(),
-        }]))
+            problem: format!("cannot read {}: {e}", path.display()),
+            fix: "pass an existing readable YAML file with --config".into(),
+        }])),
+    };
+    match result {
+        Ok(config) => (format!("{}: OK\n{}\n", path.display(), config.summary()), 0),
+        Err(errors) => {
+            let n = errors.0.len();
+            (
+                format!(
+                    "{errors}\n{}: {n} problem{}\n",
+                    path.display(),
+                    if n == 1 { "" } else { "s" }
+                ),
+                2,
+            )
+        }
     }
 }

@@ -1,0 +1,941 @@
+//! The raw configuration tree: what the YAML file says, typed but not yet checked for meaning.
+//!
+//! Instead of `#[derive(Deserialize)]` with `deny_unknown_fields` (which stops at the first unknown key
+//! or wrong type), the file is parsed into a `serde_yaml::Value` and walked by [`Reader`]. The walk has
+//! the same strictness — every key must be known, every value must have the right shape — but it
+//! records each problem with its full key path and carries on, so the user sees every mistake at once.
+//! `${NAME}` expansion happens here, on every string value, before typing (so `workers: ${WORKERS}`
+//! works). Values are never copied into problem texts here: any of them could be a secret.
+
+use std::time::Duration;
+
+use serde_yaml::{Mapping, Value};
+
+use super::env::{self, ExpandError};
+use super::units::{self, UnitError};
+use super::{Problem, Secret};
+
+/// Where a value sits: its dotted key path and its position in the file (order of appearance).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct At {
+    pub key: String,
+    pub order: usize,
+}
+
+/// A problem plus the position used to report problems in file order.
+#[derive(Debug, Clone)]
+pub(crate) struct Found {
+    pub order: usize,
+    pub problem: Problem,
+}
+
+/// One key's value. `Invalid` means the key is present but its value was unusable — a problem has
+/// already been recorded, so later checks must neither use it nor complain that it is missing.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Field<T> {
+    #[default]
+    Absent,
+    Invalid(At),
+    Value(T, At),
+}
+
+impl<T> Field<T> {
+    pub fn is_present(&self) -> bool {
+        !matches!(self, Field::Absent)
+    }
+    pub fn at(&self) -> Option<&At> {
+        match self {
+            Field::Absent => None,
+            Field::Invalid(at) | Field::Value(_, at) => Some(at),
+        }
+    }
+    pub fn value(&self) -> Option<(&T, &At)> {
+        match self {
+            Field::Value(v, at) => Some((v, at)),
+            _ => None,
+        }
+    }
+}
+
+/// Keys a tenant takes, both at the top level (first tenant and defaults) and under `tenants:`.
+pub(crate) const TENANT_KEYS: [&str; 12] = [
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "client_certificate",
+    "resource",
+    "authority",
+    "publisher_id",
+    "content_type",
+    "output",
+    "encoding",
+    "format",
+];
+
+/// Tenant keys whose presence at the top level means "the top level is a tenant" (the others are also
+/// defaults inherited by `tenants:` entries).
+pub(crate) const TENANT_IDENTITY_KEYS: [&str; 6] = [
+    "tenant_id",
+    "client_id",
+    "client_secret",
+    "client_secret_file",
+    "client_certificate",
+    "publisher_id",
+];
+
+const GLOBAL_KEYS: [&str; 10] = [
+    "last_value_storage",
+    "webhook",
+    "listen",
+    "tls",
+    "admin",
+    "pull",
+    "outbound",
+    "outputs",
+    "tenants",
+    "pipeline",
+];
+
+#[derive(Debug, Default)]
+pub(crate) struct RawConfig {
+    /// The top-level tenant keys (a tenant if it has identity keys; defaults for `tenants:` anyway).
+    pub top: RawTenant,
+    pub last_value_storage: Field<String>,
+    pub webhook: Option<RawWebhook>,
+    pub listen: RawListen,
+    pub tls: Option<RawTls>,
+    pub admin: RawAdmin,
+    pub pull: RawPull,
+    pub outbound: RawOutbound,
+    /// `None` when the file has no (or an empty) `outputs:` key.
+    pub outputs: Option<(At, Vec<RawOutput>)>,
+    pub tenants: Vec<RawTenant>,
+    pub pipeline: RawPipeline,
+    /// Position after the last key: where problems about the file as a whole are reported.
+    pub end: usize,
+    /// The file could not be read as a mapping at all; checking its meaning would only add noise.
+    pub unreadable: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawTenant {
+    /// The entry itself (`tenants[1]`), or for the top level the first identity key seen.
+    pub at: Option<At>,
+    /// Key prefix for problems: `""` at the top level, `tenants[1].` for entries.
+    pub prefix: String,
+    /// End of the entry (where its missing keys are reported); unused at the top level.
+    pub end: usize,
+    pub tenant_id: Field<String>,
+    pub client_id: Field<String>,
+    pub client_secret: Field<Secret>,
+    pub client_secret_file: Field<String>,
+    pub client_certificate: Field<RawCertificate>,
+    pub resource: Field<String>,
+    pub authority: Field<String>,
+    pub publisher_id: Field<String>,
+    pub content_type: Field<Vec<String>>,
+    pub output: Field<String>,
+    pub encoding: Field<String>,
+    pub format: Field<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawCertificate {
+    pub end: usize,
+    pub cert: Field<String>,
+    pub key: Field<String>,
+    pub password: Field<Secret>,
+    pub password_file: Field<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawWebhook {
+    pub at: At,
+    pub end: usize,
+    pub address: Field<String>,
+    pub auth_id: Field<Secret>,
+    pub auth_id_file: Field<String>,
+    pub path: Field<String>,
+    pub max_body_bytes: Field<u64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawListen {
+    pub public: Field<String>,
+    pub admin: Field<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawTls {
+    pub at: At,
+    pub end: usize,
+    pub cert: Field<String>,
+    pub key: Field<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawAdmin {
+    pub token: Field<Secret>,
+    pub token_file: Field<String>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawPull {
+    pub interval: Field<Duration>,
+    pub reconcile_every: Field<Duration>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawOutbound {
+    pub ca_file: Field<String>,
+    /// May carry credentials (`http://user:pass@proxy`): never echoed.
+    pub proxy: Field<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OutputKind {
+    File,
+    Stdout,
+}
+
+#[derive(Debug)]
+pub(crate) struct RawOutput {
+    pub name: String,
+    pub at: At,
+    pub end: usize,
+    pub kind: Field<OutputKind>,
+    pub path: Field<String>,
+    pub dedup_window_bytes: Field<u64>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct RawPipeline {
+    pub workers: Field<u64>,
+    pub lease: Field<Duration>,
+    pub max_attempts: Field<u64>,
+}
+
+/// Walks the YAML tree, typing values and recording problems.
+pub(crate) struct Reader<'e> {
+    env: &'e dyn Fn(&str) -> Option<String>,
+    next_order: usize,
+    pub problems: Vec<Found>,
+}
+
+impl<'e> Reader<'e> {
+    pub fn new(env: &'e dyn Fn(&str) -> Option<String>) -> Self {
+        Reader {
+            env,
+            next_order: 0,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Parses the text and reads the whole tree; problems accumulate in `self.problems`.
+    pub fn read_text(&mut self, text: &str) -> RawConfig {
+        let mut root: Value = match serde_yaml::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                let message = e.to_string();
+                let mut problem = format!("is not valid YAML: {message}");
+                if let Some(loc) = e.location().filter(|_| !message.contains(" line ")) {
+                    problem.push_str(&format!(" (line {}, column {})", loc.line(), loc.column()));
+                }
+                let fix = if message.starts_with("duplicate entry") {
+                    "keep only one of the repeated keys"
+                } else {
+                    "correct the YAML syntax at the position shown (indent with spaces, `key: value`)"
+                };
+                self.push(0, "(file)", problem, fix);
+                return RawConfig {
+                    unreadable: true,
+                    ..RawConfig::default()
+                };
+            }
+        };
+        if let Err(e) = root.apply_merge() {
+            self.push(
+                0,
+                "(file)",
+                format!("has a YAML merge key (`<<`) that cannot be applied: {e}"),
+                "merge only mappings (`<<: *anchor` where the anchor is a mapping)",
+            );
+        }
+        let mut raw = RawConfig::default();
+        match &root {
+            Value::Null => {}
+            Value::Mapping(map) => self.read_root(map, &mut raw),
+            other => {
+                self.push(
+                    0,
+                    "(file)",
+                    format!("is {}, not a mapping of keys", kind_of(other)),
+                    "write the configuration as `key: value` lines (see config.yaml)",
+                );
+                raw.unreadable = true;
+            }
+        }
+        raw.end = self.end();
+        raw
+    }
+
+    fn read_root(&mut self, map: &Mapping, raw: &mut RawConfig) {
+        let allowed: Vec<&str> = TENANT_KEYS
+            .iter()
+            .chain(GLOBAL_KEYS.iter())
+            .copied()
+            .collect();
+        for (key, value, at) in self.entries(map, "", &allowed) {
+            if TENANT_KEYS.contains(&key) {
+                if raw.top.at.is_none() && TENANT_IDENTITY_KEYS.contains(&key) {
+                    raw.top.at = Some(at.clone());
+                }
+                self.tenant_key(&mut raw.top, key, value, at);
+                continue;
+            }
+            match key {
+                "last_value_storage" => raw.last_value_storage = self.text(value, at),
+                "webhook" => raw.webhook = self.webhook(value, at),
+                "listen" => raw.listen = self.listen(value, at),
+                "tls" => raw.tls = self.tls(value, at),
+                "admin" => raw.admin = self.admin(value, at),
+                "pull" => raw.pull = self.pull(value, at),
+                "outbound" => raw.outbound = self.outbound(value, at),
+                "outputs" => raw.outputs = self.outputs(value, at),
+                "tenants" => raw.tenants = self.tenants(value, at),
+                "pipeline" => raw.pipeline = self.pipeline(value, at),
+                _ => {}
+            }
+        }
+    }
+
+    fn tenant_key(&mut self, t: &mut RawTenant, key: &str, value: &Value, at: At) {
+        match key {
+            "tenant_id" => t.tenant_id = self.text(value, at),
+            "client_id" => t.client_id = self.text(value, at),
+            "client_secret" => t.client_secret = self.secret(value, at),
+            "client_secret_file" => t.client_secret_file = self.text(value, at),
+            "client_certificate" => t.client_certificate = self.certificate(value, at),
+            "resource" => t.resource = self.text(value, at),
+            "authority" => t.authority = self.text(value, at),
+            "publisher_id" => t.publisher_id = self.text(value, at),
+            "content_type" => t.content_type = self.words(value, at),
+            "output" => t.output = self.text(value, at),
+            "encoding" => t.encoding = self.text(value, at),
+            "format" => t.format = self.text(value, at),
+            _ => {}
+        }
+    }
+
+    fn tenants(&mut self, value: &Value, at: At) -> Vec<RawTenant> {
+        let items = match value {
+            Value::Null => return Vec::new(),
+            Value::Sequence(items) => items,
+            other => {
+                self.wrong_type(&at, other, "a list of tenants (`- tenant_id: …`)");
+                return Vec::new();
+            }
+        };
+        let mut tenants = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let prefix = format!("{}[{i}]", at.key);
+            let item_at = self.at(prefix.clone());
+            let Some(map) = self.mapping(item, &item_at) else {
+                if matches!(item, Value::Null) {
+                    self.push(
+                        item_at.order,
+                        &item_at.key,
+                        "is an empty list entry",
+                        "remove the lone `-` or give the entry its tenant keys",
+                    );
+                }
+                continue;
+            };
+            let mut t = RawTenant {
+                at: Some(item_at),
+                prefix: format!("{prefix}."),
+                ..RawTenant::default()
+            };
+            for (key, v, key_at) in self.entries(map, &t.prefix.clone(), &TENANT_KEYS) {
+                self.tenant_key(&mut t, key, v, key_at);
+            }
+            t.end = self.end();
+            tenants.push(t);
+        }
+        tenants
+    }
+
+    fn certificate(&mut self, value: &Value, at: At) -> Field<RawCertificate> {
+        let Some(map) = self.mapping(value, &at) else {
+            return self.absent_or_invalid(value, at);
+        };
+        let mut c = RawCertificate::default();
+        let prefix = format!("{}.", at.key);
+        for (key, v, key_at) in
+            self.entries(map, &prefix, &["cert", "key", "password", "password_file"])
+        {
+            match key {
+                "cert" => c.cert = self.text(v, key_at),
+                "key" => c.key = self.text(v, key_at),
+                "password" => c.password = self.secret(v, key_at),
+                "password_file" => c.password_file = self.text(v, key_at),
+                _ => {}
+            }
+        }
+        c.end = self.end();
+        Field::Value(c, at)
+    }
+
+    fn webhook(&mut self, value: &Value, at: At) -> Option<RawWebhook> {
+        let map = self.mapping(value, &at)?;
+        if map.is_empty() {
+            return None;
+        }
+        let mut w = RawWebhook {
+            at: at.clone(),
+            end: 0,
+            address: Field::Absent,
+            auth_id: Field::Absent,
+            auth_id_file: Field::Absent,
+            path: Field::Absent,
+            max_body_bytes: Field::Absent,
+        };
+        let allowed = [
+            "address",
+            "auth_id",
+            "auth_id_file",
+            "path",
+            "max_body_bytes",
+        ];
+        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
+            match key {
+                "address" => w.address = self.text(v, key_at),
+                "auth_id" => w.auth_id = self.secret(v, key_at),
+                "auth_id_file" => w.auth_id_file = self.text(v, key_at),
+                "path" => w.path = self.text(v, key_at),
+                "max_body_bytes" => w.max_body_bytes = self.size(v, key_at),
+                _ => {}
+            }
+        }
+        w.end = self.end();
+        Some(w)
+    }
+
+    fn listen(&mut self, value: &Value, at: At) -> RawListen {
+        let mut l = RawListen::default();
+        if let Some(map) = self.mapping(value, &at) {
+            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["public", "admin"])
+            {
+                match key {
+                    "public" => l.public = self.text(v, key_at),
+                    "admin" => l.admin = self.text(v, key_at),
+                    _ => {}
+                }
+            }
+        }
+        l
+    }
+
+    fn tls(&mut self, value: &Value, at: At) -> Option<RawTls> {
+        let map = self.mapping(value, &at)?;
+        if map.is_empty() {
+            return None;
+        }
+        let mut t = RawTls {
+            at: at.clone(),
+            end: 0,
+            cert: Field::Absent,
+            key: Field::Absent,
+        };
+        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["cert", "key"]) {
+            match key {
+                "cert" => t.cert = self.text(v, key_at),
+                "key" => t.key = self.text(v, key_at),
+                _ => {}
+            }
+        }
+        t.end = self.end();
+        Some(t)
+    }
+
+    fn admin(&mut self, value: &Value, at: At) -> RawAdmin {
+        let mut a = RawAdmin::default();
+        if let Some(map) = self.mapping(value, &at) {
+            for (key, v, key_at) in
+                self.entries(map, &format!("{}.", at.key), &["token", "token_file"])
+            {
+                match key {
+                    "token" => a.token = self.secret(v, key_at),
+                    "token_file" => a.token_file = self.text(v, key_at),
+                    _ => {}
+                }
+            }
+        }
+        a
+    }
+
+    fn pull(&mut self, value: &Value, at: At) -> RawPull {
+        let mut p = RawPull::default();
+        if let Some(map) = self.mapping(value, &at) {
+            let allowed = ["interval", "reconcile_every"];
+            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
+                match key {
+                    "interval" => p.interval = self.duration(v, key_at),
+                    "reconcile_every" => p.reconcile_every = self.duration(v, key_at),
+                    _ => {}
+                }
+            }
+        }
+        p
+    }
+
+    fn outbound(&mut self, value: &Value, at: At) -> RawOutbound {
+        let mut o = RawOutbound::default();
+        if let Some(map) = self.mapping(value, &at) {
+            for (key, v, key_at) in
+                self.entries(map, &format!("{}.", at.key), &["ca_file", "proxy"])
+            {
+                match key {
+                    "ca_file" => o.ca_file = self.text(v, key_at),
+                    "proxy" => o.proxy = self.text(v, key_at),
+                    _ => {}
+                }
+            }
+        }
+        o
+    }
+
+    fn pipeline(&mut self, value: &Value, at: At) -> RawPipeline {
+        let mut p = RawPipeline::default();
+        if let Some(map) = self.mapping(value, &at) {
+            let allowed = ["workers", "lease", "max_attempts"];
+            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
+                match key {
+                    "workers" => p.workers = self.uint(v, key_at),
+                    "lease" => p.lease = self.duration(v, key_at),
+                    "max_attempts" => p.max_attempts = self.uint(v, key_at),
+                    _ => {}
+                }
+            }
+        }
+        p
+    }
+
+    fn outputs(&mut self, value: &Value, at: At) -> Option<(At, Vec<RawOutput>)> {
+        let map = self.mapping(value, &at)?;
+        let mut outputs = Vec::new();
+        for (key, v) in map {
+            let Some(name) = key.as_str() else {
+                let key_at = self.at(format!("{}.?", at.key));
+                self.push(
+                    key_at.order,
+                    &at.key,
+                    format!("has a key that is {}, not a name", kind_of(key)),
+                    "name each output with plain text, e.g. `siem:`",
+                );
+                continue;
+            };
+            let out_at = self.at(format!("{}.{name}", at.key));
+            outputs.push(self.output(name, v, out_at));
+        }
+        if outputs.is_empty() {
+            return None;
+        }
+        Some((at, outputs))
+    }
+
+    fn output(&mut self, name: &str, value: &Value, at: At) -> RawOutput {
+        let mut o = RawOutput {
+            name: name.to_owned(),
+            at: at.clone(),
+            end: at.order,
+            kind: Field::Absent,
+            path: Field::Absent,
+            dedup_window_bytes: Field::Absent,
+        };
+        let Some(map) = self.mapping(value, &at) else {
+            if matches!(value, Value::Null) {
+                self.push(
+                    at.order,
+                    &at.key,
+                    "has no settings",
+                    "give it a type, e.g. `{type: stdout}` or `{type: file, path: ./var/events.ndjson}`",
+                );
+            }
+            return o;
+        };
+        // The type decides which other keys are allowed, so it is read first.
+        let type_at = At {
+            key: format!("{}.type", at.key),
+            order: at.order,
+        };
+        o.kind = match map.get("type") {
+            None | Some(Value::Null) => {
+                self.push(
+                    at.order,
+                    &type_at.key,
+                    "is missing",
+                    "set `type: file` or `type: stdout`",
+                );
+                Field::Invalid(type_at)
+            }
+            Some(v) => match self.text(v, type_at.clone()) {
+                Field::Value(t, type_at) => match t.as_str() {
+                    "file" => Field::Value(OutputKind::File, type_at),
+                    "stdout" => Field::Value(OutputKind::Stdout, type_at),
+                    _ => {
+                        self.push(
+                            type_at.order,
+                            &type_at.key,
+                            format!("`{t}` is not an output type"),
+                            "use `file` or `stdout`",
+                        );
+                        Field::Invalid(type_at)
+                    }
+                },
+                other => other.map_invalid(),
+            },
+        };
+        let allowed: &[&str] = match &o.kind {
+            Field::Value(OutputKind::Stdout, _) => &["type"],
+            Field::Value(OutputKind::File, _) => &["type", "path", "dedup_window_bytes"],
+            // Without a known type the other keys cannot be judged; the type problem says enough.
+            _ => return o,
+        };
+        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), allowed) {
+            match key {
+                "path" => o.path = self.text(v, key_at),
+                "dedup_window_bytes" => o.dedup_window_bytes = self.size(v, key_at),
+                _ => {}
+            }
+        }
+        o.end = self.end();
+        o
+    }
+
+    // ---- generic typed readers -------------------------------------------------------------
+
+    /// The known keys of `map` in file order, each with its position; unknown keys become problems.
+    fn entries<'v>(
+        &mut self,
+        map: &'v Mapping,
+        prefix: &str,
+        allowed: &[&'static str],
+    ) -> Vec<(&'static str, &'v Value, At)> {
+        let mut out = Vec::new();
+        for (key, value) in map {
+            let Some(name) = key.as_str() else {
+                let at = self.at(format!("{prefix}?"));
+                let section = prefix.trim_end_matches('.');
+                self.push(
+                    at.order,
+                    if section.is_empty() {
+                        "(file)"
+                    } else {
+                        section
+                    },
+                    format!("has a key that is {}, not a name", kind_of(key)),
+                    format!("use only these keys: {}", allowed.join(", ")),
+                );
+                continue;
+            };
+            let at = self.at(format!("{prefix}{name}"));
+            match allowed.iter().find(|k| **k == name) {
+                Some(known) => out.push((*known, value, at)),
+                None => {
+                    let fix = match suggest(name, allowed) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => format!("remove it; known keys here: {}", allowed.join(", ")),
+                    };
+                    self.push(at.order, &at.key, "is not a known key", fix);
+                }
+            }
+        }
+        out
+    }
+
+    fn mapping<'v>(&mut self, value: &'v Value, at: &At) -> Option<&'v Mapping> {
+        match value {
+            Value::Null => None,
+            Value::Mapping(m) => Some(m),
+            other => {
+                self.wrong_type(
+                    at,
+                    other,
+                    "a mapping of keys (`key: value` lines indented below it)",
+                );
+                None
+            }
+        }
+    }
+
+    fn absent_or_invalid<T>(&self, value: &Value, at: At) -> Field<T> {
+        if matches!(value, Value::Null) {
+            Field::Absent
+        } else {
+            Field::Invalid(at)
+        }
+    }
+
+    /// A string (after `${NAME}` expansion). Numbers are taken as their text.
+    fn text(&mut self, value: &Value, at: At) -> Field<String> {
+        let raw = match value {
+            Value::Null => return Field::Absent,
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            other => {
+                self.wrong_type(&at, other, "text");
+                return Field::Invalid(at);
+            }
+        };
+        match env::expand(&raw, self.env) {
+            Ok(s) => Field::Value(s, at),
+            Err(errors) => {
+                for e in errors {
+                    let fix = match &e {
+                        ExpandError::Unset(name) => format!(
+                            "export {name} in the collector's environment, or write the value instead of ${{{name}}}"
+                        ),
+                        ExpandError::Unterminated => {
+                            "close it as `${NAME}`, or write `$${` for a literal `${`".to_owned()
+                        }
+                        ExpandError::BadName(_) => {
+                            "variable names are letters, digits and `_` (not starting with a digit); write `$${` for a literal `${`".to_owned()
+                        }
+                    };
+                    self.push(at.order, &at.key, e.to_string(), fix);
+                }
+                Field::Invalid(at)
+            }
+        }
+    }
+
+    fn secret(&mut self, value: &Value, at: At) -> Field<Secret> {
+        match self.text(value, at) {
+            Field::Value(s, at) => Field::Value(Secret::new(s), at),
+            other => other.map_invalid(),
+        }
+    }
+
+    /// Either a space-separated string or a list of strings (each may itself hold several words).
+    fn words(&mut self, value: &Value, at: At) -> Field<Vec<String>> {
+        let parts: Vec<&Value> = match value {
+            Value::Sequence(items) => items.iter().collect(),
+            Value::Null => return Field::Absent,
+            other => vec![other],
+        };
+        let mut words = Vec::new();
+        let mut ok = true;
+        for part in parts {
+            match self.text(part, at.clone()) {
+                Field::Value(s, _) => words.extend(s.split_whitespace().map(str::to_owned)),
+                Field::Absent => {}
+                Field::Invalid(_) => ok = false,
+            }
+        }
+        if ok {
+            Field::Value(words, at)
+        } else {
+            Field::Invalid(at)
+        }
+    }
+
+    fn uint(&mut self, value: &Value, at: At) -> Field<u64> {
+        if let Value::Number(n) = value {
+            return match n.as_u64() {
+                Some(v) => Field::Value(v, at),
+                None => {
+                    self.push(
+                        at.order,
+                        &at.key,
+                        format!("is {n}, not a whole number ≥ 0"),
+                        "write a whole number such as 4",
+                    );
+                    Field::Invalid(at)
+                }
+            };
+        }
+        match self.text(value, at) {
+            Field::Value(s, at) => match s.trim().parse::<u64>() {
+                Ok(v) => Field::Value(v, at),
+                Err(_) => {
+                    self.push(
+                        at.order,
+                        &at.key,
+                        format!("is `{}`, not a whole number ≥ 0", s.trim()),
+                        "write a whole number such as 4",
+                    );
+                    Field::Invalid(at)
+                }
+            },
+            other => other.map_invalid(),
+        }
+    }
+
+    fn size(&mut self, value: &Value, at: At) -> Field<u64> {
+        if let Value::Number(_) = value {
+            return self.uint(value, at);
+        }
+        match self.text(value, at) {
+            Field::Value(s, at) => match units::parse_size(&s) {
+                Ok(v) => Field::Value(v, at),
+                Err(e) => {
+                    self.push(
+                        at.order,
+                        &at.key,
+                        format!("is `{}`, which {e}", s.trim()),
+                        "write bytes as a number, or with a unit: 1048576, 1MiB, 64MiB, 512KB",
+                    );
+                    Field::Invalid(at)
+                }
+            },
+            other => other.map_invalid(),
+        }
+    }
+
+    fn duration(&mut self, value: &Value, at: At) -> Field<Duration> {
+        if let Value::Number(n) = value {
+            self.push(
+                at.order,
+                &at.key,
+                format!("is the bare number {n}, which has no unit"),
+                format!("add a unit, e.g. `{n}s` (units: ms, s, m, h, d)"),
+            );
+            return Field::Invalid(at);
+        }
+        match self.text(value, at) {
+            Field::Value(s, at) => match units::parse_duration(&s) {
+                Ok(d) => Field::Value(d, at),
+                Err(e) => {
+                    let fix = if e == UnitError::MissingUnit {
+                        format!("add a unit, e.g. `{}s` (units: ms, s, m, h, d)", s.trim())
+                    } else {
+                        "write a duration such as 500ms, 60s, 15m, 1h or 1h30m".to_owned()
+                    };
+                    self.push(
+                        at.order,
+                        &at.key,
+                        format!("is `{}`, which {e}", s.trim()),
+                        fix,
+                    );
+                    Field::Invalid(at)
+                }
+            },
+            other => other.map_invalid(),
+        }
+    }
+
+    // ---- bookkeeping --------------------------------------------------------------------------
+
+    /// Positions are even; the odd position just before the next key is a section's end (see
+    /// [`Reader::end`]), where problems about its missing keys are reported.
+    fn at(&mut self, key: String) -> At {
+        let order = self.next_order;
+        self.next_order += 2;
+        At { key, order }
+    }
+
+    /// The position after everything read so far: between the last key and the next one.
+    fn end(&self) -> usize {
+        self.next_order.saturating_sub(1)
+    }
+
+    fn wrong_type(&mut self, at: &At, found: &Value, expected: &str) {
+        let fix = if matches!(found, Value::Tagged(_)) {
+            format!("remove the YAML tag (`!…`); write {expected}")
+        } else {
+            format!("write {expected}")
+        };
+        self.push(
+            at.order,
+            &at.key,
+            format!("is {}, expected {expected}", kind_of(found)),
+            fix,
+        );
+    }
+
+    fn push(
+        &mut self,
+        order: usize,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.problems.push(Found {
+            order,
+            problem: Problem {
+                key: key.to_owned(),
+                problem: problem.into(),
+                fix: fix.into(),
+            },
+        });
+    }
+}
+
+impl<T> Field<T> {
+    /// Re-types an `Absent`/`Invalid` field (a `Value` becomes `Invalid`; callers only pass non-values).
+    fn map_invalid<U>(self) -> Field<U> {
+        match self {
+            Field::Absent => Field::Absent,
+            Field::Invalid(at) | Field::Value(_, at) => Field::Invalid(at),
+        }
+    }
+}
+
+/// A description of a YAML value's shape that never includes the value itself.
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "empty",
+        Value::Bool(_) => "a true/false value",
+        Value::Number(_) => "a number",
+        Value::String(_) => "text",
+        Value::Sequence(_) => "a list",
+        Value::Mapping(_) => "a mapping",
+        Value::Tagged(_) => "a tagged value (`!…`)",
+    }
+}
+
+/// The known key closest to a misspelt one (case, `-` for `_`, or at most two edits away).
+pub(crate) fn suggest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let folded = name.to_ascii_lowercase().replace('-', "_");
+    if let Some(k) = known.iter().find(|k| **k == folded) {
+        return Some(k);
+    }
+    known
+        .iter()
+        .map(|k| (edit_distance(&folded, k), *k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, ca) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != cb);
+            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions() {
+        let known = ["client_secret", "client_id", "tenant_id", "webhook"];
+        assert_eq!(suggest("client_secert", &known), Some("client_secret"));
+        assert_eq!(suggest("Client-Id", &known), Some("client_id"));
+        assert_eq!(suggest("webhooks", &known), Some("webhook"));
+        assert_eq!(suggest("zzz", &known), None);
+    }
+}

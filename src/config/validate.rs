@@ -1,0 +1,1310 @@
+//! Raw tree → [`Config`]: applies defaults and inheritance and checks meaning, collecting every problem.
+//!
+//! Pure apart from reading the files the configuration names (secrets in `*_file`, certificates), which
+//! goes through [`Files`] so the checks stay testable. Problem texts never contain secret values, and
+//! not even values of keys where a secret is often pasted by mistake (ids, URLs that may carry
+//! credentials): only their shape is described.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use encoding_rs::Encoding;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use super::raw::{At, Field, Found, OutputKind, RawConfig, RawTenant};
+use super::{
+    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
+    ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem, PullConfig, Secret,
+    TenantConfig, TlsConfig, WebhookConfig,
+};
+use crate::mapping::Format;
+
+/// Documented defaults (product documentation and DESIGN §4).
+pub const DEFAULT_RESOURCE: &str = "https://manage.office.com";
+pub const DEFAULT_ENCODING: &str = "utf-8";
+pub const DEFAULT_LAST_VALUE_STORAGE: &str = "./var/last_value_storage";
+pub const DEFAULT_PUBLIC_LISTEN: &str = "0.0.0.0:8443";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const DEFAULT_DEDUP_WINDOW_BYTES: u64 = 64 << 20;
+pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(60);
+pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_WORKERS: usize = 4;
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Name of the output used when none is configured.
+pub const DEFAULT_OUTPUT: &str = "stdout";
+
+/// Shortest accepted webhook auth id: it is the only thing telling Microsoft's posts from forged ones.
+pub const MIN_AUTH_ID_LEN: usize = 8;
+/// Shortest accepted admin token: it guards subscription changes and backfills.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+const MAX_WORKERS: u64 = 1024;
+
+const CLOUDS: &str = "Enterprise https://manage.office.com, GCC https://manage-gcc.office.com, \
+GCC High https://manage.office365.us, DoD https://manage.protection.apps.mil";
+
+/// Access to the files a configuration names.
+pub(crate) trait Files {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+}
+
+/// The real file system; relative paths are relative to the current directory.
+pub(crate) struct RealFiles;
+
+impl Files for RealFiles {
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        std::fs::read(path)
+    }
+}
+
+/// The login authority for a normalised resource origin. Microsoft's clouds log in at their own hosts;
+/// anything else is taken to be the emulator (or a test double), which serves the token endpoint on
+/// the same address as the API — so the authority is the resource itself.
+pub fn derive_authority(resource: &str) -> String {
+    match host_of(resource) {
+        "manage.office.com" | "manage-gcc.office.com" => "https://login.microsoftonline.com".into(),
+        "manage.office365.us" | "manage.protection.apps.mil" => {
+            "https://login.microsoftonline.us".into()
+        }
+        _ => resource.to_owned(),
+    }
+}
+
+/// Whether a resource origin is one of Microsoft's clouds (as opposed to an emulator).
+pub fn is_microsoft_cloud(resource: &str) -> bool {
+    matches!(
+        host_of(resource),
+        "manage.office.com"
+            | "manage-gcc.office.com"
+            | "manage.office365.us"
+            | "manage.protection.apps.mil"
+    )
+}
+
+/// The host of a normalised origin (`https://host[:port]`), without the port.
+fn host_of(origin: &str) -> &str {
+    let rest = origin.strip_prefix("https://").unwrap_or(origin);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    match host_port.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !host.is_empty() =>
+        {
+            host
+        }
+        _ => host_port,
+    }
+}
+
+/// Microsoft's GUID form: 8-4-4-4-12 hex digits.
+pub fn is_guid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_hexdigit()
+            }
+        })
+}
+
+/// Tenant keys resolved once at the top level and inherited by `tenants:` entries.
+struct Inherited {
+    resource: String,
+    authority: Option<String>,
+    publisher_id: Option<String>,
+    content_types: Vec<String>,
+    output: Option<String>,
+    encoding: &'static Encoding,
+    format: Format,
+}
+
+struct Checker<'f> {
+    files: &'f dyn Files,
+    found: Vec<Found>,
+}
+
+/// Validates the raw tree. Returns the configuration only when no problem was found; the problems are
+/// in no particular order (the caller sorts them into file order).
+pub(crate) fn validate(raw: &RawConfig, files: &dyn Files) -> (Option<Config>, Vec<Found>) {
+    let mut c = Checker {
+        files,
+        found: Vec::new(),
+    };
+    let mut outputs = c.outputs(raw);
+    let inherited = c.inherited(&raw.top, &outputs);
+    let tenants = c.tenants(raw, &inherited, &mut outputs);
+    let webhook = c.webhook(raw);
+    let listen = c.listen(raw);
+    let tls = c.tls(raw);
+    let admin = c.admin(raw, &listen);
+    let pull = c.pull(raw);
+    let outbound = c.outbound(raw);
+    let last_value_storage = match &raw.last_value_storage {
+        Field::Value(v, at) if v.trim().is_empty() => {
+            c.problem(
+                at,
+                "is empty",
+                format!("give a directory for the store, or remove the key for {DEFAULT_LAST_VALUE_STORAGE}"),
+            );
+            PathBuf::new()
+        }
+        Field::Value(v, _) => PathBuf::from(v),
+        _ => PathBuf::from(DEFAULT_LAST_VALUE_STORAGE),
+    };
+    let pipeline = c.pipeline(raw);
+    if !c.found.is_empty() {
+        return (None, c.found);
+    }
+    let config = Config {
+        tenants,
+        webhook,
+        listen,
+        tls,
+        admin,
+        pull,
+        outbound,
+        outputs,
+        last_value_storage,
+        pipeline,
+    };
+    (Some(config), Vec::new())
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, at: &At, problem: impl Into<String>, fix: impl Into<String>) {
+        self.problem_at(at.order, &at.key, problem, fix);
+    }
+
+    fn problem_at(
+        &mut self,
+        order: usize,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.found.push(Found {
+            order,
+            problem: Problem {
+                key: key.to_owned(),
+                problem: problem.into(),
+                fix: fix.into(),
+            },
+        });
+    }
+
+    // ---- outputs -----------------------------------------------------------------------------
+
+    fn outputs(&mut self, raw: &RawConfig) -> BTreeMap<String, OutputConfig> {
+        let mut outputs = BTreeMap::new();
+        let Some((_, entries)) = &raw.outputs else {
+            return outputs;
+        };
+        let mut paths: HashMap<PathBuf, String> = HashMap::new();
+        for o in entries {
+            let name_ok = !o.name.is_empty()
+                && o.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            if !name_ok {
+                self.problem(
+                    &o.at,
+                    "has a name that is not made of letters, digits, `_`, `-` or `.`",
+                    "rename the output, e.g. `siem` or `archive-1`",
+                );
+            }
+            let config = match o.kind.value() {
+                Some((OutputKind::Stdout, _)) => OutputConfig::Stdout,
+                Some((OutputKind::File, _)) => {
+                    let path = match &o.path {
+                        Field::Absent => {
+                            self.problem_at(
+                                o.end,
+                                &format!("{}.path", o.at.key),
+                                "is missing",
+                                "set the file the events are appended to, e.g. `path: ./var/events.ndjson`",
+                            );
+                            PathBuf::new()
+                        }
+                        Field::Invalid(_) => PathBuf::new(),
+                        Field::Value(p, at) => {
+                            if p.trim().is_empty() {
+                                self.problem(
+                                    at,
+                                    "is empty",
+                                    "set a file path, e.g. ./var/events.ndjson",
+                                );
+                            } else if let Some(other) =
+                                paths.insert(PathBuf::from(p), o.at.key.clone())
+                            {
+                                self.problem(
+                                    at,
+                                    format!("is the same file as {other}.path"),
+                                    "give each file output its own file: two writers would interleave and break dedup",
+                                );
+                            }
+                            PathBuf::from(p)
+                        }
+                    };
+                    let dedup_window_bytes = match &o.dedup_window_bytes {
+                        Field::Value(0, at) => {
+                            self.problem(
+                                at,
+                                "is 0, which would turn off the record-id dedup that prevents duplicates after a crash",
+                                "use a positive size, e.g. 64MiB (the default)",
+                            );
+                            0
+                        }
+                        Field::Value(v, _) => *v,
+                        _ => DEFAULT_DEDUP_WINDOW_BYTES,
+                    };
+                    OutputConfig::File(FileOutputConfig {
+                        path,
+                        dedup_window_bytes,
+                    })
+                }
+                None => OutputConfig::Stdout,
+            };
+            outputs.insert(o.name.clone(), config);
+        }
+        outputs
+    }
+
+    /// Checks an explicitly named output; `stdout` needs no entry (it is added implicitly).
+    fn output_name(&mut self, at: &At, name: &str, outputs: &BTreeMap<String, OutputConfig>) {
+        if name == DEFAULT_OUTPUT || outputs.contains_key(name) {
+            return;
+        }
+        let mut known: Vec<&str> = outputs.keys().map(String::as_str).collect();
+        if !known.contains(&DEFAULT_OUTPUT) {
+            known.push(DEFAULT_OUTPUT);
+        }
+        self.problem(
+            at,
+            format!("names the output `{name}`, which is not defined under outputs"),
+            format!(
+                "use one of: {}, or add `{name}: {{type: file, path: …}}` under outputs",
+                known.join(", ")
+            ),
+        );
+    }
+
+    /// The output a tenant uses when neither it nor the top level names one.
+    fn default_output(
+        &mut self,
+        order: usize,
+        key: &str,
+        outputs: &BTreeMap<String, OutputConfig>,
+    ) -> String {
+        match outputs.len() {
+            0 => DEFAULT_OUTPUT.to_owned(),
+            1 => outputs.keys().next().cloned().unwrap_or_default(),
+            _ => {
+                self.problem_at(
+                    order,
+                    key,
+                    format!("is missing and {} outputs are defined", outputs.len()),
+                    format!(
+                        "set output to one of: {}",
+                        outputs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+                String::new()
+            }
+        }
+    }
+
+    // ---- tenants -----------------------------------------------------------------------------
+
+    fn inherited(
+        &mut self,
+        top: &RawTenant,
+        outputs: &BTreeMap<String, OutputConfig>,
+    ) -> Inherited {
+        let resource = match &top.resource {
+            Field::Value(v, at) => self.resource(at, v),
+            _ => DEFAULT_RESOURCE.to_owned(),
+        };
+        let authority = match &top.authority {
+            Field::Value(v, at) => Some(self.authority(at, v)),
+            _ => None,
+        };
+        let publisher_id = match &top.publisher_id {
+            Field::Value(v, at) => Some(self.guid(at, v, Guid::Publisher)),
+            _ => None,
+        };
+        let content_types = match &top.content_type {
+            Field::Value(v, at) => self.content_types(at, v),
+            _ => DEFAULT_CONTENT_TYPES
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
+        };
+        let output = match &top.output {
+            Field::Value(v, at) => {
+                self.output_name(at, v, outputs);
+                Some(v.clone())
+            }
+            _ => None,
+        };
+        let encoding = match &top.encoding {
+            Field::Value(v, at) => self.encoding(at, v),
+            _ => encoding_rs::UTF_8,
+        };
+        let format = match &top.format {
+            Field::Value(v, at) => self.format(at, v),
+            _ => Format::default(),
+        };
+        Inherited {
+            resource,
+            authority,
+            publisher_id,
+            content_types,
+            output,
+            encoding,
+            format,
+        }
+    }
+
+    fn tenants(
+        &mut self,
+        raw: &RawConfig,
+        inherited: &Inherited,
+        outputs: &mut BTreeMap<String, OutputConfig>,
+    ) -> Vec<TenantConfig> {
+        let mut tenants = Vec::new();
+        if let Some(at) = &raw.top.at {
+            tenants.push(self.tenant(&raw.top, at.order, true, inherited, outputs));
+        }
+        for t in &raw.tenants {
+            tenants.push(self.tenant(t, t.end, false, inherited, outputs));
+        }
+        if tenants.is_empty() {
+            self.problem_at(
+                raw.end,
+                "tenant_id",
+                "is missing: no tenant is configured",
+                "set tenant_id, client_id and client_secret at the top level, or add entries under tenants:",
+            );
+        }
+        // Duplicate tenant ids: one process must own each tenant's subscriptions exactly once.
+        let mut seen: HashMap<String, String> = HashMap::new();
+        let all_raw: Vec<&RawTenant> = raw
+            .top
+            .at
+            .iter()
+            .map(|_| &raw.top)
+            .chain(raw.tenants.iter())
+            .collect();
+        for (t, raw_t) in tenants.iter().zip(all_raw) {
+            if t.tenant_id.is_empty() {
+                continue;
+            }
+            if let Some((_, at)) = raw_t.tenant_id.value() {
+                if let Some(first) = seen.get(&t.tenant_id) {
+                    self.problem(
+                        at,
+                        format!(
+                            "repeats the tenant {} already configured at {first}",
+                            t.tenant_id
+                        ),
+                        "configure each tenant once; merge the two entries",
+                    );
+                } else {
+                    seen.insert(t.tenant_id.clone(), at.key.clone());
+                }
+            }
+        }
+        // `stdout` needs no entry of its own.
+        if tenants.iter().any(|t| t.output == DEFAULT_OUTPUT)
+            && !outputs.contains_key(DEFAULT_OUTPUT)
+        {
+            outputs.insert(DEFAULT_OUTPUT.to_owned(), OutputConfig::Stdout);
+        }
+        tenants
+    }
+
+    fn tenant(
+        &mut self,
+        t: &RawTenant,
+        order: usize,
+        is_top: bool,
+        inh: &Inherited,
+        outputs: &BTreeMap<String, OutputConfig>,
+    ) -> TenantConfig {
+        let p = &t.prefix;
+        let tenant_id = match &t.tenant_id {
+            Field::Value(v, at) => self.guid(at, v, Guid::Tenant),
+            Field::Invalid(_) => String::new(),
+            Field::Absent => {
+                self.problem_at(
+                    order,
+                    &format!("{p}tenant_id"),
+                    "is missing",
+                    "set the Directory (tenant) ID from Azure portal → Microsoft Entra ID → Overview",
+                );
+                String::new()
+            }
+        };
+        let client_id = match &t.client_id {
+            Field::Value(v, at) => self.guid(at, v, Guid::Client),
+            Field::Invalid(_) => String::new(),
+            Field::Absent => {
+                self.problem_at(
+                    order,
+                    &format!("{p}client_id"),
+                    "is missing",
+                    "set the Application (client) ID from Azure portal → App registrations → your app → Overview",
+                );
+                String::new()
+            }
+        };
+        let credential = self.credential(t, order);
+        // The top-level tenant's own values were checked once in `inherited`.
+        let own = |f: &Field<String>| !is_top && f.is_present();
+        let resource = match &t.resource {
+            Field::Value(v, at) if own(&t.resource) => self.resource(at, v),
+            Field::Invalid(_) => String::new(),
+            _ => inh.resource.clone(),
+        };
+        let authority = match &t.authority {
+            Field::Value(v, at) if own(&t.authority) => self.authority(at, v),
+            Field::Invalid(_) => String::new(),
+            // A tenant with its own resource gets that cloud's authority, not the top level's.
+            _ if own(&t.resource) => derive_authority(&resource),
+            _ => inh
+                .authority
+                .clone()
+                .unwrap_or_else(|| derive_authority(&resource)),
+        };
+        let publisher_id = match &t.publisher_id {
+            Field::Value(v, at) if own(&t.publisher_id) => self.guid(at, v, Guid::Publisher),
+            Field::Invalid(_) => String::new(),
+            _ => inh
+                .publisher_id
+                .clone()
+                .unwrap_or_else(|| tenant_id.clone()),
+        };
+        let content_types = match &t.content_type {
+            Field::Value(v, at) if !is_top => self.content_types(at, v),
+            Field::Invalid(_) => Vec::new(),
+            _ => inh.content_types.clone(),
+        };
+        let output = match &t.output {
+            Field::Value(v, at) if own(&t.output) => {
+                self.output_name(at, v, outputs);
+                v.clone()
+            }
+            Field::Invalid(_) => String::new(),
+            _ => match &inh.output {
+                Some(o) => o.clone(),
+                None => self.default_output(order, &format!("{p}output"), outputs),
+            },
+        };
+        let encoding = match &t.encoding {
+            Field::Value(v, at) if own(&t.encoding) => self.encoding(at, v),
+            _ => inh.encoding,
+        };
+        let format = match &t.format {
+            Field::Value(v, at) if own(&t.format) => self.format(at, v),
+            _ => inh.format,
+        };
+        TenantConfig {
+            tenant_id,
+            client_id,
+            credential,
+            resource,
+            authority,
+            publisher_id,
+            content_types,
+            output,
+            encoding,
+            format,
+        }
+    }
+
+    fn credential(&mut self, t: &RawTenant, order: usize) -> Credential {
+        let p = &t.prefix;
+        let placeholder = Credential::Secret(Secret::new(String::new()));
+        let present: Vec<&At> = [
+            t.client_secret.at(),
+            t.client_secret_file.at(),
+            t.client_certificate.at(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let one_of = "client_secret, client_secret_file or client_certificate";
+        match present.as_slice() {
+            [] => {
+                self.problem_at(
+                    order,
+                    &format!("{p}client_secret"),
+                    "is missing: the tenant has no credential",
+                    format!(
+                        "set exactly one of {one_of} (Azure portal → App registrations → your app → Certificates & secrets)"
+                    ),
+                );
+                return placeholder;
+            }
+            [_] => {}
+            [first, rest @ ..] => {
+                for extra in rest {
+                    self.problem(
+                        extra,
+                        format!("is set together with {}", first.key),
+                        format!("keep exactly one of {one_of}"),
+                    );
+                }
+                return placeholder;
+            }
+        }
+        if let Some((secret, at)) = t.client_secret.value() {
+            self.client_secret(at, secret);
+            return Credential::Secret(secret.clone());
+        }
+        if let Some((path, at)) = t.client_secret_file.value() {
+            return match self.secret_file(at, path) {
+                Some(secret) => {
+                    self.client_secret(at, &secret);
+                    Credential::Secret(secret)
+                }
+                None => placeholder,
+            };
+        }
+        if let Some((c, at)) = t.client_certificate.value() {
+            let cert = match c.cert.value() {
+                Some((v, cert_at)) => {
+                    let path = PathBuf::from(v);
+                    if is_pkcs12(&path) {
+                        self.readable(cert_at, &path);
+                    } else {
+                        self.pem_certificates(cert_at, &path);
+                    }
+                    Some(path)
+                }
+                None => {
+                    if !c.cert.is_present() {
+                        self.problem_at(
+                            c.end,
+                            &format!("{}.cert", at.key),
+                            "is missing",
+                            "set the certificate uploaded to the app registration (PEM, or PKCS#12 .p12/.pfx)",
+                        );
+                    }
+                    None
+                }
+            };
+            let password = match (&c.password, &c.password_file) {
+                (Field::Value(s, _), Field::Absent) => Some(s.clone()),
+                (Field::Absent, Field::Value(path, at)) => self.secret_file(at, path),
+                (pw, Field::Value(_, at)) if pw.is_present() => {
+                    self.problem(
+                        at,
+                        format!("is set together with {}.password", c_key(at)),
+                        "keep only one of password or password_file",
+                    );
+                    None
+                }
+                _ => None,
+            };
+            let pkcs12 = cert.as_deref().is_some_and(is_pkcs12);
+            let key = match c.key.value() {
+                Some((v, key_at)) => {
+                    let path = PathBuf::from(v);
+                    // An encrypted key cannot be parsed without the password; the token code reports it.
+                    if pkcs12 || c.password.is_present() || c.password_file.is_present() {
+                        self.readable(key_at, &path);
+                    } else {
+                        self.pem_private_key(key_at, &path);
+                    }
+                    path
+                }
+                // PKCS#12 holds the key in the same file.
+                None if pkcs12 => cert.clone().unwrap_or_default(),
+                None => {
+                    if !c.key.is_present() {
+                        self.problem_at(
+                            c.end,
+                            &format!("{}.key", at.key),
+                            "is missing",
+                            "set the PEM private key of the certificate (or use a PKCS#12 .p12/.pfx file as cert)",
+                        );
+                    }
+                    PathBuf::new()
+                }
+            };
+            return Credential::Certificate {
+                cert: cert.unwrap_or_default(),
+                key,
+                password,
+            };
+        }
+        placeholder
+    }
+
+    fn client_secret(&mut self, at: &At, secret: &Secret) {
+        let value = secret.expose();
+        if value.is_empty() {
+            self.problem(
+                at,
+                "is empty",
+                "set the client secret's Value (Azure portal → App registrations → your app → Certificates & secrets)",
+            );
+        } else if is_guid(value) {
+            self.problem(
+                at,
+                "looks like the secret's ID (a GUID), not the secret itself",
+                "copy the Value column of the secret (Azure portal → App registrations → your app → Certificates & secrets); it is shown only once, so create a new secret if it is hidden",
+            );
+        }
+    }
+
+    /// Reads a `*_file` secret, dropping the trailing newline editors and `echo` add.
+    fn secret_file(&mut self, at: &At, path: &str) -> Option<Secret> {
+        let bytes = match self.files.read(Path::new(path)) {
+            Ok(b) => b,
+            Err(e) => {
+                self.problem(
+                    at,
+                    format!("names {path}, which cannot be read: {e}"),
+                    "create the file (readable by the collector) or fix the path; relative paths start at the working directory",
+                );
+                return None;
+            }
+        };
+        let Ok(text) = String::from_utf8(bytes) else {
+            self.problem(
+                at,
+                format!("names {path}, which is not UTF-8 text"),
+                "store the secret as plain text in the file",
+            );
+            return None;
+        };
+        let trimmed = text.trim_end_matches(['\n', '\r']);
+        if trimmed.is_empty() {
+            self.problem(
+                at,
+                format!("names {path}, which is empty"),
+                "write the secret into the file",
+            );
+            return None;
+        }
+        Some(Secret::new(trimmed))
+    }
+
+    fn guid(&mut self, at: &At, value: &str, which: Guid) -> String {
+        let v = value.trim();
+        if is_guid(v) {
+            return v.to_ascii_lowercase();
+        }
+        // The value is not echoed: a secret pasted into the wrong key must not end up in a log.
+        let shape = if v.is_empty() {
+            "is empty".to_owned()
+        } else if v.contains('.') {
+            "is not a GUID (it looks like a domain name)".to_owned()
+        } else if v.starts_with('{') && v.ends_with('}') && is_guid(&v[1..v.len() - 1]) {
+            "is a GUID in braces".to_owned()
+        } else {
+            format!("is not a GUID ({} characters)", v.chars().count())
+        };
+        let fix = match which {
+            Guid::Tenant => {
+                "use the Directory (tenant) ID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, from Azure portal → Microsoft Entra ID → Overview; the Management Activity API refuses anything else (AF20013)"
+            }
+            Guid::Client => {
+                "use the Application (client) ID, xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx, from Azure portal → App registrations → your app → Overview"
+            }
+            Guid::Publisher => {
+                "use your organisation's Directory (tenant) ID GUID, or remove publisher_id to use the tenant id"
+            }
+        };
+        self.problem(at, shape, fix);
+        String::new()
+    }
+
+    /// `resource`: an HTTPS origin, normalised to `https://host[:port]`.
+    fn resource(&mut self, at: &At, value: &str) -> String {
+        let fix =
+            format!("use the scheme and host only: {CLOUDS}, or the emulator's https://host:port");
+        self.https_origin(at, value, &fix).unwrap_or_default()
+    }
+
+    fn authority(&mut self, at: &At, value: &str) -> String {
+        let fix = "use the login host only, e.g. https://login.microsoftonline.com (GCC High / DoD: https://login.microsoftonline.us), or remove authority to derive it from resource";
+        self.https_origin(at, value, fix).unwrap_or_default()
+    }
+
+    fn https_origin(&mut self, at: &At, value: &str, fix: &str) -> Option<String> {
+        let url = self.https_url(at, value, fix)?;
+        let mut ok = true;
+        if !matches!(url.path(), "" | "/") {
+            self.problem(at, format!("has a path ({})", url.path()), fix);
+            ok = false;
+        }
+        if url.query().is_some() {
+            self.problem(at, "has a query (`?…`)", fix);
+            ok = false;
+        }
+        if !ok {
+            return None;
+        }
+        let host = url.host_str().unwrap_or_default();
+        Some(match url.port() {
+            Some(port) => format!("https://{host}:{port}"),
+            None => format!("https://{host}"),
+        })
+    }
+
+    /// An absolute `https` URL with a host, no credentials and no fragment. The value is not echoed.
+    fn https_url(&mut self, at: &At, value: &str, fix: &str) -> Option<reqwest::Url> {
+        let url = match reqwest::Url::parse(value.trim()) {
+            Ok(u) => u,
+            Err(e) => {
+                self.problem(at, format!("is not a valid URL ({e})"), fix);
+                return None;
+            }
+        };
+        if url.scheme() != "https" {
+            self.problem(
+                at,
+                format!(
+                    "uses the scheme `{}`, but only https is allowed",
+                    url.scheme()
+                ),
+                fix,
+            );
+            return None;
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            self.problem(at, "has no host", fix);
+            return None;
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            self.problem(at, "contains a user name or password", fix);
+            return None;
+        }
+        if url.fragment().is_some() {
+            self.problem(at, "has a fragment (`#…`)", fix);
+            return None;
+        }
+        Some(url)
+    }
+
+    fn content_types(&mut self, at: &At, words: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for w in words {
+            if CONTENT_TYPES.contains(&w.as_str()) {
+                if !out.contains(w) {
+                    out.push(w.clone());
+                }
+                continue;
+            }
+            let fix = match CONTENT_TYPES.iter().find(|c| c.eq_ignore_ascii_case(w)) {
+                Some(exact) => format!("write it as {exact}"),
+                None => format!("use some of: {}", CONTENT_TYPES.join(" ")),
+            };
+            self.problem(at, format!("`{w}` is not a content type"), fix);
+        }
+        if words.is_empty() {
+            self.problem(
+                at,
+                "lists no content type",
+                format!(
+                    "list some of: {} (or remove the key for the default)",
+                    CONTENT_TYPES.join(" ")
+                ),
+            );
+        }
+        out
+    }
+
+    fn encoding(&mut self, at: &At, label: &str) -> &'static Encoding {
+        let label = label.trim();
+        match Encoding::for_label(label.as_bytes()) {
+            Some(e) if e == encoding_rs::REPLACEMENT => {
+                self.problem(
+                    at,
+                    format!("`{label}` names the replacement encoding, which turns every byte into U+FFFD"),
+                    "use the charset the blobs are really in, normally utf-8",
+                );
+                encoding_rs::UTF_8
+            }
+            Some(e) => e,
+            None => {
+                self.problem(
+                    at,
+                    format!("`{label}` is not a known character encoding label"),
+                    "use a WHATWG encoding label such as utf-8 (default), windows-1252, iso-8859-2, shift_jis or utf-16le",
+                );
+                encoding_rs::UTF_8
+            }
+        }
+    }
+
+    fn format(&mut self, at: &At, value: &str) -> Format {
+        let lower = value.trim().to_ascii_lowercase();
+        match serde_yaml::from_value::<Format>(serde_yaml::Value::String(lower)) {
+            Ok(f) => f,
+            Err(_) => {
+                self.problem(
+                    at,
+                    format!("`{}` is not an event format", value.trim()),
+                    "use o365 (default), ecs or raw",
+                );
+                Format::default()
+            }
+        }
+    }
+
+    // ---- files -------------------------------------------------------------------------------
+
+    fn read_file(&mut self, at: &At, path: &Path) -> Option<Vec<u8>> {
+        match self.files.read(path) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                self.problem(
+                    at,
+                    format!("names {}, which cannot be read: {e}", path.display()),
+                    "fix the path or the file's permissions; relative paths start at the working directory",
+                );
+                None
+            }
+        }
+    }
+
+    fn readable(&mut self, at: &At, path: &Path) {
+        let _ = self.read_file(at, path);
+    }
+
+    fn pem_certificates(&mut self, at: &At, path: &Path) {
+        let Some(bytes) = self.read_file(at, path) else {
+            return;
+        };
+        let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes).collect();
+        if certs.is_empty() || certs.iter().any(Result::is_err) {
+            self.problem(
+                at,
+                format!(
+                    "names {}, which holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)",
+                    path.display()
+                ),
+                "point it at the PEM certificate file (check that cert and key are not swapped)",
+            );
+        }
+    }
+
+    fn pem_private_key(&mut self, at: &At, path: &Path) {
+        let Some(bytes) = self.read_file(at, path) else {
+            return;
+        };
+        if PrivateKeyDer::from_pem_slice(&bytes).is_err() {
+            self.problem(
+                at,
+                format!(
+                    "names {}, which holds no unencrypted PEM private key (PKCS#8, PKCS#1 or SEC1)",
+                    path.display()
+                ),
+                "point it at the private key file (check that cert and key are not swapped)",
+            );
+        }
+    }
+
+    // ---- webhook, listeners, tls, admin ------------------------------------------------------
+
+    fn webhook(&mut self, raw: &RawConfig) -> Option<WebhookConfig> {
+        let w = raw.webhook.as_ref()?;
+        let address = match &w.address {
+            Field::Value(v, at) => self
+                .https_url(
+                    at,
+                    v,
+                    "use the public HTTPS URL Microsoft posts to, e.g. https://collector.example.com/o365/webhook (Microsoft only calls HTTPS)",
+                )
+                .and_then(|url| {
+                    if url.query().is_some() {
+                        self.problem(
+                            at,
+                            "has a query (`?…`), which the listener does not check",
+                            "remove the query; auth_id is what authenticates Microsoft's posts",
+                        );
+                        None
+                    } else {
+                        Some((v.trim().to_owned(), url.path().to_owned()))
+                    }
+                }),
+            Field::Invalid(_) => None,
+            Field::Absent => {
+                self.problem_at(
+                    w.end,
+                    &format!("{}.address", w.at.key),
+                    "is missing",
+                    "set the public HTTPS URL Microsoft posts notifications to, or remove webhook: to run in pull mode",
+                );
+                None
+            }
+        };
+        let path = match &w.path {
+            Field::Value(v, at) => {
+                let v = v.trim();
+                if !v.starts_with('/') || v.contains(['?', '#']) || v.contains(char::is_whitespace)
+                {
+                    self.problem(
+                        at,
+                        "is not a URL path",
+                        "write a path starting with `/`, e.g. /o365/webhook, or remove it to use the address's path",
+                    );
+                }
+                v.to_owned()
+            }
+            _ => address
+                .as_ref()
+                .map(|(_, p)| {
+                    if p.is_empty() {
+                        "/".to_owned()
+                    } else {
+                        p.clone()
+                    }
+                })
+                .unwrap_or_default(),
+        };
+        let auth_id = match (&w.auth_id, &w.auth_id_file) {
+            (Field::Absent, Field::Absent) => {
+                self.problem_at(
+                    w.end,
+                    &format!("{}.auth_id", w.at.key),
+                    "is missing",
+                    "set auth_id (e.g. ${O365_WEBHOOK_AUTH_ID} holding `openssl rand -hex 16`): Microsoft echoes it in Webhook-AuthID so forged posts can be refused",
+                );
+                None
+            }
+            (Field::Value(s, at), Field::Absent) => self.token(at, s, MIN_AUTH_ID_LEN),
+            (Field::Absent, Field::Value(path, at)) => self
+                .secret_file(at, path)
+                .and_then(|s| self.token(at, &s, MIN_AUTH_ID_LEN)),
+            (a, Field::Value(_, at)) if a.is_present() => {
+                self.problem(
+                    at,
+                    format!("is set together with {}.auth_id", w.at.key),
+                    "keep only one of auth_id or auth_id_file",
+                );
+                None
+            }
+            _ => None,
+        };
+        let max_body_bytes = match &w.max_body_bytes {
+            Field::Value(v, at) => match usize::try_from(*v) {
+                Ok(0) | Err(_) => {
+                    self.problem(
+                        at,
+                        "is 0 or too large",
+                        "use a size such as 1MiB (the default)",
+                    );
+                    0
+                }
+                Ok(v) => v,
+            },
+            _ => DEFAULT_MAX_BODY_BYTES,
+        };
+        let (address, _) = address?;
+        Some(WebhookConfig {
+            address,
+            auth_id: auth_id?,
+            path,
+            max_body_bytes,
+        })
+    }
+
+    /// A shared secret sent in an HTTP header: long enough and header-safe. Never echoed.
+    fn token(&mut self, at: &At, secret: &Secret, min_len: usize) -> Option<Secret> {
+        let v = secret.expose();
+        if v.chars().count() < min_len {
+            self.problem(
+                at,
+                format!("is shorter than {min_len} characters"),
+                "use a random value, e.g. the output of `openssl rand -hex 16`",
+            );
+            return None;
+        }
+        if !v.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                at,
+                "contains spaces or characters that cannot be sent in an HTTP header",
+                "use visible ASCII only, e.g. the output of `openssl rand -hex 16`",
+            );
+            return None;
+        }
+        Some(secret.clone())
+    }
+
+    fn listen(&mut self, raw: &RawConfig) -> ListenConfig {
+        let mut addr = |field: &Field<String>, default: &str| -> Option<SocketAddr> {
+            match field {
+                Field::Value(v, at) => match v.trim().parse::<SocketAddr>() {
+                    Ok(a) => Some(a),
+                    Err(_) => {
+                        self.problem(
+                            at,
+                            format!("`{}` is not an IP address with a port", v.trim()),
+                            "write IP:port, e.g. 0.0.0.0:8443, 127.0.0.1:9090 or [::]:8443",
+                        );
+                        None
+                    }
+                },
+                Field::Invalid(_) => None,
+                Field::Absent => default.parse().ok(),
+            }
+        };
+        let public = addr(&raw.listen.public, DEFAULT_PUBLIC_LISTEN);
+        let admin = addr(&raw.listen.admin, DEFAULT_ADMIN_LISTEN);
+        let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
+        if let (Some(p), Some(a)) = (public, admin) {
+            let overlap = p.port() == a.port()
+                && p.port() != 0
+                && (p.ip() == a.ip() || p.ip().is_unspecified() || a.ip().is_unspecified());
+            if overlap {
+                let order = raw
+                    .listen
+                    .admin
+                    .at()
+                    .or(raw.listen.public.at())
+                    .map_or(raw.end, |at| at.order);
+                self.problem_at(
+                    order,
+                    "listen.admin",
+                    format!("overlaps listen.public ({p})"),
+                    "use another port: the admin API must never be reachable on the public listener",
+                );
+            }
+        }
+        ListenConfig {
+            public: public.unwrap_or(fallback),
+            admin: admin.unwrap_or(fallback),
+        }
+    }
+
+    fn tls(&mut self, raw: &RawConfig) -> Option<TlsConfig> {
+        let t = raw.tls.as_ref()?;
+        let mut path = |field: &Field<String>, name: &str, pem_cert: bool| -> Option<PathBuf> {
+            match field {
+                Field::Value(v, at) => {
+                    let p = PathBuf::from(v.trim());
+                    if pem_cert {
+                        self.pem_certificates(at, &p);
+                    } else {
+                        self.pem_private_key(at, &p);
+                    }
+                    Some(p)
+                }
+                Field::Invalid(_) => None,
+                Field::Absent => {
+                    self.problem_at(
+                        t.end,
+                        &format!("{}.{name}", t.at.key),
+                        "is missing (tls needs both cert and key)",
+                        "set both tls.cert and tls.key (PEM), or remove tls: when a proxy terminates TLS",
+                    );
+                    None
+                }
+            }
+        };
+        let cert = path(&t.cert, "cert", true);
+        let key = path(&t.key, "key", false);
+        Some(TlsConfig {
+            cert: cert?,
+            key: key?,
+        })
+    }
+
+    fn admin(&mut self, raw: &RawConfig, listen: &ListenConfig) -> AdminConfig {
+        let a = &raw.admin;
+        let token = match (&a.token, &a.token_file) {
+            (Field::Value(s, at), Field::Absent) => self.token(at, s, MIN_ADMIN_TOKEN_LEN),
+            (Field::Absent, Field::Value(path, at)) => self
+                .secret_file(at, path)
+                .and_then(|s| self.token(at, &s, MIN_ADMIN_TOKEN_LEN)),
+            (t, Field::Value(_, at)) if t.is_present() => {
+                self.problem(
+                    at,
+                    "is set together with admin.token",
+                    "keep only one of token or token_file",
+                );
+                None
+            }
+            _ => None,
+        };
+        let no_token = !a.token.is_present() && !a.token_file.is_present();
+        if no_token && !listen.admin.ip().is_loopback() {
+            let order = raw.listen.admin.at().map_or(raw.end, |at| at.order);
+            self.problem_at(
+                order,
+                "admin.token",
+                format!("is missing while the admin API listens on {}, reachable from other machines", listen.admin),
+                "set admin.token (e.g. ${O365_ADMIN_TOKEN}, at least 16 random characters), or bind listen.admin to 127.0.0.1",
+            );
+        }
+        AdminConfig { token }
+    }
+
+    // ---- pull, outbound, pipeline ------------------------------------------------------------
+
+    fn positive_duration(&mut self, field: &Field<Duration>, default: Duration) -> Duration {
+        match field {
+            Field::Value(d, at) if d.is_zero() => {
+                self.problem(at, "is zero", "use a positive duration such as 60s");
+                default
+            }
+            Field::Value(d, _) => *d,
+            _ => default,
+        }
+    }
+
+    fn pull(&mut self, raw: &RawConfig) -> PullConfig {
+        PullConfig {
+            interval: self.positive_duration(&raw.pull.interval, DEFAULT_PULL_INTERVAL),
+            reconcile_every: self
+                .positive_duration(&raw.pull.reconcile_every, DEFAULT_RECONCILE_EVERY),
+        }
+    }
+
+    fn outbound(&mut self, raw: &RawConfig) -> OutboundConfig {
+        let o = &raw.outbound;
+        let ca_file = o.ca_file.value().map(|(v, at)| {
+            let p = PathBuf::from(v.trim());
+            self.pem_certificates(at, &p);
+            p
+        });
+        let proxy = o.proxy.value().and_then(|(v, at)| {
+            let fix = "write the proxy as http://host:port (or https://host:port)";
+            match reqwest::Url::parse(v.trim()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    Some(v.trim().to_owned())
+                }
+                Ok(u) => {
+                    // The value may hold proxy credentials: describe, never echo.
+                    self.problem(
+                        at,
+                        format!("uses the scheme `{}` or has no host; only http and https proxies are supported", u.scheme()),
+                        fix,
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.problem(at, format!("is not a valid URL ({e})"), fix);
+                    None
+                }
+            }
+        });
+        OutboundConfig { ca_file, proxy }
+    }
+
+    fn pipeline(&mut self, raw: &RawConfig) -> PipelineConfig {
+        let p = &raw.pipeline;
+        let workers = match &p.workers {
+            Field::Value(v, at) if *v == 0 || *v > MAX_WORKERS => {
+                self.problem(
+                    at,
+                    format!("is {v}, outside 1..={MAX_WORKERS}"),
+                    "use a small number such as 4 (the default)",
+                );
+                DEFAULT_WORKERS
+            }
+            Field::Value(v, _) => usize::try_from(*v).unwrap_or(DEFAULT_WORKERS),
+            _ => DEFAULT_WORKERS,
+        };
+        let lease = match &p.lease {
+            Field::Value(d, at) if *d < Duration::from_secs(1) => {
+                self.problem(
+                    at,
+                    "is shorter than 1s: blobs would be taken from a worker still fetching them",
+                    "use a lease longer than a blob fetch, e.g. 5m (the default)",
+                );
+                DEFAULT_LEASE
+            }
+            Field::Value(d, _) => *d,
+            _ => DEFAULT_LEASE,
+        };
+        let max_attempts = match &p.max_attempts {
+            Field::Value(v, at) => match u32::try_from(*v) {
+                Ok(n) if n >= 1 => n,
+                _ => {
+                    self.problem(
+                        at,
+                        format!("is {v}, outside 1..={}", u32::MAX),
+                        "use a number such as 10 (the default)",
+                    );
+                    DEFAULT_MAX_ATTEMPTS
+                }
+            },
+            _ => DEFAULT_MAX_ATTEMPTS,
+        };
+        PipelineConfig {
+            workers,
+            lease,
+            max_attempts,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Guid {
+    Tenant,
+    Client,
+    Publisher,
+}
+
+fn is_pkcs12(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("p12") || e.eq_ignore_ascii_case("pfx"))
+}
+
+/// `tenants[0].client_certificate` from `tenants[0].client_certificate.password_file`.
+fn c_key(at: &At) -> &str {
+    at.key
+        .rsplit_once('.')
+        .map_or(at.key.as_str(), |(head, _)| head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guids() {
+        assert!(is_guid("66666666-7777-8888-9999-000000000000"));
+        assert!(is_guid("ABCDEF01-2345-6789-abcd-ef0123456789"));
+        assert!(!is_guid("66666666777788889999000000000000"));
+        assert!(!is_guid("{66666666-7777-8888-9999-000000000000}"));
+        assert!(!is_guid("contoso.onmicrosoft.com"));
+        assert!(!is_guid("6666666g-7777-8888-9999-000000000000"));
+    }
+
+    #[test]
+    fn authorities() {
+        assert_eq!(
+            derive_authority("https://manage.office.com"),
+            "https://login.microsoftonline.com"
+        );
+        assert_eq!(
+            derive_authority("https://manage.protection.apps.mil"),
+            "https://login.microsoftonline.us"
+        );
+        assert_eq!(
+            derive_authority("https://127.0.0.1:8444"),
+            "https://127.0.0.1:8444"
+        );
+        assert_eq!(derive_authority("https://[::1]:8444"), "https://[::1]:8444");
+        assert_eq!(
+            derive_authority("https://manage.office365.us:443"),
+            "https://login.microsoftonline.us"
+        );
+        assert!(!is_microsoft_cloud(
+            "https://manage.office.com.evil.example"
+        ));
+    }
+}

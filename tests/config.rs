@@ -1,0 +1,817 @@
+//! Configuration: documented defaults, `${ENV}` and `*_file` secrets, every problem at once with key and
+//! fix, secrets never echoed, multi-tenant inheritance, cloud authorities, and the annotated example.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use o365_collector::config::{
+    Config, ConfigErrors, Credential, OutputConfig, Problem, check_config_with,
+};
+use o365_collector::mapping::Format;
+
+const TENANT: &str = "66666666-7777-8888-9999-000000000000";
+const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
+const SECRET: &str = "s3cr3t~Value.From_Azure-Portal";
+
+fn no_env(_: &str) -> Option<String> {
+    None
+}
+
+fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |name| map.get(name).cloned()
+}
+
+fn minimal() -> String {
+    format!("tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: {SECRET}\n")
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, &no_env)
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match Config::parse(text, &no_env) {
+        Ok(_) => panic!("expected problems for:\n{text}"),
+        Err(e) => e.0,
+    }
+}
+
+fn keys(problems: &[Problem]) -> Vec<&str> {
+    problems.iter().map(|p| p.key.as_str()).collect()
+}
+
+fn write(dir: &Path, name: &str, contents: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path
+}
+
+/// A self-signed certificate and its key as PEM.
+fn cert_pair() -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+#[test]
+fn documented_defaults() {
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(c.tenants.len(), 1);
+    let t = &c.tenants[0];
+    assert_eq!(t.tenant_id, TENANT);
+    assert_eq!(t.client_id, CLIENT);
+    assert!(matches!(&t.credential, Credential::Secret(s) if s.expose() == SECRET));
+    assert_eq!(t.resource, "https://manage.office.com");
+    assert_eq!(t.authority, "https://login.microsoftonline.com");
+    assert_eq!(t.publisher_id, TENANT);
+    assert_eq!(
+        t.content_types,
+        [
+            "Audit.AzureActiveDirectory",
+            "Audit.Exchange",
+            "Audit.SharePoint",
+            "Audit.General"
+        ]
+    );
+    assert_eq!(t.encoding, encoding_rs::UTF_8);
+    assert_eq!(t.format, Format::O365);
+    assert_eq!(t.output, "stdout");
+    assert!(matches!(
+        c.outputs.get("stdout"),
+        Some(OutputConfig::Stdout)
+    ));
+    assert_eq!(c.outputs.len(), 1);
+    assert_eq!(
+        c.last_value_storage,
+        PathBuf::from("./var/last_value_storage")
+    );
+    assert!(c.webhook.is_none(), "no webhook → pull mode");
+    assert_eq!(c.listen.public.to_string(), "0.0.0.0:8443");
+    assert_eq!(c.listen.admin.to_string(), "127.0.0.1:9090");
+    assert!(c.tls.is_none());
+    assert!(c.admin.token.is_none());
+    assert_eq!(c.pull.interval, Duration::from_secs(60));
+    assert_eq!(c.pull.reconcile_every, Duration::from_secs(15 * 60));
+    assert!(c.outbound.ca_file.is_none());
+    assert!(c.outbound.proxy.is_none());
+    assert_eq!(c.pipeline.workers, 4);
+    assert_eq!(c.pipeline.lease, Duration::from_secs(5 * 60));
+    assert_eq!(c.pipeline.max_attempts, 10);
+}
+
+#[test]
+fn webhook_and_file_output_defaults() {
+    let text = format!(
+        "{}webhook: {{address: 'https://collector.example.com/o365/webhook', auth_id: abcdefgh12}}\n\
+         outputs:\n  siem: {{type: file, path: ./var/events.ndjson}}\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    let w = c.webhook.as_ref().unwrap();
+    assert_eq!(w.address, "https://collector.example.com/o365/webhook");
+    assert_eq!(w.path, "/o365/webhook");
+    assert_eq!(w.max_body_bytes, 1024 * 1024);
+    assert_eq!(w.auth_id.expose(), "abcdefgh12");
+    // The only defined output is the default one.
+    assert_eq!(c.tenants[0].output, "siem");
+    match c.outputs.get("siem") {
+        Some(OutputConfig::File(f)) => {
+            assert_eq!(f.path, PathBuf::from("./var/events.ndjson"));
+            assert_eq!(f.dedup_window_bytes, 64 * 1024 * 1024);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!c.outputs.contains_key("stdout"));
+
+    // Root address → path "/".
+    let text = format!(
+        "{}webhook: {{address: 'https://hook.example.com', auth_id: abcdefgh12}}\n",
+        minimal()
+    );
+    assert_eq!(parse(&text).unwrap().webhook.unwrap().path, "/");
+}
+
+#[test]
+fn values_are_read_as_written() {
+    let text = format!(
+        "{}content_type: DLP.All Audit.General DLP.All\nencoding: windows-1252\nformat: ECS\n\
+         pull: {{interval: 500ms, reconcile_every: 1h30m}}\npipeline: {{workers: 16, lease: 90s, max_attempts: 3}}\n\
+         webhook: {{address: 'https://h.example.com/x', auth_id: abcdefgh12, path: /proxied/x, max_body_bytes: 2MiB}}\n\
+         listen: {{public: '[::]:443', admin: '127.0.0.1:0'}}\nlast_value_storage: /var/lib/o365\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    let t = &c.tenants[0];
+    assert_eq!(t.content_types, ["DLP.All", "Audit.General"]);
+    assert_eq!(t.encoding, encoding_rs::WINDOWS_1252);
+    assert_eq!(t.format, Format::Ecs);
+    assert_eq!(c.pull.interval, Duration::from_millis(500));
+    assert_eq!(c.pull.reconcile_every, Duration::from_secs(5400));
+    assert_eq!(c.pipeline.workers, 16);
+    assert_eq!(c.pipeline.lease, Duration::from_secs(90));
+    assert_eq!(c.pipeline.max_attempts, 3);
+    let w = c.webhook.unwrap();
+    assert_eq!(w.path, "/proxied/x");
+    assert_eq!(w.max_body_bytes, 2 << 20);
+    assert_eq!(c.listen.public.to_string(), "[::]:443");
+    assert_eq!(c.last_value_storage, PathBuf::from("/var/lib/o365"));
+    // A list is accepted for content_type too.
+    let text = format!("{}content_type: [Audit.Exchange, DLP.All]\n", minimal());
+    assert_eq!(
+        parse(&text).unwrap().tenants[0].content_types,
+        ["Audit.Exchange", "DLP.All"]
+    );
+}
+
+#[test]
+fn env_expansion() {
+    let text = format!(
+        "tenant_id: ${{TID}}\nclient_id: {CLIENT}\nclient_secret: ${{SECRET}}\n\
+         pipeline: {{workers: '${{WORKERS}}'}}\n\
+         outputs: {{f: {{type: file, path: './var/$${{literal}}-${{SUFFIX}}.ndjson'}}}}\n"
+    );
+    let env = env_of(&[
+        ("TID", TENANT),
+        ("SECRET", SECRET),
+        ("WORKERS", "8"),
+        ("SUFFIX", "x"),
+    ]);
+    let c = Config::parse(&text, &env).unwrap();
+    assert_eq!(c.tenants[0].tenant_id, TENANT);
+    assert!(matches!(&c.tenants[0].credential, Credential::Secret(s) if s.expose() == SECRET));
+    assert_eq!(c.pipeline.workers, 8);
+    match c.outputs.get("f") {
+        Some(OutputConfig::File(f)) => {
+            assert_eq!(f.path, PathBuf::from("./var/${literal}-x.ndjson"))
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Unset variables: one problem each, naming the key and the variable, and nothing else cascades.
+    let errs = Config::parse(&text, &env_of(&[("TID", TENANT), ("WORKERS", "8")])).unwrap_err();
+    assert_eq!(keys(&errs.0), ["client_secret", "outputs.f.path"]);
+    assert!(errs.0[0].problem.contains("SECRET"), "{}", errs.0[0]);
+    assert!(errs.0[0].fix.contains("SECRET"));
+    assert!(errs.0[1].problem.contains("SUFFIX"));
+}
+
+#[test]
+fn secrets_from_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = write(dir.path(), "secret", &format!("{SECRET}\n"));
+    let auth = write(dir.path(), "auth", "auth-id-from-file\r\n");
+    let token = write(dir.path(), "token", "admin-token-0123456789");
+    let (cert_pem, key_pem) = cert_pair();
+    let cert = write(dir.path(), "app.pem", &cert_pem);
+    let key = write(dir.path(), "app.key", &key_pem);
+    let password = write(dir.path(), "pw", "hunter22\n");
+    let text = format!(
+        "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret_file: {}\n\
+         webhook: {{address: 'https://h.example.com/hook', auth_id_file: {}}}\n\
+         admin: {{token_file: {}}}\n\
+         tenants:\n  - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n    client_id: {CLIENT}\n\
+         \x20   client_certificate: {{cert: {}, key: {}, password_file: {}}}\n",
+        secret.display(),
+        auth.display(),
+        token.display(),
+        cert.display(),
+        key.display(),
+        password.display()
+    );
+    let c = parse(&text).unwrap();
+    assert!(matches!(&c.tenants[0].credential, Credential::Secret(s) if s.expose() == SECRET));
+    assert_eq!(c.webhook.unwrap().auth_id.expose(), "auth-id-from-file");
+    assert_eq!(
+        c.admin.token.as_ref().unwrap().expose(),
+        "admin-token-0123456789"
+    );
+    match &c.tenants[1].credential {
+        Credential::Certificate {
+            cert: c_path,
+            key: k_path,
+            password: Some(pw),
+        } => {
+            assert_eq!(c_path, &cert);
+            assert_eq!(k_path, &key);
+            assert_eq!(pw.expose(), "hunter22");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+
+    // Missing files are problems naming the key; an empty file is one too.
+    let empty = write(dir.path(), "empty", "\n");
+    let missing = dir.path().join("nope");
+    let text = format!(
+        "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret_file: {}\n\
+         webhook: {{address: 'https://h.example.com/hook', auth_id_file: {}}}\n",
+        missing.display(),
+        empty.display()
+    );
+    let p = problems(&text);
+    assert_eq!(keys(&p), ["client_secret_file", "webhook.auth_id_file"]);
+    assert!(p[0].problem.contains("cannot be read"), "{}", p[0]);
+    assert!(p[1].problem.contains("empty"), "{}", p[1]);
+}
+
+#[test]
+fn every_problem_at_once_in_file_order() {
+    let text = "\
+tenant_id: contoso.onmicrosoft.com
+client_id: 11111111-2222-3333-4444-555555555555
+client_secret: abc
+content_type: Audit.Exchange Audit.Teams
+encoding: klingon
+pull:
+  interval: 60
+outputs:
+  siem: {type: kafka}
+";
+    let p = problems(text);
+    assert_eq!(
+        keys(&p),
+        [
+            "tenant_id",
+            "content_type",
+            "encoding",
+            "pull.interval",
+            "outputs.siem.type"
+        ],
+        "{p:#?}"
+    );
+    for problem in &p {
+        assert!(!problem.problem.is_empty() && !problem.fix.is_empty());
+    }
+    assert!(p[0].problem.contains("domain name"));
+    assert!(p[1].problem.contains("Audit.Teams"));
+    assert!(p[2].problem.contains("klingon"));
+    assert!(p[3].fix.contains("60s"));
+    assert!(p[4].fix.contains("file"));
+}
+
+#[test]
+fn unknown_keys_are_problems_with_their_path() {
+    let text = format!(
+        "{}client_secert: x\nwebhook:\n  adress: https://h.example.com/\n  auth_id: abcdefgh12\n\
+         tenants:\n  - tenant_id: {TENANT}\n    colour: blue\n",
+        minimal()
+    );
+    let p = problems(&text);
+    let unknown: Vec<&Problem> = p
+        .iter()
+        .filter(|p| p.problem == "is not a known key")
+        .collect();
+    assert_eq!(
+        keys(&unknown.iter().map(|p| (*p).clone()).collect::<Vec<_>>()),
+        ["client_secert", "webhook.adress", "tenants[0].colour"]
+    );
+    assert!(unknown[0].fix.contains("did you mean `client_secret`"));
+    assert!(unknown[1].fix.contains("did you mean `address`"));
+    // The misspelt address also leaves webhook.address missing, reported after the typo.
+    assert!(p.iter().any(|p| p.key == "webhook.address"));
+}
+
+#[test]
+fn guids_are_required() {
+    let text = "tenant_id: '{66666666-7777-8888-9999-000000000000}'\nclient_id: myclientid\nclient_secret: x\n";
+    let p = problems(text);
+    assert_eq!(keys(&p), ["tenant_id", "client_id"]);
+    assert!(p[0].fix.contains("Directory (tenant) ID"));
+    assert!(p[0].fix.contains("AF20013"));
+    assert!(p[1].fix.contains("Application (client) ID"));
+    assert!(!p[1].problem.contains("myclientid"), "ids are not echoed");
+    // Upper case GUIDs are accepted and normalised.
+    let text = format!(
+        "tenant_id: {}\nclient_id: {CLIENT}\nclient_secret: {SECRET}\n",
+        TENANT.to_uppercase()
+    );
+    assert_eq!(parse(&text).unwrap().tenants[0].tenant_id, TENANT);
+}
+
+#[test]
+fn content_types_are_checked() {
+    let p = problems(&format!(
+        "{}content_type: audit.exchange Audit.Everything\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["content_type", "content_type"]);
+    assert!(p[0].fix.contains("Audit.Exchange"), "case hint: {}", p[0]);
+    assert!(p[1].fix.contains("DLP.All"));
+    let p = problems(&format!("{}content_type: ''\n", minimal()));
+    assert!(p[0].problem.contains("no content type"));
+}
+
+#[test]
+fn encodings_are_whatwg_labels() {
+    for (label, expected) in [
+        ("latin1", encoding_rs::WINDOWS_1252),
+        ("UTF8", encoding_rs::UTF_8),
+        ("shift_jis", encoding_rs::SHIFT_JIS),
+        ("utf-16le", encoding_rs::UTF_16LE),
+    ] {
+        let c = parse(&format!("{}encoding: {label}\n", minimal())).unwrap();
+        assert_eq!(c.tenants[0].encoding, expected, "{label}");
+    }
+    for label in ["utf-9", "iso-2022-kr"] {
+        let p = problems(&format!("{}encoding: {label}\n", minimal()));
+        assert_eq!(keys(&p), ["encoding"], "{label}");
+        assert!(p[0].problem.contains(label));
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_problems() {
+    let leaked = [
+        "66666666-0000-0000-0000-123456789abc", // a secret ID pasted as the secret
+        "short1",                               // too short auth id
+        "has space 123",                        // not header-safe
+        "Sup3r~Secret.Value_pasted_in_client_id",
+        "proxyuser:proxypass",
+        "pw-inline-secret",
+    ];
+    let text = format!(
+        "tenant_id: {TENANT}\nclient_id: '{}'\nclient_secret: {}\n\
+         webhook: {{address: 'https://h.example.com/x', auth_id: {}}}\n\
+         admin: {{token: '{}'}}\n\
+         outbound: {{proxy: 'socks5://{}@proxy:1080'}}\n\
+         tenants:\n  - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n    client_id: {CLIENT}\n\
+         \x20   client_secret: x\n    client_certificate: {{cert: /nonexistent.pem, key: /nonexistent.key, password: {}}}\n",
+        leaked[3], leaked[0], leaked[1], leaked[2], leaked[4], leaked[5]
+    );
+    let errs = parse(&text).unwrap_err();
+    let rendered = errs.to_string();
+    assert!(errs.0.len() >= 5, "{rendered}");
+    for secret in leaked {
+        assert!(
+            !rendered.contains(secret),
+            "{secret} leaked in:\n{rendered}"
+        );
+    }
+    // The secret-ID mistake gets its own explanation.
+    assert!(rendered.contains("client_secret: looks like the secret's ID"));
+}
+
+#[test]
+fn tenants_inherit_top_level_defaults() {
+    let text = format!(
+        "resource: https://manage-gcc.office.com\ncontent_type: Audit.Exchange\noutput: siem\n\
+         encoding: latin1\nformat: raw\n\
+         outputs:\n  siem: {{type: file, path: ./a.ndjson}}\n  other: {{type: file, path: ./b.ndjson}}\n\
+         tenants:\n\
+         \x20 - {{tenant_id: {TENANT}, client_id: {CLIENT}, client_secret: {SECRET}}}\n\
+         \x20 - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n\
+         \x20   client_id: {CLIENT}\n\
+         \x20   client_secret: {SECRET}\n\
+         \x20   resource: https://manage.office365.us\n\
+         \x20   content_type: DLP.All\n\
+         \x20   output: other\n\
+         \x20   encoding: utf-8\n\
+         \x20   format: ecs\n\
+         \x20   publisher_id: bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee\n"
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.tenants.len(), 2, "no top-level tenant without tenant_id");
+    let a = &c.tenants[0];
+    assert_eq!(a.resource, "https://manage-gcc.office.com");
+    assert_eq!(a.authority, "https://login.microsoftonline.com");
+    assert_eq!(a.content_types, ["Audit.Exchange"]);
+    assert_eq!(a.output, "siem");
+    assert_eq!(a.encoding, encoding_rs::WINDOWS_1252);
+    assert_eq!(a.format, Format::Raw);
+    assert_eq!(a.publisher_id, TENANT);
+    let b = &c.tenants[1];
+    assert_eq!(b.resource, "https://manage.office365.us");
+    assert_eq!(b.authority, "https://login.microsoftonline.us");
+    assert_eq!(b.content_types, ["DLP.All"]);
+    assert_eq!(b.output, "other");
+    assert_eq!(b.encoding, encoding_rs::UTF_8);
+    assert_eq!(b.format, Format::Ecs);
+    assert_eq!(b.publisher_id, "bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee");
+
+    // A top-level tenant plus entries; explicit publisher_id and authority are inherited.
+    let text = format!(
+        "{}publisher_id: cccccccc-bbbb-cccc-dddd-eeeeeeeeeeee\nauthority: https://login.example.com/\n\
+         tenants:\n  - {{tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee, client_id: {CLIENT}, client_secret: {SECRET}}}\n",
+        minimal()
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(c.tenants.len(), 2);
+    for t in &c.tenants {
+        assert_eq!(t.publisher_id, "cccccccc-bbbb-cccc-dddd-eeeeeeeeeeee");
+        assert_eq!(t.authority, "https://login.example.com");
+    }
+    assert_eq!(c.tenants[0].tenant_id, TENANT);
+}
+
+#[test]
+fn authority_is_derived_for_every_cloud() {
+    for (resource, resource_norm, authority) in [
+        (
+            "https://manage.office.com",
+            "https://manage.office.com",
+            "https://login.microsoftonline.com",
+        ),
+        (
+            "https://manage-gcc.office.com/",
+            "https://manage-gcc.office.com",
+            "https://login.microsoftonline.com",
+        ),
+        (
+            "https://MANAGE.office365.us",
+            "https://manage.office365.us",
+            "https://login.microsoftonline.us",
+        ),
+        (
+            "https://manage.protection.apps.mil:443",
+            "https://manage.protection.apps.mil",
+            "https://login.microsoftonline.us",
+        ),
+        (
+            "https://127.0.0.1:8444",
+            "https://127.0.0.1:8444",
+            "https://127.0.0.1:8444",
+        ),
+        (
+            "https://emulator:8444/",
+            "https://emulator:8444",
+            "https://emulator:8444",
+        ),
+    ] {
+        let c = parse(&format!("{}resource: {resource}\n", minimal())).unwrap();
+        assert_eq!(c.tenants[0].resource, resource_norm, "{resource}");
+        assert_eq!(c.tenants[0].authority, authority, "{resource}");
+    }
+    // An explicit authority wins.
+    let c = parse(&format!(
+        "{}resource: https://manage.office365.us\nauthority: https://login.example.com\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.tenants[0].authority, "https://login.example.com");
+    // http, paths and queries are refused.
+    for bad in [
+        "http://manage.office.com",
+        "https://manage.office.com/api/v1.0",
+        "https://manage.office.com/?x=1",
+        "manage.office.com",
+    ] {
+        let p = problems(&format!("{}resource: '{bad}'\n", minimal()));
+        assert_eq!(keys(&p), ["resource"], "{bad}");
+        assert!(p[0].fix.contains("manage-gcc.office.com"));
+    }
+}
+
+#[test]
+fn pull_mode_without_webhook() {
+    let c = parse(&format!("{}webhook:\npull: {{interval: 30s}}\n", minimal())).unwrap();
+    assert!(c.webhook.is_none());
+    assert!(!c.is_push());
+    assert_eq!(c.pull.interval, Duration::from_secs(30));
+    // A webhook section without address is a mistake, not pull mode.
+    let p = problems(&format!("{}webhook: {{auth_id: abcdefgh12}}\n", minimal()));
+    assert_eq!(keys(&p), ["webhook.address"]);
+}
+
+#[test]
+fn webhook_rules() {
+    let base = minimal();
+    let p = problems(&format!(
+        "{base}webhook: {{address: 'http://h.example.com/x', auth_id: abcdefgh12}}\n"
+    ));
+    assert_eq!(keys(&p), ["webhook.address"]);
+    assert!(p[0].problem.contains("https"));
+    let p = problems(&format!(
+        "{base}webhook: {{address: 'https://h.example.com/x'}}\n"
+    ));
+    assert_eq!(keys(&p), ["webhook.auth_id"]);
+    assert!(p[0].fix.contains("Webhook-AuthID"));
+    let p = problems(&format!(
+        "{base}webhook: {{address: 'https://h.example.com/x', auth_id: short, path: nope}}\n"
+    ));
+    assert_eq!(keys(&p), ["webhook.auth_id", "webhook.path"]);
+    assert!(p[0].problem.contains("8 characters"));
+}
+
+#[test]
+fn credentials_exactly_one() {
+    let p = problems(&format!("tenant_id: {TENANT}\nclient_id: {CLIENT}\n"));
+    assert_eq!(keys(&p), ["client_secret"]);
+    assert!(p[0].fix.contains("client_certificate"));
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(dir.path(), "s", SECRET);
+    let p = problems(&format!(
+        "{}client_secret_file: {}\n",
+        minimal(),
+        f.display()
+    ));
+    assert_eq!(keys(&p), ["client_secret_file"]);
+    assert!(p[0].problem.contains("together with client_secret"));
+    // Certificate files are checked: a swapped cert and key are both reported.
+    let (cert_pem, key_pem) = cert_pair();
+    let cert = write(dir.path(), "c.pem", &cert_pem);
+    let key = write(dir.path(), "c.key", &key_pem);
+    let p = problems(&format!(
+        "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_certificate: {{cert: {}, key: {}}}\n",
+        key.display(),
+        cert.display()
+    ));
+    assert_eq!(
+        keys(&p),
+        ["client_certificate.cert", "client_certificate.key"]
+    );
+    // PKCS#12 needs no separate key.
+    let p12 = write(dir.path(), "c.pfx", "binary");
+    let c = parse(&format!(
+        "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_certificate: {{cert: {}, password: pw}}\n",
+        p12.display()
+    ))
+    .unwrap();
+    assert!(
+        matches!(&c.tenants[0].credential, Credential::Certificate { cert, key, .. } if cert == &p12 && key == &p12)
+    );
+}
+
+#[test]
+fn tenant_level_problems() {
+    // No tenant at all.
+    let p = problems("encoding: utf-8\n");
+    assert_eq!(keys(&p), ["tenant_id"]);
+    assert!(p[0].fix.contains("tenants"));
+    // Duplicates, missing keys in entries, an unknown output name listing the known ones.
+    let text = format!(
+        "{}outputs: {{siem: {{type: stdout}}}}\ntenants:\n\
+         \x20 - {{tenant_id: '{}', client_id: {CLIENT}, client_secret: {SECRET}, output: siem}}\n\
+         \x20 - {{client_id: {CLIENT}, client_secret: {SECRET}, output: nowhere}}\n",
+        minimal(),
+        TENANT.to_uppercase()
+    );
+    let p = problems(&text);
+    assert_eq!(
+        keys(&p),
+        // A missing key is reported at the end of its entry, after the entry's other keys.
+        [
+            "tenants[0].tenant_id",
+            "tenants[1].output",
+            "tenants[1].tenant_id"
+        ],
+        "{p:#?}"
+    );
+    assert!(p[0].problem.contains("already configured at tenant_id"));
+    assert!(p[1].fix.contains("siem") && p[1].fix.contains("stdout"));
+    // Several outputs and none chosen.
+    let p = problems(&format!(
+        "{}outputs: {{a: {{type: stdout}}, b: {{type: stdout}}}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["output"]);
+    assert!(p[0].fix.contains("a, b"));
+}
+
+#[test]
+fn listeners_tls_admin_outbound() {
+    let base = minimal();
+    let p = problems(&format!(
+        "{base}listen: {{public: '0.0.0.0:9090', admin: '127.0.0.1:9090'}}\n"
+    ));
+    assert_eq!(keys(&p), ["listen.admin"]);
+    let p = problems(&format!("{base}listen: {{public: 'localhost:80'}}\n"));
+    assert_eq!(keys(&p), ["listen.public"]);
+    let p = problems(&format!("{base}listen: {{admin: '0.0.0.0:9090'}}\n"));
+    assert_eq!(keys(&p), ["admin.token"]);
+    let p = problems(&format!("{base}admin: {{token: tooshort}}\n"));
+    assert_eq!(keys(&p), ["admin.token"]);
+    let p = problems(&format!("{base}tls: {{cert: /nonexistent/cert.pem}}\n"));
+    assert_eq!(keys(&p), ["tls.cert", "tls.key"]);
+    let p = problems(&format!(
+        "{base}outbound: {{ca_file: /nonexistent/ca.pem}}\n"
+    ));
+    assert_eq!(keys(&p), ["outbound.ca_file"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = cert_pair();
+    let cert = write(dir.path(), "s.pem", &cert_pem);
+    let key = write(dir.path(), "s.key", &key_pem);
+    let c = parse(&format!(
+        "{base}tls: {{cert: {}, key: {}}}\noutbound: {{ca_file: {}, proxy: 'http://u:p@proxy:3128'}}\n",
+        cert.display(),
+        key.display(),
+        cert.display()
+    ))
+    .unwrap();
+    assert_eq!(c.tls.unwrap().key, key);
+    assert_eq!(c.outbound.ca_file.unwrap(), cert);
+    assert_eq!(c.outbound.proxy.unwrap(), "http://u:p@proxy:3128");
+}
+
+#[test]
+fn shapes_and_syntax() {
+    let p = problems("tenant_id: [1, 2]\n");
+    assert_eq!(p[0].key, "tenant_id");
+    assert!(p[0].problem.contains("a list"));
+    let p = problems("tenant_id: x\n  bad indent: [\n");
+    assert_eq!(keys(&p), ["(file)"]);
+    assert!(p[0].problem.contains("YAML"));
+    let p = problems("tenant_id: a\ntenant_id: b\n");
+    assert_eq!(keys(&p), ["(file)"]);
+    assert!(p[0].problem.contains("duplicate") && p[0].problem.contains("line"));
+    let p = problems("- a\n- b\n");
+    assert_eq!(keys(&p), ["(file)"]);
+    assert!(p[0].problem.contains("not a mapping"));
+    let p = problems(&format!(
+        "{}pipeline: {{workers: 0, lease: 10ms, max_attempts: -1}}\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        [
+            "pipeline.workers",
+            "pipeline.lease",
+            "pipeline.max_attempts"
+        ]
+    );
+    let p = problems(&format!(
+        "{}pull: {{reconcile_every: 15 minutes}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["pull.reconcile_every"]);
+    let p = problems(&format!("{}format: json\n", minimal()));
+    assert!(p[0].fix.contains("o365") && p[0].fix.contains("ecs") && p[0].fix.contains("raw"));
+    let p = problems(&format!(
+        "{}outputs: {{f: {{type: stdout, path: /tmp/x}}}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["outputs.f.path"]);
+}
+
+/// The annotated example at the repository root, with its `certs/` files generated into a temporary
+/// directory (they are produced by the dev certificate generator, not committed).
+#[test]
+fn example_config_yaml_validates() {
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("config.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = cert_pair();
+    for name in ["server.pem", "ca.pem", "tenant-b.pem"] {
+        write(dir.path(), name, &cert_pem);
+    }
+    for name in ["server.key", "tenant-b.key"] {
+        write(dir.path(), name, &key_pem);
+    }
+    let text = text.replace("certs/", &format!("{}/", dir.path().display()));
+    let env = env_of(&[
+        ("O365_CLIENT_SECRET", SECRET),
+        ("O365_WEBHOOK_AUTH_ID", "0123456789abcdef"),
+        ("O365_ADMIN_TOKEN", "0123456789abcdef0123"),
+    ]);
+    let c = match Config::parse(&text, &env) {
+        Ok(c) => c,
+        Err(e) => panic!("config.yaml does not validate:\n{e}"),
+    };
+    assert_eq!(c.tenants.len(), 2);
+    assert!(c.is_push());
+    assert_eq!(c.tenants[1].authority, "https://login.microsoftonline.us");
+    assert!(c.outputs.contains_key("siem") && c.outputs.contains_key("console"));
+
+    // Every key of the example has a comment on its line or just above it.
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') || !trimmed.contains(':') {
+            continue;
+        }
+        let commented = line.contains(" #")
+            || (i > 0 && lines[i - 1].trim_start().starts_with('#'))
+            || trimmed.starts_with("- ")
+            || trimmed.ends_with(':');
+        assert!(
+            commented,
+            "config.yaml line {} has no comment: {line}",
+            i + 1
+        );
+    }
+    // Without the environment, each variable is named.
+    let errs = Config::parse(&text, &no_env).unwrap_err();
+    let rendered = errs.to_string();
+    for var in [
+        "O365_CLIENT_SECRET",
+        "O365_WEBHOOK_AUTH_ID",
+        "O365_ADMIN_TOKEN",
+    ] {
+        assert!(rendered.contains(var), "{rendered}");
+    }
+}
+
+#[test]
+fn check_config_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "good.yaml",
+        &format!("{}content_type: Audit.General\n", minimal()),
+    );
+    let (report, code) = check_config_with(&good, &no_env);
+    assert_eq!(code, 0, "{report}");
+    assert!(report.contains("OK"));
+    assert!(report.contains("tenants: 1"));
+    assert!(report.contains("Audit.General"));
+    assert!(report.contains("mode: pull"));
+    assert!(report.contains("outputs: stdout"));
+    assert!(!report.contains(SECRET));
+
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "tenant_id: nope\nclient_id: nope\nclient_secret: x\nfoo: 1\n",
+    );
+    let (report, code) = check_config_with(&bad, &no_env);
+    assert_eq!(code, 2);
+    let lines: Vec<&str> = report.lines().collect();
+    assert_eq!(lines.len(), 4, "{report}");
+    assert!(lines[0].starts_with("tenant_id: is not a GUID"), "{report}");
+    assert!(lines[0].contains(" — fix: "));
+    assert!(lines[1].starts_with("client_id: "));
+    assert!(lines[2].starts_with("foo: is not a known key"));
+    assert!(lines[3].ends_with("3 problems"));
+
+    let (report, code) = check_config_with(&dir.path().join("missing.yaml"), &no_env);
+    assert_eq!(code, 2);
+    assert!(report.starts_with("(file): cannot read"));
+}
+
+mod properties {
+    use super::*;
+    use o365_collector::config::{format_duration, parse_duration};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn durations_round_trip(millis in 0u64..10_000_000_000) {
+            let d = Duration::from_millis(millis);
+            prop_assert_eq!(parse_duration(&format_duration(d)).unwrap(), d);
+        }
+
+        /// Arbitrary text never panics the parser, and a problem never quotes a value given to
+        /// client_secret.
+        #[test]
+        fn parse_never_panics(text in "[a-z_:{}\\[\\]$ \n-]{0,80}", secret in "[A-Za-z0-9]{12,20}") {
+            let _ = Config::parse(&text, &no_env);
+            let with_secret = format!("{text}\nclient_secret: {secret}\n");
+            if let Err(e) = Config::parse(&with_secret, &no_env) {
+                prop_assert!(!e.to_string().contains(&secret));
+            }
+        }
+
+        #[test]
+        fn text_without_dollar_is_unchanged(value in "[A-Za-z0-9 ._/-]{1,40}") {
+            let text = format!("{}outputs: {{f: {{type: file, path: 'x{value}'}}}}\n", minimal());
+            let c = Config::parse(&text, &no_env).unwrap();
+            match c.outputs.get("f") {
+                Some(OutputConfig::File(f)) => prop_assert_eq!(f.path.to_str().unwrap(), format!("x{value}")),
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+}
