@@ -140,7 +140,12 @@ pub fn add_ecs(record: &Map<String, Value>, ev: &mut Map<String, Value>, issues:
     let mut related_ip = Vec::new();
     add_client(record, ev, issues, &mut related_ip);
 
-    if let Some(ua) = text(record, "UserAgent").or_else(|| name_value(record, "ExtendedProperties", "UserAgent")) {
+    // An empty top-level UserAgent is copied too, as Elastic does.
+    let ua = match record.get("UserAgent") {
+        Some(Value::String(s)) => Some(s.as_str()),
+        _ => name_value(record, "ExtendedProperties", "UserAgent"),
+    };
+    if let Some(ua) = ua {
         put(ev, "user_agent.original", ua);
     }
 
@@ -370,8 +375,9 @@ pub mod dlp {
             .filter_map(Value::as_object)
     }
 
-    /// A rule match that blocked access is a failed access; everything else (notifications,
-    /// undo) succeeded.
+    /// A rule match that blocked access is a failed access, unless the user overrode it or
+    /// reported a false positive (`ExceptionInfo`); everything else (notifications, undo)
+    /// succeeded.
     pub fn outcome(record: &Map<String, Value>, operation: Option<&str>) -> &'static str {
         let is_match = operation.is_some_and(|o| o.eq_ignore_ascii_case("DlpRuleMatch"));
         let blocked = rules(record).any(|r| {
@@ -379,7 +385,13 @@ pub mod dlp {
                 .and_then(Value::as_array)
                 .is_some_and(|a| a.iter().any(|x| x.as_str() == Some("BlockAccess")))
         });
-        if is_match && blocked {
+        let excepted = match record.get("ExceptionInfo") {
+            None | Some(Value::Null) => false,
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            Some(Value::Object(o)) => !o.is_empty(),
+            Some(_) => true,
+        };
+        if is_match && blocked && !excepted {
             "failure"
         } else {
             "success"
