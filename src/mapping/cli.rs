@@ -246,11 +246,18 @@ fn csv_export<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io:
             &"not JSON, and not a CSV export with an AuditData column",
         );
     };
+    // Line numbers from byte offsets. The reader's positions point one byte before a record
+    // (at the previous line's `\n`), so the first byte of the record is at `byte + 1`.
+    let mut lines = Lines { data, at: 0, line: 1 };
+    let mut line_of = |p: Option<&csv::Position>| {
+        let byte = p.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+        lines.line_at(byte.saturating_add(1))
+    };
     for (row, rec) in reader.byte_records().enumerate() {
         let row = row + 1;
         match rec {
             Ok(rec) => {
-                let line = rec.position().map_or(0, |p| p.line());
+                let line = line_of(rec.position());
                 let loc = format!("row {row} (line {line})");
                 match rec.get(column) {
                     Some(field) => match serde_json::from_slice::<Value>(field) {
@@ -261,7 +268,7 @@ fn csv_export<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io:
                 }
             }
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = line_of(e.position());
                 sink.unreadable(&format_args!("row {row} (line {line})"), &format_args!("invalid CSV: {e}"))?;
             }
         }
