@@ -1,5 +1,50 @@
 //! Record → event mapping into the `o365.*` schema.
-//! STUB: the mapping work replaces this file; the public signatures below are the contract.
+//!
+//! [`map_record`] turns one Management Activity API record (one element of a content blob) into one
+//! flat event: a JSON object whose keys are dotted paths. It is pure and total: any JSON value goes
+//! in, nothing panics, and whatever is broken is listed in [`Mapped::issues`] while the rest is
+//! still mapped.
+//!
+//! # Formats
+//!
+//! - **`o365`** (default, [`o365`] module): every field of the record under `o365.audit.<Field>` with
+//!   its value unchanged (a `RecordType` sent as `"25"` stays the string `"25"`); nested objects
+//!   flattened to dotted keys; `{Name, Value}` arrays (ExtendedProperties, DeviceProperties,
+//!   Parameters, ExtraProperties, …) as `o365.audit.<Field>.<Name>`; ModifiedProperties as
+//!   `o365.audit.ModifiedProperties.<Name>.NewValue|OldValue` with spaces and dots in Name → `_`;
+//!   other arrays (Actor, Target, …) kept as arrays. Empty arrays and empty-string IPs are kept
+//!   (Elastic drops them; our rule is "values unchanged"). Plus `@timestamp` and `o365.meta.*`.
+//! - **`ecs`**: everything of `o365` plus Elastic Common Schema fields compatible with Elastic's
+//!   o365 integration ([`ecs`] module: `event.*`, `user.*`, `source.*`/`client.*`, `host.*`,
+//!   `organization.*`, `related.*`, `url.*`/`file.*` for SharePoint, email and rule fields for DLP).
+//! - **`raw`**: the record's own top-level fields exactly as received (nested objects stay nested,
+//!   nothing is renamed or flattened) plus the flat `o365.meta.*` keys beside them. No `@timestamp`
+//!   and no interpretation: for consumers that do their own parsing.
+//!
+//! # `@timestamp`
+//!
+//! `CreationTime` is UTC without a zone suffix (`2020-02-10T15:13:13`); it becomes RFC 3339 UTC
+//! with milliseconds (`2020-02-10T15:13:13.000Z`). A suffix (`Z`, `+01:00`) is honoured. When
+//! `CreationTime` is missing or unreadable the record gets an issue and `@timestamp` falls back to
+//! the time the collector received the blob (`o365.meta.received`), so the event is still
+//! searchable by time; `o365.audit.CreationTime` keeps whatever was sent.
+//!
+//! # `o365.meta.*`
+//!
+//! `tenant_id`, `content_type`, `content_id`, `content_created`, `received` from [`Context`] (empty
+//! strings and `None` are left out, so offline `map` runs do not emit blanks), `record_type_name`
+//! (RecordType → Microsoft's `AuditLogRecordType` name; the number may come as a string) and
+//! `user_type_name` (UserType → name). Unknown enumeration values give no name and no issue
+//! (Microsoft adds record types often); values that are not integers give an issue.
+//!
+//! A record that is not a JSON object maps to `o365.audit._raw` (the value as is) plus meta, with an
+//! issue.
+
+pub mod clientip;
+pub mod cli;
+pub mod ecs;
+pub mod enums;
+pub mod o365;
 
 use serde_json::{Map, Value};
 
@@ -25,11 +70,36 @@ pub struct Context<'a> {
     pub received: &'a str,
 }
 
+impl Default for Context<'_> {
+    fn default() -> Self {
+        Self {
+            format: Format::O365,
+            tenant_id: "",
+            content_type: "",
+            content_id: "",
+            content_created: None,
+            received: "",
+        }
+    }
+}
+
 /// A problem found while mapping one record; the rest of the record is still mapped.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Issue {
+    /// The record field concerned (`CreationTime`, `ClientIP`, `ExtendedProperties.x`, or `""` for
+    /// the record as a whole).
     pub field: String,
     pub problem: String,
+}
+
+impl std::fmt::Display for Issue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.field.is_empty() {
+            f.write_str(&self.problem)
+        } else {
+            write!(f, "{}: {}", self.field, self.problem)
+        }
+    }
 }
 
 /// The mapped event: a flat JSON object with dotted keys.
@@ -42,32 +112,223 @@ pub struct Mapped {
 /// Maps one raw record. Pure and total: never panics.
 pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
     let mut event = Map::new();
-    if let Value::Object(o) = raw {
-        for (k, v) in o {
-            event.insert(format!("o365.audit.{k}"), v.clone());
+    let mut issues = Vec::new();
+    match raw {
+        Value::Object(record) => {
+            match ctx.format {
+                Format::Raw => {
+                    for (k, v) in record {
+                        event.insert(k.clone(), v.clone());
+                    }
+                }
+                Format::O365 | Format::Ecs => {
+                    o365::flatten_record(record, &mut event, &mut issues);
+                    add_timestamp(record, ctx, &mut event, &mut issues);
+                }
+            }
+            add_meta(Some(record), ctx, &mut event, &mut issues);
+            if ctx.format == Format::Ecs {
+                ecs::add_ecs(record, &mut event, &mut issues);
+            }
+        }
+        other => {
+            issues.push(Issue {
+                field: String::new(),
+                problem: format!("record is not a JSON object but {}", kind_of(other)),
+            });
+            event.insert("o365.audit._raw".to_owned(), other.clone());
+            add_meta(None, ctx, &mut event, &mut issues);
         }
     }
-    event.insert("o365.meta.tenant_id".into(), ctx.tenant_id.into());
-    event.insert("o365.meta.content_type".into(), ctx.content_type.into());
-    event.insert("o365.meta.content_id".into(), ctx.content_id.into());
-    Mapped {
-        event,
-        issues: Vec::new(),
+    Mapped { event, issues }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
-pub mod cli {
-    /// `o365-collector map` flags.
-    #[derive(clap::Args, Debug, Clone)]
-    pub struct MapArgs {
-        #[arg(long, value_enum, default_value_t = super::Format::O365)]
-        pub format: super::Format,
-        /// JSON lines, a JSON array or a Purview CSV export; stdin when absent.
-        pub file: Option<std::path::PathBuf>,
+fn add_timestamp(
+    record: &Map<String, Value>,
+    ctx: &Context<'_>,
+    event: &mut Map<String, Value>,
+    issues: &mut Vec<Issue>,
+) {
+    let problem = match record.get("CreationTime") {
+        Some(Value::String(s)) => match creation_time_to_rfc3339(s) {
+            Some(ts) => {
+                event.insert("@timestamp".to_owned(), Value::String(ts));
+                return;
+            }
+            None => format!("not a date-time: {s:?}"),
+        },
+        Some(other) => format!("not a string but {}", kind_of(other)),
+        None => "missing".to_owned(),
+    };
+    let fallback = if ctx.received.is_empty() {
+        "; no @timestamp"
+    } else {
+        event.insert("@timestamp".to_owned(), Value::String(ctx.received.to_owned()));
+        "; @timestamp is the receive time"
+    };
+    issues.push(Issue {
+        field: "CreationTime".to_owned(),
+        problem: problem + fallback,
+    });
+}
+
+fn add_meta(
+    record: Option<&Map<String, Value>>,
+    ctx: &Context<'_>,
+    event: &mut Map<String, Value>,
+    issues: &mut Vec<Issue>,
+) {
+    let mut put = |key: &str, value: &str| {
+        if !value.is_empty() {
+            event.insert(key.to_owned(), Value::String(value.to_owned()));
+        }
+    };
+    put("o365.meta.tenant_id", ctx.tenant_id);
+    put("o365.meta.content_type", ctx.content_type);
+    put("o365.meta.content_id", ctx.content_id);
+    put("o365.meta.content_created", ctx.content_created.unwrap_or(""));
+    put("o365.meta.received", ctx.received);
+    let Some(record) = record else { return };
+    for (field, table, key) in [
+        ("RecordType", &enums::RECORD_TYPE, "o365.meta.record_type_name"),
+        ("UserType", &enums::USER_TYPE, "o365.meta.user_type_name"),
+    ] {
+        let Some(value) = record.get(field) else {
+            continue;
+        };
+        match enums::as_enum_int(value) {
+            Some(n) => {
+                if let Some(name) = table.name(n) {
+                    event.insert(key.to_owned(), Value::String(name.to_owned()));
+                }
+            }
+            None => issues.push(Issue {
+                field: field.to_owned(),
+                problem: format!("not an integer: {}", short(value)),
+            }),
+        }
+    }
+}
+
+/// A value shortened for an issue message (records can hold megabytes).
+fn short(v: &Value) -> String {
+    let mut s = v.to_string();
+    if s.len() > 80 {
+        let mut end = 80;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Converts Microsoft's `CreationTime` (`YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM]`, UTC when no
+/// zone is given) to RFC 3339 UTC with milliseconds. `None` when it is not such a date-time.
+pub fn creation_time_to_rfc3339(s: &str) -> Option<String> {
+    use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+    let s = s.trim();
+    let has_zone = s.ends_with(['Z', 'z'])
+        || s.get(19..).is_some_and(|tail| tail.contains(['+', '-']));
+    let utc: DateTime<Utc> = if has_zone {
+        DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc)
+    } else {
+        let t = s.replacen(' ', "T", 1);
+        NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
+            .ok()?
+            .and_utc()
+    };
+    Some(utc.to_rfc3339_opts(SecondsFormat::Millis, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn ctx(format: Format) -> Context<'static> {
+        Context {
+            format,
+            tenant_id: "t",
+            content_type: "Audit.General",
+            content_id: "c",
+            content_created: Some("2020-02-10T15:20:00.000Z"),
+            received: "2020-02-10T15:21:00.000Z",
+        }
     }
 
-    /// Runs `map`; returns the process exit code.
-    pub fn run(_args: MapArgs) -> std::io::Result<i32> {
-        Ok(2)
+    #[test]
+    fn timestamp_conversion() {
+        let c = creation_time_to_rfc3339;
+        assert_eq!(c("2020-02-10T15:13:13").as_deref(), Some("2020-02-10T15:13:13.000Z"));
+        assert_eq!(c("2021-02-03T17:11:39.1234567").as_deref(), Some("2021-02-03T17:11:39.123Z"));
+        assert_eq!(c("2021-02-03T17:11:39Z").as_deref(), Some("2021-02-03T17:11:39.000Z"));
+        assert_eq!(c("2021-02-03T17:11:39.5+01:00").as_deref(), Some("2021-02-03T16:11:39.500Z"));
+        assert_eq!(c("2021-02-03 17:11:39").as_deref(), Some("2021-02-03T17:11:39.000Z"));
+        for bad in ["", "yesterday", "2021-02-30T00:00:00", "2021-02-03", "2021-02-03T25:00:00", "2021-02-03T17:11:39+99:00"] {
+            assert_eq!(c(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn meta_and_timestamp() {
+        let m = map_record(
+            &json!({"CreationTime": "2020-02-10T15:13:13", "RecordType": "25", "UserType": 2, "Id": "x"}),
+            &ctx(Format::O365),
+        );
+        assert!(m.issues.is_empty(), "{:?}", m.issues);
+        let e = &m.event;
+        assert_eq!(e["@timestamp"], "2020-02-10T15:13:13.000Z");
+        assert_eq!(e["o365.audit.RecordType"], "25");
+        assert_eq!(e["o365.meta.record_type_name"], "MicrosoftTeams");
+        assert_eq!(e["o365.meta.user_type_name"], "Admin");
+        assert_eq!(e["o365.meta.tenant_id"], "t");
+        assert_eq!(e["o365.meta.content_type"], "Audit.General");
+        assert_eq!(e["o365.meta.content_id"], "c");
+        assert_eq!(e["o365.meta.content_created"], "2020-02-10T15:20:00.000Z");
+        assert_eq!(e["o365.meta.received"], "2020-02-10T15:21:00.000Z");
+    }
+
+    #[test]
+    fn bad_creation_time_falls_back_to_received() {
+        let m = map_record(&json!({"CreationTime": 5, "RecordType": "x"}), &ctx(Format::O365));
+        assert_eq!(m.event["@timestamp"], "2020-02-10T15:21:00.000Z");
+        assert_eq!(m.issues.len(), 2);
+        assert_eq!(m.issues[0].field, "CreationTime");
+        assert_eq!(m.issues[1].field, "RecordType");
+        let m = map_record(&json!({}), &Context::default());
+        assert!(!m.event.contains_key("@timestamp"));
+        assert!(!m.event.contains_key("o365.meta.tenant_id"));
+    }
+
+    #[test]
+    fn raw_format_keeps_record() {
+        let rec = json!({"CreationTime": "2020-02-10T15:13:13", "Item": {"Id": 1}, "RecordType": 1});
+        let m = map_record(&rec, &ctx(Format::Raw));
+        assert_eq!(m.event["Item"], json!({"Id": 1}));
+        assert_eq!(m.event["CreationTime"], "2020-02-10T15:13:13");
+        assert_eq!(m.event["o365.meta.record_type_name"], "ExchangeAdmin");
+        assert!(!m.event.contains_key("@timestamp"));
+    }
+
+    #[test]
+    fn non_object_records() {
+        for v in [json!(null), json!([1, 2]), json!("x"), json!(1)] {
+            let m = map_record(&v, &ctx(Format::Ecs));
+            assert_eq!(m.event["o365.audit._raw"], v);
+            assert_eq!(m.issues.len(), 1);
+        }
     }
 }

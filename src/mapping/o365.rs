@@ -1,0 +1,218 @@
+//! Flattening of a record into `o365.audit.*` keys (the `o365` format).
+//!
+//! Rules, applied recursively from each top-level field:
+//! - scalars and non-special arrays are copied unchanged (numbers stay numbers, strings stay strings);
+//! - objects are flattened into dotted keys; an empty object is kept as `{}` so the field is not lost;
+//! - an array whose elements are all `{Name, Value}` objects (ExtendedProperties, DeviceProperties,
+//!   Parameters, ExtraProperties, …) becomes one key per element: `<path>.<Name>` = Value;
+//! - an array whose elements are all `{Name, NewValue?, OldValue?}` objects (ModifiedProperties)
+//!   becomes `<path>.<Name>.NewValue` / `.OldValue`, with spaces and dots in Name replaced by `_`;
+//! - empty arrays are kept as `[]` (Elastic drops them; we keep values unchanged).
+//!
+//! A key produced twice (two elements with the same Name, or a top-level key `"A.B"` beside an
+//! object `A` holding `B`) keeps the first value and reports an issue, so nothing is silently
+//! overwritten.
+
+use serde_json::{Map, Value};
+
+use super::Issue;
+
+/// Prefix of every flattened record key.
+pub const AUDIT_PREFIX: &str = "o365.audit.";
+
+/// Flattens all fields of `record` into `event` under `o365.audit.`.
+pub fn flatten_record(record: &Map<String, Value>, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
+    let mut path = String::with_capacity(128);
+    path.push_str(AUDIT_PREFIX);
+    for (k, v) in record {
+        let len = path.len();
+        path.push_str(k);
+        flatten_value(v, &mut path, event, issues);
+        path.truncate(len);
+    }
+}
+
+/// Flattens one value found at `path` (which the function leaves as it found it).
+fn flatten_value(v: &Value, path: &mut String, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            for (k, child) in o {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k);
+                flatten_value(child, path, event, issues);
+                path.truncate(len);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => match array_kind(a) {
+            ArrayKind::NameValue => {
+                for el in a {
+                    if let (Some(name), Some(value)) = (el.get("Name").and_then(Value::as_str), el.get("Value")) {
+                        let len = path.len();
+                        path.push('.');
+                        push_name(path, name, false);
+                        flatten_value(value, path, event, issues);
+                        path.truncate(len);
+                    }
+                }
+            }
+            ArrayKind::Modified => {
+                for el in a {
+                    let Some(name) = el.get("Name").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let len = path.len();
+                    path.push('.');
+                    push_name(path, name, true);
+                    for side in ["NewValue", "OldValue"] {
+                        if let Some(value) = el.get(side) {
+                            let len2 = path.len();
+                            path.push('.');
+                            path.push_str(side);
+                            insert(path, value.clone(), event, issues);
+                            path.truncate(len2);
+                        }
+                    }
+                    path.truncate(len);
+                }
+            }
+            ArrayKind::Plain => insert(path, v.clone(), event, issues),
+        },
+        _ => insert(path, v.clone(), event, issues),
+    }
+}
+
+fn insert(path: &str, value: Value, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
+    if event.contains_key(path) {
+        issues.push(Issue {
+            field: path.get(AUDIT_PREFIX.len()..).unwrap_or(path).to_owned(),
+            problem: "key produced twice (duplicate Name or dotted key); first value kept".to_owned(),
+        });
+        return;
+    }
+    event.insert(path.to_owned(), value);
+}
+
+/// Appends a Name to the key; ModifiedProperties names get spaces and dots replaced by `_`
+/// (Elastic's convention, so `Included Updated Properties` → `Included_Updated_Properties`).
+/// An empty name becomes `_` so the key never ends in a dot.
+fn push_name(path: &mut String, name: &str, sanitize: bool) {
+    if name.is_empty() {
+        path.push('_');
+    } else if sanitize {
+        path.extend(name.chars().map(|c| if c == ' ' || c == '.' { '_' } else { c }));
+    } else {
+        path.push_str(name);
+    }
+}
+
+/// How an array is flattened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArrayKind {
+    /// All elements are exactly `{Name: string, Value}`.
+    NameValue,
+    /// All elements are `{Name: string}` plus `NewValue` and/or `OldValue` and nothing else.
+    Modified,
+    /// Anything else: kept as an array.
+    Plain,
+}
+
+/// Classifies a non-empty array.
+pub fn array_kind(a: &[Value]) -> ArrayKind {
+    let mut kind = None;
+    for el in a {
+        let Value::Object(o) = el else {
+            return ArrayKind::Plain;
+        };
+        if !matches!(o.get("Name"), Some(Value::String(_))) {
+            return ArrayKind::Plain;
+        }
+        let this = if o.len() == 2 && o.contains_key("Value") {
+            ArrayKind::NameValue
+        } else if (2..=3).contains(&o.len())
+            && o.keys().all(|k| k == "Name" || k == "NewValue" || k == "OldValue")
+        {
+            ArrayKind::Modified
+        } else {
+            return ArrayKind::Plain;
+        };
+        match kind {
+            None => kind = Some(this),
+            Some(k) if k != this => return ArrayKind::Plain,
+            Some(_) => {}
+        }
+    }
+    kind.unwrap_or(ArrayKind::Plain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn flat(v: Value) -> (Map<String, Value>, Vec<Issue>) {
+        let mut event = Map::new();
+        let mut issues = Vec::new();
+        flatten_record(v.as_object().unwrap(), &mut event, &mut issues);
+        (event, issues)
+    }
+
+    #[test]
+    fn modified_properties_naming() {
+        let (e, issues) = flat(json!({"ModifiedProperties": [
+            {"Name": "Included Updated Properties", "NewValue": "X", "OldValue": ""},
+            {"Name": "ServicePrincipal.AppId", "NewValue": "[\"a\"]", "OldValue": "[]"},
+            {"Name": "OnlyNew", "NewValue": 3}
+        ]}));
+        assert!(issues.is_empty());
+        assert_eq!(e["o365.audit.ModifiedProperties.Included_Updated_Properties.NewValue"], "X");
+        assert_eq!(e["o365.audit.ModifiedProperties.Included_Updated_Properties.OldValue"], "");
+        assert_eq!(e["o365.audit.ModifiedProperties.ServicePrincipal_AppId.NewValue"], "[\"a\"]");
+        assert_eq!(e["o365.audit.ModifiedProperties.OnlyNew.NewValue"], 3);
+        assert!(!e.contains_key("o365.audit.ModifiedProperties.OnlyNew.OldValue"));
+    }
+
+    #[test]
+    fn name_value_arrays_any_field() {
+        let (e, _) = flat(json!({
+            "DeviceProperties": [{"Name": "OS", "Value": "Windows 10"}, {"Name": "BrowserType", "Value": "Edge"}],
+            "ExtraProperties": [{"Name": "k", "Value": 1}],
+            "Parameters": [{"Name": "Identity", "Value": "x"}]
+        }));
+        assert_eq!(e["o365.audit.DeviceProperties.OS"], "Windows 10");
+        assert_eq!(e["o365.audit.DeviceProperties.BrowserType"], "Edge");
+        assert_eq!(e["o365.audit.ExtraProperties.k"], 1);
+        assert_eq!(e["o365.audit.Parameters.Identity"], "x");
+    }
+
+    #[test]
+    fn nested_objects_and_plain_arrays() {
+        let (e, _) = flat(json!({
+            "Item": {"Id": "x", "ParentFolder": {"Path": "\\Inbox"}},
+            "Actor": [{"ID": "a", "Type": 5}],
+            "Empty": [], "EmptyObj": {}, "N": 1.5, "S": "1", "B": true, "Z": null,
+            "Mixed": [{"Name": "a", "Value": 1}, {"Name": "b", "NewValue": 2}]
+        }));
+        assert_eq!(e["o365.audit.Item.Id"], "x");
+        assert_eq!(e["o365.audit.Item.ParentFolder.Path"], "\\Inbox");
+        assert_eq!(e["o365.audit.Actor"], json!([{"ID": "a", "Type": 5}]));
+        assert_eq!(e["o365.audit.Empty"], json!([]));
+        assert_eq!(e["o365.audit.EmptyObj"], json!({}));
+        assert_eq!(e["o365.audit.N"], 1.5);
+        assert_eq!(e["o365.audit.S"], "1");
+        assert_eq!(e["o365.audit.B"], true);
+        assert_eq!(e["o365.audit.Z"], Value::Null);
+        assert!(e["o365.audit.Mixed"].is_array());
+    }
+
+    #[test]
+    fn duplicates_keep_first_and_report() {
+        let (e, issues) = flat(json!({
+            "ExtendedProperties": [{"Name": "a", "Value": 1}, {"Name": "a", "Value": 2}, {"Name": "", "Value": 3}]
+        }));
+        assert_eq!(e["o365.audit.ExtendedProperties.a"], 1);
+        assert_eq!(e["o365.audit.ExtendedProperties._"], 3);
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].field, "ExtendedProperties.a");
+    }
+}
