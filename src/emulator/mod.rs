@@ -1,24 +1,30 @@
-//! Faithful emulator of Microsoft's Office 365 Management Activity API and Azure AD token endpoint.
-//! STUB: the emulator work replaces this file; the public signatures below are the contract.
+//! Faithful emulator of Microsoft's Office 365 Management Activity API and the Azure AD token
+//! endpoint, on one HTTPS address, plus a control surface under `/_emulator/` for tests and demos.
+//!
+//! Module map: [`server`] (router, shared state, clock, start/stop), `auth` (token endpoints and
+//! token checks), `api` (Management Activity API), `webhooks` (validation, delivery, retry, disable),
+//! `throttle` (per tenant/publisher quota), `generator` (synthetic records), `control`
+//! (`/_emulator`), `tls` (CA and certificates), [`cli`] (`o365-collector emulator`).
+//! docs/emulator.md explains how to drive it with curl.
 
+mod api;
+mod auth;
+pub mod cli;
+mod control;
+mod generator;
+mod server;
+mod throttle;
+mod tls;
+mod webhooks;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub mod cli {
-    /// `o365-collector emulator` flags.
-    #[derive(clap::Args, Debug, Clone)]
-    pub struct EmulatorArgs {
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1:8444")]
-        pub listen: std::net::SocketAddr,
-    }
-
-    /// Runs the emulator until SIGINT/SIGTERM.
-    pub async fn serve(_args: EmulatorArgs) -> Result<(), super::EmulatorError> {
-        Err(super::EmulatorError::Config("not built yet".into()))
-    }
-}
+pub use control::{Delivery, Faults, FaultsPatch, GenerateRequest, PublishRequest, Published};
+pub use generator::ContentType;
+pub use server::Emulator;
 
 /// Errors of the emulator's own setup (never of the emulated API, which answers with HTTP errors).
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +33,19 @@ pub enum EmulatorError {
     Config(String),
     #[error("emulator I/O: {0}")]
     Io(#[from] std::io::Error),
+    #[error("emulator TLS: {0}")]
+    Tls(String),
+    /// A control-surface request the emulator refuses (unknown tenant, bad content type, ...).
+    #[error("emulator request: {0}")]
+    Request(String),
 }
+
+/// The demo tenant created when no tenant is configured (documented in docs/emulator.md).
+pub const DEMO_TENANT_ID: &str = "6f1c2d3e-4a5b-4c6d-8e7f-0a1b2c3d4e5f";
+/// Client id of the demo application.
+pub const DEMO_CLIENT_ID: &str = "0e4d5c6b-7a89-4b0c-9d1e-2f3a4b5c6d7e";
+/// Client secret of the demo application (testing only).
+pub const DEMO_CLIENT_SECRET: &str = "emulator-demo-secret";
 
 /// One registered application in one tenant.
 #[derive(Debug, Clone)]
@@ -39,10 +57,28 @@ pub struct TenantSpec {
     pub certificates_pem: Vec<String>,
 }
 
+impl TenantSpec {
+    /// An application authenticating with a client secret.
+    pub fn with_secret(tenant_id: &str, client_id: &str, secret: &str) -> TenantSpec {
+        TenantSpec {
+            tenant_id: tenant_id.to_string(),
+            client_id: client_id.to_string(),
+            client_secret: Some(secret.to_string()),
+            certificates_pem: Vec::new(),
+        }
+    }
+
+    /// The fixed demo tenant ([`DEMO_TENANT_ID`], [`DEMO_CLIENT_ID`], [`DEMO_CLIENT_SECRET`]).
+    pub fn demo() -> TenantSpec {
+        TenantSpec::with_secret(DEMO_TENANT_ID, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+    }
+}
+
 /// Emulator settings; `Default` is what tests start from.
 #[derive(Debug, Clone)]
 pub struct EmulatorConfig {
     pub listen: SocketAddr,
+    /// Registered applications. Empty: the demo tenant ([`TenantSpec::demo`]) is registered.
     pub tenants: Vec<TenantSpec>,
     /// Given certificate and key; `None` generates a CA and a server certificate.
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -53,12 +89,32 @@ pub struct EmulatorConfig {
     pub webhook_retry_base: Duration,
     /// Extra roots trusted when delivering to webhooks (the emulator always trusts its own CA).
     pub webhook_ca_pem: Vec<String>,
+    /// Entries per `subscriptions/content` (and `notifications`) page before `NextPageUri`.
+    pub page_size: usize,
+    /// Timeout of one webhook validation or notification POST.
+    pub webhook_timeout: Duration,
+    /// Consecutive failed notification attempts after which the webhook is disabled.
+    pub webhook_max_failures: u32,
+    /// A webhook failing continuously for longer than this is disabled (whichever comes first).
+    pub webhook_disable_after: Duration,
+    /// Upper bound of the exponential back-off between notification retries.
+    pub webhook_max_backoff: Duration,
+    /// Content entries per notification POST at most.
+    pub notification_batch: usize,
+    /// Application roles per client id; absent: `ActivityFeed.Read`, `ActivityFeed.ReadDlp`,
+    /// `ServiceHealth.Read`. A token without `ActivityFeed.Read` (or `ActivityFeed.ReadDlp` for
+    /// DLP.All) gets AF10001.
+    pub app_roles: HashMap<String, Vec<String>>,
+    /// Extra names (DNS or IP) in the generated server certificate besides localhost/127.0.0.1/::1.
+    pub server_names: Vec<String>,
+    /// Base URL announced in contentUri/NextPageUri; default `https://{listen address}`.
+    pub public_base_url: Option<String>,
 }
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:0".parse().expect("literal address"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             tenants: Vec::new(),
             tls: None,
             seed: 1,
@@ -67,32 +123,18 @@ impl Default for EmulatorConfig {
             throttle_per_minute: 2000,
             webhook_retry_base: Duration::from_secs(1),
             webhook_ca_pem: Vec::new(),
+            page_size: 200,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_max_failures: 8,
+            webhook_disable_after: Duration::from_secs(6 * 3600),
+            webhook_max_backoff: Duration::from_secs(300),
+            notification_batch: 100,
+            app_roles: HashMap::new(),
+            server_names: Vec::new(),
+            public_base_url: None,
         }
     }
 }
 
-/// A running emulator.
-pub struct Emulator {
-    base_url: String,
-    ca_pem: String,
-}
-
-impl Emulator {
-    pub async fn start(_cfg: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-        Err(EmulatorError::Config("not built yet".into()))
-    }
-    /// `https://127.0.0.1:PORT` — the resource, the authority and the contentUri host.
-    pub fn base_url(&self) -> &str {
-        &self.base_url
-    }
-    /// PEM of the CA that signed the emulator's certificate.
-    pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
-    }
-    /// A server certificate for `names`, signed by the emulator's CA (which the emulator trusts for
-    /// webhook delivery): returns (cert PEM, key PEM).
-    pub fn issue_server_cert(&self, _names: &[&str]) -> Result<(String, String), EmulatorError> {
-        Err(EmulatorError::Config("not built yet".into()))
-    }
-    pub async fn shutdown(self) {}
-}
+/// The resource accepted besides the emulator's own base URL.
+pub const MICROSOFT_RESOURCE: &str = "https://manage.office.com";
