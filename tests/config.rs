@@ -447,6 +447,51 @@ fn tenants_inherit_top_level_defaults() {
 }
 
 #[test]
+fn multi_tenant_app_shares_client_id_and_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = cert_pair();
+    let cert = write(dir.path(), "c.pem", &cert_pem);
+    let key = write(dir.path(), "c.key", &key_pem);
+    let text = format!(
+        "client_id: {CLIENT}\nclient_secret: {SECRET}\ntenants:\n\
+         \x20 - tenant_id: {TENANT}\n\
+         \x20 - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n\
+         \x20   client_id: bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee\n\
+         \x20   client_certificate: {{cert: {}, key: {}}}\n",
+        cert.display(),
+        key.display()
+    );
+    let c = parse(&text).unwrap();
+    assert_eq!(
+        c.tenants.len(),
+        2,
+        "the top level is not a tenant without tenant_id"
+    );
+    assert_eq!(c.tenants[0].client_id, CLIENT);
+    assert!(matches!(&c.tenants[0].credential, Credential::Secret(s) if s.expose() == SECRET));
+    assert_eq!(
+        c.tenants[1].client_id,
+        "bbbbbbbb-bbbb-cccc-dddd-eeeeeeeeeeee"
+    );
+    assert!(matches!(
+        &c.tenants[1].credential,
+        Credential::Certificate { .. }
+    ));
+    // Without entries, the shared keys alone are not a tenant.
+    let p = problems(&format!("client_id: {CLIENT}\nclient_secret: {SECRET}\n"));
+    assert_eq!(keys(&p), ["tenant_id"]);
+    // With a top-level tenant, entries need their own app and credential.
+    let p = problems(&format!(
+        "{}tenants:\n  - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        ["tenants[0].client_id", "tenants[0].client_secret"]
+    );
+}
+
+#[test]
 fn authority_is_derived_for_every_cloud() {
     for (resource, resource_norm, authority) in [
         (

@@ -73,8 +73,9 @@ pub(crate) const TENANT_KEYS: [&str; 12] = [
     "format",
 ];
 
-/// Tenant keys whose presence at the top level means "the top level is a tenant" (the others are also
-/// defaults inherited by `tenants:` entries).
+/// Tenant keys that identify an app or tenant (the others are only defaults for `tenants:` entries);
+/// the first one seen at the top level marks where problems about the top-level tenant are reported.
+/// The top level is itself a tenant when it has `tenant_id`.
 pub(crate) const TENANT_IDENTITY_KEYS: [&str; 6] = [
     "tenant_id",
     "client_id",

@@ -114,6 +114,9 @@ pub fn is_guid(s: &str) -> bool {
 
 /// Tenant keys resolved once at the top level and inherited by `tenants:` entries.
 struct Inherited {
+    /// Shared app registration (a multi-tenant app): only when the top level has no tenant_id.
+    client_id: Option<String>,
+    credential: Option<Credential>,
     resource: String,
     authority: Option<String>,
     publisher_id: Option<String>,
@@ -359,7 +362,21 @@ impl Checker<'_> {
             Field::Value(v, at) => self.format(at, v),
             _ => Format::default(),
         };
+        // Without a top-level tenant_id the top level is not a tenant, so its client_id and
+        // credential can only mean "shared by the entries" (one multi-tenant app registration).
+        let shared = !top.tenant_id.is_present();
+        let client_id = match &top.client_id {
+            Field::Value(v, at) if shared => Some(self.guid(at, v, Guid::Client)),
+            Field::Invalid(_) if shared => Some(String::new()),
+            _ => None,
+        };
+        let has_credential = top.client_secret.is_present()
+            || top.client_secret_file.is_present()
+            || top.client_certificate.is_present();
+        let credential = (shared && has_credential).then(|| self.credential(top, 0));
         Inherited {
+            client_id,
+            credential,
             resource,
             authority,
             publisher_id,
@@ -377,15 +394,17 @@ impl Checker<'_> {
         outputs: &mut BTreeMap<String, OutputConfig>,
     ) -> Vec<TenantConfig> {
         let mut tenants = Vec::new();
-        if let Some(at) = &raw.top.at {
-            tenants.push(self.tenant(&raw.top, at.order, true, inherited, outputs));
+        let top_order = raw.top.at.as_ref().map_or(raw.end, |at| at.order);
+        let top_is_tenant = raw.top.tenant_id.is_present();
+        if top_is_tenant {
+            tenants.push(self.tenant(&raw.top, top_order, true, inherited, outputs));
         }
         for t in &raw.tenants {
             tenants.push(self.tenant(t, t.end, false, inherited, outputs));
         }
         if tenants.is_empty() {
             self.problem_at(
-                raw.end,
+                top_order,
                 "tenant_id",
                 "is missing: no tenant is configured",
                 "set tenant_id, client_id and client_secret at the top level, or add entries under tenants:",
@@ -393,11 +412,9 @@ impl Checker<'_> {
         }
         // Duplicate tenant ids: one process must own each tenant's subscriptions exactly once.
         let mut seen: HashMap<String, String> = HashMap::new();
-        let all_raw: Vec<&RawTenant> = raw
-            .top
-            .at
-            .iter()
-            .map(|_| &raw.top)
+        let all_raw: Vec<&RawTenant> = top_is_tenant
+            .then_some(&raw.top)
+            .into_iter()
             .chain(raw.tenants.iter())
             .collect();
         for (t, raw_t) in tenants.iter().zip(all_raw) {
@@ -453,6 +470,9 @@ impl Checker<'_> {
         let client_id = match &t.client_id {
             Field::Value(v, at) => self.guid(at, v, Guid::Client),
             Field::Invalid(_) => String::new(),
+            Field::Absent if !is_top && inh.client_id.is_some() => {
+                inh.client_id.clone().unwrap_or_default()
+            }
             Field::Absent => {
                 self.problem_at(
                     order,
@@ -463,7 +483,13 @@ impl Checker<'_> {
                 String::new()
             }
         };
-        let credential = self.credential(t, order);
+        let own_credential = t.client_secret.is_present()
+            || t.client_secret_file.is_present()
+            || t.client_certificate.is_present();
+        let credential = match &inh.credential {
+            Some(shared) if !is_top && !own_credential => shared.clone(),
+            _ => self.credential(t, order),
+        };
         // The top-level tenant's own values were checked once in `inherited`.
         let own = |f: &Field<String>| !is_top && f.is_present();
         let resource = match &t.resource {
