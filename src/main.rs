@@ -81,16 +81,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(emulator::cli::serve(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckConfig { config } => match config::Config::load(&config) {
-            Ok(_) => {
-                println!("{}: OK", config.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(problems) => {
-                println!("{problems}");
-                Ok(ExitCode::from(2))
-            }
-        },
+        Command::CheckConfig { config } => {
+            let (report, code) = config::check_config(&config);
+            println!("{report}");
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)))
+        }
         Command::Map(args) => {
             let code = mapping::cli::run(args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
