@@ -147,3 +147,80 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
         .unwrap();
     assert_eq!(out.added, 1, "a refused notification had been stored");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_resumes_pending_blobs() {
+    let emu = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(&emu, dir.path(), &["Audit.General"], "");
+    let mut c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &["Audit.General"]).await;
+
+    // Every content fetch fails: the blobs stay queued, retried with back-off.
+    faults(&emu, serde_json::json!({"content_error_rate": 1.0})).await;
+    generate(&emu, "Audit.General", 300, 3).await;
+    wait_for(Duration::from_secs(30), "three notifications acknowledged", || async {
+        acknowledged_content_ids(&emu).await.len() >= 3
+    })
+    .await;
+    let status = c.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{}", c.logs());
+    assert_eq!(line_count(&s.events), 0);
+
+    // Microsoft recovers; the next process finds the blobs in its store and delivers them.
+    faults(&emu, serde_json::json!({"reset": true})).await;
+    let mut c = Collector::spawn(&s);
+    let published = published_ids(&emu).await;
+    wait_for(Duration::from_secs(30), "pending blobs delivered after the restart", || async {
+        line_count(&s.events) >= published.len()
+    })
+    .await;
+    assert_exactly_once(&published, &output_ids(&s.events));
+    c.terminate(Duration::from_secs(10));
+    assert!(
+        !c.logs().contains("listing found new content"),
+        "the blobs came from the store, not from a new listing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_fetches_are_retried_until_delivered() {
+    let emu = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(&emu, dir.path(), &["Audit.Exchange"], "");
+    let _c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &["Audit.Exchange"]).await;
+    // The next four fetches answer 500 (AF50000), then 503: both are retried with back-off.
+    faults(&emu, serde_json::json!({"content_fail_next": 4, "content_error_status": 503})).await;
+    generate(&emu, "Audit.Exchange", 120, 2).await;
+    let published = published_ids(&emu).await;
+    wait_for(Duration::from_secs(60), "records delivered despite failures", || async {
+        line_count(&s.events) >= published.len()
+    })
+    .await;
+    assert_exactly_once(&published, &output_ids(&s.events));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_announced_on_another_host_is_never_fetched() {
+    let emu = emulator(|_| {}).await;
+    let (evil, hits) = trap(&emu).await;
+    let dir = tempfile::tempdir().unwrap();
+    // Reconcile often, so that the listing path is exercised too.
+    let s = setup(&emu, dir.path(), &["Audit.SharePoint"], "pull:\n  reconcile_every: 1s\n");
+    let mut c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &["Audit.SharePoint"]).await;
+    faults(&emu, serde_json::json!({"foreign_content_uri": evil})).await;
+    generate(&emu, "Audit.SharePoint", 50, 2).await;
+    wait_for(Duration::from_secs(30), "the notifications refused with 400", || async {
+        deliveries(&emu).await.iter().filter(|d| d["kind"] == "notification" && d["status"] == 400).count() >= 1
+    })
+    .await;
+    wait_for(Duration::from_secs(30), "a listing that skipped the foreign entries", || async {
+        c.logs().contains("listed contentUri is not on the configured resource")
+    })
+    .await;
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a request (and a token) went to the foreign host");
+    assert_eq!(line_count(&s.events), 0);
+    c.terminate(Duration::from_secs(10));
+}

@@ -42,6 +42,8 @@ pub struct PullReport {
     pub listed: usize,
     pub added: usize,
     pub pages: usize,
+    /// Listed entries whose contentUri is not on the configured resource (never stored or fetched).
+    pub refused: usize,
     /// The gap was longer than the API keeps: content before `start` is gone.
     pub truncated: bool,
 }
@@ -95,8 +97,18 @@ pub async fn pull_once<S: Store>(
             let (items, next) = page;
             report.pages += 1;
             report.listed += items.len();
+            let base = tenant.client.base();
             let refs: Vec<ContentRef> = items
                 .into_iter()
+                .filter(|n| match base.content_uri(&n.content_uri) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        report.refused += 1;
+                        warn!(tenant.id = %tid, content.type = content_type, content.id = %n.content_id, reason = %e,
+                              "listed contentUri is not on the configured resource; skipped, never fetched");
+                        false
+                    }
+                })
                 .map(|n| ContentRef {
                     tenant_id: tid.clone(),
                     content_type: n.content_type,

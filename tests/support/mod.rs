@@ -276,3 +276,47 @@ pub fn assert_exactly_once(published: &[String], out: &HashMap<String, u32>) {
 pub fn line_count(path: &Path) -> usize {
     std::fs::read(path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0)
 }
+
+/// Applies a faults patch (`POST /_emulator/faults`).
+pub async fn faults(emu: &Emulator, patch: serde_json::Value) {
+    let resp = client(emu)
+        .post(format!("{}/_emulator/faults", emu.base_url()))
+        .json(&patch)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "faults: {}", resp.status());
+}
+
+/// The emulator's webhook delivery log.
+pub async fn deliveries(emu: &Emulator) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = client(emu)
+        .get(format!("{}/_emulator/deliveries", emu.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    match v {
+        serde_json::Value::Array(a) => a,
+        other => other["deliveries"].as_array().cloned().unwrap_or_default(),
+    }
+}
+
+/// Content ids whose notification the collector acknowledged with 200.
+pub async fn acknowledged_content_ids(emu: &Emulator) -> std::collections::HashSet<String> {
+    deliveries(emu)
+        .await
+        .into_iter()
+        .filter(|d| d["kind"] == "notification" && d["status"] == 200)
+        .flat_map(|d| {
+            d["content_ids"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|v| v.as_str().map(String::from))
+        })
+        .collect()
+}
