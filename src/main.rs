@@ -42,7 +42,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    telemetry::init(cli.log_format);
+    // The demo prints its own progress; the collector's info lines would drown it.
+    let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    telemetry::init(cli.log_format, level);
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(e) => {

@@ -11,11 +11,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level. Logs go to stderr
-/// so that the stdout output stays pure NDJSON.
-pub fn init(format: LogFormat) {
+/// Installs the global subscriber; `RUST_LOG` overrides `default_level`. Logs go to stderr so that
+/// the stdout output stays pure NDJSON.
+pub fn init(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
