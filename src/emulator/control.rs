@@ -20,6 +20,7 @@ use super::server::{Shared, lock};
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/_emulator", get(info))
+        .route("/_emulator/", get(info))
         .route("/_emulator/generate", post(generate))
         .route("/_emulator/publish", post(publish))
         .route("/_emulator/published", get(published))
