@@ -476,10 +476,11 @@ fn window(s: &Shared, q: &Query) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiEr
         q.get("starttime").filter(|v| !v.is_empty()),
         q.get("endtime").filter(|v| !v.is_empty()),
     ) {
-        (None, None) => Ok((
-            now - chrono::Duration::hours(24),
-            now + chrono::Duration::milliseconds(1),
-        )),
+        (None, None) => {
+            // The last 24 hours, including content created in this very millisecond.
+            let end = now + chrono::Duration::milliseconds(1);
+            Ok((end - chrono::Duration::hours(24), end))
+        }
         (Some(a), Some(b)) => {
             let start =
                 parse_datetime(a).ok_or_else(|| ApiError::bad_type("startTime", "datetime"))?;

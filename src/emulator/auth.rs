@@ -99,7 +99,7 @@ impl IntoResponse for AadError {
             "AADSTS{}: {}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {}",
             self.code,
             self.text,
-            now.format("%Y-%m-%d %H:%M:%S%.7fZ")
+            aad_time(now)
         );
         let body = json!({
             "error": self.error,
@@ -117,6 +117,15 @@ impl IntoResponse for AadError {
         )
             .into_response()
     }
+}
+
+/// Azure AD's timestamp form with seven fractional digits (chrono has no `%.7f`).
+fn aad_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    format!(
+        "{}.{:07}Z",
+        t.format("%Y-%m-%d %H:%M:%S"),
+        t.timestamp_subsec_nanos() / 100
+    )
 }
 
 /// Minimal `application/x-www-form-urlencoded` decoding (first value of each key wins).
@@ -425,7 +434,7 @@ fn verify_assertion(s: &Shared, tenant: &str, app: &App, assertion: &str) -> Res
                 700024,
                 format!(
                     "Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.",
-                    s.now().format("%Y-%m-%dT%H:%M:%S%.7fZ"),
+                    aad_time(s.now()),
                     nbf.and_then(|n| chrono::DateTime::from_timestamp(n, 0))
                         .map(|d| d.to_rfc3339())
                         .unwrap_or_default(),

@@ -16,6 +16,14 @@ pub struct EmulatorArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8444")]
     pub listen: std::net::SocketAddr,
+    /// The other flags, boxed so the CLI enum stays small.
+    #[command(flatten)]
+    pub options: Box<EmulatorOptions>,
+}
+
+/// Flags of `o365-collector emulator` besides `--listen`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct EmulatorOptions {
     /// Write the CA certificate (PEM) clients must trust to this file
     /// (default: o365-collector-emulator-ca.pem in the temp directory).
     #[arg(long)]
@@ -88,7 +96,8 @@ pub struct FileTenant {
 }
 
 /// Builds the configuration from flags and the optional file.
-pub fn config_from_args(args: &EmulatorArgs) -> Result<EmulatorConfig, EmulatorError> {
+pub fn config_from_args(cli: &EmulatorArgs) -> Result<EmulatorConfig, EmulatorError> {
+    let args = &cli.options;
     let file: FileConfig = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)?;
@@ -98,11 +107,11 @@ pub fn config_from_args(args: &EmulatorArgs) -> Result<EmulatorConfig, EmulatorE
         None => FileConfig::default(),
     };
     let mut cfg = EmulatorConfig {
-        listen: args.listen,
+        listen: cli.listen,
         ..EmulatorConfig::default()
     };
     if let Some(l) = file.listen
-        && args.listen == "127.0.0.1:8444".parse().unwrap_or(args.listen)
+        && cli.listen == std::net::SocketAddr::from(([127, 0, 0, 1], 8444))
     {
         cfg.listen = l;
     }
@@ -177,6 +186,7 @@ pub async fn serve(args: EmulatorArgs) -> Result<(), EmulatorError> {
     let demo = cfg.tenants.is_empty();
     let emulator = Emulator::start(cfg).await?;
     let ca_path = args
+        .options
         .ca_out
         .clone()
         .unwrap_or_else(|| std::env::temp_dir().join("o365-collector-emulator-ca.pem"));

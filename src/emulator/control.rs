@@ -20,6 +20,7 @@ use super::server::{Shared, lock};
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/_emulator", get(info))
+        .route("/_emulator/", get(info))
         .route("/_emulator/generate", post(generate))
         .route("/_emulator/publish", post(publish))
         .route("/_emulator/published", get(published))
@@ -190,9 +191,8 @@ fn from_emulator_error(e: EmulatorError) -> Response {
 }
 
 /// Parses a JSON body, answering 400 with the reason instead of axum's plain-text rejection.
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body)
-        .map_err(|e| control_error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")))
+fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 async fn info(State(s): State<Arc<Shared>>) -> Response {
@@ -217,7 +217,7 @@ async fn info(State(s): State<Arc<Shared>>) -> Response {
 async fn generate(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let req: GenerateRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
     };
     if req.records > 10_000_000 {
         return control_error(
@@ -236,7 +236,7 @@ async fn generate(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Resp
 async fn publish(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let req: PublishRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
     };
     let Some(ct) = ContentType::parse(&req.content_type) else {
         return control_error(
@@ -291,7 +291,7 @@ async fn get_faults(State(s): State<Arc<Shared>>) -> Response {
 async fn set_faults(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let patch: FaultsPatch = match parse(&body) {
         Ok(p) => p,
-        Err(resp) => return resp,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
     };
     Json(s.set_faults(patch)).into_response()
 }
@@ -328,7 +328,7 @@ struct ClockRequest {
 async fn advance_clock(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
     let req: ClockRequest = match parse(&body) {
         Ok(r) => r,
-        Err(resp) => return resp,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
     };
     let now = s.advance_clock(std::time::Duration::from_secs(req.advance_secs));
     Json(json!({"now": now, "offset_secs": s.clock_offset_secs()})).into_response()

@@ -196,9 +196,7 @@ impl Generator {
         &mut self,
         tenant: &TenantFacts<'_>,
         creation_time: String,
-        record_type: u32,
-        operation: &str,
-        workload: &str,
+        (record_type, operation, workload): (u32, &str, &str),
         user_id: &str,
         user_type: u32,
     ) -> serde_json::Map<String, Value> {
@@ -226,7 +224,7 @@ impl Generator {
                 "Add member to group.",
                 "Reset user password.",
             ]);
-            let mut m = self.common(tenant, ct, 8, op, "AzureActiveDirectory", &user, 0);
+            let mut m = self.common(tenant, ct, (8, op, "AzureActiveDirectory"), &user, 0);
             let target = self.user(tenant);
             let object_id = self.rng.guid();
             let actor_id = self.rng.guid();
@@ -279,7 +277,7 @@ impl Generator {
         } else {
             "UserLoggedIn"
         };
-        let mut m = self.common(tenant, ct, 15, op, "AzureActiveDirectory", &user, 0);
+        let mut m = self.common(tenant, ct, (15, op, "AzureActiveDirectory"), &user, 0);
         let ip = self.client_ip();
         let app = *self.rng.pick(&[
             "00000002-0000-0ff1-ce00-000000000000",
@@ -340,7 +338,7 @@ impl Generator {
                 "Add-MailboxPermission",
                 "Set-TransportRule",
             ]);
-            let mut m = self.common(tenant, ct, 1, op, "Exchange", &user, 2);
+            let mut m = self.common(tenant, ct, (1, op, "Exchange"), &user, 2);
             let identity = format!(
                 "NAMPR01A001.prod.outlook.com/Microsoft Exchange Hosted Organizations/{}/{}",
                 tenant.domain,
@@ -382,7 +380,7 @@ impl Generator {
             "HardDelete",
             "MoveToDeletedItems",
         ]);
-        let mut m = self.common(tenant, ct, 2, op, "Exchange", &user, 0);
+        let mut m = self.common(tenant, ct, (2, op, "Exchange"), &user, 0);
         let ip = self.client_ip();
         m.insert("ClientIP".into(), json!(ip));
         m.insert("ObjectId".into(), json!(""));
@@ -481,7 +479,7 @@ impl Generator {
                 ]),
             ),
         };
-        let mut m = self.common(tenant, ct, rt, op, workload, &user, 0);
+        let mut m = self.common(tenant, ct, (rt, op, workload), &user, 0);
         let ext = *self.rng.pick(&["docx", "xlsx", "pdf", "png", "pptx"]);
         let file = format!(
             "{} {}.{ext}",
@@ -535,7 +533,7 @@ impl Generator {
         let user = self.user(tenant);
         match self.rng.below(4) {
             0 => {
-                let mut m = self.common(tenant, ct, 20, "ViewReport", "PowerBI", &user, 0);
+                let mut m = self.common(tenant, ct, (20, "ViewReport", "PowerBI"), &user, 0);
                 m.insert("ClientIP".into(), json!(self.client_ip()));
                 m.insert("ObjectId".into(), json!("Sales Overview"));
                 m.insert("UserAgent".into(), json!(*self.rng.pick(&USER_AGENTS)));
@@ -553,9 +551,11 @@ impl Generator {
                 let mut m = self.common(
                     tenant,
                     ct,
-                    52,
-                    "SearchDataInsightsSubscription",
-                    "SecurityComplianceCenter",
+                    (
+                        52,
+                        "SearchDataInsightsSubscription",
+                        "SecurityComplianceCenter",
+                    ),
                     "Service Account",
                     5,
                 );
@@ -571,7 +571,7 @@ impl Generator {
                     "TeamsSessionStarted",
                     "MessageSent",
                 ]);
-                let mut m = self.common(tenant, ct, 25, op, "MicrosoftTeams", &user, 0);
+                let mut m = self.common(tenant, ct, (25, op, "MicrosoftTeams"), &user, 0);
                 let team = *self
                     .rng
                     .pick(&["Project Falcon", "Sales EMEA", "All Company"]);
@@ -614,7 +614,7 @@ impl Generator {
                 "DLPRuleMatch",
             )
         };
-        let mut m = self.common(tenant, ct, rt, op, workload, user, 4);
+        let mut m = self.common(tenant, ct, (rt, op, workload), user, 4);
         let incident = self.rng.guid();
         m.insert("IncidentId".into(), json!(incident));
         m.insert("SensitiveInfoDetectionIsIncluded".into(), json!(false));
