@@ -11,10 +11,16 @@ use o365_collector::demo::{self, DemoArgs};
 use o365_collector::mapping::Format;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
     let records: u64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(50_000);
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let dir = std::env::temp_dir().join(format!("o365-bench-{}", std::process::id()));
     let mut rates = Vec::new();
     let mut latencies = Vec::new();
@@ -31,16 +37,30 @@ fn main() {
             .expect("demo run");
         assert!(summary.ok(), "{}", summary.line());
         let rate = summary.delivered_once as f64 / summary.elapsed.as_secs_f64();
-        println!("run {run}: {} records in {:.2} s = {rate:.0} records/s", records, summary.elapsed.as_secs_f64());
+        println!(
+            "run {run}: {} records in {:.2} s = {rate:.0} records/s",
+            records,
+            summary.elapsed.as_secs_f64()
+        );
         rates.push(rate);
         latencies.extend(record_latencies(&summary.events_file));
     }
     let _ = std::fs::remove_dir_all(&dir);
     rates.sort_by(|a, b| a.total_cmp(b));
     latencies.sort();
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
+    };
     println!("pipeline: {records} records x {runs} runs");
-    println!("  throughput median {:.0} records/s (min {:.0}, max {:.0})", rates[rates.len() / 2], rates[0], rates[rates.len() - 1]);
+    println!(
+        "  throughput median {:.0} records/s (min {:.0}, max {:.0})",
+        rates[rates.len() / 2],
+        rates[0],
+        rates[rates.len() - 1]
+    );
     println!(
         "  publish->fetch latency p50 {:?} p90 {:?} p99 {:?} max {:?}",
         pct(0.5),
@@ -56,8 +76,11 @@ fn record_latencies(path: &std::path::Path) -> Vec<Duration> {
     text.lines()
         .filter_map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).ok()?;
-            let created = chrono::DateTime::parse_from_rfc3339(v["o365.meta.content_created"].as_str()?).ok()?;
-            let received = chrono::DateTime::parse_from_rfc3339(v["o365.meta.received"].as_str()?).ok()?;
+            let created =
+                chrono::DateTime::parse_from_rfc3339(v["o365.meta.content_created"].as_str()?)
+                    .ok()?;
+            let received =
+                chrono::DateTime::parse_from_rfc3339(v["o365.meta.received"].as_str()?).ok()?;
             (received - created).to_std().ok()
         })
         .collect()

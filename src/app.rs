@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::mgmt_api::{ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
@@ -39,6 +40,8 @@ pub enum AppError {
 pub struct App {
     /// The public listener's bound address (push mode only).
     pub public_addr: Option<SocketAddr>,
+    /// The admin listener's bound address.
+    pub admin_addr: SocketAddr,
     pub counters: Arc<Counters>,
     pub store: Arc<EmbeddedStore>,
     shutdown: CancellationToken,
@@ -60,17 +63,21 @@ impl App {
                 Some(o) => o.clone(),
                 None => {
                     let Some(ocfg) = cfg.outputs.get(&t.output) else {
-                        return Err(AppError::Http(format!("output {} is not configured", t.output)));
+                        return Err(AppError::Http(format!(
+                            "output {} is not configured",
+                            t.output
+                        )));
                     };
                     let o = Arc::new(AnyOutput::open(&t.output, ocfg)?);
                     outputs.insert(t.output.clone(), o.clone());
                     o
                 }
             };
-            let client = ManagementClient::new(http.clone(), t).map_err(|e| AppError::Resource {
-                tenant: t.tenant_id.clone(),
-                reason: e.to_string(),
-            })?;
+            let client =
+                ManagementClient::new(http.clone(), t).map_err(|e| AppError::Resource {
+                    tenant: t.tenant_id.clone(),
+                    reason: e.to_string(),
+                })?;
             tenants.insert(
                 t.tenant_id.to_ascii_lowercase(),
                 Arc::new(TenantRuntime {
@@ -93,9 +100,11 @@ impl App {
                     .tenants
                     .iter()
                     .map(|t| {
-                        let base = ResourceBase::new(&t.resource, &t.tenant_id).map_err(|e| AppError::Resource {
-                            tenant: t.tenant_id.clone(),
-                            reason: e.to_string(),
+                        let base = ResourceBase::new(&t.resource, &t.tenant_id).map_err(|e| {
+                            AppError::Resource {
+                                tenant: t.tenant_id.clone(),
+                                reason: e.to_string(),
+                            }
                         })?;
                         Ok((
                             t.tenant_id.to_ascii_lowercase(),
@@ -129,12 +138,23 @@ impl App {
         }
         // Pull mode lists every `pull.interval`; push mode reconciles every `pull.reconcile_every`
         // (and at start-up, which closes the gap of any downtime).
-        let every = if cfg.webhook.is_some() { cfg.pull.reconcile_every } else { cfg.pull.interval };
+        let every = if cfg.webhook.is_some() {
+            cfg.pull.reconcile_every
+        } else {
+            cfg.pull.interval
+        };
         if cfg.webhook.is_none() {
             info!(every_s = every.as_secs(), "no webhook.address: pull mode");
         }
-        tasks.spawn(puller::run(tenants.clone(), store.clone(), every, wake.clone(), shutdown.clone()));
+        tasks.spawn(puller::run(
+            tenants.clone(),
+            store.clone(),
+            every,
+            wake.clone(),
+            shutdown.clone(),
+        ));
 
+        let admin_wake = wake.clone();
         let workers = Arc::new(Workers {
             store: store.clone(),
             tenants: tenants.clone(),
@@ -147,10 +167,42 @@ impl App {
         for i in 0..cfg.pipeline.workers.max(1) {
             tasks.spawn(workers.clone().run(i));
         }
-        tasks.spawn(lifecycle::keep(tenants, cfg.webhook.clone(), shutdown.clone()));
-        info!(tenants = cfg.tenants.len(), workers = cfg.pipeline.workers, "collector started");
+        tasks.spawn(lifecycle::keep(
+            tenants.clone(),
+            cfg.webhook.clone(),
+            shutdown.clone(),
+        ));
+
+        let admin_state = Arc::new(AdminState {
+            store: store.clone(),
+            tenants,
+            counters: counters.clone(),
+            webhook: cfg.webhook.clone(),
+            token: cfg.admin.token.clone(),
+            wake: admin_wake,
+            started: std::time::SystemTime::now(),
+        });
+        let admin = server::serve(
+            cfg.listen.admin,
+            admin::router(admin_state),
+            None,
+            shutdown.clone(),
+        )
+        .await?;
+        info!(addr = %admin.addr, "admin listener ready");
+        let admin_addr = admin.addr;
+        let task = admin.task;
+        tasks.spawn(async move {
+            let _ = task.await;
+        });
+        info!(
+            tenants = cfg.tenants.len(),
+            workers = cfg.pipeline.workers,
+            "collector started"
+        );
         Ok(App {
             public_addr,
+            admin_addr,
             counters,
             store,
             shutdown,

@@ -11,8 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 use crate::config::{
-    AdminConfig, Config, CONTENT_TYPES, Credential, FileOutputConfig, ListenConfig, OutboundConfig, OutputConfig,
-    PipelineConfig, PullConfig, Secret, TenantConfig, TlsConfig, WebhookConfig,
+    AdminConfig, CONTENT_TYPES, Config, Credential, FileOutputConfig, ListenConfig, OutboundConfig,
+    OutputConfig, PipelineConfig, PullConfig, Secret, TenantConfig, TlsConfig, WebhookConfig,
 };
 use crate::emulator::{Emulator, EmulatorConfig, TenantSpec};
 use crate::mapping::Format;
@@ -112,8 +112,14 @@ pub async fn run(args: DemoArgs) -> Result<Summary, DemoError> {
     .map_err(setup("emulator"))?;
     eprintln!("demo: emulator at {}", emu.base_url());
 
-    let (cert_pem, key_pem) = emu.issue_server_cert(&["127.0.0.1", "localhost"]).map_err(setup("certificate"))?;
-    let files = [("ca.pem", emu.ca_pem()), ("server.pem", &cert_pem), ("server.key", &key_pem)];
+    let (cert_pem, key_pem) = emu
+        .issue_server_cert(&["127.0.0.1", "localhost"])
+        .map_err(setup("certificate"))?;
+    let files = [
+        ("ca.pem", emu.ca_pem()),
+        ("server.pem", &cert_pem),
+        ("server.key", &key_pem),
+    ];
     for (name, pem) in files {
         std::fs::write(certs.join(name), pem).map_err(setup("cannot write certificates"))?;
     }
@@ -122,7 +128,9 @@ pub async fn run(args: DemoArgs) -> Result<Summary, DemoError> {
     let events_file = args.dir.join("events.ndjson");
     let cfg = demo_config(&args, emu.base_url(), &certs, port, &secret, &events_file);
     let shutdown = CancellationToken::new();
-    let app = App::start(cfg, shutdown.clone()).await.map_err(setup("collector"))?;
+    let app = App::start(cfg, shutdown.clone())
+        .await
+        .map_err(setup("collector"))?;
     eprintln!("demo: collector webhook at https://127.0.0.1:{port}/o365/webhook");
 
     let result = drive(&args, &emu, &app.counters, &events_file).await;
@@ -132,7 +140,14 @@ pub async fn run(args: DemoArgs) -> Result<Summary, DemoError> {
     result
 }
 
-fn demo_config(args: &DemoArgs, base: &str, certs: &Path, port: u16, secret: &str, events: &Path) -> Config {
+fn demo_config(
+    args: &DemoArgs,
+    base: &str,
+    certs: &Path,
+    port: u16,
+    secret: &str,
+    events: &Path,
+) -> Config {
     let mut outputs = BTreeMap::new();
     outputs.insert(
         "demo".to_string(),
@@ -188,20 +203,34 @@ fn demo_config(args: &DemoArgs, base: &str, certs: &Path, port: u16, secret: &st
 }
 
 /// Publishes, waits for delivery, and checks the output file against what was published.
-async fn drive(args: &DemoArgs, emu: &Emulator, counters: &Arc<Counters>, events: &Path) -> Result<Summary, DemoError> {
+async fn drive(
+    args: &DemoArgs,
+    emu: &Emulator,
+    counters: &Arc<Counters>,
+    events: &Path,
+) -> Result<Summary, DemoError> {
     let http = control_client(emu)?;
     let base = emu.base_url().to_string();
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
 
     // Every subscription must be validated before content is announced.
-    wait_until(deadline, || Counters::get(&counters.validations) >= CONTENT_TYPES.len() as u64)
-        .await
-        .map_err(|_| DemoError::Incomplete("the webhook subscriptions were not validated in time".into()))?;
+    wait_until(deadline, || {
+        Counters::get(&counters.validations) >= CONTENT_TYPES.len() as u64
+    })
+    .await
+    .map_err(|_| {
+        DemoError::Incomplete("the webhook subscriptions were not validated in time".into())
+    })?;
 
     let started = Instant::now();
     let per_type = args.records / CONTENT_TYPES.len() as u64;
     for (i, ct) in CONTENT_TYPES.iter().enumerate() {
-        let records = per_type + if i == 0 { args.records % CONTENT_TYPES.len() as u64 } else { 0 };
+        let records = per_type
+            + if i == 0 {
+                args.records % CONTENT_TYPES.len() as u64
+            } else {
+                0
+            };
         if records == 0 {
             continue;
         }
@@ -214,10 +243,16 @@ async fn drive(args: &DemoArgs, emu: &Emulator, counters: &Arc<Counters>, events
             .await
             .map_err(setup("emulator generate"))?;
         if !resp.status().is_success() {
-            return Err(DemoError::Setup(format!("emulator generate answered {}", resp.status())));
+            return Err(DemoError::Setup(format!(
+                "emulator generate answered {}",
+                resp.status()
+            )));
         }
     }
-    eprintln!("demo: published {} records; waiting for delivery", args.records);
+    eprintln!(
+        "demo: published {} records; waiting for delivery",
+        args.records
+    );
 
     let mut last_report = Instant::now();
     loop {
@@ -252,7 +287,11 @@ async fn drive(args: &DemoArgs, emu: &Emulator, counters: &Arc<Counters>, events
         .map_err(setup("emulator published"))?;
     let ids: Vec<String> = published["record_ids"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let seen = count_ids(events).map_err(setup("cannot read the events file"))?;
     let mut summary = Summary {
@@ -282,8 +321,13 @@ pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
     };
     let mut seen = HashMap::new();
     for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        let id = v.get("o365.audit.Id").or_else(|| v.get("Id")).and_then(|v| v.as_str());
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        let id = v
+            .get("o365.audit.Id")
+            .or_else(|| v.get("Id"))
+            .and_then(|v| v.as_str());
         if let Some(id) = id {
             *seen.entry(id.to_string()).or_insert(0) += 1;
         }
@@ -292,7 +336,8 @@ pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
 }
 
 fn control_client(emu: &Emulator) -> Result<reqwest::Client, DemoError> {
-    let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).map_err(setup("emulator CA"))?;
+    let ca =
+        reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).map_err(setup("emulator CA"))?;
     reqwest::Client::builder()
         .tls_certs_only([ca])
         .build()
@@ -310,5 +355,7 @@ async fn wait_until(deadline: Instant, cond: impl Fn() -> bool) -> Result<(), ()
 }
 
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

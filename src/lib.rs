@@ -1,6 +1,7 @@
 //! o365-collector: collects Office 365 Management Activity API audit logs and forwards them mapped to
 //! the `o365.*` schema. See ARCHITECTURE.md for how data flows and where each concept lives.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;

@@ -10,7 +10,11 @@ use o365_collector::telemetry::{self, LogFormat};
 use o365_collector::{app, config, demo, emulator, mapping};
 
 #[derive(Parser, Debug)]
-#[command(name = "o365-collector", version, about = "Collects Office 365 audit logs and forwards them mapped to o365.*")]
+#[command(
+    name = "o365-collector",
+    version,
+    about = "Collects Office 365 audit logs and forwards them mapped to o365.*"
+)]
 struct Cli {
     /// Log lines as human text or JSON (stderr).
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true, env = "O365_LOG_FORMAT")]
@@ -36,6 +40,10 @@ enum Command {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
     },
+    /// List, start or stop subscriptions through the running collector's admin API.
+    Subscriptions(o365_collector::admin::cli::SubscriptionsArgs),
+    /// Ask the running collector to list and fetch a past time range again.
+    Backfill(o365_collector::admin::cli::BackfillArgs),
     /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
     Map(mapping::cli::MapArgs),
 }
@@ -43,7 +51,11 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own progress; the collector's info lines would drown it.
-    let level = if matches!(cli.command, Command::Demo(_)) { "warn" } else { "info" };
+    let level = if matches!(cli.command, Command::Demo(_)) {
+        "warn"
+    } else {
+        "info"
+    };
     telemetry::init(cli.log_format, level);
     match dispatch(cli.command) {
         Ok(code) => code,
@@ -77,7 +89,11 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             let summary = runtime()?.block_on(demo::run(args))?;
             println!("{}", summary.line());
-            Ok(if summary.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if summary.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
         Command::Emulator(args) => {
             runtime()?.block_on(emulator::cli::serve(args))?;
@@ -87,6 +103,14 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let (report, code) = config::check_config(&config);
             println!("{report}");
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)))
+        }
+        Command::Subscriptions(args) => {
+            let code = runtime()?.block_on(o365_collector::admin::cli::subscriptions(args));
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::Backfill(args) => {
+            let code = runtime()?.block_on(o365_collector::admin::cli::backfill(args));
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Map(args) => {
             let code = mapping::cli::run(args)?;

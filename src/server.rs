@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot load TLS certificate {cert} / key {key}: {reason}")]
-    Tls { cert: String, key: String, reason: String },
+    Tls {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     #[error("cannot listen on {addr}: {reason}")]
     Bind { addr: SocketAddr, reason: String },
 }
@@ -24,11 +28,13 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 /// Loads a PEM certificate chain and key for the public listener.
 pub async fn tls_config(cert: &Path, key: &Path) -> Result<RustlsConfig, ServerError> {
     install_crypto_provider();
-    RustlsConfig::from_pem_file(cert, key).await.map_err(|e| ServerError::Tls {
-        cert: cert.display().to_string(),
-        key: key.display().to_string(),
-        reason: e.to_string(),
-    })
+    RustlsConfig::from_pem_file(cert, key)
+        .await
+        .map_err(|e| ServerError::Tls {
+            cert: cert.display().to_string(),
+            key: key.display().to_string(),
+            reason: e.to_string(),
+        })
 }
 
 /// The one crypto provider of the process (aws-lc-rs); harmless when already installed.
@@ -53,10 +59,12 @@ pub async fn serve(
         addr,
         reason: e.to_string(),
     })?;
-    listener.set_nonblocking(true).map_err(|e| ServerError::Bind {
-        addr,
-        reason: e.to_string(),
-    })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| ServerError::Bind {
+            addr,
+            reason: e.to_string(),
+        })?;
     let bound = listener.local_addr().map_err(|e| ServerError::Bind {
         addr,
         reason: e.to_string(),
@@ -71,7 +79,10 @@ pub async fn serve(
     let task = match tls {
         Some(tls) => {
             let server = axum_server::from_tcp_rustls(listener, tls)
-                .map_err(|e| ServerError::Bind { addr, reason: e.to_string() })?
+                .map_err(|e| ServerError::Bind {
+                    addr,
+                    reason: e.to_string(),
+                })?
                 .handle(handle);
             tokio::spawn(async move {
                 if let Err(e) = server.serve(app).await {
@@ -81,7 +92,10 @@ pub async fn serve(
         }
         None => {
             let server = axum_server::from_tcp(listener)
-                .map_err(|e| ServerError::Bind { addr, reason: e.to_string() })?
+                .map_err(|e| ServerError::Bind {
+                    addr,
+                    reason: e.to_string(),
+                })?
                 .handle(handle);
             tokio::spawn(async move {
                 if let Err(e) = server.serve(app).await {

@@ -16,7 +16,9 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
@@ -38,6 +40,9 @@ pub struct Counters {
     pub records_duplicate: AtomicU64,
     pub mapping_issues: AtomicU64,
     pub output_errors: AtomicU64,
+    pub token_refreshes: AtomicU64,
+    pub throttled: AtomicU64,
+    pub activity: Activity,
 }
 
 impl Counters {
@@ -47,5 +52,66 @@ impl Counters {
 
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+}
+
+/// Last-seen times that the admin API's status reports: notifications per (tenant, content type)
+/// and the last success / failure of each output.
+#[derive(Debug, Default)]
+pub struct Activity {
+    notifications:
+        std::sync::Mutex<std::collections::BTreeMap<(String, String), std::time::SystemTime>>,
+    outputs: std::sync::Mutex<std::collections::BTreeMap<String, OutputHealth>>,
+}
+
+/// What the status page says about one output.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct OutputHealth {
+    pub last_success: Option<std::time::SystemTime>,
+    pub last_error: Option<std::time::SystemTime>,
+    pub last_error_reason: Option<String>,
+    pub consecutive_errors: u64,
+}
+
+impl Activity {
+    pub fn notified(&self, tenant_id: &str, content_type: &str) {
+        if let Ok(mut m) = self.notifications.lock() {
+            m.insert(
+                (tenant_id.to_string(), content_type.to_string()),
+                std::time::SystemTime::now(),
+            );
+        }
+    }
+
+    pub fn output_ok(&self, output: &str) {
+        if let Ok(mut m) = self.outputs.lock() {
+            let h = m.entry(output.to_string()).or_default();
+            h.last_success = Some(std::time::SystemTime::now());
+            h.consecutive_errors = 0;
+        }
+    }
+
+    pub fn output_failed(&self, output: &str, reason: &str) {
+        if let Ok(mut m) = self.outputs.lock() {
+            let h = m.entry(output.to_string()).or_default();
+            h.last_error = Some(std::time::SystemTime::now());
+            h.last_error_reason = Some(reason.to_string());
+            h.consecutive_errors += 1;
+        }
+    }
+
+    /// Last notification time per (tenant id, content type).
+    pub fn notifications(&self) -> Vec<((String, String), std::time::SystemTime)> {
+        self.notifications
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn outputs(&self) -> Vec<(String, OutputHealth)> {
+        self.outputs
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 }

@@ -33,7 +33,11 @@ async fn concurrent_callers_share_one_token() {
         got.push(c.await.unwrap());
     }
     got.dedup();
-    assert_eq!(got.len(), 1, "every caller got the one token of the single refresh");
+    assert_eq!(
+        got.len(),
+        1,
+        "every caller got the one token of the single refresh"
+    );
 
     // After the API refused it, the next call fetches a new one.
     let old = Secret::new(got[0].clone());

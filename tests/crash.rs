@@ -11,7 +11,10 @@ use support::*;
 struct Lcg(u64);
 impl Lcg {
     fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         self.0 >> 33
     }
     fn range(&mut self, lo: u64, hi: u64) -> u64 {
@@ -23,7 +26,10 @@ impl Lcg {
 async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     const RECORDS: u64 = 50_000;
     const KILLS: usize = 24;
-    let seed = std::env::var("CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261125);
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20261125);
     println!("crash test seed {seed} (set CRASH_SEED to repeat)");
     let mut rng = Lcg(seed);
 
@@ -32,7 +38,12 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(&emu, dir.path(), &ALL_TYPES, "pipeline:\n  workers: 4\n  lease: 30s\n");
+    let s = setup(
+        &emu,
+        dir.path(),
+        &ALL_TYPES,
+        "pipeline:\n  workers: 4\n  lease: 30s\n",
+    );
     let mut c = Collector::spawn(&s);
     wait_webhooks_enabled(&emu, &ALL_TYPES).await;
 
@@ -44,7 +55,11 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     for kill in 0..KILLS {
         if (kill as u64) < waves {
             let ct = ALL_TYPES[kill % ALL_TYPES.len()];
-            let n = if kill as u64 == waves - 1 { RECORDS - published } else { per_wave };
+            let n = if kill as u64 == waves - 1 {
+                RECORDS - published
+            } else {
+                per_wave
+            };
             generate(&emu, ct, n, n.div_ceil(400)).await;
             published += n;
         }
@@ -57,9 +72,11 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
 
     let ids = published_ids(&emu).await;
     assert_eq!(ids.len() as u64, RECORDS);
-    wait_for(Duration::from_secs(240), "every record after the last restart", || async {
-        line_count(&s.events) >= ids.len()
-    })
+    wait_for(
+        Duration::from_secs(240),
+        "every record after the last restart",
+        || async { line_count(&s.events) >= ids.len() },
+    )
     .await;
     assert_exactly_once(&ids, &output_ids(&s.events));
     let status = c.terminate(Duration::from_secs(10));

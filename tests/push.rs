@@ -24,9 +24,11 @@ async fn every_published_record_arrives_exactly_once() {
     }
     let published = published_ids(&emu).await;
     assert_eq!(published.len(), 200 * 5 + 37 * 10);
-    wait_for(Duration::from_secs(60), "all records in the output", || async {
-        line_count(&s.events) >= published.len()
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "all records in the output",
+        || async { line_count(&s.events) >= published.len() },
+    )
     .await;
     assert_exactly_once(&published, &output_ids(&s.events));
 
@@ -37,7 +39,11 @@ async fn every_published_record_arrives_exactly_once() {
     assert!(line["@timestamp"].as_str().unwrap().ends_with('Z'));
 
     let status = c.terminate(Duration::from_secs(10));
-    assert!(status.success(), "clean exit on SIGTERM: {status}\n{}", c.logs());
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}\n{}",
+        c.logs()
+    );
     let logs = c.logs();
     for secret in [SECRET, AUTH_ID] {
         assert!(!logs.contains(secret), "a secret leaked into the logs");
@@ -89,7 +95,10 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
     let good_uri = format!("{}{feed}", emu.base_url());
 
     let post = |auth: Option<&'static str>, body: Vec<u8>| {
-        let mut r = http.post(&url).header("content-type", "application/json").body(body);
+        let mut r = http
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body);
         if let Some(a) = auth {
             r = r.header("Webhook-AuthID", a);
         }
@@ -97,15 +106,79 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
     };
     let json = |v: serde_json::Value| serde_json::to_vec(&v).unwrap();
     let cases: Vec<(&str, Option<&'static str>, Vec<u8>, u16)> = vec![
-        ("forged AuthID", Some("not-the-auth-id"), json(serde_json::json!([notice(&good_uri, TENANT, "Audit.General")])), 401),
-        ("missing AuthID", None, json(serde_json::json!([notice(&good_uri, TENANT, "Audit.General")])), 401),
-        ("malformed JSON", Some(AUTH_ID), b"[{\"contentUri\": ".to_vec(), 400),
+        (
+            "forged AuthID",
+            Some("not-the-auth-id"),
+            json(serde_json::json!([notice(
+                &good_uri,
+                TENANT,
+                "Audit.General"
+            )])),
+            401,
+        ),
+        (
+            "missing AuthID",
+            None,
+            json(serde_json::json!([notice(
+                &good_uri,
+                TENANT,
+                "Audit.General"
+            )])),
+            401,
+        ),
+        (
+            "malformed JSON",
+            Some(AUTH_ID),
+            b"[{\"contentUri\": ".to_vec(),
+            400,
+        ),
         ("not an array", Some(AUTH_ID), b"{\"a\":1}".to_vec(), 400),
-        ("foreign contentUri", Some(AUTH_ID), json(serde_json::json!([notice(&format!("{evil}{feed}"), TENANT, "Audit.General")])), 400),
-        ("plain-http contentUri", Some(AUTH_ID), json(serde_json::json!([notice(&good_uri.replace("https", "http"), TENANT, "Audit.General")])), 400),
-        ("unknown tenant", Some(AUTH_ID), json(serde_json::json!([notice(&good_uri, "00000000-0000-0000-0000-000000000001", "Audit.General")])), 400),
-        ("content type not collected", Some(AUTH_ID), json(serde_json::json!([notice(&good_uri, TENANT, "Audit.Exchange")])), 400),
-        ("oversized body", Some(AUTH_ID), vec![b' '; 2 * 1024 * 1024], 413),
+        (
+            "foreign contentUri",
+            Some(AUTH_ID),
+            json(serde_json::json!([notice(
+                &format!("{evil}{feed}"),
+                TENANT,
+                "Audit.General"
+            )])),
+            400,
+        ),
+        (
+            "plain-http contentUri",
+            Some(AUTH_ID),
+            json(serde_json::json!([notice(
+                &good_uri.replace("https", "http"),
+                TENANT,
+                "Audit.General"
+            )])),
+            400,
+        ),
+        (
+            "unknown tenant",
+            Some(AUTH_ID),
+            json(serde_json::json!([notice(
+                &good_uri,
+                "00000000-0000-0000-0000-000000000001",
+                "Audit.General"
+            )])),
+            400,
+        ),
+        (
+            "content type not collected",
+            Some(AUTH_ID),
+            json(serde_json::json!([notice(
+                &good_uri,
+                TENANT,
+                "Audit.Exchange"
+            )])),
+            400,
+        ),
+        (
+            "oversized body",
+            Some(AUTH_ID),
+            vec![b' '; 2 * 1024 * 1024],
+            413,
+        ),
     ];
     for (what, auth, body, want) in cases {
         let resp = post(auth, body).await.unwrap();
@@ -116,7 +189,10 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
         notice(&good_uri, TENANT, "Audit.General"),
         notice(&format!("{evil}{feed}"), TENANT, "Audit.General"),
     ]));
-    assert_eq!(post(Some(AUTH_ID), mixed).await.unwrap().status().as_u16(), 400);
+    assert_eq!(
+        post(Some(AUTH_ID), mixed).await.unwrap().status().as_u16(),
+        400
+    );
 
     // The pipeline still works, and the trap was never contacted.
     generate(&emu, "Audit.General", 40, 2).await;
@@ -126,7 +202,11 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
     })
     .await;
     assert_exactly_once(&published, &output_ids(&s.events));
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a request reached the foreign host");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a request reached the foreign host"
+    );
     c.terminate(Duration::from_secs(10));
 
     // Nothing of the refused POSTs was stored: the hostile contentId is still new to the store.
@@ -159,9 +239,11 @@ async fn a_restart_resumes_pending_blobs() {
     // Every content fetch fails: the blobs stay queued, retried with back-off.
     faults(&emu, serde_json::json!({"content_error_rate": 1.0})).await;
     generate(&emu, "Audit.General", 300, 3).await;
-    wait_for(Duration::from_secs(30), "three notifications acknowledged", || async {
-        acknowledged_content_ids(&emu).await.len() >= 3
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "three notifications acknowledged",
+        || async { acknowledged_content_ids(&emu).await.len() >= 3 },
+    )
     .await;
     let status = c.terminate(Duration::from_secs(10));
     assert!(status.success(), "{}", c.logs());
@@ -171,9 +253,11 @@ async fn a_restart_resumes_pending_blobs() {
     faults(&emu, serde_json::json!({"reset": true})).await;
     let mut c = Collector::spawn(&s);
     let published = published_ids(&emu).await;
-    wait_for(Duration::from_secs(30), "pending blobs delivered after the restart", || async {
-        line_count(&s.events) >= published.len()
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "pending blobs delivered after the restart",
+        || async { line_count(&s.events) >= published.len() },
+    )
     .await;
     assert_exactly_once(&published, &output_ids(&s.events));
     c.terminate(Duration::from_secs(10));
@@ -191,12 +275,18 @@ async fn failing_fetches_are_retried_until_delivered() {
     let _c = Collector::spawn(&s);
     wait_webhooks_enabled(&emu, &["Audit.Exchange"]).await;
     // The next four fetches answer 500 (AF50000), then 503: both are retried with back-off.
-    faults(&emu, serde_json::json!({"content_fail_next": 4, "content_error_status": 503})).await;
+    faults(
+        &emu,
+        serde_json::json!({"content_fail_next": 4, "content_error_status": 503}),
+    )
+    .await;
     generate(&emu, "Audit.Exchange", 120, 2).await;
     let published = published_ids(&emu).await;
-    wait_for(Duration::from_secs(60), "records delivered despite failures", || async {
-        line_count(&s.events) >= published.len()
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "records delivered despite failures",
+        || async { line_count(&s.events) >= published.len() },
+    )
     .await;
     assert_exactly_once(&published, &output_ids(&s.events));
 }
@@ -207,20 +297,43 @@ async fn content_announced_on_another_host_is_never_fetched() {
     let (evil, hits) = trap(&emu).await;
     let dir = tempfile::tempdir().unwrap();
     // Reconcile often, so that the listing path is exercised too.
-    let s = setup(&emu, dir.path(), &["Audit.SharePoint"], "pull:\n  reconcile_every: 1s\n");
+    let s = setup(
+        &emu,
+        dir.path(),
+        &["Audit.SharePoint"],
+        "pull:\n  reconcile_every: 1s\n",
+    );
     let mut c = Collector::spawn(&s);
     wait_webhooks_enabled(&emu, &["Audit.SharePoint"]).await;
     faults(&emu, serde_json::json!({"foreign_content_uri": evil})).await;
     generate(&emu, "Audit.SharePoint", 50, 2).await;
-    wait_for(Duration::from_secs(30), "the notifications refused with 400", || async {
-        deliveries(&emu).await.iter().filter(|d| d["kind"] == "notification" && d["status"] == 400).count() >= 1
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the notifications refused with 400",
+        || async {
+            deliveries(&emu)
+                .await
+                .iter()
+                .filter(|d| d["kind"] == "notification" && d["status"] == 400)
+                .count()
+                >= 1
+        },
+    )
     .await;
-    wait_for(Duration::from_secs(30), "a listing that skipped the foreign entries", || async {
-        c.logs().contains("listed contentUri is not on the configured resource")
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "a listing that skipped the foreign entries",
+        || async {
+            c.logs()
+                .contains("listed contentUri is not on the configured resource")
+        },
+    )
     .await;
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a request (and a token) went to the foreign host");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        0,
+        "a request (and a token) went to the foreign host"
+    );
     assert_eq!(line_count(&s.events), 0);
     c.terminate(Duration::from_secs(10));
 }

@@ -34,7 +34,10 @@ impl Store for Switchable {
         }
         let n = items.len();
         self.stored.lock().unwrap().extend(items);
-        Ok(EnqueueOutcome { added: n, duplicates: 0 })
+        Ok(EnqueueOutcome {
+            added: n,
+            duplicates: 0,
+        })
     }
     async fn claim(&self, _: usize, _: Duration) -> Result<Vec<Claimed>, StoreError> {
         Ok(Vec::new())
@@ -101,7 +104,12 @@ async fn store_down_gives_503_and_store_up_gives_200() {
         "contentUri": format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/id-1")
     }]);
     let http = reqwest::Client::new();
-    let post = || http.post(&url).header("Webhook-AuthID", "auth-id-123").json(&body).send();
+    let post = || {
+        http.post(&url)
+            .header("Webhook-AuthID", "auth-id-123")
+            .json(&body)
+            .send()
+    };
 
     store.down.store(true, Ordering::SeqCst);
     assert_eq!(post().await.unwrap().status().as_u16(), 503);
@@ -113,10 +121,17 @@ async fn store_down_gives_503_and_store_up_gives_200() {
 
     // Only the webhook route exists on the public listener.
     for path in ["/", "/status", "/metrics", "/subscriptions", "/admin"] {
-        let r = http.get(format!("http://{}{path}", running.addr)).send().await.unwrap();
+        let r = http
+            .get(format!("http://{}{path}", running.addr))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status().as_u16(), 404, "{path}");
     }
     assert_eq!(http.get(&url).send().await.unwrap().status().as_u16(), 405);
     shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(10), running.task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(10), running.task)
+        .await
+        .unwrap()
+        .unwrap();
 }

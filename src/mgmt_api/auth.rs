@@ -55,7 +55,10 @@ impl TokenSource {
     ) -> Self {
         TokenSource {
             http,
-            token_url: format!("{}/{tenant_id}/oauth2/token", authority.trim_end_matches('/')),
+            token_url: format!(
+                "{}/{tenant_id}/oauth2/token",
+                authority.trim_end_matches('/')
+            ),
             client_id: client_id.to_string(),
             credential,
             resource: resource.to_string(),
@@ -110,11 +113,17 @@ impl TokenSource {
             .await
             .map_err(|e| AuthError::Unavailable(without_url(&e)))?;
         let status = resp.status();
-        let body = resp.bytes().await.map_err(|e| AuthError::Unavailable(without_url(&e)))?;
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| AuthError::Unavailable(without_url(&e)))?;
         if status.is_success() {
             let t: TokenResponse = serde_json::from_slice(&body)
                 .map_err(|e| AuthError::Unavailable(format!("unreadable token answer: {e}")))?;
-            return Ok((Secret::new(t.access_token), Duration::from_secs(t.expires_in)));
+            return Ok((
+                Secret::new(t.access_token),
+                Duration::from_secs(t.expires_in),
+            ));
         }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(AuthError::Unavailable(format!("HTTP {status}")));
@@ -164,8 +173,14 @@ mod tests {
 
     #[test]
     fn refreshes_early() {
-        assert_eq!(refresh_after(Duration::from_secs(3599)), Duration::from_secs(3299));
-        assert_eq!(refresh_after(Duration::from_secs(10)), Duration::from_secs(5));
+        assert_eq!(
+            refresh_after(Duration::from_secs(3599)),
+            Duration::from_secs(3299)
+        );
+        assert_eq!(
+            refresh_after(Duration::from_secs(10)),
+            Duration::from_secs(5)
+        );
         assert_eq!(refresh_after(Duration::ZERO), Duration::ZERO);
     }
 }

@@ -79,16 +79,22 @@ pub fn http_client(outbound: &OutboundConfig) -> Result<reqwest::Client, String>
         .timeout(Duration::from_secs(300))
         .user_agent(concat!("o365-collector/", env!("CARGO_PKG_VERSION")));
     if let Some(ca) = &outbound.ca_file {
-        let pem = std::fs::read(ca).map_err(|e| format!("outbound.ca_file {}: {e}", ca.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("outbound.ca_file {}: not PEM certificates: {e}", ca.display()))?;
+        let pem =
+            std::fs::read(ca).map_err(|e| format!("outbound.ca_file {}: {e}", ca.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+            format!(
+                "outbound.ca_file {}: not PEM certificates: {e}",
+                ca.display()
+            )
+        })?;
         b = b.tls_certs_merge(certs);
     }
     if let Some(p) = &outbound.proxy {
         let proxy = reqwest::Proxy::all(p).map_err(|e| format!("outbound.proxy: {e}"))?;
         b = b.proxy(proxy);
     }
-    b.build().map_err(|e| format!("HTTP client: {}", without_url(&e)))
+    b.build()
+        .map_err(|e| format!("HTTP client: {}", without_url(&e)))
 }
 
 /// One tenant's view of the API.
@@ -126,7 +132,9 @@ impl ManagementClient {
     pub async fn fetch_content(&self, uri: &ApiUri) -> Result<Bytes, ApiError> {
         let body = self.call(reqwest::Method::GET, uri.as_str(), None).await?.1;
         if body.len() > MAX_BLOB_BYTES {
-            return Err(ApiError::Decode(format!("blob larger than {MAX_BLOB_BYTES} bytes")));
+            return Err(ApiError::Decode(format!(
+                "blob larger than {MAX_BLOB_BYTES} bytes"
+            )));
         }
         Ok(body)
     }
@@ -177,11 +185,17 @@ impl ManagementClient {
     }
 
     /// Follows a `NextPageUri` returned by [`Self::list_content`].
-    pub async fn list_content_next(&self, next: &ApiUri) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
+    pub async fn list_content_next(
+        &self,
+        next: &ApiUri,
+    ) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
         self.content_page(next.as_str()).await
     }
 
-    async fn content_page(&self, url: &str) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
+    async fn content_page(
+        &self,
+        url: &str,
+    ) -> Result<(Vec<ContentNotice>, Option<ApiUri>), ApiError> {
         let (headers, body) = self.call(reqwest::Method::GET, url, None).await?;
         let items = serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
         let next = match headers.get("NextPageUri").and_then(|v| v.to_str().ok()) {
@@ -207,9 +221,14 @@ impl ManagementClient {
                 .query(&[("PublisherIdentifier", self.publisher_id.as_str())])
                 .bearer_auth(token.expose());
             if let Some(b) = &body {
-                req = req.header("content-type", "application/json").body(b.clone());
+                req = req
+                    .header("content-type", "application/json")
+                    .body(b.clone());
             }
-            let resp = req.send().await.map_err(|e| ApiError::Transport(without_url(&e)))?;
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| ApiError::Transport(without_url(&e)))?;
             let status = resp.status();
             if status.as_u16() == 401 && !refreshed {
                 self.tokens.invalidate(&token).await;
@@ -217,7 +236,10 @@ impl ManagementClient {
                 continue;
             }
             let headers = resp.headers().clone();
-            let bytes = resp.bytes().await.map_err(|e| ApiError::Transport(without_url(&e)))?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ApiError::Transport(without_url(&e)))?;
             if status.is_success() {
                 return Ok((headers, bytes));
             }
@@ -227,7 +249,10 @@ impl ManagementClient {
                 .and_then(|v| throttle::parse_retry_after(v, SystemTime::now()));
             let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&bytes) {
                 Ok(e) => (e.error.code, e.error.message),
-                Err(_) => (String::new(), String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()),
+                Err(_) => (
+                    String::new(),
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+                ),
             };
             return Err(ApiError::Http {
                 status: status.as_u16(),

@@ -77,7 +77,11 @@ impl ResourceBase {
         // `Url` has already resolved dot segments; refuse encoded ones that a server might decode later.
         let path = url.path();
         let lower = path.to_ascii_lowercase();
-        if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || path.contains("..") {
+        if lower.contains("%2e")
+            || lower.contains("%2f")
+            || lower.contains("%5c")
+            || path.contains("..")
+        {
             return Err(UriError::Suspicious);
         }
         let prefix = format!("/api/v1.0/{}/activity/feed/{under}", self.tenant_id);
@@ -124,7 +128,9 @@ mod tests {
 
     #[test]
     fn accepts_content_uri_of_the_resource() {
-        let u = format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/20261125$abc$audit_sharepoint$Audit_SharePoint$emea0026");
+        let u = format!(
+            "https://manage.office.com/api/v1.0/{T}/activity/feed/audit/20261125$abc$audit_sharepoint$Audit_SharePoint$emea0026"
+        );
         assert!(base().content_uri(&u).is_ok());
     }
 
@@ -151,14 +157,17 @@ mod tests {
 
     #[test]
     fn dot_segments_are_resolved_before_the_check() {
-        let u = format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/../../../../other");
+        let u =
+            format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/../../../../other");
         assert!(base().content_uri(&u).is_err());
     }
 
     #[test]
     fn next_page_uri_must_be_a_content_listing() {
         let b = base();
-        let ok = format!("https://manage.office.com/api/v1.0/{T}/activity/feed/subscriptions/content?contentType=Audit.General&nextpage=abc");
+        let ok = format!(
+            "https://manage.office.com/api/v1.0/{T}/activity/feed/subscriptions/content?contentType=Audit.General&nextpage=abc"
+        );
         assert!(b.next_page_uri(&ok).is_ok());
         let bad = format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/x");
         assert!(b.next_page_uri(&bad).is_err());

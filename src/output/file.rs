@@ -42,7 +42,9 @@ impl Recent {
         self.order.push_back((key, len));
         self.bytes += len;
         while self.bytes > window {
-            let Some((k, l)) = self.order.pop_front() else { break };
+            let Some((k, l)) = self.order.pop_front() else {
+                break;
+            };
             self.bytes -= l;
             if let Some(k) = k {
                 self.keys.remove(&k);
@@ -70,7 +72,11 @@ fn open_inner(path: &Path, window: u64) -> std::io::Result<Inner> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    let mut file = OpenOptions::new().read(true).append(true).create(true).open(path)?;
+    let mut file = OpenOptions::new()
+        .read(true)
+        .append(true)
+        .create(true)
+        .open(path)?;
     let len = file.metadata()?.len();
     let start = len.saturating_sub(window);
     file.seek(SeekFrom::Start(start))?;
@@ -89,7 +95,9 @@ fn open_inner(path: &Path, window: u64) -> std::io::Result<Inner> {
         lines.next(); // starts mid-line
     }
     for line in lines {
-        let key = serde_json::from_slice(line).ok().and_then(|v| event_key(&v));
+        let key = serde_json::from_slice(line)
+            .ok()
+            .and_then(|v| event_key(&v));
         recent.push(key, line.len() as u64, window);
     }
     Ok(Inner {
@@ -120,7 +128,11 @@ impl Inner {
         }
         if !buf.is_empty() {
             let before = self.file.metadata()?.len();
-            if let Err(e) = self.file.write_all(&buf).and_then(|_| self.file.sync_data()) {
+            if let Err(e) = self
+                .file
+                .write_all(&buf)
+                .and_then(|_| self.file.sync_data())
+            {
                 // Leave no partial batch behind: the batch will be sent again.
                 let _ = self.file.set_len(before);
                 return Err(e);
@@ -138,8 +150,11 @@ impl Output for FileOutput {
         let inner = self.inner.clone();
         let batch = batch.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let mut g = inner.lock().map_err(|_| std::io::Error::other("file output poisoned"))?;
-            g.append(&batch).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", g.path.display())))
+            let mut g = inner
+                .lock()
+                .map_err(|_| std::io::Error::other("file output poisoned"))?;
+            g.append(&batch)
+                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", g.path.display())))
         })
         .await;
         match result {
@@ -187,7 +202,11 @@ mod tests {
     }
 
     fn lines(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path).unwrap().lines().map(String::from).collect()
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect()
     }
 
     #[tokio::test]
@@ -196,12 +215,24 @@ mod tests {
         let path = dir.path().join("sub/events.ndjson");
         let out = FileOutput::open("f", &cfg(&path)).unwrap();
         let r = out.send(&batch(&["a", "b"])).await.unwrap();
-        assert_eq!(r, SendReport { written: 2, duplicates: 0 });
+        assert_eq!(
+            r,
+            SendReport {
+                written: 2,
+                duplicates: 0
+            }
+        );
         drop(out);
         // A crash between send and complete: the same blob comes again after a restart.
         let out = FileOutput::open("f", &cfg(&path)).unwrap();
         let r = out.send(&batch(&["a", "b", "c"])).await.unwrap();
-        assert_eq!(r, SendReport { written: 1, duplicates: 2 });
+        assert_eq!(
+            r,
+            SendReport {
+                written: 1,
+                duplicates: 2
+            }
+        );
         assert_eq!(lines(&path).len(), 3);
     }
 
@@ -212,7 +243,12 @@ mod tests {
         let out = FileOutput::open("f", &cfg(&path)).unwrap();
         out.send(&batch(&["a"])).await.unwrap();
         drop(out);
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"o365.audit.Id\":\"b").unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"o365.audit.Id\":\"b")
+            .unwrap();
         let out = FileOutput::open("f", &cfg(&path)).unwrap();
         out.send(&batch(&["b"])).await.unwrap();
         let l = lines(&path);
@@ -234,6 +270,12 @@ mod tests {
         let out = FileOutput::open("f", &c).unwrap();
         out.send(&batch(&["a", "b", "c"])).await.unwrap();
         let r = out.send(&batch(&["a", "c"])).await.unwrap();
-        assert_eq!(r, SendReport { written: 1, duplicates: 1 });
+        assert_eq!(
+            r,
+            SendReport {
+                written: 1,
+                duplicates: 1
+            }
+        );
     }
 }

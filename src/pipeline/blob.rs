@@ -25,7 +25,11 @@ pub enum BlobError {
 }
 
 /// Decodes `body` (in `encoding`) and maps every record with `ctx`.
-pub fn decode(body: &[u8], encoding: &'static encoding_rs::Encoding, ctx: &Context<'_>) -> Result<Decoded, BlobError> {
+pub fn decode(
+    body: &[u8],
+    encoding: &'static encoding_rs::Encoding,
+    ctx: &Context<'_>,
+) -> Result<Decoded, BlobError> {
     let text: Cow<'_, [u8]> = if encoding == encoding_rs::UTF_8 {
         Cow::Borrowed(body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body))
     } else {
@@ -98,7 +102,12 @@ mod tests {
 
     #[test]
     fn maps_each_record() {
-        let d = decode(br#"[{"Id":"a","Operation":"X"},{"Id":"b"}]"#, encoding_rs::UTF_8, &ctx()).unwrap();
+        let d = decode(
+            br#"[{"Id":"a","Operation":"X"},{"Id":"b"}]"#,
+            encoding_rs::UTF_8,
+            &ctx(),
+        )
+        .unwrap();
         assert_eq!(d.events.len(), 2);
         let v: Value = serde_json::from_slice(&d.events[0].json).unwrap();
         assert_eq!(v["o365.audit.Id"], "a");

@@ -24,14 +24,26 @@ pub enum Action {
 }
 
 /// Why a subscription needs a `start`, or `None` when it is as configured.
-pub fn needs_start(current: Option<&Subscription>, webhook: Option<&WebhookConfig>) -> Option<&'static str> {
-    let Some(sub) = current else { return Some("missing") };
+pub fn needs_start(
+    current: Option<&Subscription>,
+    webhook: Option<&WebhookConfig>,
+) -> Option<&'static str> {
+    let Some(sub) = current else {
+        return Some("missing");
+    };
     if !sub.status.eq_ignore_ascii_case("enabled") {
         return Some("not enabled");
     }
     let want = webhook?;
-    let Some(hook) = &sub.webhook else { return Some("no webhook") };
-    if !hook.status.as_deref().unwrap_or("enabled").eq_ignore_ascii_case("enabled") {
+    let Some(hook) = &sub.webhook else {
+        return Some("no webhook");
+    };
+    if !hook
+        .status
+        .as_deref()
+        .unwrap_or("enabled")
+        .eq_ignore_ascii_case("enabled")
+    {
         return Some("webhook disabled or expired");
     }
     if hook.address.as_deref() != Some(want.address.as_str()) {
@@ -41,11 +53,16 @@ pub fn needs_start(current: Option<&Subscription>, webhook: Option<&WebhookConfi
 }
 
 /// Lists the tenant's subscriptions and starts those that need it.
-pub async fn ensure(tenant: &TenantRuntime, webhook: Option<&WebhookConfig>) -> Result<Vec<(String, Action)>, ApiError> {
+pub async fn ensure(
+    tenant: &TenantRuntime,
+    webhook: Option<&WebhookConfig>,
+) -> Result<Vec<(String, Action)>, ApiError> {
     let current = tenant.client.list_subscriptions().await?;
     let mut done = Vec::new();
     for ct in &tenant.cfg.content_types {
-        let sub = current.iter().find(|s| s.content_type.eq_ignore_ascii_case(ct));
+        let sub = current
+            .iter()
+            .find(|s| s.content_type.eq_ignore_ascii_case(ct));
         match needs_start(sub, webhook) {
             None => done.push((ct.clone(), Action::AlreadyRunning)),
             Some(reason) => {
@@ -61,7 +78,11 @@ pub async fn ensure(tenant: &TenantRuntime, webhook: Option<&WebhookConfig>) -> 
 
 /// Runs [`ensure`] for every tenant at start and every [`RECHECK_EVERY`]; a failing tenant is retried
 /// with back-off without holding up the others.
-pub async fn keep(tenants: Arc<Tenants>, webhook: Option<WebhookConfig>, shutdown: CancellationToken) {
+pub async fn keep(
+    tenants: Arc<Tenants>,
+    webhook: Option<WebhookConfig>,
+    shutdown: CancellationToken,
+) {
     let tasks: Vec<_> = tenants
         .values()
         .cloned()
@@ -130,13 +151,25 @@ mod tests {
     fn decides_when_to_start() {
         let w = hook("https://c.example/h");
         assert_eq!(needs_start(None, Some(&w)), Some("missing"));
-        assert_eq!(needs_start(Some(&sub("disabled", None)), Some(&w)), Some("not enabled"));
-        assert_eq!(needs_start(Some(&sub("enabled", None)), Some(&w)), Some("no webhook"));
+        assert_eq!(
+            needs_start(Some(&sub("disabled", None)), Some(&w)),
+            Some("not enabled")
+        );
+        assert_eq!(
+            needs_start(Some(&sub("enabled", None)), Some(&w)),
+            Some("no webhook")
+        );
         assert_eq!(needs_start(Some(&sub("enabled", None)), None), None);
         let disabled = sub("enabled", Some(("disabled", "https://c.example/h")));
-        assert_eq!(needs_start(Some(&disabled), Some(&w)), Some("webhook disabled or expired"));
+        assert_eq!(
+            needs_start(Some(&disabled), Some(&w)),
+            Some("webhook disabled or expired")
+        );
         let moved = sub("enabled", Some(("enabled", "https://old.example/h")));
-        assert_eq!(needs_start(Some(&moved), Some(&w)), Some("webhook address differs"));
+        assert_eq!(
+            needs_start(Some(&moved), Some(&w)),
+            Some("webhook address differs")
+        );
         let ok = sub("enabled", Some(("enabled", "https://c.example/h")));
         assert_eq!(needs_start(Some(&ok), Some(&w)), None);
     }

@@ -68,7 +68,11 @@ pub fn start_at(cursor: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (DateTime<
         None => now - FIRST_LOOKBACK,
     };
     let oldest = now - MAX_BACK;
-    if wanted < oldest { (oldest, cursor.is_some_and(|c| c < oldest)) } else { (wanted, false) }
+    if wanted < oldest {
+        (oldest, cursor.is_some_and(|c| c < oldest))
+    } else {
+        (wanted, false)
+    }
 }
 
 /// The API's datetime form (UTC, seconds).
@@ -84,15 +88,69 @@ pub async fn pull_once<S: Store>(
     now: DateTime<Utc>,
 ) -> Result<PullReport, PullError> {
     let tid = &tenant.cfg.tenant_id;
-    let cursor = store.cursor(tid, content_type).await?.map(DateTime::<Utc>::from);
+    let cursor = store
+        .cursor(tid, content_type)
+        .await?
+        .map(DateTime::<Utc>::from);
     let (start, truncated) = start_at(cursor, now);
     if truncated {
         warn!(tenant.id = %tid, content.type = content_type, since = %api_time(start),
               "the gap is longer than the 7 days Microsoft keeps content: older content is lost");
     }
-    let mut report = PullReport { truncated, ..PullReport::default() };
-    for (from, to) in windows(start, now) {
-        let mut page = tenant.client.list_content(content_type, &api_time(from), &api_time(to)).await?;
+    let mut report = PullReport {
+        truncated,
+        ..PullReport::default()
+    };
+    list_range(tenant, content_type, store, start, now, true, &mut report).await?;
+    Ok(report)
+}
+
+/// Lists `[start, end)` (clamped to what the API keeps) and stores what is new, without touching the
+/// cursor: the admin API's and CLI's backfill.
+pub async fn backfill<S: Store>(
+    tenant: &TenantRuntime,
+    content_type: &str,
+    store: &S,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<PullReport, PullError> {
+    let oldest = now - MAX_BACK;
+    let truncated = start < oldest;
+    let mut report = PullReport {
+        truncated,
+        ..PullReport::default()
+    };
+    list_range(
+        tenant,
+        content_type,
+        store,
+        start.max(oldest),
+        end.min(now),
+        false,
+        &mut report,
+    )
+    .await?;
+    Ok(report)
+}
+
+/// Lists `[start, end)` window by window, following every page; with `advance`, moves the cursor
+/// to each window's end once everything listed in it is stored.
+async fn list_range<S: Store>(
+    tenant: &TenantRuntime,
+    content_type: &str,
+    store: &S,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    advance: bool,
+    report: &mut PullReport,
+) -> Result<(), PullError> {
+    let tid = &tenant.cfg.tenant_id;
+    for (from, to) in windows(start, end) {
+        let mut page = tenant
+            .client
+            .list_content(content_type, &api_time(from), &api_time(to))
+            .await?;
         loop {
             let (items, next) = page;
             report.pages += 1;
@@ -126,10 +184,14 @@ pub async fn pull_once<S: Store>(
                 None => break,
             }
         }
-        // Everything up to `to` is stored: the cursor may move there.
-        store.advance_cursor(tid, content_type, SystemTime::from(to)).await?;
+        if advance {
+            // Everything up to `to` is stored: the cursor may move there.
+            store
+                .advance_cursor(tid, content_type, SystemTime::from(to))
+                .await?;
+        }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Pulls every tenant's content types every `every` (and once at start), waking the workers when
@@ -172,7 +234,11 @@ pub async fn run<S: Store>(
             _ = shutdown.cancelled() => return,
         }
         // A failed round (e.g. the subscription is being started right now) is retried sooner.
-        let wait = if failed.load(std::sync::atomic::Ordering::Relaxed) { every.min(RETRY_SOON) } else { every };
+        let wait = if failed.load(std::sync::atomic::Ordering::Relaxed) {
+            every.min(RETRY_SOON)
+        } else {
+            every
+        };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.cancelled() => return,

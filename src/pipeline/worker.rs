@@ -94,7 +94,8 @@ impl<S: Store> Workers<S> {
     async fn process(&self, item: Claimed) {
         let seq = item.seq;
         let renew = async {
-            let mut tick = tokio::time::interval((self.cfg.lease / 3).max(Duration::from_millis(100)));
+            let mut tick =
+                tokio::time::interval((self.cfg.lease / 3).max(Duration::from_millis(100)));
             tick.tick().await;
             loop {
                 tick.tick().await;
@@ -117,15 +118,27 @@ impl<S: Store> Workers<S> {
                     Counters::add(&self.counters.blobs_completed, 1);
                 }
             }
-            Err(Failure::Retry { after, reason, blob_specific }) => {
+            Err(Failure::Retry {
+                after,
+                reason,
+                blob_specific,
+            }) => {
                 Counters::add(&self.counters.blobs_failed, 1);
                 if blob_specific && item.attempts + 1 >= self.cfg.max_attempts {
-                    self.dead_letter(&item, &format!("{} attempts, last: {reason}", item.attempts + 1)).await;
+                    self.dead_letter(
+                        &item,
+                        &format!("{} attempts, last: {reason}", item.attempts + 1),
+                    )
+                    .await;
                     return;
                 }
                 warn!(tenant.id = %c.tenant_id, content.type = %c.content_type, content.id = %c.content_id,
                       attempt = item.attempts + 1, retry_in_ms = after.as_millis() as u64, reason = %reason, "blob will be retried");
-                if let Err(e) = self.store.reschedule(seq, SystemTime::now() + after, &reason).await {
+                if let Err(e) = self
+                    .store
+                    .reschedule(seq, SystemTime::now() + after, &reason)
+                    .await
+                {
                     warn!(error = %e, "cannot reschedule; the lease will expire instead");
                 }
             }
@@ -194,6 +207,7 @@ impl<S: Store> Workers<S> {
         };
         match tenant.output.send(&batch).await {
             Ok(report) => {
+                self.counters.activity.output_ok(&tenant.output_name);
                 Counters::add(&self.counters.records_delivered, report.written as u64);
                 Counters::add(&self.counters.records_duplicate, report.duplicates as u64);
                 debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, output.name = %tenant.output_name,
@@ -201,6 +215,9 @@ impl<S: Store> Workers<S> {
                 Ok(())
             }
             Err(e) => {
+                self.counters
+                    .activity
+                    .output_failed(&tenant.output_name, &e.to_string());
                 Counters::add(&self.counters.output_errors, 1);
                 Err(Failure::Retry {
                     after: self.delay(item, None).min(Duration::from_secs(60)),
@@ -213,7 +230,9 @@ impl<S: Store> Workers<S> {
 
     fn fetch_failure(&self, item: &Claimed, e: ApiError) -> Failure {
         match e.code() {
-            Some("AF20050") | Some("AF20051") | Some("AF20052") => return Failure::Dead(e.to_string()),
+            Some("AF20050") | Some("AF20051") | Some("AF20052") => {
+                return Failure::Dead(e.to_string());
+            }
             _ => {}
         }
         let blob_specific = matches!(&e, ApiError::Http { status, .. } if *status != 429 && *status < 500 && *status != 401)

@@ -75,7 +75,12 @@ impl Rejection {
 }
 
 /// Judges one POST. `auth_id` and `validation_code` are the header values.
-pub fn check(rules: &Rules, auth_id: Option<&[u8]>, validation_code: Option<&[u8]>, body: &[u8]) -> Verdict {
+pub fn check(
+    rules: &Rules,
+    auth_id: Option<&[u8]>,
+    validation_code: Option<&[u8]>,
+    body: &[u8],
+) -> Verdict {
     let expected = rules.auth_id.expose().as_bytes();
     let ok = auth_id.is_some_and(|got| got.ct_eq(expected).into());
     if !ok {
@@ -115,14 +120,20 @@ fn check_one(rules: &Rules, index: usize, n: ContentNotice) -> Result<ContentRef
     {
         return Err(Rejection::ForeignClient { index });
     }
-    if !rule.content_types.iter().any(|c| c.eq_ignore_ascii_case(&n.content_type)) {
+    if !rule
+        .content_types
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(&n.content_type))
+    {
         return Err(Rejection::ContentType {
             index,
             content_type: truncate(&n.content_type),
         });
     }
     if n.content_id.is_empty() || n.content_id.len() > 512 {
-        return Err(Rejection::Malformed(format!("notification {index}: bad contentId")));
+        return Err(Rejection::Malformed(format!(
+            "notification {index}: bad contentId"
+        )));
     }
     let uri = rule
         .base
@@ -192,7 +203,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(check(&rules(), AUTH, None, b"[]"), Verdict::Accepted(vec![]));
+        assert_eq!(
+            check(&rules(), AUTH, None, b"[]"),
+            Verdict::Accepted(vec![])
+        );
     }
 
     #[test]
@@ -204,7 +218,12 @@ mod tests {
     #[test]
     fn wrong_or_missing_auth_id() {
         let body = format!("[{}]", notice(T, "Audit.Exchange", &good_uri()));
-        for auth in [None, Some(&b"wrong"[..]), Some(&b"s3cret-auth-i"[..]), Some(&b""[..])] {
+        for auth in [
+            None,
+            Some(&b"wrong"[..]),
+            Some(&b"s3cret-auth-i"[..]),
+            Some(&b""[..]),
+        ] {
             assert_eq!(
                 check(&rules(), auth, None, body.as_bytes()),
                 Verdict::Rejected(Rejection::BadAuthId)
@@ -219,7 +238,11 @@ mod tests {
     #[test]
     fn one_bad_notification_rejects_the_batch() {
         let good = notice(T, "Audit.Exchange", &good_uri());
-        let foreign = notice(T, "Audit.Exchange", &format!("https://evil.example.net/api/v1.0/{T}/activity/feed/audit/x"));
+        let foreign = notice(
+            T,
+            "Audit.Exchange",
+            &format!("https://evil.example.net/api/v1.0/{T}/activity/feed/audit/x"),
+        );
         let body = format!("[{good},{foreign}]");
         match check(&rules(), AUTH, None, body.as_bytes()) {
             Verdict::Rejected(Rejection::ForeignContentUri { index: 1, .. }) => {}
@@ -233,10 +256,36 @@ mod tests {
         let cases: Vec<(String, &str)> = vec![
             ("not json".into(), "malformed"),
             ("{}".into(), "malformed"),
-            (format!("[{}]", notice("00000000-0000-0000-0000-000000000000", "Audit.Exchange", &good_uri())), "tenant"),
-            (format!("[{}]", notice(T, "Audit.SharePoint", &good_uri())), "content_type"),
-            (format!("[{}]", notice(T, "Audit.Exchange", "http://manage.office.com/x")), "content_uri"),
-            (format!("[{}]", notice(T, "Audit.Exchange", &good_uri()).replace(C, "99999999-0000-0000-0000-000000000000")), "client_id"),
+            (
+                format!(
+                    "[{}]",
+                    notice(
+                        "00000000-0000-0000-0000-000000000000",
+                        "Audit.Exchange",
+                        &good_uri()
+                    )
+                ),
+                "tenant",
+            ),
+            (
+                format!("[{}]", notice(T, "Audit.SharePoint", &good_uri())),
+                "content_type",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    notice(T, "Audit.Exchange", "http://manage.office.com/x")
+                ),
+                "content_uri",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    notice(T, "Audit.Exchange", &good_uri())
+                        .replace(C, "99999999-0000-0000-0000-000000000000")
+                ),
+                "client_id",
+            ),
             (r#"[{"contentType":"Audit.Exchange"}]"#.into(), "malformed"),
         ];
         for (body, reason) in cases {

@@ -59,20 +59,40 @@ async fn notify<S: Store>(
         }
         Verdict::Accepted(items) => {
             let n = items.len();
+            let seen: std::collections::BTreeSet<(String, String)> = items
+                .iter()
+                .map(|c| (c.tenant_id.clone(), c.content_type.clone()))
+                .collect();
             match state.store.enqueue(items).await {
                 Ok(outcome) => {
+                    for (tenant, content_type) in &seen {
+                        state.counters.activity.notified(tenant, content_type);
+                    }
                     Counters::add(&state.counters.notifications_accepted, outcome.added as u64);
-                    Counters::add(&state.counters.notifications_duplicate, outcome.duplicates as u64);
+                    Counters::add(
+                        &state.counters.notifications_duplicate,
+                        outcome.duplicates as u64,
+                    );
                     if outcome.added > 0 {
                         state.wake.notify_waiters();
                     }
-                    debug!(peer, notifications = n, added = outcome.added, duplicates = outcome.duplicates, "notifications stored");
+                    debug!(
+                        peer,
+                        notifications = n,
+                        added = outcome.added,
+                        duplicates = outcome.duplicates,
+                        "notifications stored"
+                    );
                     StatusCode::OK.into_response()
                 }
                 Err(e) => {
                     // Not stored, so not acknowledged: Microsoft delivers it again.
                     warn!(peer, error = %e, "cannot store notifications; answering 503");
-                    (StatusCode::SERVICE_UNAVAILABLE, "store unavailable, retry later").into_response()
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "store unavailable, retry later",
+                    )
+                        .into_response()
                 }
             }
         }

@@ -43,7 +43,11 @@ pub async fn emulator(tune: impl FnOnce(&mut EmulatorConfig)) -> Emulator {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Files and addresses of one collector under test.
@@ -138,13 +142,20 @@ impl Collector {
 
     /// SIGTERM, then wait up to `within` for the exit; returns the exit status.
     pub fn terminate(&mut self, within: Duration) -> std::process::ExitStatus {
-        Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
         let deadline = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "collector did not exit within {within:?}\n{}", self.logs());
+            assert!(
+                Instant::now() < deadline,
+                "collector did not exit within {within:?}\n{}",
+                self.logs()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -173,7 +184,10 @@ where
         if cond().await {
             return;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -181,7 +195,10 @@ where
 /// A client trusting the emulator's CA.
 pub fn client(emu: &Emulator) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).unwrap();
-    reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .build()
+        .unwrap()
 }
 
 /// A v1 client-credentials token for the test tenant, fetched like any Azure AD client would.
@@ -207,7 +224,10 @@ pub async fn token(emu: &Emulator) -> String {
 pub async fn subscriptions(emu: &Emulator) -> Vec<serde_json::Value> {
     let t = token(emu).await;
     client(emu)
-        .get(format!("{}/api/v1.0/{TENANT}/activity/feed/subscriptions/list", emu.base_url()))
+        .get(format!(
+            "{}/api/v1.0/{TENANT}/activity/feed/subscriptions/list",
+            emu.base_url()
+        ))
         .bearer_auth(t)
         .send()
         .await
@@ -219,17 +239,21 @@ pub async fn subscriptions(emu: &Emulator) -> Vec<serde_json::Value> {
 
 /// Waits until every content type has an enabled subscription with an enabled webhook.
 pub async fn wait_webhooks_enabled(emu: &Emulator, types: &[&str]) {
-    wait_for(Duration::from_secs(30), "webhook subscriptions enabled", || async {
-        let subs = subscriptions(emu).await;
-        types.iter().all(|ct| {
-            subs.iter().any(|s| {
-                s["contentType"] == *ct
-                    && s["status"] == "enabled"
-                    && s["webhook"]["status"].as_str().unwrap_or("enabled") == "enabled"
-                    && !s["webhook"].is_null()
+    wait_for(
+        Duration::from_secs(30),
+        "webhook subscriptions enabled",
+        || async {
+            let subs = subscriptions(emu).await;
+            types.iter().all(|ct| {
+                subs.iter().any(|s| {
+                    s["contentType"] == *ct
+                        && s["status"] == "enabled"
+                        && s["webhook"]["status"].as_str().unwrap_or("enabled") == "enabled"
+                        && !s["webhook"].is_null()
+                })
             })
-        })
-    })
+        },
+    )
     .await;
 }
 
@@ -255,7 +279,12 @@ pub async fn published_ids(emu: &Emulator) -> Vec<String> {
         .json()
         .await
         .unwrap();
-    v["record_ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    v["record_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Record ids in the output file with their counts.
@@ -265,16 +294,36 @@ pub fn output_ids(path: &Path) -> HashMap<String, u32> {
 
 /// Asserts every published id is in the output exactly once (and nothing else is).
 pub fn assert_exactly_once(published: &[String], out: &HashMap<String, u32>) {
-    let missing: Vec<_> = published.iter().filter(|id| !out.contains_key(*id)).collect();
+    let missing: Vec<_> = published
+        .iter()
+        .filter(|id| !out.contains_key(*id))
+        .collect();
     let dup: Vec<_> = out.iter().filter(|(_, n)| **n > 1).collect();
-    assert!(missing.is_empty(), "{} of {} records missing, e.g. {:?}", missing.len(), published.len(), &missing[..missing.len().min(3)]);
-    assert!(dup.is_empty(), "{} records duplicated, e.g. {:?}", dup.len(), &dup[..dup.len().min(3)]);
-    assert_eq!(out.len(), published.len(), "output holds records that were never published");
+    assert!(
+        missing.is_empty(),
+        "{} of {} records missing, e.g. {:?}",
+        missing.len(),
+        published.len(),
+        &missing[..missing.len().min(3)]
+    );
+    assert!(
+        dup.is_empty(),
+        "{} records duplicated, e.g. {:?}",
+        dup.len(),
+        &dup[..dup.len().min(3)]
+    );
+    assert_eq!(
+        out.len(),
+        published.len(),
+        "output holds records that were never published"
+    );
 }
 
 /// Lines in the output file (cheap enough to poll).
 pub fn line_count(path: &Path) -> usize {
-    std::fs::read(path).map(|b| b.iter().filter(|c| **c == b'\n').count()).unwrap_or(0)
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
 }
 
 /// Applies a faults patch (`POST /_emulator/faults`).
