@@ -170,6 +170,16 @@ impl ManagementClient {
         serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))
     }
 
+    /// `subscriptions/stop`: the subscription (and its webhook) ends.
+    pub async fn stop_subscription(&self, content_type: &str) -> Result<(), ApiError> {
+        let url = format!(
+            "{}?contentType={}",
+            self.base.operation("subscriptions/stop"),
+            content_type
+        );
+        self.call(reqwest::Method::POST, &url, None).await.map(|_| ())
+    }
+
     /// One page of `subscriptions/content`; the second value is the checked `NextPageUri`.
     pub async fn list_content(
         &self,
