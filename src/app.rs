@@ -146,11 +146,13 @@ impl App {
         if cfg.webhook.is_none() {
             info!(every_s = every.as_secs(), "no webhook.address: pull mode");
         }
+        let reconcile_now = Arc::new(Notify::new());
         tasks.spawn(puller::run(
             tenants.clone(),
             store.clone(),
             every,
             wake.clone(),
+            reconcile_now.clone(),
             shutdown.clone(),
         ));
 
@@ -170,6 +172,9 @@ impl App {
         tasks.spawn(lifecycle::keep(
             tenants.clone(),
             cfg.webhook.clone(),
+            lifecycle::RECHECK_EVERY.min(cfg.pull.reconcile_every),
+            counters.clone(),
+            reconcile_now,
             shutdown.clone(),
         ));
 

@@ -41,6 +41,7 @@ pub struct Counters {
     pub mapping_issues: AtomicU64,
     pub output_errors: AtomicU64,
     pub token_refreshes: AtomicU64,
+    pub subscriptions_started: AtomicU64,
     pub throttled: AtomicU64,
     pub activity: Activity,
 }

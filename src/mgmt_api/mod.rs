@@ -177,7 +177,9 @@ impl ManagementClient {
             self.base.operation("subscriptions/stop"),
             content_type
         );
-        self.call(reqwest::Method::POST, &url, None).await.map(|_| ())
+        self.call(reqwest::Method::POST, &url, None)
+            .await
+            .map(|_| ())
     }
 
     /// One page of `subscriptions/content`; the second value is the checked `NextPageUri`.

@@ -12,8 +12,9 @@ use crate::config::WebhookConfig;
 use crate::mgmt_api::ApiError;
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::wire::Subscription;
+use crate::telemetry::Counters;
 
-/// How often healthy subscriptions are looked at again.
+/// How often healthy subscriptions are looked at again (at most; `pull.reconcile_every` when shorter).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
 
 /// What [`ensure`] did for one content type.
@@ -76,11 +77,14 @@ pub async fn ensure(
     Ok(done)
 }
 
-/// Runs [`ensure`] for every tenant at start and every [`RECHECK_EVERY`]; a failing tenant is retried
-/// with back-off without holding up the others.
+/// Runs [`ensure`] for every tenant at start and every `every`; a failing tenant is retried with
+/// back-off without holding up the others. Each start is logged and counted.
 pub async fn keep(
     tenants: Arc<Tenants>,
     webhook: Option<WebhookConfig>,
+    every: Duration,
+    counters: Arc<Counters>,
+    reconcile_now: Arc<tokio::sync::Notify>,
     shutdown: CancellationToken,
 ) {
     let tasks: Vec<_> = tenants
@@ -89,13 +93,21 @@ pub async fn keep(
         .map(|t| {
             let webhook = webhook.clone();
             let shutdown = shutdown.clone();
+            let counters = counters.clone();
+            let reconcile_now = reconcile_now.clone();
             tokio::spawn(async move {
                 let mut failures = 0u32;
                 loop {
                     let wait = match ensure(&t, webhook.as_ref()).await {
-                        Ok(_) => {
+                        Ok(actions) => {
                             failures = 0;
-                            RECHECK_EVERY
+                            let started = actions.iter().filter(|(_, a)| matches!(a, Action::Started { .. })).count();
+                            Counters::add(&counters.subscriptions_started, started as u64);
+                            if started > 0 {
+                                // A (re)started subscription means notifications may have been missed.
+                                reconcile_now.notify_one();
+                            }
+                            every
                         }
                         Err(e) => {
                             failures += 1;

@@ -202,6 +202,7 @@ pub async fn run<S: Store>(
     store: Arc<S>,
     every: Duration,
     wake: Arc<Notify>,
+    reconcile_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -241,6 +242,7 @@ pub async fn run<S: Store>(
         };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
+            _ = reconcile_now.notified() => debug!("reconciling now: a subscription was (re)started"),
             _ = shutdown.cancelled() => return,
         }
     }

@@ -369,3 +369,24 @@ pub async fn acknowledged_content_ids(emu: &Emulator) -> std::collections::HashS
         })
         .collect()
 }
+
+/// Writes the emulator's CA and a server certificate for 127.0.0.1 into `dir`; returns the CA path.
+pub fn write_certs(emu: &Emulator, dir: &Path) -> PathBuf {
+    let (cert, key) = emu.issue_server_cert(&["127.0.0.1", "localhost"]).unwrap();
+    std::fs::write(dir.join("ca.pem"), emu.ca_pem()).unwrap();
+    std::fs::write(dir.join("server.pem"), cert).unwrap();
+    std::fs::write(dir.join("server.key"), key).unwrap();
+    dir.join("ca.pem")
+}
+
+/// A setup from a hand-written config (no webhook port).
+pub fn custom_setup(dir: &Path, yaml: &str, events: &Path) -> Setup {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    Setup {
+        dir: dir.to_path_buf(),
+        config,
+        events: events.to_path_buf(),
+        port: 0,
+    }
+}

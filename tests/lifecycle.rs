@@ -1,0 +1,236 @@
+//! Subscription lifecycle and reconciliation: a webhook Microsoft disabled is detected and started
+//! again, downtime is backfilled from the content listing, pull mode alone delivers everything, and
+//! one tenant's bad secret does not hold up the others.
+
+mod support;
+
+use std::time::Duration;
+
+use o365_collector::emulator::TenantSpec;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_webhook_is_restarted_and_the_outage_is_backfilled() {
+    let emu = emulator(|c| {
+        c.webhook_max_failures = 3;
+        c.webhook_retry_base = Duration::from_millis(20);
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(
+        &emu,
+        dir.path(),
+        &["Audit.Exchange"],
+        "pull:\n  reconcile_every: 2s\n",
+    );
+    let c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &["Audit.Exchange"]).await;
+
+    // Deliveries fail until Microsoft disables the webhook; the content stays listable.
+    faults(&emu, serde_json::json!({"webhook_fail_status": 500})).await;
+    generate(&emu, "Audit.Exchange", 150, 3).await;
+    wait_for(Duration::from_secs(30), "the webhook disabled", || async {
+        subscriptions(&emu)
+            .await
+            .iter()
+            .any(|s| s["webhook"]["status"] == "disabled")
+    })
+    .await;
+    faults(&emu, serde_json::json!({"reset": true})).await;
+
+    // Detected and re-enabled; the records of the outage arrive through the listing.
+    wait_webhooks_enabled(&emu, &["Audit.Exchange"]).await;
+    let published = published_ids(&emu).await;
+    wait_for(Duration::from_secs(60), "the outage's records", || async {
+        line_count(&s.events) >= published.len()
+    })
+    .await;
+    // And push works again afterwards.
+    generate(&emu, "Audit.Exchange", 50, 1).await;
+    let published = published_ids(&emu).await;
+    wait_for(
+        Duration::from_secs(30),
+        "records after re-enabling",
+        || async { line_count(&s.events) >= published.len() },
+    )
+    .await;
+    assert_exactly_once(&published, &output_ids(&s.events));
+    assert!(
+        c.logs().contains("webhook disabled or expired"),
+        "{}",
+        c.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_days_of_downtime_are_backfilled_at_start() {
+    let emu = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let s = setup(&emu, dir.path(), &["Audit.SharePoint"], "");
+
+    // The collector last ran 3 days ago: its cursor says so.
+    let now = std::time::SystemTime::now();
+    {
+        use o365_collector::store::{EmbeddedStore, Store};
+        let store = EmbeddedStore::open(&s.dir.join("store")).unwrap();
+        store
+            .advance_cursor(
+                TENANT,
+                "Audit.SharePoint",
+                now - Duration::from_secs(72 * 3600),
+            )
+            .await
+            .unwrap();
+    }
+    // Content created while it was down, spread over four 24-hour windows; nobody was notified.
+    for hours_ago in [70, 50, 26, 2] {
+        let created = chrono::Utc::now() - chrono::TimeDelta::hours(hours_ago);
+        let resp = client(&emu)
+            .post(format!("{}/_emulator/generate", emu.base_url()))
+            .json(
+                &serde_json::json!({"tenant_id": TENANT, "content_type": "Audit.SharePoint",
+                "records": 40, "blobs": 2, "created": created.to_rfc3339()}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    let c = Collector::spawn(&s);
+    let published = published_ids(&emu).await;
+    assert_eq!(published.len(), 160);
+    wait_for(
+        Duration::from_secs(60),
+        "the downtime backfilled",
+        || async { line_count(&s.events) >= published.len() },
+    )
+    .await;
+    assert_exactly_once(&published, &output_ids(&s.events));
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_mode_alone_delivers_everything() {
+    let emu = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = write_certs(&emu, dir.path());
+    let events = dir.path().join("events.ndjson");
+    let yaml = format!(
+        "client_id: {CLIENT}\ntenant_id: {TENANT}\nclient_secret: ${{TEST_CLIENT_SECRET}}\nresource: {b}\n\
+         content_type: Audit.General DLP.All\nlast_value_storage: {d}/store\n\
+         listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {ca}\npull:\n  interval: 1s\n\
+         outputs:\n  file:\n    type: file\n    path: {e}\n",
+        b = emu.base_url(),
+        d = dir.path().display(),
+        ca = certs.display(),
+        e = events.display()
+    );
+    let s = custom_setup(dir.path(), &yaml, &events);
+    let c = Collector::spawn(&s);
+    generate(&emu, "Audit.General", 120, 3).await;
+    generate(&emu, "DLP.All", 30, 1).await;
+    let published = published_ids(&emu).await;
+    wait_for(Duration::from_secs(60), "pulled records", || async {
+        line_count(&events) >= published.len()
+    })
+    .await;
+    assert_exactly_once(&published, &output_ids(&events));
+    // No webhook was registered.
+    let subs = subscriptions(&emu).await;
+    assert!(subs.iter().all(|s| s["webhook"].is_null()), "{subs:?}");
+    drop(c);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_tenants_one_with_a_wrong_secret() {
+    const N: usize = 20;
+    let tenant = |i: usize| format!("{i:08x}-1111-4222-8333-444455556666");
+    let app = |i: usize| format!("{i:08x}-aaaa-4bbb-8ccc-dddddddddddd");
+    let emu = emulator(|c| {
+        c.tenants = (0..N)
+            .map(|i| TenantSpec {
+                tenant_id: tenant(i),
+                client_id: app(i),
+                client_secret: Some(format!("secret-of-tenant-{i}")),
+                certificates_pem: Vec::new(),
+            })
+            .collect();
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = write_certs(&emu, dir.path());
+    let port = free_port();
+    let events = dir.path().join("events.ndjson");
+    let mut yaml = format!(
+        "resource: {b}\ncontent_type: Audit.General\nlast_value_storage: {d}/store\n\
+         webhook:\n  address: https://127.0.0.1:{port}/o365/webhook\n  auth_id: {AUTH_ID}\n\
+         listen:\n  public: 127.0.0.1:{port}\n  admin: 127.0.0.1:0\n\
+         tls:\n  cert: {d}/server.pem\n  key: {d}/server.key\noutbound:\n  ca_file: {ca}\n\
+         outputs:\n  file:\n    type: file\n    path: {e}\ntenants:\n",
+        b = emu.base_url(),
+        d = dir.path().display(),
+        ca = certs.display(),
+        e = events.display()
+    );
+    for i in 0..N {
+        let secret = if i == 7 {
+            "a-wrong-secret".to_string()
+        } else {
+            format!("secret-of-tenant-{i}")
+        };
+        yaml.push_str(&format!(
+            "  - tenant_id: {}\n    client_id: {}\n    client_secret: {secret}\n",
+            tenant(i),
+            app(i)
+        ));
+    }
+    let s = custom_setup(dir.path(), &yaml, &events);
+    let c = Collector::spawn(&s);
+    let http = client(&emu);
+    for i in 0..N {
+        let resp = http
+            .post(format!("{}/_emulator/generate", emu.base_url()))
+            .json(&serde_json::json!({"tenant_id": tenant(i), "content_type": "Audit.General", "records": 25, "blobs": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert!(resp.status().is_success());
+    }
+    let mut expected = Vec::new();
+    for i in (0..N).filter(|i| *i != 7) {
+        let v: serde_json::Value = http
+            .get(format!("{}/_emulator/published", emu.base_url()))
+            .query(&[("tenant_id", tenant(i))])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        expected.extend(
+            v["record_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_str().unwrap().to_string()),
+        );
+    }
+    assert_eq!(expected.len(), 19 * 25);
+    wait_for(
+        Duration::from_secs(90),
+        "the 19 good tenants' records",
+        || async { line_count(&events) >= expected.len() },
+    )
+    .await;
+    assert_exactly_once(&expected, &output_ids(&events));
+    wait_for(
+        Duration::from_secs(30),
+        "the bad tenant's refusal in the log",
+        || async { c.logs().contains("AADSTS7000215") },
+    )
+    .await;
+    assert!(
+        !c.logs().contains("a-wrong-secret"),
+        "a secret leaked into the logs"
+    );
+}
