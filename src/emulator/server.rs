@@ -424,7 +424,8 @@ impl Emulator {
         &self.shared.base_url
     }
 
-    /// PEM of the CA that signed the emulator's certificate.
+    /// PEM of the CA that signed the emulator's certificate. With `EmulatorConfig::tls` set, the
+    /// served certificate is yours and this CA only signs `issue_server_cert` certificates.
     pub fn ca_pem(&self) -> &str {
         &self.shared.ca.cert_pem
     }
