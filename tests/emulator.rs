@@ -1072,6 +1072,20 @@ async fn failed_validation_and_plain_http_are_af20021() {
         .await;
     assert_eq!((s, af(&b)), (StatusCode::BAD_REQUEST, "AF20003"));
 
+    // Adding a webhook to an existing subscription: a failed validation leaves it unchanged.
+    env.start_sub(&tok, T1, SP).await;
+    let (s, b) = env
+        .post(&tok, &start, Some(json!({"webhook": {"address": rx.url}})))
+        .await;
+    assert_eq!((s, af(&b)), (StatusCode::BAD_REQUEST, "AF20021"));
+    let (_, _, list) = env
+        .get(&tok, &format!("{}/subscriptions/list", env.feed(T1)))
+        .await;
+    assert_eq!(
+        list,
+        json!([{"contentType": SP, "status": "enabled", "webhook": null}])
+    );
+
     // An unreachable address fails validation too.
     rx.stop();
     let (s, b) = env
@@ -1216,6 +1230,59 @@ async fn webhook_fault_injection_fails_deliveries() {
     assert!(
         rx.notifications().is_empty(),
         "injected failures never reach the receiver"
+    );
+}
+
+#[tokio::test]
+async fn hanging_deliveries_and_continuous_failure_duration_disable_the_webhook() {
+    let env = start_with(|c| {
+        c.webhook_max_failures = 1000;
+        c.webhook_disable_after = Duration::from_millis(300);
+        c.webhook_timeout = Duration::from_millis(100);
+    })
+    .await;
+    let rx = Receiver::start(&env.emu).await;
+    let tok = env.token().await;
+    let start = format!("{}/subscriptions/start?contentType={SP}", env.feed(T1));
+    assert_eq!(
+        env.post(&tok, &start, Some(json!({"webhook": {"address": rx.url}})))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    env.emu
+        .set_faults(FaultsPatch {
+            webhook_hang: Some(true),
+            ..Default::default()
+        })
+        .await;
+    env.emu.generate(greq(T1, SP, 1, 1)).await.unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || async {
+            let (_, _, l) = env
+                .get(&tok, &format!("{}/subscriptions/list", env.feed(T1)))
+                .await;
+            l[0]["webhook"]["status"] == "disabled"
+        })
+        .await
+    );
+    let attempts: Vec<_> = env
+        .emu
+        .deliveries()
+        .await
+        .into_iter()
+        .filter(|d| d.kind == "notification")
+        .collect();
+    assert!(
+        attempts.len() >= 2 && attempts.len() < 1000,
+        "disabled by duration, not count: {}",
+        attempts.len()
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|d| d.status.is_none()
+                && d.error.as_deref().is_some_and(|e| e.contains("timed out")))
     );
 }
 

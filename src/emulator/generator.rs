@@ -156,6 +156,11 @@ impl Generator {
         }
     }
 
+    /// A seed for a sub-generator (one per blob, so blobs can be built in parallel).
+    pub fn next_seed(&mut self) -> u64 {
+        self.rng.next_u64()
+    }
+
     /// One record of `ct` for `tenant`, created a little before `created` (blobs aggregate past events).
     pub fn record(
         &mut self,

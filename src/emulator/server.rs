@@ -179,6 +179,19 @@ impl Shared {
         records: Vec<Value>,
         created: Option<DateTime<Utc>>,
     ) -> Result<String, EmulatorError> {
+        let (body, record_ids) = serialise(&records)?;
+        self.publish_serialised(tenant, content_type, body, record_ids, created)
+    }
+
+    /// Publishes an already serialised blob (the bytes served as they are).
+    fn publish_serialised(
+        self: &Arc<Self>,
+        tenant: &str,
+        content_type: ContentType,
+        body: Bytes,
+        record_ids: Vec<String>,
+        created: Option<DateTime<Utc>>,
+    ) -> Result<String, EmulatorError> {
         let tenant = self
             .canonical_tenant(tenant)
             .ok_or_else(|| EmulatorError::Request(format!("unknown tenant {tenant}")))?;
@@ -195,19 +208,13 @@ impl Shared {
             content_type.id_piece(),
             seq / 1_000_000
         );
-        let record_ids = records
-            .iter()
-            .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
-            .collect();
-        let body = serde_json::to_vec(&records)
-            .map_err(|e| EmulatorError::Request(format!("records do not serialise: {e}")))?;
         let blob = Arc::new(Blob {
             tenant: tenant.clone(),
             content_type,
             content_id: content_id.clone(),
             seq,
             created,
-            body: Bytes::from(body),
+            body,
             record_ids,
         });
         {
@@ -232,7 +239,9 @@ impl Shared {
         Ok(content_id)
     }
 
-    /// Generates `records` synthetic records spread over `blobs` blobs.
+    /// Generates `records` synthetic records spread over `blobs` blobs. Blobs are built on all
+    /// cores, each from its own seed drawn in order, so the result depends only on the seed and the
+    /// sequence of requests. Blocking: call it outside the async executor for large requests.
     pub fn generate(self: &Arc<Self>, req: &GenerateRequest) -> Result<Vec<String>, EmulatorError> {
         let ct = ContentType::parse(&req.content_type).ok_or_else(|| {
             EmulatorError::Request(format!("invalid content type {}", req.content_type))
@@ -242,15 +251,54 @@ impl Shared {
             .ok_or_else(|| EmulatorError::Request(format!("unknown tenant {}", req.tenant_id)))?;
         let blobs = req.blobs.max(1);
         let created = req.created.unwrap_or_else(|| self.now());
+        let seeds: Vec<u64> = {
+            let mut g = lock(&self.generator);
+            (0..blobs).map(|_| g.next_seed()).collect()
+        };
+        let sizes: Vec<usize> = (0..blobs)
+            .map(|i| req.records / blobs + usize::from(i < req.records % blobs))
+            .collect();
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .min(blobs);
         let facts = TenantFacts::new(&tenant);
+        let mut built: Vec<Option<Result<SerialisedBlob, EmulatorError>>> =
+            (0..blobs).map(|_| None).collect();
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (seeds, sizes, facts) = (&seeds, &sizes, &facts);
+                    scope.spawn(move || {
+                        (t..seeds.len())
+                            .step_by(threads)
+                            .map(|i| {
+                                let mut g = Generator::new(seeds[i]);
+                                let records: Vec<Value> = (0..sizes[i])
+                                    .map(|_| g.record(ct, facts, created))
+                                    .collect();
+                                (i, serialise(&records))
+                            })
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            for h in handles {
+                match h.join() {
+                    Ok(done) => {
+                        for (i, r) in done {
+                            built[i] = Some(r);
+                        }
+                    }
+                    Err(_) => tracing::error!("a generator thread panicked"),
+                }
+            }
+        });
         let mut ids = Vec::with_capacity(blobs);
-        for i in 0..blobs {
-            let n = req.records / blobs + usize::from(i < req.records % blobs);
-            let records: Vec<Value> = {
-                let mut g = lock(&self.generator);
-                (0..n).map(|_| g.record(ct, &facts, created)).collect()
-            };
-            ids.push(self.publish(&tenant, ct, records, Some(created))?);
+        for slot in built {
+            let (body, record_ids) =
+                slot.ok_or_else(|| EmulatorError::Request("record generation failed".into()))??;
+            ids.push(self.publish_serialised(&tenant, ct, body, record_ids, Some(created))?);
         }
         Ok(ids)
     }
@@ -285,6 +333,20 @@ impl Shared {
     pub fn log_delivery(&self, d: Delivery) {
         lock(&self.state).deliveries.push(d);
     }
+}
+
+/// A blob's bytes and the `Id`s of its records.
+type SerialisedBlob = (Bytes, Vec<String>);
+
+/// Serialises a blob once; returns the bytes and the record `Id`s.
+fn serialise(records: &[Value]) -> Result<SerialisedBlob, EmulatorError> {
+    let record_ids = records
+        .iter()
+        .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
+        .collect();
+    let body = serde_json::to_vec(records)
+        .map_err(|e| EmulatorError::Request(format!("records do not serialise: {e}")))?;
+    Ok((Bytes::from(body), record_ids))
 }
 
 /// A running emulator.
@@ -424,7 +486,8 @@ impl Emulator {
         &self.shared.base_url
     }
 
-    /// PEM of the CA that signed the emulator's certificate.
+    /// PEM of the CA that signed the emulator's certificate. With `EmulatorConfig::tls` set, the
+    /// served certificate is yours and this CA only signs `issue_server_cert` certificates.
     pub fn ca_pem(&self) -> &str {
         &self.shared.ca.cert_pem
     }
@@ -467,7 +530,10 @@ impl Emulator {
 
     /// Same as `POST /_emulator/generate`: returns the content ids.
     pub async fn generate(&self, req: GenerateRequest) -> Result<Vec<String>, EmulatorError> {
-        self.shared.generate(&req)
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.generate(&req))
+            .await
+            .map_err(|e| EmulatorError::Request(format!("generation task failed: {e}")))?
     }
 
     /// Same as `POST /_emulator/publish`: one blob of exactly `records`; returns its content id.
