@@ -18,9 +18,7 @@ use crate::emulator::{Emulator, EmulatorConfig, TenantSpec};
 use crate::mapping::Format;
 use crate::telemetry::Counters;
 
-/// The demo tenant (not a real one).
-pub const DEMO_TENANT_ID: &str = "2f5a9c3e-0d1b-4e6f-9a8b-7c6d5e4f3a2b";
-pub const DEMO_CLIENT_ID: &str = "6a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+use crate::emulator::{DEMO_CLIENT_ID, DEMO_TENANT_ID};
 
 /// `demo` flags.
 #[derive(clap::Args, Debug, Clone)]
