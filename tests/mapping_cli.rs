@@ -43,7 +43,11 @@ fn json_lines() {
     assert!(r.events[0]["o365.meta.received"].is_string());
     // The last fixture record has a bad CreationTime; its issue names the line.
     let last = TEAM.lines().count();
-    assert!(r.err.contains(&format!("line {last}: CreationTime")), "{}", r.err);
+    assert!(
+        r.err.contains(&format!("line {last}: CreationTime")),
+        "{}",
+        r.err
+    );
 }
 
 #[test]
@@ -54,7 +58,10 @@ fn content_blob_array_with_crlf() {
     assert_eq!(r.events.len(), 3);
     assert_eq!(r.events[0]["event.outcome"], "failure");
     assert_eq!(r.events[1]["event.outcome"], "success");
-    assert_eq!(r.events[0]["o365.meta.record_type_name"], "AzureActiveDirectoryAccountLogon");
+    assert_eq!(
+        r.events[0]["o365.meta.record_type_name"],
+        "AzureActiveDirectoryAccountLogon"
+    );
 }
 
 #[test]
@@ -78,7 +85,11 @@ fn invalid_json_is_reported_and_the_rest_mapped() {
     input.push_str("\n{\"Id\":\"last\",\"CreationTime\":\"2024-01-01T00:00:00\"}\n");
     let r = run(Format::O365, input.as_bytes());
     assert_eq!(r.code, 1, "{}", r.err);
-    let ids: Vec<&str> = r.events.iter().filter_map(|e| e["o365.audit.Id"].as_str()).collect();
+    let ids: Vec<&str> = r
+        .events
+        .iter()
+        .filter_map(|e| e["o365.audit.Id"].as_str())
+        .collect();
     assert_eq!(ids, ["first", "last"]);
     assert!(r.err.contains("line 2: invalid JSON"), "{}", r.err);
     assert!(r.err.contains("line 3: invalid JSON"), "{}", r.err);
@@ -103,7 +114,12 @@ fn purview_csv_export() {
     assert_eq!(r.events.len(), 2);
     assert_eq!(r.events[0]["source.ip"], "198.51.100.20");
     assert_eq!(r.events[1]["o365.audit.Parameters.Identity"], "x, \"y\"");
-    assert!(r.err.contains("row 3 (line 4): AuditData is not valid JSON"), "{}", r.err);
+    assert!(
+        r.err
+            .contains("row 3 (line 4): AuditData is not valid JSON"),
+        "{}",
+        r.err
+    );
 }
 
 #[test]
@@ -146,5 +162,8 @@ fn binary_end_to_end() {
     assert_eq!(text.lines().count(), TEAM.lines().count());
     let first: Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!(first["event.code"], "AzureActiveDirectoryStsLogon");
-    assert_eq!(first["user_agent.original"], "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/120.0");
+    assert_eq!(
+        first["user_agent.original"],
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/120.0"
+    );
 }

@@ -72,7 +72,9 @@ fn same(a: &Value, b: &Value) -> bool {
     let (a, b) = (norm(a), norm(b));
     a == b
         || match (&a, &b) {
-            (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => n.to_string() == *s,
+            (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+                n.to_string() == *s
+            }
             _ => false,
         }
 }
@@ -93,7 +95,11 @@ fn beats_files() -> Vec<(String, Vec<Value>, Vec<Value>)> {
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     logs.sort();
-    assert!(logs.len() >= 13, "expected the 13 Beats test files in {}", dir.display());
+    assert!(
+        logs.len() >= 13,
+        "expected the 13 Beats test files in {}",
+        dir.display()
+    );
     logs.into_iter()
         .map(|log| {
             let name = log.file_name().unwrap().to_string_lossy().into_owned();
@@ -103,10 +109,15 @@ fn beats_files() -> Vec<(String, Vec<Value>, Vec<Value>)> {
                 .filter(|l| !l.trim().is_empty())
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
-            let expected: Vec<Value> =
-                serde_json::from_str(&std::fs::read_to_string(dir.join(format!("{name}-expected.json"))).unwrap())
-                    .unwrap();
-            assert_eq!(raws.len(), expected.len(), "{name}: one expected document per line");
+            let expected: Vec<Value> = serde_json::from_str(
+                &std::fs::read_to_string(dir.join(format!("{name}-expected.json"))).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                raws.len(),
+                expected.len(),
+                "{name}: one expected document per line"
+            );
             (name, raws, expected)
         })
         .collect()
@@ -145,7 +156,12 @@ fn finish(title: &str, tallies: Vec<(String, Tally)>) {
     for b in bad.iter().take(40) {
         println!("  UNEXPLAINED {b}");
     }
-    assert!(bad.is_empty(), "{title}: {} unexplained mismatches (first: {})", bad.len(), bad[0]);
+    assert!(
+        bad.is_empty(),
+        "{title}: {} unexplained mismatches (first: {})",
+        bad.len(),
+        bad[0]
+    );
 }
 
 const AUDIT: &str = "o365.audit.";
@@ -192,16 +208,28 @@ fn o365_audit_fields_match_elastic() {
                     "empty array kept (Elastic drops empty arrays)"
                 } else if (k.ends_with(".ClientIP") || k.ends_with(".ActorIpAddress")) && ov == "" {
                     "empty-string ClientIP/ActorIpAddress kept (Elastic drops them)"
-                } else if exp.contains_key(&format!("{k}._raw")) || exp.contains_key(&format!("{k}.Reason")) {
+                } else if exp.contains_key(&format!("{k}._raw"))
+                    || exp.contains_key(&format!("{k}.Reason"))
+                {
                     continue; // counted above
                 } else {
-                    t.unexplained.push(format!("{}: extra in ours ({ov})", at(k)));
+                    t.unexplained
+                        .push(format!("{}: extra in ours ({ov})", at(k)));
                     continue;
                 };
                 *t.explained.entry(reason.into()).or_default() += 1;
             }
-            assert!(ours.event.contains_key("@timestamp"), "{}", at("@timestamp"));
-            assert_eq!(ours.event["@timestamp"], exp["@timestamp"], "{}", at("@timestamp"));
+            assert!(
+                ours.event.contains_key("@timestamp"),
+                "{}",
+                at("@timestamp")
+            );
+            assert_eq!(
+                ours.event["@timestamp"],
+                exp["@timestamp"],
+                "{}",
+                at("@timestamp")
+            );
         }
         tallies.push((name, t));
     }
@@ -264,23 +292,38 @@ const ECS_FIELDS: &[&str] = &[
 ];
 
 /// Why our ECS value may differ from Elastic's for this record, or `None`.
-fn ecs_explanation(field: &str, raw: &Map<String, Value>, ours: Option<&Value>, elastic: Option<&Value>) -> Option<&'static str> {
+fn ecs_explanation(
+    field: &str,
+    raw: &Map<String, Value>,
+    ours: Option<&Value>,
+    elastic: Option<&Value>,
+) -> Option<&'static str> {
     let client_ip = raw.get("ClientIP").and_then(Value::as_str).unwrap_or("");
     let ip_fields = ["client.ip", "source.ip", "related.ip", "network.type"];
-    if elastic.is_none() && client_ip.starts_with('[') && client_ip.ends_with(']') && ip_fields.contains(&field) {
+    if elastic.is_none()
+        && client_ip.starts_with('[')
+        && client_ip.ends_with(']')
+        && ip_fields.contains(&field)
+    {
         return Some("`[addr]` without a port is parsed (Elastic leaves it without an IP)");
     }
     if elastic.is_none()
         && ["client.port", "source.port"].contains(&field)
-        && client_ip.split_once(':').is_some_and(|(h, _)| h == "localhost")
+        && client_ip
+            .split_once(':')
+            .is_some_and(|(h, _)| h == "localhost")
     {
         return Some("`localhost:port` gives a port (Elastic's pattern skips dotless host names)");
     }
     if field == "url.extension"
         && ours.is_none()
-        && elastic.and_then(Value::as_str).is_some_and(|e| e.contains('/'))
+        && elastic
+            .and_then(Value::as_str)
+            .is_some_and(|e| e.contains('/'))
     {
-        return Some("url.extension only from the last path segment (Elastic: from the last dot of the path)");
+        return Some(
+            "url.extension only from the last path segment (Elastic: from the last dot of the path)",
+        );
     }
     None
 }
@@ -340,7 +383,9 @@ fn all_corpus_records() -> Vec<(String, Value)> {
         let p = entry.unwrap().path();
         let text = std::fs::read_to_string(&p).unwrap();
         match serde_json::from_str::<Value>(&text) {
-            Ok(Value::Array(a)) => extra.extend(a.into_iter().map(|v| (p.display().to_string(), v))),
+            Ok(Value::Array(a)) => {
+                extra.extend(a.into_iter().map(|v| (p.display().to_string(), v)))
+            }
             Ok(v) => extra.push((p.display().to_string(), v)),
             // The invalid AipFileDeleted sample: mapped as a string so it still goes through.
             Err(_) => extra.push((p.display().to_string(), Value::String(text))),
@@ -365,7 +410,10 @@ fn all_corpus_records() -> Vec<(String, Value)> {
     if let Ok(t) = std::fs::read_to_string(integ.join("sample_event.json")) {
         let v: Value = serde_json::from_str(&t).unwrap();
         if let Some(orig) = v.pointer("/event/original").and_then(Value::as_str) {
-            extra.push(("sample_event.json".into(), serde_json::from_str(orig).unwrap()));
+            extra.push((
+                "sample_event.json".into(),
+                serde_json::from_str(orig).unwrap(),
+            ));
         }
     }
     if let Ok(t) = std::fs::read_to_string(root.join("wazuh/office365.ini")) {
@@ -384,7 +432,11 @@ fn all_corpus_records() -> Vec<(String, Value)> {
 #[test]
 fn every_corpus_record_maps_to_valid_json() {
     let records = all_corpus_records();
-    assert!(records.len() > 500, "only {} corpus records found", records.len());
+    assert!(
+        records.len() > 500,
+        "only {} corpus records found",
+        records.len()
+    );
     let mut issues = 0;
     for (src, rec) in &records {
         for format in [Format::O365, Format::Ecs, Format::Raw] {
@@ -395,7 +447,10 @@ fn every_corpus_record_maps_to_valid_json() {
             assert!(back.is_object(), "{src}");
             if format != Format::Raw {
                 for k in m.event.keys() {
-                    assert!(k.starts_with("o365.") || !k.contains("audit"), "{src}: key {k}");
+                    assert!(
+                        k.starts_with("o365.") || !k.contains("audit"),
+                        "{src}: key {k}"
+                    );
                 }
             }
             // Every top-level field of an object record is present in o365 output.
@@ -415,7 +470,10 @@ fn every_corpus_record_maps_to_valid_json() {
             }
         }
     }
-    println!("{} corpus records mapped in 3 formats, {issues} issues reported", records.len());
+    println!(
+        "{} corpus records mapped in 3 formats, {issues} issues reported",
+        records.len()
+    );
 }
 
 /// Attributes the product documentation lists under "Office 365 Attributes explained".
@@ -450,7 +508,10 @@ const DOCUMENTED: &[&str] = &[
 #[test]
 fn documented_attributes_are_mapped() {
     let fixture = include_str!("fixtures/mapping/team-records.jsonl");
-    let mut records: Vec<Value> = fixture.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut records: Vec<Value> = fixture
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     records.extend(all_corpus_records().into_iter().map(|(_, v)| v));
     let mut seen: BTreeMap<&str, usize> = DOCUMENTED.iter().map(|a| (*a, 0)).collect();
     for rec in &records {
@@ -461,14 +522,26 @@ fn documented_attributes_are_mapped() {
             *seen.get_mut(attr).unwrap() += 1;
             let key = format!("o365.audit.{attr}");
             match v {
-                Value::Array(a) if !a.is_empty() && a.iter().all(|e| e.get("Name").is_some() && e.get("Value").is_some() && e.as_object().unwrap().len() == 2) => {
+                Value::Array(a)
+                    if !a.is_empty()
+                        && a.iter().all(|e| {
+                            e.get("Name").is_some()
+                                && e.get("Value").is_some()
+                                && e.as_object().unwrap().len() == 2
+                        }) =>
+                {
                     for e in a {
                         let k = format!("{key}.{}", e["Name"].as_str().unwrap());
                         assert_eq!(m.event.get(&k), Some(&e["Value"]), "{k}");
                     }
                 }
                 Value::Object(_) | Value::Array(_) => {
-                    assert!(m.event.keys().any(|k| k == &key || k.starts_with(&format!("{key}."))), "{key}");
+                    assert!(
+                        m.event
+                            .keys()
+                            .any(|k| k == &key || k.starts_with(&format!("{key}."))),
+                        "{key}"
+                    );
                 }
                 scalar => assert_eq!(m.event.get(&key), Some(scalar), "{key}"),
             }
@@ -476,11 +549,17 @@ fn documented_attributes_are_mapped() {
     }
     println!("documented attributes seen: {seen:?}");
     for (attr, n) in seen {
-        assert!(n > 0, "no record carries {attr}; the check proves nothing for it");
+        assert!(
+            n > 0,
+            "no record carries {attr}; the check proves nothing for it"
+        );
     }
     // DeviceProperties specifically, from the fixture.
     let m = map(&records[0], Format::O365);
     assert_eq!(m.event["o365.audit.DeviceProperties.OS"], "Windows 10");
     assert_eq!(m.event["o365.audit.DeviceProperties.BrowserType"], "Edge");
-    assert_eq!(m.event["o365.audit.DeviceProperties.IsCompliantAndManaged"], "False");
+    assert_eq!(
+        m.event["o365.audit.DeviceProperties.IsCompliantAndManaged"],
+        "False"
+    );
 }

@@ -42,8 +42,10 @@ fn check(raw: &Value) -> Result<(), TestCaseError> {
             received: "2024-01-01T00:00:01.000Z",
         };
         let m = map_record(raw, &ctx);
-        let text = serde_json::to_string(&m.event).map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let back: Value = serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let text =
+            serde_json::to_string(&m.event).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let back: Value =
+            serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(back.is_object());
         match (format, raw) {
             (Format::Raw, Value::Object(rec)) => {
@@ -62,7 +64,11 @@ fn check(raw: &Value) -> Result<(), TestCaseError> {
                         k
                     );
                     if format == Format::O365 {
-                        prop_assert!(k == "@timestamp" || k.starts_with("o365."), "non-o365 key {:?}", k);
+                        prop_assert!(
+                            k == "@timestamp" || k.starts_with("o365."),
+                            "non-o365 key {:?}",
+                            k
+                        );
                     }
                 }
             }
@@ -90,7 +96,8 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         arb_string().prop_map(Value::String),
     ];
     leaf.prop_recursive(3, 24, 5, |inner| {
@@ -99,29 +106,31 @@ fn arb_json() -> impl Strategy<Value = Value> {
             prop::collection::vec((arb_string(), inner.clone()), 0..5)
                 .prop_map(|kv| Value::Object(kv.into_iter().collect())),
             // {Name, Value} and {Name, NewValue, OldValue} arrays, possibly mixed or broken.
-            prop::collection::vec((arb_string(), inner.clone(), any::<u8>()), 0..5).prop_map(|els| {
-                Value::Array(
-                    els.into_iter()
-                        .map(|(name, v, shape)| {
-                            let mut o = Map::new();
-                            o.insert("Name".into(), Value::String(name));
-                            match shape % 4 {
-                                0 | 1 => {
-                                    o.insert("Value".into(), v);
+            prop::collection::vec((arb_string(), inner.clone(), any::<u8>()), 0..5).prop_map(
+                |els| {
+                    Value::Array(
+                        els.into_iter()
+                            .map(|(name, v, shape)| {
+                                let mut o = Map::new();
+                                o.insert("Name".into(), Value::String(name));
+                                match shape % 4 {
+                                    0 | 1 => {
+                                        o.insert("Value".into(), v);
+                                    }
+                                    2 => {
+                                        o.insert("NewValue".into(), v.clone());
+                                        o.insert("OldValue".into(), v);
+                                    }
+                                    _ => {
+                                        o.insert("Other".into(), v);
+                                    }
                                 }
-                                2 => {
-                                    o.insert("NewValue".into(), v.clone());
-                                    o.insert("OldValue".into(), v);
-                                }
-                                _ => {
-                                    o.insert("Other".into(), v);
-                                }
-                            }
-                            Value::Object(o)
-                        })
-                        .collect(),
-                )
-            }),
+                                Value::Object(o)
+                            })
+                            .collect(),
+                    )
+                }
+            ),
         ]
     })
 }
@@ -182,10 +191,18 @@ fn real_records() -> Vec<Value> {
         }
     };
     add(include_str!("fixtures/mapping/team-records.jsonl"));
-    add(include_str!("fixtures/mapping/plaso-microsoft_audit_log.jsonl"));
-    add(include_str!("fixtures/mapping/microsoft-docs-content-blob.json"));
-    add(include_str!("fixtures/mapping/microsoft-docs-copilot-1.json"));
-    add(include_str!("fixtures/mapping/microsoft-docs-AipDiscover-2.json"));
+    add(include_str!(
+        "fixtures/mapping/plaso-microsoft_audit_log.jsonl"
+    ));
+    add(include_str!(
+        "fixtures/mapping/microsoft-docs-content-blob.json"
+    ));
+    add(include_str!(
+        "fixtures/mapping/microsoft-docs-copilot-1.json"
+    ));
+    add(include_str!(
+        "fixtures/mapping/microsoft-docs-AipDiscover-2.json"
+    ));
     if let Some(dir) = corpus_dir()
         && let Ok(entries) = std::fs::read_dir(dir.join("elastic-beats/o365-audit-test"))
     {
@@ -230,7 +247,10 @@ fn apply(rec: &mut Value, m: &Mutation) {
             }
         }
         Mutation::SetInteresting(i, v) => {
-            o.insert(INTERESTING_FIELDS[i % INTERESTING_FIELDS.len()].to_owned(), v.clone());
+            o.insert(
+                INTERESTING_FIELDS[i % INTERESTING_FIELDS.len()].to_owned(),
+                v.clone(),
+            );
         }
         Mutation::Nest(i) => {
             if let Some(k) = pick(*i)
@@ -247,7 +267,8 @@ fn arb_mutation() -> impl Strategy<Value = Mutation> {
         (any::<usize>(), arb_json()).prop_map(|(i, v)| Mutation::Set(i, v)),
         any::<usize>().prop_map(Mutation::Remove),
         (any::<usize>(), arb_json()).prop_map(|(i, v)| Mutation::SetInteresting(i, v)),
-        (any::<usize>(), arb_string()).prop_map(|(i, s)| Mutation::SetInteresting(i, Value::String(s))),
+        (any::<usize>(), arb_string())
+            .prop_map(|(i, s)| Mutation::SetInteresting(i, Value::String(s))),
         any::<usize>().prop_map(Mutation::Nest),
     ]
 }

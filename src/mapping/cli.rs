@@ -56,7 +56,11 @@ pub fn run(args: MapArgs) -> io::Result<i32> {
         Some(path) => match std::fs::File::open(path) {
             Ok(f) => Box::new(f),
             Err(e) => {
-                writeln!(err, "o365-collector map: cannot open {}: {e}", path.display())?;
+                writeln!(
+                    err,
+                    "o365-collector map: cannot open {}: {e}",
+                    path.display()
+                )?;
                 return Ok(2);
             }
         },
@@ -76,7 +80,12 @@ pub fn run(args: MapArgs) -> io::Result<i32> {
 
 /// Testable core of [`run`]: reads `input`, writes NDJSON to `out` and diagnostics to `err`.
 /// Returns the exit code; `Err` only for I/O errors on `out`/`err` (exit code 2 for callers).
-pub fn run_with(args: &MapArgs, mut input: impl Read, mut out: impl Write, mut err: impl Write) -> io::Result<i32> {
+pub fn run_with(
+    args: &MapArgs,
+    mut input: impl Read,
+    mut out: impl Write,
+    mut err: impl Write,
+) -> io::Result<i32> {
     let mut buf = Vec::new();
     if let Err(e) = input.read_to_end(&mut buf) {
         writeln!(err, "o365-collector map: cannot read input: {e}")?;
@@ -139,7 +148,11 @@ impl<O: Write, E: Write> Sink<'_, O, E> {
         Ok(())
     }
 
-    fn unreadable(&mut self, loc: &dyn std::fmt::Display, what: &dyn std::fmt::Display) -> io::Result<()> {
+    fn unreadable(
+        &mut self,
+        loc: &dyn std::fmt::Display,
+        what: &dyn std::fmt::Display,
+    ) -> io::Result<()> {
         self.unreadable += 1;
         writeln!(self.err, "{loc}: {what}")
     }
@@ -171,7 +184,10 @@ impl Lines<'_> {
     fn line_at(&mut self, offset: usize) -> usize {
         let offset = offset.min(self.data.len());
         if offset > self.at {
-            self.line += self.data[self.at..offset].iter().filter(|&&b| b == b'\n').count();
+            self.line += self.data[self.at..offset]
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
             self.at = offset;
         }
         self.line
@@ -179,7 +195,11 @@ impl Lines<'_> {
 }
 
 fn json_stream<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io::Result<()> {
-    let mut lines = Lines { data, at: 0, line: 1 };
+    let mut lines = Lines {
+        data,
+        at: 0,
+        line: 1,
+    };
     let mut pos = 0;
     'restart: while pos < data.len() {
         let mut values = serde_json::Deserializer::from_slice(&data[pos..]).into_iter::<Value>();
@@ -195,7 +215,13 @@ fn json_stream<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io
                 Some(Ok(Value::Array(items))) => {
                     let line = lines.line_at(start);
                     for (i, v) in items.iter().enumerate() {
-                        sink.record(v, &Loc { line, index: Some(i) })?;
+                        sink.record(
+                            v,
+                            &Loc {
+                                line,
+                                index: Some(i),
+                            },
+                        )?;
                     }
                 }
                 Some(Ok(v)) => {
@@ -204,7 +230,10 @@ fn json_stream<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io
                 }
                 Some(Err(e)) => {
                     let line = lines.line_at(start);
-                    sink.unreadable(&Loc { line, index: None }, &format_args!("invalid JSON: {e}"))?;
+                    sink.unreadable(
+                        &Loc { line, index: None },
+                        &format_args!("invalid JSON: {e}"),
+                    )?;
                     // Resume at the next line that starts a new value in column 0: the next JSON
                     // line, or the next pretty-printed object.
                     pos = next_value_line(data, start + 1);
@@ -235,9 +264,11 @@ fn next_value_line(data: &[u8], from: usize) -> usize {
 fn csv_export<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io::Result<()> {
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
     let column = match reader.byte_headers() {
-        Ok(h) => h
-            .iter()
-            .position(|c| String::from_utf8_lossy(c).trim().eq_ignore_ascii_case("AuditData")),
+        Ok(h) => h.iter().position(|c| {
+            String::from_utf8_lossy(c)
+                .trim()
+                .eq_ignore_ascii_case("AuditData")
+        }),
         Err(e) => return sink.unreadable(&"line 1", &format_args!("invalid CSV header: {e}")),
     };
     let Some(column) = column else {
@@ -248,7 +279,11 @@ fn csv_export<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io:
     };
     // Line numbers from byte offsets. The reader's positions point one byte before a record
     // (at the previous line's `\n`), so the first byte of the record is at `byte + 1`.
-    let mut lines = Lines { data, at: 0, line: 1 };
+    let mut lines = Lines {
+        data,
+        at: 0,
+        line: 1,
+    };
     let mut line_of = |p: Option<&csv::Position>| {
         let byte = p.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
         lines.line_at(byte.saturating_add(1))
@@ -262,14 +297,18 @@ fn csv_export<O: Write, E: Write>(data: &[u8], sink: &mut Sink<'_, O, E>) -> io:
                 match rec.get(column) {
                     Some(field) => match serde_json::from_slice::<Value>(field) {
                         Ok(v) => sink.record(&v, &loc)?,
-                        Err(e) => sink.unreadable(&loc, &format_args!("AuditData is not valid JSON: {e}"))?,
+                        Err(e) => sink
+                            .unreadable(&loc, &format_args!("AuditData is not valid JSON: {e}"))?,
                     },
                     None => sink.unreadable(&loc, &"row has no AuditData column")?,
                 }
             }
             Err(e) => {
                 let line = line_of(e.position());
-                sink.unreadable(&format_args!("row {row} (line {line})"), &format_args!("invalid CSV: {e}"))?;
+                sink.unreadable(
+                    &format_args!("row {row} (line {line})"),
+                    &format_args!("invalid CSV: {e}"),
+                )?;
             }
         }
     }

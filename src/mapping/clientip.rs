@@ -169,7 +169,10 @@ mod tests {
     #[test]
     fn host_names() {
         assert_eq!(ok("localhost"), (None, Some("localhost"), None));
-        assert_eq!(ok("localhost:12345"), (None, Some("localhost"), Some(12345)));
+        assert_eq!(
+            ok("localhost:12345"),
+            (None, Some("localhost"), Some(12345))
+        );
         assert_eq!(
             ok("[cool.client.local]:12345"),
             (None, Some("cool.client.local"), Some(12345))
@@ -195,6 +198,9 @@ mod tests {
             assert!(parse(bad).is_err(), "{bad} should not parse");
         }
         assert_eq!(parse("  "), Err(ClientIpError::Empty));
-        assert!(matches!(parse("1.2.3.4:70000"), Err(ClientIpError::Port(_))));
+        assert!(matches!(
+            parse("1.2.3.4:70000"),
+            Err(ClientIpError::Port(_))
+        ));
     }
 }

@@ -59,9 +59,14 @@ pub fn add_ecs(record: &Map<String, Value>, ev: &mut Map<String, Value>, issues:
     if let Some(w) = text(record, "Workload") {
         put(ev, "event.provider", w);
     }
-    match (record_type.and_then(|n| enums::RECORD_TYPE.name(n)), record.get("RecordType")) {
+    match (
+        record_type.and_then(|n| enums::RECORD_TYPE.name(n)),
+        record.get("RecordType"),
+    ) {
         (Some(name), _) => put(ev, "event.code", name),
-        (None, Some(v)) if !v.is_object() && !v.is_array() && !v.is_null() => put(ev, "event.code", v.clone()),
+        (None, Some(v)) if !v.is_object() && !v.is_array() && !v.is_null() => {
+            put(ev, "event.code", v.clone())
+        }
         _ => {}
     }
 
@@ -99,14 +104,20 @@ pub fn add_ecs(record: &Map<String, Value>, ev: &mut Map<String, Value>, issues:
         }
     };
     put(ev, "event.category", strings(vec![category.to_owned()]));
-    put(ev, "event.type", strings(types.into_iter().map(str::to_owned).collect()));
+    put(
+        ev,
+        "event.type",
+        strings(types.into_iter().map(str::to_owned).collect()),
+    );
 
     let mut related_user: Vec<String> = Vec::new();
 
     // The acting user. DLP records name the agent in UserId; the person is in the metadata.
     let sp_meta = record.get("SharePointMetaData").and_then(Value::as_object);
     let user_id = if is_dlp {
-        sp_meta.and_then(|m| text(m, "From")).or(text(record, "UserId"))
+        sp_meta
+            .and_then(|m| text(m, "From"))
+            .or(text(record, "UserId"))
     } else {
         text(record, "UserId")
     };
@@ -180,7 +191,12 @@ pub fn outcome_of(status: Option<&Value>) -> &'static str {
         Some(Value::String(s)) => {
             let s = s.trim();
             let is = |w: &str| s.eq_ignore_ascii_case(w);
-            if s.is_empty() || is("true") || is("success") || is("succeeded") || is("partiallysucceeded") {
+            if s.is_empty()
+                || is("true")
+                || is("success")
+                || is("succeeded")
+                || is("partiallysucceeded")
+            {
                 "success"
             } else if is("false") || is("failed") || is("failure") || is("fail") {
                 "failure"
@@ -193,7 +209,12 @@ pub fn outcome_of(status: Option<&Value>) -> &'static str {
 }
 
 /// Sets `<prefix>.id`, and for `name@domain` also `.email`, `.name`, `.domain`. Returns the domain.
-fn set_user(ev: &mut Map<String, Value>, prefix: &str, id: &str, related: &mut Vec<String>) -> Option<String> {
+fn set_user(
+    ev: &mut Map<String, Value>,
+    prefix: &str,
+    id: &str,
+    related: &mut Vec<String>,
+) -> Option<String> {
     put(ev, &format!("{prefix}.id"), id);
     let (name, domain) = id.rsplit_once('@')?;
     if name.is_empty() || domain.is_empty() {
@@ -231,7 +252,11 @@ fn add_client(
 ) {
     let Some((field, raw)) = ["ClientIP", "ClientIPAddress", "ActorIpAddress"]
         .into_iter()
-        .find_map(|f| text(record, f).filter(|s| !s.trim().is_empty()).map(|s| (f, s)))
+        .find_map(|f| {
+            text(record, f)
+                .filter(|s| !s.trim().is_empty())
+                .map(|s| (f, s))
+        })
     else {
         return;
     };
@@ -269,15 +294,39 @@ pub mod sharepoint {
     /// `event.type` for a file operation.
     pub fn file_event_type(operation: Option<&str>) -> &'static str {
         match operation.unwrap_or("") {
-            "FileAccessed" | "FileAccessedExtended" | "FileDownloaded" | "FilePreviewed" | "FileSyncDownloadedFull"
+            "FileAccessed"
+            | "FileAccessedExtended"
+            | "FileDownloaded"
+            | "FilePreviewed"
+            | "FileSyncDownloadedFull"
             | "FileSyncDownloadedPartial" => "access",
-            "FileDeleted" | "FileDeletedFirstStageRecycleBin" | "FileDeletedSecondStageRecycleBin" | "FileRecycled"
-            | "FolderDeleted" | "FolderDeletedFirstStageRecycleBin" | "FolderDeletedSecondStageRecycleBin"
+            "FileDeleted"
+            | "FileDeletedFirstStageRecycleBin"
+            | "FileDeletedSecondStageRecycleBin"
+            | "FileRecycled"
+            | "FolderDeleted"
+            | "FolderDeletedFirstStageRecycleBin"
+            | "FolderDeletedSecondStageRecycleBin"
             | "FolderRecycled" => "deletion",
-            "FileUploaded" | "FileCopied" | "FolderCreated" | "FolderCopied" | "FileSyncUploadedFull" => "creation",
-            "FileModified" | "FileModifiedExtended" | "FileMoved" | "FileRenamed" | "FileRestored" | "FileCheckedIn"
-            | "FileCheckedOut" | "FileCheckOutDiscarded" | "FileVersionsAllDeleted" | "FolderModified"
-            | "FolderMoved" | "FolderRenamed" | "FolderRestored" | "FileSyncUploadedPartial" => "change",
+            "FileUploaded"
+            | "FileCopied"
+            | "FolderCreated"
+            | "FolderCopied"
+            | "FileSyncUploadedFull" => "creation",
+            "FileModified"
+            | "FileModifiedExtended"
+            | "FileMoved"
+            | "FileRenamed"
+            | "FileRestored"
+            | "FileCheckedIn"
+            | "FileCheckedOut"
+            | "FileCheckOutDiscarded"
+            | "FileVersionsAllDeleted"
+            | "FolderModified"
+            | "FolderMoved"
+            | "FolderRenamed"
+            | "FolderRestored"
+            | "FileSyncUploadedPartial" => "change",
             _ => "info",
         }
     }
@@ -408,7 +457,11 @@ pub mod dlp {
         }
     }
 
-    pub(super) fn add(record: &Map<String, Value>, ev: &mut Map<String, Value>, related_user: &mut Vec<String>) {
+    pub(super) fn add(
+        record: &Map<String, Value>,
+        ev: &mut Map<String, Value>,
+        related_user: &mut Vec<String>,
+    ) {
         let mut ids = Vec::new();
         let mut names = Vec::new();
         let mut sev = None;
@@ -500,7 +553,9 @@ pub mod iam {
             "Update group." => op("modified-group-account", &["group", "change"], false),
             "Delete group." => op("deleted-group-account-from", &["group", "deletion"], false),
             "Add member to group." => op("added-users-to-group", &["group", "change"], false),
-            "Remove member from group." => op("removed-users-from-group", &["group", "change"], false),
+            "Remove member from group." => {
+                op("removed-users-from-group", &["group", "change"], false)
+            }
             "TeamCreated" => op("added-group-account-to", &["group", "creation"], false),
             "TeamDeleted" => op("deleted-group-account-from", &["group", "deletion"], false),
             "MemberAdded" => op("added-users-to-group", &["group", "change"], false),
@@ -509,15 +564,22 @@ pub mod iam {
         })
     }
 
-    pub(super) fn add(record: &Map<String, Value>, i: Iam, ev: &mut Map<String, Value>, related: &mut Vec<String>) {
+    pub(super) fn add(
+        record: &Map<String, Value>,
+        i: Iam,
+        ev: &mut Map<String, Value>,
+        related: &mut Vec<String>,
+    ) {
         if i.target_user {
-            let target = text(record, "ObjectId").filter(|o| o.contains('@')).or_else(|| {
-                record.get("Target")?.as_array()?.iter().find_map(|t| {
-                    (t.get("Type")?.as_i64()? == 5)
-                        .then(|| t.get("ID")?.as_str())
-                        .flatten()
-                })
-            });
+            let target = text(record, "ObjectId")
+                .filter(|o| o.contains('@'))
+                .or_else(|| {
+                    record.get("Target")?.as_array()?.iter().find_map(|t| {
+                        (t.get("Type")?.as_i64()? == 5)
+                            .then(|| t.get("ID")?.as_str())
+                            .flatten()
+                    })
+                });
             if let Some(t) = target {
                 set_user(ev, "user.target", t, related);
             }

@@ -143,7 +143,10 @@ mod tests {
     fn string_and_number_forms() {
         assert_eq!(RECORD_TYPE.name_of(&json!(25)), Some("MicrosoftTeams"));
         assert_eq!(RECORD_TYPE.name_of(&json!("25")), Some("MicrosoftTeams"));
-        assert_eq!(RECORD_TYPE.name_of(&json!(" 8 ")), Some("AzureActiveDirectory"));
+        assert_eq!(
+            RECORD_TYPE.name_of(&json!(" 8 ")),
+            Some("AzureActiveDirectory")
+        );
         assert_eq!(RECORD_TYPE.name_of(&json!(8.5)), None);
         assert_eq!(RECORD_TYPE.name_of(&json!("eight")), None);
         assert_eq!(RECORD_TYPE.name_of(&json!(null)), None);

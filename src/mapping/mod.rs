@@ -40,8 +40,8 @@
 //! A record that is not a JSON object maps to `o365.audit._raw` (the value as is) plus meta, with an
 //! issue.
 
-pub mod clientip;
 pub mod cli;
+pub mod clientip;
 pub mod ecs;
 pub mod enums;
 pub mod o365;
@@ -174,7 +174,10 @@ fn add_timestamp(
     let fallback = if ctx.received.is_empty() {
         "; no @timestamp"
     } else {
-        event.insert("@timestamp".to_owned(), Value::String(ctx.received.to_owned()));
+        event.insert(
+            "@timestamp".to_owned(),
+            Value::String(ctx.received.to_owned()),
+        );
         "; @timestamp is the receive time"
     };
     issues.push(Issue {
@@ -197,11 +200,18 @@ fn add_meta(
     put("o365.meta.tenant_id", ctx.tenant_id);
     put("o365.meta.content_type", ctx.content_type);
     put("o365.meta.content_id", ctx.content_id);
-    put("o365.meta.content_created", ctx.content_created.unwrap_or(""));
+    put(
+        "o365.meta.content_created",
+        ctx.content_created.unwrap_or(""),
+    );
     put("o365.meta.received", ctx.received);
     let Some(record) = record else { return };
     for (field, table, key) in [
-        ("RecordType", &enums::RECORD_TYPE, "o365.meta.record_type_name"),
+        (
+            "RecordType",
+            &enums::RECORD_TYPE,
+            "o365.meta.record_type_name",
+        ),
         ("UserType", &enums::USER_TYPE, "o365.meta.user_type_name"),
     ] {
         let Some(value) = record.get(field) else {
@@ -240,8 +250,8 @@ fn short(v: &Value) -> String {
 pub fn creation_time_to_rfc3339(s: &str) -> Option<String> {
     use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
     let s = s.trim();
-    let has_zone = s.ends_with(['Z', 'z'])
-        || s.get(19..).is_some_and(|tail| tail.contains(['+', '-']));
+    let has_zone =
+        s.ends_with(['Z', 'z']) || s.get(19..).is_some_and(|tail| tail.contains(['+', '-']));
     let utc: DateTime<Utc> = if has_zone {
         DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc)
     } else {
@@ -272,12 +282,34 @@ mod tests {
     #[test]
     fn timestamp_conversion() {
         let c = creation_time_to_rfc3339;
-        assert_eq!(c("2020-02-10T15:13:13").as_deref(), Some("2020-02-10T15:13:13.000Z"));
-        assert_eq!(c("2021-02-03T17:11:39.1234567").as_deref(), Some("2021-02-03T17:11:39.123Z"));
-        assert_eq!(c("2021-02-03T17:11:39Z").as_deref(), Some("2021-02-03T17:11:39.000Z"));
-        assert_eq!(c("2021-02-03T17:11:39.5+01:00").as_deref(), Some("2021-02-03T16:11:39.500Z"));
-        assert_eq!(c("2021-02-03 17:11:39").as_deref(), Some("2021-02-03T17:11:39.000Z"));
-        for bad in ["", "yesterday", "2021-02-30T00:00:00", "2021-02-03", "2021-02-03T25:00:00", "2021-02-03T17:11:39+99:00"] {
+        assert_eq!(
+            c("2020-02-10T15:13:13").as_deref(),
+            Some("2020-02-10T15:13:13.000Z")
+        );
+        assert_eq!(
+            c("2021-02-03T17:11:39.1234567").as_deref(),
+            Some("2021-02-03T17:11:39.123Z")
+        );
+        assert_eq!(
+            c("2021-02-03T17:11:39Z").as_deref(),
+            Some("2021-02-03T17:11:39.000Z")
+        );
+        assert_eq!(
+            c("2021-02-03T17:11:39.5+01:00").as_deref(),
+            Some("2021-02-03T16:11:39.500Z")
+        );
+        assert_eq!(
+            c("2021-02-03 17:11:39").as_deref(),
+            Some("2021-02-03T17:11:39.000Z")
+        );
+        for bad in [
+            "",
+            "yesterday",
+            "2021-02-30T00:00:00",
+            "2021-02-03",
+            "2021-02-03T25:00:00",
+            "2021-02-03T17:11:39+99:00",
+        ] {
             assert_eq!(c(bad), None, "{bad}");
         }
     }
@@ -303,7 +335,10 @@ mod tests {
 
     #[test]
     fn bad_creation_time_falls_back_to_received() {
-        let m = map_record(&json!({"CreationTime": 5, "RecordType": "x"}), &ctx(Format::O365));
+        let m = map_record(
+            &json!({"CreationTime": 5, "RecordType": "x"}),
+            &ctx(Format::O365),
+        );
         assert_eq!(m.event["@timestamp"], "2020-02-10T15:21:00.000Z");
         assert_eq!(m.issues.len(), 2);
         assert_eq!(m.issues[0].field, "CreationTime");
@@ -315,7 +350,8 @@ mod tests {
 
     #[test]
     fn raw_format_keeps_record() {
-        let rec = json!({"CreationTime": "2020-02-10T15:13:13", "Item": {"Id": 1}, "RecordType": 1});
+        let rec =
+            json!({"CreationTime": "2020-02-10T15:13:13", "Item": {"Id": 1}, "RecordType": 1});
         let m = map_record(&rec, &ctx(Format::Raw));
         assert_eq!(m.event["Item"], json!({"Id": 1}));
         assert_eq!(m.event["CreationTime"], "2020-02-10T15:13:13");

@@ -21,7 +21,11 @@ use super::Issue;
 pub const AUDIT_PREFIX: &str = "o365.audit.";
 
 /// Flattens all fields of `record` into `event` under `o365.audit.`.
-pub fn flatten_record(record: &Map<String, Value>, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
+pub fn flatten_record(
+    record: &Map<String, Value>,
+    event: &mut Map<String, Value>,
+    issues: &mut Vec<Issue>,
+) {
     let mut path = String::with_capacity(128);
     path.push_str(AUDIT_PREFIX);
     for (k, v) in record {
@@ -33,7 +37,12 @@ pub fn flatten_record(record: &Map<String, Value>, event: &mut Map<String, Value
 }
 
 /// Flattens one value found at `path` (which the function leaves as it found it).
-fn flatten_value(v: &Value, path: &mut String, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
+fn flatten_value(
+    v: &Value,
+    path: &mut String,
+    event: &mut Map<String, Value>,
+    issues: &mut Vec<Issue>,
+) {
     match v {
         Value::Object(o) if !o.is_empty() => {
             for (k, child) in o {
@@ -47,7 +56,9 @@ fn flatten_value(v: &Value, path: &mut String, event: &mut Map<String, Value>, i
         Value::Array(a) if !a.is_empty() => match array_kind(a) {
             ArrayKind::NameValue => {
                 for el in a {
-                    if let (Some(name), Some(value)) = (el.get("Name").and_then(Value::as_str), el.get("Value")) {
+                    if let (Some(name), Some(value)) =
+                        (el.get("Name").and_then(Value::as_str), el.get("Value"))
+                    {
                         let len = path.len();
                         path.push('.');
                         push_name(path, name, false);
@@ -86,7 +97,8 @@ fn insert(path: &str, value: Value, event: &mut Map<String, Value>, issues: &mut
     if event.contains_key(path) {
         issues.push(Issue {
             field: path.get(AUDIT_PREFIX.len()..).unwrap_or(path).to_owned(),
-            problem: "key produced twice (duplicate Name or dotted key); first value kept".to_owned(),
+            problem: "key produced twice (duplicate Name or dotted key); first value kept"
+                .to_owned(),
         });
         return;
     }
@@ -100,7 +112,10 @@ fn push_name(path: &mut String, name: &str, sanitize: bool) {
     if name.is_empty() {
         path.push('_');
     } else if sanitize {
-        path.extend(name.chars().map(|c| if c == ' ' || c == '.' { '_' } else { c }));
+        path.extend(
+            name.chars()
+                .map(|c| if c == ' ' || c == '.' { '_' } else { c }),
+        );
     } else {
         path.push_str(name);
     }
@@ -130,7 +145,8 @@ pub fn array_kind(a: &[Value]) -> ArrayKind {
         let this = if o.len() == 2 && o.contains_key("Value") {
             ArrayKind::NameValue
         } else if (2..=3).contains(&o.len())
-            && o.keys().all(|k| k == "Name" || k == "NewValue" || k == "OldValue")
+            && o.keys()
+                .all(|k| k == "Name" || k == "NewValue" || k == "OldValue")
         {
             ArrayKind::Modified
         } else {
@@ -165,9 +181,18 @@ mod tests {
             {"Name": "OnlyNew", "NewValue": 3}
         ]}));
         assert!(issues.is_empty());
-        assert_eq!(e["o365.audit.ModifiedProperties.Included_Updated_Properties.NewValue"], "X");
-        assert_eq!(e["o365.audit.ModifiedProperties.Included_Updated_Properties.OldValue"], "");
-        assert_eq!(e["o365.audit.ModifiedProperties.ServicePrincipal_AppId.NewValue"], "[\"a\"]");
+        assert_eq!(
+            e["o365.audit.ModifiedProperties.Included_Updated_Properties.NewValue"],
+            "X"
+        );
+        assert_eq!(
+            e["o365.audit.ModifiedProperties.Included_Updated_Properties.OldValue"],
+            ""
+        );
+        assert_eq!(
+            e["o365.audit.ModifiedProperties.ServicePrincipal_AppId.NewValue"],
+            "[\"a\"]"
+        );
         assert_eq!(e["o365.audit.ModifiedProperties.OnlyNew.NewValue"], 3);
         assert!(!e.contains_key("o365.audit.ModifiedProperties.OnlyNew.OldValue"));
     }
