@@ -94,15 +94,16 @@ fn flatten_value(
 }
 
 fn insert(path: &str, value: Value, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
-    if event.contains_key(path) {
-        issues.push(Issue {
+    match event.entry(path) {
+        serde_json::map::Entry::Vacant(slot) => {
+            slot.insert(value);
+        }
+        serde_json::map::Entry::Occupied(_) => issues.push(Issue {
             field: path.get(AUDIT_PREFIX.len()..).unwrap_or(path).to_owned(),
             problem: "key produced twice (duplicate Name or dotted key); first value kept"
                 .to_owned(),
-        });
-        return;
+        }),
     }
-    event.insert(path.to_owned(), value);
 }
 
 /// Appends a Name to the key; ModifiedProperties names get spaces and dots replaced by `_`
