@@ -93,6 +93,81 @@ fn flatten_value(
     }
 }
 
+/// Like [`flatten_record`] but consumes the record, moving values instead of cloning them (the
+/// hot path: the pipeline owns the decoded blob).
+pub fn flatten_record_owned(
+    record: Map<String, Value>,
+    event: &mut Map<String, Value>,
+    issues: &mut Vec<Issue>,
+) {
+    let mut path = String::with_capacity(128);
+    path.push_str(AUDIT_PREFIX);
+    for (k, v) in record {
+        let len = path.len();
+        path.push_str(&k);
+        flatten_value_owned(v, &mut path, event, issues);
+        path.truncate(len);
+    }
+}
+
+fn flatten_value_owned(
+    v: Value,
+    path: &mut String,
+    event: &mut Map<String, Value>,
+    issues: &mut Vec<Issue>,
+) {
+    match v {
+        Value::Object(o) if !o.is_empty() => {
+            for (k, child) in o {
+                let len = path.len();
+                path.push('.');
+                path.push_str(&k);
+                flatten_value_owned(child, path, event, issues);
+                path.truncate(len);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => match array_kind(&a) {
+            ArrayKind::NameValue => {
+                for el in a {
+                    let Value::Object(mut el) = el else { continue };
+                    if let (Some(Value::String(name)), Some(value)) =
+                        (el.remove("Name"), el.remove("Value"))
+                    {
+                        let len = path.len();
+                        path.push('.');
+                        push_name(path, &name, false);
+                        flatten_value_owned(value, path, event, issues);
+                        path.truncate(len);
+                    }
+                }
+            }
+            ArrayKind::Modified => {
+                for el in a {
+                    let Value::Object(mut el) = el else { continue };
+                    let Some(Value::String(name)) = el.remove("Name") else {
+                        continue;
+                    };
+                    let len = path.len();
+                    path.push('.');
+                    push_name(path, &name, true);
+                    for side in ["NewValue", "OldValue"] {
+                        if let Some(value) = el.remove(side) {
+                            let len2 = path.len();
+                            path.push('.');
+                            path.push_str(side);
+                            insert(path, value, event, issues);
+                            path.truncate(len2);
+                        }
+                    }
+                    path.truncate(len);
+                }
+            }
+            ArrayKind::Plain => insert(path, Value::Array(a), event, issues),
+        },
+        other => insert(path, other, event, issues),
+    }
+}
+
 fn insert(path: &str, value: Value, event: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
     match event.entry(path) {
         serde_json::map::Entry::Vacant(slot) => {
