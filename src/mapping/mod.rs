@@ -111,58 +111,27 @@ pub struct Mapped {
 
 /// Maps one raw record. Pure and total: never panics.
 pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
-    let mut event = Map::new();
     let mut issues = Vec::new();
-    match raw {
+    let event = match raw {
         Value::Object(record) => {
+            // The record's own keys first (the bulk), then the few keys we add.
+            let mut event = match ctx.format {
+                Format::Raw => record.clone(),
+                Format::O365 | Format::Ecs => o365::flatten_record(record, &mut issues),
+            };
+            // Meta keys win over record keys of the same name in `raw` (our provenance).
+            add_record_fields(record, ctx, &mut event, &mut issues);
             if ctx.format == Format::Ecs {
                 ecs::add_ecs(record, &mut event, &mut issues);
             }
-            add_record_fields(record, ctx, &mut event, &mut issues);
-            match ctx.format {
-                Format::Raw => {
-                    // Meta keys win over record keys of the same name (our provenance).
-                    for (k, v) in record {
-                        if !event.contains_key(k) {
-                            event.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-                Format::O365 | Format::Ecs => {
-                    o365::flatten_record(record, &mut event, &mut issues);
-                }
-            }
+            event
         }
-        other => not_an_object(other.clone(), ctx, &mut event, &mut issues),
-    }
-    Mapped { event, issues }
-}
-
-/// Same result as [`map_record`], but consumes the record and moves its values into the event
-/// instead of cloning them: use it when the record is not needed afterwards (the pipeline's hot
-/// path, where each record of a decoded blob is mapped once).
-pub fn map_record_owned(raw: Value, ctx: &Context<'_>) -> Mapped {
-    let mut event = Map::new();
-    let mut issues = Vec::new();
-    match raw {
-        Value::Object(record) => {
-            if ctx.format == Format::Ecs {
-                ecs::add_ecs(&record, &mut event, &mut issues);
-            }
-            add_record_fields(&record, ctx, &mut event, &mut issues);
-            match ctx.format {
-                Format::Raw => {
-                    // Meta keys win over record keys of the same name (our provenance).
-                    let meta = std::mem::replace(&mut event, record);
-                    event.extend(meta);
-                }
-                Format::O365 | Format::Ecs => {
-                    o365::flatten_record_owned(record, &mut event, &mut issues);
-                }
-            }
+        other => {
+            let mut event = Map::new();
+            not_an_object(other.clone(), ctx, &mut event, &mut issues);
+            event
         }
-        other => not_an_object(other, ctx, &mut event, &mut issues),
-    }
+    };
     Mapped { event, issues }
 }
 
