@@ -8,7 +8,8 @@
 //! other load on a shared machine does not count), MB/s of input record JSON and of output
 //! NDJSON, batch latency percentiles over all runs, and the process's peak RSS.
 //!
-//! `cargo bench --bench mapping` (set `MAPPING_BENCH_FORMAT=o365|ecs|raw` to run one format)
+//! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|raw` runs one format,
+//! `MAPPING_BENCH_RECORDS=n` sets the records per run)
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 use o365_collector::mapping::{Context, Format, map_record};
 use serde_json::Value;
 
-const RECORDS_PER_RUN: usize = 100_000;
+const DEFAULT_records_per_run: usize = 100_000;
 const BATCH: usize = 1_000;
 const RUNS: usize = 7;
 
@@ -109,12 +110,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // MAPPING_BENCH_RECORDS=n shortens runs (e.g. under valgrind --tool=callgrind, whose
+    // instruction counts do not depend on other load on the machine).
+    let records_per_run: usize = std::env::var("MAPPING_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= BATCH)
+        .unwrap_or(DEFAULT_records_per_run);
     let (source, records) = load();
     assert!(!records.is_empty(), "no records to benchmark");
-    let workload: Vec<&Value> = records.iter().cycle().take(RECORDS_PER_RUN).collect();
+    let workload: Vec<&Value> = records.iter().cycle().take(records_per_run).collect();
     let input_bytes: usize = workload.iter().map(|v| v.to_string().len() + 1).sum();
     println!(
-        "mapping benchmark: {} distinct records from {source}, {RECORDS_PER_RUN} records/run \
+        "mapping benchmark: {} distinct records from {source}, {records_per_run} records/run \
          ({:.1} MB of record JSON), batches of {BATCH}, {RUNS} runs, 1 thread",
         records.len(),
         input_bytes as f64 / 1e6
@@ -152,7 +160,7 @@ fn main() {
         let mut rates = Vec::with_capacity(RUNS);
         let mut cpu_rates = Vec::with_capacity(RUNS);
         let mut out_rates = Vec::with_capacity(RUNS);
-        let mut batches = Vec::with_capacity(RUNS * RECORDS_PER_RUN / BATCH);
+        let mut batches = Vec::with_capacity(RUNS * records_per_run / BATCH);
         let mut issues = 0usize;
         for run in 0..=RUNS {
             out.clear();
@@ -185,9 +193,9 @@ fn main() {
                 continue;
             }
             let secs = wall.as_secs_f64();
-            rates.push(RECORDS_PER_RUN as f64 / secs);
+            rates.push(records_per_run as f64 / secs);
             cpu_rates.push(if cpu_ns > 0 {
-                RECORDS_PER_RUN as f64 / (cpu_ns as f64 / 1e9)
+                records_per_run as f64 / (cpu_ns as f64 / 1e9)
             } else {
                 f64::NAN
             });
@@ -203,7 +211,7 @@ fn main() {
             format!("{format:?}").to_lowercase(),
             median,
             cpu_rates[RUNS / 2],
-            median * input_bytes as f64 / RECORDS_PER_RUN as f64 / 1e6,
+            median * input_bytes as f64 / records_per_run as f64 / 1e6,
             out_rates[RUNS / 2],
             percentile(&batches, 0.50).as_secs_f64() * 1e3,
             percentile(&batches, 0.90).as_secs_f64() * 1e3,
