@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use o365_collector::mapping::{Context, Format, map_record};
 use serde_json::Value;
 
-const DEFAULT_records_per_run: usize = 100_000;
+const DEFAULT_RECORDS_PER_RUN: usize = 100_000;
 const BATCH: usize = 1_000;
 const RUNS: usize = 7;
 
@@ -116,7 +116,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n >= BATCH)
-        .unwrap_or(DEFAULT_records_per_run);
+        .unwrap_or(DEFAULT_RECORDS_PER_RUN);
     let (source, records) = load();
     assert!(!records.is_empty(), "no records to benchmark");
     let workload: Vec<&Value> = records.iter().cycle().take(records_per_run).collect();
