@@ -1,1 +1,226 @@
-fn main() {}
+//! Mapping benchmark: `map_record` + NDJSON encoding (`serde_json::to_writer` into a `Vec`, plus
+//! a newline), single thread, on corpus-shaped records.
+//!
+//! Records: the sample corpus's real records when it is found (`O365_CORPUS_DIR`, else
+//! `../shared/corpus`, else `/work/shared/corpus`), otherwise the committed test fixtures. They are
+//! cycled to 100,000 records per run, in batches of 1,000 (a large content blob). Prints, per
+//! format: median of 7 runs in records/s by wall clock and by on-CPU time of the thread (`/proc/thread-self/schedstat`, so
+//! other load on a shared machine does not count), MB/s of input record JSON and of output
+//! NDJSON, batch latency percentiles over all runs, and the process's peak RSS.
+//!
+//! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|raw` runs one format,
+//! `MAPPING_BENCH_RECORDS=n` sets the records per run)
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use o365_collector::mapping::{Context, Format, map_record};
+use serde_json::Value;
+
+const DEFAULT_RECORDS_PER_RUN: usize = 100_000;
+const BATCH: usize = 1_000;
+const RUNS: usize = 7;
+
+fn corpus_dir() -> Option<PathBuf> {
+    let candidates: Vec<PathBuf> = match std::env::var_os("O365_CORPUS_DIR") {
+        Some(d) => vec![PathBuf::from(d)],
+        None => vec![
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus"),
+            PathBuf::from("/work/shared/corpus"),
+        ],
+    };
+    candidates
+        .into_iter()
+        .find(|p| p.join("elastic-beats/o365-audit-test").is_dir())
+}
+
+fn parse_all(text: &str, out: &mut Vec<Value>) {
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    while let Some(Ok(v)) = stream.next() {
+        match v {
+            Value::Array(a) => out.extend(a),
+            v => out.push(v),
+        }
+    }
+}
+
+fn load() -> (String, Vec<Value>) {
+    let mut records = Vec::new();
+    if let Some(dir) = corpus_dir() {
+        let beats = dir.join("elastic-beats/o365-audit-test");
+        let mut logs: Vec<PathBuf> = std::fs::read_dir(&beats)
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        for p in logs {
+            if let Ok(t) = std::fs::read_to_string(&p) {
+                // One record per line; a broken line is skipped, not fatal.
+                for line in t.lines() {
+                    if let Ok(v) = serde_json::from_str(line) {
+                        records.push(v);
+                    }
+                }
+            }
+        }
+        if let Ok(t) = std::fs::read_to_string(dir.join("plaso/microsoft_audit_log.jsonl")) {
+            parse_all(&t, &mut records);
+        }
+        if !records.is_empty() {
+            return (format!("corpus {}", dir.display()), records);
+        }
+    }
+    parse_all(
+        include_str!("../tests/fixtures/mapping/team-records.jsonl"),
+        &mut records,
+    );
+    parse_all(
+        include_str!("../tests/fixtures/mapping/plaso-microsoft_audit_log.jsonl"),
+        &mut records,
+    );
+    parse_all(
+        include_str!("../tests/fixtures/mapping/microsoft-docs-content-blob.json"),
+        &mut records,
+    );
+    ("committed fixtures".into(), records)
+}
+
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Nanoseconds this thread has spent on a CPU.
+fn thread_cpu_ns() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    s.split_whitespace().next()?.parse().ok()
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn main() {
+    // MAPPING_BENCH_RECORDS=n shortens runs (e.g. under valgrind --tool=callgrind, whose
+    // instruction counts do not depend on other load on the machine).
+    let records_per_run: usize = std::env::var("MAPPING_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= BATCH)
+        .unwrap_or(DEFAULT_RECORDS_PER_RUN);
+    let (source, records) = load();
+    assert!(!records.is_empty(), "no records to benchmark");
+    let workload: Vec<&Value> = records.iter().cycle().take(records_per_run).collect();
+    let input_bytes: usize = workload.iter().map(|v| v.to_string().len() + 1).sum();
+    println!(
+        "mapping benchmark: {} distinct records from {source}, {records_per_run} records/run \
+         ({:.1} MB of record JSON), batches of {BATCH}, {RUNS} runs, 1 thread",
+        records.len(),
+        input_bytes as f64 / 1e6
+    );
+    println!(
+        "{:<12} {:>11} {:>11} {:>9} {:>9} {:>10} {:>10} {:>10} {:>7}",
+        "format",
+        "rec/s wall",
+        "rec/s cpu",
+        "in MB/s",
+        "out MB/s",
+        "p50 batch",
+        "p90 batch",
+        "p99 batch",
+        "issues"
+    );
+    let mut out = Vec::with_capacity(64 << 20);
+    // MAPPING_BENCH_FORMAT=o365|ecs|raw runs one format only (for profiling).
+    let only = std::env::var("MAPPING_BENCH_FORMAT").ok();
+    for format in [Format::O365, Format::Ecs, Format::Raw] {
+        if only
+            .as_deref()
+            .is_some_and(|o| !format!("{format:?}").eq_ignore_ascii_case(o))
+        {
+            continue;
+        }
+        let ctx = Context {
+            format,
+            tenant_id: "b86ab9d4-fcf1-4b11-8a06-7a8f91b47fbd",
+            content_type: "Audit.AzureActiveDirectory",
+            content_id: "20200210151313000000000000000000000000000000000000000$20200210151313000000000000000000000000000000000000000$audit_azureactivedirectory$Audit_AzureActiveDirectory$emea0026",
+            content_created: Some("2020-02-10T15:20:00.000Z"),
+            received: "2020-02-10T15:21:00.000Z",
+        };
+        let mut rates = Vec::with_capacity(RUNS);
+        let mut cpu_rates = Vec::with_capacity(RUNS);
+        let mut out_rates = Vec::with_capacity(RUNS);
+        let mut batches = Vec::with_capacity(RUNS * records_per_run / BATCH);
+        let mut issues = 0usize;
+        for run in 0..=RUNS {
+            out.clear();
+            let mut wall = Duration::ZERO;
+            let mut cpu_ns = 0u64;
+            for chunk in workload.chunks(BATCH) {
+                let c0 = thread_cpu_ns();
+                let t = Instant::now();
+                for rec in chunk {
+                    let m = map_record(rec, &ctx);
+                    issues += m.issues.len();
+                    if serde_json::to_writer(&mut out, &m.event).is_err() {
+                        panic!("encoding failed");
+                    }
+                    out.push(b'\n');
+                }
+                let dt = t.elapsed();
+                if let (Some(a), Some(b)) = (c0, thread_cpu_ns()) {
+                    cpu_ns += b.saturating_sub(a);
+                }
+                wall += dt;
+                if run > 0 {
+                    batches.push(dt);
+                }
+            }
+            black_box(&out);
+            if run == 0 {
+                // Warm-up run: caches, allocator, lazily parsed enum tables.
+                issues = 0;
+                continue;
+            }
+            let secs = wall.as_secs_f64();
+            rates.push(records_per_run as f64 / secs);
+            cpu_rates.push(if cpu_ns > 0 {
+                records_per_run as f64 / (cpu_ns as f64 / 1e9)
+            } else {
+                f64::NAN
+            });
+            out_rates.push(out.len() as f64 / secs / 1e6);
+        }
+        rates.sort_by(f64::total_cmp);
+        cpu_rates.sort_by(f64::total_cmp);
+        out_rates.sort_by(f64::total_cmp);
+        batches.sort();
+        let median = rates[RUNS / 2];
+        println!(
+            "{:<12} {:>11.0} {:>11.0} {:>9.1} {:>9.1} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>7}",
+            format!("{format:?}").to_lowercase(),
+            median,
+            cpu_rates[RUNS / 2],
+            median * input_bytes as f64 / records_per_run as f64 / 1e6,
+            out_rates[RUNS / 2],
+            percentile(&batches, 0.50).as_secs_f64() * 1e3,
+            percentile(&batches, 0.90).as_secs_f64() * 1e3,
+            percentile(&batches, 0.99).as_secs_f64() * 1e3,
+            issues / RUNS
+        );
+    }
+    match peak_rss_kib() {
+        Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("peak RSS: not available"),
+    }
+}

@@ -563,3 +563,99 @@ fn documented_attributes_are_mapped() {
         "False"
     );
 }
+
+/// Flattens a nested document into dotted keys (Elastic Agent's expected files are nested).
+fn flatten_doc(prefix: &str, v: &Value, out: &mut Map<String, Value>) {
+    match v {
+        Value::Object(o) => {
+            for (k, child) in o {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten_doc(&key, child, out);
+            }
+        }
+        other => {
+            out.insert(prefix.to_owned(), other.clone());
+        }
+    }
+}
+
+/// The newer Elastic Agent package's hand-made edge cases (string RecordType, bad IPs, fragments):
+/// the core ECS fields agree with its expected documents.
+#[test]
+fn ecs_core_fields_match_elastic_agent_package() {
+    let dir = corpus_dir().join("elastic-integrations/pipeline-tests");
+    let fields = [
+        "@timestamp",
+        "event.id",
+        "event.action",
+        "event.code",
+        "event.outcome",
+        "user.id",
+        "user.email",
+        "user.name",
+        "user.domain",
+    ];
+    let mut t = Tally::default();
+    for name in [
+        "test-ai-interaction-events.json",
+        "test-bad-ips.json",
+        "test-platform-attribute-events.json",
+    ] {
+        let input: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(name)).unwrap()).unwrap();
+        let expected: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{name}-expected.json"))).unwrap(),
+        )
+        .unwrap();
+        let events = input["events"].as_array().unwrap();
+        let docs = expected["expected"].as_array().unwrap();
+        assert_eq!(events.len(), docs.len(), "{name}");
+        for (i, (ev, doc)) in events.iter().zip(docs).enumerate() {
+            t.records += 1;
+            let raw: Value = match ev.pointer("/event/original").and_then(Value::as_str) {
+                Some(s) => serde_json::from_str(s).unwrap(),
+                None => ev["o365audit"].clone(),
+            };
+            let ours = map(&raw, Format::Ecs);
+            let mut exp = Map::new();
+            flatten_doc("", doc, &mut exp);
+            for f in fields {
+                let (o, e) = (ours.event.get(f), exp.get(f));
+                match (o, e) {
+                    (None, None) => {}
+                    (Some(o), Some(e)) if same(o, e) => t.matched += 1,
+                    _ => {
+                        let reason = if f == "@timestamp" && raw.get("CreationTime").is_none() {
+                            Some(
+                                "no CreationTime: our @timestamp is the receive time (Elastic: its ingest time)",
+                            )
+                        } else if f == "event.code"
+                            && o == Some(&Value::from("Viva Engage"))
+                            && e == Some(&Value::from("Yammer"))
+                        {
+                            Some(
+                                "RecordType 22 is named from Microsoft's current table (Viva Engage; Elastic: Yammer)",
+                            )
+                        } else {
+                            None
+                        };
+                        match reason {
+                            Some(r) => *t.explained.entry(r.into()).or_default() += 1,
+                            None => t
+                                .unexplained
+                                .push(format!("{name}[{i}] {f}: ours {o:?} ≠ elastic {e:?}")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    finish(
+        "core ECS fields against the Elastic Agent package",
+        vec![("elastic-integrations".into(), t)],
+    );
+}

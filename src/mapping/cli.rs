@@ -7,6 +7,9 @@
 //! - anything else: a Purview audit-search CSV export (RFC 4180 quoting, optional UTF-8 BOM) whose
 //!   `AuditData` column holds one record as JSON.
 //!
+//! The whole input is read into memory first (exports are files of bounded size; this keeps
+//! format detection and error recovery simple).
+//!
 //! Output: one mapped event per record as NDJSON on stdout. Mapping issues and unreadable input go
 //! to stderr, each prefixed with where the record is (`line N`, `line N, index I` for array
 //! elements, `row N (line L)` for CSV).

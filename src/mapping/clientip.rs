@@ -1,6 +1,7 @@
 //! Parsing of the client address forms Microsoft puts in `ClientIP` (and `ClientIPAddress`,
 //! `ActorIpAddress`): `IPv4`, `IPv4:port`, `IPv6`, `[IPv6]:port`, `[IPv4]:port`, `[addr]`, and the
-//! host names some services send instead (`host`, `host:port`, `[host]:port`).
+//! host names some services send instead (`host`, `host:port`, `[host]:port`), and Exchange's
+//! `NAME (IP)` form (optionally in brackets), which gives both a host name and an address.
 //!
 //! Anything else (spaces, parentheses, out-of-range ports, `10.900.0.1`, …) is an error so the
 //! record gets an issue; the raw text still goes to `client.address`.
@@ -48,6 +49,9 @@ pub fn parse(text: &str) -> Result<ClientAddr<'_>, ClientIpError> {
     if s.is_empty() {
         return Err(ClientIpError::Empty);
     }
+    if let Some(named) = named_form(s) {
+        return named.ok_or_else(|| garbage(s));
+    }
     if let Some(rest) = s.strip_prefix('[') {
         let Some(close) = rest.find(']') else {
             return Err(garbage(s));
@@ -80,6 +84,26 @@ pub fn parse(text: &str) -> Result<ClientAddr<'_>, ClientIpError> {
         return host_part(host, Some(port)).ok_or_else(|| garbage(s));
     }
     host_part(s, None).ok_or_else(|| garbage(s))
+}
+
+/// `NAME (IP)` or `[NAME (IP)]`: `None` when the text does not have that shape, `Some(None)`
+/// when it has it but the parts are not a host name and an IP.
+fn named_form(s: &str) -> Option<Option<ClientAddr<'_>>> {
+    let inner = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
+    let (name, rest) = inner.split_once(" (")?;
+    let ip_text = rest.strip_suffix(')')?.trim();
+    Some(match ip_text.parse::<IpAddr>() {
+        Ok(ip) if is_host_name(name.trim()) => Some(ClientAddr {
+            ip_text: Some(ip_text),
+            ip: Some(ip),
+            domain: Some(name.trim()),
+            port: None,
+        }),
+        _ => None,
+    })
 }
 
 fn garbage(s: &str) -> ClientIpError {
@@ -178,6 +202,20 @@ mod tests {
             (None, Some("cool.client.local"), Some(12345))
         );
         assert_eq!(parse("localhost").unwrap().network_type(), None);
+    }
+
+    #[test]
+    fn exchange_named_form() {
+        assert_eq!(
+            ok("[CORRECTIPV4 (10.90.0.1)]"),
+            (Some("10.90.0.1"), Some("CORRECTIPV4"), None)
+        );
+        assert_eq!(
+            ok("SERVER1 (2001:db8::1)"),
+            (Some("2001:db8::1"), Some("SERVER1"), None)
+        );
+        // A version number in parentheses is not an address.
+        assert!(parse("HE1PR0102MB3228 (15.20.2707.017)").is_err());
     }
 
     #[test]

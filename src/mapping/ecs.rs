@@ -11,7 +11,12 @@
 //!   the second without a port when the host is a bare name);
 //! - no GeoIP/ASN and no user-agent parsing (only `user_agent.original`): those need databases the
 //!   collector does not ship; the destination pipeline can add them;
-//! - `url.extension` is taken from the last path segment only.
+//! - `url.extension` is taken from the last path segment only;
+//! - `event.code` is the name in Microsoft's current `AuditLogRecordType` table, so RecordType 22 is
+//!   `Viva Engage` where Elastic says `Yammer`; unknown types keep the number as sent;
+//! - `client.*`/`source.*` come from the first non-empty of `ClientIP`, `ClientIPAddress`,
+//!   `ActorIpAddress` (the Beats module's order); a value that is neither an IP nor a host name is
+//!   an issue and stays only in `client.address`.
 //!
 //! Workload specifics live in small functions below: SharePoint file operations ([`sharepoint`]),
 //! DLP with its Exchange e-mail fields ([`dlp`]), Azure AD and Teams identity operations ([`iam`]).
