@@ -10,6 +10,11 @@
 //!
 //! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|raw` runs one format,
 //! `MAPPING_BENCH_RECORDS=n` sets the records per run)
+//!
+//! About a quarter of the instructions are glibc malloc/free (≈150 small allocations per record:
+//! every key and value of the output map is its own `String`); running with
+//! `GLIBC_TUNABLES=glibc.malloc.tcache_count=2000` cut instructions per record by ≈16% here, a
+//! faster global allocator in the binary would do the same.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
