@@ -72,8 +72,15 @@ impl ClientCertificate {
             std::fs::read(key).map_err(|e| problem(key, e))?
         };
         let cert_der = leaf_from_pem(&cert_bytes).map_err(|w| problem(cert, w))?;
-        let key = key_from_pem(&key_bytes).map_err(|w| problem(key, w))?;
-        Self::from_parts(&cert_der, key).map_err(|w| problem(cert, w))
+        let key_path = key;
+        let key = key_from_pem(&key_bytes).map_err(|w| problem(key_path, w))?;
+        Self::from_parts(&cert_der, key).map_err(|w| {
+            AuthError::Credential(format!(
+                "{} with {}: {w}",
+                cert.display(),
+                key_path.display()
+            ))
+        })
     }
 
     /// From PEM text (certificate, then key); `what` strings describe the problem without paths.
