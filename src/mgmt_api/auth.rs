@@ -1,4 +1,5 @@
-//! Client-credentials tokens for the Management Activity API: fetched from Azure AD (or the emulator),
+//! Client-credentials tokens for the Management Activity API (client secret, or a certificate-signed
+//! client assertion, see [`super::assertion`]): fetched from Azure AD (or the emulator),
 //! cached, refreshed before they expire, and refreshed by one caller at a time.
 
 use std::sync::Arc;
@@ -225,5 +226,44 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(refresh_after(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn v1_token_endpoint_per_cloud() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let secret = || Credential::Secret(Secret::new("s"));
+        for (authority, resource, url) in [
+            (
+                "https://login.microsoftonline.com",
+                "https://manage.office.com",
+                "https://login.microsoftonline.com/t1/oauth2/token",
+            ),
+            (
+                "https://login.microsoftonline.com/",
+                "https://manage-gcc.office.com",
+                "https://login.microsoftonline.com/t1/oauth2/token",
+            ),
+            (
+                "https://login.microsoftonline.us",
+                "https://manage.office365.us",
+                "https://login.microsoftonline.us/t1/oauth2/token",
+            ),
+            (
+                "https://login.microsoftonline.us/",
+                "https://manage.protection.apps.mil",
+                "https://login.microsoftonline.us/t1/oauth2/token",
+            ),
+        ] {
+            let t = TokenSource::new(
+                reqwest::Client::new(),
+                authority,
+                "t1",
+                "c",
+                secret(),
+                resource,
+            );
+            assert_eq!(t.token_url(), url);
+            assert_eq!(t.resource, resource);
+        }
     }
 }

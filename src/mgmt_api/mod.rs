@@ -284,7 +284,7 @@ impl ManagementClient {
                     Counters::add(&c.throttled, 1);
                 }
                 tracing::warn!(
-                    publisher = %self.publisher_id,
+                    tenant = %self.base.tenant_id(),
                     pause_secs = pause.as_secs(),
                     "throttled by the Management Activity API (429); holding this tenant's calls"
                 );
