@@ -1,12 +1,16 @@
-//! Client-credentials tokens for the Management Activity API: fetched from Azure AD (or the emulator),
+//! Client-credentials tokens for the Management Activity API (client secret, or a certificate-signed
+//! client assertion, see [`super::assertion`]): fetched from Azure AD (or the emulator),
 //! cached, refreshed before they expire, and refreshed by one caller at a time.
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Mutex;
 
+use super::assertion::{ASSERTION_TYPE, ClientCertificate};
 use super::wire::{TokenErrorBody, TokenResponse};
 use crate::config::{Credential, Secret};
+use crate::telemetry::Counters;
 
 /// Why no token could be had.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -17,7 +21,8 @@ pub enum AuthError {
     /// The token endpoint could not be reached or answered 5xx: retry later.
     #[error("token endpoint unavailable: {0}")]
     Unavailable(String),
-    /// Local problem with the credential (unreadable certificate, …).
+    /// Local problem with the credential (unreadable certificate, key not matching it, …): the
+    /// text names the file and what is wrong, never key material.
     #[error("credential problem: {0}")]
     Credential(String),
 }
@@ -33,18 +38,29 @@ struct Cached {
     refresh_at: Instant,
 }
 
+/// How the application proves itself, prepared once from the configured [`Credential`].
+enum Proof {
+    Secret(Secret),
+    /// The loaded certificate, or why it could not be loaded (reported on every token request,
+    /// so that a broken file fails this tenant only).
+    Certificate(Result<Arc<ClientCertificate>, AuthError>),
+}
+
 /// Tokens for one tenant's application.
 pub struct TokenSource {
     http: reqwest::Client,
     token_url: String,
     client_id: String,
-    credential: Credential,
+    proof: Proof,
     resource: String,
     cached: Mutex<Option<Cached>>,
+    counters: Option<Arc<Counters>>,
 }
 
 impl TokenSource {
-    /// `authority` is e.g. `https://login.microsoftonline.com`; the v1 endpoint takes `resource`.
+    /// `authority` is e.g. `https://login.microsoftonline.com` (`https://login.microsoftonline.us`
+    /// for GCC High and DoD); the v1 endpoint `{authority}/{tenant}/oauth2/token` takes `resource`.
+    /// A certificate credential is read and checked here, once.
     pub fn new(
         http: reqwest::Client,
         authority: &str,
@@ -53,6 +69,16 @@ impl TokenSource {
         credential: Credential,
         resource: &str,
     ) -> Self {
+        let proof = match credential {
+            Credential::Secret(s) => Proof::Secret(s),
+            Credential::Certificate {
+                cert,
+                key,
+                password,
+            } => Proof::Certificate(
+                ClientCertificate::load(&cert, &key, password.as_ref()).map(Arc::new),
+            ),
+        };
         TokenSource {
             http,
             token_url: format!(
@@ -60,10 +86,22 @@ impl TokenSource {
                 authority.trim_end_matches('/')
             ),
             client_id: client_id.to_string(),
-            credential,
+            proof,
             resource: resource.to_string(),
             cached: Mutex::new(None),
+            counters: None,
         }
+    }
+
+    /// Counts every token fetched from Azure AD in `Counters::token_refreshes`.
+    pub fn with_counters(mut self, counters: Arc<Counters>) -> Self {
+        self.counters = Some(counters);
+        self
+    }
+
+    /// The token endpoint, which is also the `aud` of certificate assertions.
+    pub fn token_url(&self) -> &str {
+        &self.token_url
     }
 
     /// A valid token: the cached one, or a fresh one when it is close to expiry. Concurrent callers
@@ -76,6 +114,9 @@ impl TokenSource {
             return Ok(c.token.clone());
         }
         let (token, lifetime) = self.request().await?;
+        if let Some(c) = &self.counters {
+            Counters::add(&c.token_refreshes, 1);
+        }
         *cached = Some(Cached {
             token: token.clone(),
             refresh_at: Instant::now() + refresh_after(lifetime),
@@ -97,12 +138,15 @@ impl TokenSource {
             ("client_id", &self.client_id),
             ("resource", &self.resource),
         ];
-        match &self.credential {
-            Credential::Secret(s) => form.push(("client_secret", s.expose())),
-            Credential::Certificate { .. } => {
-                return Err(AuthError::Credential(
-                    "certificate credentials are not supported yet; use client_secret".into(),
-                ));
+        let assertion;
+        match &self.proof {
+            Proof::Secret(s) => form.push(("client_secret", s.expose())),
+            Proof::Certificate(Err(e)) => return Err(e.clone()),
+            Proof::Certificate(Ok(cert)) => {
+                // Fresh per request: a unique jti and a short exp.
+                assertion = cert.assertion(&self.client_id, &self.token_url, SystemTime::now())?;
+                form.push(("client_assertion_type", ASSERTION_TYPE));
+                form.push(("client_assertion", &assertion));
             }
         }
         let resp = self
@@ -182,5 +226,44 @@ mod tests {
             Duration::from_secs(5)
         );
         assert_eq!(refresh_after(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn v1_token_endpoint_per_cloud() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let secret = || Credential::Secret(Secret::new("s"));
+        for (authority, resource, url) in [
+            (
+                "https://login.microsoftonline.com",
+                "https://manage.office.com",
+                "https://login.microsoftonline.com/t1/oauth2/token",
+            ),
+            (
+                "https://login.microsoftonline.com/",
+                "https://manage-gcc.office.com",
+                "https://login.microsoftonline.com/t1/oauth2/token",
+            ),
+            (
+                "https://login.microsoftonline.us",
+                "https://manage.office365.us",
+                "https://login.microsoftonline.us/t1/oauth2/token",
+            ),
+            (
+                "https://login.microsoftonline.us/",
+                "https://manage.protection.apps.mil",
+                "https://login.microsoftonline.us/t1/oauth2/token",
+            ),
+        ] {
+            let t = TokenSource::new(
+                reqwest::Client::new(),
+                authority,
+                "t1",
+                "c",
+                secret(),
+                resource,
+            );
+            assert_eq!(t.token_url(), url);
+            assert_eq!(t.resource, resource);
+        }
     }
 }

@@ -1,18 +1,22 @@
 //! The Management Activity API client: the ONLY code that attaches a bearer token, and only to URLs
 //! built from or checked against the configured resource ([`uri::ResourceBase`]).
 
+pub mod assertion;
 pub mod auth;
 pub mod throttle;
 pub mod uri;
 pub mod wire;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::config::{OutboundConfig, Secret, TenantConfig};
+use crate::telemetry::Counters;
 use auth::{AuthError, TokenSource, without_url};
+use throttle::RequestBudget;
 use uri::{ApiUri, ResourceBase, UriError};
 use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
 
@@ -103,6 +107,9 @@ pub struct ManagementClient {
     tokens: TokenSource,
     base: ResourceBase,
     publisher_id: String,
+    /// This tenant's own request budget and 429 pause: throttling never crosses tenants.
+    budget: RequestBudget,
+    counters: Option<Arc<Counters>>,
 }
 
 impl ManagementClient {
@@ -121,7 +128,27 @@ impl ManagementClient {
             tokens,
             base,
             publisher_id: tenant.publisher_id.clone(),
+            budget: RequestBudget::default(),
+            counters: None,
         })
+    }
+
+    /// Replaces the default budget ([`throttle::DEFAULT_REQUESTS_PER_MINUTE`]) of this tenant.
+    pub fn with_request_budget(mut self, per_minute: u32) -> Self {
+        self.budget = RequestBudget::per_minute(per_minute);
+        self
+    }
+
+    /// Counts 429 answers in `Counters::throttled` and token fetches in `token_refreshes`.
+    pub fn with_counters(mut self, counters: Arc<Counters>) -> Self {
+        self.tokens = self.tokens.with_counters(counters.clone());
+        self.counters = Some(counters);
+        self
+    }
+
+    /// How much longer this tenant is held by a 429 `Retry-After`, if at all.
+    pub fn throttled_for(&self) -> Option<Duration> {
+        self.budget.paused_for()
     }
 
     pub fn base(&self) -> &ResourceBase {
@@ -218,6 +245,8 @@ impl ManagementClient {
     }
 
     /// One request with the bearer token and `PublisherIdentifier`; a 401 refreshes the token once.
+    /// Every request first waits for this tenant's budget; a 429 pauses the tenant for its
+    /// `Retry-After` (all its calls wait) and is returned for the caller to reschedule.
     async fn call(
         &self,
         method: reqwest::Method,
@@ -227,6 +256,7 @@ impl ManagementClient {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token().await?;
+            self.budget.acquire().await;
             let mut req = self
                 .http
                 .request(method.clone(), url)
@@ -259,6 +289,18 @@ impl ManagementClient {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| throttle::parse_retry_after(v, SystemTime::now()));
+            if status.as_u16() == 429 {
+                let pause = retry_after.unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
+                self.budget.pause(pause);
+                if let Some(c) = &self.counters {
+                    Counters::add(&c.throttled, 1);
+                }
+                tracing::warn!(
+                    tenant = %self.base.tenant_id(),
+                    pause_secs = pause.as_secs(),
+                    "throttled by the Management Activity API (429); holding this tenant's calls"
+                );
+            }
             let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&bytes) {
                 Ok(e) => (e.error.code, e.error.message),
                 Err(_) => (
