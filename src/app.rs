@@ -73,11 +73,12 @@ impl App {
                     o
                 }
             };
-            let client =
-                ManagementClient::new(http.clone(), t).map_err(|e| AppError::Resource {
+            let client = ManagementClient::new(http.clone(), t)
+                .map_err(|e| AppError::Resource {
                     tenant: t.tenant_id.clone(),
                     reason: e.to_string(),
-                })?;
+                })?
+                .with_counters(counters.clone());
             tenants.insert(
                 t.tenant_id.to_ascii_lowercase(),
                 Arc::new(TenantRuntime {

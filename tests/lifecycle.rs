@@ -234,3 +234,69 @@ async fn twenty_tenants_one_with_a_wrong_secret() {
         "a secret leaked into the logs"
     );
 }
+
+/// A self-signed RSA certificate and its key, PEM.
+fn rsa_cert() -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["o365-collector".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificate_credentials_from_the_config_collect_and_a_wrong_one_shows_aadsts() {
+    let (registered, registered_key) = rsa_cert();
+    let (other, other_key) = rsa_cert();
+    let emu = emulator(|c| {
+        c.tenants = vec![TenantSpec {
+            tenant_id: TENANT.into(),
+            client_id: CLIENT.into(),
+            client_secret: None,
+            certificates_pem: vec![registered.clone()],
+        }];
+    })
+    .await;
+
+    for (cert, key, works) in [
+        (&registered, &registered_key, true),
+        (&other, &other_key, false),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write_certs(&emu, dir.path());
+        std::fs::write(dir.path().join("app.pem"), cert).unwrap();
+        std::fs::write(dir.path().join("app.key"), key).unwrap();
+        let events = dir.path().join("events.ndjson");
+        let yaml = format!(
+            "client_id: {CLIENT}\ntenant_id: {TENANT}\nclient_certificate:\n  cert: {d}/app.pem\n  key: {d}/app.key\n\
+             resource: {b}\ncontent_type: Audit.General\nlast_value_storage: {d}/store\n\
+             listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {ca}\npull:\n  interval: 1s\n\
+             outputs:\n  file:\n    type: file\n    path: {e}\n",
+            b = emu.base_url(),
+            d = dir.path().display(),
+            ca = ca.display(),
+            e = events.display()
+        );
+        let s = custom_setup(dir.path(), &yaml, &events);
+        let c = Collector::spawn(&s);
+        if works {
+            generate(&emu, "Audit.General", 30, 1).await;
+            let published = published_ids(&emu).await;
+            wait_for(
+                Duration::from_secs(60),
+                "records collected with a certificate",
+                || async { line_count(&events) >= published.len() },
+            )
+            .await;
+            assert_exactly_once(&published, &output_ids(&events));
+        } else {
+            wait_for(
+                Duration::from_secs(30),
+                "Azure AD's refusal shown to the user",
+                || async { c.logs().contains("AADSTS700027") },
+            )
+            .await;
+        }
+    }
+}
