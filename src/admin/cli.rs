@@ -72,7 +72,9 @@ pub enum SubscriptionsAction {
     },
     /// Stop a content type's subscription.
     Stop {
+        /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All.
         content_type: String,
+        /// Only this tenant (default: every tenant collecting the content type).
         #[arg(long)]
         tenant_id: Option<String>,
     },
@@ -86,6 +88,7 @@ pub struct BackfillArgs {
     /// Tenant to list (may be left out when the collector has exactly one).
     #[arg(long)]
     pub tenant_id: Option<String>,
+    /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All.
     #[arg(long)]
     pub content_type: String,
     /// RFC 3339 or YYYY-MM-DD[THH:MM[:SS]] (UTC); at most 7 days back.
