@@ -10,6 +10,9 @@ use std::time::Duration;
 use o365_collector::demo::{self, DemoArgs};
 use o365_collector::mapping::Format;
 
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let args: Vec<String> = std::env::args()
         .skip(1)

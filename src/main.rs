@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use o365_collector::telemetry::{self, LogFormat};
 use o365_collector::{app, config, demo, emulator, mapping};
 
+/// Mapping allocates many small strings per record; mimalloc maps ≈25% more records per second than
+/// glibc's allocator (benches/mapping.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "o365-collector",

@@ -23,10 +23,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{Issue, clientip, enums};
+use super::{Entries, Issue, clientip, enums};
 
-fn put(ev: &mut Map<String, Value>, key: &str, v: impl Into<Value>) {
-    ev.insert(key.to_owned(), v.into());
+fn put(ev: &mut Entries, key: &str, v: impl Into<Value>) {
+    ev.push((key.to_owned(), v.into()));
 }
 
 /// A non-empty string field of the record.
@@ -42,7 +42,7 @@ fn strings(items: Vec<String>) -> Value {
 }
 
 /// Adds the ECS fields for `record` to `ev`.
-pub fn add_ecs(record: &Map<String, Value>, ev: &mut Map<String, Value>, issues: &mut Vec<Issue>) {
+pub fn add_ecs(record: &Map<String, Value>, ev: &mut Entries, issues: &mut Vec<Issue>) {
     let record_type = record.get("RecordType").and_then(enums::as_enum_int);
     let operation = text(record, "Operation");
     let is_dlp = matches!(record_type, Some(11 | 13 | 33));
@@ -127,7 +127,7 @@ pub fn add_ecs(record: &Map<String, Value>, ev: &mut Map<String, Value>, issues:
         text(record, "UserId")
     };
     let user_domain = user_id.and_then(|u| set_user(ev, "user", u, &mut related_user));
-    if !ev.contains_key("user.email")
+    if user_domain.is_none()
         && let Some(upn) = text(record, "MailboxOwnerUPN")
     {
         put(ev, "user.email", upn);
@@ -214,12 +214,7 @@ pub fn outcome_of(status: Option<&Value>) -> &'static str {
 }
 
 /// Sets `<prefix>.id`, and for `name@domain` also `.email`, `.name`, `.domain`. Returns the domain.
-fn set_user(
-    ev: &mut Map<String, Value>,
-    prefix: &str,
-    id: &str,
-    related: &mut Vec<String>,
-) -> Option<String> {
+fn set_user(ev: &mut Entries, prefix: &str, id: &str, related: &mut Vec<String>) -> Option<String> {
     put(ev, &format!("{prefix}.id"), id);
     let (name, domain) = id.rsplit_once('@')?;
     if name.is_empty() || domain.is_empty() {
@@ -251,7 +246,7 @@ fn name_value<'a>(record: &'a Map<String, Value>, field: &str, name: &str) -> Op
 /// ClientIPAddress, ActorIpAddress.
 fn add_client(
     record: &Map<String, Value>,
-    ev: &mut Map<String, Value>,
+    ev: &mut Entries,
     issues: &mut Vec<Issue>,
     related_ip: &mut Vec<String>,
 ) {
@@ -336,7 +331,7 @@ pub mod sharepoint {
         }
     }
 
-    pub(super) fn add(record: &Map<String, Value>, ev: &mut Map<String, Value>) {
+    pub(super) fn add(record: &Map<String, Value>, ev: &mut Entries) {
         if let Some(Value::String(name)) = record.get("SourceFileName") {
             put(ev, "file.name", name.as_str());
         }
@@ -352,7 +347,7 @@ pub mod sharepoint {
     }
 
     /// `url.*` from an absolute http(s) URL; anything else is left alone.
-    pub fn add_url(url: &str, ev: &mut Map<String, Value>) {
+    pub fn add_url(url: &str, ev: &mut Entries) {
         let Some((scheme, rest)) = url.split_once("://") else {
             return;
         };
@@ -464,7 +459,7 @@ pub mod dlp {
 
     pub(super) fn add(
         record: &Map<String, Value>,
-        ev: &mut Map<String, Value>,
+        ev: &mut Entries,
         related_user: &mut Vec<String>,
     ) {
         let mut ids = Vec::new();
@@ -572,7 +567,7 @@ pub mod iam {
     pub(super) fn add(
         record: &Map<String, Value>,
         i: Iam,
-        ev: &mut Map<String, Value>,
+        ev: &mut Entries,
         related: &mut Vec<String>,
     ) {
         if i.target_user {
@@ -609,10 +604,10 @@ mod tests {
     use serde_json::json;
 
     fn ecs(v: Value) -> (Map<String, Value>, Vec<Issue>) {
-        let mut ev = Map::new();
+        let mut ev = Vec::new();
         let mut issues = Vec::new();
         add_ecs(v.as_object().unwrap(), &mut ev, &mut issues);
-        (ev, issues)
+        (ev.into_iter().collect(), issues)
     }
 
     #[test]

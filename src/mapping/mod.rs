@@ -60,6 +60,27 @@ pub mod o365;
 
 use serde_json::{Map, Value};
 
+/// Key/value pairs collected before they are sorted and bulk-loaded into the event map (cheaper
+/// than inserting dozens of keys one by one).
+pub type Entries = Vec<(String, Value)>;
+
+/// Where the mapping writes a key: the event map itself (format `raw`) or the entries vector.
+trait Sink {
+    fn put_value(&mut self, key: &str, value: Value);
+}
+
+impl Sink for Map<String, Value> {
+    fn put_value(&mut self, key: &str, value: Value) {
+        self.insert(key.to_owned(), value);
+    }
+}
+
+impl Sink for Entries {
+    fn put_value(&mut self, key: &str, value: Value) {
+        self.push((key.to_owned(), value));
+    }
+}
+
 /// Output shape chosen by `format:`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -125,19 +146,24 @@ pub struct Mapped {
 pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
     let mut issues = Vec::new();
     let event = match raw {
-        Value::Object(record) => {
-            // The record's own keys first (the bulk), then the few keys we add.
-            let mut event = match ctx.format {
-                Format::Raw => record.clone(),
-                Format::O365 | Format::Ecs => o365::flatten_record(record, &mut issues),
-            };
-            // Meta keys win over record keys of the same name in `raw` (our provenance).
-            add_record_fields(record, ctx, &mut event, &mut issues);
-            if ctx.format == Format::Ecs {
-                ecs::add_ecs(record, &mut event, &mut issues);
+        Value::Object(record) => match ctx.format {
+            Format::Raw => {
+                // Meta keys win over record keys of the same name (our provenance).
+                let mut event = record.clone();
+                add_meta(Some(record), ctx, &mut event, &mut issues);
+                event
             }
-            event
-        }
+            Format::O365 | Format::Ecs => {
+                let mut entries = Vec::with_capacity(record.len() + 64);
+                o365::flatten_into(record, &mut entries);
+                add_timestamp(record, ctx, &mut entries, &mut issues);
+                add_meta(Some(record), ctx, &mut entries, &mut issues);
+                if ctx.format == Format::Ecs {
+                    ecs::add_ecs(record, &mut entries, &mut issues);
+                }
+                o365::into_map(entries, &mut issues)
+            }
+        },
         other => {
             let mut event = Map::new();
             not_an_object(other.clone(), ctx, &mut event, &mut issues);
@@ -145,19 +171,6 @@ pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
         }
     };
     Mapped { event, issues }
-}
-
-/// `@timestamp` and `o365.meta.*`, which read the record without consuming it.
-fn add_record_fields(
-    record: &Map<String, Value>,
-    ctx: &Context<'_>,
-    event: &mut Map<String, Value>,
-    issues: &mut Vec<Issue>,
-) {
-    if ctx.format != Format::Raw {
-        add_timestamp(record, ctx, event, issues);
-    }
-    add_meta(Some(record), ctx, event, issues);
 }
 
 fn not_an_object(
@@ -188,13 +201,13 @@ fn kind_of(v: &Value) -> &'static str {
 fn add_timestamp(
     record: &Map<String, Value>,
     ctx: &Context<'_>,
-    event: &mut Map<String, Value>,
+    event: &mut impl Sink,
     issues: &mut Vec<Issue>,
 ) {
     let problem = match record.get("CreationTime") {
         Some(Value::String(s)) => match creation_time_to_rfc3339(s) {
             Some(ts) => {
-                event.insert("@timestamp".to_owned(), Value::String(ts));
+                event.put_value("@timestamp", Value::String(ts));
                 return;
             }
             None => format!("not a date-time: {s:?}"),
@@ -205,10 +218,7 @@ fn add_timestamp(
     let fallback = if ctx.received.is_empty() {
         "; no @timestamp"
     } else {
-        event.insert(
-            "@timestamp".to_owned(),
-            Value::String(ctx.received.to_owned()),
-        );
+        event.put_value("@timestamp", Value::String(ctx.received.to_owned()));
         "; @timestamp is the receive time"
     };
     issues.push(Issue {
@@ -220,12 +230,12 @@ fn add_timestamp(
 fn add_meta(
     record: Option<&Map<String, Value>>,
     ctx: &Context<'_>,
-    event: &mut Map<String, Value>,
+    event: &mut impl Sink,
     issues: &mut Vec<Issue>,
 ) {
     let mut put = |key: &str, value: &str| {
         if !value.is_empty() {
-            event.insert(key.to_owned(), Value::String(value.to_owned()));
+            event.put_value(key, Value::String(value.to_owned()));
         }
     };
     put("o365.meta.tenant_id", ctx.tenant_id);
@@ -251,7 +261,7 @@ fn add_meta(
         match enums::as_enum_int(value) {
             Some(n) => {
                 if let Some(name) = table.name(n) {
-                    event.insert(key.to_owned(), Value::String(name.to_owned()));
+                    event.put_value(key, Value::String(name.to_owned()));
                 }
             }
             None => issues.push(Issue {

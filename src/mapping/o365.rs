@@ -18,7 +18,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Issue;
+use super::{Entries, Issue};
 
 /// Prefix of every flattened record key.
 pub const AUDIT_PREFIX: &str = "o365.audit.";
@@ -26,33 +26,42 @@ pub const AUDIT_PREFIX: &str = "o365.audit.";
 /// Flattens all fields of `record` under `o365.audit.` into a new map.
 pub fn flatten_record(record: &Map<String, Value>, issues: &mut Vec<Issue>) -> Map<String, Value> {
     let mut entries = Vec::with_capacity(record.len() + 16);
+    flatten_into(record, &mut entries);
+    into_map(entries, issues)
+}
+
+/// Appends the flattened fields of `record` to `entries` (unsorted; see [`into_map`]).
+pub fn flatten_into(record: &Map<String, Value>, entries: &mut Entries) {
     let mut path = String::with_capacity(128);
     path.push_str(AUDIT_PREFIX);
     for (k, v) in record {
         let len = path.len();
         path.push_str(k);
-        flatten_value(v, &mut path, &mut entries);
+        flatten_value(v, &mut path, entries);
         path.truncate(len);
     }
-    into_map(entries, issues)
 }
 
-/// Sorts the entries (stably: the first of equal keys stays first), reports and drops duplicate
-/// keys, and bulk-loads the rest.
-fn into_map(mut entries: Vec<(String, Value)>, issues: &mut Vec<Issue>) -> Map<String, Value> {
+/// Sorts the entries stably and bulk-loads them. A duplicated `o365.audit.*` key keeps its first
+/// value and is reported; for the keys the mapping adds itself the last value wins, as with
+/// `Map::insert`.
+pub fn into_map(mut entries: Entries, issues: &mut Vec<Issue>) -> Map<String, Value> {
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let has_duplicates = entries.windows(2).any(|w| w[0].0 == w[1].0);
     if has_duplicates {
-        let mut kept: Vec<(String, Value)> = Vec::with_capacity(entries.len());
+        let mut kept: Entries = Vec::with_capacity(entries.len());
         for (k, v) in entries {
-            if kept.last().is_some_and(|(last, _)| *last == k) {
-                issues.push(Issue {
-                    field: k.get(AUDIT_PREFIX.len()..).unwrap_or(&k).to_owned(),
-                    problem: "key produced twice (duplicate Name or dotted key); first value kept"
-                        .to_owned(),
-                });
-            } else {
-                kept.push((k, v));
+            match kept.last_mut() {
+                Some((last, _)) if *last == k && k.starts_with(AUDIT_PREFIX) => {
+                    issues.push(Issue {
+                        field: k.get(AUDIT_PREFIX.len()..).unwrap_or(&k).to_owned(),
+                        problem:
+                            "key produced twice (duplicate Name or dotted key); first value kept"
+                                .to_owned(),
+                    });
+                }
+                Some((last, slot)) if *last == k => *slot = v,
+                _ => kept.push((k, v)),
             }
         }
         entries = kept;
@@ -61,7 +70,7 @@ fn into_map(mut entries: Vec<(String, Value)>, issues: &mut Vec<Issue>) -> Map<S
 }
 
 /// Flattens one value found at `path` (which the function leaves as it found it).
-fn flatten_value(v: &Value, path: &mut String, out: &mut Vec<(String, Value)>) {
+fn flatten_value(v: &Value, path: &mut String, out: &mut Entries) {
     match v {
         Value::Object(o) if !o.is_empty() => {
             for (k, child) in o {
