@@ -1,21 +1,542 @@
 //! CLI mirrors of the admin API (`subscriptions list|start|stop`, `backfill`): they call the running
-//! collector's admin listener.
-//! STUB: the admin work fills this file; the argument types are the contract.
+//! collector's admin listener over HTTP, so they act on the same store and clients as the service.
+//!
+//! Where to connect: `--admin URL` (or `O365_ADMIN_URL`), else `listen.admin` of `--config FILE`,
+//! else `http://127.0.0.1:9090`. The token: `--token` (or, better, `O365_ADMIN_TOKEN`: a command line
+//! is visible to other users), else `admin.token` of `--config FILE`.
+//! Exit codes: 0 ok, 1 the API (or the connection to it) failed, 2 usage.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::backfill::{BackfillAnswer, BackfillRequest, parse_time};
+use super::subscriptions::{ChangeAnswer, SubscriptionsAnswer};
+use crate::config::{CONTENT_TYPES, Config};
+
+/// The admin listener's default address.
+pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";
+
+/// How to reach the admin API; shared by every mirror command.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Connection {
+    /// Base URL of the collector's admin listener [default: http://127.0.0.1:9090].
+    #[arg(
+        long = "admin",
+        value_name = "URL",
+        env = "O365_ADMIN_URL",
+        global = true
+    )]
+    pub admin: Option<String>,
+    /// Admin bearer token (prefer the environment variable: command lines are visible to others).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "O365_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    pub token: Option<String>,
+    /// Read listen.admin and admin.token from this collector configuration.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+    /// Print the API's JSON answer instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
 
 /// `o365-collector subscriptions …`
 #[derive(clap::Args, Debug, Clone)]
-pub struct SubscriptionsArgs {}
+pub struct SubscriptionsArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub action: SubscriptionsAction,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum SubscriptionsAction {
+    /// Subscription and webhook status of every tenant and content type.
+    List,
+    /// Start a content type's subscription (with the configured webhook in push mode).
+    Start {
+        /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All.
+        content_type: String,
+        /// Only this tenant (default: every tenant collecting the content type).
+        #[arg(long)]
+        tenant_id: Option<String>,
+    },
+    /// Stop a content type's subscription.
+    Stop {
+        /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All.
+        content_type: String,
+        /// Only this tenant (default: every tenant collecting the content type).
+        #[arg(long)]
+        tenant_id: Option<String>,
+    },
+}
 
 /// `o365-collector backfill …`
 #[derive(clap::Args, Debug, Clone)]
-pub struct BackfillArgs {}
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Tenant to list (may be left out when the collector has exactly one).
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All.
+    #[arg(long)]
+    pub content_type: String,
+    /// RFC 3339 or YYYY-MM-DD[THH:MM[:SS]] (UTC); at most 7 days back.
+    #[arg(long)]
+    pub start: String,
+    /// Same forms; default: now.
+    #[arg(long)]
+    pub end: Option<String>,
+}
+
+/// Why a mirror command failed; `code` is the exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Api(String),
+}
+
+impl CliError {
+    pub fn code(&self) -> i32 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Api(_) => 1,
+        }
+    }
+}
 
 /// Runs `subscriptions`; returns the process exit code.
-pub async fn subscriptions(_args: SubscriptionsArgs) -> i32 {
-    2
+pub async fn subscriptions(args: SubscriptionsArgs) -> i32 {
+    finish(run_subscriptions(&args).await)
 }
 
 /// Runs `backfill`; returns the process exit code.
-pub async fn backfill(_args: BackfillArgs) -> i32 {
-    2
+pub async fn backfill(args: BackfillArgs) -> i32 {
+    finish(run_backfill(&args).await)
+}
+
+/// Prints the text (stdout) or the error (stderr) and gives the exit code.
+fn finish(r: Result<(String, bool), CliError>) -> i32 {
+    match r {
+        Ok((text, ok)) => {
+            print!("{text}");
+            if ok { 0 } else { 1 }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.code()
+        }
+    }
+}
+
+/// The text to print and whether everything succeeded.
+pub async fn run_subscriptions(args: &SubscriptionsArgs) -> Result<(String, bool), CliError> {
+    let api = AdminClient::from_connection(&args.conn)?;
+    match &args.action {
+        SubscriptionsAction::List => {
+            let (_, answer): (_, SubscriptionsAnswer) = api
+                .call(Method::GET, "/subscriptions", &[], None::<&()>)
+                .await?;
+            let ok = answer.tenants.iter().all(|t| t.error.is_none());
+            let text = if args.conn.json {
+                to_json(&answer)
+            } else {
+                subscriptions_table(&answer)
+            };
+            Ok((text, ok))
+        }
+        SubscriptionsAction::Start {
+            content_type,
+            tenant_id,
+        }
+        | SubscriptionsAction::Stop {
+            content_type,
+            tenant_id,
+        } => {
+            let verb = if matches!(args.action, SubscriptionsAction::Start { .. }) {
+                "start"
+            } else {
+                "stop"
+            };
+            let ct = known_content_type(content_type)?;
+            let query: Vec<(&str, &str)> = tenant_id
+                .as_deref()
+                .map(|t| vec![("tenant_id", t)])
+                .unwrap_or_default();
+            let (status, answer): (_, ChangeAnswer) = api
+                .call(
+                    Method::POST,
+                    &format!("/subscriptions/{ct}/{verb}"),
+                    &query,
+                    None::<&()>,
+                )
+                .await?;
+            let ok = status.is_success() && answer.results.iter().all(|r| r.ok);
+            let text = if args.conn.json {
+                to_json(&answer)
+            } else {
+                change_text(&answer)
+            };
+            Ok((text, ok))
+        }
+    }
+}
+
+/// The text to print and whether everything succeeded.
+pub async fn run_backfill(args: &BackfillArgs) -> Result<(String, bool), CliError> {
+    let ct = known_content_type(&args.content_type)?;
+    for (name, v) in [("--start", Some(&args.start)), ("--end", args.end.as_ref())] {
+        if let Some(v) = v
+            && parse_time(v).is_none()
+        {
+            return Err(CliError::Usage(format!(
+                "{name} {v:?} is not a time: use RFC 3339 (2026-11-25T08:00:00Z) or YYYY-MM-DD[THH:MM[:SS]] (UTC)"
+            )));
+        }
+    }
+    let api = AdminClient::from_connection(&args.conn)?;
+    let req = BackfillRequest {
+        tenant_id: args.tenant_id.clone(),
+        content_type: ct.to_string(),
+        start: args.start.clone(),
+        end: args.end.clone(),
+    };
+    let (_, answer): (_, BackfillAnswer) =
+        api.call(Method::POST, "/backfill", &[], Some(&req)).await?;
+    let text = if args.conn.json {
+        to_json(&answer)
+    } else {
+        backfill_text(&answer)
+    };
+    Ok((text, true))
+}
+
+fn known_content_type(raw: &str) -> Result<&'static str, CliError> {
+    CONTENT_TYPES
+        .iter()
+        .find(|c| c.eq_ignore_ascii_case(raw.trim()))
+        .copied()
+        .ok_or_else(|| {
+            CliError::Usage(format!(
+                "unknown content type {raw:?}; one of {}",
+                CONTENT_TYPES.join(", ")
+            ))
+        })
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    let mut s = serde_json::to_string_pretty(v).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// A small HTTP client for the admin API.
+pub struct AdminClient {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl AdminClient {
+    /// Resolves the address and token from flags, environment and `--config`.
+    pub fn from_connection(conn: &Connection) -> Result<AdminClient, CliError> {
+        let cfg = match &conn.config {
+            Some(path) => Some(Config::load(path).map_err(|problems| {
+                CliError::Usage(format!("{} has problems:\n{problems}", path.display()))
+            })?),
+            None => None,
+        };
+        let base = match (&conn.admin, &cfg) {
+            (Some(url), _) => url.clone(),
+            (None, Some(cfg)) => url_of(cfg.listen.admin),
+            (None, None) => DEFAULT_ADMIN_URL.to_string(),
+        };
+        let token = conn.token.clone().or_else(|| {
+            cfg.as_ref()
+                .and_then(|c| c.admin.token.as_ref())
+                .map(|t| t.expose().to_string())
+        });
+        AdminClient::new(&base, token)
+    }
+
+    pub fn new(base: &str, token: Option<String>) -> Result<AdminClient, CliError> {
+        let url = reqwest::Url::parse(base.trim())
+            .map_err(|e| CliError::Usage(format!("--admin {base:?} is not a URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(CliError::Usage(format!(
+                "--admin {base:?}: use http://HOST:PORT or https://HOST:PORT"
+            )));
+        }
+        crate::server::install_crypto_provider();
+        // No redirects: the bearer token must not travel anywhere else.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(3600))
+            .build()
+            .map_err(|e| CliError::Usage(format!("HTTP client: {e}")))?;
+        Ok(AdminClient {
+            http,
+            base: url.as_str().trim_end_matches('/').to_string(),
+            token: token.filter(|t| !t.is_empty()),
+        })
+    }
+
+    /// One call; a JSON answer of type `T` (also for 502 answers that carry per-tenant results),
+    /// otherwise the API's `{"error"}` as [`CliError::Api`].
+    pub async fn call<T: DeserializeOwned, B: Serialize>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, &str)],
+        body: Option<&B>,
+    ) -> Result<(StatusCode, T), CliError> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).query(query);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|e| {
+            CliError::Api(format!(
+                "cannot reach the admin API at {}: {}",
+                self.base,
+                e.without_url()
+            ))
+        })?;
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| CliError::Api(format!("reading the answer: {}", e.without_url())))?;
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(CliError::Api(
+                "the admin API refused the token: set O365_ADMIN_TOKEN (or --token, or --config) to admin.token"
+                    .into(),
+            ));
+        }
+        if let Ok(v) = serde_json::from_slice::<T>(&bytes) {
+            return Ok((status, v));
+        }
+        let msg = serde_json::from_slice::<serde_json::Value>(&bytes)
+            .ok()
+            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(String::from))
+            .unwrap_or_else(|| {
+                String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()
+            });
+        Err(CliError::Api(format!("{} {status}: {msg}", path)))
+    }
+}
+
+/// `http://` address for a listen address; a wildcard bind is reached on loopback.
+fn url_of(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v) if v.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v) if v.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// Aligned columns; the last column is not padded.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let mut line = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(c);
+            } else {
+                line.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `subscriptions list` as a table; tenants whose listing failed show the error.
+pub fn subscriptions_table(a: &SubscriptionsAnswer) -> String {
+    let mut rows = vec![
+        [
+            "TENANT",
+            "CONTENT TYPE",
+            "STATUS",
+            "WEBHOOK",
+            "ADDRESS",
+            "NOTE",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut errors = String::new();
+    for t in &a.tenants {
+        if let Some(e) = &t.error {
+            errors.push_str(&format!("{}: error: {e}\n", t.tenant_id));
+        }
+        for s in &t.subscriptions {
+            let (hook_status, address) = match &s.webhook {
+                Some(w) => (
+                    w.status.clone().unwrap_or_else(|| "enabled".into()),
+                    w.address.clone().unwrap_or_default(),
+                ),
+                None => ("-".into(), "-".into()),
+            };
+            let note = if !s.configured {
+                "not collected".to_string()
+            } else {
+                s.needs_start
+                    .as_ref()
+                    .map(|r| format!("needs start: {r}"))
+                    .unwrap_or_default()
+            };
+            rows.push(vec![
+                t.tenant_id.clone(),
+                s.content_type.clone(),
+                s.status.clone(),
+                hook_status,
+                address,
+                note,
+            ]);
+        }
+    }
+    format!("mode: {}\n{}{errors}", a.mode, table(&rows))
+}
+
+fn change_text(a: &ChangeAnswer) -> String {
+    let mut out = String::new();
+    for r in &a.results {
+        match (&r.error, &r.subscription) {
+            (Some(e), _) => out.push_str(&format!(
+                "{} {}: {} failed: {e}\n",
+                r.tenant_id, a.content_type, a.action
+            )),
+            (None, Some(s)) => out.push_str(&format!(
+                "{} {}: {} ok (status {}, webhook {})\n",
+                r.tenant_id,
+                a.content_type,
+                a.action,
+                s.status,
+                s.webhook
+                    .as_ref()
+                    .and_then(|w| w.status.clone())
+                    .unwrap_or_else(|| "none".into())
+            )),
+            (None, None) => out.push_str(&format!(
+                "{} {}: {} ok\n",
+                r.tenant_id, a.content_type, a.action
+            )),
+        }
+    }
+    if let Some(n) = &a.note {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
+}
+
+fn backfill_text(a: &BackfillAnswer) -> String {
+    let mut out = format!(
+        "{} {} {} .. {}: listed {}, added {}, pages {}{}{}\n",
+        a.tenant_id,
+        a.content_type,
+        a.start,
+        a.end,
+        a.listed,
+        a.added,
+        a.pages,
+        if a.refused > 0 {
+            format!(", refused {}", a.refused)
+        } else {
+            String::new()
+        },
+        if a.truncated { ", truncated" } else { "" },
+    );
+    for n in &a.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admin::subscriptions::{SubscriptionView, TenantSubscriptions, WebhookView};
+
+    #[test]
+    fn wildcard_listen_is_reached_on_loopback() {
+        assert_eq!(
+            url_of("0.0.0.0:9090".parse().unwrap()),
+            "http://127.0.0.1:9090"
+        );
+        assert_eq!(url_of("[::]:9090".parse().unwrap()), "http://[::1]:9090");
+        assert_eq!(url_of("10.0.0.5:9".parse().unwrap()), "http://10.0.0.5:9");
+    }
+
+    #[test]
+    fn bad_urls_are_usage_errors() {
+        assert_eq!(AdminClient::new("nope", None).err().unwrap().code(), 2);
+        assert_eq!(AdminClient::new("ftp://h:1", None).err().unwrap().code(), 2);
+        assert!(AdminClient::new("http://127.0.0.1:9090/", None).is_ok());
+        assert_eq!(known_content_type("Audit.Nope").unwrap_err().code(), 2);
+    }
+
+    #[test]
+    fn table_lists_every_subscription_and_errors() {
+        let a = SubscriptionsAnswer {
+            mode: "push".into(),
+            tenants: vec![
+                TenantSubscriptions {
+                    tenant_id: "t1".into(),
+                    error: None,
+                    subscriptions: vec![SubscriptionView {
+                        content_type: "Audit.General".into(),
+                        configured: true,
+                        status: "enabled".into(),
+                        webhook: Some(WebhookView {
+                            status: Some("enabled".into()),
+                            address: Some("https://c.example/h".into()),
+                            expiration: None,
+                        }),
+                        needs_start: None,
+                    }],
+                },
+                TenantSubscriptions {
+                    tenant_id: "t2".into(),
+                    error: Some("HTTP 401".into()),
+                    subscriptions: vec![],
+                },
+            ],
+        };
+        let t = subscriptions_table(&a);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "mode: push");
+        assert!(lines[1].starts_with("TENANT  CONTENT TYPE"), "{t}");
+        assert!(lines[2].contains("Audit.General") && lines[2].contains("https://c.example/h"));
+        assert_eq!(lines[3], "t2: error: HTTP 401");
+    }
 }

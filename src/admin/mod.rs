@@ -1,18 +1,43 @@
 //! The admin API, on its own listener (`listen.admin`), never on the public one.
-//! STUB: the admin work fills this module; `AdminState` and `router` are the contract.
+//!
+//! JSON endpoints to see and steer the collector without the Azure portal:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /subscriptions` | per tenant and content type: subscription and webhook status, webhook address |
+//! | `POST /subscriptions/{content_type}/start` / `stop` | `?tenant_id=` optional (default: every tenant) |
+//! | `GET /status` | queue, checkpoints, last notifications, output health, counters, uptime, mode |
+//! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new |
+//! | `GET /metrics` | Prometheus / OpenMetrics text |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store answers) — no token needed |
+//!
+//! Every other route needs `Authorization: Bearer <admin.token>` when a token is configured.
+//! Secrets (client secrets, the webhook AuthID, tokens) never appear in an answer.
 
+mod auth;
+mod backfill;
 pub mod cli;
+mod metrics;
+mod status;
+mod subscriptions;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use axum::Json;
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use tokio::sync::Notify;
 
 use crate::config::{Secret, WebhookConfig};
-use crate::pipeline::Tenants;
+use crate::pipeline::{TenantRuntime, Tenants};
 use crate::store::Store;
 use crate::telemetry::Counters;
+
+pub use backfill::{BackfillAnswer, BackfillRequest, parse_time};
+pub use metrics::{COUNTERS, counter_values};
 
 /// What the admin handlers share.
 pub struct AdminState<S> {
@@ -28,7 +53,239 @@ pub struct AdminState<S> {
     pub started: SystemTime,
 }
 
-/// The admin router.
-pub fn router<S: Store>(_state: Arc<AdminState<S>>) -> Router {
+impl<S> AdminState<S> {
+    /// `"push"` with a webhook, `"pull"` without.
+    pub fn mode(&self) -> &'static str {
+        if self.webhook.is_some() {
+            "push"
+        } else {
+            "pull"
+        }
+    }
+
+    /// Tenants sorted by id, so answers are stable.
+    fn sorted_tenants(&self) -> Vec<&Arc<TenantRuntime>> {
+        let mut v: Vec<_> = self.tenants.values().collect();
+        v.sort_by(|a, b| a.cfg.tenant_id.cmp(&b.cfg.tenant_id));
+        v
+    }
+
+    /// The tenant with this id (any case).
+    fn tenant(&self, id: &str) -> Option<&Arc<TenantRuntime>> {
+        self.tenants.get(&id.trim().to_ascii_lowercase())
+    }
+}
+
+/// The admin router: protected routes behind the bearer check, `/healthz` and `/readyz` open, and a
+/// JSON 404 for everything else.
+pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
+    let protected = Router::new()
+        .route("/subscriptions", get(subscriptions::list::<S>))
+        .route(
+            "/subscriptions/{content_type}/start",
+            post(subscriptions::start::<S>),
+        )
+        .route(
+            "/subscriptions/{content_type}/stop",
+            post(subscriptions::stop::<S>),
+        )
+        .route("/status", get(status::status::<S>))
+        .route("/backfill", post(backfill::backfill::<S>))
+        .route("/metrics", get(metrics::metrics::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token::<S>,
+        ));
     Router::new()
+        .route("/healthz", get(status::healthz))
+        .route("/readyz", get(status::readyz::<S>))
+        .merge(protected)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+async fn not_found() -> AdminError {
+    AdminError::NotFound("no such admin endpoint".into())
+}
+
+/// An admin API failure, answered as `{"error": "..."}` with the matching status.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The request itself is wrong (body, parameters, unknown tenant or content type).
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// Missing or wrong bearer token.
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    /// The Management Activity API refused or failed.
+    #[error("{0}")]
+    Upstream(String),
+    /// The store cannot answer right now.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl AdminError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl IntoResponse for AdminError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = Json(serde_json::json!({ "error": self.to_string() }));
+        if matches!(self, AdminError::Unauthorized) {
+            (
+                status,
+                [(
+                    axum::http::header::WWW_AUTHENTICATE,
+                    "Bearer realm=\"o365-collector admin\"",
+                )],
+                body,
+            )
+                .into_response()
+        } else {
+            (status, body).into_response()
+        }
+    }
+}
+
+/// RFC 3339 UTC with seconds, the form every time in an answer takes.
+pub fn rfc3339(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Claimed, ContentRef, EnqueueOutcome, StoreError, StoreStats};
+    use std::time::Duration;
+
+    /// A store whose disk is gone: every call fails.
+    struct DownStore;
+
+    fn down<T>() -> Result<T, StoreError> {
+        Err(StoreError::Unavailable("disk on fire".into()))
+    }
+
+    impl Store for DownStore {
+        async fn enqueue(&self, _: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+            down()
+        }
+        async fn claim(&self, _: usize, _: Duration) -> Result<Vec<Claimed>, StoreError> {
+            down()
+        }
+        async fn renew(&self, _: u64, _: Duration) -> Result<(), StoreError> {
+            down()
+        }
+        async fn complete(&self, _: u64) -> Result<(), StoreError> {
+            down()
+        }
+        async fn reschedule(&self, _: u64, _: SystemTime, _: &str) -> Result<(), StoreError> {
+            down()
+        }
+        async fn dead_letter(&self, _: u64, _: &str) -> Result<(), StoreError> {
+            down()
+        }
+        async fn cursor(&self, _: &str, _: &str) -> Result<Option<SystemTime>, StoreError> {
+            down()
+        }
+        async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
+            down()
+        }
+        async fn prune(&self, _: SystemTime) -> Result<u64, StoreError> {
+            down()
+        }
+        async fn stats(&self) -> Result<StoreStats, StoreError> {
+            down()
+        }
+    }
+
+    async fn serve(token: Option<&str>) -> String {
+        let state = Arc::new(AdminState {
+            store: Arc::new(DownStore),
+            tenants: Arc::new(Tenants::new()),
+            counters: Arc::new(Counters::default()),
+            webhook: None,
+            token: token.map(Secret::new),
+            wake: Arc::new(Notify::new()),
+            started: SystemTime::now(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router(state)).await;
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn store_down_shows_in_readyz_status_and_metrics() {
+        let base = serve(None).await;
+        let http = reqwest::Client::new();
+        let healthz = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(healthz.status(), 200);
+        let readyz = http.get(format!("{base}/readyz")).send().await.unwrap();
+        assert_eq!(readyz.status(), 503);
+        let body: serde_json::Value = readyz.json().await.unwrap();
+        assert!(body["error"].as_str().unwrap().contains("disk on fire"));
+
+        // No token configured (loopback only): allowed without Authorization.
+        let status: serde_json::Value = http
+            .get(format!("{base}/status"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["mode"], "pull");
+        assert!(
+            status["queue"]["error"]
+                .as_str()
+                .unwrap()
+                .contains("disk on fire")
+        );
+
+        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = metrics.text().await.unwrap();
+        assert!(text.contains("o365_store_up 0\n"), "{text}");
+        assert!(!text.contains("o365_queue_pending"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+
+        let backfill = http
+            .post(format!("{base}/backfill"))
+            .json(&serde_json::json!({"content_type": "Audit.General", "start": "2026-01-01"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(backfill.status(), 400);
+    }
+
+    #[tokio::test]
+    async fn configured_token_guards_everything_but_health() {
+        let base = serve(Some("0123456789abcdef0123")).await;
+        let http = reqwest::Client::new();
+        let r = http.get(format!("{base}/status")).send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        let r = http
+            .get(format!("{base}/status"))
+            .bearer_auth("0123456789abcdef0123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
 }

@@ -1,0 +1,216 @@
+//! `POST /backfill`: lists `[start, end)` of one tenant's content type (within the 7 days Microsoft
+//! keeps), stores what was not seen before and wakes the workers. The cursor is not touched.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::subscriptions::canonical_content_type;
+use super::{AdminError, AdminState};
+use crate::pipeline::puller::{self, MAX_BACK, PullError};
+use crate::store::Store;
+
+/// The body of `POST /backfill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackfillRequest {
+    /// May be left out when exactly one tenant is configured.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    pub content_type: String,
+    /// RFC 3339, or the API's forms (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]`, UTC).
+    pub start: String,
+    /// Same forms; left out: now.
+    #[serde(default)]
+    pub end: Option<String>,
+}
+
+/// The answer of `POST /backfill`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BackfillAnswer {
+    pub tenant_id: String,
+    pub content_type: String,
+    pub requested_start: String,
+    pub requested_end: String,
+    /// What was actually listed (after clamping to retention and to now).
+    pub start: String,
+    pub end: String,
+    /// Content blobs listed.
+    pub listed: usize,
+    /// Newly stored (the others were already known by contentId).
+    pub added: usize,
+    pub pages: usize,
+    /// Listed blobs whose contentUri was not on the configured resource (never fetched).
+    pub refused: usize,
+    /// The requested start was older than Microsoft keeps content: the listing started later.
+    pub truncated: bool,
+    /// Human explanations of any clamping.
+    pub notes: Vec<String>,
+}
+
+/// Parses RFC 3339 (any offset) or the API's own forms, which are UTC.
+pub fn parse_time(raw: &str) -> Option<DateTime<Utc>> {
+    let t = raw.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Some(d.with_timezone(&Utc));
+    }
+    let t = t
+        .strip_suffix('Z')
+        .or_else(|| t.strip_suffix('z'))
+        .unwrap_or(t);
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return d.and_hms_opt(0, 0, 0).map(|n| n.and_utc());
+    }
+    [
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S%.f",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(t, f).ok())
+    .map(|n| n.and_utc())
+}
+
+fn time_field(name: &str, raw: &str) -> Result<DateTime<Utc>, AdminError> {
+    parse_time(raw).ok_or_else(|| {
+        AdminError::BadRequest(format!(
+            "{name} {raw:?} is not a time: use RFC 3339 (2026-11-25T08:00:00Z) or YYYY-MM-DD[THH:MM[:SS]] (UTC)"
+        ))
+    })
+}
+
+fn secs(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub(super) async fn backfill<S: Store>(
+    State(state): State<Arc<AdminState<S>>>,
+    body: Result<Json<BackfillRequest>, JsonRejection>,
+) -> Result<Json<BackfillAnswer>, AdminError> {
+    let Json(req) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
+    let tenant = match req
+        .tenant_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        Some(id) => state
+            .tenant(id)
+            .ok_or_else(|| AdminError::BadRequest(format!("tenant {id} is not configured")))?
+            .clone(),
+        None if state.tenants.len() == 1 => state
+            .tenants
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| AdminError::BadRequest("no tenant is configured".into()))?,
+        None => {
+            return Err(AdminError::BadRequest(
+                "tenant_id is required when several tenants are configured".into(),
+            ));
+        }
+    };
+    let ct = canonical_content_type(&req.content_type)?;
+    if !tenant
+        .cfg
+        .content_types
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case(ct))
+    {
+        return Err(AdminError::BadRequest(format!(
+            "tenant {} does not collect {ct} (content_type in the configuration: {})",
+            tenant.cfg.tenant_id,
+            tenant.cfg.content_types.join(" ")
+        )));
+    }
+    let now = Utc::now();
+    let start = time_field("start", &req.start)?;
+    let end = match &req.end {
+        Some(e) => time_field("end", e)?,
+        None => now,
+    };
+    if start >= end {
+        return Err(AdminError::BadRequest(format!(
+            "start {} is not before end {}",
+            secs(start),
+            secs(end)
+        )));
+    }
+    if start >= now {
+        return Err(AdminError::BadRequest(format!(
+            "start {} is in the future",
+            secs(start)
+        )));
+    }
+    let oldest = now - MAX_BACK;
+    let mut notes = Vec::new();
+    if start < oldest {
+        notes.push(format!(
+            "Microsoft keeps content for 7 days: listing starts at {} instead of {}; older content is gone",
+            secs(oldest),
+            secs(start)
+        ));
+    }
+    if end > now {
+        notes.push(format!(
+            "end {} is in the future: listing ends now",
+            secs(end)
+        ));
+    }
+    // Runs on its own task so that a client that hangs up does not cut the listing in the middle.
+    let store = state.store.clone();
+    let t = tenant.clone();
+    let report = tokio::spawn(async move {
+        puller::backfill(t.as_ref(), ct, store.as_ref(), start, end, now).await
+    })
+    .await
+    .map_err(|e| AdminError::Unavailable(format!("backfill task failed: {e}")))?
+    .map_err(|e| match e {
+        PullError::Api(e) => AdminError::Upstream(format!("content listing failed: {e}")),
+        PullError::Store(e) => AdminError::Unavailable(format!("store: {e}")),
+    })?;
+    if report.added > 0 {
+        state.wake.notify_waiters();
+    }
+    tracing::info!(tenant.id = %tenant.cfg.tenant_id, content.type = ct, listed = report.listed,
+                   added = report.added, truncated = report.truncated, "backfill through the admin API");
+    Ok(Json(BackfillAnswer {
+        tenant_id: tenant.cfg.tenant_id.clone(),
+        content_type: ct.to_string(),
+        requested_start: secs(start),
+        requested_end: secs(end),
+        start: secs(start.max(oldest)),
+        end: secs(end.min(now)),
+        listed: report.listed,
+        added: report.added,
+        pages: report.pages,
+        refused: report.refused,
+        truncated: report.truncated,
+        notes,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn accepts_rfc3339_and_the_api_forms() {
+        let at = Utc.with_ymd_and_hms(2026, 11, 25, 8, 30, 0).unwrap();
+        assert_eq!(parse_time("2026-11-25T08:30:00Z"), Some(at));
+        assert_eq!(parse_time("2026-11-25T09:30:00+01:00"), Some(at));
+        assert_eq!(parse_time("2026-11-25T08:30"), Some(at));
+        assert_eq!(parse_time("2026-11-25T08:30:00"), Some(at));
+        assert_eq!(parse_time("2026-11-25T08:30:00.000Z"), Some(at));
+        assert_eq!(
+            parse_time("2026-11-25"),
+            Some(Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap())
+        );
+        assert_eq!(parse_time("yesterday"), None);
+        assert_eq!(parse_time("2026-13-01"), None);
+    }
+}

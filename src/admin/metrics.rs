@@ -1,0 +1,279 @@
+//! `GET /metrics`: the process counters, queue gauges and per-tenant / per-output times in the
+//! OpenMetrics text format (which Prometheus scrapes), built by `prometheus-client` at each scrape
+//! from the live atomics and `Store::stats`.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use axum::extract::State;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::registry::{Registry, Unit};
+
+use super::status::{last_notifications, uptime_secs};
+use super::{AdminError, AdminState};
+use crate::store::Store;
+use crate::telemetry::Counters;
+
+/// One process counter: its name (exposed as `o365_<name>_total`), help text and field.
+pub struct CounterDef {
+    pub name: &'static str,
+    pub help: &'static str,
+    pub field: fn(&Counters) -> &AtomicU64,
+}
+
+/// Every field of [`Counters`] (a unit test checks none is missing).
+pub const COUNTERS: &[CounterDef] = &[
+    CounterDef {
+        name: "notifications_accepted",
+        help: "Content blobs announced by webhook notifications and newly stored",
+        field: |c| &c.notifications_accepted,
+    },
+    CounterDef {
+        name: "notifications_rejected",
+        help: "Webhook POSTs refused (wrong AuthID, tenant, content type or contentUri)",
+        field: |c| &c.notifications_rejected,
+    },
+    CounterDef {
+        name: "notifications_duplicate",
+        help: "Announced content blobs already known by contentId",
+        field: |c| &c.notifications_duplicate,
+    },
+    CounterDef {
+        name: "validations",
+        help: "Webhook validation requests answered",
+        field: |c| &c.validations,
+    },
+    CounterDef {
+        name: "blobs_fetched",
+        help: "Content blobs downloaded",
+        field: |c| &c.blobs_fetched,
+    },
+    CounterDef {
+        name: "blobs_failed",
+        help: "Content blob attempts that failed and were rescheduled",
+        field: |c| &c.blobs_failed,
+    },
+    CounterDef {
+        name: "blobs_completed",
+        help: "Content blobs whose records the output accepted",
+        field: |c| &c.blobs_completed,
+    },
+    CounterDef {
+        name: "blobs_dead_lettered",
+        help: "Content blobs given up (gone, expired or unreadable)",
+        field: |c| &c.blobs_dead_lettered,
+    },
+    CounterDef {
+        name: "records_delivered",
+        help: "Audit records handed to outputs",
+        field: |c| &c.records_delivered,
+    },
+    CounterDef {
+        name: "records_duplicate",
+        help: "Audit records skipped by the output's record dedup",
+        field: |c| &c.records_duplicate,
+    },
+    CounterDef {
+        name: "mapping_issues",
+        help: "Problems found while mapping records (the record is still delivered)",
+        field: |c| &c.mapping_issues,
+    },
+    CounterDef {
+        name: "output_errors",
+        help: "Failed sends to an output",
+        field: |c| &c.output_errors,
+    },
+    CounterDef {
+        name: "token_refreshes",
+        help: "Access tokens obtained from the login authority",
+        field: |c| &c.token_refreshes,
+    },
+    CounterDef {
+        name: "subscriptions_started",
+        help: "Subscriptions started by the subscription keeper (missing, stopped or disabled)",
+        field: |c| &c.subscriptions_started,
+    },
+    CounterDef {
+        name: "throttled",
+        help: "API answers 429 (throttled)",
+        field: |c| &c.throttled,
+    },
+];
+
+/// Every counter with its current value.
+pub fn counter_values(c: &Counters) -> Vec<(&'static CounterDef, u64)> {
+    COUNTERS
+        .iter()
+        .map(|d| (d, Counters::get((d.field)(c))))
+        .collect()
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The whole exposition, `# EOF` included.
+pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, std::fmt::Error> {
+    let mut reg = Registry::with_prefix("o365");
+    for (d, v) in counter_values(&state.counters) {
+        reg.register(d.name, d.help, ConstCounter::new(v));
+    }
+
+    let stats = state.store.stats().await;
+    reg.register(
+        "store_up",
+        "1 when the store answered this scrape, 0 when it failed",
+        ConstGauge::new(i64::from(stats.is_ok())),
+    );
+    if let Ok(s) = &stats {
+        reg.register(
+            "queue_pending",
+            "Queued content blobs not under a lease (ready or waiting for a retry)",
+            ConstGauge::new(to_i64(s.pending)),
+        );
+        reg.register(
+            "queue_leased",
+            "Content blobs being worked on",
+            ConstGauge::new(to_i64(s.leased)),
+        );
+        reg.register(
+            "queue_dead_letters",
+            "Content blobs given up, kept with their reason",
+            ConstGauge::new(to_i64(s.dead_letters)),
+        );
+        reg.register_with_unit(
+            "queue_oldest_pending_age",
+            "Age of the oldest pending content blob (0 when none)",
+            Unit::Seconds,
+            ConstGauge::new(to_i64(s.oldest_pending_age_secs.unwrap_or(0))),
+        );
+    }
+    reg.register_with_unit(
+        "uptime",
+        "Time since the collector started",
+        Unit::Seconds,
+        ConstGauge::new(to_i64(uptime_secs(state.started))),
+    );
+
+    let last = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let checkpoint = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let notified = last_notifications(&state.counters.activity);
+    for t in state.sorted_tenants() {
+        let tid = &t.cfg.tenant_id;
+        for ct in &t.cfg.content_types {
+            let labels = vec![
+                ("tenant_id".to_string(), tid.clone()),
+                ("content_type".to_string(), ct.clone()),
+            ];
+            if let Some(at) = notified.get(&(tid.to_ascii_lowercase(), ct.to_ascii_lowercase())) {
+                last.get_or_create(&labels).set(unix_secs(*at));
+            }
+            if let Ok(Some(c)) = state.store.cursor(tid, ct).await {
+                checkpoint.get_or_create(&labels).set(unix_secs(c));
+            }
+        }
+    }
+    reg.register(
+        "last_notification_timestamp_seconds",
+        "Unix time of the last accepted webhook notification per tenant and content type",
+        last,
+    );
+    reg.register(
+        "checkpoint_timestamp_seconds",
+        "Unix time up to which content listing is complete, per tenant and content type",
+        checkpoint,
+    );
+
+    let errors = Family::<Labels, Gauge>::default();
+    let success = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for (name, h) in state.counters.activity.outputs() {
+        let labels = vec![("output".to_string(), name)];
+        errors
+            .get_or_create(&labels)
+            .set(to_i64(h.consecutive_errors));
+        if let Some(at) = h.last_success {
+            success.get_or_create(&labels).set(unix_secs(at));
+        }
+    }
+    reg.register(
+        "output_consecutive_errors",
+        "Failed sends to the output since its last success",
+        errors,
+    );
+    reg.register(
+        "output_last_success_timestamp_seconds",
+        "Unix time of the output's last accepted send",
+        success,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &reg)?;
+    Ok(out)
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn unix_secs(t: std::time::SystemTime) -> f64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+pub(super) async fn metrics<S: Store>(
+    State(state): State<Arc<AdminState<S>>>,
+) -> Result<Response, AdminError> {
+    let body = render(&state)
+        .await
+        .map_err(|_| AdminError::Unavailable("metrics could not be encoded".into()))?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A field added to `Counters` must be exposed too: compare with the struct's Debug output.
+    #[test]
+    fn every_counter_field_is_exposed() {
+        let debug = format!("{:?}", Counters::default());
+        let fields: Vec<&str> = debug
+            .split(['{', ','])
+            .filter_map(|part| part.trim().split_once(": 0").map(|(name, _)| name.trim()))
+            .filter(|name| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+            .collect();
+        assert!(fields.len() >= 10, "parsed {fields:?} from {debug}");
+        for f in &fields {
+            assert!(
+                COUNTERS.iter().any(|d| d.name == *f),
+                "Counters::{f} is not exposed by the admin API"
+            );
+        }
+        assert_eq!(fields.len(), COUNTERS.len(), "{fields:?}");
+    }
+
+    #[test]
+    fn counter_values_read_the_atomics() {
+        let c = Counters::default();
+        Counters::add(&c.records_delivered, 7);
+        let v = counter_values(&c);
+        let (_, n) = v
+            .iter()
+            .find(|(d, _)| d.name == "records_delivered")
+            .unwrap();
+        assert_eq!(*n, 7);
+    }
+}

@@ -1,0 +1,179 @@
+//! `GET /status`, `GET /healthz`, `GET /readyz`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Json;
+use axum::extract::State;
+use serde::{Deserialize, Serialize};
+
+use super::{AdminError, AdminState, counter_values, rfc3339};
+use crate::store::Store;
+
+/// `GET /status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatusAnswer {
+    /// `push` or `pull`.
+    pub mode: String,
+    pub started: String,
+    pub uptime_secs: u64,
+    pub queue: QueueStatus,
+    pub tenants: Vec<TenantStatus>,
+    pub outputs: Vec<OutputStatus>,
+    /// Every process counter by name (the `/metrics` names without `o365_` and `_total`).
+    pub counters: BTreeMap<String, u64>,
+}
+
+/// The durable queue, from `Store::stats`; `error` (and zeros) when the store did not answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct QueueStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub pending: u64,
+    pub leased: u64,
+    pub dead_letters: u64,
+    pub oldest_pending_age_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantStatus {
+    pub tenant_id: String,
+    pub output: String,
+    pub content_types: Vec<ContentTypeStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContentTypeStatus {
+    pub content_type: String,
+    /// Where listing resumes (RFC 3339), `None` before the first pull.
+    pub checkpoint: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_error: Option<String>,
+    /// Last accepted webhook notification for this tenant and content type.
+    pub last_notification: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutputStatus {
+    pub name: String,
+    /// No failure since the last success.
+    pub healthy: bool,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_reason: Option<String>,
+    pub consecutive_errors: u64,
+}
+
+/// Last notification time per (lower tenant id, lower content type).
+pub(super) fn last_notifications(
+    activity: &crate::telemetry::Activity,
+) -> BTreeMap<(String, String), SystemTime> {
+    activity
+        .notifications()
+        .into_iter()
+        .map(|((t, ct), at)| ((t.to_ascii_lowercase(), ct.to_ascii_lowercase()), at))
+        .collect()
+}
+
+pub(super) async fn status<S: Store>(
+    State(state): State<Arc<AdminState<S>>>,
+) -> Json<StatusAnswer> {
+    let queue = match state.store.stats().await {
+        Ok(s) => QueueStatus {
+            error: None,
+            pending: s.pending,
+            leased: s.leased,
+            dead_letters: s.dead_letters,
+            oldest_pending_age_secs: s.oldest_pending_age_secs,
+        },
+        Err(e) => QueueStatus {
+            error: Some(e.to_string()),
+            ..QueueStatus::default()
+        },
+    };
+    let notified = last_notifications(&state.counters.activity);
+    let mut tenants = Vec::new();
+    for t in state.sorted_tenants() {
+        let tid = &t.cfg.tenant_id;
+        let mut content_types = Vec::new();
+        for ct in &t.cfg.content_types {
+            let (checkpoint, checkpoint_error) = match state.store.cursor(tid, ct).await {
+                Ok(c) => (c.map(rfc3339), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let last_notification = notified
+                .get(&(tid.to_ascii_lowercase(), ct.to_ascii_lowercase()))
+                .copied()
+                .map(rfc3339);
+            content_types.push(ContentTypeStatus {
+                content_type: ct.clone(),
+                checkpoint,
+                checkpoint_error,
+                last_notification,
+            });
+        }
+        tenants.push(TenantStatus {
+            tenant_id: tid.clone(),
+            output: t.output_name.clone(),
+            content_types,
+        });
+    }
+    // Every configured output, with what the workers saw of it (nothing yet: healthy, no times).
+    let seen: BTreeMap<String, _> = state.counters.activity.outputs().into_iter().collect();
+    let names: BTreeSet<String> = state
+        .tenants
+        .values()
+        .map(|t| t.output_name.clone())
+        .chain(seen.keys().cloned())
+        .collect();
+    let outputs = names
+        .into_iter()
+        .map(|name| {
+            let h = seen.get(&name).cloned().unwrap_or_default();
+            OutputStatus {
+                healthy: h.consecutive_errors == 0,
+                last_success: h.last_success.map(rfc3339),
+                last_error: h.last_error.map(rfc3339),
+                last_error_reason: h.last_error_reason,
+                consecutive_errors: h.consecutive_errors,
+                name,
+            }
+        })
+        .collect();
+    let counters = counter_values(&state.counters)
+        .into_iter()
+        .map(|(c, v)| (c.name.to_string(), v))
+        .collect();
+    Json(StatusAnswer {
+        mode: state.mode().to_string(),
+        started: rfc3339(state.started),
+        uptime_secs: uptime_secs(state.started),
+        queue,
+        tenants,
+        outputs,
+        counters,
+    })
+}
+
+pub(super) fn uptime_secs(started: SystemTime) -> u64 {
+    SystemTime::now()
+        .duration_since(started)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// 200 as long as the process serves requests.
+pub(super) async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// 200 when the store answers, 503 otherwise.
+pub(super) async fn readyz<S: Store>(
+    State(state): State<Arc<AdminState<S>>>,
+) -> Result<Json<serde_json::Value>, AdminError> {
+    match state.store.stats().await {
+        Ok(_) => Ok(Json(serde_json::json!({ "status": "ready" }))),
+        Err(e) => Err(AdminError::Unavailable(format!("store: {e}"))),
+    }
+}
