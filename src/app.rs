@@ -86,6 +86,7 @@ impl App {
                     client,
                     output,
                     output_name: t.output.clone(),
+                    paused: Default::default(),
                 }),
             );
         }
@@ -175,7 +176,7 @@ impl App {
             cfg.webhook.clone(),
             lifecycle::RECHECK_EVERY.min(cfg.pull.reconcile_every),
             counters.clone(),
-            reconcile_now,
+            reconcile_now.clone(),
             shutdown.clone(),
         ));
 
@@ -186,6 +187,7 @@ impl App {
             webhook: cfg.webhook.clone(),
             token: cfg.admin.token.clone(),
             wake: admin_wake,
+            reconcile_now,
             started: std::time::SystemTime::now(),
         });
         let admin = server::serve(

@@ -50,6 +50,8 @@ pub struct AdminState<S> {
     pub token: Option<Secret>,
     /// Wakes the workers after a backfill stored something.
     pub wake: Arc<Notify>,
+    /// Asks the puller to list content now (after a subscription was started again).
+    pub reconcile_now: Arc<Notify>,
     pub started: SystemTime,
 }
 
@@ -218,6 +220,7 @@ mod tests {
             webhook: None,
             token: token.map(Secret::new),
             wake: Arc::new(Notify::new()),
+            reconcile_now: Arc::new(Notify::new()),
             started: SystemTime::now(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -14,7 +14,7 @@ use super::{AdminError, AdminState};
 use crate::config::{CONTENT_TYPES, WebhookConfig};
 use crate::mgmt_api::wire::Subscription;
 use crate::pipeline::TenantRuntime;
-use crate::pipeline::lifecycle::{self, needs_start};
+use crate::pipeline::lifecycle::needs_start;
 use crate::store::Store;
 
 /// `GET /subscriptions`.
@@ -240,13 +240,20 @@ async fn change<S: Store>(
         let tenant_id = t.cfg.tenant_id.clone();
         let outcome = match change {
             Change::Start => {
+                t.set_paused(ct, false);
                 let hook = webhook.map(|w| (w.address.as_str(), &w.auth_id));
                 t.client
                     .start_subscription(ct, hook)
                     .await
                     .map(|s| Some(view(ct, Some(&s), collects(t, ct), webhook)))
             }
-            Change::Stop => t.client.stop_subscription(ct).await.map(|()| None),
+            Change::Stop => {
+                let stopped = t.client.stop_subscription(ct).await.map(|()| None);
+                if stopped.is_ok() {
+                    t.set_paused(ct, true);
+                }
+                stopped
+            }
         };
         match outcome {
             Ok(subscription) => {
@@ -271,11 +278,16 @@ async fn change<S: Store>(
     let results = futures_util::future::join_all(calls).await;
     let failed = results.iter().filter(|r| !r.ok).count();
     let note = match change {
-        Change::Stop if results.iter().any(|r| r.ok) => Some(format!(
-            "the subscription keeper starts configured content types again at its next check \
-             (within {} s); remove the content type from the configuration to stop it for good",
-            lifecycle::RECHECK_EVERY.as_secs()
-        )),
+        Change::Stop if results.iter().any(|r| r.ok) => Some(
+            "stopped until started again through the admin API or until the collector restarts; \
+             remove the content type from the configuration to stop it for good"
+                .to_string(),
+        ),
+        Change::Start if results.iter().any(|r| r.ok) => {
+            // Content published while it was stopped is listed now.
+            state.reconcile_now.notify_one();
+            None
+        }
         _ => None,
     };
     let answer = ChangeAnswer {

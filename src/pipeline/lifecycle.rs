@@ -60,7 +60,12 @@ pub async fn ensure(
 ) -> Result<Vec<(String, Action)>, ApiError> {
     let current = tenant.client.list_subscriptions().await?;
     let mut done = Vec::new();
-    for ct in &tenant.cfg.content_types {
+    for ct in tenant
+        .cfg
+        .content_types
+        .iter()
+        .filter(|ct| !tenant.is_paused(ct))
+    {
         let sub = current
             .iter()
             .find(|s| s.content_type.eq_ignore_ascii_case(ct));

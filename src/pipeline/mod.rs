@@ -20,6 +20,28 @@ pub struct TenantRuntime {
     pub client: ManagementClient,
     pub output: Arc<AnyOutput>,
     pub output_name: String,
+    /// Content types an operator stopped through the admin API: the subscription keeper leaves them
+    /// stopped until they are started again (or the process restarts).
+    pub paused: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl TenantRuntime {
+    pub fn is_paused(&self, content_type: &str) -> bool {
+        self.paused
+            .lock()
+            .map(|p| p.contains(content_type))
+            .unwrap_or(false)
+    }
+
+    pub fn set_paused(&self, content_type: &str, paused: bool) {
+        if let Ok(mut p) = self.paused.lock() {
+            if paused {
+                p.insert(content_type.to_string());
+            } else {
+                p.remove(content_type);
+            }
+        }
+    }
 }
 
 /// Tenants by lower-case tenant id.
