@@ -3,6 +3,10 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -44,6 +48,7 @@ pub struct Counters {
     pub subscriptions_started: AtomicU64,
     pub throttled: AtomicU64,
     pub activity: Activity,
+    pub metrics: Metrics,
 }
 
 impl Counters {
@@ -114,5 +119,59 @@ impl Activity {
             .lock()
             .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default()
+    }
+}
+
+/// Labelled metrics (per tenant and content type, per reason, per output) and latency histograms,
+/// shared with the admin API's `/metrics`.
+pub struct Metrics {
+    /// Records mapped, by `tenant_id` and `content_type`.
+    pub records_mapped: Family<Labels, Counter>,
+    /// Records accepted by the output, by `tenant_id` and `content_type`.
+    pub records_delivered: Family<Labels, Counter>,
+    /// Webhook POSTs refused, by `reason`.
+    pub notifications_rejected: Family<Labels, Counter>,
+    /// Time to download a content blob, by `tenant_id` and `content_type`.
+    pub fetch_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Time for an output to accept a blob's records, by `output`.
+    pub delivery_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+}
+
+/// Label pairs of one series.
+pub type Labels = Vec<(String, String)>;
+
+fn latency_histogram() -> Histogram {
+    // 5 ms … ~82 s
+    Histogram::new(exponential_buckets(0.005, 2.0, 15))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            records_mapped: Family::default(),
+            records_delivered: Family::default(),
+            notifications_rejected: Family::default(),
+            fetch_seconds: Family::new_with_constructor(latency_histogram),
+            delivery_seconds: Family::new_with_constructor(latency_histogram),
+        }
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics { .. }")
+    }
+}
+
+impl Metrics {
+    pub fn tenant_labels(tenant_id: &str, content_type: &str) -> Labels {
+        vec![
+            ("tenant_id".to_string(), tenant_id.to_string()),
+            ("content_type".to_string(), content_type.to_string()),
+        ]
+    }
+
+    pub fn one_label(name: &str, value: &str) -> Labels {
+        vec![(name.to_string(), value.to_string())]
     }
 }

@@ -209,6 +209,35 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         success,
     );
 
+    let m = &state.counters.metrics;
+    reg.register(
+        "records_mapped_by_tenant",
+        "Audit records mapped, per tenant and content type",
+        m.records_mapped.clone(),
+    );
+    reg.register(
+        "records_delivered_by_tenant",
+        "Audit records accepted by the output, per tenant and content type",
+        m.records_delivered.clone(),
+    );
+    reg.register(
+        "notifications_rejected_by_reason",
+        "Webhook POSTs refused, per reason (auth_id, malformed, tenant, client_id, content_type, content_uri)",
+        m.notifications_rejected.clone(),
+    );
+    reg.register_with_unit(
+        "fetch",
+        "Time to download a content blob, per tenant and content type",
+        Unit::Seconds,
+        m.fetch_seconds.clone(),
+    );
+    reg.register_with_unit(
+        "delivery",
+        "Time for the output to accept a blob's records, per output",
+        Unit::Seconds,
+        m.delivery_seconds.clone(),
+    );
+
     let mut out = String::new();
     encode(&mut out, &reg)?;
     Ok(out)

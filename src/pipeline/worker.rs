@@ -3,7 +3,7 @@
 //! (gone, expired, unreadable) can dead-letter it — an output or credential outage never drops data.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Output};
 use crate::store::{Claimed, Store};
-use crate::telemetry::Counters;
+use crate::telemetry::{Counters, Metrics};
 
 /// How long an idle worker waits before looking at the queue again without a wake-up
 /// (covers rescheduled blobs whose `not_before` passed).
@@ -166,11 +166,18 @@ impl<S: Store> Workers<S> {
             .base()
             .content_uri(&c.content_uri)
             .map_err(|e| Failure::Dead(format!("contentUri refused: {e}")))?;
+        let labels = Metrics::tenant_labels(&tenant.cfg.tenant_id, &c.content_type);
+        let fetch_started = Instant::now();
         let body = tenant
             .client
             .fetch_content(&uri)
             .await
             .map_err(|e| self.fetch_failure(item, e))?;
+        let metrics = &self.counters.metrics;
+        metrics
+            .fetch_seconds
+            .get_or_create(&labels)
+            .observe(fetch_started.elapsed().as_secs_f64());
         Counters::add(&self.counters.blobs_fetched, 1);
         let received = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let (format, encoding) = (tenant.cfg.format, tenant.cfg.encoding);
@@ -199,15 +206,29 @@ impl<S: Store> Workers<S> {
             blob_specific: true,
         })?;
         Counters::add(&self.counters.mapping_issues, decoded.issues as u64);
+        metrics
+            .records_mapped
+            .get_or_create(&labels)
+            .inc_by(decoded.events.len() as u64);
         let batch = Batch {
             tenant_id: tenant.cfg.tenant_id.clone(),
             content_type: c.content_type.clone(),
             content_id: c.content_id.clone(),
             events: decoded.events,
         };
-        match tenant.output.send(&batch).await {
+        let send_started = Instant::now();
+        let sent = tenant.output.send(&batch).await;
+        metrics
+            .delivery_seconds
+            .get_or_create(&Metrics::one_label("output", &tenant.output_name))
+            .observe(send_started.elapsed().as_secs_f64());
+        match sent {
             Ok(report) => {
                 self.counters.activity.output_ok(&tenant.output_name);
+                metrics
+                    .records_delivered
+                    .get_or_create(&labels)
+                    .inc_by(report.written as u64);
                 Counters::add(&self.counters.records_delivered, report.written as u64);
                 Counters::add(&self.counters.records_duplicate, report.duplicates as u64);
                 debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, output.name = %tenant.output_name,

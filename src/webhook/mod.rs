@@ -53,6 +53,12 @@ async fn notify<S: Store>(
         }
         Verdict::Rejected(r) => {
             Counters::add(&state.counters.notifications_rejected, 1);
+            state
+                .counters
+                .metrics
+                .notifications_rejected
+                .get_or_create(&crate::telemetry::Metrics::one_label("reason", r.reason()))
+                .inc();
             warn!(peer, reason = r.reason(), detail = %r, "webhook POST rejected");
             let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
             (status, r.to_string()).into_response()
