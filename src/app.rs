@@ -125,9 +125,25 @@ impl App {
                 wake: wake.clone(),
                 counters: counters.clone(),
             });
-            let router = webhook::router(state, &hook.path, hook.max_body_bytes);
+            let router = webhook::forwarded::trust(
+                webhook::router(state, &hook.path, hook.max_body_bytes),
+                cfg.listen.trusted_proxies.clone(),
+            );
             let tls = match &cfg.tls {
-                Some(t) => Some(server::tls_config(&t.cert, &t.key).await?),
+                Some(t) => {
+                    let tls = server::tls_config(&t.cert, &t.key).await?;
+                    let watch = server::watch_tls(
+                        tls.clone(),
+                        t.cert.clone(),
+                        t.key.clone(),
+                        t.reload_every,
+                        shutdown.clone(),
+                    );
+                    tasks.spawn(async move {
+                        let _ = watch.await;
+                    });
+                    Some(tls)
+                }
                 None => None,
             };
             let running = server::serve(cfg.listen.public, router, tls, shutdown.clone()).await?;
