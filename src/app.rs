@@ -131,14 +131,13 @@ impl App {
             );
             let tls = match &cfg.tls {
                 Some(t) => {
-                    let tls = server::tls_config(&t.cert, &t.key).await?;
-                    let watch = server::watch_tls(
-                        tls.clone(),
-                        t.cert.clone(),
-                        t.key.clone(),
+                    let (tls, watch) = server::reloading_tls_config(
+                        &t.cert,
+                        &t.key,
                         t.reload_every,
                         shutdown.clone(),
-                    );
+                    )
+                    .await?;
                     tasks.spawn(async move {
                         let _ = watch.await;
                     });

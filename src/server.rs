@@ -96,11 +96,39 @@ fn server_config(files: &PemPair) -> Result<Arc<rustls::ServerConfig>, String> {
     Ok(Arc::new(config))
 }
 
-/// Polls `cert` and `key` every `every` and swaps the served certificate when their contents
-/// change. New files that do not load (half-written, mismatched, not PEM) are reported once and
-/// the current certificate stays in service; the next change is tried again. Ends on `shutdown`.
-pub fn watch_tls(
+/// Loads the certificate pair like [`tls_config`] and keeps it fresh: the files are polled every
+/// `every` and the served certificate is swapped when their contents change. New files that do
+/// not load (half-written, mismatched, not PEM) are reported once and the current certificate
+/// stays in service; the next change is tried again. The watcher ends on `shutdown`.
+pub async fn reloading_tls_config(
+    cert: &Path,
+    key: &Path,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> Result<(RustlsConfig, tokio::task::JoinHandle<()>), ServerError> {
+    install_crypto_provider();
+    let error = |reason| ServerError::Tls {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason,
+    };
+    let files = read_pair(cert, key).await.map_err(error)?;
+    let tls = RustlsConfig::from_config(server_config(&files).map_err(error)?);
+    let watcher = watch_tls(
+        tls.clone(),
+        files,
+        cert.to_path_buf(),
+        key.to_path_buf(),
+        every,
+        shutdown,
+    );
+    Ok((tls, watcher))
+}
+
+/// The polling loop of [`reloading_tls_config`]; `loaded` is what is served at the start.
+fn watch_tls(
     tls: RustlsConfig,
+    loaded: PemPair,
     cert: PathBuf,
     key: PathBuf,
     every: Duration,
@@ -108,7 +136,7 @@ pub fn watch_tls(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         // What is served now (or was last tried): unchanged files are not parsed again.
-        let mut seen = read_pair(&cert, &key).await.ok();
+        let mut seen = Some(loaded);
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
