@@ -317,3 +317,17 @@ fn dockerfile_runs_unprivileged_with_the_k8s_config_path() {
     ));
     assert!(Path::new(&root().join("deploy/nginx/o365-collector.conf")).is_file());
 }
+
+/// The PodMonitor example scrapes /metrics on the admin port with the Secret's token.
+#[test]
+fn podmonitor_example_scrapes_the_admin_port() {
+    let text = std::fs::read_to_string(root().join("deploy/monitoring/podmonitor.yaml")).unwrap();
+    let docs = documents(&text);
+    let ep = &seq(&docs[0]["spec"]["podMetricsEndpoints"])[0];
+    assert!(is_admin(&ep["port"]));
+    assert_eq!(ep["path"].as_str(), Some("/metrics"));
+    assert_eq!(
+        ep["authorization"]["credentials"]["key"].as_str(),
+        Some("O365_ADMIN_TOKEN")
+    );
+}
