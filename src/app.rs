@@ -125,9 +125,24 @@ impl App {
                 wake: wake.clone(),
                 counters: counters.clone(),
             });
-            let router = webhook::router(state, &hook.path, hook.max_body_bytes);
+            let router = webhook::forwarded::trust(
+                webhook::router(state, &hook.path, hook.max_body_bytes),
+                cfg.listen.trusted_proxies.clone(),
+            );
             let tls = match &cfg.tls {
-                Some(t) => Some(server::tls_config(&t.cert, &t.key).await?),
+                Some(t) => {
+                    let (tls, watch) = server::reloading_tls_config(
+                        &t.cert,
+                        &t.key,
+                        t.reload_every,
+                        shutdown.clone(),
+                    )
+                    .await?;
+                    tasks.spawn(async move {
+                        let _ = watch.await;
+                    });
+                    Some(tls)
+                }
                 None => None,
             };
             let running = server::serve(cfg.listen.public, router, tls, shutdown.clone()).await?;

@@ -176,10 +176,12 @@ fn demo_config(
         listen: ListenConfig {
             public: ([127, 0, 0, 1], port).into(),
             admin: ([127, 0, 0, 1], 0).into(),
+            trusted_proxies: Vec::new(),
         },
         tls: Some(TlsConfig {
             cert: certs.join("server.pem"),
             key: certs.join("server.key"),
+            reload_every: crate::config::DEFAULT_TLS_RELOAD_EVERY,
         }),
         admin: AdminConfig::default(),
         pull: PullConfig {

@@ -1,8 +1,10 @@
 //! Serving a router on a socket, with rustls when certificates are configured, and draining on
-//! shutdown with a deadline.
+//! shutdown with a deadline. Certificates are re-read when their files change ([`watch_tls`]), so a
+//! renewal (cert-manager, ACME client, operator) needs no restart.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -28,13 +30,147 @@ pub const DRAIN: Duration = Duration::from_secs(5);
 /// Loads a PEM certificate chain and key for the public listener.
 pub async fn tls_config(cert: &Path, key: &Path) -> Result<RustlsConfig, ServerError> {
     install_crypto_provider();
-    RustlsConfig::from_pem_file(cert, key)
+    let files = read_pair(cert, key)
         .await
-        .map_err(|e| ServerError::Tls {
+        .map_err(|reason| ServerError::Tls {
             cert: cert.display().to_string(),
             key: key.display().to_string(),
-            reason: e.to_string(),
-        })
+            reason,
+        })?;
+    let config = server_config(&files).map_err(|reason| ServerError::Tls {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason,
+    })?;
+    Ok(RustlsConfig::from_config(config))
+}
+
+/// Both files' bytes: what is compared between polls and parsed on change.
+#[derive(PartialEq, Eq)]
+struct PemPair {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+async fn read_pair(cert: &Path, key: &Path) -> Result<PemPair, String> {
+    let cert_bytes = tokio::fs::read(cert)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let key_bytes = tokio::fs::read(key)
+        .await
+        .map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+    Ok(PemPair {
+        cert: cert_bytes,
+        key: key_bytes,
+    })
+}
+
+/// A rustls server config (aws-lc-rs, HTTP/2 and HTTP/1.1 by ALPN) from PEM bytes; refuses a key
+/// that does not belong to the certificate, as happens mid-rotation when one file is already new.
+fn server_config(files: &PemPair) -> Result<Arc<rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+    let chain = CertificateDer::pem_slice_iter(&files.cert)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("certificate: {e}"))?;
+    if chain.is_empty() {
+        return Err("certificate: no CERTIFICATE block in the file".into());
+    }
+    let key = PrivateKeyDer::from_pem_slice(&files.key).map_err(|e| format!("key: {e}"))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let signing = provider
+        .key_provider
+        .load_private_key(key)
+        .map_err(|e| format!("key: {e}"))?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| format!("key does not match the certificate: {e}"))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Loads the certificate pair like [`tls_config`] and keeps it fresh: the files are polled every
+/// `every` and the served certificate is swapped when their contents change. New files that do
+/// not load (half-written, mismatched, not PEM) are reported once and the current certificate
+/// stays in service; the next change is tried again. The watcher ends on `shutdown`.
+pub async fn reloading_tls_config(
+    cert: &Path,
+    key: &Path,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> Result<(RustlsConfig, tokio::task::JoinHandle<()>), ServerError> {
+    install_crypto_provider();
+    let error = |reason| ServerError::Tls {
+        cert: cert.display().to_string(),
+        key: key.display().to_string(),
+        reason,
+    };
+    let files = read_pair(cert, key).await.map_err(error)?;
+    let tls = RustlsConfig::from_config(server_config(&files).map_err(error)?);
+    let watcher = watch_tls(
+        tls.clone(),
+        files,
+        cert.to_path_buf(),
+        key.to_path_buf(),
+        every,
+        shutdown,
+    );
+    Ok((tls, watcher))
+}
+
+/// The polling loop of [`reloading_tls_config`]; `loaded` is what is served at the start.
+fn watch_tls(
+    tls: RustlsConfig,
+    loaded: PemPair,
+    cert: PathBuf,
+    key: PathBuf,
+    every: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        // What is served now (or was last tried): unchanged files are not parsed again.
+        let mut seen = Some(loaded);
+        let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let files = match read_pair(&cert, &key).await {
+                Ok(f) => f,
+                Err(reason) => {
+                    if seen.is_some() {
+                        tracing::warn!(%reason, "TLS certificate files unreadable; keeping the current certificate");
+                        seen = None;
+                    }
+                    continue;
+                }
+            };
+            if seen.as_ref() == Some(&files) {
+                continue;
+            }
+            match server_config(&files) {
+                Ok(config) => {
+                    tls.reload_from_config(config);
+                    tracing::info!(cert = %cert.display(), key = %key.display(), "TLS certificate reloaded");
+                }
+                Err(reason) => {
+                    tracing::warn!(cert = %cert.display(), key = %key.display(), %reason,
+                        "new TLS certificate files do not load; keeping the current certificate");
+                }
+            }
+            seen = Some(files);
+        }
+    })
 }
 
 /// The one crypto provider of the process (aws-lc-rs); harmless when already installed.

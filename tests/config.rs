@@ -860,3 +860,60 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn trusted_proxies_and_tls_reload() {
+    let base = minimal();
+    let c = parse(&base).unwrap();
+    assert!(
+        c.listen.trusted_proxies.is_empty(),
+        "no proxy is trusted by default"
+    );
+    let c = parse(&format!(
+        "{base}listen: {{trusted_proxies: [127.0.0.1, '10.0.0.0/8', 'fd00::/8']}}\n"
+    ))
+    .unwrap();
+    let nets: Vec<String> = c
+        .listen
+        .trusted_proxies
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(nets, ["127.0.0.1", "10.0.0.0/8", "fd00::/8"]);
+    assert!(c.listen.trusted_proxies[1].contains("10.9.8.7".parse().unwrap()));
+    let c = parse(&format!(
+        "{base}listen: {{trusted_proxies: '127.0.0.1 ::1'}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.listen.trusted_proxies.len(), 2);
+
+    let p = problems(&format!(
+        "{base}listen: {{trusted_proxies: [127.0.0.1, proxy.local, '10.0.0.0/40']}}\n"
+    ));
+    assert_eq!(
+        keys(&p),
+        ["listen.trusted_proxies", "listen.trusted_proxies"]
+    );
+    assert!(p[0].problem.contains("proxy.local"), "{}", p[0]);
+    assert!(p[1].problem.contains("/40"), "{}", p[1]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_pem, key_pem) = cert_pair();
+    let cert = write(dir.path(), "s.pem", &cert_pem);
+    let key = write(dir.path(), "s.key", &key_pem);
+    let tls = |extra: &str| {
+        format!(
+            "{base}tls: {{cert: {}, key: {}{extra}}}\n",
+            cert.display(),
+            key.display()
+        )
+    };
+    let c = parse(&tls("")).unwrap();
+    assert_eq!(c.tls.unwrap().reload_every, Duration::from_secs(10));
+    let c = parse(&tls(", reload_every: 2m")).unwrap();
+    assert_eq!(c.tls.unwrap().reload_every, Duration::from_secs(120));
+    let p = problems(&tls(", reload_every: 0s"));
+    assert_eq!(keys(&p), ["tls.reload_every"]);
+    let p = problems(&tls(", reload_every: soon"));
+    assert_eq!(keys(&p), ["tls.reload_every"]);
+}

@@ -6,6 +6,7 @@
 //! (`client_secret_file`, `webhook.auth_id_file`, `admin.token_file`, `client_certificate.password_file`).
 
 mod env;
+pub mod net;
 mod raw;
 pub mod secret;
 pub mod units;
@@ -17,14 +18,15 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use env::ExpandError;
+pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_LAST_VALUE_STORAGE,
     DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT,
     DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
-    DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid,
-    is_microsoft_cloud,
+    DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN,
+    derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -106,12 +108,17 @@ pub struct WebhookConfig {
 pub struct ListenConfig {
     pub public: SocketAddr,
     pub admin: SocketAddr,
+    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (for logging the
+    /// caller); empty → the TCP peer is the caller.
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 #[derive(Debug, Clone)]
 pub struct TlsConfig {
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// How often the files are checked for a renewed certificate (loaded without a restart).
+    pub reload_every: Duration,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -165,6 +165,7 @@ pub(crate) struct RawWebhook {
 pub(crate) struct RawListen {
     pub public: Field<String>,
     pub admin: Field<String>,
+    pub trusted_proxies: Field<Vec<String>>,
 }
 
 #[derive(Debug)]
@@ -173,6 +174,7 @@ pub(crate) struct RawTls {
     pub end: usize,
     pub cert: Field<String>,
     pub key: Field<String>,
+    pub reload_every: Field<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -426,11 +428,12 @@ impl<'e> Reader<'e> {
     fn listen(&mut self, value: &Value, at: At) -> RawListen {
         let mut l = RawListen::default();
         if let Some(map) = self.mapping(value, &at) {
-            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["public", "admin"])
-            {
+            let allowed = ["public", "admin", "trusted_proxies"];
+            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
                 match key {
                     "public" => l.public = self.text(v, key_at),
                     "admin" => l.admin = self.text(v, key_at),
+                    "trusted_proxies" => l.trusted_proxies = self.words(v, key_at),
                     _ => {}
                 }
             }
@@ -448,11 +451,14 @@ impl<'e> Reader<'e> {
             end: 0,
             cert: Field::Absent,
             key: Field::Absent,
+            reload_every: Field::Absent,
         };
-        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &["cert", "key"]) {
+        let allowed = ["cert", "key", "reload_every"];
+        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
             match key {
                 "cert" => t.cert = self.text(v, key_at),
                 "key" => t.key = self.text(v, key_at),
+                "reload_every" => t.reload_every = self.duration(v, key_at),
                 _ => {}
             }
         }

@@ -17,7 +17,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::raw::{At, Field, Found, OutputKind, RawConfig, RawTenant};
 use super::{
-    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
+    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig, IpNet,
     ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem, PullConfig, Secret,
     TenantConfig, TlsConfig, WebhookConfig,
 };
@@ -34,6 +34,7 @@ pub const DEFAULT_DEDUP_WINDOW_BYTES: u64 = 64 << 20;
 pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_WORKERS: usize = 4;
+pub const DEFAULT_TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// Name of the output used when none is configured.
@@ -1107,9 +1108,27 @@ impl Checker<'_> {
                 );
             }
         }
+        let trusted_proxies = match &raw.listen.trusted_proxies {
+            Field::Value(words, at) => words
+                .iter()
+                .filter_map(|w| match w.parse::<IpNet>() {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        self.problem(
+                            at,
+                            format!("has `{w}`: {e}"),
+                            "list proxy IP addresses or networks, e.g. [127.0.0.1, 10.0.0.0/8, fd00::/8]",
+                        );
+                        None
+                    }
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         ListenConfig {
             public: public.unwrap_or(fallback),
             admin: admin.unwrap_or(fallback),
+            trusted_proxies,
         }
     }
 
@@ -1140,9 +1159,11 @@ impl Checker<'_> {
         };
         let cert = path(&t.cert, "cert", true);
         let key = path(&t.key, "key", false);
+        let reload_every = self.positive_duration(&t.reload_every, DEFAULT_TLS_RELOAD_EVERY);
         Some(TlsConfig {
             cert: cert?,
             key: key?,
+            reload_every,
         })
     }
 

@@ -3,6 +3,7 @@
 //! may forget them. The admin API is never mounted here.
 
 pub mod check;
+pub mod forwarded;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,10 +40,11 @@ pub fn router<S: Store>(state: Arc<WebhookState<S>>, path: &str, max_body_bytes:
 async fn notify<S: Store>(
     State(state): State<Arc<WebhookState<S>>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    trusted: Option<axum::Extension<forwarded::TrustedProxies>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let peer = peer.to_string();
+    let peer = forwarded::caller(peer, &headers, trusted.as_ref().map_or(&[], |t| &t.0.0[..]));
     let auth = headers.get("webhook-authid").map(|v| v.as_bytes());
     let validation = headers.get("webhook-validationcode").map(|v| v.as_bytes());
     match check::check(&state.rules, auth, validation, &body) {
