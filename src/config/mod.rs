@@ -23,7 +23,9 @@ pub use validate::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_LAST_VALUE_STORAGE,
     DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT,
     DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
-    DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid,
+    DEFAULT_HTTP_MAX_EVENTS, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_SYSLOG_APP_NAME,
+    DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_WORKERS,
+    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid,
     is_microsoft_cloud,
 };
 
@@ -146,6 +148,97 @@ pub struct PipelineConfig {
 pub enum OutputConfig {
     File(FileOutputConfig),
     Stdout,
+    Syslog(SyslogOutputConfig),
+    Http(HttpOutputConfig),
+}
+
+/// How syslog messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// RFC 6587 octet counting over TCP.
+    Tcp,
+    /// RFC 5425: octet counting over TLS.
+    Tls,
+    /// RFC 5426: one message per datagram (no delivery confirmation).
+    Udp,
+}
+
+/// `type: syslog`: RFC 5424 messages whose MSG is the JSON event.
+#[derive(Debug, Clone)]
+pub struct SyslogOutputConfig {
+    /// `host:port` of the receiver.
+    pub address: String,
+    pub transport: SyslogTransport,
+    /// Extra trust root (PEM) for TLS; the system's webpki roots are used too.
+    pub ca_file: Option<PathBuf>,
+    /// Name checked in the receiver's certificate (default: the host of `address`).
+    pub server_name: Option<String>,
+    /// HOSTNAME field (default: this machine's host name).
+    pub hostname: Option<String>,
+    pub app_name: String,
+    /// MSGID field; `None` → the content type (e.g. `Audit.Exchange`).
+    pub msgid: Option<String>,
+    /// 0–23 (default 16, local0).
+    pub facility: u8,
+    /// 0–7 (default 6, informational).
+    pub severity: u8,
+    /// SD-ID of the element carrying tenant/contentType/contentId; `None` → no structured data.
+    pub sd_id: Option<String>,
+    /// Connect and write timeout.
+    pub timeout: Duration,
+}
+
+/// Body format of an `http` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFormat {
+    /// One JSON event per line, POSTed to `url`.
+    Ndjson,
+    /// Elasticsearch/OpenSearch `_bulk` (`url` is the cluster, `/_bulk` is added when missing).
+    Elasticsearch,
+    /// Splunk HTTP Event Collector (`url` is `…/services/collector/event` or the server root).
+    SplunkHec,
+}
+
+/// Credentials sent with each request; never logged.
+#[derive(Debug, Clone, Default)]
+pub enum HttpAuth {
+    #[default]
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// `Authorization: Bearer …` (for `splunk_hec`: `Authorization: Splunk …`).
+    Token(Secret),
+    /// A custom header, e.g. `X-API-Key`.
+    Header { name: String, value: Secret },
+}
+
+/// `type: http`.
+#[derive(Debug, Clone)]
+pub struct HttpOutputConfig {
+    pub url: String,
+    pub format: HttpFormat,
+    /// Elasticsearch: index name with strftime-like `%Y %m %d %H` from the event's `@timestamp`
+    /// (default `o365-%Y.%m.%d`); Splunk: the `index` field (default: the token's default index).
+    pub index: Option<String>,
+    /// Splunk `source` (default `o365-collector`).
+    pub source: Option<String>,
+    /// Splunk `sourcetype` (default `o365:management:activity`).
+    pub sourcetype: Option<String>,
+    pub gzip: bool,
+    pub auth: HttpAuth,
+    /// Extra trust root (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Most events in one request; bigger batches are split.
+    pub max_events: usize,
+    pub timeout: Duration,
+    /// Elasticsearch documents rejected for good (4xx other than 429) are appended here with their
+    /// reason, and count as delivered; without it such a batch is retried (and so stays visible).
+    pub dead_letter_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -295,6 +388,10 @@ impl Config {
             .map(|(name, o)| match o {
                 OutputConfig::Stdout => format!("{name} (stdout)"),
                 OutputConfig::File(f) => format!("{name} (file {})", f.path.display()),
+                OutputConfig::Syslog(c) => {
+                    format!("{name} (syslog {:?} {})", c.transport, c.address).to_lowercase()
+                }
+                OutputConfig::Http(c) => format!("{name} (http {:?})", c.format).to_lowercase(),
             })
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod stdout;
+pub mod syslog;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -11,6 +12,7 @@ use serde_json::Value;
 
 pub use file::FileOutput;
 pub use stdout::StdoutOutput;
+pub use syslog::SyslogOutput;
 
 use crate::config::OutputConfig;
 
@@ -65,6 +67,7 @@ pub trait Output: Send + Sync {
 pub enum AnyOutput {
     File(FileOutput),
     Stdout(StdoutOutput),
+    Syslog(SyslogOutput),
 }
 
 impl AnyOutput {
@@ -73,6 +76,11 @@ impl AnyOutput {
         match cfg {
             OutputConfig::File(f) => Ok(AnyOutput::File(FileOutput::open(name, f)?)),
             OutputConfig::Stdout => Ok(AnyOutput::Stdout(StdoutOutput::new(name))),
+            OutputConfig::Syslog(c) => Ok(AnyOutput::Syslog(SyslogOutput::open(name, c)?)),
+            OutputConfig::Http(_) => Err(OutputError::Fatal {
+                output: name.to_string(),
+                reason: "http output pending".into(),
+            }),
         }
     }
 }
@@ -82,6 +90,7 @@ impl Output for AnyOutput {
         match self {
             AnyOutput::File(o) => o.send(batch).await,
             AnyOutput::Stdout(o) => o.send(batch).await,
+            AnyOutput::Syslog(o) => o.send(batch).await,
         }
     }
 }
