@@ -20,13 +20,12 @@ pub use env::ExpandError;
 pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_LAST_VALUE_STORAGE,
-    DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT,
-    DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
-    DEFAULT_HTTP_MAX_EVENTS, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_SYSLOG_APP_NAME,
-    DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_WORKERS,
-    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid,
-    is_microsoft_cloud,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS,
+    DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL,
+    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
+    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN,
+    MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -211,7 +210,10 @@ pub enum HttpAuth {
     /// `Authorization: Bearer …` (for `splunk_hec`: `Authorization: Splunk …`).
     Token(Secret),
     /// A custom header, e.g. `X-API-Key`.
-    Header { name: String, value: Secret },
+    Header {
+        name: String,
+        value: Secret,
+    },
 }
 
 /// `type: http`.

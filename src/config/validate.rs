@@ -19,8 +19,8 @@ use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
     HttpAuth, HttpFormat, HttpOutputConfig, ListenConfig, OutboundConfig, OutputConfig,
-    PipelineConfig, Problem, PullConfig, Secret, SyslogOutputConfig, SyslogTransport,
-    TenantConfig, TlsConfig, WebhookConfig,
+    PipelineConfig, Problem, PullConfig, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig,
+    TlsConfig, WebhookConfig,
 };
 use crate::mapping::Format;
 
@@ -49,9 +49,30 @@ pub const DEFAULT_SYSLOG_SD_ID: &str = "o365@32473";
 /// Events per HTTP request (Elasticsearch recommends bulk bodies of a few MB).
 pub const DEFAULT_HTTP_MAX_EVENTS: usize = 500;
 const FACILITIES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1", "local2", "local3",
-    "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 ];
 const SEVERITIES: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
@@ -299,7 +320,12 @@ impl Checker<'_> {
         outputs
     }
 
-    fn required_text<'o>(&mut self, o: &'o RawOutput, key: &str, fix: &str) -> Option<(&'o str, &'o At)> {
+    fn required_text<'o>(
+        &mut self,
+        o: &'o RawOutput,
+        key: &str,
+        fix: &str,
+    ) -> Option<(&'o str, &'o At)> {
         match o.text(key) {
             Some((v, at)) if v.trim().is_empty() => {
                 self.problem(at, "is empty", fix);
@@ -359,7 +385,11 @@ impl Checker<'_> {
                 }
             },
         };
-        let address = match self.required_text(o, "address", "set the receiver as host:port, e.g. `address: siem.example.com:6514`") {
+        let address = match self.required_text(
+            o,
+            "address",
+            "set the receiver as host:port, e.g. `address: siem.example.com:6514`",
+        ) {
             Some((v, at)) => {
                 let port_ok = v
                     .rsplit_once(':')
@@ -380,7 +410,11 @@ impl Checker<'_> {
         if transport != SyslogTransport::Tls {
             for key in ["ca_file", "server_name"] {
                 if let Some((_, at)) = o.text(key) {
-                    self.problem(at, "only applies to `transport: tls`", "remove it, or set `transport: tls`");
+                    self.problem(
+                        at,
+                        "only applies to `transport: tls`",
+                        "remove it, or set `transport: tls`",
+                    );
                 }
             }
         }
@@ -395,7 +429,8 @@ impl Checker<'_> {
         if let Some((v, at)) = o.text("sd_id") {
             let ok = !v.is_empty()
                 && v.len() <= 32
-                && v.bytes().all(|b| (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"' | b' '));
+                && v.bytes()
+                    .all(|b| (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"' | b' '));
             if ok {
                 sd_id = Some(v.clone());
             } else {
@@ -439,7 +474,11 @@ impl Checker<'_> {
                 self.problem(
                     at,
                     format!("`{v}` is not a syslog {key}"),
-                    format!("use a number 0–{} or one of: {}", names.len() - 1, names.join(", ")),
+                    format!(
+                        "use a number 0–{} or one of: {}",
+                        names.len() - 1,
+                        names.join(", ")
+                    ),
                 );
                 default
             }
@@ -449,7 +488,11 @@ impl Checker<'_> {
     fn output_timeout(&mut self, o: &RawOutput) -> Duration {
         match o.duration("timeout") {
             Some((d, at)) if d.is_zero() => {
-                self.problem(at, "is 0", "use a positive duration, e.g. 30s (the default)");
+                self.problem(
+                    at,
+                    "is 0",
+                    "use a positive duration, e.g. 30s (the default)",
+                );
                 DEFAULT_OUTPUT_TIMEOUT
             }
             Some((d, _)) => *d,
@@ -457,7 +500,11 @@ impl Checker<'_> {
         }
     }
 
-    fn http_output(&mut self, o: &RawOutput, paths: &mut HashMap<PathBuf, String>) -> HttpOutputConfig {
+    fn http_output(
+        &mut self,
+        o: &RawOutput,
+        paths: &mut HashMap<PathBuf, String>,
+    ) -> HttpOutputConfig {
         let format = match o.text("format") {
             None => HttpFormat::Ndjson,
             Some((v, at)) => match v.trim() {
@@ -513,7 +560,11 @@ impl Checker<'_> {
         let splunk_only = |c: &mut Self, key: &str| {
             let v = o.text(key).map(|(v, at)| {
                 if format != HttpFormat::SplunkHec {
-                    c.problem(at, "only applies to `format: splunk_hec`", "remove it, or set `format: splunk_hec`");
+                    c.problem(
+                        at,
+                        "only applies to `format: splunk_hec`",
+                        "remove it, or set `format: splunk_hec`",
+                    );
                 }
                 v.trim().to_owned()
             });
@@ -542,7 +593,11 @@ impl Checker<'_> {
         }
         let max_events = match o.uint("max_events") {
             Some((0, at)) => {
-                self.problem(at, "is 0", format!("use a positive number, e.g. {DEFAULT_HTTP_MAX_EVENTS} (the default)"));
+                self.problem(
+                    at,
+                    "is 0",
+                    format!("use a positive number, e.g. {DEFAULT_HTTP_MAX_EVENTS} (the default)"),
+                );
                 DEFAULT_HTTP_MAX_EVENTS
             }
             Some((n, _)) => usize::try_from(*n).unwrap_or(usize::MAX),
@@ -550,11 +605,23 @@ impl Checker<'_> {
         };
         let dead_letter_path = o.text("dead_letter_path").map(|(v, at)| {
             if format != HttpFormat::Elasticsearch {
-                self.problem(at, "only applies to `format: elasticsearch`", "remove it, or set `format: elasticsearch`");
+                self.problem(
+                    at,
+                    "only applies to `format: elasticsearch`",
+                    "remove it, or set `format: elasticsearch`",
+                );
             } else if v.trim().is_empty() {
-                self.problem(at, "is empty", "set a file path, e.g. ./var/rejected.ndjson");
+                self.problem(
+                    at,
+                    "is empty",
+                    "set a file path, e.g. ./var/rejected.ndjson",
+                );
             } else if let Some(other) = paths.insert(PathBuf::from(v.trim()), o.at.key.clone()) {
-                self.problem(at, format!("is the same file as one used by {other}"), "give each output its own file");
+                self.problem(
+                    at,
+                    format!("is the same file as one used by {other}"),
+                    "give each output its own file",
+                );
             }
             PathBuf::from(v.trim())
         });
@@ -581,11 +648,18 @@ impl Checker<'_> {
             .filter(|k| o.has(k))
             .collect();
         if given.len() > 1 {
-            let at = o.opt(given[1]).and_then(|_| o.text(given[1]).map(|(_, a)| a.clone()).or_else(|| o.secret(given[1]).map(|(_, a)| a.clone())));
+            let at = o.opt(given[1]).and_then(|_| {
+                o.text(given[1])
+                    .map(|(_, a)| a.clone())
+                    .or_else(|| o.secret(given[1]).map(|(_, a)| a.clone()))
+            });
             let at = at.unwrap_or_else(|| o.at.clone());
             self.problem(
                 &at,
-                format!("is set together with {}; only one kind of authentication is sent", given[0]),
+                format!(
+                    "is set together with {}; only one kind of authentication is sent",
+                    given[0]
+                ),
                 "keep one of: username+password, token, header_name+header_value",
             );
             return HttpAuth::None;
@@ -609,7 +683,11 @@ impl Checker<'_> {
         if let (Some((u, _)), Some((p, _))) = (o.text("username"), o.secret("password")) {
             if format == HttpFormat::SplunkHec {
                 if let Some((_, at)) = o.text("username") {
-                    self.problem(at, "is not used by Splunk HEC", "use `token:` with the HEC token");
+                    self.problem(
+                        at,
+                        "is not used by Splunk HEC",
+                        "use `token:` with the HEC token",
+                    );
                 }
             }
             return HttpAuth::Basic {

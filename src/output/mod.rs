@@ -2,8 +2,10 @@
 //! (file: written and fsync'd); only then is the blob completed in the store.
 
 pub mod file;
+pub mod http;
 pub mod stdout;
 pub mod syslog;
+mod tls;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -11,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::Value;
 
 pub use file::FileOutput;
+pub use http::HttpOutput;
 pub use stdout::StdoutOutput;
 pub use syslog::SyslogOutput;
 
@@ -68,6 +71,7 @@ pub enum AnyOutput {
     File(FileOutput),
     Stdout(StdoutOutput),
     Syslog(SyslogOutput),
+    Http(HttpOutput),
 }
 
 impl AnyOutput {
@@ -77,10 +81,7 @@ impl AnyOutput {
             OutputConfig::File(f) => Ok(AnyOutput::File(FileOutput::open(name, f)?)),
             OutputConfig::Stdout => Ok(AnyOutput::Stdout(StdoutOutput::new(name))),
             OutputConfig::Syslog(c) => Ok(AnyOutput::Syslog(SyslogOutput::open(name, c)?)),
-            OutputConfig::Http(_) => Err(OutputError::Fatal {
-                output: name.to_string(),
-                reason: "http output pending".into(),
-            }),
+            OutputConfig::Http(c) => Ok(AnyOutput::Http(HttpOutput::open(name, c)?)),
         }
     }
 }
@@ -91,6 +92,7 @@ impl Output for AnyOutput {
             AnyOutput::File(o) => o.send(batch).await,
             AnyOutput::Stdout(o) => o.send(batch).await,
             AnyOutput::Syslog(o) => o.send(batch).await,
+            AnyOutput::Http(o) => o.send(batch).await,
         }
     }
 }

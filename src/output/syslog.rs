@@ -14,8 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use futures_util::FutureExt;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Mutex;
@@ -52,7 +51,8 @@ impl SyslogOutput {
         };
         let tls = match cfg.transport {
             SyslogTransport::Tls => {
-                let config = client_tls_config(cfg).map_err(fatal)?;
+                let config =
+                    super::tls::client_config(cfg.ca_file.as_deref(), None, &[]).map_err(fatal)?;
                 let host = match &cfg.server_name {
                     Some(s) => s.clone(),
                     None => host_of(&cfg.address).to_owned(),
@@ -218,7 +218,11 @@ async fn timed<T>(limit: Duration, f: impl Future<Output = io::Result<T>>) -> io
     }
 }
 
-async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, buf: &[u8], limit: Duration) -> io::Result<()> {
+async fn write_flush<S: AsyncWrite + Unpin>(
+    s: &mut S,
+    buf: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
     timed(limit, async {
         s.write_all(buf).await?;
         s.flush().await
@@ -245,29 +249,6 @@ fn still_open(conn: &mut Conn) -> bool {
         Conn::Tls(s) => drain(s.as_mut()),
         Conn::Udp(_) => true,
     }
-}
-
-/// Trust roots: the system's plus `ca_file`.
-fn client_tls_config(cfg: &SyslogOutputConfig) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(cert);
-    }
-    if let Some(path) = &cfg.ca_file {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        for cert in CertificateDer::pem_slice_iter(&bytes) {
-            let cert = cert.map_err(|e| format!("{}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-        }
-    }
-    rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())
-    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }
 
 fn host_of(address: &str) -> &str {

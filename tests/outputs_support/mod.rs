@@ -2,6 +2,8 @@
 //! loopback port in a temp dir, a test CA, and sample batches.
 #![allow(dead_code)]
 
+pub mod http;
+
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,6 +28,16 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// Binds `addr` again after a stop (the old socket may take a moment to be released).
+pub fn bind_retry(addr: std::net::SocketAddr) -> TcpListener {
+    let mut listener = None;
+    wait_for("the port to be free again", Duration::from_secs(10), || {
+        listener = TcpListener::bind(addr).ok();
+        listener.is_some()
+    });
+    listener.unwrap()
 }
 
 /// A CA and a `localhost` server certificate, as PEM.
