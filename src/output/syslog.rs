@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use futures_util::FutureExt;
 use rustls_pki_types::ServerName;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -192,7 +191,7 @@ impl Output for SyslogOutput {
         }
         let mut guard = self.conn.lock().await;
         if let Some(c) = guard.as_mut()
-            && !still_open(c)
+            && !still_open(c).await
         {
             *guard = None;
         }
@@ -230,23 +229,25 @@ async fn write_flush<S: AsyncWrite + Unpin>(
     .await
 }
 
-/// Whether the receiver still has the connection open: reads whatever is immediately available
-/// (receivers send nothing but TLS records) without waiting; end of stream or an error means closed.
-fn still_open(conn: &mut Conn) -> bool {
-    fn drain<S: AsyncRead + Unpin>(s: &mut S) -> bool {
-        let mut buf = [0u8; 1024];
+/// Whether the receiver still has the connection open. Receivers send nothing but TLS records, so
+/// anything readable is drained (through TLS: tickets, close_notify) and end of stream or an error
+/// means closed. The read waits up to a millisecond so the runtime's reactor gets to deliver a FIN
+/// that arrived while nothing was polling the socket (a cached "not readable" would hide it).
+async fn still_open(conn: &mut Conn) -> bool {
+    async fn drain<S: AsyncRead + Unpin>(s: &mut S) -> bool {
+        let mut buf = [0u8; 4096];
         for _ in 0..64 {
-            match s.read(&mut buf).now_or_never() {
-                None => return true,
-                Some(Ok(0)) | Some(Err(_)) => return false,
-                Some(Ok(_)) => continue,
+            match tokio::time::timeout(Duration::from_millis(1), s.read(&mut buf)).await {
+                Err(_) => return true,
+                Ok(Ok(0)) | Ok(Err(_)) => return false,
+                Ok(Ok(_)) => continue,
             }
         }
         true
     }
     match conn {
-        Conn::Tcp(s) => drain(s),
-        Conn::Tls(s) => drain(s.as_mut()),
+        Conn::Tcp(s) => drain(s).await,
+        Conn::Tls(s) => drain(s.as_mut()).await,
         Conn::Udp(_) => true,
     }
 }
