@@ -547,7 +547,10 @@ impl Checker<'_> {
                 self.problem(at, "does not apply to `format: ndjson`", "remove it, or use elasticsearch or splunk_hec");
             } else if format == HttpFormat::Elasticsearch
                 && (v.trim().is_empty()
-                    || v.chars().any(|c| c.is_ascii_uppercase() || matches!(c, ' ' | '"' | '\\' | '/' | ',' | '#' | '*' | '?' | '<' | '>' | '|')))
+                    || ["%Y", "%m", "%d", "%H", "%%"]
+                        .iter()
+                        .fold(v.to_owned(), |s, p| s.replace(p, "0"))
+                        .chars().any(|c| c.is_ascii_uppercase() || matches!(c, ' ' | '"' | '\\' | '/' | ',' | '#' | '*' | '?' | '<' | '>' | '|')))
             {
                 self.problem(
                     at,
