@@ -561,7 +561,7 @@ impl Checker<'_> {
             v.trim().to_owned()
         });
         let splunk_only = |c: &mut Self, key: &str| {
-            let v = o.text(key).map(|(v, at)| {
+            o.text(key).map(|(v, at)| {
                 if format != HttpFormat::SplunkHec {
                     c.problem(
                         at,
@@ -570,8 +570,7 @@ impl Checker<'_> {
                     );
                 }
                 v.trim().to_owned()
-            });
-            v
+            })
         };
         let source = splunk_only(self, "source");
         let sourcetype = splunk_only(self, "sourcetype");
@@ -651,12 +650,11 @@ impl Checker<'_> {
             .filter(|k| o.has(k))
             .collect();
         if given.len() > 1 {
-            let at = o.opt(given[1]).and_then(|_| {
-                o.text(given[1])
-                    .map(|(_, a)| a.clone())
-                    .or_else(|| o.secret(given[1]).map(|(_, a)| a.clone()))
-            });
-            let at = at.unwrap_or_else(|| o.at.clone());
+            let at = o
+                .text(given[1])
+                .map(|(_, a)| a.clone())
+                .or_else(|| o.secret(given[1]).map(|(_, a)| a.clone()))
+                .unwrap_or_else(|| o.at.clone());
             self.problem(
                 &at,
                 format!(
@@ -683,15 +681,13 @@ impl Checker<'_> {
         if !pair(self, "username", "password") || !pair(self, "header_name", "header_value") {
             return HttpAuth::None;
         }
-        if let (Some((u, _)), Some((p, _))) = (o.text("username"), o.secret("password")) {
+        if let (Some((u, at)), Some((p, _))) = (o.text("username"), o.secret("password")) {
             if format == HttpFormat::SplunkHec {
-                if let Some((_, at)) = o.text("username") {
-                    self.problem(
-                        at,
-                        "is not used by Splunk HEC",
-                        "use `token:` with the HEC token",
-                    );
-                }
+                self.problem(
+                    at,
+                    "is not used by Splunk HEC",
+                    "use `token:` with the HEC token",
+                );
             }
             return HttpAuth::Basic {
                 username: u.clone(),

@@ -243,7 +243,7 @@ fn bulk(s: &RecvState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String)
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    if lines.len() % 2 != 0 {
+    if !lines.len().is_multiple_of(2) {
         s.violation(format!("bulk body has {} lines, not pairs", lines.len()));
         return (StatusCode::BAD_REQUEST, "odd lines".into());
     }
