@@ -149,6 +149,55 @@ pub enum OutputConfig {
     Stdout,
     Syslog(SyslogOutputConfig),
     Http(HttpOutputConfig),
+    Kafka(KafkaOutputConfig),
+}
+
+/// Compression of Kafka record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaCompression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+}
+
+/// What the Kafka record key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaKey {
+    /// The record's `Id` (same record → same partition, compaction-friendly).
+    #[default]
+    Id,
+    /// No key.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+/// SASL authentication; the password is never logged.
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// `type: kafka`: acknowledged produce (acks = all).
+#[derive(Debug, Clone)]
+pub struct KafkaOutputConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Topic name; `{content_type}` and `{tenant_id}` are replaced per batch.
+    pub topic: String,
+    pub key: KafkaKey,
+    pub compression: KafkaCompression,
+    pub sasl: Option<KafkaSasl>,
+    /// Deadline of one produce (connecting and retrying included).
+    pub timeout: Duration,
 }
 
 /// How syslog messages travel.
@@ -394,6 +443,7 @@ impl Config {
                     format!("{name} (syslog {:?} {})", c.transport, c.address).to_lowercase()
                 }
                 OutputConfig::Http(c) => format!("{name} (http {:?})", c.format).to_lowercase(),
+                OutputConfig::Kafka(c) => format!("{name} (kafka {})", c.topic),
             })
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));

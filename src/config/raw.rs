@@ -200,6 +200,7 @@ pub(crate) enum OutputKind {
     Stdout,
     Syslog,
     Http,
+    Kafka,
 }
 
 /// One option of a `syslog`/`http` output, typed by the reader for its key (see [`output_option_kind`]).
@@ -211,10 +212,12 @@ pub(crate) enum Opt {
     Bool(Field<bool>),
     Uint(Field<u64>),
     Duration(Field<Duration>),
+    Words(Field<Vec<String>>),
 }
 
 #[derive(Clone, Copy)]
 enum OptKind {
+    Words,
     Text,
     Secret,
     Bool,
@@ -259,8 +262,21 @@ pub(crate) const HTTP_KEYS: [&str; 17] = [
     "dead_letter_path",
 ];
 
+/// Keys of a `kafka` output besides `type`.
+pub(crate) const KAFKA_KEYS: [&str; 8] = [
+    "brokers",
+    "topic",
+    "key",
+    "compression",
+    "sasl_mechanism",
+    "username",
+    "password",
+    "timeout",
+];
+
 fn output_option_kind(key: &str) -> OptKind {
     match key {
+        "brokers" => OptKind::Words,
         "password" | "token" | "header_value" => OptKind::Secret,
         "gzip" | "structured_data" => OptKind::Bool,
         "max_events" => OptKind::Uint,
@@ -310,6 +326,12 @@ impl RawOutput {
             _ => None,
         }
     }
+    pub fn words(&self, key: &str) -> Option<(&Vec<String>, &At)> {
+        match self.opt(key) {
+            Some(Opt::Words(f)) => f.value(),
+            _ => None,
+        }
+    }
     pub fn duration(&self, key: &str) -> Option<(&Duration, &At)> {
         match self.opt(key) {
             Some(Opt::Duration(f)) => f.value(),
@@ -324,6 +346,7 @@ impl RawOutput {
             Some(Opt::Bool(f)) => f.is_present(),
             Some(Opt::Uint(f)) => f.is_present(),
             Some(Opt::Duration(f)) => f.is_present(),
+            Some(Opt::Words(f)) => f.is_present(),
             None => false,
         }
     }
@@ -697,7 +720,7 @@ impl<'e> Reader<'e> {
                     at.order,
                     &type_at.key,
                     "is missing",
-                    "set `type:` to file, stdout, syslog or http",
+                    "set `type:` to file, stdout, syslog, http or kafka",
                 );
                 Field::Invalid(type_at)
             }
@@ -707,12 +730,13 @@ impl<'e> Reader<'e> {
                     "stdout" => Field::Value(OutputKind::Stdout, type_at),
                     "syslog" => Field::Value(OutputKind::Syslog, type_at),
                     "http" => Field::Value(OutputKind::Http, type_at),
+                    "kafka" => Field::Value(OutputKind::Kafka, type_at),
                     _ => {
                         self.push(
                             type_at.order,
                             &type_at.key,
                             format!("`{t}` is not an output type"),
-                            "use `file`, `stdout`, `syslog` or `http`",
+                            "use `file`, `stdout`, `syslog`, `http` or `kafka`",
                         );
                         Field::Invalid(type_at)
                     }
@@ -730,12 +754,13 @@ impl<'e> Reader<'e> {
             Field::Value(OutputKind::File, _) => vec!["type", "path", "dedup_window_bytes"],
             Field::Value(OutputKind::Syslog, _) => with_type(&SYSLOG_KEYS),
             Field::Value(OutputKind::Http, _) => with_type(&HTTP_KEYS),
+            Field::Value(OutputKind::Kafka, _) => with_type(&KAFKA_KEYS),
             // Without a known type the other keys cannot be judged; the type problem says enough.
             _ => return o,
         };
         let generic = matches!(
             &o.kind,
-            Field::Value(OutputKind::Syslog | OutputKind::Http, _)
+            Field::Value(OutputKind::Syslog | OutputKind::Http | OutputKind::Kafka, _)
         );
         for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
             match key {
@@ -743,6 +768,7 @@ impl<'e> Reader<'e> {
                 _ if generic => {
                     let opt = match output_option_kind(key) {
                         OptKind::Text => Opt::Text(self.text(v, key_at)),
+                        OptKind::Words => Opt::Words(self.words(v, key_at)),
                         OptKind::Secret => Opt::Secret(self.secret(v, key_at)),
                         OptKind::Bool => Opt::Bool(self.boolean(v, key_at)),
                         OptKind::Uint => Opt::Uint(self.uint(v, key_at)),

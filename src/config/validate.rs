@@ -18,9 +18,10 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
-    HttpAuth, HttpFormat, HttpOutputConfig, ListenConfig, OutboundConfig, OutputConfig,
-    PipelineConfig, Problem, PullConfig, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig,
-    TlsConfig, WebhookConfig,
+    HttpAuth, HttpFormat, HttpOutputConfig, KafkaCompression, KafkaKey, KafkaOutputConfig,
+    KafkaSasl, ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem, PullConfig,
+    SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig,
+    WebhookConfig,
 };
 use crate::mapping::Format;
 
@@ -46,6 +47,8 @@ pub const DEFAULT_SYSLOG_FACILITY: u8 = 16;
 pub const DEFAULT_SYSLOG_SEVERITY: u8 = 6;
 /// SD-ID with a private enterprise number, as RFC 5424 §6.3.2 asks for non-IANA ids.
 pub const DEFAULT_SYSLOG_SD_ID: &str = "o365@32473";
+/// Kafka topic when none is configured.
+pub const DEFAULT_KAFKA_TOPIC: &str = "o365-{content_type}";
 /// Events per HTTP request (Elasticsearch recommends bulk bodies of a few MB).
 pub const DEFAULT_HTTP_MAX_EVENTS: usize = 500;
 const FACILITIES: [&str; 24] = [
@@ -313,6 +316,7 @@ impl Checker<'_> {
                 }
                 Some((OutputKind::Syslog, _)) => OutputConfig::Syslog(self.syslog_output(o)),
                 Some((OutputKind::Http, _)) => OutputConfig::Http(self.http_output(o, &mut paths)),
+                Some((OutputKind::Kafka, _)) => OutputConfig::Kafka(self.kafka_output(o)),
                 None => OutputConfig::Stdout,
             };
             outputs.insert(o.name.clone(), config);
@@ -641,6 +645,131 @@ impl Checker<'_> {
             max_events,
             timeout: self.output_timeout(o),
             dead_letter_path,
+        }
+    }
+
+    fn kafka_output(&mut self, o: &RawOutput) -> KafkaOutputConfig {
+        let fix =
+            "list the bootstrap brokers as host:port, e.g. `brokers: kafka-1:9092 kafka-2:9092`";
+        let brokers = match o.words("brokers") {
+            Some((list, at)) => {
+                if list.is_empty() {
+                    self.problem(at, "is empty", fix);
+                }
+                for b in list {
+                    let ok = b.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    });
+                    if !ok {
+                        self.problem(at, format!("`{b}` is not host:port"), fix);
+                    }
+                }
+                list.clone()
+            }
+            None => {
+                if !o.has("brokers") {
+                    self.problem_at(o.end, &format!("{}.brokers", o.at.key), "is missing", fix);
+                }
+                Vec::new()
+            }
+        };
+        let topic = match o.text("topic") {
+            Some((t, at)) => {
+                let sample = t
+                    .replace("{content_type}", "Audit.Exchange")
+                    .replace("{tenant_id}", "00000000-0000-0000-0000-000000000000");
+                let ok = !sample.is_empty()
+                    && sample.len() <= 249
+                    && sample
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                if !ok {
+                    self.problem(
+                        at,
+                        "is not a valid Kafka topic (letters, digits, `.`, `_`, `-`; at most 249) after replacing {content_type} and {tenant_id}",
+                        format!("e.g. `{DEFAULT_KAFKA_TOPIC}`"),
+                    );
+                }
+                t.trim().to_owned()
+            }
+            None => DEFAULT_KAFKA_TOPIC.to_owned(),
+        };
+        let key = match o.text("key") {
+            None => KafkaKey::Id,
+            Some((v, at)) => match v.trim() {
+                "id" => KafkaKey::Id,
+                "none" => KafkaKey::None,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not a key choice"),
+                        "use id (default) or none",
+                    );
+                    KafkaKey::Id
+                }
+            },
+        };
+        let compression = match o.text("compression") {
+            None => KafkaCompression::None,
+            Some((v, at)) => match v.trim() {
+                "none" => KafkaCompression::None,
+                "gzip" => KafkaCompression::Gzip,
+                "snappy" => KafkaCompression::Snappy,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not a supported compression"),
+                        "use none (default), gzip or snappy",
+                    );
+                    KafkaCompression::None
+                }
+            },
+        };
+        let mechanism = o.text("sasl_mechanism").and_then(|(v, at)| match v.trim() {
+            "PLAIN" | "plain" => Some(SaslMechanism::Plain),
+            "SCRAM-SHA-256" | "scram-sha-256" => Some(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" | "scram-sha-512" => Some(SaslMechanism::ScramSha512),
+            other => {
+                self.problem(
+                    at,
+                    format!("`{other}` is not a supported SASL mechanism"),
+                    "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                );
+                None
+            }
+        });
+        let mut sasl = None;
+        let any = ["sasl_mechanism", "username", "password"]
+            .iter()
+            .any(|k| o.has(k));
+        if any {
+            for k in ["sasl_mechanism", "username", "password"] {
+                if !o.has(k) {
+                    self.problem_at(
+                        o.end,
+                        &format!("{}.{k}", o.at.key),
+                        "is missing while other SASL keys are set",
+                        "set sasl_mechanism, username and password together",
+                    );
+                }
+            }
+            if let (Some(mechanism), Some((u, _)), Some((p, _))) =
+                (mechanism, o.text("username"), o.secret("password"))
+            {
+                sasl = Some(KafkaSasl {
+                    mechanism,
+                    username: u.clone(),
+                    password: p.clone(),
+                });
+            }
+        }
+        KafkaOutputConfig {
+            brokers,
+            topic,
+            key,
+            compression,
+            sasl,
+            timeout: self.output_timeout(o),
         }
     }
 

@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod http;
+pub mod kafka;
 pub mod stdout;
 pub mod syslog;
 mod tls;
@@ -14,6 +15,7 @@ use serde_json::Value;
 
 pub use file::FileOutput;
 pub use http::HttpOutput;
+pub use kafka::KafkaOutput;
 pub use stdout::StdoutOutput;
 pub use syslog::SyslogOutput;
 
@@ -72,6 +74,7 @@ pub enum AnyOutput {
     Stdout(StdoutOutput),
     Syslog(SyslogOutput),
     Http(HttpOutput),
+    Kafka(KafkaOutput),
 }
 
 impl AnyOutput {
@@ -82,6 +85,7 @@ impl AnyOutput {
             OutputConfig::Stdout => Ok(AnyOutput::Stdout(StdoutOutput::new(name))),
             OutputConfig::Syslog(c) => Ok(AnyOutput::Syslog(SyslogOutput::open(name, c)?)),
             OutputConfig::Http(c) => Ok(AnyOutput::Http(HttpOutput::open(name, c)?)),
+            OutputConfig::Kafka(c) => Ok(AnyOutput::Kafka(KafkaOutput::open(name, c)?)),
         }
     }
 }
@@ -93,6 +97,7 @@ impl Output for AnyOutput {
             AnyOutput::Stdout(o) => o.send(batch).await,
             AnyOutput::Syslog(o) => o.send(batch).await,
             AnyOutput::Http(o) => o.send(batch).await,
+            AnyOutput::Kafka(o) => o.send(batch).await,
         }
     }
 }

