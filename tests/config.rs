@@ -268,7 +268,7 @@ encoding: klingon
 pull:
   interval: 60
 outputs:
-  siem: {type: kafka}
+  siem: {type: amqp}
 ";
     let p = problems(text);
     assert_eq!(
@@ -752,6 +752,7 @@ fn example_config_yaml_validates() {
         ("O365_ADMIN_TOKEN", "0123456789abcdef0123"),
         ("ES_PASSWORD", "es-pass"),
         ("SPLUNK_HEC_TOKEN", "hec-token"),
+        ("KAFKA_PASSWORD", "kafka-pass"),
     ]);
     let c = match Config::parse(&text, &env) {
         Ok(c) => c,
@@ -1003,4 +1004,56 @@ fn http_output_defaults_auth_and_problems() {
     assert_eq!(keys(&p), ["outputs.h.url"]);
     let p = problems(&format!("{}outputs: {{h: {{type: kafka2}}}}\n", minimal()));
     assert!(p[0].fix.contains("syslog") && p[0].fix.contains("http"));
+}
+
+#[test]
+fn kafka_output_defaults_and_problems() {
+    use o365_collector::config::{KafkaCompression, KafkaKey, SaslMechanism};
+    let c = parse(&format!(
+        "{}outputs: {{k: {{type: kafka, brokers: [a:9092, 'b:9093']}}}}\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Kafka(k)) = c.outputs.get("k") else {
+        panic!()
+    };
+    assert_eq!(k.brokers, ["a:9092", "b:9093"]);
+    assert_eq!(k.topic, "o365-{content_type}");
+    assert_eq!(k.key, KafkaKey::Id);
+    assert_eq!(k.compression, KafkaCompression::None);
+    assert!(k.sasl.is_none());
+
+    let c = parse(&format!(
+        "{}outputs: {{k: {{type: kafka, brokers: 'a:1', compression: snappy, key: none, sasl_mechanism: PLAIN, username: u, password: '{SECRET}'}}}}\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Kafka(k)) = c.outputs.get("k") else {
+        panic!()
+    };
+    assert_eq!((k.compression, k.key), (KafkaCompression::Snappy, KafkaKey::None));
+    let sasl = k.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::Plain);
+    assert_eq!(sasl.password.expose(), SECRET);
+    assert!(!format!("{c:?}").contains(SECRET));
+
+    let p = problems(&format!(
+        "{}outputs:\n  k:\n    type: kafka\n    topic: 'bad topic/{{content_type}}'\n    compression: lz4\n    key: random\n    password: '{SECRET}'\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        [
+            "outputs.k.topic",
+            "outputs.k.compression",
+            "outputs.k.key",
+            "outputs.k.brokers",
+            "outputs.k.sasl_mechanism",
+            "outputs.k.username",
+        ],
+        "{p:#?}"
+    );
+    assert!(!ConfigErrors(p).to_string().contains(SECRET));
+    let p = problems(&format!("{}outputs: {{k: {{type: kafka, brokers: 'nohost'}}}}\n", minimal()));
+    assert_eq!(keys(&p), ["outputs.k.brokers"]);
 }
