@@ -1031,7 +1031,10 @@ fn kafka_output_defaults_and_problems() {
     let Some(OutputConfig::Kafka(k)) = c.outputs.get("k") else {
         panic!()
     };
-    assert_eq!((k.compression, k.key), (KafkaCompression::Snappy, KafkaKey::None));
+    assert_eq!(
+        (k.compression, k.key),
+        (KafkaCompression::Snappy, KafkaKey::None)
+    );
     let sasl = k.sasl.as_ref().unwrap();
     assert_eq!(sasl.mechanism, SaslMechanism::Plain);
     assert_eq!(sasl.password.expose(), SECRET);
@@ -1054,6 +1057,9 @@ fn kafka_output_defaults_and_problems() {
         "{p:#?}"
     );
     assert!(!ConfigErrors(p).to_string().contains(SECRET));
-    let p = problems(&format!("{}outputs: {{k: {{type: kafka, brokers: 'nohost'}}}}\n", minimal()));
+    let p = problems(&format!(
+        "{}outputs: {{k: {{type: kafka, brokers: 'nohost'}}}}\n",
+        minimal()
+    ));
     assert_eq!(keys(&p), ["outputs.k.brokers"]);
 }

@@ -400,3 +400,67 @@ impl Drop for Tansu {
         self.stop();
     }
 }
+
+/// Creates `topic` on the broker (blocking; runs its own runtime on a helper thread).
+pub fn kafka_create_topic(address: &str, topic: &str, partitions: i32) {
+    let (address, topic) = (address.to_owned(), topic.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = rskafka::client::ClientBuilder::new(vec![address])
+                .build()
+                .await
+                .unwrap();
+            client
+                .controller_client()
+                .unwrap()
+                .create_topic(topic, partitions, 1, 5_000)
+                .await
+                .unwrap();
+        })
+    })
+    .join()
+    .unwrap();
+}
+
+/// Every record value of `topic`, partition by partition (blocking, like [`kafka_create_topic`]).
+pub fn kafka_values(address: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+    use rskafka::client::partition::UnknownTopicHandling;
+    let (address, topic) = (address.to_owned(), topic.to_owned());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = rskafka::client::ClientBuilder::new(vec![address])
+                .build()
+                .await
+                .unwrap();
+            let mut values = Vec::new();
+            for p in 0..partitions {
+                let pc = client
+                    .partition_client(topic.clone(), p, UnknownTopicHandling::Error)
+                    .await
+                    .unwrap();
+                let mut offset = 0;
+                loop {
+                    let (batch, high) = pc.fetch_records(offset, 1..10_000_000, 100).await.unwrap();
+                    for r in batch {
+                        offset = r.offset + 1;
+                        values.extend(r.record.value);
+                    }
+                    if offset >= high {
+                        break;
+                    }
+                }
+            }
+            values
+        })
+    })
+    .join()
+    .unwrap()
+}
