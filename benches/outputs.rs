@@ -1,6 +1,7 @@
 //! Output benchmark: records/s sustained into each real receiver — rsyslog over TCP and over TLS
 //! (until rsyslog has written every message to its file), and the in-process HTTP receiver in the
-//! Elasticsearch `_bulk`, Splunk HEC and NDJSON formats (until every request was answered) — plus
+//! Elasticsearch `_bulk`, Splunk HEC and NDJSON formats (until every request was answered), and a
+//! tansu Kafka broker (acks = all, gzip) — plus
 //! the latency of one `send` (one blob) and the peak RSS. Each case runs several times; the median
 //! is reported.
 //!
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use o365_collector::config::Config;
 use o365_collector::output::{AnyOutput, Batch, Output};
 use outputs_support::http::HttpReceiver;
-use outputs_support::{Rsyslog, SyslogMode, batch};
+use outputs_support::{Rsyslog, SyslogMode, Tansu, batch};
 
 const BLOB: usize = 1_000;
 
@@ -22,6 +23,7 @@ const BLOB: usize = 1_000;
 enum Server {
     Syslog(Rsyslog),
     Http(#[allow(dead_code)] HttpReceiver),
+    Kafka(#[allow(dead_code)] Tansu),
 }
 
 fn open(yaml: &str) -> AnyOutput {
@@ -57,6 +59,15 @@ fn start(case: &str) -> (Server, AnyOutput) {
             }
             let out = open(&y);
             (Server::Syslog(r), out)
+        }
+        "kafka" => {
+            let t = Tansu::start();
+            outputs_support::kafka_create_topic(&t.address(), "o365-Audit.SharePoint", 3);
+            let out = open(&format!(
+                "    type: kafka\n    brokers: '{}'\n    compression: gzip\n",
+                t.address()
+            ));
+            (Server::Kafka(t), out)
         }
         _ => {
             let r = HttpReceiver::start();
@@ -142,6 +153,7 @@ fn main() {
         "http-elasticsearch",
         "http-splunk_hec",
         "http-ndjson",
+        "kafka",
     ] {
         let mut rates = Vec::new();
         let mut lat = Vec::new();
