@@ -5,7 +5,8 @@
 //! the latency of one `send` (one blob) and the peak RSS. Each case runs several times; the median
 //! is reported.
 //!
-//! `cargo bench --bench outputs -- [records] [runs]` (default 50000 records in blobs of 1000, 3 runs).
+//! `cargo bench --bench outputs -- [records] [runs] [case]` (default 50000 records in blobs of 1000,
+//! 3 runs, every case; a case name such as `kafka` runs only the cases containing it).
 
 #[path = "../tests/outputs_support/mod.rs"]
 mod outputs_support;
@@ -131,6 +132,7 @@ fn main() {
         .collect();
     let records: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(50_000);
     let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let only = args.get(2).cloned().unwrap_or_default();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -154,7 +156,10 @@ fn main() {
         "http-splunk_hec",
         "http-ndjson",
         "kafka",
-    ] {
+    ]
+    .into_iter()
+    .filter(|c| c.contains(only.as_str()))
+    {
         let mut rates = Vec::new();
         let mut lat = Vec::new();
         for _ in 0..runs {
@@ -176,7 +181,7 @@ fn main() {
         );
     }
     println!(
-        "  peak RSS {} MiB (whole process, receivers included)",
+        "  peak RSS {} MiB (this process: outputs and the in-process HTTP receiver; rsyslog and tansu run apart)",
         peak_rss_kib() / 1024
     );
 }

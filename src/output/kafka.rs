@@ -179,10 +179,13 @@ impl KafkaOutput {
             KafkaCompression::Gzip => Compression::Gzip,
             KafkaCompression::Snappy => Compression::Snappy,
         };
+        let mut produces = Vec::with_capacity(groups.len());
         for (partition, records) in groups {
             let pc = self.partition_client(state, &topic, partition).await?;
-            self.timed(pc.produce(records, compression)).await?;
+            produces.push(async move { self.timed(pc.produce(records, compression)).await });
         }
+        // Partitions have their own leaders: wait for all acknowledgements at once.
+        futures_util::future::try_join_all(produces).await?;
         Ok(SendReport {
             written: batch.events.len(),
             duplicates: 0,
