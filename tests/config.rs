@@ -268,7 +268,7 @@ encoding: klingon
 pull:
   interval: 60
 outputs:
-  siem: {type: kafka}
+  siem: {type: amqp}
 ";
     let p = problems(text);
     assert_eq!(
@@ -750,6 +750,9 @@ fn example_config_yaml_validates() {
         ("O365_CLIENT_SECRET", SECRET),
         ("O365_WEBHOOK_AUTH_ID", "0123456789abcdef"),
         ("O365_ADMIN_TOKEN", "0123456789abcdef0123"),
+        ("ES_PASSWORD", "es-pass"),
+        ("SPLUNK_HEC_TOKEN", "hec-token"),
+        ("KAFKA_PASSWORD", "kafka-pass"),
     ]);
     let c = match Config::parse(&text, &env) {
         Ok(c) => c,
@@ -759,6 +762,18 @@ fn example_config_yaml_validates() {
     assert!(c.is_push());
     assert_eq!(c.tenants[1].authority, "https://login.microsoftonline.us");
     assert!(c.outputs.contains_key("siem") && c.outputs.contains_key("console"));
+    assert!(matches!(
+        c.outputs.get("syslog-siem"),
+        Some(OutputConfig::Syslog(_))
+    ));
+    assert!(matches!(
+        c.outputs.get("elastic"),
+        Some(OutputConfig::Http(_))
+    ));
+    assert!(matches!(
+        c.outputs.get("splunk"),
+        Some(OutputConfig::Http(_))
+    ));
 
     // Every key of the example has a comment on its line or just above it.
     let lines: Vec<&str> = text.lines().collect();
@@ -916,4 +931,192 @@ fn trusted_proxies_and_tls_reload() {
     assert_eq!(keys(&p), ["tls.reload_every"]);
     let p = problems(&tls(", reload_every: soon"));
     assert_eq!(keys(&p), ["tls.reload_every"]);
+}
+
+#[test]
+fn syslog_output_defaults_and_options() {
+    use o365_collector::config::SyslogTransport;
+    let c = parse(&format!(
+        "{}outputs: {{s: {{type: syslog, address: 'siem.example.com:514'}}}}\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Syslog(s)) = c.outputs.get("s") else {
+        panic!("{:?}", c.outputs)
+    };
+    assert_eq!(s.transport, SyslogTransport::Tcp);
+    assert_eq!(s.app_name, "o365-collector");
+    assert_eq!((s.facility, s.severity), (16, 6));
+    assert_eq!(s.sd_id.as_deref(), Some("o365@32473"));
+    assert_eq!(s.msgid, None);
+    assert_eq!(s.timeout, Duration::from_secs(30));
+
+    let c = parse(&format!(
+        "{}outputs:\n  s:\n    type: syslog\n    address: '[::1]:6514'\n    transport: udp\n    facility: 3\n    severity: err\n    msgid: M\n    app_name: app\n    hostname: h1\n    structured_data: false\n    timeout: 2s\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Syslog(s)) = c.outputs.get("s") else {
+        panic!()
+    };
+    assert_eq!(s.transport, SyslogTransport::Udp);
+    assert_eq!((s.facility, s.severity), (3, 3));
+    assert_eq!(
+        (
+            s.msgid.as_deref(),
+            s.app_name.as_str(),
+            s.hostname.as_deref()
+        ),
+        (Some("M"), "app", Some("h1"))
+    );
+    assert_eq!(s.sd_id, None);
+    assert_eq!(s.timeout, Duration::from_secs(2));
+}
+
+#[test]
+fn syslog_output_every_problem_at_once() {
+    let p = problems(&format!(
+        "{}outputs:\n  s:\n    type: syslog\n    transport: sctp\n    ca_file: /nonexistent.pem\n    facility: local9\n    severity: 8\n    app_name: 'has space'\n    msgid: '{}'\n    sd_id: 'a=b'\n    timeout: 0s\n    bogus: 1\n",
+        minimal(),
+        "x".repeat(33)
+    ));
+    assert_eq!(
+        keys(&p),
+        [
+            "outputs.s.transport",
+            "outputs.s.ca_file",
+            "outputs.s.ca_file",
+            "outputs.s.facility",
+            "outputs.s.severity",
+            "outputs.s.app_name",
+            "outputs.s.msgid",
+            "outputs.s.sd_id",
+            "outputs.s.timeout",
+            "outputs.s.bogus",
+            "outputs.s.address",
+        ],
+        "{p:#?}"
+    );
+    let p = problems(&format!(
+        "{}outputs: {{s: {{type: syslog, address: nohostport}}}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["outputs.s.address"]);
+}
+
+#[test]
+fn http_output_defaults_auth_and_problems() {
+    use o365_collector::config::{HttpAuth, HttpFormat};
+    let c = parse(&format!(
+        "{}outputs: {{h: {{type: http, url: 'http://127.0.0.1:9200', format: elasticsearch, username: u, password: '{SECRET}'}}}}\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Http(h)) = c.outputs.get("h") else {
+        panic!()
+    };
+    assert_eq!(h.format, HttpFormat::Elasticsearch);
+    assert_eq!(h.max_events, 500);
+    assert!(!h.gzip);
+    assert!(
+        matches!(&h.auth, HttpAuth::Basic { username, password } if username == "u" && password.expose() == SECRET)
+    );
+    assert!(!format!("{c:?}").contains(SECRET));
+    assert!(!c.summary().contains(SECRET));
+
+    // Splunk needs its token; credentials in the URL are refused without being echoed.
+    let p = problems(&format!(
+        "{}outputs:\n  h:\n    type: http\n    format: splunk_hec\n    url: 'https://u:{SECRET}@splunk.example.com'\n    gzip: maybe\n    max_events: 0\n    dead_letter_path: ./x\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        [
+            "outputs.h.url",
+            "outputs.h.gzip",
+            "outputs.h.max_events",
+            "outputs.h.dead_letter_path",
+            "outputs.h.token",
+        ],
+        "{p:#?}"
+    );
+    assert!(!ConfigErrors(p).to_string().contains(SECRET));
+
+    let p = problems(&format!(
+        "{}outputs:\n  h:\n    type: http\n    url: 'ftp://x'\n    username: u\n    token: '{SECRET}'\n    client_cert: /nonexistent.pem\n    format: xml\n",
+        minimal()
+    ));
+    let k = keys(&p);
+    assert!(
+        k.contains(&"outputs.h.format") && k.contains(&"outputs.h.url"),
+        "{p:#?}"
+    );
+    assert!(
+        k.contains(&"outputs.h.token") && k.contains(&"outputs.h.client_cert"),
+        "{p:#?}"
+    );
+    assert!(k.contains(&"outputs.h.client_key"), "{p:#?}");
+    assert!(!ConfigErrors(p).to_string().contains(SECRET));
+    let p = problems(&format!("{}outputs: {{h: {{type: http}}}}\n", minimal()));
+    assert_eq!(keys(&p), ["outputs.h.url"]);
+    let p = problems(&format!("{}outputs: {{h: {{type: kafka2}}}}\n", minimal()));
+    assert!(p[0].fix.contains("syslog") && p[0].fix.contains("http"));
+}
+
+#[test]
+fn kafka_output_defaults_and_problems() {
+    use o365_collector::config::{KafkaCompression, KafkaKey, SaslMechanism};
+    let c = parse(&format!(
+        "{}outputs: {{k: {{type: kafka, brokers: [a:9092, 'b:9093']}}}}\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Kafka(k)) = c.outputs.get("k") else {
+        panic!()
+    };
+    assert_eq!(k.brokers, ["a:9092", "b:9093"]);
+    assert_eq!(k.topic, "o365-{content_type}");
+    assert_eq!(k.key, KafkaKey::Id);
+    assert_eq!(k.compression, KafkaCompression::None);
+    assert!(k.sasl.is_none());
+
+    let c = parse(&format!(
+        "{}outputs: {{k: {{type: kafka, brokers: 'a:1', compression: snappy, key: none, sasl_mechanism: PLAIN, username: u, password: '{SECRET}'}}}}\n",
+        minimal()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Kafka(k)) = c.outputs.get("k") else {
+        panic!()
+    };
+    assert_eq!(
+        (k.compression, k.key),
+        (KafkaCompression::Snappy, KafkaKey::None)
+    );
+    let sasl = k.sasl.as_ref().unwrap();
+    assert_eq!(sasl.mechanism, SaslMechanism::Plain);
+    assert_eq!(sasl.password.expose(), SECRET);
+    assert!(!format!("{c:?}").contains(SECRET));
+
+    let p = problems(&format!(
+        "{}outputs:\n  k:\n    type: kafka\n    topic: 'bad topic/{{content_type}}'\n    compression: lz4\n    key: random\n    password: '{SECRET}'\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        [
+            "outputs.k.topic",
+            "outputs.k.compression",
+            "outputs.k.key",
+            "outputs.k.brokers",
+            "outputs.k.sasl_mechanism",
+            "outputs.k.username",
+        ],
+        "{p:#?}"
+    );
+    assert!(!ConfigErrors(p).to_string().contains(SECRET));
+    let p = problems(&format!(
+        "{}outputs: {{k: {{type: kafka, brokers: 'nohost'}}}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["outputs.k.brokers"]);
 }

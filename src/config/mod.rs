@@ -22,11 +22,12 @@ pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_LAST_VALUE_STORAGE,
-    DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT,
-    DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
-    DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN,
-    derive_authority, is_guid, is_microsoft_cloud,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS,
+    DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL,
+    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
+    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
+    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -153,6 +154,149 @@ pub struct PipelineConfig {
 pub enum OutputConfig {
     File(FileOutputConfig),
     Stdout,
+    Syslog(SyslogOutputConfig),
+    Http(HttpOutputConfig),
+    Kafka(KafkaOutputConfig),
+}
+
+/// Compression of Kafka record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaCompression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+}
+
+/// What the Kafka record key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaKey {
+    /// The record's `Id` (same record → same partition, compaction-friendly).
+    #[default]
+    Id,
+    /// No key.
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+/// SASL authentication; the password is never logged.
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+/// `type: kafka`: acknowledged produce (acks = all).
+#[derive(Debug, Clone)]
+pub struct KafkaOutputConfig {
+    /// Bootstrap brokers, `host:port`.
+    pub brokers: Vec<String>,
+    /// Topic name; `{content_type}` and `{tenant_id}` are replaced per batch.
+    pub topic: String,
+    pub key: KafkaKey,
+    pub compression: KafkaCompression,
+    pub sasl: Option<KafkaSasl>,
+    /// Deadline of one produce (connecting and retrying included).
+    pub timeout: Duration,
+}
+
+/// How syslog messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// RFC 6587 octet counting over TCP.
+    Tcp,
+    /// RFC 5425: octet counting over TLS.
+    Tls,
+    /// RFC 5426: one message per datagram (no delivery confirmation).
+    Udp,
+}
+
+/// `type: syslog`: RFC 5424 messages whose MSG is the JSON event.
+#[derive(Debug, Clone)]
+pub struct SyslogOutputConfig {
+    /// `host:port` of the receiver.
+    pub address: String,
+    pub transport: SyslogTransport,
+    /// Extra trust root (PEM) for TLS; the system's webpki roots are used too.
+    pub ca_file: Option<PathBuf>,
+    /// Name checked in the receiver's certificate (default: the host of `address`).
+    pub server_name: Option<String>,
+    /// HOSTNAME field (default: this machine's host name).
+    pub hostname: Option<String>,
+    pub app_name: String,
+    /// MSGID field; `None` → the content type (e.g. `Audit.Exchange`).
+    pub msgid: Option<String>,
+    /// 0–23 (default 16, local0).
+    pub facility: u8,
+    /// 0–7 (default 6, informational).
+    pub severity: u8,
+    /// SD-ID of the element carrying tenant/contentType/contentId; `None` → no structured data.
+    pub sd_id: Option<String>,
+    /// Connect and write timeout.
+    pub timeout: Duration,
+}
+
+/// Body format of an `http` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFormat {
+    /// One JSON event per line, POSTed to `url`.
+    Ndjson,
+    /// Elasticsearch/OpenSearch `_bulk` (`url` is the cluster, `/_bulk` is added when missing).
+    Elasticsearch,
+    /// Splunk HTTP Event Collector (`url` is `…/services/collector/event` or the server root).
+    SplunkHec,
+}
+
+/// Credentials sent with each request; never logged.
+#[derive(Debug, Clone, Default)]
+pub enum HttpAuth {
+    #[default]
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    /// `Authorization: Bearer …` (for `splunk_hec`: `Authorization: Splunk …`).
+    Token(Secret),
+    /// A custom header, e.g. `X-API-Key`.
+    Header {
+        name: String,
+        value: Secret,
+    },
+}
+
+/// `type: http`.
+#[derive(Debug, Clone)]
+pub struct HttpOutputConfig {
+    pub url: String,
+    pub format: HttpFormat,
+    /// Elasticsearch: index name with strftime-like `%Y %m %d %H` from the event's `@timestamp`
+    /// (default `o365-%Y.%m.%d`); Splunk: the `index` field (default: the token's default index).
+    pub index: Option<String>,
+    /// Splunk `source` (default `o365-collector`).
+    pub source: Option<String>,
+    /// Splunk `sourcetype` (default `o365:management:activity`).
+    pub sourcetype: Option<String>,
+    pub gzip: bool,
+    pub auth: HttpAuth,
+    /// Extra trust root (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Most events in one request; bigger batches are split.
+    pub max_events: usize,
+    pub timeout: Duration,
+    /// Elasticsearch documents rejected for good (4xx other than 429) are appended here with their
+    /// reason, and count as delivered; without it such a batch is retried (and so stays visible).
+    pub dead_letter_path: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +446,11 @@ impl Config {
             .map(|(name, o)| match o {
                 OutputConfig::Stdout => format!("{name} (stdout)"),
                 OutputConfig::File(f) => format!("{name} (file {})", f.path.display()),
+                OutputConfig::Syslog(c) => {
+                    format!("{name} (syslog {:?} {})", c.transport, c.address).to_lowercase()
+                }
+                OutputConfig::Http(c) => format!("{name} (http {:?})", c.format).to_lowercase(),
+                OutputConfig::Kafka(c) => format!("{name} (kafka {})", c.topic),
             })
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));

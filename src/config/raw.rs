@@ -200,6 +200,91 @@ pub(crate) struct RawOutbound {
 pub(crate) enum OutputKind {
     File,
     Stdout,
+    Syslog,
+    Http,
+    Kafka,
+}
+
+/// One option of a `syslog`/`http` output, typed by the reader for its key (see [`output_option_kind`]).
+#[derive(Debug)]
+pub(crate) enum Opt {
+    Text(Field<String>),
+    /// Passwords and tokens: never echoed.
+    Secret(Field<Secret>),
+    Bool(Field<bool>),
+    Uint(Field<u64>),
+    Duration(Field<Duration>),
+    Words(Field<Vec<String>>),
+}
+
+#[derive(Clone, Copy)]
+enum OptKind {
+    Words,
+    Text,
+    Secret,
+    Bool,
+    Uint,
+    Duration,
+}
+
+/// Keys of a `syslog` output besides `type`.
+pub(crate) const SYSLOG_KEYS: [&str; 12] = [
+    "address",
+    "transport",
+    "ca_file",
+    "server_name",
+    "hostname",
+    "app_name",
+    "msgid",
+    "facility",
+    "severity",
+    "sd_id",
+    "structured_data",
+    "timeout",
+];
+
+/// Keys of an `http` output besides `type`.
+pub(crate) const HTTP_KEYS: [&str; 17] = [
+    "url",
+    "format",
+    "index",
+    "source",
+    "sourcetype",
+    "gzip",
+    "username",
+    "password",
+    "token",
+    "header_name",
+    "header_value",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "max_events",
+    "timeout",
+    "dead_letter_path",
+];
+
+/// Keys of a `kafka` output besides `type`.
+pub(crate) const KAFKA_KEYS: [&str; 8] = [
+    "brokers",
+    "topic",
+    "key",
+    "compression",
+    "sasl_mechanism",
+    "username",
+    "password",
+    "timeout",
+];
+
+fn output_option_kind(key: &str) -> OptKind {
+    match key {
+        "brokers" => OptKind::Words,
+        "password" | "token" | "header_value" => OptKind::Secret,
+        "gzip" | "structured_data" => OptKind::Bool,
+        "max_events" => OptKind::Uint,
+        "timeout" => OptKind::Duration,
+        _ => OptKind::Text,
+    }
 }
 
 #[derive(Debug)]
@@ -210,6 +295,63 @@ pub(crate) struct RawOutput {
     pub kind: Field<OutputKind>,
     pub path: Field<String>,
     pub dedup_window_bytes: Field<u64>,
+    /// Options of `syslog`/`http` outputs, in file order.
+    pub opts: Vec<(&'static str, Opt)>,
+}
+
+impl RawOutput {
+    pub fn opt(&self, key: &str) -> Option<&Opt> {
+        self.opts.iter().find(|(k, _)| *k == key).map(|(_, o)| o)
+    }
+    /// A text option's value; `None` when absent or invalid (already reported).
+    pub fn text(&self, key: &str) -> Option<(&String, &At)> {
+        match self.opt(key) {
+            Some(Opt::Text(f)) => f.value(),
+            _ => None,
+        }
+    }
+    pub fn secret(&self, key: &str) -> Option<(&Secret, &At)> {
+        match self.opt(key) {
+            Some(Opt::Secret(f)) => f.value(),
+            _ => None,
+        }
+    }
+    pub fn flag(&self, key: &str) -> Option<(&bool, &At)> {
+        match self.opt(key) {
+            Some(Opt::Bool(f)) => f.value(),
+            _ => None,
+        }
+    }
+    pub fn uint(&self, key: &str) -> Option<(&u64, &At)> {
+        match self.opt(key) {
+            Some(Opt::Uint(f)) => f.value(),
+            _ => None,
+        }
+    }
+    pub fn words(&self, key: &str) -> Option<(&Vec<String>, &At)> {
+        match self.opt(key) {
+            Some(Opt::Words(f)) => f.value(),
+            _ => None,
+        }
+    }
+    pub fn duration(&self, key: &str) -> Option<(&Duration, &At)> {
+        match self.opt(key) {
+            Some(Opt::Duration(f)) => f.value(),
+            _ => None,
+        }
+    }
+    /// Whether the key was given at all (even with an unusable value).
+    pub fn has(&self, key: &str) -> bool {
+        match self.opt(key) {
+            Some(Opt::Text(f)) => f.is_present(),
+            Some(Opt::Secret(f)) => f.is_present(),
+            Some(Opt::Bool(f)) => f.is_present(),
+            Some(Opt::Uint(f)) => f.is_present(),
+            Some(Opt::Duration(f)) => f.is_present(),
+            Some(Opt::Words(f)) => f.is_present(),
+            None => false,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -560,6 +702,7 @@ impl<'e> Reader<'e> {
             kind: Field::Absent,
             path: Field::Absent,
             dedup_window_bytes: Field::Absent,
+            opts: Vec::new(),
         };
         let Some(map) = self.mapping(value, &at) else {
             if matches!(value, Value::Null) {
@@ -583,7 +726,7 @@ impl<'e> Reader<'e> {
                     at.order,
                     &type_at.key,
                     "is missing",
-                    "set `type: file` or `type: stdout`",
+                    "set `type:` to file, stdout, syslog, http or kafka",
                 );
                 Field::Invalid(type_at)
             }
@@ -591,12 +734,15 @@ impl<'e> Reader<'e> {
                 Field::Value(t, type_at) => match t.as_str() {
                     "file" => Field::Value(OutputKind::File, type_at),
                     "stdout" => Field::Value(OutputKind::Stdout, type_at),
+                    "syslog" => Field::Value(OutputKind::Syslog, type_at),
+                    "http" => Field::Value(OutputKind::Http, type_at),
+                    "kafka" => Field::Value(OutputKind::Kafka, type_at),
                     _ => {
                         self.push(
                             type_at.order,
                             &type_at.key,
                             format!("`{t}` is not an output type"),
-                            "use `file` or `stdout`",
+                            "use `file`, `stdout`, `syslog`, `http` or `kafka`",
                         );
                         Field::Invalid(type_at)
                     }
@@ -604,14 +750,38 @@ impl<'e> Reader<'e> {
                 other => other.map_invalid(),
             },
         };
-        let allowed: &[&str] = match &o.kind {
-            Field::Value(OutputKind::Stdout, _) => &["type"],
-            Field::Value(OutputKind::File, _) => &["type", "path", "dedup_window_bytes"],
+        let with_type = |keys: &[&'static str]| {
+            let mut all = vec!["type"];
+            all.extend_from_slice(keys);
+            all
+        };
+        let allowed: Vec<&'static str> = match &o.kind {
+            Field::Value(OutputKind::Stdout, _) => vec!["type"],
+            Field::Value(OutputKind::File, _) => vec!["type", "path", "dedup_window_bytes"],
+            Field::Value(OutputKind::Syslog, _) => with_type(&SYSLOG_KEYS),
+            Field::Value(OutputKind::Http, _) => with_type(&HTTP_KEYS),
+            Field::Value(OutputKind::Kafka, _) => with_type(&KAFKA_KEYS),
             // Without a known type the other keys cannot be judged; the type problem says enough.
             _ => return o,
         };
-        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), allowed) {
+        let generic = matches!(
+            &o.kind,
+            Field::Value(OutputKind::Syslog | OutputKind::Http | OutputKind::Kafka, _)
+        );
+        for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
             match key {
+                "type" => {}
+                _ if generic => {
+                    let opt = match output_option_kind(key) {
+                        OptKind::Text => Opt::Text(self.text(v, key_at)),
+                        OptKind::Words => Opt::Words(self.words(v, key_at)),
+                        OptKind::Secret => Opt::Secret(self.secret(v, key_at)),
+                        OptKind::Bool => Opt::Bool(self.boolean(v, key_at)),
+                        OptKind::Uint => Opt::Uint(self.uint(v, key_at)),
+                        OptKind::Duration => Opt::Duration(self.duration(v, key_at)),
+                    };
+                    o.opts.push((key, opt));
+                }
                 "path" => o.path = self.text(v, key_at),
                 "dedup_window_bytes" => o.dedup_window_bytes = self.size(v, key_at),
                 _ => {}
@@ -745,6 +915,29 @@ impl<'e> Reader<'e> {
             Field::Value(words, at)
         } else {
             Field::Invalid(at)
+        }
+    }
+
+    /// `true`/`false` (also as text, e.g. from `${NAME}`).
+    fn boolean(&mut self, value: &Value, at: At) -> Field<bool> {
+        if let Value::Bool(b) = value {
+            return Field::Value(*b, at);
+        }
+        match self.text(value, at) {
+            Field::Value(s, at) => match s.trim() {
+                "true" => Field::Value(true, at),
+                "false" => Field::Value(false, at),
+                other => {
+                    self.push(
+                        at.order,
+                        &at.key,
+                        format!("is `{other}`, not true or false"),
+                        "write true or false",
+                    );
+                    Field::Invalid(at)
+                }
+            },
+            other => other.map_invalid(),
         }
     }
 

@@ -15,11 +15,13 @@ use encoding_rs::Encoding;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::raw::{At, Field, Found, OutputKind, RawConfig, RawTenant};
+use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
-    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig, IpNet,
-    ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem, PullConfig, Secret,
-    TenantConfig, TlsConfig, WebhookConfig,
+    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
+    HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey, KafkaOutputConfig,
+    KafkaSasl, ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem, PullConfig,
+    SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig,
+    WebhookConfig,
 };
 use crate::mapping::Format;
 
@@ -37,6 +39,48 @@ pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Connect/request timeout of network outputs.
+pub const DEFAULT_OUTPUT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SYSLOG_APP_NAME: &str = "o365-collector";
+/// local0.
+pub const DEFAULT_SYSLOG_FACILITY: u8 = 16;
+/// informational.
+pub const DEFAULT_SYSLOG_SEVERITY: u8 = 6;
+/// SD-ID with a private enterprise number, as RFC 5424 §6.3.2 asks for non-IANA ids.
+pub const DEFAULT_SYSLOG_SD_ID: &str = "o365@32473";
+/// Kafka topic when none is configured.
+pub const DEFAULT_KAFKA_TOPIC: &str = "o365-{content_type}";
+/// Events per HTTP request (Elasticsearch recommends bulk bodies of a few MB).
+pub const DEFAULT_HTTP_MAX_EVENTS: usize = 500;
+const FACILITIES: [&str; 24] = [
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+];
+const SEVERITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
 /// Name of the output used when none is configured.
 pub const DEFAULT_OUTPUT: &str = "stdout";
 
@@ -271,11 +315,537 @@ impl Checker<'_> {
                         dedup_window_bytes,
                     })
                 }
+                Some((OutputKind::Syslog, _)) => OutputConfig::Syslog(self.syslog_output(o)),
+                Some((OutputKind::Http, _)) => OutputConfig::Http(self.http_output(o, &mut paths)),
+                Some((OutputKind::Kafka, _)) => OutputConfig::Kafka(self.kafka_output(o)),
                 None => OutputConfig::Stdout,
             };
             outputs.insert(o.name.clone(), config);
         }
         outputs
+    }
+
+    fn required_text<'o>(
+        &mut self,
+        o: &'o RawOutput,
+        key: &str,
+        fix: &str,
+    ) -> Option<(&'o str, &'o At)> {
+        match o.text(key) {
+            Some((v, at)) if v.trim().is_empty() => {
+                self.problem(at, "is empty", fix);
+                None
+            }
+            Some((v, at)) => Some((v.trim(), at)),
+            None => {
+                if !o.has(key) {
+                    self.problem_at(o.end, &format!("{}.{key}", o.at.key), "is missing", fix);
+                }
+                None
+            }
+        }
+    }
+
+    /// A PEM file option: checked to hold what it should.
+    fn pem_option(&mut self, o: &RawOutput, key: &str, private_key: bool) -> Option<PathBuf> {
+        let (v, at) = o.text(key)?;
+        let p = PathBuf::from(v.trim());
+        if private_key {
+            self.pem_private_key(at, &p);
+        } else {
+            self.pem_certificates(at, &p);
+        }
+        Some(p)
+    }
+
+    /// An RFC 5424 header field: 1..=max printable US-ASCII characters, no spaces.
+    fn header_field(&mut self, o: &RawOutput, key: &str, max: usize) -> Option<String> {
+        let (v, at) = o.text(key)?;
+        let ok = !v.is_empty() && v.len() <= max && v.bytes().all(|b| (33..=126).contains(&b));
+        if !ok {
+            self.problem(
+                at,
+                format!("is not 1 to {max} printable ASCII characters without spaces"),
+                "RFC 5424 allows only characters 33–126 here; e.g. `o365-collector`",
+            );
+            return None;
+        }
+        Some(v.clone())
+    }
+
+    fn syslog_output(&mut self, o: &RawOutput) -> SyslogOutputConfig {
+        let transport = match o.text("transport") {
+            None => SyslogTransport::Tcp,
+            Some((v, at)) => match v.trim() {
+                "tcp" => SyslogTransport::Tcp,
+                "tls" => SyslogTransport::Tls,
+                "udp" => SyslogTransport::Udp,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not a syslog transport"),
+                        "use tcp (default), tls or udp",
+                    );
+                    SyslogTransport::Tcp
+                }
+            },
+        };
+        let address = match self.required_text(
+            o,
+            "address",
+            "set the receiver as host:port, e.g. `address: siem.example.com:6514`",
+        ) {
+            Some((v, at)) => {
+                let port_ok = v
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0));
+                if !port_ok {
+                    self.problem(
+                        at,
+                        "is not host:port",
+                        "write the receiver as host:port, e.g. siem.example.com:6514 or [::1]:514",
+                    );
+                }
+                v.to_owned()
+            }
+            None => String::new(),
+        };
+        let ca_file = self.pem_option(o, "ca_file", false);
+        let server_name = o.text("server_name").map(|(v, _)| v.trim().to_owned());
+        if transport != SyslogTransport::Tls {
+            for key in ["ca_file", "server_name"] {
+                if let Some((_, at)) = o.text(key) {
+                    self.problem(
+                        at,
+                        "only applies to `transport: tls`",
+                        "remove it, or set `transport: tls`",
+                    );
+                }
+            }
+        }
+        let hostname = self.header_field(o, "hostname", 255);
+        let app_name = self
+            .header_field(o, "app_name", 48)
+            .unwrap_or_else(|| DEFAULT_SYSLOG_APP_NAME.to_owned());
+        let msgid = self.header_field(o, "msgid", 32);
+        let facility = self.syslog_code(o, "facility", &FACILITIES, DEFAULT_SYSLOG_FACILITY);
+        let severity = self.syslog_code(o, "severity", &SEVERITIES, DEFAULT_SYSLOG_SEVERITY);
+        let mut sd_id = Some(DEFAULT_SYSLOG_SD_ID.to_owned());
+        if let Some((v, at)) = o.text("sd_id") {
+            let ok = !v.is_empty()
+                && v.len() <= 32
+                && v.bytes()
+                    .all(|b| (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"' | b' '));
+            if ok {
+                sd_id = Some(v.clone());
+            } else {
+                self.problem(
+                    at,
+                    "is not a valid SD-ID (1 to 32 printable ASCII characters without `=`, `]`, `\"` or spaces)",
+                    "use name@<private enterprise number>, e.g. o365@32473",
+                );
+            }
+        }
+        if let Some((false, _)) = o.flag("structured_data") {
+            sd_id = None;
+        }
+        SyslogOutputConfig {
+            address,
+            transport,
+            ca_file,
+            server_name,
+            hostname,
+            app_name,
+            msgid,
+            facility,
+            severity,
+            sd_id,
+            timeout: self.output_timeout(o),
+        }
+    }
+
+    /// A facility or severity given by name or number.
+    fn syslog_code(&mut self, o: &RawOutput, key: &str, names: &[&str], default: u8) -> u8 {
+        let Some((v, at)) = o.text(key) else {
+            return default;
+        };
+        let v = v.trim();
+        if let Some(i) = names.iter().position(|n| *n == v) {
+            return i as u8;
+        }
+        match v.parse::<u8>() {
+            Ok(n) if (n as usize) < names.len() => n,
+            _ => {
+                self.problem(
+                    at,
+                    format!("`{v}` is not a syslog {key}"),
+                    format!(
+                        "use a number 0–{} or one of: {}",
+                        names.len() - 1,
+                        names.join(", ")
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    fn output_timeout(&mut self, o: &RawOutput) -> Duration {
+        match o.duration("timeout") {
+            Some((d, at)) if d.is_zero() => {
+                self.problem(
+                    at,
+                    "is 0",
+                    "use a positive duration, e.g. 30s (the default)",
+                );
+                DEFAULT_OUTPUT_TIMEOUT
+            }
+            Some((d, _)) => *d,
+            None => DEFAULT_OUTPUT_TIMEOUT,
+        }
+    }
+
+    fn http_output(
+        &mut self,
+        o: &RawOutput,
+        paths: &mut HashMap<PathBuf, String>,
+    ) -> HttpOutputConfig {
+        let format = match o.text("format") {
+            None => HttpFormat::Ndjson,
+            Some((v, at)) => match v.trim() {
+                "ndjson" => HttpFormat::Ndjson,
+                "elasticsearch" => HttpFormat::Elasticsearch,
+                "splunk_hec" => HttpFormat::SplunkHec,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not an http format"),
+                        "use ndjson (default), elasticsearch or splunk_hec",
+                    );
+                    HttpFormat::Ndjson
+                }
+            },
+        };
+        let url_fix = "set the receiver's URL, e.g. `url: https://es.example.com:9200`";
+        let url = match self.required_text(o, "url", url_fix) {
+            Some((v, at)) => {
+                match reqwest::Url::parse(v) {
+                    Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                        if !u.username().is_empty() || u.password().is_some() {
+                            // Never echo: the URL holds credentials.
+                            self.problem(
+                                at,
+                                "carries credentials in the URL",
+                                "move them to username/password (or token) so they stay out of logs",
+                            );
+                        }
+                    }
+                    Ok(_) => self.problem(at, "is not an http(s) URL with a host", url_fix),
+                    Err(e) => self.problem(at, format!("is not a valid URL ({e})"), url_fix),
+                }
+                v.to_owned()
+            }
+            None => String::new(),
+        };
+        let index = o.text("index").map(|(v, at)| {
+            if format == HttpFormat::Ndjson {
+                self.problem(at, "does not apply to `format: ndjson`", "remove it, or use elasticsearch or splunk_hec");
+            } else if format == HttpFormat::Elasticsearch
+                && (v.trim().is_empty()
+                    || ["%Y", "%m", "%d", "%H", "%%"]
+                        .iter()
+                        .fold(v.to_owned(), |s, p| s.replace(p, "0"))
+                        .chars().any(|c| c.is_ascii_uppercase() || matches!(c, ' ' | '"' | '\\' | '/' | ',' | '#' | '*' | '?' | '<' | '>' | '|')))
+            {
+                self.problem(
+                    at,
+                    "is not a valid Elasticsearch index name (lowercase, no spaces or \\/*?\"<>|,#)",
+                    "e.g. `o365-%Y.%m.%d`",
+                );
+            }
+            v.trim().to_owned()
+        });
+        let splunk_only = |c: &mut Self, key: &str| {
+            o.text(key).map(|(v, at)| {
+                if format != HttpFormat::SplunkHec {
+                    c.problem(
+                        at,
+                        "only applies to `format: splunk_hec`",
+                        "remove it, or set `format: splunk_hec`",
+                    );
+                }
+                v.trim().to_owned()
+            })
+        };
+        let source = splunk_only(self, "source");
+        let sourcetype = splunk_only(self, "sourcetype");
+        let auth = self.http_auth(o, format);
+        let ca_file = self.pem_option(o, "ca_file", false);
+        let client_cert = self.pem_option(o, "client_cert", false);
+        let client_key = self.pem_option(o, "client_key", true);
+        match (o.text("client_cert"), o.text("client_key")) {
+            (Some(_), None) if !o.has("client_key") => self.problem_at(
+                o.end,
+                &format!("{}.client_key", o.at.key),
+                "is missing while client_cert is set",
+                "set the client certificate's private key (PEM)",
+            ),
+            (None, Some(_)) if !o.has("client_cert") => self.problem_at(
+                o.end,
+                &format!("{}.client_cert", o.at.key),
+                "is missing while client_key is set",
+                "set the client certificate (PEM)",
+            ),
+            _ => {}
+        }
+        let max_events = match o.uint("max_events") {
+            Some((0, at)) => {
+                self.problem(
+                    at,
+                    "is 0",
+                    format!("use a positive number, e.g. {DEFAULT_HTTP_MAX_EVENTS} (the default)"),
+                );
+                DEFAULT_HTTP_MAX_EVENTS
+            }
+            Some((n, _)) => usize::try_from(*n).unwrap_or(usize::MAX),
+            None => DEFAULT_HTTP_MAX_EVENTS,
+        };
+        let dead_letter_path = o.text("dead_letter_path").map(|(v, at)| {
+            if format != HttpFormat::Elasticsearch {
+                self.problem(
+                    at,
+                    "only applies to `format: elasticsearch`",
+                    "remove it, or set `format: elasticsearch`",
+                );
+            } else if v.trim().is_empty() {
+                self.problem(
+                    at,
+                    "is empty",
+                    "set a file path, e.g. ./var/rejected.ndjson",
+                );
+            } else if let Some(other) = paths.insert(PathBuf::from(v.trim()), o.at.key.clone()) {
+                self.problem(
+                    at,
+                    format!("is the same file as one used by {other}"),
+                    "give each output its own file",
+                );
+            }
+            PathBuf::from(v.trim())
+        });
+        HttpOutputConfig {
+            url,
+            format,
+            index,
+            source,
+            sourcetype,
+            gzip: o.flag("gzip").is_some_and(|(g, _)| *g),
+            auth,
+            ca_file,
+            client_cert,
+            client_key,
+            max_events,
+            timeout: self.output_timeout(o),
+            dead_letter_path,
+        }
+    }
+
+    fn kafka_output(&mut self, o: &RawOutput) -> KafkaOutputConfig {
+        let fix =
+            "list the bootstrap brokers as host:port, e.g. `brokers: kafka-1:9092 kafka-2:9092`";
+        let brokers = match o.words("brokers") {
+            Some((list, at)) => {
+                if list.is_empty() {
+                    self.problem(at, "is empty", fix);
+                }
+                for b in list {
+                    let ok = b.rsplit_once(':').is_some_and(|(h, p)| {
+                        !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0)
+                    });
+                    if !ok {
+                        self.problem(at, format!("`{b}` is not host:port"), fix);
+                    }
+                }
+                list.clone()
+            }
+            None => {
+                if !o.has("brokers") {
+                    self.problem_at(o.end, &format!("{}.brokers", o.at.key), "is missing", fix);
+                }
+                Vec::new()
+            }
+        };
+        let topic = match o.text("topic") {
+            Some((t, at)) => {
+                let sample = t
+                    .replace("{content_type}", "Audit.Exchange")
+                    .replace("{tenant_id}", "00000000-0000-0000-0000-000000000000");
+                let ok = !sample.is_empty()
+                    && sample.len() <= 249
+                    && sample
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+                if !ok {
+                    self.problem(
+                        at,
+                        "is not a valid Kafka topic (letters, digits, `.`, `_`, `-`; at most 249) after replacing {content_type} and {tenant_id}",
+                        format!("e.g. `{DEFAULT_KAFKA_TOPIC}`"),
+                    );
+                }
+                t.trim().to_owned()
+            }
+            None => DEFAULT_KAFKA_TOPIC.to_owned(),
+        };
+        let key = match o.text("key") {
+            None => KafkaKey::Id,
+            Some((v, at)) => match v.trim() {
+                "id" => KafkaKey::Id,
+                "none" => KafkaKey::None,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not a key choice"),
+                        "use id (default) or none",
+                    );
+                    KafkaKey::Id
+                }
+            },
+        };
+        let compression = match o.text("compression") {
+            None => KafkaCompression::None,
+            Some((v, at)) => match v.trim() {
+                "none" => KafkaCompression::None,
+                "gzip" => KafkaCompression::Gzip,
+                "snappy" => KafkaCompression::Snappy,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not a supported compression"),
+                        "use none (default), gzip or snappy",
+                    );
+                    KafkaCompression::None
+                }
+            },
+        };
+        let mechanism = o.text("sasl_mechanism").and_then(|(v, at)| match v.trim() {
+            "PLAIN" | "plain" => Some(SaslMechanism::Plain),
+            "SCRAM-SHA-256" | "scram-sha-256" => Some(SaslMechanism::ScramSha256),
+            "SCRAM-SHA-512" | "scram-sha-512" => Some(SaslMechanism::ScramSha512),
+            other => {
+                self.problem(
+                    at,
+                    format!("`{other}` is not a supported SASL mechanism"),
+                    "use PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512",
+                );
+                None
+            }
+        });
+        let mut sasl = None;
+        let any = ["sasl_mechanism", "username", "password"]
+            .iter()
+            .any(|k| o.has(k));
+        if any {
+            for k in ["sasl_mechanism", "username", "password"] {
+                if !o.has(k) {
+                    self.problem_at(
+                        o.end,
+                        &format!("{}.{k}", o.at.key),
+                        "is missing while other SASL keys are set",
+                        "set sasl_mechanism, username and password together",
+                    );
+                }
+            }
+            if let (Some(mechanism), Some((u, _)), Some((p, _))) =
+                (mechanism, o.text("username"), o.secret("password"))
+            {
+                sasl = Some(KafkaSasl {
+                    mechanism,
+                    username: u.clone(),
+                    password: p.clone(),
+                });
+            }
+        }
+        KafkaOutputConfig {
+            brokers,
+            topic,
+            key,
+            compression,
+            sasl,
+            timeout: self.output_timeout(o),
+        }
+    }
+
+    fn http_auth(&mut self, o: &RawOutput, format: HttpFormat) -> HttpAuth {
+        let given: Vec<&str> = ["username", "token", "header_name"]
+            .into_iter()
+            .filter(|k| o.has(k))
+            .collect();
+        if given.len() > 1 {
+            let at = o
+                .text(given[1])
+                .map(|(_, a)| a.clone())
+                .or_else(|| o.secret(given[1]).map(|(_, a)| a.clone()))
+                .unwrap_or_else(|| o.at.clone());
+            self.problem(
+                &at,
+                format!(
+                    "is set together with {}; only one kind of authentication is sent",
+                    given[0]
+                ),
+                "keep one of: username+password, token, header_name+header_value",
+            );
+            return HttpAuth::None;
+        }
+        let pair = |c: &mut Self, a: &str, b: &str| -> bool {
+            if o.has(a) != o.has(b) {
+                let (missing, present) = if o.has(a) { (b, a) } else { (a, b) };
+                c.problem_at(
+                    o.end,
+                    &format!("{}.{missing}", o.at.key),
+                    format!("is missing while {present} is set"),
+                    format!("set both {a} and {b}"),
+                );
+                return false;
+            }
+            true
+        };
+        if !pair(self, "username", "password") || !pair(self, "header_name", "header_value") {
+            return HttpAuth::None;
+        }
+        if let (Some((u, at)), Some((p, _))) = (o.text("username"), o.secret("password")) {
+            if format == HttpFormat::SplunkHec {
+                self.problem(
+                    at,
+                    "is not used by Splunk HEC",
+                    "use `token:` with the HEC token",
+                );
+            }
+            return HttpAuth::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            };
+        }
+        if let Some((t, _)) = o.secret("token") {
+            return HttpAuth::Token(t.clone());
+        }
+        if let (Some((n, at)), Some((v, _))) = (o.text("header_name"), o.secret("header_value")) {
+            let valid = reqwest::header::HeaderName::from_bytes(n.trim().as_bytes()).is_ok();
+            if !valid {
+                self.problem(at, "is not a valid HTTP header name", "e.g. X-API-Key");
+            }
+            return HttpAuth::Header {
+                name: n.trim().to_owned(),
+                value: v.clone(),
+            };
+        }
+        if format == HttpFormat::SplunkHec && !o.has("token") {
+            self.problem_at(
+                o.end,
+                &format!("{}.token", o.at.key),
+                "is missing; Splunk HEC needs its token",
+                "set `token: ${SPLUNK_HEC_TOKEN}`",
+            );
+        }
+        HttpAuth::None
     }
 
     /// Checks an explicitly named output; `stdout` needs no entry (it is added implicitly).

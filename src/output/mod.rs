@@ -2,7 +2,11 @@
 //! (file: written and fsync'd); only then is the blob completed in the store.
 
 pub mod file;
+pub mod http;
+pub mod kafka;
 pub mod stdout;
+pub mod syslog;
+mod tls;
 
 use std::future::Future;
 use std::hash::{Hash, Hasher};
@@ -10,7 +14,10 @@ use std::hash::{Hash, Hasher};
 use serde_json::Value;
 
 pub use file::FileOutput;
+pub use http::HttpOutput;
+pub use kafka::KafkaOutput;
 pub use stdout::StdoutOutput;
+pub use syslog::SyslogOutput;
 
 use crate::config::OutputConfig;
 
@@ -65,6 +72,9 @@ pub trait Output: Send + Sync {
 pub enum AnyOutput {
     File(FileOutput),
     Stdout(StdoutOutput),
+    Syslog(SyslogOutput),
+    Http(HttpOutput),
+    Kafka(KafkaOutput),
 }
 
 impl AnyOutput {
@@ -73,6 +83,9 @@ impl AnyOutput {
         match cfg {
             OutputConfig::File(f) => Ok(AnyOutput::File(FileOutput::open(name, f)?)),
             OutputConfig::Stdout => Ok(AnyOutput::Stdout(StdoutOutput::new(name))),
+            OutputConfig::Syslog(c) => Ok(AnyOutput::Syslog(SyslogOutput::open(name, c)?)),
+            OutputConfig::Http(c) => Ok(AnyOutput::Http(HttpOutput::open(name, c)?)),
+            OutputConfig::Kafka(c) => Ok(AnyOutput::Kafka(KafkaOutput::open(name, c)?)),
         }
     }
 }
@@ -82,6 +95,9 @@ impl Output for AnyOutput {
         match self {
             AnyOutput::File(o) => o.send(batch).await,
             AnyOutput::Stdout(o) => o.send(batch).await,
+            AnyOutput::Syslog(o) => o.send(batch).await,
+            AnyOutput::Http(o) => o.send(batch).await,
+            AnyOutput::Kafka(o) => o.send(batch).await,
         }
     }
 }

@@ -1,0 +1,187 @@
+//! Output benchmark: records/s sustained into each real receiver — rsyslog over TCP and over TLS
+//! (until rsyslog has written every message to its file), and the in-process HTTP receiver in the
+//! Elasticsearch `_bulk`, Splunk HEC and NDJSON formats (until every request was answered), and a
+//! tansu Kafka broker (acks = all, gzip) — plus
+//! the latency of one `send` (one blob) and the peak RSS. Each case runs several times; the median
+//! is reported.
+//!
+//! `cargo bench --bench outputs -- [records] [runs] [case]` (default 50000 records in blobs of 1000,
+//! 3 runs, every case; a case name such as `kafka` runs only the cases containing it).
+
+#[path = "../tests/outputs_support/mod.rs"]
+mod outputs_support;
+
+use std::time::{Duration, Instant};
+
+use o365_collector::config::Config;
+use o365_collector::output::{AnyOutput, Batch, Output};
+use outputs_support::http::HttpReceiver;
+use outputs_support::{Rsyslog, SyslogMode, Tansu, batch};
+
+const BLOB: usize = 1_000;
+
+/// Kept alive for the duration of a case.
+enum Server {
+    Syslog(Rsyslog),
+    Http(#[allow(dead_code)] HttpReceiver),
+    Kafka(#[allow(dead_code)] Tansu),
+}
+
+fn open(yaml: &str) -> AnyOutput {
+    let text = format!(
+        "tenant_id: 66666666-7777-8888-9999-000000000000\n\
+         client_id: 11111111-2222-3333-4444-555555555555\n\
+         client_secret: s3cr3t~Value.From_Azure-Portal\n\
+         outputs:\n  out:\n{yaml}"
+    );
+    let cfg = Config::parse(&text, &|_| None).expect("bench config");
+    AnyOutput::open("out", cfg.outputs.get("out").expect("output")).expect("open output")
+}
+
+fn start(case: &str) -> (Server, AnyOutput) {
+    match case {
+        "syslog-tcp" | "syslog-tls" => {
+            let tls = case == "syslog-tls";
+            let r = Rsyslog::start(if tls {
+                SyslogMode::Tls
+            } else {
+                SyslogMode::Tcp
+            });
+            let mut y = format!(
+                "    type: syslog\n    address: '{}'\n    transport: {}\n",
+                r.address(),
+                if tls { "tls" } else { "tcp" }
+            );
+            if tls {
+                y.push_str(&format!(
+                    "    ca_file: '{}'\n    server_name: localhost\n",
+                    r.ca_file.display()
+                ));
+            }
+            let out = open(&y);
+            (Server::Syslog(r), out)
+        }
+        "kafka" => {
+            let t = Tansu::start();
+            outputs_support::kafka_create_topic(&t.address(), "o365-Audit.SharePoint", 3);
+            let out = open(&format!(
+                "    type: kafka\n    brokers: '{}'\n    compression: gzip\n",
+                t.address()
+            ));
+            (Server::Kafka(t), out)
+        }
+        _ => {
+            let r = HttpReceiver::start();
+            let format = case.trim_start_matches("http-");
+            let out = open(&format!(
+                "    type: http\n    format: {format}\n    url: '{}'\n    token: bench-token\n    gzip: true\n",
+                r.url("")
+            ));
+            (Server::Http(r), out)
+        }
+    }
+}
+
+/// Counts newlines without parsing (rsyslog's output file).
+fn lines_in(path: &std::path::Path) -> usize {
+    std::fs::read(path)
+        .map(|b| b.iter().filter(|c| **c == b'\n').count())
+        .unwrap_or(0)
+}
+
+fn run_case(rt: &tokio::runtime::Runtime, case: &str, batches: &[Batch]) -> (f64, Vec<Duration>) {
+    let (server, out) = start(case);
+    let records: usize = batches.iter().map(|b| b.events.len()).sum();
+    let mut lat = Vec::with_capacity(batches.len());
+    let t0 = Instant::now();
+    rt.block_on(async {
+        for b in batches {
+            let s = Instant::now();
+            out.send(b).await.expect("send");
+            lat.push(s.elapsed());
+        }
+    });
+    if let Server::Syslog(r) = &server {
+        outputs_support::wait_for(
+            "rsyslog to write everything",
+            Duration::from_secs(300),
+            || lines_in(&r.out) >= records,
+        );
+    }
+    let elapsed = t0.elapsed();
+    (records as f64 / elapsed.as_secs_f64(), lat)
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let records: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(50_000);
+    let runs: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
+    let only = args.get(2).cloned().unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let batches: Vec<Batch> = (0..records.div_ceil(BLOB))
+        .map(|i| batch(i * BLOB..((i + 1) * BLOB).min(records)))
+        .collect();
+    let bytes: usize = batches
+        .iter()
+        .flat_map(|b| b.events.iter().map(|e| e.json.len()))
+        .sum();
+    println!(
+        "outputs: {records} records ({} bytes of JSON on average) in blobs of {BLOB}, {runs} runs per case",
+        bytes / records.max(1)
+    );
+    for case in [
+        "syslog-tcp",
+        "syslog-tls",
+        "http-elasticsearch",
+        "http-splunk_hec",
+        "http-ndjson",
+        "kafka",
+    ]
+    .into_iter()
+    .filter(|c| c.contains(only.as_str()))
+    {
+        let mut rates = Vec::new();
+        let mut lat = Vec::new();
+        for _ in 0..runs {
+            let (rate, l) = run_case(&rt, case, &batches);
+            rates.push(rate);
+            lat.extend(l);
+        }
+        rates.sort_by(|a, b| a.total_cmp(b));
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
+        println!(
+            "  {case:<20} median {:>8.0} records/s (min {:.0}, max {:.0}); send of one blob p50 {:.1} ms, p90 {:.1} ms, p99 {:.1} ms",
+            rates[rates.len() / 2],
+            rates[0],
+            rates[rates.len() - 1],
+            pct(0.5).as_secs_f64() * 1e3,
+            pct(0.9).as_secs_f64() * 1e3,
+            pct(0.99).as_secs_f64() * 1e3,
+        );
+    }
+    println!(
+        "  peak RSS {} MiB (this process: outputs and the in-process HTTP receiver; rsyslog and tansu run apart)",
+        peak_rss_kib() / 1024
+    );
+}

@@ -1,0 +1,300 @@
+//! Kafka: each event becomes one record (value = the JSON event, key = the record's `Id` by default,
+//! timestamp = the record's own time, headers `tenant`, `content_type`, `content_id`), produced to
+//! the topic named by the template with acks = all. A batch is accepted when every partition it
+//! touched acknowledged its records.
+//!
+//! Records are spread over the topic's partitions by a hash of their key (records without a key go
+//! to a partition chosen by the blob's content id), so one record always lands in one partition; the
+//! order of records within a partition follows the blob. A failed produce fails the whole batch,
+//! which is re-sent: partitions that had already acknowledged get those records again, so consumers
+//! should deduplicate on `o365.audit.Id` (the key).
+//!
+//! Errors: connection failures, timeouts and transient broker errors (leader changes, not enough
+//! replicas, throttling) are `Retryable`; a record too large, an invalid or unauthorised topic are
+//! `Fatal`. Unknown topics are retried until `timeout` (brokers may create them) and then `Retryable`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use rskafka::client::error::{Error as KafkaError, ProtocolError};
+use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
+use rskafka::record::Record;
+use tokio::sync::Mutex;
+
+use super::syslog::event_time;
+use super::{Batch, Output, OutputError, SendReport};
+use crate::config::{KafkaCompression, KafkaKey, KafkaOutputConfig, SaslMechanism};
+
+pub struct KafkaOutput {
+    name: String,
+    cfg: KafkaOutputConfig,
+    state: Mutex<State>,
+}
+
+/// The connection and what it learnt; dropped as a whole after a failure so the next send starts
+/// from the bootstrap brokers again.
+#[derive(Default)]
+struct State {
+    client: Option<Arc<Client>>,
+    partitions: HashMap<String, Vec<i32>>,
+    clients: HashMap<(String, i32), Arc<PartitionClient>>,
+}
+
+enum Failure {
+    Retry(String),
+    Fatal(String),
+}
+
+impl KafkaOutput {
+    /// Prepares the output; brokers are contacted on the first send.
+    pub fn open(name: &str, cfg: &KafkaOutputConfig) -> Result<KafkaOutput, OutputError> {
+        if cfg.brokers.is_empty() {
+            return Err(OutputError::Fatal {
+                output: name.to_string(),
+                reason: "no brokers configured".into(),
+            });
+        }
+        Ok(KafkaOutput {
+            name: name.to_string(),
+            cfg: cfg.clone(),
+            state: Mutex::new(State::default()),
+        })
+    }
+
+    /// The topic for a batch.
+    pub fn topic_for(&self, batch: &Batch) -> String {
+        self.cfg
+            .topic
+            .replace("{content_type}", &batch.content_type)
+            .replace("{tenant_id}", &batch.tenant_id)
+    }
+
+    async fn client(&self, state: &mut State) -> Result<Arc<Client>, Failure> {
+        if let Some(c) = &state.client {
+            return Ok(c.clone());
+        }
+        let mut b = ClientBuilder::new(self.cfg.brokers.clone())
+            .client_id("o365-collector")
+            .backoff_config(rskafka::BackoffConfig {
+                init_backoff: std::time::Duration::from_millis(50),
+                max_backoff: std::time::Duration::from_secs(2),
+                base: 2.0,
+                deadline: Some(self.cfg.timeout),
+            });
+        if let Some(s) = &self.cfg.sasl {
+            let creds = Credentials::new(s.username.clone(), s.password.expose().to_owned());
+            b = b.sasl_config(match s.mechanism {
+                SaslMechanism::Plain => SaslConfig::Plain(creds),
+                SaslMechanism::ScramSha256 => SaslConfig::ScramSha256(creds),
+                SaslMechanism::ScramSha512 => SaslConfig::ScramSha512(creds),
+            });
+        }
+        let client = Arc::new(self.timed(b.build()).await?);
+        state.client = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn timed<T>(&self, f: impl Future<Output = Result<T, KafkaError>>) -> Result<T, Failure> {
+        match tokio::time::timeout(self.cfg.timeout, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(classify(&e)),
+            Err(_) => Err(Failure::Retry(format!(
+                "no answer within {}",
+                crate::config::format_duration(self.cfg.timeout)
+            ))),
+        }
+    }
+
+    async fn partitions(&self, state: &mut State, topic: &str) -> Result<Vec<i32>, Failure> {
+        if let Some(p) = state.partitions.get(topic) {
+            return Ok(p.clone());
+        }
+        let client = self.client(state).await?;
+        let topics = self.timed(client.list_topics()).await?;
+        let parts: Vec<i32> = topics
+            .into_iter()
+            .find(|t| t.name == topic)
+            .map(|t| t.partitions.into_iter().collect())
+            .unwrap_or_default();
+        if parts.is_empty() {
+            return Err(Failure::Retry(format!(
+                "topic {topic} does not exist (create it, or let the brokers auto-create topics)"
+            )));
+        }
+        state.partitions.insert(topic.to_owned(), parts.clone());
+        Ok(parts)
+    }
+
+    async fn partition_client(
+        &self,
+        state: &mut State,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<PartitionClient>, Failure> {
+        let k = (topic.to_owned(), partition);
+        if let Some(c) = state.clients.get(&k) {
+            return Ok(c.clone());
+        }
+        let client = self.client(state).await?;
+        let pc = Arc::new(
+            self.timed(client.partition_client(topic, partition, UnknownTopicHandling::Retry))
+                .await?,
+        );
+        state.clients.insert(k, pc.clone());
+        Ok(pc)
+    }
+
+    async fn produce(&self, state: &mut State, batch: &Batch) -> Result<SendReport, Failure> {
+        let topic = self.topic_for(batch);
+        let parts = self.partitions(state, &topic).await?;
+        let mut groups: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        for e in &batch.events {
+            let key = match self.cfg.key {
+                KafkaKey::Id => record_id(&e.json).map(String::into_bytes),
+                KafkaKey::None => None,
+            };
+            let slot = hash_of(key.as_deref().unwrap_or(batch.content_id.as_bytes()));
+            let partition = parts[(slot % parts.len() as u64) as usize];
+            let mut headers = BTreeMap::new();
+            headers.insert("tenant".to_owned(), batch.tenant_id.as_bytes().to_vec());
+            headers.insert(
+                "content_type".to_owned(),
+                batch.content_type.as_bytes().to_vec(),
+            );
+            headers.insert(
+                "content_id".to_owned(),
+                batch.content_id.as_bytes().to_vec(),
+            );
+            groups.entry(partition).or_default().push(Record {
+                key,
+                value: Some(e.json.clone()),
+                headers,
+                timestamp: event_time(&e.json).unwrap_or_else(chrono::Utc::now),
+            });
+        }
+        let compression = match self.cfg.compression {
+            KafkaCompression::None => Compression::NoCompression,
+            KafkaCompression::Gzip => Compression::Gzip,
+            KafkaCompression::Snappy => Compression::Snappy,
+        };
+        let mut produces = Vec::with_capacity(groups.len());
+        for (partition, records) in groups {
+            let pc = self.partition_client(state, &topic, partition).await?;
+            produces.push(async move { self.timed(pc.produce(records, compression)).await });
+        }
+        // Partitions have their own leaders: wait for all acknowledgements at once.
+        futures_util::future::try_join_all(produces).await?;
+        Ok(SendReport {
+            written: batch.events.len(),
+            duplicates: 0,
+        })
+    }
+}
+
+impl Output for KafkaOutput {
+    async fn send(&self, batch: &Batch) -> Result<SendReport, OutputError> {
+        if batch.events.is_empty() {
+            return Ok(SendReport::default());
+        }
+        let mut state = self.state.lock().await;
+        match self.produce(&mut state, batch).await {
+            Ok(r) => Ok(r),
+            Err(f) => {
+                // Start over from the bootstrap brokers next time (leaders may have moved).
+                *state = State::default();
+                Err(match f {
+                    Failure::Retry(reason) => OutputError::Retryable {
+                        output: self.name.clone(),
+                        reason: format!("kafka: {reason}"),
+                    },
+                    Failure::Fatal(reason) => OutputError::Fatal {
+                        output: self.name.clone(),
+                        reason: format!("kafka: {reason}"),
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// Broker answers that the same batch will never pass are fatal; the rest is worth a retry.
+fn classify(e: &KafkaError) -> Failure {
+    // The error's Display can include the request context; keep only the kind and the message.
+    match e {
+        KafkaError::ServerError {
+            protocol_error,
+            error_message,
+            ..
+        } => {
+            let text = match error_message {
+                Some(m) => format!("{protocol_error}: {m}"),
+                None => protocol_error.to_string(),
+            };
+            match protocol_error {
+                ProtocolError::MessageTooLarge
+                | ProtocolError::RecordListTooLarge
+                | ProtocolError::InvalidTopicException
+                | ProtocolError::TopicAuthorizationFailed
+                | ProtocolError::InvalidRecord
+                | ProtocolError::CorruptMessage
+                | ProtocolError::UnsupportedCompressionType
+                | ProtocolError::SaslAuthenticationFailed
+                | ProtocolError::ClusterAuthorizationFailed => Failure::Fatal(text),
+                _ => Failure::Retry(text),
+            }
+        }
+        other => Failure::Retry(other.to_string()),
+    }
+}
+
+fn hash_of(bytes: &[u8]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// `o365.audit.Id` (mapped) or `Id` (raw) as text.
+fn record_id(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Ids {
+        #[serde(rename = "o365.audit.Id")]
+        mapped: Option<serde_json::Value>,
+        #[serde(rename = "Id")]
+        raw: Option<serde_json::Value>,
+    }
+    let ids: Ids = serde_json::from_slice(json).ok()?;
+    match ids.mapped.or(ids.raw)? {
+        serde_json::Value::String(s) => Some(s),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_and_topics() {
+        assert_eq!(record_id(br#"{"o365.audit.Id":"a"}"#).as_deref(), Some("a"));
+        assert_eq!(record_id(br#"{"Id":"b"}"#).as_deref(), Some("b"));
+        assert_eq!(record_id(br#"{"x":1}"#), None);
+        let cfg = KafkaOutputConfig {
+            brokers: vec!["127.0.0.1:9092".into()],
+            topic: "o365-{content_type}-{tenant_id}".into(),
+            key: KafkaKey::Id,
+            compression: KafkaCompression::None,
+            sasl: None,
+            timeout: std::time::Duration::from_secs(1),
+        };
+        let out = KafkaOutput::open("k", &cfg).unwrap();
+        let b = Batch {
+            tenant_id: "t".into(),
+            content_type: "Audit.Exchange".into(),
+            ..Batch::default()
+        };
+        assert_eq!(out.topic_for(&b), "o365-Audit.Exchange-t");
+    }
+}
