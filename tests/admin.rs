@@ -154,7 +154,7 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
             help.insert(name.to_string());
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, t) = rest.split_once(' ').unwrap();
-            assert!(["counter", "gauge"].contains(&t), "type {t}");
+            assert!(["counter", "gauge", "histogram"].contains(&t), "type {t}");
             types.insert(name.to_string(), t.to_string());
         } else if line.starts_with("# UNIT ") {
         } else {
@@ -170,7 +170,12 @@ fn parse_exposition(text: &str) -> HashMap<String, f64> {
             let family = types
                 .keys()
                 .find(|f| {
-                    name == f.as_str() || (types[*f] == "counter" && name == format!("{f}_total"))
+                    name == f.as_str()
+                        || (types[*f] == "counter" && name == format!("{f}_total"))
+                        || (types[*f] == "histogram"
+                            && ["_bucket", "_count", "_sum"]
+                                .iter()
+                                .any(|s| name == format!("{f}{s}")))
                 })
                 .unwrap_or_else(|| panic!("sample {name} without # TYPE"));
             assert!(help.contains(family), "family {family} without # HELP");
