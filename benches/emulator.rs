@@ -15,17 +15,6 @@ const RUNS: usize = 7;
 const FETCHES_PER_RUN: usize = 32;
 const CONCURRENCY: usize = 4;
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
-        })
-        .unwrap_or(0)
-}
-
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -193,7 +182,10 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&latencies, 0.99).as_secs_f64() * 1e3,
         latencies.len()
     );
-    println!("peak RSS: {:.1} MiB", peak_rss_kib() as f64 / 1024.0);
+    println!(
+        "peak RSS: {:.1} MiB",
+        o365_collector::telemetry::peak_rss_kib().unwrap_or(0) as f64 / 1024.0
+    );
     emu.shutdown().await;
     Ok(())
 }

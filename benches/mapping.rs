@@ -93,12 +93,6 @@ fn load() -> (String, Vec<Value>) {
     ("committed fixtures".into(), records)
 }
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
-
 /// Nanoseconds this thread has spent on a CPU.
 fn thread_cpu_ns() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
@@ -226,7 +220,7 @@ fn main() {
             issues / RUNS
         );
     }
-    match peak_rss_kib() {
+    match o365_collector::telemetry::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: not available"),
     }

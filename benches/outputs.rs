@@ -112,18 +112,6 @@ fn run_case(rt: &tokio::runtime::Runtime, case: &str, batches: &[Batch]) -> (f64
     (records as f64 / elapsed.as_secs_f64(), lat)
 }
 
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let args: Vec<String> = std::env::args()
@@ -182,6 +170,6 @@ fn main() {
     }
     println!(
         "  peak RSS {} MiB (this process: outputs and the in-process HTTP receiver; rsyslog and tansu run apart)",
-        peak_rss_kib() / 1024
+        o365_collector::telemetry::peak_rss_kib().unwrap_or(0) / 1024
     );
 }

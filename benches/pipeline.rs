@@ -71,7 +71,10 @@ fn main() {
         pct(0.99),
         latencies.last().copied().unwrap_or_default()
     );
-    println!("  peak RSS {} MiB", peak_rss_kib() / 1024);
+    println!(
+        "  peak RSS {} MiB",
+        o365_collector::telemetry::peak_rss_kib().unwrap_or(0) / 1024
+    );
 }
 
 fn record_latencies(path: &std::path::Path) -> Vec<Duration> {
@@ -87,15 +90,4 @@ fn record_latencies(path: &std::path::Path) -> Vec<Duration> {
             (received - created).to_std().ok()
         })
         .collect()
-}
-
-fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
-        })
-        .unwrap_or(0)
 }

@@ -175,3 +175,11 @@ impl Metrics {
         vec![(name.to_string(), value.to_string())]
     }
 }
+
+/// Peak resident memory of this process in KiB (`VmHWM`), for the benchmarks' reports; `None` where
+/// `/proc` is not available.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
