@@ -1,7 +1,8 @@
 //! Output benchmark: records/s sustained into each real receiver — rsyslog over TCP and over TLS
 //! (until rsyslog has written every message to its file), and the in-process HTTP receiver in the
 //! Elasticsearch `_bulk`, Splunk HEC and NDJSON formats (until every request was answered), and a
-//! tansu Kafka broker (acks = all, gzip) — plus
+//! tansu Kafka broker (acks = all, gzip; plaintext, and TLS through an in-process rustls front
+//! since tansu 0.6.0 cannot serve TLS itself) — plus
 //! the latency of one `send` (one blob) and the peak RSS. Each case runs several times; the median
 //! is reported.
 //!
@@ -24,7 +25,10 @@ const BLOB: usize = 1_000;
 enum Server {
     Syslog(Rsyslog),
     Http(#[allow(dead_code)] HttpReceiver),
-    Kafka(#[allow(dead_code)] Tansu),
+    Kafka(
+        #[allow(dead_code)] Tansu,
+        #[allow(dead_code)] Option<tempfile::TempDir>,
+    ),
 }
 
 fn open(yaml: &str) -> AnyOutput {
@@ -68,7 +72,33 @@ fn start(case: &str) -> (Server, AnyOutput) {
                 "    type: kafka\n    brokers: '{}'\n    compression: gzip\n",
                 t.address()
             ));
-            (Server::Kafka(t), out)
+            (Server::Kafka(t, None), out)
+        }
+        "kafka-tls" => {
+            let pki = outputs_support::TestPki::generate();
+            let t = Tansu::start_with(outputs_support::TansuOptions {
+                tls: Some(outputs_support::TlsFrontConfig {
+                    cert_pem: pki.cert_pem.clone(),
+                    key_pem: pki.key_pem.clone(),
+                    client_ca_pem: None,
+                }),
+                ..outputs_support::TansuOptions::default()
+            });
+            outputs_support::kafka_create_topic_with(
+                &t.address(),
+                "o365-Audit.SharePoint",
+                3,
+                Some(outputs_support::kafka_test_tls(&pki.ca_pem, None)),
+            );
+            let dir = tempfile::tempdir().expect("temp dir");
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, &pki.ca_pem).expect("write CA");
+            let out = open(&format!(
+                "    type: kafka\n    brokers: '{}'\n    compression: gzip\n    tls: true\n    ca_file: '{}'\n",
+                t.address(),
+                ca.display()
+            ));
+            (Server::Kafka(t, Some(dir)), out)
         }
         _ => {
             let r = HttpReceiver::start();
@@ -144,6 +174,7 @@ fn main() {
         "http-splunk_hec",
         "http-ndjson",
         "kafka",
+        "kafka-tls",
     ]
     .into_iter()
     .filter(|c| c.contains(only.as_str()))

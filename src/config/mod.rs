@@ -193,6 +193,20 @@ pub struct KafkaSasl {
     pub password: Secret,
 }
 
+/// TLS to the brokers (`tls: true`): the system's trust roots plus `ca_file`, and an optional
+/// client certificate for brokers that want mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaTls {
+    /// Extra trust root (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain and its private key (PEM), set together.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// Name checked in every broker's certificate instead of the host it is reached at (brokers
+    /// advertised by IP address, or behind a name the certificate does not carry).
+    pub server_name: Option<String>,
+}
+
 /// `type: kafka`: acknowledged produce (acks = all).
 #[derive(Debug, Clone)]
 pub struct KafkaOutputConfig {
@@ -203,6 +217,8 @@ pub struct KafkaOutputConfig {
     pub key: KafkaKey,
     pub compression: KafkaCompression,
     pub sasl: Option<KafkaSasl>,
+    /// `None`: plaintext connections.
+    pub tls: Option<KafkaTls>,
     /// Deadline of one produce (connecting and retrying included).
     pub timeout: Duration,
 }
@@ -450,7 +466,11 @@ impl Config {
                     format!("{name} (syslog {:?} {})", c.transport, c.address).to_lowercase()
                 }
                 OutputConfig::Http(c) => format!("{name} (http {:?})", c.format).to_lowercase(),
-                OutputConfig::Kafka(c) => format!("{name} (kafka {})", c.topic),
+                OutputConfig::Kafka(c) => format!(
+                    "{name} (kafka {}{})",
+                    c.topic,
+                    if c.tls.is_some() { ", tls" } else { "" }
+                ),
             })
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));

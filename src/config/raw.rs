@@ -265,7 +265,7 @@ pub(crate) const HTTP_KEYS: [&str; 17] = [
 ];
 
 /// Keys of a `kafka` output besides `type`.
-pub(crate) const KAFKA_KEYS: [&str; 8] = [
+pub(crate) const KAFKA_KEYS: [&str; 13] = [
     "brokers",
     "topic",
     "key",
@@ -273,6 +273,11 @@ pub(crate) const KAFKA_KEYS: [&str; 8] = [
     "sasl_mechanism",
     "username",
     "password",
+    "tls",
+    "ca_file",
+    "client_cert",
+    "client_key",
+    "server_name",
     "timeout",
 ];
 
@@ -280,7 +285,7 @@ fn output_option_kind(key: &str) -> OptKind {
     match key {
         "brokers" => OptKind::Words,
         "password" | "token" | "header_value" => OptKind::Secret,
-        "gzip" | "structured_data" => OptKind::Bool,
+        "gzip" | "structured_data" | "tls" => OptKind::Bool,
         "max_events" => OptKind::Uint,
         "timeout" => OptKind::Duration,
         _ => OptKind::Text,

