@@ -356,3 +356,69 @@ async fn sasl_scram_reaches_the_broker_and_refusals_are_fatal() {
     );
     assert_clean(&err);
 }
+
+fn kafka_config(extra: &str) -> Result<Config, o365_collector::config::ConfigErrors> {
+    let text = format!(
+        "tenant_id: 66666666-7777-8888-9999-000000000000\n\
+         client_id: 11111111-2222-3333-4444-555555555555\n\
+         client_secret: s3cr3t~Value.From_Azure-Portal\n\
+         outputs:\n  k:\n    type: kafka\n    brokers: 'kafka-1:9093'\n{extra}"
+    );
+    Config::parse(&text, &|_| None)
+}
+
+/// The TLS keys: read into the config, refused where they would be ignored or are incomplete.
+#[test]
+fn tls_configuration_keys() {
+    let pki = TestPki::generate();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+    let cert = write(dir.path(), "c.pem", &pki.cert_pem);
+    let key = write(dir.path(), "k.pem", &pki.key_pem);
+    let c = kafka_config(&format!(
+        "    tls: true\n    ca_file: '{}'\n    client_cert: '{}'\n    client_key: '{}'\n    server_name: kafka.example.com\n",
+        ca.display(),
+        cert.display(),
+        key.display()
+    ))
+    .unwrap();
+    let Some(OutputConfig::Kafka(k)) = c.outputs.get("k") else {
+        panic!("not kafka")
+    };
+    let tls = k.tls.as_ref().expect("tls");
+    assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
+    assert_eq!(tls.client_cert.as_deref(), Some(cert.as_path()));
+    assert_eq!(tls.client_key.as_deref(), Some(key.as_path()));
+    assert_eq!(tls.server_name.as_deref(), Some("kafka.example.com"));
+    assert!(
+        c.summary().contains("kafka o365-{content_type}, tls"),
+        "{}",
+        c.summary()
+    );
+    // System roots only.
+    let c = kafka_config("    tls: true\n").unwrap();
+    assert!(matches!(c.outputs.get("k"), Some(OutputConfig::Kafka(k)) if k.tls.is_some()));
+    let c = kafka_config("").unwrap();
+    assert!(matches!(c.outputs.get("k"), Some(OutputConfig::Kafka(k)) if k.tls.is_none()));
+
+    let problems = |extra: &str| kafka_config(extra).unwrap_err().to_string();
+    let e = problems(&format!("    ca_file: '{}'\n", ca.display()));
+    assert!(
+        e.contains("outputs.k.ca_file") && e.contains("tls: true"),
+        "{e}"
+    );
+    let e = problems(&format!(
+        "    tls: true\n    client_cert: '{}'\n",
+        cert.display()
+    ));
+    assert!(
+        e.contains("outputs.k.client_key") && e.contains("missing"),
+        "{e}"
+    );
+    let e = problems("    tls: true\n    server_name: 'not a name'\n");
+    assert!(e.contains("outputs.k.server_name"), "{e}");
+    let e = problems("    tls: true\n    ca_file: /nonexistent/ca.pem\n");
+    assert!(e.contains("outputs.k.ca_file"), "{e}");
+    let e = problems("    tls: maybe\n");
+    assert!(e.contains("outputs.k.tls"), "{e}");
+}
