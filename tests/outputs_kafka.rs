@@ -129,32 +129,51 @@ async fn produce_and_consume_back_with_gzip_and_snappy() {
 }
 
 /// The broker is killed in the middle of a run and started again on its storage: every record
-/// sent before the stop and after the restart is there exactly once, as sent.
+/// sent before the stop and after the restart is there exactly once, as sent. Plaintext, and over
+/// TLS (the front stays up while the broker behind it is down, like a load balancer).
 #[tokio::test]
 async fn broker_outage_and_restart_lose_nothing() {
-    let mut t = Tansu::start_with(TansuOptions {
-        durable: true,
-        ..TansuOptions::default()
-    });
-    create_topic(&t, 3).await;
-    let out = open(&t, "");
-    let a = batch(0..60);
-    let b = batch(60..120);
-    assert_eq!(out.send(&a).await.unwrap().written, 60);
-    assert_eq!(out.send(&b).await.unwrap().written, 60);
-    t.stop();
-    let c = batch(120..180);
-    // Twice: the first send finds its connection dead, the second finds nobody listening.
-    for _ in 0..2 {
-        let err = out.send(&c).await.unwrap_err();
-        assert!(err.is_retryable(), "{err}");
+    for tls in [false, true] {
+        let pki = TestPki::generate();
+        let dir = tempfile::tempdir().unwrap();
+        let ca = write(dir.path(), "ca.pem", &pki.ca_pem);
+        let mut t = Tansu::start_with(TansuOptions {
+            durable: true,
+            tls: tls.then(|| TlsFrontConfig {
+                cert_pem: pki.cert_pem.clone(),
+                key_pem: pki.key_pem.clone(),
+                client_ca_pem: None,
+            }),
+            ..TansuOptions::default()
+        });
+        let client_tls = tls.then(|| kafka_test_tls(&pki.ca_pem, None));
+        create_topic_tls(&t, 3, client_tls.clone());
+        let out = open(
+            &t,
+            &if tls {
+                tls_yaml(&ca, "")
+            } else {
+                String::new()
+            },
+        );
+        let a = batch(0..60);
+        let b = batch(60..120);
+        assert_eq!(out.send(&a).await.unwrap().written, 60);
+        assert_eq!(out.send(&b).await.unwrap().written, 60);
+        t.stop();
+        let c = batch(120..180);
+        // Twice: the first send finds its connection dead, the second finds nobody listening.
+        for _ in 0..2 {
+            let err = out.send(&c).await.unwrap_err();
+            assert!(err.is_retryable(), "tls {tls}: {err}");
+        }
+        // Same port, same storage; the topic is not created again.
+        t.restart();
+        send_until_accepted(&out, &c).await;
+        let d = batch(180..240);
+        assert_eq!(out.send(&d).await.unwrap().written, 60);
+        check(&consume_tls(&t, 3, client_tls), &[&a, &b, &c, &d]);
     }
-    // Same port, same storage; the topic is not created again.
-    t.restart();
-    send_until_accepted(&out, &c).await;
-    let d = batch(180..240);
-    assert_eq!(out.send(&d).await.unwrap().written, 60);
-    check(&consume(&t, 3).await, &[&a, &b, &c, &d]);
 }
 
 /// The storage really is the broker's: what a restarted broker serves was written before it.
