@@ -198,6 +198,7 @@ fn demo_config(
             workers: args.workers,
             lease: Duration::from_secs(300),
             max_attempts: 10,
+            queue_high_water: crate::config::DEFAULT_QUEUE_HIGH_WATER,
         },
     }
 }

@@ -25,9 +25,10 @@ pub use validate::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS,
     DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL,
-    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
-    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
-    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
+    DEFAULT_QUEUE_HIGH_WATER, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME,
+    DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY,
+    DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN,
+    derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -148,6 +149,9 @@ pub struct PipelineConfig {
     pub lease: Duration,
     /// Attempts before a blob is dead-lettered.
     pub max_attempts: u32,
+    /// Queued blobs above which content listing (pull mode, reconciliation) waits for the output
+    /// to catch up. The webhook keeps storing notifications whatever the queue holds.
+    pub queue_high_water: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -359,6 +359,7 @@ pub(crate) struct RawPipeline {
     pub workers: Field<u64>,
     pub lease: Field<Duration>,
     pub max_attempts: Field<u64>,
+    pub queue_high_water: Field<u64>,
 }
 
 /// Walks the YAML tree, typing values and recording problems.
@@ -658,12 +659,13 @@ impl<'e> Reader<'e> {
     fn pipeline(&mut self, value: &Value, at: At) -> RawPipeline {
         let mut p = RawPipeline::default();
         if let Some(map) = self.mapping(value, &at) {
-            let allowed = ["workers", "lease", "max_attempts"];
+            let allowed = ["workers", "lease", "max_attempts", "queue_high_water"];
             for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
                 match key {
                     "workers" => p.workers = self.uint(v, key_at),
                     "lease" => p.lease = self.duration(v, key_at),
                     "max_attempts" => p.max_attempts = self.uint(v, key_at),
+                    "queue_high_water" => p.queue_high_water = self.uint(v, key_at),
                     _ => {}
                 }
             }

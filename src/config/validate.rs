@@ -39,6 +39,8 @@ pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Queued blobs above which content listing waits for the output to catch up.
+pub const DEFAULT_QUEUE_HIGH_WATER: u64 = 10_000;
 /// Connect/request timeout of network outputs.
 pub const DEFAULT_OUTPUT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SYSLOG_APP_NAME: &str = "o365-collector";
@@ -1859,10 +1861,23 @@ impl Checker<'_> {
             },
             _ => DEFAULT_MAX_ATTEMPTS,
         };
+        let queue_high_water = match &p.queue_high_water {
+            Field::Value(0, at) => {
+                self.problem(
+                    at,
+                    "is 0: content listing would never run",
+                    "use a number of blobs such as 10000 (the default)",
+                );
+                DEFAULT_QUEUE_HIGH_WATER
+            }
+            Field::Value(v, _) => *v,
+            _ => DEFAULT_QUEUE_HIGH_WATER,
+        };
         PipelineConfig {
             workers,
             lease,
             max_attempts,
+            queue_high_water,
         }
     }
 }
