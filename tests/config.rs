@@ -1020,6 +1020,7 @@ fn http_output_defaults_auth_and_problems() {
     };
     assert_eq!(h.format, HttpFormat::Elasticsearch);
     assert_eq!(h.max_events, 500);
+    assert_eq!(h.linger, Duration::ZERO, "blobs go out at once by default");
     assert!(!h.gzip);
     assert!(
         matches!(&h.auth, HttpAuth::Basic { username, password } if username == "u" && password.expose() == SECRET)
@@ -1029,7 +1030,7 @@ fn http_output_defaults_auth_and_problems() {
 
     // Splunk needs its token; credentials in the URL are refused without being echoed.
     let p = problems(&format!(
-        "{}outputs:\n  h:\n    type: http\n    format: splunk_hec\n    url: 'https://u:{SECRET}@splunk.example.com'\n    gzip: maybe\n    max_events: 0\n    dead_letter_path: ./x\n",
+        "{}outputs:\n  h:\n    type: http\n    format: splunk_hec\n    url: 'https://u:{SECRET}@splunk.example.com'\n    gzip: maybe\n    max_events: 0\n    linger: 1h\n    dead_letter_path: ./x\n",
         minimal()
     ));
     assert_eq!(
@@ -1038,6 +1039,7 @@ fn http_output_defaults_auth_and_problems() {
             "outputs.h.url",
             "outputs.h.gzip",
             "outputs.h.max_events",
+            "outputs.h.linger",
             "outputs.h.dead_letter_path",
             "outputs.h.token",
         ],

@@ -297,6 +297,9 @@ pub struct HttpOutputConfig {
     pub client_key: Option<PathBuf>,
     /// Most events in one request; bigger batches are split.
     pub max_events: usize,
+    /// How long a blob smaller than `max_events` waits for others to share its request; zero sends
+    /// each blob at once.
+    pub linger: Duration,
     pub timeout: Duration,
     /// Elasticsearch documents rejected for good (4xx other than 429) are appended here with their
     /// reason, and count as delivered; without it such a batch is retried (and so stays visible).

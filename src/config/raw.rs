@@ -244,7 +244,7 @@ pub(crate) const SYSLOG_KEYS: [&str; 12] = [
 ];
 
 /// Keys of an `http` output besides `type`.
-pub(crate) const HTTP_KEYS: [&str; 17] = [
+pub(crate) const HTTP_KEYS: [&str; 18] = [
     "url",
     "format",
     "index",
@@ -260,6 +260,7 @@ pub(crate) const HTTP_KEYS: [&str; 17] = [
     "client_cert",
     "client_key",
     "max_events",
+    "linger",
     "timeout",
     "dead_letter_path",
 ];
@@ -282,7 +283,7 @@ fn output_option_kind(key: &str) -> OptKind {
         "password" | "token" | "header_value" => OptKind::Secret,
         "gzip" | "structured_data" => OptKind::Bool,
         "max_events" => OptKind::Uint,
-        "timeout" => OptKind::Duration,
+        "timeout" | "linger" => OptKind::Duration,
         _ => OptKind::Text,
     }
 }

@@ -91,6 +91,8 @@ pub const MIN_AUTH_ID_LEN: usize = 8;
 /// Shortest accepted admin token: it guards subscription changes and backfills.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 const MAX_WORKERS: u64 = 1024;
+/// Longest `linger` of an http output: blobs wait that long for company, so keep it short.
+const MAX_LINGER: Duration = Duration::from_secs(10);
 
 const CLOUDS: &str = "Enterprise https://manage.office.com, GCC https://manage-gcc.office.com, \
 GCC High https://manage.office365.us, DoD https://manage.protection.apps.mil";
@@ -646,6 +648,22 @@ impl Checker<'_> {
             client_cert,
             client_key,
             max_events,
+            linger: match o.duration("linger") {
+                Some((d, at)) if *d > MAX_LINGER => {
+                    self.problem(
+                        at,
+                        format!(
+                            "is {}, longer than {}",
+                            super::format_duration(*d),
+                            super::format_duration(MAX_LINGER)
+                        ),
+                        "use a short wait such as 200ms, or 0 to send every blob at once",
+                    );
+                    Duration::ZERO
+                }
+                Some((d, _)) => *d,
+                None => Duration::ZERO,
+            },
             timeout: self.output_timeout(o),
             dead_letter_path,
         }
