@@ -154,6 +154,17 @@ async fn outage_then_recovery(mut receiver: Receiver) {
         collector.logs()
     );
 
+    // The admin status says so.
+    let status = admin_url(&collector.logs(), "/status");
+    let deliveries = || async {
+        let v: serde_json::Value = reqwest::get(&status).await.unwrap().json().await.unwrap();
+        let out = &v["outputs"].as_array().unwrap()[0];
+        assert_eq!(out["name"], "siem");
+        out["deliveries"].as_str().unwrap().to_owned()
+    };
+    let state = deliveries().await;
+    assert!(state == "paused" || state == "probing", "{state}");
+
     receiver.restart();
     let (ids, _) = published(&emu).await;
     support::wait_for(WAIT, "every record after the outage", || async {
@@ -169,6 +180,7 @@ async fn outage_then_recovery(mut receiver: Receiver) {
     );
     let logs = collector.logs();
     assert!(logs.contains("deliveries resume"), "{logs}");
+    assert_eq!(deliveries().await, "open");
 
     // Order of arrival: the blobs published during the outage reach the receiver in publish
     // order, except the few used as probes (they count an attempt and go behind the line).
@@ -274,8 +286,8 @@ async fn splunk_hec_outage_loses_nothing_and_pauses_fetching() {
     outage_then_recovery(Receiver::Http(HttpReceiver::start(), "splunk_hec")).await;
 }
 
-/// `http://<admin>/metrics` from the collector's "admin listener ready addr=…" log line.
-fn admin_metrics_url(logs: &str) -> String {
+/// `http://<admin>{path}` from the collector's "admin listener ready addr=…" log line.
+fn admin_url(logs: &str, path: &str) -> String {
     let line = logs
         .lines()
         .find(|l| l.contains("admin listener ready"))
@@ -284,7 +296,7 @@ fn admin_metrics_url(logs: &str) -> String {
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr="))
         .expect("addr= in the log line");
-    format!("http://{addr}/metrics")
+    format!("http://{addr}{path}")
 }
 
 /// The value of one unlabelled counter in an OpenMetrics text.
@@ -322,7 +334,7 @@ async fn pull_listing_waits_while_the_queue_is_above_its_high_water() {
         count("admin listener ready") > 0
     })
     .await;
-    let metrics = admin_metrics_url(&collector.logs());
+    let metrics = admin_url(&collector.logs(), "/metrics");
     let deferred = || async {
         let text = reqwest::get(&metrics).await.unwrap().text().await.unwrap();
         counter(&text, "o365_listings_deferred_total")
