@@ -108,20 +108,31 @@ async fn published(emu: &o365_collector::emulator::Emulator) -> (Vec<String>, u6
     (p.record_ids, p.content_fetches)
 }
 
+/// The collector binary in push mode with `workers`, sending to `receiver`, webhooks enabled.
+async fn push_collector(
+    emu: &o365_collector::emulator::Emulator,
+    dir: &std::path::Path,
+    receiver: &Receiver,
+    workers: u64,
+) -> Collector {
+    let extra = format!(
+        "{}pipeline:\n  workers: {workers}\n",
+        receiver.output_yaml()
+    );
+    let setup = support::setup(emu, dir, &[TYPE], &extra);
+    let yaml = std::fs::read_to_string(&setup.config).unwrap();
+    let yaml = yaml.replace("output: file\n", "output: siem\n");
+    std::fs::write(&setup.config, yaml).unwrap();
+    let collector = Collector::spawn(&setup);
+    support::wait_webhooks_enabled(emu, &[TYPE]).await;
+    collector
+}
+
 async fn outage_then_recovery(mut receiver: Receiver) {
     let emu = support::emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     // One worker keeps the order of deliveries observable.
-    let extra = format!("{}pipeline:\n  workers: 1\n", receiver.output_yaml());
-    let setup = support::setup(&emu, dir.path(), &[TYPE], &extra);
-    let yaml = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        yaml.replace("output: file\n", "output: siem\n"),
-    )
-    .unwrap();
-    let collector = Collector::spawn(&setup);
-    support::wait_webhooks_enabled(&emu, &[TYPE]).await;
+    let collector = push_collector(&emu, dir.path(), &receiver, 1).await;
 
     // Before the outage: everything flows.
     support::generate(&emu, TYPE, BEFORE * PER_BLOB, BEFORE).await;
@@ -223,19 +234,7 @@ async fn a_slow_output_paces_fetching() {
         .store(50, std::sync::atomic::Ordering::SeqCst);
     let state = http.state.clone();
     let receiver = Receiver::Http(http, "ndjson");
-    let extra = format!(
-        "{}pipeline:\n  workers: {WORKERS}\n",
-        receiver.output_yaml()
-    );
-    let setup = support::setup(&emu, dir.path(), &[TYPE], &extra);
-    let yaml = std::fs::read_to_string(&setup.config).unwrap();
-    std::fs::write(
-        &setup.config,
-        yaml.replace("output: file\n", "output: siem\n"),
-    )
-    .unwrap();
-    let _collector = Collector::spawn(&setup);
-    support::wait_webhooks_enabled(&emu, &[TYPE]).await;
+    let _collector = push_collector(&emu, dir.path(), &receiver, WORKERS).await;
     support::generate(&emu, TYPE, BLOBS * PER_BLOB, BLOBS).await;
 
     let (mut ahead_max, mut samples) = (0, 0);

@@ -279,15 +279,7 @@ impl Shared {
             };
         }
         if self.cfg.format != HttpFormat::Elasticsearch {
-            return parts
-                .iter()
-                .map(|(_, events)| {
-                    Outcome::Done(SendReport {
-                        written: events.len(),
-                        duplicates: 0,
-                    })
-                })
-                .collect();
+            return all_written(parts);
         }
         let parsed: Value = match serde_json::from_slice(&text) {
             Ok(v) => v,
@@ -295,15 +287,7 @@ impl Shared {
         };
         let total: usize = parts.iter().map(|(_, e)| e.len()).sum();
         if parsed.get("errors") == Some(&Value::Bool(false)) {
-            return parts
-                .iter()
-                .map(|(_, events)| {
-                    Outcome::Done(SendReport {
-                        written: events.len(),
-                        duplicates: 0,
-                    })
-                })
-                .collect();
+            return all_written(parts);
         }
         let items = parsed.get("items").and_then(Value::as_array);
         let Some(items) = items.filter(|i| i.len() == total) else {
@@ -499,6 +483,19 @@ impl Output for HttpOutput {
             })
         })
     }
+}
+
+/// Every part accepted whole.
+fn all_written(parts: &[(&Batch, &[Event])]) -> Vec<Outcome> {
+    parts
+        .iter()
+        .map(|(_, events)| {
+            Outcome::Done(SendReport {
+                written: events.len(),
+                duplicates: 0,
+            })
+        })
+        .collect()
 }
 
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
