@@ -444,27 +444,18 @@ impl Inner {
     }
 
     fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
-        let now = self.now_ms();
-        let until = now.saturating_add(duration_ms(lease));
-        let txn = self.write(Durability::None)?;
-        {
-            let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
-            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
-            let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
-            let item = self
-                .read_item(&items, seq)?
-                .ok_or(StoreError::NotFound(seq))?;
-            // Without owner tokens a renew on an unleased blob (e.g. after a restart) takes the
-            // lease: the caller says it is still working on it.
-            let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
-            schedule.remove(key).map_err(|e| self.err(e))?;
-            schedule.insert((until, seq), ()).map_err(|e| self.err(e))?;
-            leases.insert(seq, until).map_err(|e| self.err(e))?;
-        }
-        self.commit(txn)
+        let until = self.now_ms().saturating_add(duration_ms(lease));
+        // Without owner tokens a renew on an unleased blob (e.g. after a restart) takes the lease:
+        // the caller says it is still working on it.
+        self.set_lease(seq, Some(until))
     }
 
     fn release(&self, seq: u64) -> Result<(), StoreError> {
+        self.set_lease(seq, None)
+    }
+
+    /// Leases the blob until `until`, or with `None` gives it back due at its own `due_ms`.
+    fn set_lease(&self, seq: u64, until: Option<u64>) -> Result<(), StoreError> {
         let txn = self.write(Durability::None)?;
         {
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
@@ -475,9 +466,16 @@ impl Inner {
                 .ok_or(StoreError::NotFound(seq))?;
             let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
             schedule.remove(key).map_err(|e| self.err(e))?;
-            leases.remove(seq).map_err(|e| self.err(e))?;
+            match until {
+                Some(until) => {
+                    leases.insert(seq, until).map_err(|e| self.err(e))?;
+                }
+                None => {
+                    leases.remove(seq).map_err(|e| self.err(e))?;
+                }
+            }
             schedule
-                .insert((item.due_ms, seq), ())
+                .insert((until.unwrap_or(item.due_ms), seq), ())
                 .map_err(|e| self.err(e))?;
         }
         self.commit(txn)
