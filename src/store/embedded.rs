@@ -31,7 +31,7 @@
 //! # Durability
 //!
 //! `enqueue`, `complete`, `reschedule`, `dead_letter`, `advance_cursor` and `prune` commit with
-//! [`Durability::Immediate`] (fsync before returning). `claim` and `renew` commit with
+//! [`Durability::Immediate`] (fsync before returning). `claim`, `renew` and `release` commit with
 //! [`Durability::None`]: lost in a crash, which only makes the blob claimable again — as does a
 //! restart, since `open` releases every lease (a fresh process holds none). An `enqueue` whose
 //! items are all duplicates changes nothing and commits nothing.
