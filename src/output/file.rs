@@ -171,8 +171,9 @@ fn open_inner(cfg: &FileOutputConfig, clock: Arc<dyn Clock>) -> Result<Inner, Fi
     let len = meta.len();
     let start = len.saturating_sub(window);
     let mut tail = Vec::with_capacity((len - start) as usize);
+    // Bounded by the length seen: a special file (or one growing meanwhile) must not be read on.
     file.seek(SeekFrom::Start(start))
-        .and_then(|_| file.read_to_end(&mut tail))
+        .and_then(|_| (&mut file).take(len - start).read_to_end(&mut tail))
         .ctx(|| format!("reading {}", shown()))?;
     // Cut a torn last line: it was never fsync'd as part of an accepted batch.
     let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);

@@ -267,7 +267,7 @@ pub(super) fn tail_of(file: &RotatedFile, need: u64) -> io::Result<(Vec<u8>, boo
         let start = len.saturating_sub(need);
         f.seek(SeekFrom::Start(start))?;
         let mut buf = Vec::with_capacity((len - start) as usize);
-        f.read_to_end(&mut buf)?;
+        f.take(len - start).read_to_end(&mut buf)?;
         return Ok((buf, start > 0));
     }
     // The uncompressed size is unknown before the end: stream, keeping only the last `need` bytes.
