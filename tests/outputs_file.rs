@@ -442,7 +442,7 @@ async fn dedup_after_a_restart_reads_the_rotated_files() {
 }
 
 #[tokio::test]
-async fn a_failed_rotation_is_retryable_names_the_paths_and_loses_nothing() {
+async fn a_file_already_at_the_rotated_name_is_never_overwritten() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("events.ndjson");
     let clock = ManualClock::new();
@@ -452,16 +452,45 @@ async fn a_failed_rotation_is_retryable_names_the_paths_and_loses_nothing() {
     };
     let out = FileOutput::open_with_clock("f", &c, clock.clone()).unwrap();
     out.send(&batch(0, 10)).await.unwrap();
-    // Occupy the name the rotation will take with a non-empty directory: the rename fails.
     let stamp = chrono::DateTime::<chrono::Utc>::from(clock.now()).format("%Y%m%dT%H%M%S%.3fZ");
-    let blocker = dir.path().join(format!("events-{stamp}.ndjson"));
-    std::fs::create_dir_all(blocker.join("x")).unwrap();
-    let err = out.send(&batch(1, 10)).await.unwrap_err();
-    assert!(err.is_retryable(), "{err}");
-    let text = err.to_string();
-    assert!(text.contains(&path.display().to_string()), "{text}");
-    assert!(text.contains(&blocker.display().to_string()), "{text}");
-    std::fs::remove_dir_all(&blocker).unwrap();
+    let foreign = dir.path().join(format!("events-{stamp}.ndjson"));
+    std::fs::write(&foreign, b"").unwrap();
+    out.send(&batch(1, 10)).await.unwrap();
+    assert_eq!(std::fs::read(&foreign).unwrap(), b"");
+    let files = rotated_files(&path).unwrap();
+    assert_eq!(files.len(), 2);
+    assert_eq!(
+        read_rotated(&files[1]).unwrap().len() as u64,
+        line_len() * 10
+    );
+}
+
+#[tokio::test]
+async fn a_failed_rotation_is_retryable_names_the_paths_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // The rotated name (21 bytes longer) exceeds the 255-byte limit of a file name: rename fails.
+    let path = dir.path().join(format!("{}.ndjson", "e".repeat(236)));
+    let c = FileOutputConfig {
+        rotate_bytes: Some(line_len() * 10),
+        ..cfg(&path)
+    };
+    let out = FileOutput::open("f", &c).unwrap();
+    out.send(&batch(0, 10)).await.unwrap();
+    for _ in 0..2 {
+        let err = out.send(&batch(1, 10)).await.unwrap_err();
+        assert!(err.is_retryable(), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("rotating {}", path.display())),
+            "{text}"
+        );
+        assert!(text.contains("too long"), "{text}");
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), line_len() * 10);
+    drop(out);
+    // Without rotation the same file takes the batch; nothing was lost or doubled meanwhile.
+    let out = FileOutput::open("f", &cfg(&path)).unwrap();
+    assert_eq!(out.send(&batch(0, 10)).await.unwrap(), report(0, 10));
     assert_eq!(out.send(&batch(1, 10)).await.unwrap(), report(10, 0));
     assert_each_once(&all_ids(&path), 2, 10);
 }
@@ -549,4 +578,11 @@ fn config_reports_bad_rotation_keys() {
     );
     let p = parse("    rotate_byte: 1MiB\n").unwrap_err();
     assert_eq!(p[0].0, "outputs.f.rotate_byte");
+    let long = format!(
+        "outputs:\n  g:\n    type: file\n    path: ./var/{}.ndjson\n    rotate_every: 1h\n",
+        "e".repeat(236)
+    );
+    let p = parse(&long.replacen("outputs:\n", "", 1)).unwrap_err();
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(p[0].0, "outputs.g.path", "{p:?}");
 }

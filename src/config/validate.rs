@@ -366,6 +366,18 @@ impl Checker<'_> {
             },
         };
         let rotates_given = o.rotate_bytes.is_present() || o.rotate_every.is_present();
+        // Rotated names add `-YYYYMMDDTHHMMSS.mmmZ` (21 bytes) to the file name; most file systems
+        // allow 255 bytes.
+        if rotates_given
+            && let Some((_, at)) = o.path.value()
+            && path.file_name().is_some_and(|n| n.len() + 21 + 3 > 255)
+        {
+            self.problem(
+                at,
+                "has a file name too long for rotated names (they add 21 bytes, and .gz)",
+                "use a file name of at most 231 bytes",
+            );
+        }
         if !rotates_given {
             for at in [o.keep.at(), o.compression.at()].into_iter().flatten() {
                 self.problem(

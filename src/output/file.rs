@@ -220,8 +220,13 @@ fn open_inner(cfg: &FileOutputConfig, clock: Arc<dyn Clock>) -> Result<Inner, Fi
     }
     recent.load(&tail, start > 0, window);
     let last_rotated = rotated.last().map(|f| f.rotated_at);
-    // Age of the active file: its birth time, or the newest rotation (which created it).
-    let born = meta.created().ok();
+    // Age of the active file: now if we just created it, else its birth time or the newest
+    // rotation (which created it), whichever is later.
+    let born = if existed {
+        meta.created().ok()
+    } else {
+        Some(clock.now())
+    };
     let started = [born, last_rotated.map(SystemTime::from)]
         .into_iter()
         .flatten()
@@ -295,7 +300,12 @@ impl Inner {
         {
             at = last + chrono::Duration::milliseconds(1);
         }
-        let target = self.names.rotated(at);
+        let mut target = self.names.rotated(at);
+        // rename() replaces silently: never over a file someone else put there.
+        while target.exists() || rotate::gz_of(&target).exists() {
+            at += chrono::Duration::milliseconds(1);
+            target = self.names.rotated(at);
+        }
         std::fs::rename(&self.path, &target)
             .ctx(|| format!("rotating {} to {}", self.shown(), target.display()))?;
         tracing::info!(file = %self.path.display(), rotated = %target.display(), ?reason,
@@ -331,6 +341,10 @@ impl Inner {
             written.push((e.key, e.json.len() as u64 + 1));
             report.written += 1;
         }
+        if buf.is_empty() {
+            // Nothing to write (all duplicates): nothing to rotate for either.
+            return Ok(report);
+        }
         self.ready()?;
         if self.cfg.rotates() {
             let now = self.clock.now();
@@ -339,15 +353,11 @@ impl Inner {
             {
                 self.rotate(reason, now)?;
             } else if self.len == 0
-                && !buf.is_empty()
                 && rotation_due(&self.cfg, 1, 0, self.started, now) == Some(RotateReason::Age)
             {
                 // An empty file that sat idle past its age: its age counts from this first write.
                 self.started = now;
             }
-        }
-        if buf.is_empty() {
-            return Ok(report);
         }
         let Some(file) = self.file.as_mut() else {
             return Err(FileError::new(

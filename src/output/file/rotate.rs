@@ -162,12 +162,6 @@ impl Names {
             .join(format!("{}-{}{}", self.stem, at.format(STAMP), self.ext))
     }
 
-    fn gz_of(plain: &Path) -> PathBuf {
-        let mut s = plain.as_os_str().to_owned();
-        s.push(".gz");
-        PathBuf::from(s)
-    }
-
     fn temp_of(plain: &Path) -> PathBuf {
         let name = plain
             .file_name()
@@ -236,9 +230,16 @@ impl Names {
                 Entry::Temp(_) => None,
             })
             .collect();
-        files.sort_by(|a, b| (a.rotated_at, a.gzip).cmp(&(b.rotated_at, b.gzip)));
+        files.sort_by_key(|f| (f.rotated_at, f.gzip));
         Ok(files)
     }
+}
+
+/// The name a plain rotated file has once compressed.
+pub(super) fn gz_of(plain: &Path) -> PathBuf {
+    let mut s = plain.as_os_str().to_owned();
+    s.push(".gz");
+    PathBuf::from(s)
 }
 
 /// The rotated files of the file output whose active file is `active`, oldest first (a rotation
@@ -371,6 +372,14 @@ impl Worker {
             .name("file-output-rotation".into())
             .spawn(move || {
                 while let Ok(Msg::Sweep) = rx.recv() {
+                    // Requests that piled up while sweeping are served by one more sweep.
+                    let mut stopping = false;
+                    while let Ok(m) = rx.try_recv() {
+                        stopping |= matches!(m, Msg::Stop);
+                    }
+                    if stopping {
+                        break;
+                    }
                     let target = progress.0.lock().map(|p| p.requested).unwrap_or(0);
                     job.run();
                     if job.stop.load(Ordering::Relaxed) {
@@ -445,7 +454,7 @@ impl Sweep {
                 if self.stop.load(Ordering::Relaxed) {
                     return Ok(());
                 }
-                let gz = Names::gz_of(&f.path);
+                let gz = gz_of(&f.path);
                 let twin = files.iter().any(|g| g.gzip && g.path == gz);
                 match self.compress(f, twin) {
                     Ok(()) => {}
@@ -481,7 +490,7 @@ impl Sweep {
     /// Compresses one plain rotated file; `twin`: its `.gz` already exists (a crash between the
     /// rename and the delete), in which case it is checked and the plain file deleted.
     fn compress(&self, plain: &RotatedFile, twin: bool) -> Result<(), FileError> {
-        let gz = Names::gz_of(&plain.path);
+        let gz = gz_of(&plain.path);
         if twin {
             let ok = read_rotated(&RotatedFile {
                 path: gz.clone(),
