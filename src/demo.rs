@@ -152,6 +152,7 @@ fn demo_config(
         OutputConfig::File(FileOutputConfig {
             path: events.to_path_buf(),
             dedup_window_bytes: 64 << 20,
+            ..FileOutputConfig::default()
         }),
     );
     Config {

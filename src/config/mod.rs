@@ -306,11 +306,50 @@ pub struct HttpOutputConfig {
     pub dead_letter_path: Option<PathBuf>,
 }
 
+/// `type: file`: NDJSON appended and fsync'd, optionally rotated by size and age.
 #[derive(Debug, Clone)]
 pub struct FileOutputConfig {
     pub path: PathBuf,
     /// Bytes at the end of the file whose record ids are remembered across restarts for dedup.
     pub dedup_window_bytes: u64,
+    /// Rotate before a batch would make the active file larger than this; `None`: no size limit.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate once the active file is this old (from its creation); `None`: no age limit.
+    pub rotate_every: Option<Duration>,
+    /// Rotated files kept (the oldest are deleted); 0 keeps all.
+    pub keep: usize,
+    /// Compression of rotated files (done in the background, never on the send path).
+    pub compression: FileCompression,
+}
+
+impl Default for FileOutputConfig {
+    /// Defaults as the configuration check applies them (the path is left empty).
+    fn default() -> Self {
+        FileOutputConfig {
+            path: PathBuf::new(),
+            dedup_window_bytes: validate::DEFAULT_DEDUP_WINDOW_BYTES,
+            rotate_bytes: None,
+            rotate_every: None,
+            keep: 0,
+            compression: FileCompression::None,
+        }
+    }
+}
+
+impl FileOutputConfig {
+    /// Whether the file rotates at all.
+    pub fn rotates(&self) -> bool {
+        self.rotate_bytes.is_some() || self.rotate_every.is_some()
+    }
+}
+
+/// Compression of rotated output files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileCompression {
+    #[default]
+    None,
+    /// `<name>.gz`, written to a temporary name and renamed once complete.
+    Gzip,
 }
 
 /// One problem in the configuration.

@@ -227,6 +227,16 @@ enum OptKind {
     Duration,
 }
 
+/// Keys of a `file` output besides `type`.
+pub(crate) const FILE_KEYS: [&str; 6] = [
+    "path",
+    "dedup_window_bytes",
+    "rotate_bytes",
+    "rotate_every",
+    "keep",
+    "compression",
+];
+
 /// Keys of a `syslog` output besides `type`.
 pub(crate) const SYSLOG_KEYS: [&str; 12] = [
     "address",
@@ -296,6 +306,14 @@ pub(crate) struct RawOutput {
     pub kind: Field<OutputKind>,
     pub path: Field<String>,
     pub dedup_window_bytes: Field<u64>,
+    /// `file` rotation: size limit of the active file.
+    pub rotate_bytes: Field<u64>,
+    /// `file` rotation: age limit of the active file.
+    pub rotate_every: Field<Duration>,
+    /// `file` rotation: rotated files kept.
+    pub keep: Field<u64>,
+    /// `file` rotation: `none` or `gzip`.
+    pub compression: Field<String>,
     /// Options of `syslog`/`http` outputs, in file order.
     pub opts: Vec<(&'static str, Opt)>,
 }
@@ -705,6 +723,10 @@ impl<'e> Reader<'e> {
             kind: Field::Absent,
             path: Field::Absent,
             dedup_window_bytes: Field::Absent,
+            rotate_bytes: Field::Absent,
+            rotate_every: Field::Absent,
+            keep: Field::Absent,
+            compression: Field::Absent,
             opts: Vec::new(),
         };
         let Some(map) = self.mapping(value, &at) else {
@@ -760,7 +782,7 @@ impl<'e> Reader<'e> {
         };
         let allowed: Vec<&'static str> = match &o.kind {
             Field::Value(OutputKind::Stdout, _) => vec!["type"],
-            Field::Value(OutputKind::File, _) => vec!["type", "path", "dedup_window_bytes"],
+            Field::Value(OutputKind::File, _) => with_type(&FILE_KEYS),
             Field::Value(OutputKind::Syslog, _) => with_type(&SYSLOG_KEYS),
             Field::Value(OutputKind::Http, _) => with_type(&HTTP_KEYS),
             Field::Value(OutputKind::Kafka, _) => with_type(&KAFKA_KEYS),
@@ -787,6 +809,10 @@ impl<'e> Reader<'e> {
                 }
                 "path" => o.path = self.text(v, key_at),
                 "dedup_window_bytes" => o.dedup_window_bytes = self.size(v, key_at),
+                "rotate_bytes" => o.rotate_bytes = self.size(v, key_at),
+                "rotate_every" => o.rotate_every = self.duration(v, key_at),
+                "keep" => o.keep = self.uint(v, key_at),
+                "compression" => o.compression = self.text(v, key_at),
                 _ => {}
             }
         }
