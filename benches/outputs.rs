@@ -2,7 +2,9 @@
 //! (until rsyslog has written every message to its file), and the in-process HTTP receiver in the
 //! Elasticsearch `_bulk`, Splunk HEC and NDJSON formats (until every request was answered), and a
 //! tansu Kafka broker (acks = all, gzip; plaintext, and TLS through an in-process rustls front
-//! since tansu 0.6.0 cannot serve TLS itself) — plus
+//! since tansu 0.6.0 cannot serve TLS itself), and the file output (fsync per blob; without
+//! rotation, rotating every 8 MiB, and rotating with gzip of rotated files on the background
+//! thread, whose catch-up after the last send is reported apart) — plus
 //! the latency of one `send` (one blob) and the peak RSS. Each case runs several times; the median
 //! is reported.
 //!
@@ -29,6 +31,7 @@ enum Server {
         #[allow(dead_code)] Tansu,
         #[allow(dead_code)] Option<tempfile::TempDir>,
     ),
+    File(#[allow(dead_code)] tempfile::TempDir),
 }
 
 fn open(yaml: &str) -> AnyOutput {
@@ -64,6 +67,21 @@ fn start(case: &str) -> (Server, AnyOutput) {
             }
             let out = open(&y);
             (Server::Syslog(r), out)
+        }
+        "file" | "file-rotate" | "file-rotate-gzip" => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let mut y = format!(
+                "    type: file\n    path: '{}'\n",
+                dir.path().join("events.ndjson").display()
+            );
+            if case != "file" {
+                y.push_str("    rotate_bytes: 8MiB\n");
+            }
+            if case == "file-rotate-gzip" {
+                y.push_str("    compression: gzip\n");
+            }
+            let out = open(&y);
+            (Server::File(dir), out)
         }
         "kafka" => {
             let t = Tansu::start();
@@ -119,7 +137,13 @@ fn lines_in(path: &std::path::Path) -> usize {
         .unwrap_or(0)
 }
 
-fn run_case(rt: &tokio::runtime::Runtime, case: &str, batches: &[Batch]) -> (f64, Vec<Duration>) {
+/// Records/s, the latency of each send, and for the file output the time its background work
+/// (compressing rotated files) still took after the last send.
+fn run_case(
+    rt: &tokio::runtime::Runtime,
+    case: &str,
+    batches: &[Batch],
+) -> (f64, Vec<Duration>, Option<Duration>) {
     let (server, out) = start(case);
     let records: usize = batches.iter().map(|b| b.events.len()).sum();
     let mut lat = Vec::with_capacity(batches.len());
@@ -139,7 +163,15 @@ fn run_case(rt: &tokio::runtime::Runtime, case: &str, batches: &[Batch]) -> (f64
         );
     }
     let elapsed = t0.elapsed();
-    (records as f64 / elapsed.as_secs_f64(), lat)
+    let background = match &out {
+        AnyOutput::File(f) if case.ends_with("gzip") => {
+            let s = Instant::now();
+            assert!(f.settle(Duration::from_secs(600)), "background work");
+            Some(s.elapsed())
+        }
+        _ => None,
+    };
+    (records as f64 / elapsed.as_secs_f64(), lat, background)
 }
 
 fn main() {
@@ -175,17 +207,23 @@ fn main() {
         "http-ndjson",
         "kafka",
         "kafka-tls",
+        "file",
+        "file-rotate",
+        "file-rotate-gzip",
     ]
     .into_iter()
     .filter(|c| c.contains(only.as_str()))
     {
         let mut rates = Vec::new();
         let mut lat = Vec::new();
+        let mut background = Vec::new();
         for _ in 0..runs {
-            let (rate, l) = run_case(&rt, case, &batches);
+            let (rate, l, bg) = run_case(&rt, case, &batches);
             rates.push(rate);
             lat.extend(l);
+            background.extend(bg);
         }
+        background.sort();
         rates.sort_by(|a, b| a.total_cmp(b));
         lat.sort();
         let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p) as usize];
@@ -198,9 +236,16 @@ fn main() {
             pct(0.9).as_secs_f64() * 1e3,
             pct(0.99).as_secs_f64() * 1e3,
         );
+        if let Some(bg) = background.get(background.len() / 2) {
+            println!(
+                "  {:<20} background work (gzip of rotated files) done {:.0} ms after the last send (median)",
+                "",
+                bg.as_secs_f64() * 1e3
+            );
+        }
     }
     println!(
-        "  peak RSS {} MiB (this process: outputs and the in-process HTTP receiver; rsyslog and tansu run apart)",
+        "  peak RSS {} MiB (this process: outputs, the in-process HTTP receiver, the file output's gzip thread; rsyslog and tansu run apart)",
         o365_collector::telemetry::peak_rss_kib().unwrap_or(0) / 1024
     );
 }

@@ -15,12 +15,16 @@ use crate::admin::{self, AdminState};
 use crate::config::Config;
 use crate::mgmt_api::{ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
+use crate::pipeline::gate::OutputGate;
 use crate::pipeline::worker::Workers;
 use crate::pipeline::{TenantRuntime, Tenants, lifecycle, puller};
 use crate::server::{self, ServerError};
 use crate::store::{EmbeddedStore, StoreError};
 use crate::telemetry::Counters;
 use crate::webhook::{self, WebhookState, check};
+
+/// First retry delay of a blob, and first pause of an output that went down; both double.
+const OUTPUT_RETRY_BASE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -56,10 +60,11 @@ impl App {
         let counters = Arc::new(Counters::default());
         let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
 
-        let mut outputs: HashMap<String, Arc<AnyOutput>> = HashMap::new();
+        let wake = Arc::new(Notify::new());
+        let mut outputs: HashMap<String, (Arc<AnyOutput>, Arc<OutputGate>)> = HashMap::new();
         let mut tenants: Tenants = HashMap::new();
         for t in &cfg.tenants {
-            let output = match outputs.get(&t.output) {
+            let (output, gate) = match outputs.get(&t.output) {
                 Some(o) => o.clone(),
                 None => {
                     let Some(ocfg) = cfg.outputs.get(&t.output) else {
@@ -69,8 +74,9 @@ impl App {
                         )));
                     };
                     let o = Arc::new(AnyOutput::open(&t.output, ocfg)?);
-                    outputs.insert(t.output.clone(), o.clone());
-                    o
+                    let gate = Arc::new(OutputGate::new(OUTPUT_RETRY_BASE, wake.clone()));
+                    outputs.insert(t.output.clone(), (o.clone(), gate.clone()));
+                    (o, gate)
                 }
             };
             let client = ManagementClient::new(http.clone(), t)
@@ -86,12 +92,12 @@ impl App {
                     client,
                     output,
                     output_name: t.output.clone(),
+                    gate,
                     paused: Default::default(),
                 }),
             );
         }
         let tenants = Arc::new(tenants);
-        let wake = Arc::new(Notify::new());
         let tasks = TaskTracker::new();
 
         let mut public_addr = None;
@@ -168,6 +174,8 @@ impl App {
             tenants.clone(),
             store.clone(),
             every,
+            cfg.pipeline.queue_high_water,
+            counters.clone(),
             wake.clone(),
             reconcile_now.clone(),
             shutdown.clone(),
@@ -181,7 +189,7 @@ impl App {
             wake,
             counters: counters.clone(),
             shutdown: shutdown.clone(),
-            retry_base: Duration::from_secs(1),
+            retry_base: OUTPUT_RETRY_BASE,
         });
         for i in 0..cfg.pipeline.workers.max(1) {
             tasks.spawn(workers.clone().run(i));

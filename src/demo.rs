@@ -152,6 +152,7 @@ fn demo_config(
         OutputConfig::File(FileOutputConfig {
             path: events.to_path_buf(),
             dedup_window_bytes: 64 << 20,
+            ..FileOutputConfig::default()
         }),
     );
     Config {
@@ -198,6 +199,7 @@ fn demo_config(
             workers: args.workers,
             lease: Duration::from_secs(300),
             max_attempts: 10,
+            queue_high_water: crate::config::DEFAULT_QUEUE_HIGH_WATER,
         },
     }
 }

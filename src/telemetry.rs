@@ -20,8 +20,10 @@ pub enum LogFormat {
 pub fn init(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    // Colours only on a terminal: log files and journald would keep the escape codes.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Human => builder.try_init(),
@@ -47,6 +49,10 @@ pub struct Counters {
     pub token_refreshes: AtomicU64,
     pub subscriptions_started: AtomicU64,
     pub throttled: AtomicU64,
+    /// Listing rounds skipped while the queue was above `pipeline.queue_high_water`.
+    pub listings_deferred: AtomicU64,
+    /// Times an output went down and its deliveries were paused (its gate closed).
+    pub output_pauses: AtomicU64,
     pub activity: Activity,
     pub metrics: Metrics,
 }

@@ -101,6 +101,7 @@ fn documented_defaults() {
     assert_eq!(c.pipeline.workers, 4);
     assert_eq!(c.pipeline.lease, Duration::from_secs(5 * 60));
     assert_eq!(c.pipeline.max_attempts, 10);
+    assert_eq!(c.pipeline.queue_high_water, 10_000);
 }
 
 #[test]
@@ -139,7 +140,7 @@ fn webhook_and_file_output_defaults() {
 fn values_are_read_as_written() {
     let text = format!(
         "{}content_type: DLP.All Audit.General DLP.All\nencoding: windows-1252\nformat: ECS\n\
-         pull: {{interval: 500ms, reconcile_every: 1h30m}}\npipeline: {{workers: 16, lease: 90s, max_attempts: 3}}\n\
+         pull: {{interval: 500ms, reconcile_every: 1h30m}}\npipeline: {{workers: 16, lease: 90s, max_attempts: 3, queue_high_water: 500}}\n\
          webhook: {{address: 'https://h.example.com/x', auth_id: abcdefgh12, path: /proxied/x, max_body_bytes: 2MiB}}\n\
          listen: {{public: '[::]:443', admin: '127.0.0.1:0'}}\nlast_value_storage: /var/lib/o365\n",
         minimal()
@@ -154,6 +155,7 @@ fn values_are_read_as_written() {
     assert_eq!(c.pipeline.workers, 16);
     assert_eq!(c.pipeline.lease, Duration::from_secs(90));
     assert_eq!(c.pipeline.max_attempts, 3);
+    assert_eq!(c.pipeline.queue_high_water, 500);
     let w = c.webhook.unwrap();
     assert_eq!(w.path, "/proxied/x");
     assert_eq!(w.max_body_bytes, 2 << 20);
@@ -706,7 +708,7 @@ fn shapes_and_syntax() {
     assert_eq!(keys(&p), ["(file)"]);
     assert!(p[0].problem.contains("not a mapping"));
     let p = problems(&format!(
-        "{}pipeline: {{workers: 0, lease: 10ms, max_attempts: -1}}\n",
+        "{}pipeline: {{workers: 0, lease: 10ms, max_attempts: -1, queue_high_water: 0}}\n",
         minimal()
     ));
     assert_eq!(
@@ -714,7 +716,8 @@ fn shapes_and_syntax() {
         [
             "pipeline.workers",
             "pipeline.lease",
-            "pipeline.max_attempts"
+            "pipeline.max_attempts",
+            "pipeline.queue_high_water"
         ]
     );
     let p = problems(&format!(
@@ -1017,6 +1020,7 @@ fn http_output_defaults_auth_and_problems() {
     };
     assert_eq!(h.format, HttpFormat::Elasticsearch);
     assert_eq!(h.max_events, 500);
+    assert_eq!(h.linger, Duration::ZERO, "blobs go out at once by default");
     assert!(!h.gzip);
     assert!(
         matches!(&h.auth, HttpAuth::Basic { username, password } if username == "u" && password.expose() == SECRET)
@@ -1026,7 +1030,7 @@ fn http_output_defaults_auth_and_problems() {
 
     // Splunk needs its token; credentials in the URL are refused without being echoed.
     let p = problems(&format!(
-        "{}outputs:\n  h:\n    type: http\n    format: splunk_hec\n    url: 'https://u:{SECRET}@splunk.example.com'\n    gzip: maybe\n    max_events: 0\n    dead_letter_path: ./x\n",
+        "{}outputs:\n  h:\n    type: http\n    format: splunk_hec\n    url: 'https://u:{SECRET}@splunk.example.com'\n    gzip: maybe\n    max_events: 0\n    linger: 1h\n    dead_letter_path: ./x\n",
         minimal()
     ));
     assert_eq!(
@@ -1035,6 +1039,7 @@ fn http_output_defaults_auth_and_problems() {
             "outputs.h.url",
             "outputs.h.gzip",
             "outputs.h.max_events",
+            "outputs.h.linger",
             "outputs.h.dead_letter_path",
             "outputs.h.token",
         ],

@@ -236,3 +236,78 @@ async fn ndjson_over_tls_with_client_certificate_and_header_auth() {
     assert!(err.is_retryable(), "{err}");
     assert!(!err.to_string().contains("k3y-value"));
 }
+
+/// With `linger`, small blobs sent at the same time (by several workers) share requests of at most
+/// `max_events`, and each blob gets its own verdict.
+#[tokio::test]
+async fn linger_shares_requests_between_small_blobs() {
+    let r = HttpReceiver::start();
+    let out = open(&format!(
+        "    type: http\n    format: ndjson\n    url: '{}'\n    max_events: 100\n    linger: 300ms\n",
+        r.url("/ingest")
+    ));
+    // Five blobs of 10 at once: one request after the linger.
+    let batches: Vec<Batch> = (0..5).map(|i| batch(i * 10..(i + 1) * 10)).collect();
+    let sent = futures_util::future::join_all(batches.iter().map(|b| out.send(b))).await;
+    assert!(sent.iter().all(|r| r.as_ref().unwrap().written == 10));
+    assert_eq!(r.state.requests.load(Ordering::SeqCst), 1);
+    // Twelve blobs of 10: a full request of 100 goes at once, the other 20 after the linger.
+    let batches: Vec<Batch> = (5..17).map(|i| batch(i * 10..(i + 1) * 10)).collect();
+    let sent = futures_util::future::join_all(batches.iter().map(|b| out.send(b))).await;
+    assert!(sent.iter().all(|r| r.as_ref().unwrap().written == 10));
+    assert_eq!(r.state.requests.load(Ordering::SeqCst), 3);
+    assert!(r.state.max_items_per_request.load(Ordering::SeqCst) <= 100);
+    let ids: Vec<String> = r
+        .state
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e["o365.audit.Id"].as_str().unwrap().to_owned())
+        .collect();
+    let want: Vec<String> = batch(0..170)
+        .events
+        .iter()
+        .map(|e| id_of(std::str::from_utf8(&e.json).unwrap()))
+        .collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, want, "every event once");
+    // A blob as big as max_events does not wait.
+    let big = batch(1000..1100);
+    out.send(&big).await.unwrap();
+    assert_eq!(r.state.requests.load(Ordering::SeqCst), 4);
+    assert!(r.violations().is_empty(), "{:?}", r.violations());
+}
+
+/// In a shared Elasticsearch request, a blob with a rejected document fails alone; a receiver
+/// that is down fails every blob of the request as retryable.
+#[tokio::test]
+async fn linger_gives_each_blob_its_own_verdict() {
+    let mut r = HttpReceiver::start();
+    basic_auth(&r);
+    let out = open(&es_yaml(&r, "    max_events: 100\n    linger: 300ms\n"));
+    let good = batch(0..10);
+    let bad = with_rejects(batch(10..20), &[3]);
+    let other = batch(20..30);
+    let sent = futures_util::future::join_all([&good, &bad, &other].map(|b| out.send(b))).await;
+    assert_eq!(
+        r.state.requests.load(Ordering::SeqCst),
+        1,
+        "one shared request"
+    );
+    assert_eq!(sent[0].as_ref().unwrap().written, 10);
+    let err = sent[1].as_ref().unwrap_err();
+    assert!(
+        !err.is_retryable() && err.to_string().contains("dead_letter_path"),
+        "{err}"
+    );
+    assert_eq!(sent[2].as_ref().unwrap().written, 10);
+
+    r.stop();
+    let sent = futures_util::future::join_all([&good, &other].map(|b| out.send(b))).await;
+    for s in sent {
+        assert!(s.unwrap_err().is_retryable());
+    }
+    assert!(r.violations().is_empty(), "{:?}", r.violations());
+}

@@ -30,6 +30,8 @@ conformance_tests!(
     renew_extends_lease,
     complete_removes_but_keeps_dedup,
     reschedule_waits_and_counts_attempts,
+    release_keeps_the_place_in_line,
+    claim_except_passes_over_skipped_tenants,
     dead_letter_leaves_queue,
     unknown_seq_is_not_found,
     cursor_never_moves_backwards,

@@ -39,8 +39,16 @@ impl Store for Switchable {
             duplicates: 0,
         })
     }
-    async fn claim(&self, _: usize, _: Duration) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim_except(
+        &self,
+        _: usize,
+        _: Duration,
+        _: &[String],
+    ) -> Result<Vec<Claimed>, StoreError> {
         Ok(Vec::new())
+    }
+    async fn release(&self, _: u64) -> Result<(), StoreError> {
+        Err(down())
     }
     async fn renew(&self, _: u64, _: Duration) -> Result<(), StoreError> {
         Err(down())

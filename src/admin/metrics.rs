@@ -103,6 +103,16 @@ pub const COUNTERS: &[CounterDef] = &[
         help: "API answers 429 (throttled)",
         field: |c| &c.throttled,
     },
+    CounterDef {
+        name: "listings_deferred",
+        help: "Content listing rounds skipped while the queue was above pipeline.queue_high_water",
+        field: |c| &c.listings_deferred,
+    },
+    CounterDef {
+        name: "output_pauses",
+        help: "Times an output failed and deliveries to it were paused until a probe got through",
+        field: |c| &c.output_pauses,
+    },
 ];
 
 /// Every counter with its current value.

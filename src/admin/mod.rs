@@ -183,7 +183,15 @@ mod tests {
         async fn enqueue(&self, _: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
             down()
         }
-        async fn claim(&self, _: usize, _: Duration) -> Result<Vec<Claimed>, StoreError> {
+        async fn claim_except(
+            &self,
+            _: usize,
+            _: Duration,
+            _: &[String],
+        ) -> Result<Vec<Claimed>, StoreError> {
+            down()
+        }
+        async fn release(&self, _: u64) -> Result<(), StoreError> {
             down()
         }
         async fn renew(&self, _: u64, _: Duration) -> Result<(), StoreError> {

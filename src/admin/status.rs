@@ -9,6 +9,7 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::{AdminError, AdminState, counter_values, rfc3339};
+use crate::pipeline::gate::GateState;
 use crate::store::Store;
 
 /// `GET /status`.
@@ -63,6 +64,12 @@ pub struct OutputStatus {
     pub last_error: Option<String>,
     pub last_error_reason: Option<String>,
     pub consecutive_errors: u64,
+    /// `open` (deliveries flow), `paused` (down; its blobs wait in the queue) or `probing`.
+    #[serde(default)]
+    pub deliveries: String,
+    /// When a paused output is tried again (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<String>,
 }
 
 /// Last notification time per (lower tenant id, lower content type).
@@ -127,11 +134,27 @@ pub(super) async fn status<S: Store>(
         .map(|t| t.output_name.clone())
         .chain(seen.keys().cloned())
         .collect();
+    let gates: BTreeMap<&str, GateState> = state
+        .tenants
+        .values()
+        .map(|t| (t.output_name.as_str(), t.gate.state()))
+        .collect();
     let outputs = names
         .into_iter()
         .map(|name| {
             let h = seen.get(&name).cloned().unwrap_or_default();
+            let gate = gates.get(name.as_str()).copied().unwrap_or(GateState::Open);
+            let (deliveries, retry_at) = match gate {
+                GateState::Open => ("open", None),
+                GateState::Probing { .. } => ("probing", None),
+                GateState::Closed { until, .. } => {
+                    let wait = until.saturating_duration_since(std::time::Instant::now());
+                    ("paused", Some(rfc3339(SystemTime::now() + wait)))
+                }
+            };
             OutputStatus {
+                deliveries: deliveries.to_string(),
+                retry_at,
                 healthy: h.consecutive_errors == 0,
                 last_success: h.last_success.map(rfc3339),
                 last_error: h.last_error.map(rfc3339),

@@ -25,9 +25,10 @@ pub use validate::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS,
     DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
     DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL,
-    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
-    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
-    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
+    DEFAULT_QUEUE_HIGH_WATER, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME,
+    DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY,
+    DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN,
+    derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -148,6 +149,9 @@ pub struct PipelineConfig {
     pub lease: Duration,
     /// Attempts before a blob is dead-lettered.
     pub max_attempts: u32,
+    /// Queued blobs above which content listing (pull mode, reconciliation) waits for the output
+    /// to catch up. The webhook keeps storing notifications whatever the queue holds.
+    pub queue_high_water: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -309,17 +313,59 @@ pub struct HttpOutputConfig {
     pub client_key: Option<PathBuf>,
     /// Most events in one request; bigger batches are split.
     pub max_events: usize,
+    /// How long a blob smaller than `max_events` waits for others to share its request; zero sends
+    /// each blob at once.
+    pub linger: Duration,
     pub timeout: Duration,
     /// Elasticsearch documents rejected for good (4xx other than 429) are appended here with their
     /// reason, and count as delivered; without it such a batch is retried (and so stays visible).
     pub dead_letter_path: Option<PathBuf>,
 }
 
+/// `type: file`: NDJSON appended and fsync'd, optionally rotated by size and age.
 #[derive(Debug, Clone)]
 pub struct FileOutputConfig {
     pub path: PathBuf,
     /// Bytes at the end of the file whose record ids are remembered across restarts for dedup.
     pub dedup_window_bytes: u64,
+    /// Rotate before a batch would make the active file larger than this; `None`: no size limit.
+    pub rotate_bytes: Option<u64>,
+    /// Rotate once the active file is this old (from its creation); `None`: no age limit.
+    pub rotate_every: Option<Duration>,
+    /// Rotated files kept (the oldest are deleted); 0 keeps all.
+    pub keep: usize,
+    /// Compression of rotated files (done in the background, never on the send path).
+    pub compression: FileCompression,
+}
+
+impl Default for FileOutputConfig {
+    /// Defaults as the configuration check applies them (the path is left empty).
+    fn default() -> Self {
+        FileOutputConfig {
+            path: PathBuf::new(),
+            dedup_window_bytes: validate::DEFAULT_DEDUP_WINDOW_BYTES,
+            rotate_bytes: None,
+            rotate_every: None,
+            keep: 0,
+            compression: FileCompression::None,
+        }
+    }
+}
+
+impl FileOutputConfig {
+    /// Whether the file rotates at all.
+    pub fn rotates(&self) -> bool {
+        self.rotate_bytes.is_some() || self.rotate_every.is_some()
+    }
+}
+
+/// Compression of rotated output files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileCompression {
+    #[default]
+    None,
+    /// `<name>.gz`, written to a temporary name and renamed once complete.
+    Gzip,
 }
 
 /// One problem in the configuration.

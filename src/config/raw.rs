@@ -227,6 +227,16 @@ enum OptKind {
     Duration,
 }
 
+/// Keys of a `file` output besides `type`.
+pub(crate) const FILE_KEYS: [&str; 6] = [
+    "path",
+    "dedup_window_bytes",
+    "rotate_bytes",
+    "rotate_every",
+    "keep",
+    "compression",
+];
+
 /// Keys of a `syslog` output besides `type`.
 pub(crate) const SYSLOG_KEYS: [&str; 12] = [
     "address",
@@ -244,7 +254,7 @@ pub(crate) const SYSLOG_KEYS: [&str; 12] = [
 ];
 
 /// Keys of an `http` output besides `type`.
-pub(crate) const HTTP_KEYS: [&str; 17] = [
+pub(crate) const HTTP_KEYS: [&str; 18] = [
     "url",
     "format",
     "index",
@@ -260,6 +270,7 @@ pub(crate) const HTTP_KEYS: [&str; 17] = [
     "client_cert",
     "client_key",
     "max_events",
+    "linger",
     "timeout",
     "dead_letter_path",
 ];
@@ -287,7 +298,7 @@ fn output_option_kind(key: &str) -> OptKind {
         "password" | "token" | "header_value" => OptKind::Secret,
         "gzip" | "structured_data" | "tls" => OptKind::Bool,
         "max_events" => OptKind::Uint,
-        "timeout" => OptKind::Duration,
+        "timeout" | "linger" => OptKind::Duration,
         _ => OptKind::Text,
     }
 }
@@ -300,6 +311,14 @@ pub(crate) struct RawOutput {
     pub kind: Field<OutputKind>,
     pub path: Field<String>,
     pub dedup_window_bytes: Field<u64>,
+    /// `file` rotation: size limit of the active file.
+    pub rotate_bytes: Field<u64>,
+    /// `file` rotation: age limit of the active file.
+    pub rotate_every: Field<Duration>,
+    /// `file` rotation: rotated files kept.
+    pub keep: Field<u64>,
+    /// `file` rotation: `none` or `gzip`.
+    pub compression: Field<String>,
     /// Options of `syslog`/`http` outputs, in file order.
     pub opts: Vec<(&'static str, Opt)>,
 }
@@ -364,6 +383,7 @@ pub(crate) struct RawPipeline {
     pub workers: Field<u64>,
     pub lease: Field<Duration>,
     pub max_attempts: Field<u64>,
+    pub queue_high_water: Field<u64>,
 }
 
 /// Walks the YAML tree, typing values and recording problems.
@@ -663,12 +683,13 @@ impl<'e> Reader<'e> {
     fn pipeline(&mut self, value: &Value, at: At) -> RawPipeline {
         let mut p = RawPipeline::default();
         if let Some(map) = self.mapping(value, &at) {
-            let allowed = ["workers", "lease", "max_attempts"];
+            let allowed = ["workers", "lease", "max_attempts", "queue_high_water"];
             for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
                 match key {
                     "workers" => p.workers = self.uint(v, key_at),
                     "lease" => p.lease = self.duration(v, key_at),
                     "max_attempts" => p.max_attempts = self.uint(v, key_at),
+                    "queue_high_water" => p.queue_high_water = self.uint(v, key_at),
                     _ => {}
                 }
             }
@@ -707,6 +728,10 @@ impl<'e> Reader<'e> {
             kind: Field::Absent,
             path: Field::Absent,
             dedup_window_bytes: Field::Absent,
+            rotate_bytes: Field::Absent,
+            rotate_every: Field::Absent,
+            keep: Field::Absent,
+            compression: Field::Absent,
             opts: Vec::new(),
         };
         let Some(map) = self.mapping(value, &at) else {
@@ -762,7 +787,7 @@ impl<'e> Reader<'e> {
         };
         let allowed: Vec<&'static str> = match &o.kind {
             Field::Value(OutputKind::Stdout, _) => vec!["type"],
-            Field::Value(OutputKind::File, _) => vec!["type", "path", "dedup_window_bytes"],
+            Field::Value(OutputKind::File, _) => with_type(&FILE_KEYS),
             Field::Value(OutputKind::Syslog, _) => with_type(&SYSLOG_KEYS),
             Field::Value(OutputKind::Http, _) => with_type(&HTTP_KEYS),
             Field::Value(OutputKind::Kafka, _) => with_type(&KAFKA_KEYS),
@@ -789,6 +814,10 @@ impl<'e> Reader<'e> {
                 }
                 "path" => o.path = self.text(v, key_at),
                 "dedup_window_bytes" => o.dedup_window_bytes = self.size(v, key_at),
+                "rotate_bytes" => o.rotate_bytes = self.size(v, key_at),
+                "rotate_every" => o.rotate_every = self.duration(v, key_at),
+                "keep" => o.keep = self.uint(v, key_at),
+                "compression" => o.compression = self.text(v, key_at),
                 _ => {}
             }
         }

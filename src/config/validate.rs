@@ -17,10 +17,11 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
-    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileOutputConfig,
-    HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey, KafkaOutputConfig,
-    KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig, PipelineConfig, Problem,
-    PullConfig, SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport, TenantConfig,
+    AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileCompression,
+    FileOutputConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey,
+    KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
+    PipelineConfig, Problem, PullConfig, SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport,
+    TenantConfig,
     TlsConfig, WebhookConfig,
 };
 use crate::mapping::Format;
@@ -33,12 +34,17 @@ pub const DEFAULT_PUBLIC_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 pub const DEFAULT_DEDUP_WINDOW_BYTES: u64 = 64 << 20;
+/// Shortest `rotate_every` of a file output: rotated names carry milliseconds, and a shorter age
+/// would only rotate before every batch.
+pub const MIN_FILE_ROTATE_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(60);
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
+/// Queued blobs above which content listing waits for the output to catch up.
+pub const DEFAULT_QUEUE_HIGH_WATER: u64 = 10_000;
 /// Connect/request timeout of network outputs.
 pub const DEFAULT_OUTPUT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SYSLOG_APP_NAME: &str = "o365-collector";
@@ -89,6 +95,8 @@ pub const MIN_AUTH_ID_LEN: usize = 8;
 /// Shortest accepted admin token: it guards subscription changes and backfills.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 const MAX_WORKERS: u64 = 1024;
+/// Longest `linger` of an http output: blobs wait that long for company, so keep it short.
+const MAX_LINGER: Duration = Duration::from_secs(10);
 
 const CLOUDS: &str = "Enterprise https://manage.office.com, GCC https://manage-gcc.office.com, \
 GCC High https://manage.office365.us, DoD https://manage.protection.apps.mil";
@@ -267,54 +275,7 @@ impl Checker<'_> {
             }
             let config = match o.kind.value() {
                 Some((OutputKind::Stdout, _)) => OutputConfig::Stdout,
-                Some((OutputKind::File, _)) => {
-                    let path = match &o.path {
-                        Field::Absent => {
-                            self.problem_at(
-                                o.end,
-                                &format!("{}.path", o.at.key),
-                                "is missing",
-                                "set the file the events are appended to, e.g. `path: ./var/events.ndjson`",
-                            );
-                            PathBuf::new()
-                        }
-                        Field::Invalid(_) => PathBuf::new(),
-                        Field::Value(p, at) => {
-                            if p.trim().is_empty() {
-                                self.problem(
-                                    at,
-                                    "is empty",
-                                    "set a file path, e.g. ./var/events.ndjson",
-                                );
-                            } else if let Some(other) =
-                                paths.insert(PathBuf::from(p), o.at.key.clone())
-                            {
-                                self.problem(
-                                    at,
-                                    format!("is the same file as {other}.path"),
-                                    "give each file output its own file: two writers would interleave and break dedup",
-                                );
-                            }
-                            PathBuf::from(p)
-                        }
-                    };
-                    let dedup_window_bytes = match &o.dedup_window_bytes {
-                        Field::Value(0, at) => {
-                            self.problem(
-                                at,
-                                "is 0, which would turn off the record-id dedup that prevents duplicates after a crash",
-                                "use a positive size, e.g. 64MiB (the default)",
-                            );
-                            0
-                        }
-                        Field::Value(v, _) => *v,
-                        _ => DEFAULT_DEDUP_WINDOW_BYTES,
-                    };
-                    OutputConfig::File(FileOutputConfig {
-                        path,
-                        dedup_window_bytes,
-                    })
-                }
+                Some((OutputKind::File, _)) => OutputConfig::File(self.file_output(o, &mut paths)),
                 Some((OutputKind::Syslog, _)) => OutputConfig::Syslog(self.syslog_output(o)),
                 Some((OutputKind::Http, _)) => OutputConfig::Http(self.http_output(o, &mut paths)),
                 Some((OutputKind::Kafka, _)) => OutputConfig::Kafka(self.kafka_output(o)),
@@ -323,6 +284,122 @@ impl Checker<'_> {
             outputs.insert(o.name.clone(), config);
         }
         outputs
+    }
+
+    fn file_output(
+        &mut self,
+        o: &RawOutput,
+        paths: &mut HashMap<PathBuf, String>,
+    ) -> FileOutputConfig {
+        let path = match &o.path {
+            Field::Absent => {
+                self.problem_at(
+                    o.end,
+                    &format!("{}.path", o.at.key),
+                    "is missing",
+                    "set the file the events are appended to, e.g. `path: ./var/events.ndjson`",
+                );
+                PathBuf::new()
+            }
+            Field::Invalid(_) => PathBuf::new(),
+            Field::Value(p, at) => {
+                if p.trim().is_empty() {
+                    self.problem(at, "is empty", "set a file path, e.g. ./var/events.ndjson");
+                } else if let Some(other) = paths.insert(PathBuf::from(p), o.at.key.clone()) {
+                    self.problem(
+                        at,
+                        format!("is the same file as {other}.path"),
+                        "give each file output its own file: two writers would interleave and break dedup",
+                    );
+                }
+                PathBuf::from(p)
+            }
+        };
+        let dedup_window_bytes = match &o.dedup_window_bytes {
+            Field::Value(0, at) => {
+                self.problem(
+                    at,
+                    "is 0, which would turn off the record-id dedup that prevents duplicates after a crash",
+                    "use a positive size, e.g. 64MiB (the default)",
+                );
+                0
+            }
+            Field::Value(v, _) => *v,
+            _ => DEFAULT_DEDUP_WINDOW_BYTES,
+        };
+        let rotate_bytes = match &o.rotate_bytes {
+            Field::Value(0, at) => {
+                self.problem(
+                    at,
+                    "is 0, which would rotate before every batch",
+                    "use a size such as 100MiB, or remove it to have no size limit",
+                );
+                None
+            }
+            Field::Value(v, _) => Some(*v),
+            _ => None,
+        };
+        let rotate_every = match &o.rotate_every {
+            Field::Value(d, at) if *d < MIN_FILE_ROTATE_EVERY => {
+                self.problem(
+                    at,
+                    "is shorter than 1s",
+                    "use an age such as 1h or 1d, or remove it to have no age limit",
+                );
+                None
+            }
+            Field::Value(d, _) => Some(*d),
+            _ => None,
+        };
+        let keep = match &o.keep {
+            Field::Value(v, _) => usize::try_from(*v).unwrap_or(usize::MAX),
+            _ => 0,
+        };
+        let compression = match o.compression.value() {
+            None => FileCompression::None,
+            Some((v, at)) => match v.trim() {
+                "none" => FileCompression::None,
+                "gzip" => FileCompression::Gzip,
+                other => {
+                    self.problem(
+                        at,
+                        format!("`{other}` is not a compression of rotated files"),
+                        "use none (default) or gzip",
+                    );
+                    FileCompression::None
+                }
+            },
+        };
+        let rotates_given = o.rotate_bytes.is_present() || o.rotate_every.is_present();
+        // Rotated names add `-YYYYMMDDTHHMMSS.mmmZ` (21 bytes) to the file name; most file systems
+        // allow 255 bytes.
+        if rotates_given
+            && let Some((_, at)) = o.path.value()
+            && path.file_name().is_some_and(|n| n.len() + 21 + 3 > 255)
+        {
+            self.problem(
+                at,
+                "has a file name too long for rotated names (they add 21 bytes, and .gz)",
+                "use a file name of at most 231 bytes",
+            );
+        }
+        if !rotates_given {
+            for at in [o.keep.at(), o.compression.at()].into_iter().flatten() {
+                self.problem(
+                    at,
+                    "only applies to a rotated file",
+                    "add rotate_bytes (e.g. 100MiB) or rotate_every (e.g. 1d), or remove it",
+                );
+            }
+        }
+        FileOutputConfig {
+            path,
+            dedup_window_bytes,
+            rotate_bytes,
+            rotate_every,
+            keep,
+            compression,
+        }
     }
 
     fn required_text<'o>(
@@ -644,6 +721,22 @@ impl Checker<'_> {
             client_cert,
             client_key,
             max_events,
+            linger: match o.duration("linger") {
+                Some((d, at)) if *d > MAX_LINGER => {
+                    self.problem(
+                        at,
+                        format!(
+                            "is {}, longer than {}",
+                            super::format_duration(*d),
+                            super::format_duration(MAX_LINGER)
+                        ),
+                        "use a short wait such as 200ms, or 0 to send every blob at once",
+                    );
+                    Duration::ZERO
+                }
+                Some((d, _)) => *d,
+                None => Duration::ZERO,
+            },
             timeout: self.output_timeout(o),
             dead_letter_path,
         }
@@ -1920,10 +2013,23 @@ impl Checker<'_> {
             },
             _ => DEFAULT_MAX_ATTEMPTS,
         };
+        let queue_high_water = match &p.queue_high_water {
+            Field::Value(0, at) => {
+                self.problem(
+                    at,
+                    "is 0: content listing would never run",
+                    "use a number of blobs such as 10000 (the default)",
+                );
+                DEFAULT_QUEUE_HIGH_WATER
+            }
+            Field::Value(v, _) => *v,
+            _ => DEFAULT_QUEUE_HIGH_WATER,
+        };
         PipelineConfig {
             workers,
             lease,
             max_attempts,
+            queue_high_water,
         }
     }
 }

@@ -728,6 +728,10 @@ async fn audit(
     }
     ctx.require_dlp(blob.content_type)?;
     require_enabled(&s, &ctx.tenant, blob.content_type)?;
+    *lock(&s.state)
+        .fetches
+        .entry(blob.content_id.clone())
+        .or_default() += 1;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")

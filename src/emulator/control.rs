@@ -66,6 +66,9 @@ pub struct Published {
     /// `Id` of every record, blob by blob in publish order.
     pub record_ids: Vec<String>,
     pub content_ids: Vec<String>,
+    /// Successful downloads of these blobs (`GET audit/{contentId}` answered 200), repeats counted.
+    #[serde(default)]
+    pub content_fetches: u64,
 }
 
 /// One webhook call (validation or notification attempt) as `GET /_emulator/deliveries` lists it.

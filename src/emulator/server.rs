@@ -87,6 +87,8 @@ pub(crate) struct State {
     pub subs: HashMap<(String, ContentType), Subscription>,
     pub notifications: Vec<NotificationLog>,
     pub deliveries: Vec<Delivery>,
+    /// Blob bodies served, by contentId (how often a collector downloaded each blob).
+    pub fetches: HashMap<String, u64>,
 }
 
 /// Faults plus the seeded dice that make error rates reproducible.
@@ -320,6 +322,10 @@ impl Shared {
                 .flat_map(|b| b.record_ids.iter().cloned())
                 .collect(),
             content_ids: blobs.iter().map(|b| b.content_id.clone()).collect(),
+            content_fetches: blobs
+                .iter()
+                .map(|b| st.fetches.get(&b.content_id).copied().unwrap_or(0))
+                .sum(),
         }
     }
 

@@ -1,15 +1,38 @@
-//! Events appended to an NDJSON file, fsync'd before `send` returns.
+//! Events appended to an NDJSON file, fsync'd before `send` returns, optionally rotated by size and
+//! age, with rotated files optionally gzip'd.
 //!
-//! Dedup: the keys of the records in the last `dedup_window_bytes` of the file are remembered (read
-//! back from the file at start-up, then kept as we write), and a record whose key is among them is
-//! skipped. A blob re-sent after a crash between "written" and "completed" therefore adds nothing.
+//! Dedup: the keys of the records in the last `dedup_window_bytes` written are remembered (read back
+//! at start-up from the end of the active file and, when that is shorter than the window, from the
+//! newest rotated files, plain or gzip), and a record whose key is among them is skipped. A blob
+//! re-sent after a crash between "written" and "completed" therefore adds nothing, even when a
+//! rotation happened in between: the in-memory window is kept across rotations.
 //! A torn last line (a crash mid-write, never acknowledged) is cut off at start-up.
+//!
+//! Rotation (see [`rotate`]) happens only between batches, so a batch is never split across files:
+//! before a batch that would make the active file larger than `rotate_bytes`, or once the active
+//! file is `rotate_every` old (counted from its creation, taken at start-up from the later of its
+//! birth time and the newest rotated name, so a restart does not make it young again). Rotating
+//! fsyncs the active file, renames it to `<stem>-<UTC time>.<ext>`, fsyncs the directory and opens
+//! a new active file. Compression and pruning (`keep`) run on a background thread; `kill -9` at any
+//! point leaves either a complete rotated file or the untouched active file, and a sweep at
+//! start-up removes temporaries and compresses what was left plain.
+
+pub mod rotate;
 
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, Utc};
+
+pub use rotate::{
+    Clock, FileError, RotateReason, RotatedFile, SystemClock, read_rotated, rotated_files,
+    rotation_due,
+};
+use rotate::{Context, Names, Sweeper, Worker, sync_dir, tail_of};
 
 use super::{Batch, Output, OutputError, SendReport, event_key};
 use crate::config::FileOutputConfig;
@@ -17,13 +40,30 @@ use crate::config::FileOutputConfig;
 pub struct FileOutput {
     name: String,
     inner: Arc<Mutex<Inner>>,
+    /// Compresses and prunes rotated files; `None` when the file does not rotate.
+    worker: Option<Worker>,
 }
 
 struct Inner {
     path: PathBuf,
-    file: File,
+    names: Names,
+    cfg: FileOutputConfig,
+    clock: Arc<dyn Clock>,
+    /// `None` after a rotation whose new active file could not be opened yet.
+    file: Option<File>,
+    /// Bytes of complete, fsync'd batches in the active file.
+    len: u64,
+    /// A failed write may have left bytes after `len`; they are cut before the next write.
+    dirty: bool,
+    /// A rename or a new file in the directory still needs the directory fsync'd.
+    dir_unsynced: bool,
+    /// When the active file was started (its age for `rotate_every`).
+    started: SystemTime,
+    /// Name time of the newest rotated file: the next name is later, whatever the clock says.
+    last_rotated: Option<DateTime<Utc>>,
     window: u64,
     recent: Recent,
+    sweeper: Option<Sweeper>,
 }
 
 /// Keys of the records within the last `window` bytes, oldest first.
@@ -51,65 +91,240 @@ impl Recent {
             }
         }
     }
+
+    /// Remembers the records of `tail`, complete lines; `mid_line`: it starts inside a line.
+    fn load(&mut self, tail: &[u8], mid_line: bool, window: u64) {
+        let mut lines = tail.split_inclusive(|b| *b == b'\n');
+        if mid_line {
+            lines.next();
+        }
+        for line in lines {
+            let key = serde_json::from_slice(line)
+                .ok()
+                .and_then(|v| event_key(&v));
+            self.push(key, line.len() as u64, window);
+        }
+    }
 }
 
 impl FileOutput {
     pub fn open(name: &str, cfg: &FileOutputConfig) -> Result<FileOutput, OutputError> {
-        let fatal = |reason: String| OutputError::Fatal {
+        Self::open_with_clock(name, cfg, Arc::new(SystemClock))
+    }
+
+    /// Like [`FileOutput::open`] with another time source for rotation ages and names (tests).
+    pub fn open_with_clock(
+        name: &str,
+        cfg: &FileOutputConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<FileOutput, OutputError> {
+        let fatal = |e: FileError| OutputError::Fatal {
             output: name.to_string(),
-            reason,
+            reason: e.to_string(),
         };
-        let inner = open_inner(&cfg.path, cfg.dedup_window_bytes)
-            .map_err(|e| fatal(format!("{}: {e}", cfg.path.display())))?;
+        let mut inner = open_inner(cfg, clock).map_err(fatal)?;
+        let worker = if cfg.rotates() {
+            let w = Worker::start(inner.names.clone(), cfg)
+                .ctx(|| "starting the rotation thread".to_string())
+                .map_err(fatal)?;
+            let sweeper = w.sweeper();
+            // Finish what a previous run left half done (temporaries, plain rotated files, keep).
+            sweeper.request();
+            inner.sweeper = Some(sweeper);
+            Some(w)
+        } else {
+            None
+        };
         Ok(FileOutput {
             name: name.to_string(),
             inner: Arc::new(Mutex::new(inner)),
+            worker,
         })
+    }
+
+    /// Waits until the background work requested so far (compressing, pruning) is done, at most
+    /// `timeout`; true when it is. For tests, benchmarks and an orderly shutdown.
+    pub fn settle(&self, timeout: Duration) -> bool {
+        self.worker
+            .as_ref()
+            .is_none_or(|w| w.sweeper().settle(timeout))
     }
 }
 
-fn open_inner(path: &Path, window: u64) -> std::io::Result<Inner> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+fn open_inner(cfg: &FileOutputConfig, clock: Arc<dyn Clock>) -> Result<Inner, FileError> {
+    let path = cfg.path.as_path();
+    let names = Names::new(path);
+    let shown = || path.display().to_string();
+    std::fs::create_dir_all(&names.dir).ctx(|| format!("creating {}", names.dir.display()))?;
+    let existed = path.exists();
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
         .create(true)
-        .open(path)?;
-    let len = file.metadata()?.len();
+        .open(path)
+        .ctx(|| format!("opening {}", shown()))?;
+    if !existed {
+        sync_dir(&names.dir)?;
+    }
+    let meta = file.metadata().ctx(|| format!("reading {}", shown()))?;
+    let window = cfg.dedup_window_bytes;
+    let len = meta.len();
     let start = len.saturating_sub(window);
-    file.seek(SeekFrom::Start(start))?;
     let mut tail = Vec::with_capacity((len - start) as usize);
-    file.read_to_end(&mut tail)?;
+    // Bounded by the length seen: a special file (or one growing meanwhile) must not be read on.
+    file.seek(SeekFrom::Start(start))
+        .and_then(|_| (&mut file).take(len - start).read_to_end(&mut tail))
+        .ctx(|| format!("reading {}", shown()))?;
     // Cut a torn last line: it was never fsync'd as part of an accepted batch.
     let complete = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-    if complete < tail.len() {
-        file.set_len(start + complete as u64)?;
-        file.sync_all()?;
+    let len = if complete < tail.len() {
+        let cut = start + complete as u64;
+        file.set_len(cut)
+            .and_then(|_| file.sync_all())
+            .ctx(|| format!("cutting the torn last line of {}", shown()))?;
         tail.truncate(complete);
+        cut
+    } else {
+        len
+    };
+    let rotated = names
+        .rotated_files()
+        .ctx(|| format!("listing {}", names.dir.display()))?;
+    // Fill the dedup window from the newest rotated files when the active file is shorter.
+    let mut need = window.saturating_sub(tail.len() as u64);
+    let mut older: Vec<(Vec<u8>, bool)> = Vec::new();
+    let mut seen_stamp = None;
+    for f in rotated.iter().rev() {
+        if need == 0 {
+            break;
+        }
+        // A plain file and its `.gz` twin (a compression caught mid-way) hold the same records.
+        if seen_stamp == Some(f.rotated_at) {
+            continue;
+        }
+        match tail_of(f, need) {
+            Ok((bytes, mid)) => {
+                need = need.saturating_sub(bytes.len() as u64);
+                seen_stamp = Some(f.rotated_at);
+                older.push((bytes, mid));
+            }
+            Err(e) => {
+                tracing::warn!(file = %f.path.display(), error = %e,
+                    "file output: rotated file unreadable; its records are not in the dedup window");
+            }
+        }
     }
     let mut recent = Recent::default();
-    let mut lines = tail.split_inclusive(|b| *b == b'\n');
-    if start > 0 {
-        lines.next(); // starts mid-line
+    for (bytes, mid) in older.iter().rev() {
+        recent.load(bytes, *mid, window);
     }
-    for line in lines {
-        let key = serde_json::from_slice(line)
-            .ok()
-            .and_then(|v| event_key(&v));
-        recent.push(key, line.len() as u64, window);
-    }
+    recent.load(&tail, start > 0, window);
+    let last_rotated = rotated.last().map(|f| f.rotated_at);
+    // Age of the active file: now if we just created it, else its birth time or the newest
+    // rotation (which created it), whichever is later.
+    let born = if existed {
+        meta.created().ok()
+    } else {
+        Some(clock.now())
+    };
+    let started = [born, last_rotated.map(SystemTime::from)]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_else(|| clock.now());
     Ok(Inner {
         path: path.to_path_buf(),
-        file,
+        names,
+        cfg: cfg.clone(),
+        clock,
+        file: Some(file),
+        len,
+        dirty: false,
+        dir_unsynced: false,
+        started,
+        last_rotated,
         window,
         recent,
+        sweeper: None,
     })
 }
 
 impl Inner {
-    fn append(&mut self, batch: &Batch) -> std::io::Result<SendReport> {
+    fn shown(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    /// Makes the active file writable again after an earlier failure: opens it when a rotation
+    /// could not, fsyncs the directory, cuts the leftovers of a failed write.
+    fn ready(&mut self) -> Result<(), FileError> {
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .read(true)
+                .append(true)
+                .create(true)
+                .open(&self.path)
+                .ctx(|| format!("opening {}", self.shown()))?;
+            self.len = f
+                .metadata()
+                .ctx(|| format!("reading {}", self.shown()))?
+                .len();
+            self.file = Some(f);
+            self.dir_unsynced = true;
+        }
+        if self.dir_unsynced {
+            sync_dir(&self.names.dir)?;
+            self.dir_unsynced = false;
+        }
+        if self.dirty
+            && let Some(f) = &self.file
+        {
+            f.set_len(self.len)
+                .and_then(|_| f.sync_data())
+                .ctx(|| format!("cutting a failed write from {}", self.shown()))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// fsync, rename to the next rotated name, fsync the directory, open a new active file.
+    fn rotate(&mut self, reason: RotateReason, now: SystemTime) -> Result<(), FileError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        file.sync_all()
+            .ctx(|| format!("syncing {}", self.shown()))?;
+        let mut at = DateTime::<Utc>::from(now);
+        at = DateTime::from_timestamp_millis(at.timestamp_millis()).unwrap_or(at);
+        if let Some(last) = self.last_rotated
+            && at <= last
+        {
+            at = last + chrono::Duration::milliseconds(1);
+        }
+        let mut target = self.names.rotated(at);
+        // rename() replaces silently: never over a file someone else put there.
+        while target.exists() || rotate::gz_of(&target).exists() {
+            at += chrono::Duration::milliseconds(1);
+            target = self.names.rotated(at);
+        }
+        std::fs::rename(&self.path, &target)
+            .ctx(|| format!("rotating {} to {}", self.shown(), target.display()))?;
+        tracing::info!(file = %self.path.display(), rotated = %target.display(), ?reason,
+            bytes = self.len, "file output rotated");
+        self.file = None;
+        self.len = 0;
+        self.dirty = false;
+        self.started = now;
+        self.last_rotated = Some(at);
+        self.dir_unsynced = true;
+        sync_dir(&self.names.dir)?;
+        self.dir_unsynced = false;
+        if let Some(s) = &self.sweeper {
+            s.request();
+        }
+        self.ready()
+    }
+
+    fn append(&mut self, batch: &Batch) -> Result<SendReport, FileError> {
         let mut buf = Vec::with_capacity(batch.events.iter().map(|e| e.json.len() + 1).sum());
         let mut report = SendReport::default();
         let mut written = Vec::with_capacity(batch.events.len());
@@ -126,18 +341,36 @@ impl Inner {
             written.push((e.key, e.json.len() as u64 + 1));
             report.written += 1;
         }
-        if !buf.is_empty() {
-            let before = self.file.metadata()?.len();
-            if let Err(e) = self
-                .file
-                .write_all(&buf)
-                .and_then(|_| self.file.sync_data())
+        if buf.is_empty() {
+            // Nothing to write (all duplicates): nothing to rotate for either.
+            return Ok(report);
+        }
+        self.ready()?;
+        if self.cfg.rotates() {
+            let now = self.clock.now();
+            if let Some(reason) =
+                rotation_due(&self.cfg, self.len, buf.len() as u64, self.started, now)
             {
-                // Leave no partial batch behind: the batch will be sent again.
-                let _ = self.file.set_len(before);
-                return Err(e);
+                self.rotate(reason, now)?;
+            } else if self.len == 0
+                && rotation_due(&self.cfg, 1, 0, self.started, now) == Some(RotateReason::Age)
+            {
+                // An empty file that sat idle past its age: its age counts from this first write.
+                self.started = now;
             }
         }
+        let Some(file) = self.file.as_mut() else {
+            return Err(FileError::new(
+                format!("writing {}", self.path.display()),
+                std::io::Error::other("the file is not open"),
+            ));
+        };
+        if let Err(e) = file.write_all(&buf).and_then(|_| file.sync_data()) {
+            // Leave no partial batch behind: the batch will be sent again.
+            self.dirty = file.set_len(self.len).is_err();
+            return Err(FileError::new(format!("writing {}", self.shown()), e));
+        }
+        self.len += buf.len() as u64;
         for (k, len) in written {
             self.recent.push(k, len, self.window);
         }
@@ -152,22 +385,19 @@ impl Output for FileOutput {
         let result = tokio::task::spawn_blocking(move || {
             let mut g = inner
                 .lock()
-                .map_err(|_| std::io::Error::other("file output poisoned"))?;
-            g.append(&batch)
-                .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", g.path.display())))
+                .map_err(|_| "file output poisoned by an earlier panic".to_string())?;
+            g.append(&batch).map_err(|e| e.to_string())
         })
         .await;
-        match result {
-            Ok(Ok(r)) => Ok(r),
-            Ok(Err(e)) => Err(OutputError::Retryable {
-                output: self.name.clone(),
-                reason: e.to_string(),
-            }),
-            Err(e) => Err(OutputError::Retryable {
-                output: self.name.clone(),
-                reason: e.to_string(),
-            }),
-        }
+        let reason = match result {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(reason)) => reason,
+            Err(e) => e.to_string(),
+        };
+        Err(OutputError::Retryable {
+            output: self.name.clone(),
+            reason,
+        })
     }
 }
 
@@ -176,6 +406,7 @@ mod tests {
     use super::*;
     use crate::output::{Event, record_key};
     use serde_json::json;
+    use std::path::Path;
 
     fn ev(id: &str) -> Event {
         let raw = json!({"Id": id, "CreationTime": "2026-01-01T00:00:00", "Operation": "Op", "RecordType": 1});
@@ -198,6 +429,7 @@ mod tests {
         FileOutputConfig {
             path: path.to_path_buf(),
             dedup_window_bytes: 1 << 20,
+            ..FileOutputConfig::default()
         }
     }
 
@@ -266,6 +498,7 @@ mod tests {
         let c = FileOutputConfig {
             path: path.clone(),
             dedup_window_bytes: one * 2,
+            ..FileOutputConfig::default()
         };
         let out = FileOutput::open("f", &c).unwrap();
         out.send(&batch(&["a", "b", "c"])).await.unwrap();

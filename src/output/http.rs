@@ -2,7 +2,9 @@
 //! basic/token/header authentication and TLS with a custom CA and client certificate.
 //!
 //! A batch is sent in requests of at most `max_events` events, one after the other; it is accepted
-//! only when every request was. A failed request fails the whole batch, which is then sent again
+//! only when every request was. With `linger`, blobs smaller than `max_events` wait up to that long
+//! for blobs of other workers and go out together in one request (the body is the concatenation of
+//! their parts); each sender still gets the verdict of its own part. A failed request fails the whole batch, which is then sent again
 //! from its start, so receivers may see the leading requests twice: Elasticsearch does not, because
 //! each document goes in with `create` and `_id` = the record key, and a second `create` answers
 //! 409 (counted as a duplicate). For NDJSON and Splunk HEC, deduplicate on `o365.audit.Id` downstream.
@@ -17,7 +19,10 @@
 use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
 
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
@@ -32,15 +37,30 @@ pub const DEFAULT_SPLUNK_SOURCE: &str = "o365-collector";
 pub const DEFAULT_SPLUNK_SOURCETYPE: &str = "o365:management:activity";
 
 pub struct HttpOutput {
+    shared: Arc<Shared>,
+}
+
+/// What sends and the coalescing timer share.
+struct Shared {
     name: String,
     cfg: HttpOutputConfig,
     url: reqwest::Url,
     client: reqwest::Client,
     auth: Option<(HeaderName, HeaderValue)>,
     dead_letter: Option<Arc<Mutex<File>>>,
+    /// Small blobs waiting out `linger` for others to share their request.
+    group: Mutex<Option<Group>>,
+    groups: AtomicU64,
 }
 
-/// What one request achieved.
+/// Blobs that go out in one request; each sender waits for its own verdict.
+struct Group {
+    id: u64,
+    events: usize,
+    parts: Vec<(Batch, oneshot::Sender<Result<SendReport, OutputError>>)>,
+}
+
+/// What one request achieved for one of its parts (one blob's events).
 enum Outcome {
     Done(SendReport),
     Retry(String),
@@ -49,6 +69,21 @@ enum Outcome {
 
 impl HttpOutput {
     pub fn open(name: &str, cfg: &HttpOutputConfig) -> Result<HttpOutput, OutputError> {
+        Ok(HttpOutput {
+            shared: Arc::new(Shared::open(name, cfg)?),
+        })
+    }
+
+    /// The request body for `events` in the configured format (before gzip).
+    pub fn body(&self, batch: &Batch, events: &[Event]) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.shared.body_into(&mut out, batch, events);
+        out
+    }
+}
+
+impl Shared {
+    fn open(name: &str, cfg: &HttpOutputConfig) -> Result<Shared, OutputError> {
         let fatal = |reason: String| OutputError::Fatal {
             output: name.to_string(),
             reason,
@@ -114,19 +149,21 @@ impl HttpOutput {
                 Some(Arc::new(Mutex::new(f)))
             }
         };
-        Ok(HttpOutput {
+        Ok(Shared {
             name: name.to_string(),
             cfg: cfg.clone(),
             url,
             client,
             auth,
             dead_letter,
+            group: Mutex::new(None),
+            groups: AtomicU64::new(0),
         })
     }
 
-    /// The request body for `events` in the configured format (before gzip).
-    pub fn body(&self, batch: &Batch, events: &[Event]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(events.iter().map(|e| e.json.len() + 128).sum());
+    /// Appends the body of `events` in the configured format (before gzip).
+    fn body_into(&self, out: &mut Vec<u8>, batch: &Batch, events: &[Event]) {
+        out.reserve(events.iter().map(|e| e.json.len() + 128).sum());
         match self.cfg.format {
             HttpFormat::Ndjson => {
                 for e in events {
@@ -144,7 +181,7 @@ impl HttpOutput {
                         action.insert("_id".into(), Value::String(format!("{k:032x}")));
                     }
                     let line = serde_json::json!({ "create": action });
-                    let _ = serde_json::to_writer(&mut out, &line);
+                    let _ = serde_json::to_writer(&mut *out, &line);
                     out.push(b'\n');
                     out.extend_from_slice(&e.json);
                     out.push(b'\n');
@@ -189,11 +226,17 @@ impl HttpOutput {
                 }
             }
         }
-        out
     }
 
-    async fn post(&self, batch: &Batch, events: &[Event]) -> Outcome {
-        let body = self.body(batch, events);
+    /// Sends the parts (each one blob's events) in one request; one outcome per part.
+    async fn post(&self, parts: &[(&Batch, &[Event])]) -> Vec<Outcome> {
+        let all = |o: fn(String) -> Outcome, reason: String| {
+            parts.iter().map(|_| o(reason.clone())).collect::<Vec<_>>()
+        };
+        let mut body = Vec::new();
+        for (batch, events) in parts {
+            self.body_into(&mut body, batch, events);
+        }
         let content_type = match self.cfg.format {
             HttpFormat::Elasticsearch | HttpFormat::Ndjson => "application/x-ndjson",
             HttpFormat::SplunkHec => "application/json",
@@ -206,7 +249,7 @@ impl HttpOutput {
             req = req.header(CONTENT_ENCODING, "gzip");
             match gzip(&body) {
                 Ok(b) => b,
-                Err(e) => return Outcome::Retry(format!("gzip: {e}")),
+                Err(e) => return all(Outcome::Retry, format!("gzip: {e}")),
             }
         } else {
             body
@@ -217,49 +260,57 @@ impl HttpOutput {
         let resp = match req.body(body).send().await {
             Ok(r) => r,
             // reqwest's error text names the URL, which config validation keeps free of credentials.
-            Err(e) => return Outcome::Retry(error_chain(&e)),
+            Err(e) => return all(Outcome::Retry, error_chain(&e)),
         };
         let status = resp.status().as_u16();
         let text = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Outcome::Retry(format!("reading the response: {}", error_chain(&e))),
+            Err(e) => {
+                let reason = format!("reading the response: {}", error_chain(&e));
+                return all(Outcome::Retry, reason);
+            }
         };
         if !(200..300).contains(&status) {
             let reason = format!("HTTP {status}: {}", excerpt(&text));
             return if status == 408 || status == 429 || status >= 500 {
-                Outcome::Retry(reason)
+                all(Outcome::Retry, reason)
             } else {
-                Outcome::Refused(reason)
+                all(Outcome::Refused, reason)
             };
         }
-        match self.cfg.format {
-            HttpFormat::Elasticsearch => self.bulk_items(batch, events, &text),
-            _ => Outcome::Done(SendReport {
-                written: events.len(),
-                duplicates: 0,
-            }),
+        if self.cfg.format != HttpFormat::Elasticsearch {
+            return all_written(parts);
         }
-    }
-
-    /// Reads the `_bulk` response item by item.
-    fn bulk_items(&self, batch: &Batch, events: &[Event], body: &[u8]) -> Outcome {
-        let parsed: Value = match serde_json::from_slice(body) {
+        let parsed: Value = match serde_json::from_slice(&text) {
             Ok(v) => v,
-            Err(e) => return Outcome::Retry(format!("unreadable _bulk response: {e}")),
+            Err(e) => return all(Outcome::Retry, format!("unreadable _bulk response: {e}")),
         };
-        let mut report = SendReport::default();
+        let total: usize = parts.iter().map(|(_, e)| e.len()).sum();
         if parsed.get("errors") == Some(&Value::Bool(false)) {
-            report.written = events.len();
-            return Outcome::Done(report);
+            return all_written(parts);
         }
         let items = parsed.get("items").and_then(Value::as_array);
-        let Some(items) = items.filter(|i| i.len() == events.len()) else {
-            return Outcome::Retry(format!(
-                "_bulk response lists {} items for {} documents",
-                items.map_or(0, Vec::len),
-                events.len()
-            ));
+        let Some(items) = items.filter(|i| i.len() == total) else {
+            let reason = format!(
+                "_bulk response lists {} items for {total} documents",
+                items.map_or(0, Vec::len)
+            );
+            return all(Outcome::Retry, reason);
         };
+        let mut from = 0;
+        parts
+            .iter()
+            .map(|(batch, events)| {
+                let mine = &items[from..from + events.len()];
+                from += events.len();
+                self.bulk_items(batch, events, mine)
+            })
+            .collect()
+    }
+
+    /// Reads one part's `_bulk` items: a part is refused or retried only for its own documents.
+    fn bulk_items(&self, batch: &Batch, events: &[Event], items: &[Value]) -> Outcome {
+        let mut report = SendReport::default();
         let mut rejected = Vec::new();
         let mut retry = None;
         for (item, event) in items.iter().zip(events) {
@@ -326,31 +377,125 @@ impl HttpOutput {
     }
 }
 
-impl Output for HttpOutput {
-    async fn send(&self, batch: &Batch) -> Result<SendReport, OutputError> {
+impl Shared {
+    /// Sends a whole batch now, in requests of at most `max_events`.
+    async fn send_now(&self, batch: &Batch) -> Result<SendReport, OutputError> {
         let mut total = SendReport::default();
         for chunk in batch.events.chunks(self.cfg.max_events.max(1)) {
-            match self.post(batch, chunk).await {
-                Outcome::Done(r) => {
-                    total.written += r.written;
-                    total.duplicates += r.duplicates;
-                }
-                Outcome::Retry(reason) => {
-                    return Err(OutputError::Retryable {
-                        output: self.name.clone(),
-                        reason,
-                    });
-                }
-                Outcome::Refused(reason) => {
-                    return Err(OutputError::Fatal {
-                        output: self.name.clone(),
-                        reason,
-                    });
-                }
-            }
+            let outcome = self.post(&[(batch, chunk)]).await.pop();
+            let r = self.verdict(outcome)?;
+            total.written += r.written;
+            total.duplicates += r.duplicates;
         }
         Ok(total)
     }
+
+    fn verdict(&self, outcome: Option<Outcome>) -> Result<SendReport, OutputError> {
+        match outcome {
+            Some(Outcome::Done(r)) => Ok(r),
+            Some(Outcome::Retry(reason)) => Err(OutputError::Retryable {
+                output: self.name.clone(),
+                reason,
+            }),
+            Some(Outcome::Refused(reason)) => Err(OutputError::Fatal {
+                output: self.name.clone(),
+                reason,
+            }),
+            None => Err(OutputError::Retryable {
+                output: self.name.clone(),
+                reason: "no outcome for the request".into(),
+            }),
+        }
+    }
+
+    /// Sends the blobs of a group in one request and gives each sender its own verdict.
+    async fn flush(&self, group: Group) {
+        let parts: Vec<(&Batch, &[Event])> = group
+            .parts
+            .iter()
+            .map(|(b, _)| (b, b.events.as_slice()))
+            .collect();
+        let outcomes = self.post(&parts).await;
+        for ((_, done), outcome) in group.parts.into_iter().zip(outcomes) {
+            // A sender that gave up (shutdown) has nobody to tell.
+            let _ = done.send(self.verdict(Some(outcome)));
+        }
+    }
+
+    /// The waiting group, if it is still the one with `id`.
+    fn take_group(&self, id: Option<u64>) -> Option<Group> {
+        let mut g = self.group.lock().unwrap_or_else(|p| p.into_inner());
+        match (id, g.as_ref()) {
+            (Some(id), Some(current)) if current.id != id => None,
+            _ => g.take(),
+        }
+    }
+}
+
+impl Output for HttpOutput {
+    /// A blob of `max_events` or more goes out at once (split into requests of `max_events`). With
+    /// `linger`, smaller blobs wait up to that long for other blobs (from other workers) to share a
+    /// request of at most `max_events` events; each blob still gets its own verdict (an
+    /// Elasticsearch document refused in one blob does not fail the others).
+    async fn send(&self, batch: &Batch) -> Result<SendReport, OutputError> {
+        let shared = &self.shared;
+        let max = shared.cfg.max_events.max(1);
+        let n = batch.events.len();
+        if shared.cfg.linger.is_zero() || n >= max || n == 0 {
+            return shared.send_now(batch).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let full = {
+            let mut g = shared.group.lock().unwrap_or_else(|p| p.into_inner());
+            // A group this blob would push over `max_events` goes out first.
+            let full = match g.as_ref() {
+                Some(current) if current.events + n > max => g.take(),
+                _ => None,
+            };
+            let group = g.get_or_insert_with(|| {
+                let id = shared.groups.fetch_add(1, Ordering::Relaxed);
+                let timer = self.shared.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(timer.cfg.linger).await;
+                    if let Some(group) = timer.take_group(Some(id)) {
+                        timer.flush(group).await;
+                    }
+                });
+                Group {
+                    id,
+                    events: 0,
+                    parts: Vec::new(),
+                }
+            });
+            group.events += n;
+            group.parts.push((batch.clone(), tx));
+            let now_full = (group.events >= max).then(|| g.take()).flatten();
+            [full, now_full]
+        };
+        for group in full.into_iter().flatten() {
+            let s = self.shared.clone();
+            tokio::spawn(async move { s.flush(group).await });
+        }
+        rx.await.unwrap_or_else(|_| {
+            Err(OutputError::Retryable {
+                output: shared.name.clone(),
+                reason: "the shared request was abandoned".into(),
+            })
+        })
+    }
+}
+
+/// Every part accepted whole.
+fn all_written(parts: &[(&Batch, &[Event])]) -> Vec<Outcome> {
+    parts
+        .iter()
+        .map(|(_, events)| {
+            Outcome::Done(SendReport {
+                written: events.len(),
+                duplicates: 0,
+            })
+        })
+        .collect()
 }
 
 fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {

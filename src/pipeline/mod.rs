@@ -3,6 +3,7 @@
 //! accepted them. `lifecycle` keeps the webhook subscriptions in place.
 
 pub mod blob;
+pub mod gate;
 pub mod lifecycle;
 pub mod puller;
 pub mod worker;
@@ -20,6 +21,8 @@ pub struct TenantRuntime {
     pub client: ManagementClient,
     pub output: Arc<AnyOutput>,
     pub output_name: String,
+    /// The output's gate, shared with the other tenants of the same output.
+    pub gate: Arc<gate::OutputGate>,
     /// Content types an operator stopped through the admin API: the subscription keeper leaves them
     /// stopped until they are started again (or the process restarts).
     pub paused: std::sync::Mutex<std::collections::HashSet<String>>,

@@ -2,6 +2,10 @@
 //! the reconciliation that closes gaps (webhook disabled, downtime, lost notifications). Windows are at
 //! most 24 h, never start more than 7 days back, every `NextPageUri` is followed, and the cursor moves
 //! only after everything listed up to it is stored. Dedup by contentId makes overlap with push harmless.
+//!
+//! Back-pressure: while the queue holds `queue_high_water` blobs or more, listing waits (the cursor
+//! stays, and Microsoft keeps the content 7 days), so a slow output does not grow the queue from
+//! this side. The webhook keeps storing notifications: refusing them would get it disabled.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -14,6 +18,7 @@ use tracing::{debug, info, warn};
 use super::{TenantRuntime, Tenants};
 use crate::mgmt_api::ApiError;
 use crate::store::{ContentRef, Store, StoreError};
+use crate::telemetry::Counters;
 
 /// The API refuses windows longer than this.
 pub const MAX_WINDOW: chrono::TimeDelta = chrono::TimeDelta::hours(24);
@@ -194,18 +199,51 @@ async fn list_range<S: Store>(
     Ok(())
 }
 
+/// The number of queued blobs when it is at or above `high_water`.
+async fn backlog<S: Store>(store: &S, high_water: u64) -> Option<u64> {
+    let s = store.stats().await.ok()?;
+    let queued = s.pending + s.leased;
+    (queued >= high_water).then_some(queued)
+}
+
 /// Pulls every tenant's content types every `every` (and once at start), waking the workers when
 /// something new was stored. A failing tenant is logged and tried again next round; it never holds
 /// up the others.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<S: Store>(
     tenants: Arc<Tenants>,
     store: Arc<S>,
     every: Duration,
+    high_water: u64,
+    counters: Arc<Counters>,
     wake: Arc<Notify>,
     reconcile_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    let mut deferring = false;
     loop {
+        if let Some(queued) = backlog(store.as_ref(), high_water).await {
+            Counters::add(&counters.listings_deferred, 1);
+            if !deferring {
+                warn!(
+                    queued,
+                    high_water,
+                    "queue above its high water mark: listing waits for the output to catch up"
+                );
+            }
+            deferring = true;
+            tokio::select! {
+                _ = tokio::time::sleep(every.min(RETRY_SOON)) => continue,
+                _ = shutdown.cancelled() => return,
+            }
+        }
+        if deferring {
+            info!(
+                high_water,
+                "queue below its high water mark: listing resumes"
+            );
+            deferring = false;
+        }
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let rounds = tenants.values().cloned().map(|t| {
             let store = store.clone();

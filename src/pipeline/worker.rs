@@ -1,6 +1,10 @@
 //! One worker: claim a blob → fetch (token attached by the client) → decode + map → output → complete.
 //! Failures reschedule the blob with back-off; only failures that belong to the blob itself
 //! (gone, expired, unreadable) can dead-letter it — an output or credential outage never drops data.
+//!
+//! Back-pressure: a worker holds one blob at a time, so blobs are fetched only as fast as the output
+//! accepts them. When the output is down its [`super::gate`] closes: its blobs are neither claimed
+//! nor fetched until a probe gets through, and a blob that was in flight is given back in its place.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -11,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use super::Tenants;
 use super::blob;
+use super::gate::{MAX_PAUSE, Pass, ProbeGuard};
 use crate::config::PipelineConfig;
 use crate::mapping::Context;
 use crate::mgmt_api::throttle::backoff;
@@ -39,6 +44,8 @@ pub struct Workers<S> {
 }
 
 enum Failure {
+    /// The output is paused: give the blob back untouched, in its place in line.
+    Release,
     /// Try again after the delay. `blob_specific` failures count towards dead-lettering.
     Retry {
         after: Duration,
@@ -60,7 +67,19 @@ impl<S: Store> Workers<S> {
             if self.shutdown.is_cancelled() {
                 break;
             }
-            let claimed = match self.store.claim(1, self.cfg.lease).await {
+            let now = Instant::now();
+            let skip = self.paused_tenants(now);
+            if !skip.is_empty() && skip.len() >= self.tenants.len() {
+                // Every output is paused: claim nothing until a gate lets a probe through.
+                let until = self.next_reopen().unwrap_or(now + IDLE_POLL);
+                tokio::select! {
+                    _ = &mut notified => {}
+                    _ = tokio::time::sleep_until(until.into()) => {}
+                    _ = self.shutdown.cancelled() => break,
+                }
+                continue;
+            }
+            let claimed = match self.store.claim_except(1, self.cfg.lease, &skip).await {
                 Ok(c) => c,
                 Err(e) => {
                     warn!(worker, error = %e, "cannot claim from the store");
@@ -91,6 +110,23 @@ impl<S: Store> Workers<S> {
         debug!(worker, "worker stopped");
     }
 
+    /// Tenants whose output is paused now (their blobs are not claimed).
+    fn paused_tenants(&self, now: Instant) -> Vec<String> {
+        self.tenants
+            .values()
+            .filter(|t| !t.gate.claimable(now))
+            .map(|t| t.cfg.tenant_id.clone())
+            .collect()
+    }
+
+    /// The earliest moment a closed gate lets a probe through.
+    fn next_reopen(&self) -> Option<Instant> {
+        self.tenants
+            .values()
+            .filter_map(|t| t.gate.reopens_at())
+            .min()
+    }
+
     async fn process(&self, item: Claimed) {
         let seq = item.seq;
         let renew = async {
@@ -110,6 +146,12 @@ impl<S: Store> Workers<S> {
         };
         let c = &item.content;
         match outcome {
+            Err(Failure::Release) => {
+                debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, "output paused: blob given back");
+                if let Err(e) = self.store.release(seq).await {
+                    warn!(error = %e, "cannot give a blob back; its lease will expire instead");
+                }
+            }
             Ok(()) => {
                 if let Err(e) = self.store.complete(seq).await {
                     // The lease expires and the blob is sent again; the output's dedup absorbs it.
@@ -166,6 +208,12 @@ impl<S: Store> Workers<S> {
             .base()
             .content_uri(&c.content_uri)
             .map_err(|e| Failure::Dead(format!("contentUri refused: {e}")))?;
+        let pass = tenant.gate.admit(Instant::now());
+        if pass == Pass::Wait {
+            return Err(Failure::Release);
+        }
+        // A probe whose blob cannot be fetched or mapped is abandoned when this guard drops.
+        let probe = ProbeGuard::new(&tenant.gate, pass);
         let labels = Metrics::tenant_labels(&tenant.cfg.tenant_id, &c.content_type);
         let fetch_started = Instant::now();
         let body = tenant
@@ -222,31 +270,58 @@ impl<S: Store> Workers<S> {
             .delivery_seconds
             .get_or_create(&Metrics::one_label("output", &tenant.output_name))
             .observe(send_started.elapsed().as_secs_f64());
-        match sent {
+        let output = &tenant.output_name;
+        let is_probe = probe.is_probe();
+        probe.decided();
+        let e = match sent {
             Ok(report) => {
-                self.counters.activity.output_ok(&tenant.output_name);
+                if tenant.gate.succeeded() {
+                    info!(output.name = %output, "output accepts again: deliveries resume");
+                }
+                self.counters.activity.output_ok(output);
                 metrics
                     .records_delivered
                     .get_or_create(&labels)
                     .inc_by(report.written as u64);
                 Counters::add(&self.counters.records_delivered, report.written as u64);
                 Counters::add(&self.counters.records_duplicate, report.duplicates as u64);
-                debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, output.name = %tenant.output_name,
+                debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, output.name = %output,
                        written = report.written, duplicates = report.duplicates, "blob delivered");
-                Ok(())
+                return Ok(());
             }
-            Err(e) => {
-                self.counters
-                    .activity
-                    .output_failed(&tenant.output_name, &e.to_string());
-                Counters::add(&self.counters.output_errors, 1);
-                Err(Failure::Retry {
-                    after: self.delay(item, None).min(Duration::from_secs(60)),
-                    reason: e.to_string(),
-                    blob_specific: false,
-                })
-            }
+            Err(e) => e,
+        };
+        self.counters.activity.output_failed(output, &e.to_string());
+        Counters::add(&self.counters.output_errors, 1);
+        let now = Instant::now();
+        if !e.is_retryable() {
+            // The output answered, so it is up; only this batch is refused.
+            tenant.gate.succeeded();
+            return Err(Failure::Retry {
+                after: self.delay(item, None).min(MAX_PAUSE),
+                reason: e.to_string(),
+                blob_specific: false,
+            });
         }
+        if let Some(until) = tenant.gate.failed(is_probe, now) {
+            Counters::add(&self.counters.output_pauses, 1);
+            warn!(output.name = %output, retry_in_ms = (until - now).as_millis() as u64, reason = %e,
+                  "output unavailable: deliveries to it are paused and its blobs wait in the queue");
+        }
+        if !is_probe {
+            return Err(Failure::Release);
+        }
+        // The probe's blob counts an attempt and goes behind the blobs waiting since before the
+        // outage, so one blob that keeps failing cannot hold up the whole output.
+        let after = tenant
+            .gate
+            .reopens_at()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(now));
+        Err(Failure::Retry {
+            after,
+            reason: e.to_string(),
+            blob_specific: false,
+        })
     }
 
     fn fetch_failure(&self, item: &Claimed, e: ApiError) -> Failure {

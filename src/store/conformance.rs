@@ -61,6 +61,8 @@ where
     renew_extends_lease(&make().await).await;
     complete_removes_but_keeps_dedup(&make().await).await;
     reschedule_waits_and_counts_attempts(&make().await).await;
+    release_keeps_the_place_in_line(&make().await).await;
+    claim_except_passes_over_skipped_tenants(&make().await).await;
     dead_letter_leaves_queue(&make().await).await;
     unknown_seq_is_not_found(&make().await).await;
     cursor_never_moves_backwards(&make().await).await;
@@ -197,6 +199,56 @@ pub async fn complete_removes_but_keeps_dedup<S: Store>(store: &S) {
 }
 
 /// A rescheduled blob waits until `not_before`, then comes back with one more attempt.
+/// A released blob is due again at once, ahead of later arrivals, with no attempt counted.
+pub async fn release_keeps_the_place_in_line<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("first"), content("second"), content("third")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(1, LONG).await.expect("claim");
+    assert_eq!(ids(&claimed), ["first"]);
+    store.release(claimed[0].seq).await.expect("release");
+    let again = store.claim(2, LONG).await.expect("claim");
+    assert_eq!(
+        ids(&again),
+        ["first", "second"],
+        "released blob first again"
+    );
+    assert_eq!(again[0].attempts, 0, "a release is not an attempt");
+    assert!(matches!(
+        store.release(u64::MAX).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased), (1, 2));
+}
+
+/// Blobs of skipped tenants are passed over and stay first in line for when they are not skipped.
+pub async fn claim_except_passes_over_skipped_tenants<S: Store>(store: &S) {
+    store
+        .enqueue(vec![
+            content_for("paused", "Audit.General", "p1"),
+            content_for("t1", "Audit.General", "a1"),
+            content_for("PAUSED", "Audit.General", "p2"),
+            content_for("t1", "Audit.General", "a2"),
+        ])
+        .await
+        .expect("enqueue");
+    let skip = ["Paused".to_owned()];
+    let got = store.claim_except(10, LONG, &skip).await.expect("claim");
+    assert_eq!(ids(&got), ["a1", "a2"], "skip ignores ASCII case");
+    assert!(
+        store
+            .claim_except(10, LONG, &skip)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    let got = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(ids(&got), ["p1", "p2"], "in arrival order once not skipped");
+    assert!(got.iter().all(|c| c.attempts == 0));
+}
+
 pub async fn reschedule_waits_and_counts_attempts<S: Store>(store: &S) {
     store
         .enqueue(vec![content("retry"), content("later")])

@@ -31,7 +31,7 @@
 //! # Durability
 //!
 //! `enqueue`, `complete`, `reschedule`, `dead_letter`, `advance_cursor` and `prune` commit with
-//! [`Durability::Immediate`] (fsync before returning). `claim` and `renew` commit with
+//! [`Durability::Immediate`] (fsync before returning). `claim`, `renew` and `release` commit with
 //! [`Durability::None`]: lost in a crash, which only makes the blob claimable again — as does a
 //! restart, since `open` releases every lease (a fresh process holds none). An `enqueue` whose
 //! items are all duplicates changes nothing and commits nothing.
@@ -202,11 +202,21 @@ impl Store for EmbeddedStore {
         self.run(move |inner| inner.enqueue(items)).await
     }
 
-    async fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
+    async fn claim_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>, StoreError> {
         if max == 0 {
             return Ok(Vec::new());
         }
-        self.run(move |inner| inner.claim(max, lease)).await
+        let skip = skip.to_vec();
+        self.run(move |inner| inner.claim(max, lease, &skip)).await
+    }
+
+    async fn release(&self, seq: u64) -> Result<(), StoreError> {
+        self.run(move |inner| inner.release(seq)).await
     }
 
     async fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
@@ -374,7 +384,12 @@ impl Inner {
         Ok(outcome)
     }
 
-    fn claim(&self, max: usize, lease: Duration) -> Result<Vec<Claimed>, StoreError> {
+    fn claim(
+        &self,
+        max: usize,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>, StoreError> {
         let now = self.now_ms();
         let until = now.saturating_add(duration_ms(lease));
         let txn = self.write(Durability::None)?;
@@ -383,20 +398,29 @@ impl Inner {
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
             let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
-            let mut due: Vec<(u64, u64)> = Vec::with_capacity(max.min(1024));
+            let mut due: Vec<((u64, u64), Option<Item>)> = Vec::with_capacity(max.min(1024));
             for entry in schedule
                 .range((0, 0)..=(now, u64::MAX))
                 .map_err(|e| self.err(e))?
+                .take(super::CLAIM_SCAN_LIMIT)
             {
                 let (key, _) = entry.map_err(|e| self.err(e))?;
-                due.push(key.value());
-                if due.len() >= max {
-                    break;
+                let (due_ms, seq) = key.value();
+                let item = self.read_item(&items, seq)?;
+                let skipped = item.as_ref().is_some_and(|i| {
+                    skip.iter()
+                        .any(|t| t.eq_ignore_ascii_case(&i.content.tenant_id))
+                });
+                if !skipped {
+                    due.push(((due_ms, seq), item));
+                    if due.len() >= max {
+                        break;
+                    }
                 }
             }
-            for (due_ms, seq) in due {
+            for ((due_ms, seq), item) in due {
                 schedule.remove((due_ms, seq)).map_err(|e| self.err(e))?;
-                let Some(item) = self.read_item(&items, seq)? else {
+                let Some(item) = item else {
                     // A schedule entry without its item cannot happen; drop it rather than stall.
                     leases.remove(seq).map_err(|e| self.err(e))?;
                     continue;
@@ -420,8 +444,18 @@ impl Inner {
     }
 
     fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
-        let now = self.now_ms();
-        let until = now.saturating_add(duration_ms(lease));
+        let until = self.now_ms().saturating_add(duration_ms(lease));
+        // Without owner tokens a renew on an unleased blob (e.g. after a restart) takes the lease:
+        // the caller says it is still working on it.
+        self.set_lease(seq, Some(until))
+    }
+
+    fn release(&self, seq: u64) -> Result<(), StoreError> {
+        self.set_lease(seq, None)
+    }
+
+    /// Leases the blob until `until`, or with `None` gives it back due at its own `due_ms`.
+    fn set_lease(&self, seq: u64, until: Option<u64>) -> Result<(), StoreError> {
         let txn = self.write(Durability::None)?;
         {
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
@@ -430,12 +464,19 @@ impl Inner {
             let item = self
                 .read_item(&items, seq)?
                 .ok_or(StoreError::NotFound(seq))?;
-            // Without owner tokens a renew on an unleased blob (e.g. after a restart) takes the
-            // lease: the caller says it is still working on it.
             let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
             schedule.remove(key).map_err(|e| self.err(e))?;
-            schedule.insert((until, seq), ()).map_err(|e| self.err(e))?;
-            leases.insert(seq, until).map_err(|e| self.err(e))?;
+            match until {
+                Some(until) => {
+                    leases.insert(seq, until).map_err(|e| self.err(e))?;
+                }
+                None => {
+                    leases.remove(seq).map_err(|e| self.err(e))?;
+                }
+            }
+            schedule
+                .insert((until.unwrap_or(item.due_ms), seq), ())
+                .map_err(|e| self.err(e))?;
         }
         self.commit(txn)
     }

@@ -64,6 +64,9 @@ pub enum StoreError {
     NotFound(u64),
 }
 
+/// How many due blobs one `claim_except` call looks at before giving up on the skipped ones.
+pub const CLAIM_SCAN_LIMIT: usize = 4096;
+
 /// How long contentIds are remembered: Microsoft keeps content 7 days; one more day of margin.
 pub const DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
 
@@ -81,7 +84,22 @@ pub trait Store: Send + Sync + 'static {
         &self,
         max: usize,
         lease: Duration,
+    ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send {
+        self.claim_except(max, lease, &[])
+    }
+    /// `claim`, passing over the blobs of the tenants in `skip` (compared ignoring ASCII case):
+    /// their output is paused, and they keep their place in line untouched. Examines at most
+    /// [`CLAIM_SCAN_LIMIT`] due blobs, so a long paused backlog costs a bounded amount per call.
+    fn claim_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        skip: &[String],
     ) -> impl Future<Output = Result<Vec<Claimed>, StoreError>> + Send;
+    /// Gives a claimed blob back untouched: no attempt counted, due again at the time it was due
+    /// before the claim, so it keeps its place in line (the output was paused, nothing was tried).
+    /// `NotFound` if the seq is not queued.
+    fn release(&self, seq: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Extends a lease held by a worker still busy with the blob. Leases carry no owner: renewing
     /// a blob whose lease lapsed takes the lease again. `NotFound` if the seq is not queued.
     fn renew(

@@ -34,6 +34,8 @@ pub struct RecvState {
     pub auth: Mutex<Option<(String, String)>>,
     pub gzip_seen: AtomicUsize,
     pub max_items_per_request: AtomicUsize,
+    /// Each request is answered this many milliseconds late (a slow destination).
+    pub delay_ms: std::sync::atomic::AtomicU64,
 }
 
 impl RecvState {
@@ -194,6 +196,10 @@ async fn handle(
     body: Bytes,
 ) -> (StatusCode, String) {
     s.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = s.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+    }
     if s.fail_requests
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok()

@@ -390,3 +390,59 @@ pub fn custom_setup(dir: &Path, yaml: &str, events: &Path) -> Setup {
         port: 0,
     }
 }
+
+/// The contents of the active file and of every rotated file of a file output (plain or gzip), in
+/// rotation order. A file caught mid-compression (plain and `.gz` both there) is read once; one
+/// deleted between listing and reading is read from its `.gz`.
+pub fn read_with_rotated(active: &Path) -> Vec<u8> {
+    use o365_collector::output::file::{RotatedFile, read_rotated, rotated_files};
+    let files = rotated_files(active).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut done = None;
+    for f in &files {
+        if done == Some(f.rotated_at) {
+            continue;
+        }
+        let read = read_rotated(f).or_else(|e| {
+            if f.gzip || e.kind() != std::io::ErrorKind::NotFound {
+                return Err(e);
+            }
+            let mut gz = f.path.clone().into_os_string();
+            gz.push(".gz");
+            read_rotated(&RotatedFile {
+                path: gz.into(),
+                rotated_at: f.rotated_at,
+                gzip: true,
+            })
+        });
+        if let Ok(bytes) = read {
+            out.extend_from_slice(&bytes);
+            done = Some(f.rotated_at);
+        }
+    }
+    out.extend_from_slice(&std::fs::read(active).unwrap_or_default());
+    out
+}
+
+/// Lines across the active and the rotated files of a file output.
+pub fn line_count_with_rotated(active: &Path) -> usize {
+    read_with_rotated(active)
+        .iter()
+        .filter(|c| **c == b'\n')
+        .count()
+}
+
+/// Record ids across the active and the rotated files of a file output, with their counts.
+pub fn output_ids_with_rotated(active: &Path) -> HashMap<String, u32> {
+    let mut seen = HashMap::new();
+    for line in read_with_rotated(active).split(|b| *b == b'\n') {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let id = v.get("o365.audit.Id").or_else(|| v.get("Id"));
+        if let Some(id) = id.and_then(|v| v.as_str()) {
+            *seen.entry(id.to_string()).or_insert(0) += 1;
+        }
+    }
+    seen
+}
