@@ -20,9 +20,8 @@ use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileCompression,
     FileOutputConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey,
     KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
-    PipelineConfig, Problem, PullConfig, SaslMechanism, Secret, SyslogOutputConfig, SyslogTransport,
-    TenantConfig,
-    TlsConfig, WebhookConfig,
+    PipelineConfig, Problem, PullConfig, SaslMechanism, Secret, SyslogOutputConfig,
+    SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
 use crate::mapping::Format;
 
