@@ -513,7 +513,8 @@ impl Inner {
             schedule.remove(key).map_err(|e| self.err(e))?;
             leases.remove(seq).map_err(|e| self.err(e))?;
             item.attempts = item.attempts.saturating_add(1);
-            item.due_ms = to_ms(not_before);
+            // Rounded up: a blob is never claimable before its `not_before`, not even within its millisecond.
+            item.due_ms = to_ms_ceil(not_before);
             item.last_error = Some(reason);
             items
                 .insert(seq, encode(&item)?.as_slice())
@@ -788,6 +789,14 @@ fn to_ms(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH)
         .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or(0)
+}
+
+fn to_ms_ceil(t: SystemTime) -> u64 {
+    let ms = to_ms(t);
+    let exact = t
+        .duration_since(UNIX_EPOCH)
+        .is_ok_and(|d| d.subsec_nanos() % 1_000_000 == 0);
+    if exact { ms } else { ms.saturating_add(1) }
 }
 
 fn from_ms(ms: u64) -> SystemTime {
