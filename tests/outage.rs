@@ -1,4 +1,5 @@
-//! An output outage end to end: the real binary in push mode against the emulator and a real
+//! An output outage end to end (syslog, the three http formats, Kafka on a durable broker): the
+//! real binary in push mode against the emulator and a real
 //! receiver, which is stopped in the middle of the run and started again. Shows:
 //! - every published record arrives once the receiver is back;
 //! - the webhook keeps acknowledging (storing) notifications while the output is down;
@@ -13,7 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use outputs_support::http::HttpReceiver;
-use outputs_support::{Rsyslog, SyslogMode, id_of};
+use outputs_support::{Rsyslog, SyslogMode, Tansu, TansuOptions, id_of};
 use support::{Collector, TENANT};
 
 const TYPE: &str = "Audit.General";
@@ -26,7 +27,12 @@ enum Receiver {
     Syslog(Rsyslog),
     /// The http output in one of its formats (`ndjson`, `elasticsearch`, `splunk_hec`).
     Http(HttpReceiver, &'static str),
+    /// A tansu broker keeping its data in a local S3 server, so a restart loses nothing.
+    Kafka(Tansu),
 }
+
+/// The kafka output's default topic for [`TYPE`]; one partition keeps the order observable.
+const KAFKA_TOPIC: &str = "o365-Audit.General";
 
 impl Receiver {
     /// The `outputs:` entry (indented under `outputs:`) that sends to this receiver.
@@ -46,6 +52,10 @@ impl Receiver {
                     ""
                 }
             ),
+            Receiver::Kafka(t) => format!(
+                "  siem:\n    type: kafka\n    brokers: '{}'\n    timeout: 3s\n",
+                t.address()
+            ),
         }
     }
 
@@ -53,6 +63,7 @@ impl Receiver {
         match self {
             Receiver::Syslog(r) => r.stop(),
             Receiver::Http(r, _) => r.stop(),
+            Receiver::Kafka(t) => t.stop(),
         }
     }
 
@@ -60,6 +71,7 @@ impl Receiver {
         match self {
             Receiver::Syslog(r) => r.restart(),
             Receiver::Http(r, _) => r.restart(),
+            Receiver::Kafka(t) => t.restart(),
         }
     }
 
@@ -67,6 +79,10 @@ impl Receiver {
     fn ids(&self) -> Vec<String> {
         match self {
             Receiver::Syslog(r) => r.received().iter().map(|m| id_of(&m.msg)).collect(),
+            Receiver::Kafka(t) => outputs_support::kafka_values(&t.address(), KAFKA_TOPIC, 1)
+                .iter()
+                .map(|v| id_of(std::str::from_utf8(v).unwrap()))
+                .collect(),
             Receiver::Http(r, "elasticsearch") => {
                 // Documents by `_id`: a re-sent document replaces itself; order is not kept.
                 let docs = r.state.docs.lock().unwrap();
@@ -268,6 +284,16 @@ async fn a_slow_output_paces_fetching() {
 #[tokio::test]
 async fn syslog_outage_loses_nothing_and_pauses_fetching() {
     outage_then_recovery(Receiver::Syslog(Rsyslog::start(SyslogMode::Tcp))).await;
+}
+
+#[tokio::test]
+async fn kafka_outage_loses_nothing_and_pauses_fetching() {
+    let t = Tansu::start_with(TansuOptions {
+        durable: true,
+        ..TansuOptions::default()
+    });
+    outputs_support::kafka_create_topic(&t.address(), KAFKA_TOPIC, 1);
+    outage_then_recovery(Receiver::Kafka(t)).await;
 }
 
 #[tokio::test]
