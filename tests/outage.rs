@@ -1,6 +1,6 @@
 //! An output outage end to end (syslog, the three http formats, Kafka on a durable broker): the
-//! real binary in push mode against the emulator and a real
-//! receiver, which is stopped in the middle of the run and started again. Shows:
+//! real binary in push mode against the emulator and a real receiver, which is stopped in the
+//! middle of the run and started again. Shows:
 //! - every published record arrives once the receiver is back;
 //! - the webhook keeps acknowledging (storing) notifications while the output is down;
 //! - back-pressure: while the output is down the workers stop fetching blobs (the emulator serves
