@@ -590,6 +590,8 @@ impl TlsFront {
                         _ = &mut stopped => break,
                         accepted = listener.accept() => {
                             let Ok((tcp, _)) = accepted else { continue };
+                            // Like a real proxy: no Nagle delay on either leg.
+                            let _ = tcp.set_nodelay(true);
                             let acceptor = acceptor.clone();
                             tokio::spawn(async move {
                                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
@@ -598,6 +600,7 @@ impl TlsFront {
                                 else {
                                     return;
                                 };
+                                let _ = broker.set_nodelay(true);
                                 let _ = tokio::io::copy_bidirectional(&mut tls, &mut broker).await;
                             });
                         }
