@@ -1,9 +1,12 @@
-//! One conformance suite, run against every network output with its real receiver:
+//! One conformance suite, run against every output with its real receiver:
 //! - accepted means at the destination (`Ok` only once the whole batch arrived);
 //! - a receiver that is down surfaces as `Retryable` (also on a connection that was open before);
 //! - an outage in the middle of a run, then recovery, loses nothing (batches are retried as the
 //!   worker does until accepted);
 //! - secrets never appear in errors or in the configuration's Debug output.
+//!
+//! The file output takes part too: every batch rotates (`rotate_bytes: 1`), and its outage is the
+//! output directory going away (an unmounted volume), so a rotation cannot happen until it is back.
 //!
 //! Syslog over UDP is left out: RFC 5426 has no delivery confirmation, so it cannot conform.
 //! The Kafka broker (tansu) keeps its data in a local S3 server, so it is restarted on the same
@@ -32,9 +35,11 @@ enum Kind {
     SplunkHec,
     Ndjson,
     Kafka,
+    File,
 }
 
-const ALL: [Kind; 6] = [
+const ALL: [Kind; 7] = [
+    Kind::File,
     Kind::Kafka,
     Kind::SyslogTcp,
     Kind::SyslogTls,
@@ -47,6 +52,12 @@ enum Server {
     Syslog(Rsyslog),
     Http(HttpReceiver),
     Kafka(Tansu),
+    /// The output directory (`live`) inside a temporary directory; away at `away` while down.
+    File {
+        _tmp: tempfile::TempDir,
+        live: std::path::PathBuf,
+        away: std::path::PathBuf,
+    },
 }
 
 struct Harness {
@@ -91,6 +102,20 @@ impl Harness {
                 );
                 (Server::Kafka(t), y)
             }
+            Kind::File => {
+                let tmp = tempfile::tempdir().unwrap();
+                let (live, away) = (tmp.path().join("out"), tmp.path().join("away"));
+                let y = format!(
+                    "    type: file\n    path: '{}'\n    rotate_bytes: 1\n",
+                    live.join("events.ndjson").display()
+                );
+                let server = Server::File {
+                    _tmp: tmp,
+                    live,
+                    away,
+                };
+                (server, y)
+            }
             Kind::Elasticsearch | Kind::SplunkHec | Kind::Ndjson => {
                 let r = HttpReceiver::start();
                 let (format, header) = match kind {
@@ -129,6 +154,7 @@ impl Harness {
             Server::Syslog(r) => r.stop(),
             Server::Http(r) => r.stop(),
             Server::Kafka(t) => t.stop(),
+            Server::File { live, away, .. } => std::fs::rename(&live, &away).unwrap(),
         }
     }
 
@@ -137,6 +163,7 @@ impl Harness {
             Server::Syslog(r) => r.restart(),
             Server::Http(r) => r.restart(),
             Server::Kafka(t) => t.restart(),
+            Server::File { live, away, .. } => std::fs::rename(&away, &live).unwrap(),
         }
     }
 
@@ -144,6 +171,19 @@ impl Harness {
     fn delivered(&self) -> Vec<String> {
         match &self.server {
             Server::Syslog(r) => r.received().iter().map(|m| id_of(&m.msg)).collect(),
+            Server::File { live, .. } => {
+                use o365_collector::output::file::{read_rotated, rotated_files};
+                let active = live.join("events.ndjson");
+                let mut text = std::fs::read(&active).unwrap_or_default();
+                for f in rotated_files(&active).unwrap() {
+                    text.extend(read_rotated(&f).unwrap());
+                }
+                String::from_utf8(text)
+                    .unwrap()
+                    .lines()
+                    .map(id_of)
+                    .collect()
+            }
             Server::Kafka(t) => outputs_support::kafka_values(&t.address(), KAFKA_TOPIC, 2)
                 .iter()
                 .map(|v| id_of(std::str::from_utf8(v).unwrap()))
@@ -188,7 +228,7 @@ impl Harness {
         let mut have: HashSet<String>;
         let limit = match self.server {
             Server::Syslog(_) => Duration::from_secs(30),
-            Server::Http(_) | Server::Kafka(_) => Duration::ZERO,
+            Server::Http(_) | Server::Kafka(_) | Server::File { .. } => Duration::ZERO,
         };
         let start = std::time::Instant::now();
         loop {
@@ -240,7 +280,11 @@ async fn receiver_down_is_retryable() {
             assert!(err.is_retryable(), "{kind:?}: {err}");
             assert_no_secret(kind, &err);
         }
-        // A fresh output against the stopped receiver: the same.
+        // A fresh output against the stopped receiver: the same. (Opening a file output creates its
+        // directory, so for it a missing directory is only an outage once it is running.)
+        if matches!(kind, Kind::File) {
+            continue;
+        }
         let err = h.open().send(&batch(5..10)).await.unwrap_err();
         assert!(err.is_retryable(), "{kind:?}: {err}");
     }
