@@ -154,7 +154,7 @@ impl Harness {
             Server::Syslog(r) => r.stop(),
             Server::Http(r) => r.stop(),
             Server::Kafka(t) => t.stop(),
-            Server::File { live, away, .. } => std::fs::rename(&live, &away).unwrap(),
+            Server::File { live, away, .. } => std::fs::rename(live, away).unwrap(),
         }
     }
 
@@ -163,7 +163,7 @@ impl Harness {
             Server::Syslog(r) => r.restart(),
             Server::Http(r) => r.restart(),
             Server::Kafka(t) => t.restart(),
-            Server::File { live, away, .. } => std::fs::rename(&away, &live).unwrap(),
+            Server::File { live, away, .. } => std::fs::rename(away, live).unwrap(),
         }
     }
 
