@@ -247,6 +247,18 @@ pub async fn claim_except_passes_over_skipped_tenants<S: Store>(store: &S) {
     let got = store.claim(10, LONG).await.expect("claim");
     assert_eq!(ids(&got), ["p1", "p2"], "in arrival order once not skipped");
     assert!(got.iter().all(|c| c.attempts == 0));
+
+    // A long backlog of a skipped tenant in front does not hide a later blob of another one.
+    let backlog: Vec<ContentRef> = (0..5000)
+        .map(|i| content_for("paused", "Audit.General", &format!("b{i}")))
+        .collect();
+    store.enqueue(backlog).await.expect("enqueue");
+    store
+        .enqueue(vec![content_for("t2", "Audit.General", "late")])
+        .await
+        .expect("enqueue");
+    let got = store.claim_except(1, LONG, &skip).await.expect("claim");
+    assert_eq!(ids(&got), ["late"]);
 }
 
 pub async fn reschedule_waits_and_counts_attempts<S: Store>(store: &S) {

@@ -6,19 +6,25 @@
 //! |-------------|----------------------------|--------------------|---------------------------------------|
 //! | `meta`      | name                       | u64                | format, next seq, counters, clock     |
 //! | `items`     | seq                        | JSON item          | the queued blobs, in arrival order    |
-//! | `schedule`  | (due ms, seq)              | ()                 | when each queued blob is claimable    |
+//! | `schedule_by_tenant` | (tenant, due ms, seq) | ()                | when each queued blob is claimable    |
 //! | `leases`    | seq                        | lease-until ms     | the blobs a worker holds right now    |
 //! | `dedup`     | contentId                  | first-seen ms      | the dedup set                         |
 //! | `dedup_age` | (first-seen ms, contentId) | ()                 | `prune` finds old ids without a scan  |
 //! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
 //! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints                   |
 //!
-//! Every queued blob has exactly one `schedule` entry: `(lease_until, seq)` while leased, otherwise
-//! `(due, seq)` where `due` is its enqueue time or, after a `reschedule`, its `not_before`. `claim`
-//! reads that index from the start up to "now", so it costs O(max · log n) however many blobs wait
-//! or are leased, and a blob whose lease expired is simply due again. Keying fresh blobs by their
-//! enqueue time (not 0) keeps retries fair: a due retry is served in time order among fresh blobs
-//! instead of behind the whole backlog.
+//! Every queued blob has exactly one `schedule_by_tenant` entry: `(tenant, lease_until, seq)` while
+//! leased, otherwise `(tenant, due, seq)` where `due` is its enqueue time or, after a `reschedule`,
+//! its `not_before` (`tenant` in lower case). `claim` reads, for each tenant not skipped, that
+//! tenant's part of the index from its start up to "now", and takes the oldest `(due, seq)` across
+//! them; so it costs O(tenants · max · log n) however many blobs wait or are leased — also when a
+//! paused tenant (its output is down) has a long backlog in front of the others'. A blob whose
+//! lease expired is simply due again. Keying fresh blobs by their enqueue time (not 0) keeps
+//! retries fair: a due retry is served in time order among fresh blobs instead of behind the whole
+//! backlog.
+//!
+//! Format 1 (one `schedule` index keyed `(due, seq)`) is migrated at open: the index is rebuilt from
+//! `items` (leases are released at open anyway).
 //!
 //! # Time
 //!
@@ -43,6 +49,7 @@
 //! 7 days, so after [`super::DEDUP_RETENTION`] nobody announces it again.
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -60,7 +67,9 @@ pub const FILE_NAME: &str = "queue.redb";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const ITEMS: TableDefinition<u64, &[u8]> = TableDefinition::new("items");
-const SCHEDULE: TableDefinition<(u64, u64), ()> = TableDefinition::new("schedule");
+const SCHEDULE: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("schedule_by_tenant");
+/// Format 1's index, dropped by the migration to format 2.
+const SCHEDULE_V1: TableDefinition<(u64, u64), ()> = TableDefinition::new("schedule");
 const LEASES: TableDefinition<u64, u64> = TableDefinition::new("leases");
 const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 const DEDUP_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_age");
@@ -73,7 +82,7 @@ const META_DEAD: &str = "dead";
 const META_CLOCK: &str = "clock_high_water_ms";
 const META_FORMAT: &str = "format";
 /// Bumped when the layout changes incompatibly; a file with another value is refused.
-const FORMAT_VERSION: u64 = 1;
+const FORMAT_VERSION: u64 = 2;
 
 /// A queued blob as stored in `items`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -278,12 +287,18 @@ impl Inner {
         let txn = self.write(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut migrate = false;
             match get_u64(&meta, META_FORMAT).map_err(|e| self.err(e))? {
                 None => {
                     meta.insert(META_FORMAT, FORMAT_VERSION)
                         .map_err(|e| self.err(e))?;
                 }
                 Some(FORMAT_VERSION) => {}
+                Some(1) => {
+                    migrate = true;
+                    meta.insert(META_FORMAT, FORMAT_VERSION)
+                        .map_err(|e| self.err(e))?;
+                }
                 Some(other) => {
                     return Err(StoreError::Corrupt(format!(
                         "{}: store format {other}, this build reads format {FORMAT_VERSION}",
@@ -298,18 +313,38 @@ impl Inner {
                 c.last_at = Instant::now();
             }
 
+            if migrate {
+                txn.delete_table(SCHEDULE_V1).map_err(|e| self.err(e))?;
+            }
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
             let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
+            if migrate {
+                // Every queued blob gets its entry, due when it was due (leases are void anyway).
+                leases.retain(|_, _| false).map_err(|e| self.err(e))?;
+                for entry in items.iter().map_err(|e| self.err(e))? {
+                    let (seq, _) = entry.map_err(|e| self.err(e))?;
+                    let seq = seq.value();
+                    if let Some(item) = self.read_item(&items, seq)? {
+                        let t = tenant_key(&item);
+                        schedule
+                            .insert((t.as_str(), item.due_ms, seq), ())
+                            .map_err(|e| self.err(e))?;
+                    }
+                }
+            }
             // A fresh process holds no lease: every leased blob becomes due again.
             while let Some((seq, until)) = {
                 let first = leases.pop_first().map_err(|e| self.err(e))?;
                 first.map(|(k, v)| (k.value(), v.value()))
             } {
-                schedule.remove((until, seq)).map_err(|e| self.err(e))?;
                 if let Some(item) = self.read_item(&items, seq)? {
+                    let t = tenant_key(&item);
                     schedule
-                        .insert((item.due_ms, seq), ())
+                        .remove((t.as_str(), until, seq))
+                        .map_err(|e| self.err(e))?;
+                    schedule
+                        .insert((t.as_str(), item.due_ms, seq), ())
                         .map_err(|e| self.err(e))?;
                 }
             }
@@ -365,7 +400,10 @@ impl Inner {
                 items
                     .insert(seq, encode(&item)?.as_slice())
                     .map_err(|e| self.err(e))?;
-                schedule.insert((now, seq), ()).map_err(|e| self.err(e))?;
+                let t = tenant_key(&item);
+                schedule
+                    .insert((t.as_str(), now, seq), ())
+                    .map_err(|e| self.err(e))?;
                 outcome.added += 1;
             }
             if outcome.added > 0 {
@@ -398,34 +436,49 @@ impl Inner {
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
             let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
-            let mut due: Vec<((u64, u64), Option<Item>)> = Vec::with_capacity(max.min(1024));
-            for entry in schedule
-                .range((0, 0)..=(now, u64::MAX))
-                .map_err(|e| self.err(e))?
-                .take(super::CLAIM_SCAN_LIMIT)
-            {
-                let (key, _) = entry.map_err(|e| self.err(e))?;
-                let (due_ms, seq) = key.value();
-                let item = self.read_item(&items, seq)?;
-                let skipped = item.as_ref().is_some_and(|i| {
-                    skip.iter()
-                        .any(|t| t.eq_ignore_ascii_case(&i.content.tenant_id))
-                });
-                if !skipped {
-                    due.push(((due_ms, seq), item));
-                    if due.len() >= max {
-                        break;
+            // The oldest due entries of each tenant not skipped, then the oldest of all.
+            let mut due: Vec<(u64, u64, String)> = Vec::new();
+            let mut tenant: Option<String> = None;
+            loop {
+                let next = match &tenant {
+                    None => schedule.first().map_err(|e| self.err(e))?,
+                    Some(t) => {
+                        let after = (t.as_str(), u64::MAX, u64::MAX);
+                        let mut r = schedule
+                            .range::<(&str, u64, u64)>((Bound::Excluded(after), Bound::Unbounded))
+                            .map_err(|e| self.err(e))?;
+                        r.next().transpose().map_err(|e| self.err(e))?
+                    }
+                };
+                let Some((key, _)) = next else { break };
+                let t = key.value().0.to_owned();
+                if !skip.iter().any(|s| s.eq_ignore_ascii_case(&t)) {
+                    for entry in schedule
+                        .range((t.as_str(), 0, 0)..=(t.as_str(), now, u64::MAX))
+                        .map_err(|e| self.err(e))?
+                        .take(max)
+                    {
+                        let (key, _) = entry.map_err(|e| self.err(e))?;
+                        let (_, due_ms, seq) = key.value();
+                        due.push((due_ms, seq, t.clone()));
                     }
                 }
+                tenant = Some(t);
             }
-            for ((due_ms, seq), item) in due {
-                schedule.remove((due_ms, seq)).map_err(|e| self.err(e))?;
-                let Some(item) = item else {
+            due.sort_unstable();
+            due.truncate(max);
+            for (due_ms, seq, t) in due {
+                schedule
+                    .remove((t.as_str(), due_ms, seq))
+                    .map_err(|e| self.err(e))?;
+                let Some(item) = self.read_item(&items, seq)? else {
                     // A schedule entry without its item cannot happen; drop it rather than stall.
                     leases.remove(seq).map_err(|e| self.err(e))?;
                     continue;
                 };
-                schedule.insert((until, seq), ()).map_err(|e| self.err(e))?;
+                schedule
+                    .insert((t.as_str(), until, seq), ())
+                    .map_err(|e| self.err(e))?;
                 leases.insert(seq, until).map_err(|e| self.err(e))?;
                 claimed.push(Claimed {
                     seq,
@@ -464,8 +517,10 @@ impl Inner {
             let item = self
                 .read_item(&items, seq)?
                 .ok_or(StoreError::NotFound(seq))?;
-            let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
-            schedule.remove(key).map_err(|e| self.err(e))?;
+            let (t, at, _) = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
+            schedule
+                .remove((t.as_str(), at, seq))
+                .map_err(|e| self.err(e))?;
             match until {
                 Some(until) => {
                     leases.insert(seq, until).map_err(|e| self.err(e))?;
@@ -475,7 +530,7 @@ impl Inner {
                 }
             }
             schedule
-                .insert((until.unwrap_or(item.due_ms), seq), ())
+                .insert((t.as_str(), until.unwrap_or(item.due_ms), seq), ())
                 .map_err(|e| self.err(e))?;
         }
         self.commit(txn)
@@ -509,8 +564,10 @@ impl Inner {
             let mut item = self
                 .read_item(&items, seq)?
                 .ok_or(StoreError::NotFound(seq))?;
-            let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
-            schedule.remove(key).map_err(|e| self.err(e))?;
+            let (t, at, _) = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
+            schedule
+                .remove((t.as_str(), at, seq))
+                .map_err(|e| self.err(e))?;
             leases.remove(seq).map_err(|e| self.err(e))?;
             item.attempts = item.attempts.saturating_add(1);
             // Rounded up: a blob is never claimable before its `not_before`, not even within its millisecond.
@@ -520,7 +577,7 @@ impl Inner {
                 .insert(seq, encode(&item)?.as_slice())
                 .map_err(|e| self.err(e))?;
             schedule
-                .insert((item.due_ms, seq), ())
+                .insert((t.as_str(), item.due_ms, seq), ())
                 .map_err(|e| self.err(e))?;
             meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
         }
@@ -558,8 +615,10 @@ impl Inner {
         let item = self
             .read_item(&items, seq)?
             .ok_or(StoreError::NotFound(seq))?;
-        let key = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
-        schedule.remove(key).map_err(|e| self.err(e))?;
+        let (t, at, _) = schedule_key(&leases, &item, seq).map_err(|e| self.err(e))?;
+        schedule
+            .remove((t.as_str(), at, seq))
+            .map_err(|e| self.err(e))?;
         leases.remove(seq).map_err(|e| self.err(e))?;
         items.remove(seq).map_err(|e| self.err(e))?;
         Ok(item)
@@ -745,15 +804,22 @@ impl Inner {
 }
 
 /// The `schedule` key `seq` sits under right now.
+/// Where a blob's entry is in `schedule_by_tenant`: `(tenant, lease_until or due, seq)`.
 fn schedule_key(
     leases: &impl ReadableTable<u64, u64>,
     item: &Item,
     seq: u64,
-) -> Result<(u64, u64), redb::StorageError> {
-    Ok(match leases.get(seq)? {
-        Some(until) => (until.value(), seq),
-        None => (item.due_ms, seq),
-    })
+) -> Result<(String, u64, u64), redb::StorageError> {
+    let at = match leases.get(seq)? {
+        Some(until) => until.value(),
+        None => item.due_ms,
+    };
+    Ok((tenant_key(item), at, seq))
+}
+
+/// The tenant part of a blob's schedule key (lower case, as skip lists are compared).
+fn tenant_key(item: &Item) -> String {
+    item.content.tenant_id.to_ascii_lowercase()
 }
 
 fn get_u64(
@@ -843,5 +909,78 @@ fn map_error(path: &Path, e: redb::Error) -> StoreError {
             path.display()
         )),
         other => StoreError::Unavailable(format!("{}: {other}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::content_for;
+
+    /// A store written by format 1 (one `schedule` index keyed `(due, seq)`, one blob leased) opens
+    /// as format 2 with every blob claimable in its old order.
+    #[tokio::test]
+    async fn format_1_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                meta.insert(META_FORMAT, 1).unwrap();
+                meta.insert(META_NEXT_SEQ, 4).unwrap();
+                meta.insert(META_QUEUED, 3).unwrap();
+                let mut items = txn.open_table(ITEMS).unwrap();
+                let mut schedule = txn.open_table(SCHEDULE_V1).unwrap();
+                let mut leases = txn.open_table(LEASES).unwrap();
+                for (seq, tenant, due) in [(1u64, "T-A", 100u64), (2, "t-b", 200), (3, "t-a", 50)] {
+                    let item = Item {
+                        content: content_for(tenant, "Audit.General", &format!("c{seq}")),
+                        attempts: 0,
+                        enqueued_ms: due,
+                        due_ms: due,
+                        last_error: None,
+                    };
+                    items
+                        .insert(seq, encode(&item).unwrap().as_slice())
+                        .unwrap();
+                    if seq == 2 {
+                        leases.insert(seq, 9_999_999_999_999).unwrap();
+                        schedule.insert((9_999_999_999_999, seq), ()).unwrap();
+                    } else {
+                        schedule.insert((due, seq), ()).unwrap();
+                    }
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let ids = |c: &[Claimed]| -> Vec<String> {
+            c.iter().map(|c| c.content.content_id.clone()).collect()
+        };
+        let skip = ["t-a".to_owned()];
+        let got = store
+            .claim_except(10, Duration::from_secs(60), &skip)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(&got),
+            ["c2"],
+            "the lease was released; tenants compared in lower case"
+        );
+        let got = store.claim(10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(ids(&got), ["c3", "c1"], "by due time across the migration");
+        let stats = store.stats().await.unwrap();
+        assert_eq!((stats.pending, stats.leased), (0, 3));
+        drop(store);
+        // The old index is gone and the format is 2.
+        let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+        let txn = db.begin_read().unwrap();
+        assert!(txn.open_table(SCHEDULE_V1).is_err());
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(
+            meta.get(META_FORMAT).unwrap().unwrap().value(),
+            FORMAT_VERSION
+        );
     }
 }

@@ -64,9 +64,6 @@ pub enum StoreError {
     NotFound(u64),
 }
 
-/// How many due blobs one `claim_except` call looks at before giving up on the skipped ones.
-pub const CLAIM_SCAN_LIMIT: usize = 4096;
-
 /// How long contentIds are remembered: Microsoft keeps content 7 days; one more day of margin.
 pub const DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
 
@@ -88,8 +85,8 @@ pub trait Store: Send + Sync + 'static {
         self.claim_except(max, lease, &[])
     }
     /// `claim`, passing over the blobs of the tenants in `skip` (compared ignoring ASCII case):
-    /// their output is paused, and they keep their place in line untouched. Examines at most
-    /// [`CLAIM_SCAN_LIMIT`] due blobs, so a long paused backlog costs a bounded amount per call.
+    /// their output is paused, and they keep their place in line untouched. However long their
+    /// backlog, it does not slow the claim of the other tenants' blobs.
     fn claim_except(
         &self,
         max: usize,
