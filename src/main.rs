@@ -49,6 +49,8 @@ enum Command {
     Subscriptions(o365_collector::admin::cli::SubscriptionsArgs),
     /// Ask the running collector to list and fetch a past time range again.
     Backfill(o365_collector::admin::cli::BackfillArgs),
+    /// List the blobs the running collector gave up, or queue them again.
+    DeadLetters(o365_collector::admin::cli::DeadLettersArgs),
     /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
     Map(mapping::cli::MapArgs),
 }
@@ -115,6 +117,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Backfill(args) => {
             let code = runtime()?.block_on(o365_collector::admin::cli::backfill(args));
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
+        Command::DeadLetters(args) => {
+            let code = runtime()?.block_on(o365_collector::admin::cli::dead_letters(args));
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
         Command::Map(args) => {

@@ -841,3 +841,78 @@ async fn a_failing_tenant_shows_its_error_and_others_still_work() {
     }
     h.stop().await;
 }
+
+/// Blobs Microsoft keeps refusing are dead-lettered after `max_attempts`; the admin API lists them
+/// with their reason, and once the cause is gone puts them back: every record is then delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_and_requeued() {
+    let h = Harness::start_with(|_| {}, "pipeline:\n  max_attempts: 2\n").await;
+    support::wait_webhooks_enabled(&h.emu, &ALL_TYPES).await;
+    support::faults(
+        &h.emu,
+        json!({"content_error_rate": 1.0, "content_error_status": 400}),
+    )
+    .await;
+    support::generate(&h.emu, "Audit.Exchange", 60, 3).await;
+    support::wait_for(Duration::from_secs(60), "3 dead letters", || async {
+        h.get("/status").await["queue"]["dead_letters"] == 3
+    })
+    .await;
+    let dead = h.get("/dead-letters").await;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 3);
+    for d in dead {
+        assert_eq!(d["tenant_id"], TENANT);
+        assert_eq!(d["content_type"], "Audit.Exchange");
+        assert_eq!(d["attempts"], 1);
+        let reason = d["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("2 attempts") && reason.contains("400"),
+            "{reason}"
+        );
+    }
+    assert_eq!(support::line_count(&h.setup.events), 0);
+
+    // Neither seqs nor all: refused, nothing moves.
+    let (status, v) = h
+        .call(
+            reqwest::Method::POST,
+            "/dead-letters/requeue",
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    support::faults(&h.emu, json!({"reset": true})).await;
+    let first = dead[0]["seq"].as_u64().unwrap();
+    let (status, v) = h
+        .call(
+            reqwest::Method::POST,
+            "/dead-letters/requeue",
+            Some(json!({"seqs": [first]})),
+        )
+        .await;
+    assert_eq!((status, &v["requeued"]), (200, &json!(1)), "{v}");
+    wait_lines(&h.setup.events, 20).await;
+    // The rest through the CLI mirror.
+    let url = format!("http://{}", h.app.admin_addr);
+    let env = [
+        ("O365_ADMIN_URL", url.as_str()),
+        ("O365_ADMIN_TOKEN", TOKEN),
+    ];
+    let (code, out, err) = cli(&["dead-letters", "list"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("2 dead letter(s)\n"), "{out}");
+    assert!(
+        out.contains("Audit.Exchange") && out.contains("400"),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["dead-letters", "requeue", "--all"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "2 dead letter(s) queued again\n");
+    wait_lines(&h.setup.events, 60).await;
+    let published = support::published_ids(&h.emu).await;
+    support::assert_exactly_once(&published, &support::output_ids(&h.setup.events));
+    assert_eq!(h.get("/dead-letters").await, json!([]));
+    h.assert_no_secret_seen();
+    h.stop().await;
+}

@@ -33,6 +33,7 @@ conformance_tests!(
     release_keeps_the_place_in_line,
     claim_except_passes_over_skipped_tenants,
     dead_letter_leaves_queue,
+    dead_letters_can_be_requeued,
     unknown_seq_is_not_found,
     cursor_never_moves_backwards,
     prune_forgets_old_ids,

@@ -74,6 +74,12 @@ impl Store for Switchable {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         Ok(StoreStats::default())
     }
+    async fn dead_letters(&self) -> Result<Vec<o365_collector::store::DeadLetter>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn requeue_dead(&self, _: &[u64]) -> Result<u64, StoreError> {
+        Err(down())
+    }
 }
 
 #[tokio::test]

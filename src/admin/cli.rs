@@ -15,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backfill::{BackfillAnswer, BackfillRequest, parse_time};
+use super::dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
 use super::subscriptions::{ChangeAnswer, SubscriptionsAnswer};
 use crate::config::{CONTENT_TYPES, Config};
 
@@ -99,6 +100,30 @@ pub struct BackfillArgs {
     pub end: Option<String>,
 }
 
+/// `o365-collector dead-letters …`
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeadLettersArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    #[command(subcommand)]
+    pub action: DeadLettersAction,
+}
+
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum DeadLettersAction {
+    /// The blobs given up, with their reason.
+    List,
+    /// Put dead letters back in the queue (attempts reset), once their cause is fixed.
+    Requeue {
+        /// Seqs as `list` shows them.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        seqs: Vec<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
 /// Why a mirror command failed; `code` is the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -125,6 +150,55 @@ pub async fn subscriptions(args: SubscriptionsArgs) -> i32 {
 /// Runs `backfill`; returns the process exit code.
 pub async fn backfill(args: BackfillArgs) -> i32 {
     finish(run_backfill(&args).await)
+}
+
+/// Runs `dead-letters`; returns the process exit code.
+pub async fn dead_letters(args: DeadLettersArgs) -> i32 {
+    finish(run_dead_letters(&args).await)
+}
+
+/// The text to print and whether everything succeeded.
+pub async fn run_dead_letters(args: &DeadLettersArgs) -> Result<(String, bool), CliError> {
+    let api = AdminClient::from_connection(&args.conn)?;
+    match &args.action {
+        DeadLettersAction::List => {
+            let (_, dead): (_, Vec<DeadLetterView>) = api
+                .call(Method::GET, "/dead-letters", &[], None::<&()>)
+                .await?;
+            if args.conn.json {
+                return Ok((to_json(&dead), true));
+            }
+            let mut out = format!("{} dead letter(s)\n", dead.len());
+            for d in &dead {
+                out.push_str(&format!(
+                    "{:>8}  {}  {}  {}  {}  attempts {}  {}\n",
+                    d.seq,
+                    d.dead_at,
+                    d.tenant_id,
+                    d.content_type,
+                    d.content_id,
+                    d.attempts,
+                    d.reason
+                ));
+            }
+            Ok((out, true))
+        }
+        DeadLettersAction::Requeue { seqs, all } => {
+            let req = RequeueRequest {
+                seqs: seqs.clone(),
+                all: *all,
+            };
+            let (_, answer): (_, RequeueAnswer) = api
+                .call(Method::POST, "/dead-letters/requeue", &[], Some(&req))
+                .await?;
+            let text = if args.conn.json {
+                to_json(&answer)
+            } else {
+                format!("{} dead letter(s) queued again\n", answer.requeued)
+            };
+            Ok((text, true))
+        }
+    }
 }
 
 /// Prints the text (stdout) or the error (stderr) and gives the exit code.

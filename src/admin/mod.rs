@@ -8,6 +8,8 @@
 //! | `POST /subscriptions/{content_type}/start` / `stop` | `?tenant_id=` optional (default: every tenant) |
 //! | `GET /status` | queue, checkpoints, last notifications, output health, counters, uptime, mode |
 //! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new |
+//! | `GET /dead-letters` | blobs given up, with reason, attempts and times |
+//! | `POST /dead-letters/requeue` | `{"seqs": [..]}` or `{"all": true}`: back in the queue, attempts reset |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store answers) — no token needed |
 //!
@@ -17,6 +19,7 @@
 mod auth;
 mod backfill;
 pub mod cli;
+mod dead_letters;
 mod metrics;
 mod status;
 mod subscriptions;
@@ -37,6 +40,7 @@ use crate::store::Store;
 use crate::telemetry::Counters;
 
 pub use backfill::{BackfillAnswer, BackfillRequest, parse_time};
+pub use dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
 pub use metrics::{COUNTERS, counter_values};
 
 /// What the admin handlers share.
@@ -93,6 +97,8 @@ pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
         )
         .route("/status", get(status::status::<S>))
         .route("/backfill", post(backfill::backfill::<S>))
+        .route("/dead-letters", get(dead_letters::list::<S>))
+        .route("/dead-letters/requeue", post(dead_letters::requeue::<S>))
         .route("/metrics", get(metrics::metrics::<S>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -216,6 +222,12 @@ mod tests {
             down()
         }
         async fn stats(&self) -> Result<StoreStats, StoreError> {
+            down()
+        }
+        async fn dead_letters(&self) -> Result<Vec<crate::store::DeadLetter>, StoreError> {
+            down()
+        }
+        async fn requeue_dead(&self, _: &[u64]) -> Result<u64, StoreError> {
             down()
         }
     }

@@ -64,6 +64,7 @@ where
     release_keeps_the_place_in_line(&make().await).await;
     claim_except_passes_over_skipped_tenants(&make().await).await;
     dead_letter_leaves_queue(&make().await).await;
+    dead_letters_can_be_requeued(&make().await).await;
     unknown_seq_is_not_found(&make().await).await;
     cursor_never_moves_backwards(&make().await).await;
     prune_forgets_old_ids(&make().await).await;
@@ -334,6 +335,55 @@ pub async fn dead_letter_leaves_queue<S: Store>(store: &S) {
         store.dead_letter(claimed[0].seq, "again").await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// Dead letters are listed with their reason, and the chosen ones go back in the queue as new
+/// arrivals with no attempts; unknown seqs are ignored.
+pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("d1"), content("d2"), content("ok")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(2, LONG).await.expect("claim");
+    store
+        .reschedule(claimed[0].seq, SystemTime::UNIX_EPOCH, "HTTP 500")
+        .await
+        .expect("reschedule");
+    let again = store.claim(3, LONG).await.expect("claim");
+    assert_eq!(ids(&again), ["d1", "ok"]);
+    store
+        .dead_letter(again[0].seq, "unreadable")
+        .await
+        .expect("dead");
+    store
+        .dead_letter(claimed[1].seq, "gone")
+        .await
+        .expect("dead");
+    let dead = store.dead_letters().await.expect("dead_letters");
+    let listed: Vec<(&str, &str, u32)> = dead
+        .iter()
+        .map(|d| (d.content.content_id.as_str(), d.reason.as_str(), d.attempts))
+        .collect();
+    assert_eq!(listed, [("d1", "unreadable", 1), ("d2", "gone", 0)]);
+    assert!(dead.iter().all(|d| d.dead_at >= d.enqueued_at));
+
+    let n = store
+        .requeue_dead(&[dead[0].seq, 424_242])
+        .await
+        .expect("requeue");
+    assert_eq!(n, 1, "unknown seqs are ignored");
+    let stats = store.stats().await.expect("stats");
+    assert_eq!((stats.pending, stats.leased, stats.dead_letters), (1, 1, 1));
+    let back = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(ids(&back), ["d1"]);
+    assert_eq!(back[0].attempts, 0, "a requeued blob starts afresh");
+    let left = store.dead_letters().await.expect("dead_letters");
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].content.content_id, "d2");
+    assert_eq!(
+        store.requeue_dead(&[dead[0].seq]).await.expect("requeue"),
+        0
+    );
 }
 
 /// `complete`, `reschedule`, `dead_letter` and `renew` on a seq that is not queued fail with NotFound.

@@ -60,7 +60,7 @@ use redb::{
 };
 use serde::{Deserialize, Serialize};
 
-use super::{Claimed, ContentRef, EnqueueOutcome, Store, StoreError, StoreStats};
+use super::{Claimed, ContentRef, DeadLetter, EnqueueOutcome, Store, StoreError, StoreStats};
 
 /// File name inside the store directory.
 pub const FILE_NAME: &str = "queue.redb";
@@ -104,19 +104,6 @@ struct DeadItem {
     attempts: u32,
     enqueued_ms: u64,
     dead_ms: u64,
-}
-
-/// A dead letter, as [`EmbeddedStore::dead_letter_details`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    /// The seq the blob had in the queue.
-    pub seq: u64,
-    pub content: ContentRef,
-    pub reason: String,
-    /// Attempts that ended in `reschedule` before it was given up.
-    pub attempts: u32,
-    pub enqueued_at: SystemTime,
-    pub dead_at: SystemTime,
 }
 
 /// redb-backed [`Store`]. Clones share the one open file (cheap: an `Arc`).
@@ -187,7 +174,7 @@ impl EmbeddedStore {
 
     /// Dead letters with their seq, attempts and times, oldest first.
     pub async fn dead_letter_details(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.run(|inner| inner.dead_letters()).await
+        Store::dead_letters(self).await
     }
 
     /// Runs a blocking redb operation off the async executor.
@@ -278,6 +265,15 @@ impl Store for EmbeddedStore {
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         self.run(|inner| inner.stats()).await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        self.run(|inner| inner.dead_letters()).await
+    }
+
+    async fn requeue_dead(&self, seqs: &[u64]) -> Result<u64, StoreError> {
+        let seqs = seqs.to_vec();
+        self.run(move |inner| inner.requeue_dead(&seqs)).await
     }
 }
 
@@ -760,6 +756,58 @@ impl Inner {
             });
         }
         Ok(out)
+    }
+
+    fn requeue_dead(&self, seqs: &[u64]) -> Result<u64, StoreError> {
+        let now = self.now_ms();
+        let txn = self.write(Durability::Immediate)?;
+        let mut moved = 0u64;
+        {
+            let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
+            let mut dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
+            let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut next_seq = get_u64(&meta, META_NEXT_SEQ)
+                .map_err(|e| self.err(e))?
+                .unwrap_or(1);
+            for &old in seqs {
+                let Some(bytes) = dead.remove(old).map_err(|e| self.err(e))? else {
+                    continue;
+                };
+                let record: DeadItem = decode(bytes.value(), &self.path)?;
+                drop(bytes);
+                let seq = next_seq;
+                next_seq += 1;
+                let item = Item {
+                    content: record.content,
+                    attempts: 0,
+                    enqueued_ms: now,
+                    due_ms: now,
+                    last_error: Some(format!("requeued after: {}", record.reason)),
+                };
+                items
+                    .insert(seq, encode(&item)?.as_slice())
+                    .map_err(|e| self.err(e))?;
+                let t = tenant_key(&item);
+                schedule
+                    .insert((t.as_str(), now, seq), ())
+                    .map_err(|e| self.err(e))?;
+                moved += 1;
+            }
+            if moved > 0 {
+                meta.insert(META_NEXT_SEQ, next_seq)
+                    .map_err(|e| self.err(e))?;
+                add_u64(&mut meta, META_QUEUED, moved as i64).map_err(|e| self.err(e))?;
+                add_u64(&mut meta, META_DEAD, -(moved as i64)).map_err(|e| self.err(e))?;
+                meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
+            }
+        }
+        if moved == 0 {
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(moved)
     }
 
     fn read_item(

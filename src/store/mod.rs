@@ -10,7 +10,7 @@ pub mod embedded;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-pub use embedded::{DeadLetter, EmbeddedStore};
+pub use embedded::EmbeddedStore;
 
 /// An announced content blob, as the notification or the content listing gave it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -32,6 +32,19 @@ pub struct Claimed {
     /// Earlier attempts that ended in `reschedule`.
     pub attempts: u32,
     pub enqueued_at: SystemTime,
+}
+
+/// A blob given up, with why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// Its key among the dead letters (the seq it had in the queue).
+    pub seq: u64,
+    pub content: ContentRef,
+    pub reason: String,
+    /// Attempts that ended in `reschedule` before it was given up.
+    pub attempts: u32,
+    pub enqueued_at: SystemTime,
+    pub dead_at: SystemTime,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -139,4 +152,10 @@ pub trait Store: Send + Sync + 'static {
     fn prune(&self, older_than: SystemTime)
     -> impl Future<Output = Result<u64, StoreError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
+    /// The dead letters, oldest first.
+    fn dead_letters(&self) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+    /// Puts the dead letters with these seqs back in the queue as new arrivals (no attempts,
+    /// claimable now), e.g. after the operator fixed what made them fail. Unknown seqs are ignored;
+    /// returns how many were queued again. Durable on return.
+    fn requeue_dead(&self, seqs: &[u64]) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
