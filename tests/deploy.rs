@@ -331,3 +331,24 @@ fn podmonitor_example_scrapes_the_admin_port() {
         Some("O365_ADMIN_TOKEN")
     );
 }
+
+/// The alert rules example is a well-formed PrometheusRule: every rule has a name, an expression on
+/// the collector's metrics and a severity (tests/metrics.rs checks the metrics exist).
+#[test]
+fn prometheusrule_example_is_well_formed() {
+    let text =
+        std::fs::read_to_string(root().join("deploy/monitoring/prometheusrule.yaml")).unwrap();
+    let docs = documents(&text);
+    assert_eq!(docs[0]["kind"].as_str(), Some("PrometheusRule"));
+    let rules = seq(&seq(&docs[0]["spec"]["groups"])[0]["rules"]);
+    assert!(rules.len() >= 5);
+    for r in rules {
+        assert!(
+            r["alert"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("O365Collector"))
+        );
+        assert!(r["expr"].as_str().is_some_and(|e| e.contains("o365_")));
+        assert!(r["labels"]["severity"].as_str().is_some());
+    }
+}

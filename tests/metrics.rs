@@ -117,6 +117,31 @@ async fn metrics_move_as_records_flow() {
         "{text}"
     );
     assert_eq!(sample(&text, "o365_queue_pending"), Some(0.0), "{text}");
+    assert_eq!(
+        sample(&text, "o365_output_paused{output=\"file\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    // Every metric the example alerts use is exposed (a renamed metric would silence an alert).
+    let rules = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("deploy/monitoring/prometheusrule.yaml"),
+    )
+    .unwrap();
+    let mut used: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("o365_") && !w.starts_with("o365_collector"))
+        .collect();
+    used.sort_unstable();
+    used.dedup();
+    assert!(used.len() >= 6, "{used:?}");
+    for name in used {
+        assert!(
+            text.lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(name)),
+            "the alert rules use {name}, which /metrics does not expose"
+        );
+    }
     for secret in [SECRET, AUTH_ID, ADMIN_TOKEN] {
         assert!(!text.contains(secret), "a secret in /metrics");
     }

@@ -208,6 +208,20 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
             success.get_or_create(&labels).set(unix_secs(at));
         }
     }
+    // Every configured output, from its gate: 0 while deliveries flow, 1 while paused or probing.
+    let paused = Family::<Labels, Gauge>::default();
+    for t in state.tenants.values() {
+        let labels = vec![("output".to_string(), t.output_name.clone())];
+        let state = t.gate.state();
+        paused
+            .get_or_create(&labels)
+            .set(i64::from(state != crate::pipeline::gate::GateState::Open));
+    }
+    reg.register(
+        "output_paused",
+        "1 while the output is down and deliveries to it wait in the queue, 0 while they flow",
+        paused,
+    );
     reg.register(
         "output_consecutive_errors",
         "Failed sends to the output since its last success",
