@@ -41,6 +41,13 @@ pub enum PullError {
     Store(#[from] StoreError),
 }
 
+impl PullError {
+    /// AF20022: the content type's subscription is not started (yet).
+    pub fn is_no_subscription(&self) -> bool {
+        matches!(self, PullError::Api(e) if e.code() == Some("AF20022"))
+    }
+}
+
 /// What one pull of one content type did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PullReport {
@@ -262,7 +269,13 @@ pub async fn run<S: Store>(
                         }
                         Err(e) => {
                             failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                            warn!(tenant.id = %t.cfg.tenant_id, content.type = %ct, error = %e, "content listing failed; retrying soon");
+                            if e.is_no_subscription() {
+                                // At start-up the subscription keeper is starting it right now; it
+                                // wakes this loop when done, and logs itself if it cannot.
+                                debug!(tenant.id = %t.cfg.tenant_id, content.type = %ct, "no subscription yet; listing once it is started");
+                            } else {
+                                warn!(tenant.id = %t.cfg.tenant_id, content.type = %ct, error = %e, "content listing failed; retrying soon");
+                            }
                         }
                     }
                 }
