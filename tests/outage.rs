@@ -281,6 +281,45 @@ async fn a_slow_output_paces_fetching() {
     eprintln!("slow output: at most {ahead_max} blobs fetched ahead ({samples} samples)");
 }
 
+/// An output that refuses every batch (the receiver wants a token the configuration lacks) is
+/// paused like one that is down: blobs are not fetched from Microsoft only to be refused. Once the
+/// receiver accepts, everything arrives.
+#[tokio::test]
+async fn a_refusing_output_is_paused_too() {
+    let emu = support::emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let http = HttpReceiver::start();
+    *http.state.auth.lock().unwrap() =
+        Some(("authorization".into(), "Bearer a-token-we-lack".into()));
+    let state = http.state.clone();
+    let receiver = Receiver::Http(http, "ndjson");
+    let collector = push_collector(&emu, dir.path(), &receiver, 2).await;
+    support::generate(&emu, TYPE, DURING * PER_BLOB, DURING).await;
+    let closes = |c: &Collector| c.logs().matches("output unavailable").count();
+    support::wait_for(
+        WAIT,
+        "the refusal noticed and one probe refused",
+        || async { closes(&collector) >= 2 },
+    )
+    .await;
+    let (_, fetched) = published(&emu).await;
+    let closed = closes(&collector) as u64;
+    assert!(
+        fetched <= 2 + closed + 1,
+        "{fetched} fetches while the output refused everything ({closed} closes)\n{}",
+        collector.logs()
+    );
+    assert!(collector.logs().contains("HTTP 401"));
+
+    *state.auth.lock().unwrap() = None;
+    let (ids, _) = published(&emu).await;
+    support::wait_for(WAIT, "every record once the receiver accepts", || async {
+        let have: std::collections::HashSet<String> = receiver.ids().into_iter().collect();
+        ids.iter().all(|id| have.contains(id))
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn syslog_outage_loses_nothing_and_pauses_fetching() {
     outage_then_recovery(Receiver::Syslog(Rsyslog::start(SyslogMode::Tcp))).await;

@@ -294,19 +294,23 @@ impl<S: Store> Workers<S> {
         self.counters.activity.output_failed(output, &e.to_string());
         Counters::add(&self.counters.output_errors, 1);
         let now = Instant::now();
-        if !e.is_retryable() {
-            // The output answered, so it is up; only this batch is refused.
-            tenant.gate.succeeded();
+        // A refusal (`Fatal`: wrong credentials, a missing index, rejected documents) pauses the
+        // output as an outage does: most refusals hold for every batch, and fetching blob after
+        // blob only to have each refused would spend the tenant's API quota for nothing. A refusal
+        // of one batch only costs a short pause: the next probe, with another blob, reopens.
+        if let Some(until) = tenant.gate.failed(is_probe, now) {
+            Counters::add(&self.counters.output_pauses, 1);
+            warn!(output.name = %output, retry_in_ms = (until - now).as_millis() as u64,
+                  retryable = e.is_retryable(), reason = %e,
+                  "output unavailable: deliveries to it are paused and its blobs wait in the queue");
+        }
+        if !e.is_retryable() && !is_probe {
+            // The refused blob itself counts an attempt and waits its back-off.
             return Err(Failure::Retry {
                 after: self.delay(item, None).min(MAX_PAUSE),
                 reason: e.to_string(),
                 blob_specific: false,
             });
-        }
-        if let Some(until) = tenant.gate.failed(is_probe, now) {
-            Counters::add(&self.counters.output_pauses, 1);
-            warn!(output.name = %output, retry_in_ms = (until - now).as_millis() as u64, reason = %e,
-                  "output unavailable: deliveries to it are paused and its blobs wait in the queue");
         }
         if !is_probe {
             return Err(Failure::Release);
