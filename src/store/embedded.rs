@@ -386,20 +386,7 @@ impl Inner {
                 in_batch.insert(content.content_id.clone());
                 let seq = next_seq;
                 next_seq += 1;
-                let item = Item {
-                    content,
-                    attempts: 0,
-                    enqueued_ms: now,
-                    due_ms: now,
-                    last_error: None,
-                };
-                items
-                    .insert(seq, encode(&item)?.as_slice())
-                    .map_err(|e| self.err(e))?;
-                let t = tenant_key(&item);
-                schedule
-                    .insert((t.as_str(), now, seq), ())
-                    .map_err(|e| self.err(e))?;
+                self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
                 outcome.added += 1;
             }
             if outcome.added > 0 {
@@ -778,20 +765,15 @@ impl Inner {
                 drop(bytes);
                 let seq = next_seq;
                 next_seq += 1;
-                let item = Item {
-                    content: record.content,
-                    attempts: 0,
-                    enqueued_ms: now,
-                    due_ms: now,
-                    last_error: Some(format!("requeued after: {}", record.reason)),
-                };
-                items
-                    .insert(seq, encode(&item)?.as_slice())
-                    .map_err(|e| self.err(e))?;
-                let t = tenant_key(&item);
-                schedule
-                    .insert((t.as_str(), now, seq), ())
-                    .map_err(|e| self.err(e))?;
+                let note = format!("requeued after: {}", record.reason);
+                self.queue_new(
+                    &mut items,
+                    &mut schedule,
+                    seq,
+                    record.content,
+                    now,
+                    Some(note),
+                )?;
                 moved += 1;
             }
             if moved > 0 {
@@ -808,6 +790,33 @@ impl Inner {
             self.commit(txn)?;
         }
         Ok(moved)
+    }
+
+    /// Adds a blob arriving now as `seq`: its item and its schedule entry (due at once).
+    fn queue_new(
+        &self,
+        items: &mut redb::Table<u64, &'static [u8]>,
+        schedule: &mut redb::Table<(&'static str, u64, u64), ()>,
+        seq: u64,
+        content: ContentRef,
+        now: u64,
+        last_error: Option<String>,
+    ) -> Result<(), StoreError> {
+        let item = Item {
+            content,
+            attempts: 0,
+            enqueued_ms: now,
+            due_ms: now,
+            last_error,
+        };
+        items
+            .insert(seq, encode(&item)?.as_slice())
+            .map_err(|e| self.err(e))?;
+        let t = tenant_key(&item);
+        schedule
+            .insert((t.as_str(), now, seq), ())
+            .map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     fn read_item(
