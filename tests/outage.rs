@@ -83,25 +83,8 @@ impl Receiver {
                 .iter()
                 .map(|v| id_of(std::str::from_utf8(v).unwrap()))
                 .collect(),
-            Receiver::Http(r, "elasticsearch") => {
-                // Documents by `_id`: a re-sent document replaces itself; order is not kept.
-                let docs = r.state.docs.lock().unwrap();
-                docs.values()
-                    .map(|(_, d)| d["o365.audit.Id"].as_str().unwrap_or_default().to_owned())
-                    .collect()
-            }
-            Receiver::Http(r, format) => {
-                let events = r.state.events.lock().unwrap();
-                let id = |e: &serde_json::Value| {
-                    let e = if *format == "splunk_hec" {
-                        &e["event"]
-                    } else {
-                        e
-                    };
-                    e["o365.audit.Id"].as_str().unwrap_or_default().to_owned()
-                };
-                events.iter().map(id).collect()
-            }
+            // Elasticsearch keeps documents by `_id`: there the order is not kept.
+            Receiver::Http(r, _) => r.record_ids(),
         }
     }
 }

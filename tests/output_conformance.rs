@@ -188,32 +188,7 @@ impl Harness {
                 .iter()
                 .map(|v| id_of(std::str::from_utf8(v).unwrap()))
                 .collect(),
-            Server::Http(r) => match self.kind {
-                Kind::Elasticsearch => r
-                    .state
-                    .docs
-                    .lock()
-                    .unwrap()
-                    .values()
-                    .map(|(_, d)| d["o365.audit.Id"].as_str().unwrap().to_owned())
-                    .collect(),
-                Kind::SplunkHec => r
-                    .state
-                    .events
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["event"]["o365.audit.Id"].as_str().unwrap().to_owned())
-                    .collect(),
-                _ => r
-                    .state
-                    .events
-                    .lock()
-                    .unwrap()
-                    .iter()
-                    .map(|e| e["o365.audit.Id"].as_str().unwrap().to_owned())
-                    .collect(),
-            },
+            Server::Http(r) => r.record_ids(),
         }
     }
 

@@ -257,14 +257,7 @@ async fn linger_shares_requests_between_small_blobs() {
     assert!(sent.iter().all(|r| r.as_ref().unwrap().written == 10));
     assert_eq!(r.state.requests.load(Ordering::SeqCst), 3);
     assert!(r.state.max_items_per_request.load(Ordering::SeqCst) <= 100);
-    let ids: Vec<String> = r
-        .state
-        .events
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|e| e["o365.audit.Id"].as_str().unwrap().to_owned())
-        .collect();
+    let ids = r.record_ids();
     let want: Vec<String> = batch(0..170)
         .events
         .iter()

@@ -73,13 +73,6 @@ impl HttpOutput {
             shared: Arc::new(Shared::open(name, cfg)?),
         })
     }
-
-    /// The request body for `events` in the configured format (before gzip).
-    pub fn body(&self, batch: &Batch, events: &[Event]) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.shared.body_into(&mut out, batch, events);
-        out
-    }
 }
 
 impl Shared {

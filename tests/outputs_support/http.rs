@@ -150,6 +150,25 @@ impl HttpReceiver {
     pub fn violations(&self) -> Vec<String> {
         self.state.violations.lock().unwrap().clone()
     }
+
+    /// `o365.audit.Id` of every accepted record: the Elasticsearch documents by `_id` (a re-sent
+    /// one replaces itself), otherwise the NDJSON / HEC events in arrival order (HEC: inside its
+    /// envelope, which always has a `sourcetype`).
+    pub fn record_ids(&self) -> Vec<String> {
+        let id = |v: &Value| v["o365.audit.Id"].as_str().unwrap_or_default().to_owned();
+        let docs = self.state.docs.lock().unwrap();
+        if !docs.is_empty() {
+            return docs.values().map(|(_, d)| id(d)).collect();
+        }
+        let events = self.state.events.lock().unwrap();
+        events
+            .iter()
+            .map(|e| match e.get("sourcetype") {
+                Some(_) => id(&e["event"]),
+                None => id(e),
+            })
+            .collect()
+    }
 }
 
 impl Drop for HttpReceiver {
