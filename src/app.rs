@@ -28,8 +28,9 @@ const OUTPUT_RETRY_BASE: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// Not a `source`: the text is already in the message, and `{:#}` would print it twice.
     #[error("last_value_storage: {0}")]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("outbound HTTP: {0}")]
@@ -56,7 +57,7 @@ impl App {
     /// Opens everything and starts the listener, the workers and the subscription keeper.
     pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<App, AppError> {
         server::install_crypto_provider();
-        let store = Arc::new(EmbeddedStore::open(&cfg.last_value_storage)?);
+        let store = Arc::new(EmbeddedStore::open(&cfg.last_value_storage).map_err(AppError::Store)?);
         let counters = Arc::new(Counters::default());
         let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
 

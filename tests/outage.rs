@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use outputs_support::http::HttpReceiver;
 use outputs_support::{Rsyslog, SyslogMode, Tansu, TansuOptions, id_of};
-use support::{Collector, TENANT};
+use support::{Collector, TENANT, admin_url};
 
 const TYPE: &str = "Audit.General";
 const PER_BLOB: u64 = 40;
@@ -331,19 +331,6 @@ async fn elasticsearch_outage_loses_nothing_and_pauses_fetching() {
 #[tokio::test]
 async fn splunk_hec_outage_loses_nothing_and_pauses_fetching() {
     outage_then_recovery(Receiver::Http(HttpReceiver::start(), "splunk_hec")).await;
-}
-
-/// `http://<admin>{path}` from the collector's "admin listener ready addr=…" log line.
-fn admin_url(logs: &str, path: &str) -> String {
-    let line = logs
-        .lines()
-        .find(|l| l.contains("admin listener ready"))
-        .expect("admin listener logged");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("addr="))
-        .expect("addr= in the log line");
-    format!("http://{addr}{path}")
 }
 
 /// The value of one unlabelled counter in an OpenMetrics text.

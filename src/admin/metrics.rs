@@ -132,11 +132,12 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         reg.register(d.name, d.help, ConstCounter::new(v));
     }
 
+    let up = state.store.ready().await.is_ok();
     let stats = state.store.stats().await;
     reg.register(
         "store_up",
-        "1 when the store answered this scrape, 0 when it failed",
-        ConstGauge::new(i64::from(stats.is_ok())),
+        "1 when the store took a write probe at this scrape, 0 when it failed",
+        ConstGauge::new(i64::from(up)),
     );
     if let Ok(s) = &stats {
         reg.register(

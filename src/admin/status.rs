@@ -191,11 +191,11 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// 200 when the store answers, 503 otherwise.
+/// 200 when the store takes writes (a write probe; see `Store::ready`), 503 otherwise.
 pub(super) async fn readyz<S: Store>(
     State(state): State<Arc<AdminState<S>>>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    match state.store.stats().await {
+    match state.store.ready().await {
         Ok(_) => Ok(Json(serde_json::json!({ "status": "ready" }))),
         Err(e) => Err(AdminError::Unavailable(format!("store: {e}"))),
     }

@@ -51,7 +51,9 @@
 use std::collections::HashSet;
 use std::ops::Bound;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -59,6 +61,7 @@ use redb::{
     WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use tracing::{error, info, warn};
 
 use super::{Claimed, ContentRef, DeadLetter, EnqueueOutcome, Store, StoreError, StoreStats};
 
@@ -109,7 +112,7 @@ struct DeadItem {
 /// redb-backed [`Store`]. Clones share the one open file (cheap: an `Arc`).
 #[derive(Clone)]
 pub struct EmbeddedStore {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
 }
 
 /// The last time handed out, and when (monotonic), so the clock keeps ticking through a step back.
@@ -118,26 +121,57 @@ struct Clock {
     last_at: Instant,
 }
 
+/// The file and its state across reopens.
+struct Shared {
+    dir: PathBuf,
+    path: PathBuf,
+    /// The open database; `None` after an I/O error or damage closed it, until a reopen succeeds.
+    /// Operations hold the read lock for their whole run, so closing (the write lock) waits until
+    /// no transaction is alive: redb refuses a second open of a file while the first handle lives.
+    db: RwLock<Option<Inner>>,
+    /// Why the database was closed, and when the next reopen may be tried.
+    closed: Mutex<Closed>,
+}
+
+#[derive(Default)]
+struct Closed {
+    reason: Option<StoreError>,
+    next_reopen: Option<Instant>,
+    /// The clock of the closed handle, so the reopened one never hands out an earlier time.
+    clock_ms: u64,
+}
+
 struct Inner {
     db: Database,
     path: PathBuf,
     clock: Mutex<Clock>,
+    /// Set when redb reported an I/O error or damage: redb fails every later operation of this
+    /// handle ("Previous I/O error occurred"), so the handle is closed and the file reopened.
+    failed: AtomicBool,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
-            .field("path", &self.inner.path)
+            .field("path", &self.shared.path)
             .finish_non_exhaustive()
     }
 }
 
+/// At most one reopen attempt this often: a reopen checks the whole file.
+const REOPEN_EVERY: Duration = Duration::from_secs(1);
+/// Bytes the readiness probe writes (and fsyncs) next to the file: room for a batch of notifications.
+const PROBE_BYTES: usize = 64 * 1024;
+/// Name of the readiness probe's file in the store directory (removed after each probe).
+const PROBE_FILE: &str = ".write-probe";
+
 impl EmbeddedStore {
-    /// Opens (creating if needed) `dir/queue.redb` and releases every lease a previous process held.
+    /// Opens (creating if needed) `dir/queue.redb`, checks the whole file, and releases every
+    /// lease a previous process held.
     ///
     /// Errors: [`StoreError::Unavailable`] when another process (or another handle in this one)
     /// has the file open, or on I/O errors; [`StoreError::Corrupt`] when the file is not a store of
-    /// ours or is damaged.
+    /// ours or is damaged (never a panic: redb checks every page's checksum at open).
     pub fn open(dir: &Path) -> Result<EmbeddedStore, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| {
             StoreError::Unavailable(format!(
@@ -146,24 +180,21 @@ impl EmbeddedStore {
             ))
         })?;
         let path = dir.join(FILE_NAME);
-        let db = Database::create(&path).map_err(|e| open_error(&path, e))?;
-        let inner = Inner {
-            db,
-            path,
-            clock: Mutex::new(Clock {
-                last_ms: 0,
-                last_at: Instant::now(),
-            }),
-        };
-        inner.init()?;
+        let inner = panic::catch_unwind(|| Inner::open(&path, 0, true))
+            .unwrap_or_else(|payload| Err(corrupt(&path, &panic_text(&payload))))?;
         Ok(EmbeddedStore {
-            inner: Arc::new(inner),
+            shared: Arc::new(Shared {
+                dir: dir.to_path_buf(),
+                path,
+                db: RwLock::new(Some(inner)),
+                closed: Mutex::new(Closed::default()),
+            }),
         })
     }
 
     /// The redb file this store lives in.
     pub fn path(&self) -> &Path {
-        &self.inner.path
+        &self.shared.path
     }
 
     /// Dead letters, oldest first, with the reason each was given up.
@@ -183,10 +214,114 @@ impl EmbeddedStore {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = Arc::clone(&self.inner);
-        tokio::task::spawn_blocking(move || f(&inner))
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.with(f))
             .await
             .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
+}
+
+impl Shared {
+    /// Runs `f` on the open database, reopening it first if an earlier failure closed it. A
+    /// failure that leaves the handle unusable (I/O error, damage, a panic inside redb) closes it,
+    /// so the next call reopens the file instead of failing forever.
+    fn with<T>(&self, f: impl FnOnce(&Inner) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        self.reopen_if_closed()?;
+        let db = self.db.read().unwrap_or_else(PoisonError::into_inner);
+        let Some(inner) = db.as_ref() else {
+            return Err(self.closed_reason());
+        };
+        let result = match panic::catch_unwind(AssertUnwindSafe(|| f(inner))) {
+            Ok(result) => result,
+            Err(payload) => {
+                inner.failed.store(true, Ordering::Release);
+                Err(corrupt(&self.path, &panic_text(&payload)))
+            }
+        };
+        let failed = inner.failed.load(Ordering::Acquire);
+        drop(db);
+        if failed {
+            let reason = match &result {
+                Err(e) => clone_error(e),
+                Ok(_) => StoreError::Unavailable(format!("{}: I/O error", self.path.display())),
+            };
+            self.close(reason);
+        }
+        result
+    }
+
+    /// Drops the handle (redb then releases the file) and remembers why.
+    fn close(&self, reason: StoreError) {
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if db.as_ref().is_some_and(|i| i.failed.load(Ordering::Acquire)) {
+            let clock = db.as_ref().map_or(0, |i| i.clock_ms());
+            *db = None;
+            drop(db);
+            error!(store = %self.path.display(), error = %reason, "store closed after a failure; reopening it");
+            let mut closed = lock(&self.closed);
+            closed.reason = Some(reason);
+            closed.next_reopen = Some(Instant::now());
+            closed.clock_ms = clock;
+        }
+    }
+
+    fn closed_reason(&self) -> StoreError {
+        self.reason_of(&lock(&self.closed))
+    }
+
+    /// Reopens a closed database, at most once per [`REOPEN_EVERY`].
+    fn reopen_if_closed(&self) -> Result<(), StoreError> {
+        if self
+            .db
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+        {
+            return Ok(());
+        }
+        let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
+        if db.is_some() {
+            return Ok(());
+        }
+        let mut closed = lock(&self.closed);
+        let now = Instant::now();
+        if closed.next_reopen.is_some_and(|at| now < at) {
+            return Err(self.reason_of(&closed));
+        }
+        closed.next_reopen = Some(now + REOPEN_EVERY);
+        let clock = closed.clock_ms;
+        // Leases stay as they are: the workers of this process still hold their blobs.
+        let opened = panic::catch_unwind(|| Inner::open(&self.path, clock, false))
+            .unwrap_or_else(|payload| Err(corrupt(&self.path, &panic_text(&payload))));
+        match opened {
+            Ok(inner) => {
+                *db = Some(inner);
+                closed.reason = None;
+                closed.next_reopen = None;
+                info!(store = %self.path.display(), "store reopened");
+                Ok(())
+            }
+            Err(e) => {
+                warn!(store = %self.path.display(), error = %e, "store still unavailable");
+                closed.reason = Some(clone_error(&e));
+                Err(e)
+            }
+        }
+    }
+
+    fn reason_of(&self, closed: &Closed) -> StoreError {
+        closed.reason.as_ref().map_or_else(
+            || StoreError::Unavailable(format!("{}: closed", self.path.display())),
+            clone_error,
+        )
+    }
+
+    /// Readiness: the database is open (reopened if it was closed) and the directory takes a
+    /// write of [`PROBE_BYTES`] with fsync — a full or read-only filesystem fails here even while
+    /// no notification arrives.
+    fn probe(&self) -> Result<(), StoreError> {
+        self.with(|_| Ok(()))?;
+        probe_dir(&self.dir).map_err(StoreError::Unavailable)
     }
 }
 
@@ -275,11 +410,43 @@ impl Store for EmbeddedStore {
         let seqs = seqs.to_vec();
         self.run(move |inner| inner.requeue_dead(&seqs)).await
     }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.probe())
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("store task failed: {e}")))?
+    }
 }
 
 impl Inner {
-    /// Creates the tables, checks the format, loads the clock and releases all leases.
-    fn init(&self) -> Result<(), StoreError> {
+    /// Opens the file with redb's integrity check (every page's checksum: a damaged file is an
+    /// error, not a panic later) and prepares it; `clock_ms`: a time already handed out.
+    fn open(path: &Path, clock_ms: u64, release_leases: bool) -> Result<Inner, StoreError> {
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| open_error(path, e))?;
+        let inner = Inner {
+            db,
+            path: path.to_path_buf(),
+            clock: Mutex::new(Clock {
+                last_ms: clock_ms,
+                last_at: Instant::now(),
+            }),
+            failed: AtomicBool::new(false),
+        };
+        inner.init(release_leases)?;
+        Ok(inner)
+    }
+
+    /// The last time this handle handed out.
+    fn clock_ms(&self) -> u64 {
+        lock(&self.clock).last_ms
+    }
+
+    /// Creates the tables, checks the format, loads the clock and (at start-up) releases all leases.
+    fn init(&self, release_leases: bool) -> Result<(), StoreError> {
         let txn = self.write(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
@@ -304,8 +471,8 @@ impl Inner {
             }
             let clock = get_u64(&meta, META_CLOCK).map_err(|e| self.err(e))?;
             {
-                let mut c = self.clock.lock().unwrap_or_else(|p| p.into_inner());
-                c.last_ms = clock.unwrap_or(0);
+                let mut c = lock(&self.clock);
+                c.last_ms = c.last_ms.max(clock.unwrap_or(0));
                 c.last_at = Instant::now();
             }
 
@@ -330,8 +497,13 @@ impl Inner {
                 }
             }
             // A fresh process holds no lease: every leased blob becomes due again.
+            // A reopen after a failure keeps them: this process's workers still hold their blobs.
             while let Some((seq, until)) = {
-                let first = leases.pop_first().map_err(|e| self.err(e))?;
+                let first = if release_leases {
+                    leases.pop_first().map_err(|e| self.err(e))?
+                } else {
+                    None
+                };
                 first.map(|(k, v)| (k.value(), v.value()))
             } {
                 if let Some(item) = self.read_item(&items, seq)? {
@@ -833,8 +1005,7 @@ impl Inner {
     /// The store's clock in ms; see the module doc on time.
     fn now_ms(&self) -> u64 {
         let real = to_ms(SystemTime::now());
-        // A poisoned lock only means another thread panicked between two plain assignments.
-        let mut clock = self.clock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut clock = lock(&self.clock);
         let ticked = clock
             .last_ms
             .saturating_add(duration_ms(clock.last_at.elapsed()));
@@ -854,9 +1025,17 @@ impl Inner {
         txn.commit().map_err(|e| self.err(e))
     }
 
-    /// Maps any redb error: damage → Corrupt (with the path), everything else → Unavailable.
+    /// Maps any redb error: damage → Corrupt (with the path), everything else → Unavailable. An
+    /// I/O error or damage marks the handle failed, so it is closed and the file reopened.
     fn err(&self, e: impl Into<redb::Error>) -> StoreError {
-        map_error(&self.path, e.into())
+        let e = e.into();
+        if matches!(
+            e,
+            redb::Error::Io(_) | redb::Error::PreviousIo | redb::Error::Corrupted(_)
+        ) {
+            self.failed.store(true, Ordering::Release);
+        }
+        map_error(&self.path, e)
     }
 }
 
@@ -904,7 +1083,7 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], path: &Path) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| {
-        StoreError::Corrupt(format!("{}: undecodable queue record: {e}", path.display()))
+        corrupt(path, &format!("undecodable queue record: {e}"))
     })
 }
 
@@ -930,6 +1109,64 @@ fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// A poisoned lock only means another thread panicked between two plain assignments.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A damaged file: what failed, and how to recover.
+fn corrupt(path: &Path, what: &str) -> StoreError {
+    StoreError::Corrupt(format!(
+        "{p}: {what}; move {p} aside and start again: the first listing fetches the last 24 h \
+         again, and `o365-collector backfill` any older days up to 7 back (Microsoft keeps content \
+         for 7 days)",
+        p = path.display()
+    ))
+}
+
+/// What a panic inside redb said (it panics on some damaged pages instead of returning an error).
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    format!("the store library failed reading it ({text})")
+}
+
+fn clone_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
+        StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
+        StoreError::NotFound(seq) => StoreError::NotFound(*seq),
+    }
+}
+
+/// Writes [`PROBE_BYTES`] to a file in `dir` with fsync and removes it: `Err` with the reason when
+/// the directory cannot take a write (full, read-only, missing permission). A missing directory
+/// is probed at its nearest existing ancestor, where it would be created.
+pub fn probe_dir(dir: &Path) -> Result<(), String> {
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    let file = at.join(PROBE_FILE);
+    let result = (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&file)?;
+        f.write_all(&[0u8; PROBE_BYTES])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&file);
+    result.map_err(|e| format!("{} does not take a write: {e}", at.display()))
+}
+
 fn open_error(path: &Path, e: DatabaseError) -> StoreError {
     match e {
         DatabaseError::DatabaseAlreadyOpen | DatabaseError::LockProtocolMismatch => {
@@ -938,17 +1175,17 @@ fn open_error(path: &Path, e: DatabaseError) -> StoreError {
                 path.display()
             ))
         }
-        DatabaseError::UpgradeRequired(v) => StoreError::Corrupt(format!(
-            "{}: redb file format {v} is too old for this build",
-            path.display()
-        )),
+        DatabaseError::UpgradeRequired(v) => corrupt(
+            path,
+            &format!("redb file format {v} is too old for this build"),
+        ),
         other => map_error(path, other.into()),
     }
 }
 
 fn map_error(path: &Path, e: redb::Error) -> StoreError {
     match e {
-        redb::Error::Corrupted(msg) => StoreError::Corrupt(format!("{}: {msg}", path.display())),
+        redb::Error::Corrupted(msg) => corrupt(path, &msg),
         redb::Error::DatabaseAlreadyOpen | redb::Error::LockProtocolMismatch => {
             StoreError::Unavailable(format!(
                 "{} is already in use by another o365-collector process?",
@@ -956,7 +1193,7 @@ fn map_error(path: &Path, e: redb::Error) -> StoreError {
             ))
         }
         redb::Error::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            StoreError::Corrupt(format!("{}: {io}", path.display()))
+            corrupt(path, &io.to_string())
         }
         redb::Error::TableTypeMismatch { .. }
         | redb::Error::TableIsMultimap(_)

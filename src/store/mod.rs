@@ -158,4 +158,10 @@ pub trait Store: Send + Sync + 'static {
     /// claimable now), e.g. after the operator fixed what made them fail. Unknown seqs are ignored;
     /// returns how many were queued again. Durable on return.
     fn requeue_dead(&self, seqs: &[u64]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Whether the store can take writes now (readiness, `o365_store_up`). The default asks for
+    /// the stats; an implementation that can probe a write does so, since a store that still
+    /// reads may no longer write (a full disk).
+    fn ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { self.stats().await.map(|_| ()) }
+    }
 }

@@ -160,6 +160,22 @@ impl Collector {
         }
     }
 
+    /// Waits up to `within` for the process to exit on its own; returns the exit status.
+    pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "collector still running after {within:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL and reap.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -171,6 +187,19 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// `http://<admin>{path}` from the collector's "admin listener ready addr=…" log line.
+pub fn admin_url(logs: &str, path: &str) -> String {
+    let line = logs
+        .lines()
+        .find(|l| l.contains("admin listener ready"))
+        .expect("admin listener logged");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr="))
+        .expect("addr= in the log line");
+    format!("http://{addr}{path}")
 }
 
 /// Polls `cond` every 20 ms until it holds or `timeout` passes (then panics with `what`).

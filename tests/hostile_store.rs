@@ -1,0 +1,229 @@
+//! Disk faults under the store, against the real binary: a full filesystem is answered 503 and
+//! reported by `/readyz` and `o365_store_up`, and heals without a restart once space is back; a
+//! damaged store file stops the start-up with the "store corrupt" message, never a panic.
+
+mod support;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use o365_collector::store::{ContentRef, EmbeddedStore, Store};
+use support::*;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A tmpfs of `size` mounted at `at` for the test's lifetime (CI runs as root).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// `None` (with the reason printed) where mounting is not allowed.
+    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(at.to_path_buf())),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Writes zeros to `path` until the filesystem refuses with ENOSPC.
+fn fill(path: &Path) {
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    loop {
+        match f.write_all(&chunk).and_then(|_| f.sync_all()) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(28) => return,
+            Err(e) => panic!("filling the tmpfs: {e}"),
+        }
+    }
+}
+
+async fn status_of(url: &str) -> u16 {
+    match reqwest::get(url).await {
+        Ok(r) => r.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+async fn store_up(url: &str) -> Option<u8> {
+    let text = reqwest::get(url).await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("o365_store_up ")?.trim().parse().ok())
+}
+
+/// Notification attempts the emulator recorded with this HTTP status.
+async fn notifications_answered(emu: &o365_collector::emulator::Emulator, status: u16) -> usize {
+    deliveries(emu)
+        .await
+        .iter()
+        .filter(|d| d["kind"] == "notification" && d["status"] == status)
+        .count()
+}
+
+/// Notification attempts the collector answered (any status).
+async fn answered(emu: &o365_collector::emulator::Emulator) -> usize {
+    deliveries(emu)
+        .await
+        .iter()
+        .filter(|d| d["kind"] == "notification" && !d["status"].is_null())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_filesystem_is_refused_then_heals_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_tmpfs) = Tmpfs::mount(&dir.path().join("store"), "4m") else {
+        return;
+    };
+    let emu = emulator(|c| {
+        c.webhook_max_failures = 100_000;
+        c.webhook_max_backoff = Duration::from_millis(200);
+        c.webhook_disable_after = Duration::from_secs(600);
+    })
+    .await;
+    let types = ["Audit.General"];
+    let s = setup(&emu, dir.path(), &types, "");
+    let mut c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &types).await;
+    generate(&emu, "Audit.General", 10, 1).await;
+    wait_for(WAIT, "the first records delivered", || async {
+        line_count(&s.events) >= 10
+    })
+    .await;
+    let readyz = admin_url(&c.logs(), "/readyz");
+    let metrics = admin_url(&c.logs(), "/metrics");
+    assert_eq!(status_of(&readyz).await, 200);
+    assert_eq!(store_up(&metrics).await, Some(1));
+
+    // The store's filesystem fills up: readiness says so at once, and notifications are refused
+    // (503, so Microsoft delivers them again) as soon as the store needs space it cannot get.
+    let filler = dir.path().join("store").join("filler");
+    fill(&filler);
+    wait_for(WAIT, "/readyz not ready", || async {
+        status_of(&readyz).await == 503
+    })
+    .await;
+    assert_eq!(store_up(&metrics).await, Some(0));
+    let mut blobs = 0;
+    while notifications_answered(&emu, 503).await == 0 {
+        assert!(blobs < 200, "no notification refused on a full store");
+        generate(&emu, "Audit.General", 5, 1).await;
+        blobs += 1;
+        wait_for(WAIT, "the notification answered", || async {
+            answered(&emu).await > blobs
+        })
+        .await;
+    }
+    assert_eq!(status_of(&readyz).await, 503, "not ready while it lasts");
+    assert_eq!(store_up(&metrics).await, Some(0));
+
+    // Space is back: the same process takes notifications again and delivers everything.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(WAIT, "/readyz ready again", || async {
+        status_of(&readyz).await == 200
+    })
+    .await;
+    assert_eq!(store_up(&metrics).await, Some(1));
+    let published = published_ids(&emu).await;
+    wait_for(WAIT, "every published record delivered", || async {
+        output_ids(&s.events).len() >= published.len()
+    })
+    .await;
+    assert_exactly_once(&published, &output_ids(&s.events));
+    assert!(
+        c.child.try_wait().unwrap().is_none(),
+        "no restart: the same process healed\n{}",
+        c.logs()
+    );
+    let status = c.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", c.logs());
+}
+
+/// A store with enough entries for interior (branch) pages, then random bytes over every one.
+#[tokio::test]
+async fn damaged_interior_pages_stop_the_start_with_store_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    {
+        let store = EmbeddedStore::open(&store_dir).unwrap();
+        let items: Vec<ContentRef> = (0..3000)
+            .map(|i| ContentRef {
+                tenant_id: TENANT.into(),
+                content_type: "Audit.General".into(),
+                content_id: format!("20261130{i:08}$blob$audit_general$Audit_General$emea0001"),
+                content_uri: format!(
+                    "https://manage.office.com/api/v1.0/{TENANT}/activity/feed/audit/{i}"
+                ),
+                content_created: None,
+                content_expiration: None,
+            })
+            .collect();
+        store.enqueue(items).await.unwrap();
+    }
+    let file = store_dir.join(o365_collector::store::embedded::FILE_NAME);
+    let damaged = damage_branch_pages(&file);
+    assert!(damaged > 0, "the store has interior pages");
+
+    let emu = emulator(|_| {}).await;
+    let s = setup(&emu, dir.path(), &["Audit.General"], "");
+    let mut c = Collector::spawn(&s);
+    let status = c.wait_exit(WAIT);
+    let logs = c.logs();
+    assert!(!status.success(), "exits non-zero: {status}\n{logs}");
+    assert_ne!(status.code(), Some(101), "not a panic\n{logs}");
+    assert!(logs.contains("store corrupt"), "{logs}");
+    assert!(logs.contains(&file.display().to_string()), "names the file\n{logs}");
+    assert!(logs.contains("aside"), "says how to recover\n{logs}");
+    assert!(!logs.contains("panicked"), "{logs}");
+    assert_eq!(
+        logs.matches("store corrupt").count(),
+        1,
+        "the error is printed once\n{logs}"
+    );
+}
+
+/// Overwrites every B-tree branch page of a redb file (page type byte 2, 4 KiB pages after the
+/// header page) with random bytes, keeping the type byte; returns how many.
+fn damage_branch_pages(file: &Path) -> usize {
+    const PAGE: usize = 4096;
+    let mut bytes = std::fs::read(file).unwrap();
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    let mut damaged = 0;
+    for page in bytes.chunks_mut(PAGE).skip(1) {
+        if page[0] != 2 {
+            continue;
+        }
+        for b in &mut page[1..] {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            *b = seed as u8;
+        }
+        damaged += 1;
+    }
+    std::fs::write(file, bytes).unwrap();
+    damaged
+}
