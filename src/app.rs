@@ -57,7 +57,8 @@ impl App {
     /// Opens everything and starts the listener, the workers and the subscription keeper.
     pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<App, AppError> {
         server::install_crypto_provider();
-        let store = Arc::new(EmbeddedStore::open(&cfg.last_value_storage).map_err(AppError::Store)?);
+        let store =
+            Arc::new(EmbeddedStore::open(&cfg.last_value_storage).map_err(AppError::Store)?);
         let counters = Arc::new(Counters::default());
         let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
 

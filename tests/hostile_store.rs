@@ -195,7 +195,10 @@ async fn damaged_interior_pages_stop_the_start_with_store_corrupt() {
     assert!(!status.success(), "exits non-zero: {status}\n{logs}");
     assert_ne!(status.code(), Some(101), "not a panic\n{logs}");
     assert!(logs.contains("store corrupt"), "{logs}");
-    assert!(logs.contains(&file.display().to_string()), "names the file\n{logs}");
+    assert!(
+        logs.contains(&file.display().to_string()),
+        "names the file\n{logs}"
+    );
     assert!(logs.contains("aside"), "says how to recover\n{logs}");
     assert!(!logs.contains("panicked"), "{logs}");
     assert_eq!(

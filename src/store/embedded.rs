@@ -50,8 +50,8 @@
 
 use std::collections::HashSet;
 use std::ops::Bound;
-use std::path::{Path, PathBuf};
 use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -129,7 +129,8 @@ struct Shared {
     /// Operations hold the read lock for their whole run, so closing (the write lock) waits until
     /// no transaction is alive: redb refuses a second open of a file while the first handle lives.
     db: RwLock<Option<Inner>>,
-    /// Why the database was closed, and when the next reopen may be tried.
+    /// Why the database was closed, and when the next reopen may be tried (the limit holds
+    /// across cycles: a handle that fails again at once is reopened a second later, not in a loop).
     closed: Mutex<Closed>,
 }
 
@@ -253,14 +254,16 @@ impl Shared {
     /// Drops the handle (redb then releases the file) and remembers why.
     fn close(&self, reason: StoreError) {
         let mut db = self.db.write().unwrap_or_else(PoisonError::into_inner);
-        if db.as_ref().is_some_and(|i| i.failed.load(Ordering::Acquire)) {
+        if db
+            .as_ref()
+            .is_some_and(|i| i.failed.load(Ordering::Acquire))
+        {
             let clock = db.as_ref().map_or(0, |i| i.clock_ms());
             *db = None;
             drop(db);
-            error!(store = %self.path.display(), error = %reason, "store closed after a failure; reopening it");
+            error!(store = %self.path.display(), error = %reason, "store closed after a failure; it is reopened once its directory takes writes again");
             let mut closed = lock(&self.closed);
             closed.reason = Some(reason);
-            closed.next_reopen = Some(Instant::now());
             closed.clock_ms = clock;
         }
     }
@@ -269,7 +272,8 @@ impl Shared {
         self.reason_of(&lock(&self.closed))
     }
 
-    /// Reopens a closed database, at most once per [`REOPEN_EVERY`].
+    /// Reopens a closed database, at most once per [`REOPEN_EVERY`], once its directory takes a
+    /// write again.
     fn reopen_if_closed(&self) -> Result<(), StoreError> {
         if self
             .db
@@ -289,6 +293,13 @@ impl Shared {
             return Err(self.reason_of(&closed));
         }
         closed.next_reopen = Some(now + REOPEN_EVERY);
+        // Not before the directory takes a write again: a store reopened on a full disk would
+        // only fail its next write, and the workers would fetch blobs they cannot complete.
+        if let Err(e) = probe_dir(&self.dir) {
+            let e = StoreError::Unavailable(e);
+            closed.reason = Some(clone_error(&e));
+            return Err(e);
+        }
         let clock = closed.clock_ms;
         // Leases stay as they are: the workers of this process still hold their blobs.
         let opened = panic::catch_unwind(|| Inner::open(&self.path, clock, false))
@@ -297,7 +308,6 @@ impl Shared {
             Ok(inner) => {
                 *db = Some(inner);
                 closed.reason = None;
-                closed.next_reopen = None;
                 info!(store = %self.path.display(), "store reopened");
                 Ok(())
             }
@@ -1082,9 +1092,8 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8], path: &Path) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| {
-        corrupt(path, &format!("undecodable queue record: {e}"))
-    })
+    serde_json::from_slice(bytes)
+        .map_err(|e| corrupt(path, &format!("undecodable queue record: {e}")))
 }
 
 fn to_ms(t: SystemTime) -> u64 {
