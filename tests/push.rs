@@ -72,10 +72,12 @@ async fn trap(emu: &o365_collector::emulator::Emulator) -> (String, Arc<AtomicUs
     (format!("https://127.0.0.1:{}", addr.port()), hits)
 }
 
+const EVIL_ID: &str = "20261125120000000000000$evil$audit_general$Audit_General$emea0001";
+
 fn notice(content_uri: &str, tenant: &str, content_type: &str) -> serde_json::Value {
     serde_json::json!({
         "tenantId": tenant, "clientId": CLIENT, "contentType": content_type,
-        "contentId": "20261125120000000000000$evil$audit_general$Audit_General$emea0001",
+        "contentId": EVIL_ID,
         "contentUri": content_uri,
         "contentCreated": "2026-11-25T12:00:00.000Z", "contentExpiration": "2026-12-02T12:00:00.000Z"
     })
@@ -91,7 +93,7 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
     let (evil, hits) = trap(&emu).await;
     let http = client(&emu);
     let url = s.webhook_url();
-    let feed = format!("/api/v1.0/{TENANT}/activity/feed/audit/x");
+    let feed = format!("/api/v1.0/{TENANT}/activity/feed/audit/{EVIL_ID}");
     let good_uri = format!("{}{feed}", emu.base_url());
 
     let post = |auth: Option<&'static str>, body: Vec<u8>| {
@@ -218,7 +220,7 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
         .enqueue(vec![ContentRef {
             tenant_id: TENANT.into(),
             content_type: "Audit.General".into(),
-            content_id: "20261125120000000000000$evil$audit_general$Audit_General$emea0001".into(),
+            content_id: EVIL_ID.into(),
             content_uri: good_uri.clone(),
             content_created: None,
             content_expiration: None,
@@ -324,8 +326,9 @@ async fn content_announced_on_another_host_is_never_fetched() {
         Duration::from_secs(30),
         "a listing that skipped the foreign entries",
         || async {
-            c.logs()
-                .contains("listed contentUri is not on the configured resource")
+            c.logs().contains(
+                "listed contentUri is not this blob's feed URL on the configured resource",
+            )
         },
     )
     .await;

@@ -114,7 +114,7 @@ async fn store_down_gives_503_and_store_up_gives_200() {
     .unwrap();
     let url = format!("http://{}/hook", running.addr);
     let body = serde_json::json!([{
-        "tenantId": T, "contentType": "Audit.General", "contentId": "id-1",
+        "tenantId": T, "clientId": "c", "contentType": "Audit.General", "contentId": "id-1",
         "contentUri": format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/id-1")
     }]);
     let http = reqwest::Client::new();

@@ -15,6 +15,10 @@ pub enum UriError {
     ForeignPath,
     #[error("URL carries credentials, a fragment or traversal")]
     Suspicious,
+    #[error("URL carries a query string")]
+    Query,
+    #[error("URL names another blob than the contentId announced with it")]
+    OtherContent,
 }
 
 /// The configured resource and tenant, from which all API URLs are built.
@@ -56,17 +60,31 @@ impl ResourceBase {
         format!("{}{op}", self.feed_prefix())
     }
 
-    /// Accepts a `contentUri` only when it is `{origin}/api/v1.0/{tenant}/activity/feed/audit/{id}`.
-    pub fn content_uri(&self, uri: &str) -> Result<ApiUri, UriError> {
-        self.check(uri, "audit/")
+    /// Accepts a `contentUri` only when it is exactly `{origin}/api/v1.0/{tenant}/activity/feed/audit/{content_id}`
+    /// for the `content_id` announced with it, with no query: another blob's URI under a fresh
+    /// contentId would pass the contentId dedup and deliver its records twice. Returns the URI in
+    /// the configured spelling of the tenant (Microsoft may spell the GUID in another case).
+    pub fn content_uri(&self, uri: &str, content_id: &str) -> Result<ApiUri, UriError> {
+        let url = self.check(uri, "audit/")?;
+        if url.query().is_some() {
+            return Err(UriError::Query);
+        }
+        // `check` matched this prefix (ASCII, so the same length in any case) at the path's start.
+        let path_prefix = format!("/api/v1.0/{}/activity/feed/audit/", self.tenant_id);
+        let id = &url.path()[path_prefix.len()..];
+        if id != content_id {
+            return Err(UriError::OtherContent);
+        }
+        Ok(ApiUri(format!("{}audit/{id}", self.feed_prefix())))
     }
 
     /// Accepts a `NextPageUri` only when it is `{origin}/api/v1.0/{tenant}/activity/feed/subscriptions/content?...`.
     pub fn next_page_uri(&self, uri: &str) -> Result<ApiUri, UriError> {
         self.check(uri, "subscriptions/content")
+            .map(|url| ApiUri(url.to_string()))
     }
 
-    fn check(&self, uri: &str, under: &str) -> Result<ApiUri, UriError> {
+    fn check(&self, uri: &str, under: &str) -> Result<reqwest::Url, UriError> {
         let url = reqwest::Url::parse(uri).map_err(|_| UriError::Malformed)?;
         if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
             return Err(UriError::Suspicious);
@@ -96,7 +114,7 @@ impl ResourceBase {
         if !under.ends_with('/') && !rest.is_empty() {
             return Err(UriError::ForeignPath);
         }
-        Ok(ApiUri(url.to_string()))
+        Ok(url)
     }
 }
 
@@ -131,7 +149,30 @@ mod tests {
         let u = format!(
             "https://manage.office.com/api/v1.0/{T}/activity/feed/audit/20261125$abc$audit_sharepoint$Audit_SharePoint$emea0026"
         );
-        assert!(base().content_uri(&u).is_ok());
+        let id = "20261125$abc$audit_sharepoint$Audit_SharePoint$emea0026";
+        assert_eq!(base().content_uri(&u, id).unwrap().as_str(), u);
+    }
+
+    #[test]
+    fn content_uri_is_the_feed_url_of_its_content_id_without_query() {
+        let b = base();
+        let u = |rest: &str| {
+            format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/{rest}")
+        };
+        assert_eq!(b.content_uri(&u("abc"), "abd"), Err(UriError::OtherContent));
+        assert_eq!(b.content_uri(&u("abc"), "ABC"), Err(UriError::OtherContent));
+        assert_eq!(b.content_uri(&u("abc?x=1"), "abc"), Err(UriError::Query));
+        assert_eq!(b.content_uri(&u("abc?"), "abc"), Err(UriError::Query));
+        assert_eq!(
+            b.content_uri(&u("abc?PublisherIdentifier=x"), "abc"),
+            Err(UriError::Query)
+        );
+        // The tenant in another case: accepted, and given back in the configured spelling.
+        let upper = format!(
+            "https://MANAGE.office.com/api/v1.0/{}/activity/feed/audit/abc",
+            T.to_ascii_uppercase()
+        );
+        assert_eq!(b.content_uri(&upper, "abc").unwrap().as_str(), u("abc"));
     }
 
     #[test]
@@ -151,7 +192,7 @@ mod tests {
             ("not a url".to_string(), UriError::Malformed),
         ];
         for (u, want) in cases {
-            assert_eq!(b.content_uri(&u), Err(want), "{u}");
+            assert_eq!(b.content_uri(&u, "x"), Err(want), "{u}");
         }
     }
 
@@ -159,7 +200,7 @@ mod tests {
     fn dot_segments_are_resolved_before_the_check() {
         let u =
             format!("https://manage.office.com/api/v1.0/{T}/activity/feed/audit/../../../../other");
-        assert!(base().content_uri(&u).is_err());
+        assert!(base().content_uri(&u, "other").is_err());
     }
 
     #[test]

@@ -168,24 +168,25 @@ async fn list_range<S: Store>(
             report.pages += 1;
             report.listed += items.len();
             let base = tenant.client.base();
+            // Each entry must be the feed URL of its own contentId; the content type is stored in
+            // the configured spelling (the one this listing asked for).
             let refs: Vec<ContentRef> = items
                 .into_iter()
-                .filter(|n| match base.content_uri(&n.content_uri) {
-                    Ok(_) => true,
+                .filter_map(|n| match base.content_uri(&n.content_uri, &n.content_id) {
+                    Ok(uri) => Some(ContentRef {
+                        tenant_id: tid.clone(),
+                        content_type: content_type.to_owned(),
+                        content_id: n.content_id,
+                        content_uri: uri.as_str().to_owned(),
+                        content_created: n.content_created,
+                        content_expiration: n.content_expiration,
+                    }),
                     Err(e) => {
                         report.refused += 1;
                         warn!(tenant.id = %tid, content.type = content_type, content.id = %n.content_id, reason = %e,
-                              "listed contentUri is not on the configured resource; skipped, never fetched");
-                        false
+                              "listed contentUri is not this blob's feed URL on the configured resource; skipped, never fetched");
+                        None
                     }
-                })
-                .map(|n| ContentRef {
-                    tenant_id: tid.clone(),
-                    content_type: n.content_type,
-                    content_id: n.content_id,
-                    content_uri: n.content_uri,
-                    content_created: n.content_created,
-                    content_expiration: n.content_expiration,
                 })
                 .collect();
             if !refs.is_empty() {

@@ -206,7 +206,7 @@ impl<S: Store> Workers<S> {
         let uri: ApiUri = tenant
             .client
             .base()
-            .content_uri(&c.content_uri)
+            .content_uri(&c.content_uri, &c.content_id)
             .map_err(|e| Failure::Dead(format!("contentUri refused: {e}")))?;
         let pass = tenant.gate.admit(Instant::now());
         if pass == Pass::Wait {

@@ -115,21 +115,22 @@ fn check_one(rules: &Rules, index: usize, n: ContentNotice) -> Result<ContentRef
         .tenants
         .get(&tenant_id.to_ascii_lowercase())
         .ok_or(Rejection::UnknownTenant { index })?;
-    if let Some(client) = n.client_id.as_deref()
-        && !client.eq_ignore_ascii_case(&rule.client_id)
-    {
+    let client = n
+        .client_id
+        .as_deref()
+        .ok_or_else(|| Rejection::Malformed(format!("notification {index}: no clientId")))?;
+    if !client.eq_ignore_ascii_case(&rule.client_id) {
         return Err(Rejection::ForeignClient { index });
     }
-    if !rule
+    // Kept in the configured spelling: events, metric labels and topic names see one value.
+    let content_type = rule
         .content_types
         .iter()
-        .any(|c| c.eq_ignore_ascii_case(&n.content_type))
-    {
-        return Err(Rejection::ContentType {
+        .find(|c| c.eq_ignore_ascii_case(&n.content_type))
+        .ok_or_else(|| Rejection::ContentType {
             index,
             content_type: truncate(&n.content_type),
-        });
-    }
+        })?;
     if n.content_id.is_empty() || n.content_id.len() > 512 {
         return Err(Rejection::Malformed(format!(
             "notification {index}: bad contentId"
@@ -137,14 +138,14 @@ fn check_one(rules: &Rules, index: usize, n: ContentNotice) -> Result<ContentRef
     }
     let uri = rule
         .base
-        .content_uri(&n.content_uri)
+        .content_uri(&n.content_uri, &n.content_id)
         .map_err(|e| Rejection::ForeignContentUri {
             index,
             reason: e.to_string(),
         })?;
     Ok(ContentRef {
         tenant_id: rule.base.tenant_id().to_string(),
-        content_type: n.content_type,
+        content_type: content_type.clone(),
         content_id: n.content_id,
         content_uri: uri.as_str().to_string(),
         content_created: n.content_created,
@@ -207,6 +208,24 @@ mod tests {
             check(&rules(), AUTH, None, b"[]"),
             Verdict::Accepted(vec![])
         );
+    }
+
+    #[test]
+    fn identifiers_in_another_case_are_kept_in_the_configured_spelling() {
+        let upper = T.to_ascii_uppercase();
+        let body = format!(
+            "[{}]",
+            notice(&upper, "AUDIT.exchange", &good_uri().replace(T, &upper))
+                .replace(C, &C.to_ascii_uppercase())
+        );
+        match check(&rules(), AUTH, None, body.as_bytes()) {
+            Verdict::Accepted(v) => {
+                assert_eq!(v[0].tenant_id, T);
+                assert_eq!(v[0].content_type, "Audit.Exchange");
+                assert_eq!(v[0].content_uri, good_uri());
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
@@ -287,6 +306,25 @@ mod tests {
                 "client_id",
             ),
             (r#"[{"contentType":"Audit.Exchange"}]"#.into(), "malformed"),
+            (
+                format!("[{}]", notice(T, "Audit.Exchange", &good_uri()))
+                    .replace(&format!(r#""clientId":"{C}","#), ""),
+                "malformed",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    notice(T, "Audit.Exchange", &good_uri().replace("abc$1", "abc$2"))
+                ),
+                "content_uri",
+            ),
+            (
+                format!(
+                    "[{}]",
+                    notice(T, "Audit.Exchange", &format!("{}?a=b", good_uri()))
+                ),
+                "content_uri",
+            ),
         ];
         for (body, reason) in cases {
             match check(&r, AUTH, None, body.as_bytes()) {
