@@ -1125,3 +1125,32 @@ fn kafka_output_defaults_and_problems() {
     ));
     assert_eq!(keys(&p), ["outputs.k.brokers"]);
 }
+
+#[test]
+fn non_text_secrets_are_reported_by_key_without_their_value() {
+    let text = format!(
+        "{}admin:\n  token: 98765432109876543210\nwebhook:\n  address: https://collector.example.com/hook\n  auth_id: 1234567890123456\npipeline:\n  workers: 99999999999999999999999999999999999999999\n  lease: forever\n",
+        minimal()
+    );
+    let p = problems(&text);
+    let all = format!("{p:?}");
+    assert_eq!(
+        keys(&p),
+        [
+            "admin.token",
+            "webhook.auth_id",
+            "pipeline.workers",
+            "pipeline.lease"
+        ],
+        "{all}"
+    );
+    assert!(p[0].problem.contains("not text"), "{all}");
+    assert!(p[1].problem.contains("a number"), "{all}");
+    assert!(p[0].fix.contains("quote"), "{all}");
+    for value in ["98765432109876543210", "1234567890123456"] {
+        assert!(
+            !all.contains(value),
+            "a secret's value in the problems: {all}"
+        );
+    }
+}

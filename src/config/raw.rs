@@ -404,7 +404,7 @@ impl<'e> Reader<'e> {
 
     /// Parses the text and reads the whole tree; problems accumulate in `self.problems`.
     pub fn read_text(&mut self, text: &str) -> RawConfig {
-        let mut root: Value = match serde_yaml::from_str(text) {
+        let mut root: Value = match parse_yaml(text) {
             Ok(v) => v,
             Err(e) => {
                 let message = e.to_string();
@@ -923,6 +923,17 @@ impl<'e> Reader<'e> {
     }
 
     fn secret(&mut self, value: &Value, at: At) -> Field<Secret> {
+        // A number or true/false is what YAML made of an unquoted value: it may have changed it
+        // (leading zeros, exponents, huge integers). Reported without the value.
+        if matches!(value, Value::Number(_) | Value::Bool(_)) || is_too_large(value) {
+            self.push(
+                at.order,
+                &at.key,
+                format!("is {}, not text (a secret is text)", kind_of(value)),
+                "quote the value (`key: \"…\"`): YAML reads unquoted digits as a number and may change them",
+            );
+            return Field::Invalid(at);
+        }
         match self.text(value, at) {
             Field::Value(s, at) => Field::Value(Secret::new(s), at),
             other => other.map_invalid(),
@@ -1118,7 +1129,57 @@ impl<T> Field<T> {
 }
 
 /// A description of a YAML value's shape that never includes the value itself.
+/// Marks an integer literal too large for the YAML library, quoted by [`parse_yaml`] so that the
+/// rest of the file can still be read and checked.
+const TOO_LARGE: &str = "o365-collector-too-large-number";
+
+/// Parses the YAML text; an integer literal beyond 128 bits (which the YAML library refuses, with
+/// its value in the message) is rewritten as a tagged string and reported by its key later.
+fn parse_yaml(text: &str) -> Result<Value, serde_yaml::Error> {
+    let mut text = std::borrow::Cow::Borrowed(text);
+    loop {
+        match serde_yaml::from_str::<Value>(&text) {
+            Err(e) if e.to_string().contains("invalid type: integer") => {
+                let Some(fixed) = e.location().and_then(|l| tag_scalar_at(&text, l.index())) else {
+                    return Err(e);
+                };
+                text = std::borrow::Cow::Owned(fixed);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// `text` with the plain scalar starting at byte `at` written as `!TOO_LARGE "scalar"`; `None`
+/// if no digits start there (so the loop in [`parse_yaml`] always ends).
+fn tag_scalar_at(text: &str, at: usize) -> Option<String> {
+    let rest = text.get(at..)?;
+    let len = rest
+        .find(|c: char| c.is_whitespace() || ",]}#".contains(c))
+        .unwrap_or(rest.len());
+    let scalar = &rest[..len];
+    if scalar.is_empty()
+        || !scalar
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-_.".contains(&b))
+    {
+        return None;
+    }
+    Some(format!(
+        "{}!{TOO_LARGE} \"{scalar}\"{}",
+        &text[..at],
+        &rest[len..]
+    ))
+}
+
+fn is_too_large(value: &Value) -> bool {
+    matches!(value, Value::Tagged(t) if t.tag == serde_yaml::value::Tag::new(TOO_LARGE))
+}
+
 fn kind_of(value: &Value) -> &'static str {
+    if is_too_large(value) {
+        return "a number too large to read";
+    }
     match value {
         Value::Null => "empty",
         Value::Bool(_) => "a true/false value",
