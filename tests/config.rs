@@ -1,6 +1,8 @@
 //! Configuration: documented defaults, `${ENV}` and `*_file` secrets, every problem at once with key and
 //! fix, secrets never echoed, multi-tenant inheritance, cloud authorities, and the annotated example.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -842,6 +844,47 @@ fn check_config_reports() {
     let (report, code) = check_config_with(&dir.path().join("missing.yaml"), &no_env);
     assert_eq!(code, 2);
     assert!(report.starts_with("(file): cannot read"));
+}
+
+/// A store directory on a read-only filesystem: `check-config` reports it with key and fix, and
+/// `run` stops with the error printed once.
+#[test]
+fn the_store_directory_must_take_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(_ro) = support::Tmpfs::mount(&dir.path().join("ro"), "size=1m,ro") else {
+        return;
+    };
+    let config = write(
+        dir.path(),
+        "ro.yaml",
+        &format!(
+            "{}last_value_storage: {}/ro/store\n",
+            minimal(),
+            dir.path().display()
+        ),
+    );
+    let (report, code) = check_config_with(&config, &no_env);
+    assert_eq!(code, 2, "{report}");
+    let first = report.lines().next().unwrap();
+    assert!(
+        first.starts_with("last_value_storage: ") && first.contains("Read-only file system"),
+        "{report}"
+    );
+    assert!(first.contains(" — fix: "), "{report}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_o365-collector"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.matches("Read-only file system").count(),
+        1,
+        "the store error is printed once: {stderr}"
+    );
+    assert!(stderr.contains("last_value_storage"), "{stderr}");
 }
 
 mod properties {

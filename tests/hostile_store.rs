@@ -5,48 +5,13 @@
 mod support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::Duration;
 
 use o365_collector::store::{ContentRef, EmbeddedStore, Store};
 use support::*;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A tmpfs of `size` mounted at `at` for the test's lifetime (CI runs as root).
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    /// `None` (with the reason printed) where mounting is not allowed.
-    fn mount(at: &Path, size: &str) -> Option<Tmpfs> {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(at)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(at.to_path_buf())),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
 
 /// Writes zeros to `path` until the filesystem refuses with ENOSPC.
 fn fill(path: &Path) {
@@ -95,7 +60,7 @@ async fn answered(emu: &o365_collector::emulator::Emulator) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_store_filesystem_is_refused_then_heals_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let Some(_tmpfs) = Tmpfs::mount(&dir.path().join("store"), "4m") else {
+    let Some(_tmpfs) = Tmpfs::mount(&dir.path().join("store"), "size=4m") else {
         return;
     };
     let emu = emulator(|c| {

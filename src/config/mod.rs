@@ -526,7 +526,8 @@ impl Config {
 }
 
 /// `o365-collector check-config --config FILE`: the report to print and the exit code — 0 with a
-/// summary when the file is valid, 2 with one `key: problem — fix: …` line per problem otherwise.
+/// summary when the file is valid and the store directory takes a write, 2 with one
+/// `key: problem — fix: …` line per problem otherwise.
 pub fn check_config(path: &Path) -> (String, i32) {
     check_config_with(path, &|name| std::env::var(name).ok())
 }
@@ -541,6 +542,17 @@ pub fn check_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> (
             fix: "pass an existing readable YAML file with --config".into(),
         }])),
     };
+    // The store directory must take writes, or `run` fails at once (or on the first notification).
+    let result = result.and_then(|config| {
+        match crate::store::embedded::probe_dir(&config.last_value_storage) {
+            Ok(()) => Ok(config),
+            Err(e) => Err(ConfigErrors(vec![Problem {
+                key: "last_value_storage".into(),
+                problem: e,
+                fix: "give a directory on a writable filesystem with free space (the store writes and fsyncs there)".into(),
+            }])),
+        }
+    });
     match result {
         Ok(config) => (format!("{}: OK\n{}\n", path.display(), config.summary()), 0),
         Err(errors) => {

@@ -155,12 +155,12 @@ impl TokenSource {
             .form(&form)
             .send()
             .await
-            .map_err(|e| AuthError::Unavailable(without_url(&e)))?;
+            .map_err(|e| AuthError::Unavailable(without_query(&e)))?;
         let status = resp.status();
         let body = resp
             .bytes()
             .await
-            .map_err(|e| AuthError::Unavailable(without_url(&e)))?;
+            .map_err(|e| AuthError::Unavailable(without_query(&e)))?;
         if status.is_success() {
             let t: TokenResponse = serde_json::from_slice(&body)
                 .map_err(|e| AuthError::Unavailable(format!("unreadable token answer: {e}")))?;
@@ -196,11 +196,17 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
 
-/// reqwest errors print the URL; ours carry no secrets in URLs, but keep messages short.
-pub(crate) fn without_url(e: &reqwest::Error) -> String {
+/// reqwest errors print the whole URL: keep scheme, host, port and path (which host failed is
+/// what an operator needs) and drop the query and any user info, which may carry more than that.
+pub(crate) fn without_query(e: &reqwest::Error) -> String {
     let mut msg = e.to_string();
     if let Some(url) = e.url() {
-        msg = msg.replace(url.as_str(), "");
+        let mut shown = url.clone();
+        shown.set_query(None);
+        shown.set_fragment(None);
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        msg = msg.replace(url.as_str(), shown.as_str());
     }
     let mut src = std::error::Error::source(e);
     while let Some(s) = src {
@@ -214,6 +220,29 @@ pub(crate) fn without_url(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn network_errors_name_the_host_but_not_the_query() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        // Nothing listens there any more: connection refused.
+        let e = reqwest::Client::new()
+            .get(format!(
+                "http://127.0.0.1:{port}/tenant/oauth2/token?code=s3cr3t"
+            ))
+            .send()
+            .await
+            .unwrap_err();
+        let text = without_query(&e);
+        assert!(
+            text.contains(&format!("127.0.0.1:{port}/tenant/oauth2/token")),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t") && !text.contains("()"), "{text}");
+    }
 
     #[test]
     fn refreshes_early() {

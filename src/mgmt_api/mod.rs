@@ -15,7 +15,7 @@ use reqwest::header::{HeaderMap, RETRY_AFTER};
 
 use crate::config::{OutboundConfig, Secret, TenantConfig};
 use crate::telemetry::Counters;
-use auth::{AuthError, TokenSource, without_url};
+use auth::{AuthError, TokenSource, without_query};
 use throttle::RequestBudget;
 use uri::{ApiUri, ResourceBase, UriError};
 use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
@@ -98,7 +98,7 @@ pub fn http_client(outbound: &OutboundConfig) -> Result<reqwest::Client, String>
         b = b.proxy(proxy);
     }
     b.build()
-        .map_err(|e| format!("HTTP client: {}", without_url(&e)))
+        .map_err(|e| format!("HTTP client: {}", without_query(&e)))
 }
 
 /// One tenant's view of the API.
@@ -270,7 +270,7 @@ impl ManagementClient {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| ApiError::Transport(without_url(&e)))?;
+                .map_err(|e| ApiError::Transport(without_query(&e)))?;
             let status = resp.status();
             if status.as_u16() == 401 && !refreshed {
                 self.tokens.invalidate(&token).await;
@@ -281,7 +281,7 @@ impl ManagementClient {
             let bytes = resp
                 .bytes()
                 .await
-                .map_err(|e| ApiError::Transport(without_url(&e)))?;
+                .map_err(|e| ApiError::Transport(without_query(&e)))?;
             if status.is_success() {
                 return Ok((headers, bytes));
             }

@@ -163,7 +163,8 @@ impl std::fmt::Debug for EmbeddedStore {
 const REOPEN_EVERY: Duration = Duration::from_secs(1);
 /// Bytes the readiness probe writes (and fsyncs) next to the file: room for a batch of notifications.
 const PROBE_BYTES: usize = 64 * 1024;
-/// Name of the readiness probe's file in the store directory (removed after each probe).
+/// Name of the readiness probe's file in the store directory (with the pid and a counter;
+/// removed after each probe).
 const PROBE_FILE: &str = ".write-probe";
 
 impl EmbeddedStore {
@@ -1165,7 +1166,9 @@ pub fn probe_dir(dir: &Path) -> Result<(), String> {
             }
         }
     }
-    let file = at.join(PROBE_FILE);
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let file = at.join(format!("{PROBE_FILE}-{}-{n}", std::process::id()));
     let result = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&file)?;

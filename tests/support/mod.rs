@@ -202,6 +202,42 @@ pub fn admin_url(logs: &str, path: &str) -> String {
     format!("http://{addr}{path}")
 }
 
+/// A tmpfs mounted at a directory for the test's lifetime (CI runs as root), e.g. a small one to
+/// fill up or a read-only one.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    /// Mounts with `options` (e.g. `size=4m` or `size=1m,ro`); `None`, with the reason printed,
+    /// where mounting is not allowed (not root).
+    pub fn mount(at: &Path, options: &str) -> Option<Tmpfs> {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(at)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs(at.to_path_buf())),
+            Ok(o) => {
+                eprintln!(
+                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("SKIPPED: cannot run mount: {e}");
+                None
+            }
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 /// Polls `cond` every 20 ms until it holds or `timeout` passes (then panics with `what`).
 pub async fn wait_for<F, Fut>(timeout: Duration, what: &str, mut cond: F)
 where
