@@ -146,21 +146,11 @@ impl Collector {
             .args(["-TERM", &self.child.id().to_string()])
             .status()
             .unwrap();
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "collector did not exit within {within:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.wait_exit(within)
     }
 
-    /// Waits up to `within` for the process to exit on its own; returns the exit status.
+    /// Waits up to `within` for the process to exit (on its own, or after a signal); returns the
+    /// exit status.
     pub fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
         let deadline = Instant::now() + within;
         loop {
@@ -169,7 +159,7 @@ impl Collector {
             }
             assert!(
                 Instant::now() < deadline,
-                "collector still running after {within:?}\n{}",
+                "collector did not exit within {within:?}\n{}",
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(20));
