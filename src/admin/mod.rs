@@ -11,7 +11,7 @@
 //! | `GET /dead-letters` | blobs given up, with reason, attempts and times |
 //! | `POST /dead-letters/requeue` | `{"seqs": [..]}` or `{"all": true}`: back in the queue, attempts reset |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store answers) — no token needed |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store takes a write probe) — no token needed |
 //!
 //! Every other route needs `Authorization: Bearer <admin.token>` when a token is configured.
 //! Secrets (client secrets, the webhook AuthID, tokens) never appear in an answer.
