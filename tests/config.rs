@@ -1190,6 +1190,13 @@ fn non_text_secrets_are_reported_by_key_without_their_value() {
     assert!(p[0].problem.contains("not text"), "{all}");
     assert!(p[1].problem.contains("a number"), "{all}");
     assert!(p[0].fix.contains("quote"), "{all}");
+    // Where text is expected, a huge integer is reported as such (no tag was written).
+    let p = problems(&format!("{}output: 98765432109876543210\n", minimal()));
+    assert_eq!(keys(&p), ["output"]);
+    assert!(
+        p[0].problem.contains("too large") && !p[0].fix.contains("tag"),
+        "{p:?}"
+    );
     for value in ["98765432109876543210", "1234567890123456"] {
         assert!(
             !all.contains(value),

@@ -1087,7 +1087,7 @@ impl<'e> Reader<'e> {
     }
 
     fn wrong_type(&mut self, at: &At, found: &Value, expected: &str) {
-        let fix = if matches!(found, Value::Tagged(_)) {
+        let fix = if matches!(found, Value::Tagged(_)) && !is_too_large(found) {
             format!("remove the YAML tag (`!…`); write {expected}")
         } else {
             format!("write {expected}")
