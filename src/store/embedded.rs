@@ -1223,6 +1223,34 @@ mod tests {
     use super::*;
     use crate::store::conformance::content_for;
 
+    /// After an I/O error redb fails every later call on the handle; the store closes it and the
+    /// next call reopens the file, with everything committed still there.
+    #[tokio::test]
+    async fn a_failed_handle_is_closed_and_the_file_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let c1 = content_for("t-a", "Audit.General", "c1");
+        assert_eq!(store.enqueue(vec![c1.clone()]).await.unwrap().added, 1);
+
+        let failed: Result<(), StoreError> = store
+            .shared
+            .with(|inner| Err(inner.err(redb::StorageError::PreviousIo)));
+        assert!(matches!(failed, Err(StoreError::Unavailable(_))));
+        assert!(store.shared.db.read().unwrap().is_none(), "closed");
+
+        let c2 = content_for("t-a", "Audit.General", "c2");
+        let out = store.enqueue(vec![c1, c2]).await.unwrap();
+        assert_eq!(
+            (out.added, out.duplicates),
+            (1, 1),
+            "reopened, c1 still known"
+        );
+        assert!(store.shared.db.read().unwrap().is_some());
+        store.ready().await.unwrap();
+        let got = store.claim(10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(got.len(), 2);
+    }
+
     /// A store written by format 1 (one `schedule` index keyed `(due, seq)`, one blob leased) opens
     /// as format 2 with every blob claimable in its old order.
     #[tokio::test]
