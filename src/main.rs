@@ -73,8 +73,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads for blocking work (store transactions, blob decoding, file writes). Tokio's default
+/// (512) let a burst of webhook POSTs or a thousand tenants' listings start hundreds of threads,
+/// each keeping its stack and allocator caches; store calls queue for these few instead.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -128,7 +128,11 @@ impl ManagementClient {
             tokens,
             base,
             publisher_id: tenant.publisher_id.clone(),
-            budget: RequestBudget::default(),
+            budget: RequestBudget::new(
+                tenant.request_budget.per_minute,
+                Duration::from_secs(60),
+                tenant.request_budget.burst,
+            ),
             counters: None,
         })
     }

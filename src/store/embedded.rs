@@ -122,6 +122,59 @@ struct Inner {
     db: Database,
     path: PathBuf,
     clock: Mutex<Clock>,
+    /// `enqueue` calls waiting for the group committer.
+    commits: Mutex<CommitQueue>,
+}
+
+/// Most `enqueue` calls committed in one transaction: bounds its size and the wait of the last.
+const MAX_GROUP_CALLS: usize = 1024;
+
+/// Environment variable that, set to `off`, makes every `enqueue` commit on its own (the path
+/// before group commit), so benchmarks can compare the two in one build.
+pub const GROUP_COMMIT_ENV: &str = "O365_STORE_GROUP_COMMIT";
+
+fn group_commit_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(GROUP_COMMIT_ENV).map_or(true, |v| v != "off"))
+}
+
+/// One `enqueue` call waiting for its group to be durable.
+struct Waiting {
+    items: Vec<ContentRef>,
+    reply: tokio::sync::oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    waiting: Vec<Waiting>,
+    /// A committer is running; it takes every waiting call before it stops.
+    running: bool,
+}
+
+/// Lets the next `enqueue` start a committer again should this one end without emptying the
+/// queue (a panic, or a runtime shutting down before it ran); the calls left waiting get an error.
+struct CommitterGuard {
+    inner: Arc<Inner>,
+    done: bool,
+}
+
+impl Drop for CommitterGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut q = self.inner.lock_commits();
+            q.running = false;
+            q.waiting.clear();
+        }
+    }
+}
+
+/// A copy of `e` for each caller of a failed group.
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+        other => StoreError::Unavailable(other.to_string()),
+    }
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -154,6 +207,7 @@ impl EmbeddedStore {
                 last_ms: 0,
                 last_at: Instant::now(),
             }),
+            commits: Mutex::default(),
         };
         inner.init()?;
         Ok(EmbeddedStore {
@@ -195,7 +249,31 @@ impl Store for EmbeddedStore {
         if items.is_empty() {
             return Ok(EnqueueOutcome::default());
         }
-        self.run(move |inner| inner.enqueue(items)).await
+        if !group_commit_enabled() {
+            return self
+                .run(move |inner| inner.enqueue_group(vec![items]))
+                .await
+                .map(|o| o.into_iter().next().unwrap_or_default());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.inner.lock_commits();
+            q.waiting.push(Waiting { items, reply });
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let inner = Arc::clone(&self.inner);
+            let guard = CommitterGuard {
+                inner: Arc::clone(&self.inner),
+                done: false,
+            };
+            drop(tokio::task::spawn_blocking(move || {
+                inner.commit_groups(guard)
+            }));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store committer stopped".into()))?
     }
 
     async fn claim_except(
@@ -353,10 +431,17 @@ impl Inner {
         self.commit(txn)
     }
 
-    fn enqueue(&self, batch: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+    /// Adds the blobs of several `enqueue` calls in one write transaction (one fsync), in call
+    /// order; one outcome per call. An id repeated within the group counts as a duplicate of the
+    /// call that named it first, as if the calls had committed one after another.
+    fn enqueue_group(
+        &self,
+        batches: Vec<Vec<ContentRef>>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let now = self.now_ms();
         let txn = self.write(Durability::Immediate)?;
-        let mut outcome = EnqueueOutcome::default();
+        let mut outcomes = vec![EnqueueOutcome::default(); batches.len()];
+        let mut added = 0usize;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
@@ -366,43 +451,83 @@ impl Inner {
             let mut next_seq = get_u64(&meta, META_NEXT_SEQ)
                 .map_err(|e| self.err(e))?
                 .unwrap_or(1);
-            let mut in_batch: HashSet<String> = HashSet::with_capacity(batch.len());
-            for content in batch {
-                let seen = in_batch.contains(&content.content_id)
-                    || dedup
-                        .get(content.content_id.as_str())
-                        .map_err(|e| self.err(e))?
-                        .is_some();
-                if seen {
-                    outcome.duplicates += 1;
-                    continue;
+            let mut in_group: HashSet<String> = HashSet::new();
+            for (batch, outcome) in batches.into_iter().zip(outcomes.iter_mut()) {
+                for content in batch {
+                    let seen = in_group.contains(&content.content_id)
+                        || dedup
+                            .get(content.content_id.as_str())
+                            .map_err(|e| self.err(e))?
+                            .is_some();
+                    if seen {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    dedup
+                        .insert(content.content_id.as_str(), now)
+                        .map_err(|e| self.err(e))?;
+                    dedup_age
+                        .insert((now, content.content_id.as_str()), ())
+                        .map_err(|e| self.err(e))?;
+                    in_group.insert(content.content_id.clone());
+                    let seq = next_seq;
+                    next_seq += 1;
+                    self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
+                    outcome.added += 1;
                 }
-                dedup
-                    .insert(content.content_id.as_str(), now)
-                    .map_err(|e| self.err(e))?;
-                dedup_age
-                    .insert((now, content.content_id.as_str()), ())
-                    .map_err(|e| self.err(e))?;
-                in_batch.insert(content.content_id.clone());
-                let seq = next_seq;
-                next_seq += 1;
-                self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
-                outcome.added += 1;
+                added += outcome.added;
             }
-            if outcome.added > 0 {
+            if added > 0 {
                 meta.insert(META_NEXT_SEQ, next_seq)
                     .map_err(|e| self.err(e))?;
-                add_u64(&mut meta, META_QUEUED, outcome.added as i64).map_err(|e| self.err(e))?;
+                add_u64(&mut meta, META_QUEUED, added as i64).map_err(|e| self.err(e))?;
                 meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
             }
         }
-        if outcome.added == 0 {
+        if added == 0 {
             // All duplicates: what made them duplicates is already durable.
             txn.abort().map_err(|e| self.err(e))?;
         } else {
             self.commit(txn)?;
         }
-        Ok(outcome)
+        Ok(outcomes)
+    }
+
+    /// The group committer's loop, on a blocking thread: takes every waiting `enqueue` call,
+    /// commits them together, answers each, and repeats until none is waiting. Calls that arrive
+    /// during a commit (its fsync) form the next group.
+    fn commit_groups(&self, mut guard: CommitterGuard) {
+        loop {
+            let group: Vec<Waiting> = {
+                let mut q = self.lock_commits();
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    guard.done = true;
+                    return;
+                }
+                let n = q.waiting.len().min(MAX_GROUP_CALLS);
+                q.waiting.drain(..n).collect()
+            };
+            let (batches, replies): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|w| (w.items, w.reply)).unzip();
+            match self.enqueue_group(batches) {
+                Ok(outcomes) => {
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(same_error(&e)));
+                    }
+                }
+            }
+        }
+    }
+
+    fn lock_commits(&self) -> std::sync::MutexGuard<'_, CommitQueue> {
+        // A poisoned lock only means a panic between two plain assignments.
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn claim(
