@@ -163,9 +163,23 @@ pub fn start_emulator(dir: &Path, tenants: usize, extra: &str) -> (Proc, String,
 
 /// The collector (`run`) in its own process on `config`; its logs (warnings and up) go to
 /// `dir/collector.log`. `env` adds environment variables.
+///
+/// For heap profiles, `BENCH_COLLECTOR_WRAPPER` runs it under a profiler (e.g. `heaptrack -o
+/// /tmp/tenants`) and `BENCH_COLLECTOR_BIN` names another build (one with the
+/// `system-allocator` feature); the memory figures printed are then not the collector's.
 pub fn start_collector(dir: &Path, config: &Path, env: &[(&str, &str)]) -> Proc {
     let log = std::fs::File::create(dir.join("collector.log")).expect("log file");
-    let mut cmd = Command::new(BIN);
+    let bin = std::env::var("BENCH_COLLECTOR_BIN").unwrap_or_else(|_| BIN.to_string());
+    let wrapper = std::env::var("BENCH_COLLECTOR_WRAPPER").unwrap_or_default();
+    let mut words = wrapper.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(&bin);
+            c
+        }
+        None => Command::new(&bin),
+    };
     cmd.args(["run", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")

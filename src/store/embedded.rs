@@ -168,6 +168,25 @@ impl Drop for CommitterGuard {
     }
 }
 
+/// Sends each call of a group its own outcome, or the group's error.
+fn answer(
+    replies: Vec<tokio::sync::oneshot::Sender<Result<EnqueueOutcome, StoreError>>>,
+    result: Result<Vec<EnqueueOutcome>, StoreError>,
+) {
+    match result {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(same_error(&e)));
+            }
+        }
+    }
+}
+
 /// A copy of `e` for each caller of a failed group.
 fn same_error(e: &StoreError) -> StoreError {
     match e {
@@ -262,13 +281,12 @@ impl Store for EmbeddedStore {
             !std::mem::replace(&mut q.running, true)
         };
         if start {
-            let inner = Arc::clone(&self.inner);
             let guard = CommitterGuard {
                 inner: Arc::clone(&self.inner),
                 done: false,
             };
             drop(tokio::task::spawn_blocking(move || {
-                inner.commit_groups(guard)
+                Inner::commit_groups(guard)
             }));
         }
         answer
@@ -495,33 +513,38 @@ impl Inner {
 
     /// The group committer's loop, on a blocking thread: takes every waiting `enqueue` call,
     /// commits them together, answers each, and repeats until none is waiting. Calls that arrive
-    /// during a commit (its fsync) form the next group.
-    fn commit_groups(&self, mut guard: CommitterGuard) {
+    /// during a commit (its fsync) form the next group. The last group is answered only after the
+    /// committer let go of the store, so a caller that drops it next can reopen the file at once.
+    fn commit_groups(mut guard: CommitterGuard) {
         loop {
             let group: Vec<Waiting> = {
-                let mut q = self.lock_commits();
-                if q.waiting.is_empty() {
-                    q.running = false;
-                    guard.done = true;
-                    return;
-                }
+                let mut q = guard.inner.lock_commits();
                 let n = q.waiting.len().min(MAX_GROUP_CALLS);
                 q.waiting.drain(..n).collect()
             };
             let (batches, replies): (Vec<_>, Vec<_>) =
                 group.into_iter().map(|w| (w.items, w.reply)).unzip();
-            match self.enqueue_group(batches) {
-                Ok(outcomes) => {
-                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                        let _ = reply.send(Ok(outcome));
-                    }
+            let result = if batches.is_empty() {
+                Ok(Vec::new())
+            } else {
+                guard.inner.enqueue_group(batches)
+            };
+            let last = {
+                let mut q = guard.inner.lock_commits();
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    true
+                } else {
+                    false
                 }
-                Err(e) => {
-                    for reply in replies {
-                        let _ = reply.send(Err(same_error(&e)));
-                    }
-                }
+            };
+            if last {
+                guard.done = true;
+                drop(guard);
+                answer(replies, result);
+                return;
             }
+            answer(replies, result);
         }
     }
 
