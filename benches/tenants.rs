@@ -23,6 +23,7 @@ const SETTLE: Duration = Duration::from_secs(10);
 struct Outcome {
     elapsed: Duration,
     peak: Memory,
+    peak_threads: u64,
     after: Memory,
 }
 
@@ -61,9 +62,10 @@ fn main() {
             for run in 0..runs {
                 let o = run_once(&rt, n, push);
                 println!(
-                    "{n} tenants {mode} run {run}: {:.1} s, peak RSS {:.0} MiB; {} s later RSS {:.0} MiB, {} threads",
+                    "{n} tenants {mode} run {run}: {:.1} s, peak RSS {:.0} MiB, peak {} threads; {} s later RSS {:.0} MiB, {} threads",
                     o.elapsed.as_secs_f64(),
                     o.peak.peak_mib,
+                    o.peak_threads,
                     SETTLE.as_secs(),
                     o.after.rss_mib,
                     o.after.threads
@@ -74,8 +76,9 @@ fn main() {
                 median(&mut outcomes.iter().map(f).collect::<Vec<_>>())
             };
             table.push(format!(
-                "| {n} × 5 | {mode} | {:.0} MiB | {:.0} MiB | {:.0} | {:.1} s |",
+                "| {n} × 5 | {mode} | {:.0} MiB | {:.0} | {:.0} MiB | {:.0} | {:.1} s |",
                 med(&|o| o.peak.peak_mib),
+                med(&|o| o.peak_threads as f64),
                 med(&|o| o.after.rss_mib),
                 med(&|o| o.after.threads as f64),
                 med(&|o| o.elapsed.as_secs_f64()),
@@ -84,9 +87,9 @@ fn main() {
     }
     println!("\ntenants × content types, medians of {runs} runs:");
     println!(
-        "| tenants | mode | peak RSS | RSS 10 s later | threads 10 s later | all records in |"
+        "| tenants | mode | peak RSS | peak threads | RSS 10 s later | threads 10 s later | all records in |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     for row in table {
         println!("{row}");
     }
@@ -133,6 +136,7 @@ fn run_once(rt: &tokio::runtime::Runtime, n: usize, push: bool) -> Outcome {
 
     let started = Instant::now();
     let mut collector = support::start_collector(dir, &config, &[]);
+    let threads = support::ThreadPeak::start(collector.pid());
     if push {
         // Every subscription validated its webhook; then publish, and the emulator notifies.
         let want = n * CONTENT_TYPES.len();
@@ -150,6 +154,7 @@ fn run_once(rt: &tokio::runtime::Runtime, n: usize, push: bool) -> Outcome {
     });
     let elapsed = started.elapsed();
     let peak = collector.memory();
+    let peak_threads = threads.stop();
     std::thread::sleep(SETTLE);
     let after = collector.memory();
     let counts = support::record_counts(&events);
@@ -162,6 +167,7 @@ fn run_once(rt: &tokio::runtime::Runtime, n: usize, push: bool) -> Outcome {
     Outcome {
         elapsed,
         peak,
+        peak_threads,
         after,
     }
 }

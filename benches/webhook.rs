@@ -29,6 +29,7 @@ struct Outcome {
     max_ms: f64,
     errors: usize,
     peak: Memory,
+    peak_threads: u64,
     after: Memory,
 }
 
@@ -76,12 +77,13 @@ fn main() {
             for run in 0..runs {
                 let o = run_once(&rt, rate, secs, group);
                 println!(
-                    "{rate}/s {name} run {run}: p50 {:.2} ms p99 {:.2} ms max {:.1} ms, {} errors, peak RSS {:.0} MiB; {} s later RSS {:.0} MiB, {} threads",
+                    "{rate}/s {name} run {run}: p50 {:.2} ms p99 {:.2} ms max {:.1} ms, {} errors, peak RSS {:.0} MiB, peak {} threads; {} s later RSS {:.0} MiB, {} threads",
                     o.p50_ms,
                     o.p99_ms,
                     o.max_ms,
                     o.errors,
                     o.peak.peak_mib,
+                    o.peak_threads,
                     SETTLE.as_secs(),
                     o.after.rss_mib,
                     o.after.threads
@@ -94,11 +96,12 @@ fn main() {
             let p99 = med(&|o| o.p99_ms);
             p99s.push(p99);
             table.push(format!(
-                "| {rate}/s | {name} | {:.2} ms | {p99:.2} ms | {:.1} ms | {} | {:.0} MiB | {:.0} MiB, {:.0} threads |",
+                "| {rate}/s | {name} | {:.2} ms | {p99:.2} ms | {:.1} ms | {} | {:.0} MiB, {:.0} threads | {:.0} MiB, {:.0} threads |",
                 med(&|o| o.p50_ms),
                 med(&|o| o.max_ms),
                 outcomes.iter().map(|o| o.errors).sum::<usize>(),
                 med(&|o| o.peak.peak_mib),
+                med(&|o| o.peak_threads as f64),
                 med(&|o| o.after.rss_mib),
                 med(&|o| o.after.threads as f64),
             ));
@@ -111,7 +114,7 @@ fn main() {
         }
     }
     println!("\nwebhook acknowledgement, {secs} s per run, medians of {runs} runs:");
-    println!("| rate | path | p50 | p99 | max | errors | peak RSS | 10 s later |");
+    println!("| rate | path | p50 | p99 | max | errors | peak | 10 s later |");
     println!("|---|---|---|---|---|---|---|---|");
     for row in table {
         println!("{row}");
@@ -232,6 +235,7 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
             .collect::<Vec<_>>()
     });
 
+    let threads = support::ThreadPeak::start(collector.pid());
     let load = support::client(&ca);
     let latencies = rt.block_on(async {
         let start = tokio::time::Instant::now() + Duration::from_millis(200);
@@ -274,6 +278,7 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
         support::lines(&events) >= blobs
     });
     let peak = collector.memory();
+    let peak_threads = threads.stop();
     std::thread::sleep(SETTLE);
     let after = collector.memory();
     let counts = support::record_counts(&events);
@@ -288,6 +293,7 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
         max_ms: ms.last().copied().unwrap_or(0.0),
         errors,
         peak,
+        peak_threads,
         after,
     }
 }

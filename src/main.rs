@@ -10,7 +10,9 @@ use o365_collector::telemetry::{self, LogFormat};
 use o365_collector::{app, config, demo, emulator, mapping};
 
 /// Mapping allocates many small strings per record; mimalloc maps ≈25% more records per second than
-/// glibc's allocator (benches/mapping.rs).
+/// glibc's allocator (benches/mapping.rs). The `system-allocator` feature leaves it out, for heap
+/// profilers that hook malloc (`heaptrack`, see README "Bounds").
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

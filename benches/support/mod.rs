@@ -87,6 +87,41 @@ pub struct Memory {
     pub threads: u64,
 }
 
+/// Samples a process's thread count every 20 ms on a thread of its own; `stop` returns the most
+/// seen (the peak is what a burst of blocking work shows).
+pub struct ThreadPeak {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: std::thread::JoinHandle<u64>,
+}
+
+impl ThreadPeak {
+    pub fn start(pid: u32) -> ThreadPeak {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut most = 0;
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let text =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let n = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Threads:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                most = most.max(n);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            most
+        });
+        ThreadPeak { stop, handle }
+    }
+
+    pub fn stop(self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.join().unwrap_or(0)
+    }
+}
+
 /// A CA and a certificate for 127.0.0.1 signed by it: the collector's webhook listener, trusted
 /// by the emulator through `webhook_ca_files`. Returns (ca.pem, cert.pem, key.pem) paths.
 pub fn webhook_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
