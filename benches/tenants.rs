@@ -28,31 +28,16 @@ struct Outcome {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
+    let args = support::Args::from_env();
+    let counts: Vec<usize> = args.numbers(&[10, 100, 1000]);
+    // `pull` first: `either` answers true for its first word.
+    let modes: Vec<bool> = args
+        .either("pull", "push")
+        .into_iter()
+        .map(|pull| !pull)
         .collect();
-    let mut counts: Vec<usize> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    if counts.is_empty() {
-        counts = vec![10, 100, 1000];
-    }
-    let modes: Vec<bool> = match (
-        args.iter().any(|a| a == "pull"),
-        args.iter().any(|a| a == "push"),
-    ) {
-        (true, false) => vec![false],
-        (false, true) => vec![true],
-        _ => vec![false, true],
-    };
-    let runs: usize = args
-        .iter()
-        .find_map(|a| a.strip_prefix("runs=")?.parse().ok())
-        .unwrap_or(3);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runs: usize = args.value("runs", 3);
+    let rt = support::runtime();
 
     let mut table = Vec::new();
     for &n in &counts {

@@ -34,35 +34,12 @@ struct Outcome {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
-    let mut rates: Vec<u64> = args.iter().filter_map(|a| a.parse().ok()).collect();
-    if rates.is_empty() {
-        rates = vec![200, 500, 1000];
-    }
-    let secs: u64 = args
-        .iter()
-        .find_map(|a| a.strip_prefix("secs=")?.parse().ok())
-        .unwrap_or(10);
-    let runs: usize = args
-        .iter()
-        .find_map(|a| a.strip_prefix("runs=")?.parse().ok())
-        .unwrap_or(3);
-    let paths: Vec<bool> = match (
-        args.iter().any(|a| a == "group"),
-        args.iter().any(|a| a == "single"),
-    ) {
-        (true, false) => vec![true],
-        (false, true) => vec![false],
-        _ => vec![true, false],
-    };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let args = support::Args::from_env();
+    let rates: Vec<u64> = args.numbers(&[200, 500, 1000]);
+    let secs: u64 = args.value("secs", 10);
+    let runs: usize = args.value("runs", 3);
+    let paths: Vec<bool> = args.either("group", "single");
+    let rt = support::runtime();
 
     let mut table = Vec::new();
     for &rate in &rates {

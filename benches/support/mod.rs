@@ -272,6 +272,54 @@ pub fn client(ca: &Path) -> reqwest::Client {
         .expect("client")
 }
 
+/// The bench's own arguments (cargo's `--bench` left out): bare numbers, `key=value` and words.
+pub struct Args(Vec<String>);
+
+impl Args {
+    pub fn from_env() -> Args {
+        Args(
+            std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with("--"))
+                .collect(),
+        )
+    }
+
+    /// The bare numbers, or `default` when there are none.
+    pub fn numbers<T: std::str::FromStr + Copy>(&self, default: &[T]) -> Vec<T> {
+        let n: Vec<T> = self.0.iter().filter_map(|a| a.parse().ok()).collect();
+        if n.is_empty() { default.to_vec() } else { n }
+    }
+
+    /// `key=value`, or `default`.
+    pub fn value<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
+        self.0
+            .iter()
+            .find_map(|a| a.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// Which of two variants to run: `[true]` for word `a` alone, `[false]` for `b` alone,
+    /// both otherwise (`a` first).
+    pub fn either(&self, a: &str, b: &str) -> Vec<bool> {
+        match (self.0.iter().any(|x| x == a), self.0.iter().any(|x| x == b)) {
+            (true, false) => vec![true],
+            (false, true) => vec![false],
+            _ => vec![true, false],
+        }
+    }
+}
+
+/// A runtime for the driving side (control calls, load), small so it leaves the cores to the
+/// processes measured.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 /// The median of `v` (sorted in place).
 pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
