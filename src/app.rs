@@ -13,7 +13,7 @@ use tracing::info;
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
-use crate::mgmt_api::{ManagementClient, http_client, uri::ResourceBase};
+use crate::mgmt_api::{MAX_CALLS_IN_FLIGHT, ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
 use crate::pipeline::gate::OutputGate;
 use crate::pipeline::worker::Workers;
@@ -61,6 +61,7 @@ impl App {
             Arc::new(EmbeddedStore::open(&cfg.last_value_storage).map_err(AppError::Store)?);
         let counters = Arc::new(Counters::default());
         let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
+        let call_slots = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT));
 
         let wake = Arc::new(Notify::new());
         let mut outputs: HashMap<String, (Arc<AnyOutput>, Arc<OutputGate>)> = HashMap::new();
@@ -86,6 +87,7 @@ impl App {
                     tenant: t.tenant_id.clone(),
                     reason: e.to_string(),
                 })?
+                .with_call_slots(call_slots.clone())
                 .with_counters(counters.clone());
             tenants.insert(
                 t.tenant_id.to_ascii_lowercase(),

@@ -167,6 +167,7 @@ fn demo_config(
             output: "demo".into(),
             encoding: encoding_rs::UTF_8,
             format: args.format,
+            request_budget: Default::default(),
         }],
         webhook: Some(WebhookConfig {
             address: format!("https://127.0.0.1:{port}/o365/webhook"),

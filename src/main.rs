@@ -10,7 +10,9 @@ use o365_collector::telemetry::{self, LogFormat};
 use o365_collector::{app, config, demo, emulator, mapping};
 
 /// Mapping allocates many small strings per record; mimalloc maps ≈25% more records per second than
-/// glibc's allocator (benches/mapping.rs).
+/// glibc's allocator (benches/mapping.rs). The `system-allocator` feature leaves it out, for heap
+/// profilers that hook malloc (`heaptrack`, see README "Bounds").
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -73,8 +75,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Threads for blocking work (store transactions, blob decoding, file writes). Tokio's default
+/// (512) let a burst of webhook POSTs or a thousand tenants' listings start hundreds of threads,
+/// each keeping its stack and allocator caches; store calls queue for these few instead.
+const MAX_BLOCKING_THREADS: usize = 16;
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .enable_all()
         .build()
         .context("cannot start the async runtime")

@@ -336,6 +336,44 @@ fn guids_are_required() {
 }
 
 #[test]
+fn request_budget_defaults_inherits_and_is_checked() {
+    use o365_collector::config::RequestBudgetConfig;
+    let budget = |per_minute, burst| RequestBudgetConfig { per_minute, burst };
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(
+        c.tenants[0].request_budget,
+        budget(1800, 100),
+        "default unchanged"
+    );
+    // The top level sets every tenant's budget; an entry may set its own; a burst not given
+    // follows the rate (never above it).
+    let other = "99999999-8888-4777-8666-555555555555";
+    let c = parse(&format!(
+        "{}requests_per_minute: 6000\nrequest_burst: 300\ntenants:\n  - tenant_id: {other}\n    client_id: {CLIENT}\n    client_secret: x\n    requests_per_minute: 120\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.tenants[0].request_budget, budget(6000, 300));
+    assert_eq!(c.tenants[1].request_budget, budget(120, 120));
+    let c = parse(&format!("{}requests_per_minute: 50\n", minimal())).unwrap();
+    assert_eq!(c.tenants[0].request_budget, budget(50, 50));
+
+    let p = problems(&format!(
+        "{}requests_per_minute: 0\nrequest_burst: 0\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["requests_per_minute", "request_burst"]);
+    assert!(p[0].fix.contains("1800"), "{}", p[0]);
+    let p = problems(&format!(
+        "{}requests_per_minute: 100\nrequest_burst: 101\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["request_burst"]);
+    let p = problems(&format!("{}requests_per_minute: many\n", minimal()));
+    assert_eq!(keys(&p), ["requests_per_minute"]);
+}
+
+#[test]
 fn content_types_are_checked() {
     let p = problems(&format!(
         "{}content_type: audit.exchange Audit.Everything\n",

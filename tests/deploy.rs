@@ -244,6 +244,24 @@ fn pod_is_locked_down_and_probed_on_the_admin_port() {
             assert!(!c["resources"][r]["memory"].is_null(), "{overlay}: {r}");
             assert!(!c["resources"][r]["cpu"].is_null(), "{overlay}: {r}");
         }
+        // The README's "Bounds" says what this limit holds (tenants, blob size); the benches
+        // measure against it.
+        let limit = c["resources"]["limits"]["memory"]
+            .as_str()
+            .unwrap_or_default();
+        let mib = limit
+            .strip_suffix("Mi")
+            .and_then(|n| n.parse::<u64>().ok())
+            .or_else(|| {
+                limit
+                    .strip_suffix("Gi")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .map(|g| g * 1024)
+            });
+        assert!(
+            mib.is_some_and(|m| m <= 512),
+            "{overlay}: memory limit {limit:?} is above the 512Mi the README's Bounds are measured for"
+        );
         let ports: Vec<u64> = seq(&c["ports"])
             .iter()
             .filter_map(|p| p["containerPort"].as_u64())

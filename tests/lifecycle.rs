@@ -300,3 +300,77 @@ async fn certificate_credentials_from_the_config_collect_and_a_wrong_one_shows_a
         }
     }
 }
+
+/// The listing's end time is whole seconds: content published in the last fraction of a second
+/// before the pull must be listed by that pull, and the cursor must stop where the listing did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_of_the_last_second_is_listed_by_the_same_pull() {
+    use chrono::Timelike;
+    use o365_collector::config::{Credential, OutputConfig, Secret, TenantConfig};
+    use o365_collector::emulator::GenerateRequest;
+    use o365_collector::mgmt_api::ManagementClient;
+    use o365_collector::output::AnyOutput;
+    use o365_collector::pipeline::gate::OutputGate;
+    use o365_collector::pipeline::{TenantRuntime, puller};
+    use o365_collector::store::{EmbeddedStore, Store};
+
+    let emu = emulator(|_| {}).await;
+    let dir = tempfile::tempdir().unwrap();
+    let tenant = TenantConfig {
+        tenant_id: TENANT.into(),
+        client_id: CLIENT.into(),
+        credential: Credential::Secret(Secret::new(SECRET)),
+        resource: emu.base_url().into(),
+        authority: emu.base_url().into(),
+        publisher_id: TENANT.into(),
+        content_types: vec!["Audit.General".into()],
+        output: "o".into(),
+        encoding: encoding_rs::UTF_8,
+        format: Default::default(),
+        request_budget: Default::default(),
+    };
+    let client = ManagementClient::new(client(&emu), &tenant).unwrap();
+    client
+        .start_subscription("Audit.General", None)
+        .await
+        .unwrap();
+    // Published 700 ms into a second; the pull runs 200 ms later, within the same second.
+    let second = emu.now().with_nanosecond(0).unwrap() - chrono::TimeDelta::minutes(10);
+    let created = second + chrono::TimeDelta::milliseconds(700);
+    emu.generate(GenerateRequest {
+        tenant_id: TENANT.into(),
+        content_type: "Audit.General".into(),
+        records: 3,
+        blobs: 1,
+        created: Some(created),
+    })
+    .await
+    .unwrap();
+    let runtime = TenantRuntime {
+        cfg: tenant,
+        client,
+        output: std::sync::Arc::new(AnyOutput::open("o", &OutputConfig::Stdout).unwrap()),
+        output_name: "o".into(),
+        gate: std::sync::Arc::new(OutputGate::new(
+            Duration::from_secs(1),
+            std::sync::Arc::new(tokio::sync::Notify::new()),
+        )),
+        paused: Default::default(),
+    };
+    let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+    let now = created + chrono::TimeDelta::milliseconds(200);
+    let report = puller::pull_once(&runtime, "Audit.General", &store, now)
+        .await
+        .unwrap();
+    assert_eq!(report.added, 1, "the blob of the last second is listed now");
+    let cursor = store
+        .cursor(TENANT, "Audit.General")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        chrono::DateTime::<chrono::Utc>::from(cursor),
+        second + chrono::TimeDelta::seconds(1),
+        "the cursor stops where the listing ended"
+    );
+}

@@ -25,6 +25,7 @@ macro_rules! conformance_tests {
 
 conformance_tests!(
     enqueue_dedups,
+    concurrent_enqueues_get_their_own_outcomes,
     claim_is_oldest_first_and_bounded,
     expired_lease_is_claimable_again,
     renew_extends_lease,
@@ -50,6 +51,42 @@ async fn run_all_passes() {
         store
     })
     .await;
+}
+
+/// Concurrent enqueues committed as groups are all durable: a reopened store has every one of
+/// them, and the contentId they share once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrently_enqueued_blobs_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path());
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .enqueue(vec![content(&format!("c-{i}")), content("same")])
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut added = 0;
+        for t in tasks {
+            let out = t.await.unwrap();
+            assert_eq!(out.added + out.duplicates, 2);
+            added += out.added;
+        }
+        assert_eq!(added, 65);
+    }
+    let store = open(dir.path());
+    let claimed = store.claim(100, Duration::from_secs(600)).await.unwrap();
+    let mut ids: Vec<String> = claimed.into_iter().map(|c| c.content.content_id).collect();
+    ids.sort();
+    let mut want: Vec<String> = (0..64).map(|i| format!("c-{i}")).collect();
+    want.push("same".into());
+    want.sort();
+    assert_eq!(ids, want);
 }
 
 #[tokio::test]

@@ -83,6 +83,27 @@ pub struct TenantConfig {
     /// Charset of the blobs (`encoding`, any WHATWG label).
     pub encoding: &'static encoding_rs::Encoding,
     pub format: Format,
+    /// This tenant's own limit on calls to Microsoft (`requests_per_minute`, `request_burst`).
+    pub request_budget: RequestBudgetConfig,
+}
+
+/// How many Management Activity API calls one tenant allows itself. Microsoft's quota is per
+/// tenant and grows with its seats, so it is configurable; the default stays under the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBudgetConfig {
+    /// Steady rate (`requests_per_minute`).
+    pub per_minute: u32,
+    /// Calls that may go out back to back before the rate applies (`request_burst`).
+    pub burst: u32,
+}
+
+impl Default for RequestBudgetConfig {
+    fn default() -> Self {
+        RequestBudgetConfig {
+            per_minute: crate::mgmt_api::throttle::DEFAULT_REQUESTS_PER_MINUTE,
+            burst: crate::mgmt_api::throttle::DEFAULT_BURST,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

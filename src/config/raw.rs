@@ -58,7 +58,7 @@ impl<T> Field<T> {
 }
 
 /// Keys a tenant takes, both at the top level (first tenant and defaults) and under `tenants:`.
-pub(crate) const TENANT_KEYS: [&str; 12] = [
+pub(crate) const TENANT_KEYS: [&str; 14] = [
     "tenant_id",
     "client_id",
     "client_secret",
@@ -71,6 +71,8 @@ pub(crate) const TENANT_KEYS: [&str; 12] = [
     "output",
     "encoding",
     "format",
+    "requests_per_minute",
+    "request_burst",
 ];
 
 /// Tenant keys that identify an app or tenant (the others are only defaults for `tenants:` entries);
@@ -139,6 +141,8 @@ pub(crate) struct RawTenant {
     pub output: Field<String>,
     pub encoding: Field<String>,
     pub format: Field<String>,
+    pub requests_per_minute: Field<u64>,
+    pub request_burst: Field<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -494,6 +498,8 @@ impl<'e> Reader<'e> {
             "output" => t.output = self.text(value, at),
             "encoding" => t.encoding = self.text(value, at),
             "format" => t.format = self.text(value, at),
+            "requests_per_minute" => t.requests_per_minute = self.uint(value, at),
+            "request_burst" => t.request_burst = self.uint(value, at),
             _ => {}
         }
     }

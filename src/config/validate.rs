@@ -20,10 +20,11 @@ use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileCompression,
     FileOutputConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey,
     KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
-    PipelineConfig, Problem, PullConfig, SaslMechanism, Secret, SyslogOutputConfig,
-    SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
+    PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret,
+    SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
 use crate::mapping::Format;
+use crate::mgmt_api::throttle::{DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE};
 
 /// Documented defaults (product documentation and DESIGN §4).
 pub const DEFAULT_RESOURCE: &str = "https://manage.office.com";
@@ -94,6 +95,8 @@ pub const MIN_AUTH_ID_LEN: usize = 8;
 /// Shortest accepted admin token: it guards subscription changes and backfills.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 const MAX_WORKERS: u64 = 1024;
+/// Far above any tenant's quota; a larger value is a typo.
+const MAX_REQUESTS_PER_MINUTE: u64 = 1_000_000;
 /// Longest `linger` of an http output: blobs wait that long for company, so keep it short.
 const MAX_LINGER: Duration = Duration::from_secs(10);
 
@@ -176,6 +179,9 @@ struct Inherited {
     output: Option<String>,
     encoding: &'static Encoding,
     format: Format,
+    request_budget: RequestBudgetConfig,
+    /// `request_burst` was given at the top level (else it follows each tenant's rate).
+    burst_given: bool,
 }
 
 struct Checker<'f> {
@@ -1098,6 +1104,7 @@ impl Checker<'_> {
             || top.client_secret_file.is_present()
             || top.client_certificate.is_present();
         let credential = (shared && has_credential).then(|| self.credential(top, 0));
+        let request_budget = self.request_budget(top, RequestBudgetConfig::default(), false);
         Inherited {
             client_id,
             credential,
@@ -1108,7 +1115,48 @@ impl Checker<'_> {
             output,
             encoding,
             format,
+            request_budget,
+            burst_given: top.request_burst.is_present(),
         }
+    }
+
+    /// `requests_per_minute` and `request_burst` of one level, falling back to `inherited`. A burst
+    /// not given follows the rate (at most [`DEFAULT_BURST`], never above the rate) unless an
+    /// upper level gave one.
+    fn request_budget(
+        &mut self,
+        t: &RawTenant,
+        inherited: RequestBudgetConfig,
+        burst_inherited: bool,
+    ) -> RequestBudgetConfig {
+        let per_minute = match &t.requests_per_minute {
+            Field::Value(v, at) if *v == 0 || *v > MAX_REQUESTS_PER_MINUTE => {
+                self.problem(
+                    at,
+                    format!("is {v}, outside 1..={MAX_REQUESTS_PER_MINUTE}"),
+                    format!(
+                        "use the calls per minute Microsoft allows this tenant, e.g. {DEFAULT_REQUESTS_PER_MINUTE} (the default, under the baseline quota of 2000)"
+                    ),
+                );
+                inherited.per_minute
+            }
+            Field::Value(v, _) => u32::try_from(*v).unwrap_or(inherited.per_minute),
+            _ => inherited.per_minute,
+        };
+        let burst = match &t.request_burst {
+            Field::Value(v, at) if *v == 0 || *v > u64::from(per_minute) => {
+                self.problem(
+                    at,
+                    format!("is {v}, outside 1..={per_minute} (requests_per_minute)"),
+                    format!("use a burst below the rate, e.g. {DEFAULT_BURST} (the default)"),
+                );
+                DEFAULT_BURST.min(per_minute)
+            }
+            Field::Value(v, _) => u32::try_from(*v).unwrap_or(DEFAULT_BURST),
+            _ if burst_inherited => inherited.burst.min(per_minute),
+            _ => DEFAULT_BURST.min(per_minute),
+        };
+        RequestBudgetConfig { per_minute, burst }
     }
 
     fn tenants(
@@ -1263,6 +1311,11 @@ impl Checker<'_> {
             Field::Value(v, at) if own(&t.format) => self.format(at, v),
             _ => inh.format,
         };
+        let request_budget = if is_top {
+            inh.request_budget
+        } else {
+            self.request_budget(t, inh.request_budget, inh.burst_given)
+        };
         TenantConfig {
             tenant_id,
             client_id,
@@ -1274,6 +1327,7 @@ impl Checker<'_> {
             output,
             encoding,
             format,
+            request_budget,
         }
     }
 

@@ -20,6 +20,9 @@ use throttle::RequestBudget;
 use uri::{ApiUri, ResourceBase, UriError};
 use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
 
+/// Calls to Microsoft in flight at once across all tenants (see [`ManagementClient::with_call_slots`]).
+pub const MAX_CALLS_IN_FLIGHT: usize = 32;
+
 /// Largest blob we accept; real blobs are far smaller, this only stops a runaway answer.
 pub const MAX_BLOB_BYTES: usize = 512 * 1024 * 1024;
 
@@ -97,7 +100,10 @@ pub fn http_client(outbound: &OutboundConfig) -> Result<reqwest::Client, String>
         let proxy = reqwest::Proxy::all(p).map_err(|e| format!("outbound.proxy: {e}"))?;
         b = b.proxy(proxy);
     }
-    b.build()
+    // Idle connections kept: at most one per call slot (HTTP/2 needs one, HTTP/1.1 one per call).
+    b.pool_max_idle_per_host(MAX_CALLS_IN_FLIGHT)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build()
         .map_err(|e| format!("HTTP client: {}", without_query(&e)))
 }
 
@@ -109,6 +115,10 @@ pub struct ManagementClient {
     publisher_id: String,
     /// This tenant's own request budget and 429 pause: throttling never crosses tenants.
     budget: RequestBudget,
+    /// Shared by every tenant's client: bounds connections, TLS sessions and buffers in use
+    /// whatever the number of tenants (a thousand listing at once would otherwise open a
+    /// connection each). `None`: no bound (tests).
+    slots: Option<Arc<tokio::sync::Semaphore>>,
     counters: Option<Arc<Counters>>,
 }
 
@@ -128,7 +138,12 @@ impl ManagementClient {
             tokens,
             base,
             publisher_id: tenant.publisher_id.clone(),
-            budget: RequestBudget::default(),
+            budget: RequestBudget::new(
+                tenant.request_budget.per_minute,
+                Duration::from_secs(60),
+                tenant.request_budget.burst,
+            ),
+            slots: None,
             counters: None,
         })
     }
@@ -136,6 +151,13 @@ impl ManagementClient {
     /// Replaces the default budget ([`throttle::DEFAULT_REQUESTS_PER_MINUTE`]) of this tenant.
     pub fn with_request_budget(mut self, per_minute: u32) -> Self {
         self.budget = RequestBudget::per_minute(per_minute);
+        self
+    }
+
+    /// Shares `slots` (e.g. [`MAX_CALLS_IN_FLIGHT`] permits) with the other tenants' clients: a
+    /// call (its token request included) holds one from sending to the end of its body.
+    pub fn with_call_slots(mut self, slots: Arc<tokio::sync::Semaphore>) -> Self {
+        self.slots = Some(slots);
         self
     }
 
@@ -255,8 +277,16 @@ impl ManagementClient {
     ) -> Result<(HeaderMap, Bytes), ApiError> {
         let mut refreshed = false;
         loop {
-            let token = self.tokens.token().await?;
             self.budget.acquire().await;
+            let _slot = match &self.slots {
+                Some(s) => Some(
+                    s.acquire()
+                        .await
+                        .map_err(|_| ApiError::Transport("shutting down: no more calls".into()))?,
+                ),
+                None => None,
+            };
+            let token = self.tokens.token().await?;
             let mut req = self
                 .http
                 .request(method.clone(), url)

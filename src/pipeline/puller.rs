@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -87,6 +87,19 @@ pub fn start_at(cursor: Option<DateTime<Utc>>, now: DateTime<Utc>) -> (DateTime<
     }
 }
 
+/// Where a listing up to `now` ends: the API takes whole seconds, so `now` is rounded up to the
+/// next one and the cursor moves exactly there. Rounded down (as `api_time` alone would), the
+/// content published in the last fraction of a second would be left out of the listing while the
+/// cursor moved past it, and wait a whole `pull.interval` for the overlap of the next round.
+pub fn listing_end(now: DateTime<Utc>) -> DateTime<Utc> {
+    let whole = now.with_nanosecond(0).unwrap_or(now);
+    if whole == now {
+        now
+    } else {
+        whole + chrono::TimeDelta::seconds(1)
+    }
+}
+
 /// The API's datetime form (UTC, seconds).
 pub fn api_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
@@ -113,7 +126,8 @@ pub async fn pull_once<S: Store>(
         truncated,
         ..PullReport::default()
     };
-    list_range(tenant, content_type, store, start, now, true, &mut report).await?;
+    let end = listing_end(now);
+    list_range(tenant, content_type, store, start, end, true, &mut report).await?;
     Ok(report)
 }
 
@@ -138,7 +152,7 @@ pub async fn backfill<S: Store>(
         content_type,
         store,
         start.max(oldest),
-        end.min(now),
+        listing_end(end.min(now)),
         false,
         &mut report,
     )
@@ -331,6 +345,18 @@ mod tests {
         // Overlap alone crossing the limit is not a loss.
         let (_, truncated) = start_at(Some(t(0) - MAX_BACK + chrono::TimeDelta::minutes(1)), t(0));
         assert!(!truncated);
+    }
+
+    #[test]
+    fn listing_ends_on_the_next_whole_second() {
+        let exact = t(13);
+        assert_eq!(listing_end(exact), exact);
+        let within = exact + chrono::TimeDelta::milliseconds(700);
+        let end = listing_end(within);
+        assert_eq!(end, exact + chrono::TimeDelta::seconds(1));
+        // What the API is asked for is exactly where the cursor moves: nothing in between.
+        assert_eq!(api_time(end), "2026-11-25T13:00:01");
+        assert_eq!(windows(t(12), end).last().map(|w| w.1), Some(end));
     }
 
     #[test]

@@ -56,6 +56,7 @@ where
     Fut: Future<Output = S>,
 {
     enqueue_dedups(&make().await).await;
+    concurrent_enqueues_get_their_own_outcomes(&make().await).await;
     claim_is_oldest_first_and_bounded(&make().await).await;
     expired_lease_is_claimable_again(&make().await).await;
     renew_extends_lease(&make().await).await;
@@ -122,6 +123,46 @@ pub async fn enqueue_dedups<S: Store>(store: &S) {
     assert_eq!(ids(&claimed), ["a", "b", "c"]);
     assert!(claimed.iter().all(|c| c.attempts == 0));
     assert_eq!(claimed[0].content, content("a"), "content round-trips");
+}
+
+/// Enqueue calls made at the same time (a store may commit them together) each get the outcome of
+/// their own items, and a contentId named by several of them is added once.
+pub async fn concurrent_enqueues_get_their_own_outcomes<S: Store>(store: &S) {
+    const CALLS: usize = 32;
+    let calls = (0..CALLS).map(|i| {
+        let mut batch = vec![content(&format!("own-{i}-a")), content("shared")];
+        if i % 2 == 0 {
+            batch.push(content(&format!("own-{i}-b")));
+        }
+        let len = batch.len();
+        async move { (i, len, store.enqueue(batch).await.expect("enqueue")) }
+    });
+    let outcomes = futures_util::future::join_all(calls).await;
+    let mut shared_added = 0;
+    for (i, len, out) in &outcomes {
+        assert_eq!(
+            out.added + out.duplicates,
+            *len,
+            "call {i}: every item counted"
+        );
+        let own = if i % 2 == 0 { 2 } else { 1 };
+        assert!(
+            out.added == own || out.added == own + 1,
+            "call {i}: its own new ids are added ({out:?})"
+        );
+        shared_added += out.added - own;
+    }
+    assert_eq!(
+        shared_added, 1,
+        "the shared id is added by exactly one call"
+    );
+    let stats = store.stats().await.expect("stats");
+    assert_eq!(stats.pending as usize, CALLS + CALLS / 2 + 1);
+    let again = store
+        .enqueue(vec![content("own-0-a"), content("shared")])
+        .await
+        .expect("enqueue");
+    assert_eq!((again.added, again.duplicates), (0, 2), "all remembered");
 }
 
 /// `claim` hands out at most `max`, in arrival order, and never the same blob twice while leased.

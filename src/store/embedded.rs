@@ -132,6 +132,8 @@ struct Shared {
     /// Why the database was closed, and when the next reopen may be tried (the limit holds
     /// across cycles: a handle that fails again at once is reopened a second later, not in a loop).
     closed: Mutex<Closed>,
+    /// `enqueue` calls waiting for the group committer (kept across reopens).
+    commits: Mutex<CommitQueue>,
 }
 
 #[derive(Default)]
@@ -150,6 +152,68 @@ struct Inner {
     /// handle ("Previous I/O error occurred"), so the handle is closed and the file reopened.
     failed: AtomicBool,
 }
+
+/// Most `enqueue` calls committed in one transaction: bounds its size and the wait of the last.
+const MAX_GROUP_CALLS: usize = 1024;
+
+/// Environment variable that, set to `off`, makes every `enqueue` commit on its own (the path
+/// before group commit), so benchmarks can compare the two in one build.
+pub const GROUP_COMMIT_ENV: &str = "O365_STORE_GROUP_COMMIT";
+
+fn group_commit_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(GROUP_COMMIT_ENV).map_or(true, |v| v != "off"))
+}
+
+/// One `enqueue` call waiting for its group to be durable.
+struct Waiting {
+    items: Vec<ContentRef>,
+    reply: tokio::sync::oneshot::Sender<Result<EnqueueOutcome, StoreError>>,
+}
+
+#[derive(Default)]
+struct CommitQueue {
+    waiting: Vec<Waiting>,
+    /// A committer is running; it takes every waiting call before it stops.
+    running: bool,
+}
+
+/// Lets the next `enqueue` start a committer again should this one end without emptying the
+/// queue (a panic, or a runtime shutting down before it ran); the calls left waiting get an error.
+struct CommitterGuard {
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+impl Drop for CommitterGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            let mut q = self.shared.lock_commits();
+            q.running = false;
+            q.waiting.clear();
+        }
+    }
+}
+
+/// Sends each call of a group its own outcome, or the group's error.
+fn answer(
+    replies: Vec<tokio::sync::oneshot::Sender<Result<EnqueueOutcome, StoreError>>>,
+    result: Result<Vec<EnqueueOutcome>, StoreError>,
+) {
+    match result {
+        Ok(outcomes) => {
+            for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(clone_error(&e)));
+            }
+        }
+    }
+}
+
 
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,6 +254,7 @@ impl EmbeddedStore {
                 path,
                 db: RwLock::new(Some(inner)),
                 closed: Mutex::new(Closed::default()),
+                commits: Mutex::default(),
             }),
         })
     }
@@ -224,6 +289,11 @@ impl EmbeddedStore {
 }
 
 impl Shared {
+    fn lock_commits(&self) -> std::sync::MutexGuard<'_, CommitQueue> {
+        // A poisoned lock only means a panic between two plain assignments.
+        self.commits.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Runs `f` on the open database, reopening it first if an earlier failure closed it. A
     /// failure that leaves the handle unusable (I/O error, damage, a panic inside redb) closes it,
     /// so the next call reopens the file instead of failing forever.
@@ -341,7 +411,30 @@ impl Store for EmbeddedStore {
         if items.is_empty() {
             return Ok(EnqueueOutcome::default());
         }
-        self.run(move |inner| inner.enqueue(items)).await
+        if !group_commit_enabled() {
+            return self
+                .run(move |inner| inner.enqueue_group(vec![items]))
+                .await
+                .map(|o| o.into_iter().next().unwrap_or_default());
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut q = self.shared.lock_commits();
+            q.waiting.push(Waiting { items, reply });
+            !std::mem::replace(&mut q.running, true)
+        };
+        if start {
+            let guard = CommitterGuard {
+                shared: Arc::clone(&self.shared),
+                done: false,
+            };
+            drop(tokio::task::spawn_blocking(move || {
+                Inner::commit_groups(guard)
+            }));
+        }
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store committer stopped".into()))?
     }
 
     async fn claim_except(
@@ -536,10 +629,17 @@ impl Inner {
         self.commit(txn)
     }
 
-    fn enqueue(&self, batch: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+    /// Adds the blobs of several `enqueue` calls in one write transaction (one fsync), in call
+    /// order; one outcome per call. An id repeated within the group counts as a duplicate of the
+    /// call that named it first, as if the calls had committed one after another.
+    fn enqueue_group(
+        &self,
+        batches: Vec<Vec<ContentRef>>,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let now = self.now_ms();
         let txn = self.write(Durability::Immediate)?;
-        let mut outcome = EnqueueOutcome::default();
+        let mut outcomes = vec![EnqueueOutcome::default(); batches.len()];
+        let mut added = 0usize;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
@@ -549,44 +649,85 @@ impl Inner {
             let mut next_seq = get_u64(&meta, META_NEXT_SEQ)
                 .map_err(|e| self.err(e))?
                 .unwrap_or(1);
-            let mut in_batch: HashSet<String> = HashSet::with_capacity(batch.len());
-            for content in batch {
-                let seen = in_batch.contains(&content.content_id)
-                    || dedup
-                        .get(content.content_id.as_str())
-                        .map_err(|e| self.err(e))?
-                        .is_some();
-                if seen {
-                    outcome.duplicates += 1;
-                    continue;
+            let mut in_group: HashSet<String> = HashSet::new();
+            for (batch, outcome) in batches.into_iter().zip(outcomes.iter_mut()) {
+                for content in batch {
+                    let seen = in_group.contains(&content.content_id)
+                        || dedup
+                            .get(content.content_id.as_str())
+                            .map_err(|e| self.err(e))?
+                            .is_some();
+                    if seen {
+                        outcome.duplicates += 1;
+                        continue;
+                    }
+                    dedup
+                        .insert(content.content_id.as_str(), now)
+                        .map_err(|e| self.err(e))?;
+                    dedup_age
+                        .insert((now, content.content_id.as_str()), ())
+                        .map_err(|e| self.err(e))?;
+                    in_group.insert(content.content_id.clone());
+                    let seq = next_seq;
+                    next_seq += 1;
+                    self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
+                    outcome.added += 1;
                 }
-                dedup
-                    .insert(content.content_id.as_str(), now)
-                    .map_err(|e| self.err(e))?;
-                dedup_age
-                    .insert((now, content.content_id.as_str()), ())
-                    .map_err(|e| self.err(e))?;
-                in_batch.insert(content.content_id.clone());
-                let seq = next_seq;
-                next_seq += 1;
-                self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
-                outcome.added += 1;
+                added += outcome.added;
             }
-            if outcome.added > 0 {
+            if added > 0 {
                 meta.insert(META_NEXT_SEQ, next_seq)
                     .map_err(|e| self.err(e))?;
-                add_u64(&mut meta, META_QUEUED, outcome.added as i64).map_err(|e| self.err(e))?;
+                add_u64(&mut meta, META_QUEUED, added as i64).map_err(|e| self.err(e))?;
                 meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
             }
         }
-        if outcome.added == 0 {
+        if added == 0 {
             // All duplicates: what made them duplicates is already durable.
             txn.abort().map_err(|e| self.err(e))?;
         } else {
             self.commit(txn)?;
         }
-        Ok(outcome)
+        Ok(outcomes)
     }
+
+    /// The group committer's loop, on a blocking thread: takes every waiting `enqueue` call,
+    /// commits them together, answers each, and repeats until none is waiting. Calls that arrive
+    /// during a commit (its fsync) form the next group. The last group is answered only after the
+    /// committer let go of the store, so a caller that drops it next can reopen the file at once.
+    fn commit_groups(mut guard: CommitterGuard) {
+        loop {
+            let group: Vec<Waiting> = {
+                let mut q = guard.shared.lock_commits();
+                let n = q.waiting.len().min(MAX_GROUP_CALLS);
+                q.waiting.drain(..n).collect()
+            };
+            let (batches, replies): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|w| (w.items, w.reply)).unzip();
+            let result = if batches.is_empty() {
+                Ok(Vec::new())
+            } else {
+                guard.shared.with(|inner| inner.enqueue_group(batches))
+            };
+            let last = {
+                let mut q = guard.shared.lock_commits();
+                if q.waiting.is_empty() {
+                    q.running = false;
+                    true
+                } else {
+                    false
+                }
+            };
+            if last {
+                guard.done = true;
+                drop(guard);
+                answer(replies, result);
+                return;
+            }
+            answer(replies, result);
+        }
+    }
+
 
     fn claim(
         &self,

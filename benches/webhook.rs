@@ -1,0 +1,285 @@
+//! Webhook acknowledgement latency under load. This program is the load generator: it POSTs
+//! single-notification batches at a fixed rate (open loop: each POST leaves at its scheduled time
+//! whatever the earlier ones are doing) to the collector running in its own process, which stores
+//! them (fsync) before answering, then fetches every blob from the emulator (its own process too).
+//! The emulator's own notifications are switched off (a fault) so that only this program notifies.
+//!
+//! Prints, per rate, the median over the runs of p50/p99/max latency (from the scheduled send to
+//! the answer), errors, the collector's peak RSS, and its RSS and threads 10 s after the load;
+//! each run checks that every notified blob ends up in the file output exactly once.
+//! `single` runs the same with `O365_STORE_GROUP_COMMIT=off` (one transaction per POST).
+//!
+//! `cargo bench --bench webhook -- [RATES…] [secs=10] [runs=3] [group|single]`
+//! (default: 200 500 1000 per second, 10 s, 3 runs, both paths).
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{Memory, median, wait_until};
+
+const CONTENT_TYPE: &str = "Audit.General";
+/// How long after the load the idle RSS and threads are read.
+const SETTLE: Duration = Duration::from_secs(10);
+
+struct Outcome {
+    p50_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    errors: usize,
+    peak: Memory,
+    peak_threads: u64,
+    after: Memory,
+}
+
+fn main() {
+    let args = support::Args::from_env();
+    let rates: Vec<u64> = args.numbers(&[200, 500, 1000]);
+    let secs: u64 = args.value("secs", 10);
+    let runs: usize = args.value("runs", 3);
+    let paths: Vec<bool> = args.either("group", "single");
+    let rt = support::runtime();
+
+    let mut table = Vec::new();
+    for &rate in &rates {
+        let mut p99s = Vec::new();
+        for &group in &paths {
+            let name = if group {
+                "group commit"
+            } else {
+                "one commit per POST"
+            };
+            let mut outcomes = Vec::new();
+            for run in 0..runs {
+                let o = run_once(&rt, rate, secs, group);
+                println!(
+                    "{rate}/s {name} run {run}: p50 {:.2} ms p99 {:.2} ms max {:.1} ms, {} errors, peak RSS {:.0} MiB, peak {} threads; {} s later RSS {:.0} MiB, {} threads",
+                    o.p50_ms,
+                    o.p99_ms,
+                    o.max_ms,
+                    o.errors,
+                    o.peak.peak_mib,
+                    o.peak_threads,
+                    SETTLE.as_secs(),
+                    o.after.rss_mib,
+                    o.after.threads
+                );
+                outcomes.push(o);
+            }
+            let med = |f: &dyn Fn(&Outcome) -> f64| {
+                median(&mut outcomes.iter().map(f).collect::<Vec<_>>())
+            };
+            let p99 = med(&|o| o.p99_ms);
+            p99s.push(p99);
+            table.push(format!(
+                "| {rate}/s | {name} | {:.2} ms | {p99:.2} ms | {:.1} ms | {} | {:.0} MiB, {:.0} threads | {:.0} MiB, {:.0} threads |",
+                med(&|o| o.p50_ms),
+                med(&|o| o.max_ms),
+                outcomes.iter().map(|o| o.errors).sum::<usize>(),
+                med(&|o| o.peak.peak_mib),
+                med(&|o| o.peak_threads as f64),
+                med(&|o| o.after.rss_mib),
+                med(&|o| o.after.threads as f64),
+            ));
+        }
+        if let [group, single] = p99s[..] {
+            println!(
+                "{rate}/s: p99 one commit per POST / group commit = {:.1}",
+                single / group
+            );
+        }
+    }
+    println!("\nwebhook acknowledgement, {secs} s per run, medians of {runs} runs:");
+    println!("| rate | path | p50 | p99 | max | errors | peak | 10 s later |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in table {
+        println!("{row}");
+    }
+}
+
+fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> Outcome {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let (ca, cert, key) = support::webhook_certs(dir);
+    // Webhook retries far apart and never disabling: the emulator's own notifications fail
+    // (fault below) without ever changing the subscription.
+    let (_emu, base, emu_ca) = support::start_emulator(
+        dir,
+        1,
+        &format!(
+            "throttle_per_minute: 1000000\nwebhook_ca_files: [{}]\nwebhook_retry_base_ms: 3600000\nwebhook_max_failures: 1000000\n",
+            ca.display()
+        ),
+    );
+    let http = support::client(&emu_ca);
+    let port = support::free_port();
+    let events = dir.join("events.ndjson");
+    let tenant = support::tenant_id(0);
+    let yaml = format!(
+        "resource: {base}\nauthority: {base}\ncontent_type: {CONTENT_TYPE}\noutput: file\n\
+         requests_per_minute: 600000\nrequest_burst: 1000\n\
+         last_value_storage: {store}\noutbound:\n  ca_file: {emu_ca}\n\
+         outputs:\n  file:\n    type: file\n    path: {events}\n\
+         listen:\n  admin: 127.0.0.1:0\n  public: 127.0.0.1:{port}\n\
+         webhook:\n  address: https://127.0.0.1:{port}/o365/webhook\n  auth_id: {auth}\n\
+         tls:\n  cert: {cert}\n  key: {key}\n\
+         pull:\n  reconcile_every: 24h\n{tenants}",
+        store = dir.join("store").display(),
+        emu_ca = emu_ca.display(),
+        events = events.display(),
+        auth = support::AUTH_ID,
+        cert = cert.display(),
+        key = key.display(),
+        tenants = support::tenants_yaml(1),
+    );
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, yaml).expect("config");
+    let env: &[(&str, &str)] = if group {
+        &[]
+    } else {
+        &[("O365_STORE_GROUP_COMMIT", "off")]
+    };
+    let mut collector = support::start_collector(dir, &config, env);
+    let webhook = format!("https://127.0.0.1:{port}/o365/webhook");
+
+    let blobs = (rate * secs) as usize;
+    let notices = rt.block_on(async {
+        // The subscription is validated (the collector answers the emulator), then the
+        // emulator's own notifications are switched off and the blobs published.
+        let ready = Instant::now();
+        loop {
+            assert!(collector.alive(), "collector exited");
+            assert!(ready.elapsed() < Duration::from_secs(60), "no subscription");
+            let d: Vec<serde_json::Value> = match http
+                .get(format!("{base}/_emulator/deliveries"))
+                .send()
+                .await
+            {
+                Ok(r) => r.json().await.unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            if d.iter()
+                .any(|d| d["kind"] == "validation" && d["success"] == true)
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let the listing that follows a subscription start pass first, so the blobs arrive
+        // through this program's notifications only.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let r = http
+            .post(format!("{base}/_emulator/faults"))
+            .json(&serde_json::json!({ "webhook_fail_status": 503 }))
+            .send()
+            .await
+            .expect("faults");
+        assert!(r.status().is_success());
+        let r: serde_json::Value = http
+            .post(format!("{base}/_emulator/generate"))
+            .json(&serde_json::json!({
+                "tenant_id": tenant, "content_type": CONTENT_TYPE,
+                "records": blobs, "blobs": blobs,
+            }))
+            .send()
+            .await
+            .expect("generate")
+            .json()
+            .await
+            .expect("generate answer");
+        let ids: Vec<String> = r["content_ids"]
+            .as_array()
+            .expect("content_ids")
+            .iter()
+            .map(|v| v.as_str().unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(ids.len(), blobs);
+        let client_id = support::client_id(0);
+        ids.iter()
+            .map(|id| {
+                serde_json::to_vec(&serde_json::json!([{
+                    "tenantId": tenant,
+                    "clientId": client_id,
+                    "contentType": CONTENT_TYPE,
+                    "contentId": id,
+                    "contentUri": format!("{base}/api/v1.0/{tenant}/activity/feed/audit/{id}"),
+                    "contentCreated": "2026-01-01T00:00:00.000Z",
+                    "contentExpiration": "2026-01-08T00:00:00.000Z",
+                }]))
+                .expect("json")
+            })
+            .collect::<Vec<_>>()
+    });
+
+    let threads = support::ThreadPeak::start(collector.pid());
+    let load = support::client(&ca);
+    let latencies = rt.block_on(async {
+        // One call first, so the load shares an open connection (HTTP/2) instead of starting
+        // with a storm of TLS handshakes; an empty batch changes nothing.
+        let _ = load
+            .post(&webhook)
+            .header("content-type", "application/json")
+            .header("webhook-authid", support::AUTH_ID)
+            .body("[]")
+            .send()
+            .await;
+        let start = tokio::time::Instant::now() + Duration::from_millis(200);
+        let interval = Duration::from_secs_f64(1.0 / rate as f64);
+        let load = Arc::new(load);
+        let mut tasks = Vec::with_capacity(notices.len());
+        for (i, body) in notices.into_iter().enumerate() {
+            let at = start + interval * i as u32;
+            tokio::time::sleep_until(at).await;
+            let load = load.clone();
+            let url = webhook.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = load
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("webhook-authid", support::AUTH_ID)
+                    .body(body)
+                    .send()
+                    .await;
+                let ok = matches!(&r, Ok(r) if r.status() == 200);
+                (at.elapsed(), ok)
+            }));
+        }
+        let mut out = Vec::with_capacity(tasks.len());
+        for t in tasks {
+            out.push(t.await.expect("load task"));
+        }
+        out
+    });
+    let errors = latencies.iter().filter(|(_, ok)| !ok).count();
+    let mut ms: Vec<f64> = latencies
+        .iter()
+        .map(|(d, _)| d.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p) as usize];
+
+    wait_until(Duration::from_secs(900), "every blob fetched", || {
+        assert!(collector.alive(), "collector exited");
+        support::lines(&events) >= blobs
+    });
+    let peak = collector.memory();
+    let peak_threads = threads.stop();
+    std::thread::sleep(SETTLE);
+    let after = collector.memory();
+    let counts = support::record_counts(&events);
+    assert_eq!(counts.len(), blobs, "blobs missing");
+    assert!(
+        counts.values().all(|&c| c == 1),
+        "a blob was delivered twice"
+    );
+    Outcome {
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        max_ms: ms.last().copied().unwrap_or(0.0),
+        errors,
+        peak,
+        peak_threads,
+        after,
+    }
+}
