@@ -20,8 +20,12 @@ use throttle::RequestBudget;
 use uri::{ApiUri, ResourceBase, UriError};
 use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
 
-/// Largest blob we accept; real blobs are far smaller, this only stops a runaway answer.
-pub const MAX_BLOB_BYTES: usize = 512 * 1024 * 1024;
+/// How long a content download may take in all. A blob is read as fast as the output accepts
+/// its records, so this is far longer than the client's timeout for other calls; a download cut
+/// by it resumes after the records already delivered.
+pub const CONTENT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the next piece of a content answer may keep us waiting once we asked for it.
+pub const CONTENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -155,15 +159,18 @@ impl ManagementClient {
         &self.base
     }
 
-    /// GET a content blob (the JSON array of records).
-    pub async fn fetch_content(&self, uri: &ApiUri) -> Result<Bytes, ApiError> {
-        let body = self.call(reqwest::Method::GET, uri.as_str(), None).await?.1;
-        if body.len() > MAX_BLOB_BYTES {
-            return Err(ApiError::Decode(format!(
-                "blob larger than {MAX_BLOB_BYTES} bytes"
-            )));
-        }
-        Ok(body)
+    /// GET a content blob (the JSON array of records). Returns once the answer's status and
+    /// headers are in; the body is then read piece by piece from [`ContentBody`], never whole.
+    pub async fn fetch_content(&self, uri: &ApiUri) -> Result<ContentBody, ApiError> {
+        let resp = self
+            .send(
+                reqwest::Method::GET,
+                uri.as_str(),
+                None,
+                Some(CONTENT_TIMEOUT),
+            )
+            .await?;
+        Ok(ContentBody { resp })
     }
 
     pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
@@ -244,15 +251,33 @@ impl ManagementClient {
         Ok((items, next))
     }
 
-    /// One request with the bearer token and `PublisherIdentifier`; a 401 refreshes the token once.
-    /// Every request first waits for this tenant's budget; a 429 pauses the tenant for its
-    /// `Retry-After` (all its calls wait) and is returned for the caller to reschedule.
+    /// [`Self::send`] and the whole (small) answer body.
     async fn call(
         &self,
         method: reqwest::Method,
         url: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(HeaderMap, Bytes), ApiError> {
+        let resp = self.send(method, url, body, None).await?;
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(without_url(&e)))?;
+        Ok((headers, bytes))
+    }
+
+    /// One request with the bearer token and `PublisherIdentifier`; a 401 refreshes the token once.
+    /// Every request first waits for this tenant's budget; a 429 pauses the tenant for its
+    /// `Retry-After` (all its calls wait) and is returned for the caller to reschedule. Returns a
+    /// successful answer with its body unread; `timeout` replaces the client's for this request.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ApiError> {
         let mut refreshed = false;
         loop {
             let token = self.tokens.token().await?;
@@ -267,6 +292,9 @@ impl ManagementClient {
                     .header("content-type", "application/json")
                     .body(b.clone());
             }
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
             let resp = req
                 .send()
                 .await
@@ -277,14 +305,14 @@ impl ManagementClient {
                 refreshed = true;
                 continue;
             }
+            if status.is_success() {
+                return Ok(resp);
+            }
             let headers = resp.headers().clone();
             let bytes = resp
                 .bytes()
                 .await
                 .map_err(|e| ApiError::Transport(without_url(&e)))?;
-            if status.is_success() {
-                return Ok((headers, bytes));
-            }
             let retry_after = headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
@@ -314,6 +342,25 @@ impl ManagementClient {
                 message,
                 retry_after,
             });
+        }
+    }
+}
+
+/// The body of a content answer, read as it arrives.
+pub struct ContentBody {
+    resp: reqwest::Response,
+}
+
+impl ContentBody {
+    /// The next piece of the body; `None` at its end. A broken or stalled connection is a
+    /// `Transport` error (the records delivered so far stay delivered).
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        match tokio::time::timeout(CONTENT_IDLE_TIMEOUT, self.resp.chunk()).await {
+            Ok(r) => r.map_err(|e| ApiError::Transport(without_url(&e))),
+            Err(_) => Err(ApiError::Transport(format!(
+                "no data for {}s while reading a blob",
+                CONTENT_IDLE_TIMEOUT.as_secs()
+            ))),
         }
     }
 }

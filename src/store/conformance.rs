@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Checks that need a restart (dedup and cursors surviving a reopen, leases released on open) are
-//! store-specific and live next to each store's own tests.
+//! store-specific and live next to each store's own tests, except [`progress_survives_reopen`],
+//! which takes a function that opens the same store again.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
@@ -69,6 +70,8 @@ where
     cursor_never_moves_backwards(&make().await).await;
     prune_forgets_old_ids(&make().await).await;
     stats_count_each_state(&make().await).await;
+    progress_is_kept_until_complete(&make().await).await;
+    progress_follows_dead_letters(&make().await).await;
 }
 
 /// Polls `claim(max, lease)` until it returns something, or fails after [`WAIT_LIMIT`].
@@ -396,6 +399,9 @@ pub async fn unknown_seq_is_not_found<S: Store>(store: &S) {
     ));
     assert!(matches!(store.dead_letter(seq, "x").await, Err(StoreError::NotFound(s)) if s == seq));
     assert!(matches!(store.renew(seq, LONG).await, Err(StoreError::NotFound(s)) if s == seq));
+    assert!(
+        matches!(store.record_progress(seq, 1).await, Err(StoreError::NotFound(s)) if s == seq)
+    );
 }
 
 /// Cursors are per (tenant, content type) and only move forward.
@@ -518,4 +524,135 @@ pub async fn stats_count_each_state<S: Store>(store: &S) {
         stats.oldest_pending_age_secs, None,
         "leased blobs are not pending"
     );
+}
+
+/// A blob's progress comes back with every later claim — after a release, a reschedule and an
+/// expired lease — never moves backwards, is per blob, and is gone with `complete`.
+pub async fn progress_is_kept_until_complete<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("big"), content("other")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(2, LONG).await.expect("claim");
+    assert_eq!(ids(&claimed), ["big", "other"]);
+    assert!(
+        claimed.iter().all(|c| c.delivered == 0),
+        "nothing delivered yet"
+    );
+    let seq = claimed[0].seq;
+    store.record_progress(seq, 500).await.expect("progress");
+    store
+        .record_progress(seq, 200)
+        .await
+        .expect("smaller count");
+    store.release(seq).await.expect("release");
+    let back = store.claim(1, LONG).await.expect("claim");
+    assert_eq!(
+        (ids(&back)[0], back[0].delivered),
+        ("big", 500),
+        "never backwards"
+    );
+
+    store.record_progress(seq, 700).await.expect("progress");
+    store
+        .reschedule(seq, SystemTime::UNIX_EPOCH, "HTTP 503")
+        .await
+        .expect("reschedule");
+    let back = store
+        .claim(1, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    assert_eq!((back[0].delivered, back[0].attempts), (700, 1));
+    let again = claim_within(store, 1, LONG).await;
+    assert_eq!(
+        (again[0].seq, again[0].delivered),
+        (seq, 700),
+        "an expired lease keeps it"
+    );
+
+    store.release(claimed[1].seq).await.expect("release");
+    let other = store.claim(1, LONG).await.expect("claim");
+    assert_eq!(
+        (ids(&other)[0], other[0].delivered),
+        ("other", 0),
+        "per blob"
+    );
+
+    store.complete(seq).await.expect("complete");
+    assert!(matches!(
+        store.record_progress(seq, 800).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store
+            .enqueue(vec![content("big")])
+            .await
+            .expect("enqueue")
+            .duplicates,
+        1
+    );
+}
+
+/// A dead letter keeps the progress its blob had, and a requeued blob resumes after it.
+pub async fn progress_follows_dead_letters<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("broken"), content("fresh")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(2, LONG).await.expect("claim");
+    store
+        .record_progress(claimed[0].seq, 300)
+        .await
+        .expect("progress");
+    store
+        .dead_letter(claimed[0].seq, "not JSON after record 300")
+        .await
+        .expect("dead");
+    store
+        .dead_letter(claimed[1].seq, "gone")
+        .await
+        .expect("dead");
+    let dead = store.dead_letters().await.expect("dead_letters");
+    let listed: Vec<(&str, u64)> = dead
+        .iter()
+        .map(|d| (d.content.content_id.as_str(), d.delivered))
+        .collect();
+    assert_eq!(listed, [("broken", 300), ("fresh", 0)]);
+    let seqs: Vec<u64> = dead.iter().map(|d| d.seq).collect();
+    assert_eq!(store.requeue_dead(&seqs).await.expect("requeue"), 2);
+    let back = store.claim(10, LONG).await.expect("claim");
+    let got: Vec<(&str, u64, u32)> = back
+        .iter()
+        .map(|c| (c.content.content_id.as_str(), c.delivered, c.attempts))
+        .collect();
+    assert_eq!(got, [("broken", 300, 0), ("fresh", 0, 0)]);
+    assert!(back.iter().all(|c| !seqs.contains(&c.seq)), "new seqs");
+    store.complete(back[0].seq).await.expect("complete");
+}
+
+/// Progress is durable: after the store is closed and opened again (`open` opens the same store;
+/// the previous handle is dropped first), a claim of the blob resumes where it was.
+pub async fn progress_survives_reopen<S, F, Fut>(mut open: F)
+where
+    S: Store,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let store = open().await;
+    store
+        .enqueue(vec![content("durable")])
+        .await
+        .expect("enqueue");
+    let claimed = store
+        .claim(1, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    store
+        .record_progress(claimed[0].seq, 4_000)
+        .await
+        .expect("progress");
+    drop(store);
+    let store = open().await;
+    let back = claim_within(&store, 1, LONG).await;
+    assert_eq!((back[0].seq, back[0].delivered), (claimed[0].seq, 4_000));
 }

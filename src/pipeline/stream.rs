@@ -1,0 +1,196 @@
+//! One blob on its way from the API to the output, in three stages that overlap:
+//!
+//! ```text
+//! fetch task (async: reads the answer)          ─► chunk channel (CHUNK_QUEUE pieces)
+//! mapping thread (charset, cut, skip, map, encode) ─► batch channel (one batch)
+//! the worker's send loop (output, then progress)
+//! ```
+//!
+//! Both channels are bounded, so a slow output stops the mapping thread, which stops the fetch
+//! task, which stops reading the socket (TCP flow control holds the server): a worker holds at
+//! most [`CHUNK_QUEUE`] pieces of the answer, the record being cut, and three batches (one being
+//! filled, one queued, one being sent), whatever the size of the blob. The mapping runs on its own
+//! thread (one per busy worker, so their number is bounded by `pipeline.workers`) because it is CPU
+//! work that must not stall the async threads, and because it may wait on the batch channel for as
+//! long as the output takes.
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::blob::{Batcher, BlobError, Part, Records, map_one};
+use crate::mapping::{Context, Format};
+use crate::mgmt_api::{ApiError, ContentBody};
+
+/// Pieces of the HTTP answer (as the connection delivers them, typically 8–16 KiB, at most the
+/// HTTP client's read buffer) waiting for the mapping thread.
+pub const CHUNK_QUEUE: usize = 16;
+
+/// What a blob is mapped with, and where its delivery resumes.
+#[derive(Debug, Clone)]
+pub struct MapSpec {
+    pub encoding: &'static encoding_rs::Encoding,
+    pub format: Format,
+    pub tenant_id: String,
+    pub content_type: String,
+    pub content_id: String,
+    pub content_created: Option<String>,
+    /// When the blob was received (RFC 3339), `o365.meta.received` of every event.
+    pub received: String,
+    /// Records the output already accepted: cut but neither mapped nor sent again.
+    pub skip: u64,
+    pub batch_records: usize,
+    pub batch_bytes: usize,
+}
+
+/// Why a blob stopped before its end.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// Reading the answer failed (network, timeout).
+    #[error(transparent)]
+    Fetch(ApiError),
+    /// The blob itself is broken (not a JSON array, a record too large).
+    #[error(transparent)]
+    Blob(BlobError),
+    /// The mapping thread could not start or ended without a verdict.
+    #[error("mapping stopped: {0}")]
+    Stopped(String),
+}
+
+/// One batch of the blob; `last` is set on the batch that ends it.
+#[derive(Debug)]
+pub struct Piece {
+    pub part: Part,
+    pub last: bool,
+}
+
+enum Chunk {
+    Data(Bytes),
+    End,
+    Failed(ApiError),
+}
+
+/// The batches of one blob, produced while the answer is still arriving. Dropping it stops the
+/// fetch task and (at its next step) the mapping thread.
+pub struct BlobStream {
+    batches: mpsc::Receiver<Result<Piece, StreamError>>,
+    fetch: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for BlobStream {
+    fn drop(&mut self) {
+        self.fetch.abort();
+    }
+}
+
+impl BlobStream {
+    /// Starts reading `body` and mapping it as `spec` says. Must run inside a tokio runtime.
+    pub fn start(mut body: ContentBody, spec: MapSpec) -> Result<BlobStream, StreamError> {
+        let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+        let (batch_tx, batches) = mpsc::channel(1);
+        std::thread::Builder::new()
+            .name("o365-map".into())
+            .spawn(move || map_blob(chunk_rx, batch_tx, &spec))
+            .map_err(|e| StreamError::Stopped(format!("cannot start a mapping thread: {e}")))?;
+        let fetch = tokio::spawn(async move {
+            loop {
+                let chunk = match body.chunk().await {
+                    Ok(Some(b)) => Chunk::Data(b),
+                    Ok(None) => Chunk::End,
+                    Err(e) => Chunk::Failed(e),
+                };
+                let more = matches!(chunk, Chunk::Data(_));
+                if chunk_tx.send(chunk).await.is_err() || !more {
+                    return;
+                }
+            }
+        });
+        Ok(BlobStream { batches, fetch })
+    }
+
+    /// The next batch. After an `Err` or a `last` piece there is nothing more.
+    pub async fn next(&mut self) -> Result<Piece, StreamError> {
+        self.batches.recv().await.unwrap_or_else(|| {
+            Err(StreamError::Stopped(
+                "the mapping thread ended early".into(),
+            ))
+        })
+    }
+}
+
+/// Why the mapping loop stopped early.
+enum Stop {
+    Blob(BlobError),
+    Fetch(ApiError),
+    /// The receiving side is gone (the worker gave up on the blob).
+    Gone,
+}
+
+impl From<BlobError> for Stop {
+    fn from(e: BlobError) -> Self {
+        Stop::Blob(e)
+    }
+}
+
+/// The mapping thread: chunks in, batches out, until the end of the blob or a failure. Before a
+/// failure it still hands over the records mapped so far, so they count as delivered.
+fn map_blob(
+    mut chunks: mpsc::Receiver<Chunk>,
+    out: mpsc::Sender<Result<Piece, StreamError>>,
+    spec: &MapSpec,
+) {
+    let ctx = Context {
+        format: spec.format,
+        tenant_id: &spec.tenant_id,
+        content_type: &spec.content_type,
+        content_id: &spec.content_id,
+        content_created: spec.content_created.as_deref(),
+        received: &spec.received,
+    };
+    let mut records = Records::new(spec.encoding);
+    let mut batcher = Batcher::new(spec.batch_records, spec.batch_bytes);
+    let mut sent = false;
+    let mut emit = |index: u64, raw: &[u8]| -> Result<(), Stop> {
+        if index < spec.skip {
+            return Ok(());
+        }
+        let (event, issues) = map_one(index, raw, &ctx)?;
+        if let Some(part) = batcher.add(index, event, issues) {
+            let piece = Piece { part, last: false };
+            out.blocking_send(Ok(piece)).map_err(|_| Stop::Gone)?;
+            sent = true;
+        }
+        Ok(())
+    };
+    let outcome = loop {
+        let step = match chunks.blocking_recv() {
+            Some(Chunk::Data(b)) => records.push(&b, &mut emit),
+            Some(Chunk::End) => break records.finish(&mut emit),
+            Some(Chunk::Failed(e)) => Err(Stop::Fetch(e)),
+            None => Err(Stop::Gone),
+        };
+        if step.is_err() {
+            break step;
+        }
+    };
+    let failure = match outcome {
+        Ok(()) => {
+            let mut part = batcher.take();
+            part.through = part.through.max(records.count());
+            if !part.events.is_empty() || !sent {
+                let _ = out.blocking_send(Ok(Piece { part, last: true }));
+            }
+            return;
+        }
+        Err(Stop::Gone) => return,
+        Err(Stop::Blob(e)) => StreamError::Blob(e),
+        Err(Stop::Fetch(e)) => StreamError::Fetch(e),
+    };
+    // The records mapped before the failure go out first, so they count as delivered.
+    if !batcher.is_empty() {
+        let part = batcher.take();
+        if out.blocking_send(Ok(Piece { part, last: false })).is_err() {
+            return;
+        }
+    }
+    let _ = out.blocking_send(Err(failure));
+}
