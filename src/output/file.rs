@@ -3,7 +3,7 @@
 //!
 //! Dedup: the keys of the records in the last `dedup_window_bytes` written are remembered (read back
 //! at start-up from the end of the active file and, when that is shorter than the window, from the
-//! newest rotated files, plain or gzip), and a record whose key is among them is skipped. A blob
+//! newest rotated files, plain or gzip), and a record whose key is among them is skipped. A batch
 //! re-sent after a crash between "written" and "completed" therefore adds nothing, even when a
 //! rotation happened in between: the in-memory window is kept across rotations.
 //! A torn last line (a crash mid-write, never acknowledged) is cut off at start-up.

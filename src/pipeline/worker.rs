@@ -243,11 +243,16 @@ impl<S: Store> Workers<S> {
             batch_bytes: self.cfg.batch_bytes,
         };
         let mut stream = BlobStream::start(body, spec).map_err(|e| self.stream_failure(item, e))?;
-        loop {
-            let Piece { part, last } = stream
-                .next()
-                .await
-                .map_err(|e| self.stream_failure(item, e))?;
+        // The progress of batch k is written while batch k+1 is sent: both wait on an fsync, and
+        // one after the other they would halve the pace of a large blob. At most one write is in
+        // flight, so a crash repeats at most two batches of the blob (k and k+1).
+        let mut recording: Option<tokio::task::JoinHandle<()>> = None;
+        let outcome = loop {
+            let piece = match stream.next().await {
+                Ok(p) => p,
+                Err(e) => break Err(self.stream_failure(item, e)),
+            };
+            let Piece { part, last } = piece;
             Counters::add(&self.counters.mapping_issues, part.issues as u64);
             metrics
                 .records_mapped
@@ -260,17 +265,38 @@ impl<S: Store> Workers<S> {
                 events: part.events,
             };
             // The first batch's verdict decides a probe.
-            self.send(tenant, item, &labels, &batch, probe.take())
-                .await?;
-            if last {
-                return Ok(());
+            if let Err(f) = self.send(tenant, item, &labels, &batch, probe.take()).await {
+                break Err(f);
             }
-            if let Err(e) = self.store.record_progress(item.seq, part.through).await {
-                // Only costs a resend of this batch if the process dies before the next one.
-                warn!(tenant.id = %c.tenant_id, content.id = %c.content_id, error = %e,
+            if let Some(previous) = recording.take() {
+                let _ = previous.await;
+            }
+            if last {
+                break Ok(());
+            }
+            recording = Some(self.record_progress(item, part.through));
+        };
+        if let Some(previous) = recording {
+            let _ = previous.await;
+        }
+        outcome
+    }
+
+    /// Writes a blob's progress in the background (see `deliver`).
+    fn record_progress(&self, item: &Claimed, through: u64) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (seq, tenant, content) = (
+            item.seq,
+            item.content.tenant_id.clone(),
+            item.content.content_id.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.record_progress(seq, through).await {
+                // Only costs a resend of these batches if the process dies before the next write.
+                warn!(tenant.id = %tenant, content.id = %content, error = %e,
                       "cannot record a blob's progress");
             }
-        }
+        })
     }
 
     /// Sends one batch of the blob; on failure, pauses the output as its error calls for.
