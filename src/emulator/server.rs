@@ -581,6 +581,12 @@ impl Emulator {
         self.shared.published(tenant_id, None)
     }
 
+    /// Content downloads answered 200 so far, all blobs together: `published().content_fetches`
+    /// without copying every record id (cheap enough to poll).
+    pub async fn content_fetches(&self) -> u64 {
+        lock(&self.shared.state).fetches.values().sum()
+    }
+
     /// Same as `GET /_emulator/deliveries`.
     pub async fn deliveries(&self) -> Vec<Delivery> {
         lock(&self.shared.state).deliveries.clone()
