@@ -194,3 +194,125 @@ fn map_blob(
     }
     let _ = out.blocking_send(Err(failure));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(skip: u64, batch_records: usize) -> MapSpec {
+        MapSpec {
+            encoding: encoding_rs::UTF_8,
+            format: Format::Raw,
+            tenant_id: "t".into(),
+            content_type: "Audit.General".into(),
+            content_id: "c".into(),
+            content_created: None,
+            received: "2026-11-30T00:00:00.000Z".into(),
+            skip,
+            batch_records,
+            batch_bytes: 1 << 20,
+        }
+    }
+
+    fn body(n: usize) -> Vec<u8> {
+        let records: Vec<String> = (0..n).map(|i| format!(r#"{{"Id":"r{i}"}}"#)).collect();
+        format!("[{}]", records.join(",")).into_bytes()
+    }
+
+    /// Runs the mapping thread over `chunks` (cut every `piece` bytes of `body`, then `end`).
+    fn run(
+        body: &[u8],
+        piece: usize,
+        end: Chunk,
+        spec: MapSpec,
+    ) -> Vec<Result<Piece, StreamError>> {
+        let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+        let (batch_tx, mut batches) = mpsc::channel(1);
+        let mapper = std::thread::spawn(move || map_blob(chunk_rx, batch_tx, &spec));
+        let pieces: Vec<Bytes> = body.chunks(piece).map(Bytes::copy_from_slice).collect();
+        let feeder = std::thread::spawn(move || {
+            for p in pieces {
+                chunk_tx.blocking_send(Chunk::Data(p)).unwrap();
+            }
+            chunk_tx.blocking_send(end).unwrap();
+        });
+        let mut out = Vec::new();
+        while let Some(p) = batches.blocking_recv() {
+            out.push(p);
+        }
+        feeder.join().unwrap();
+        mapper.join().unwrap();
+        out
+    }
+
+    fn ids(p: &Piece) -> Vec<String> {
+        p.part
+            .events
+            .iter()
+            .map(|e| {
+                let v: serde_json::Value = serde_json::from_slice(&e.json).unwrap();
+                v["Id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batches_resume_after_the_skipped_records() {
+        let out = run(&body(10), 7, Chunk::End, spec(3, 4));
+        let got: Vec<(Vec<String>, u64, bool)> = out
+            .iter()
+            .map(|p| {
+                let p = p.as_ref().unwrap();
+                (ids(p), p.part.through, p.last)
+            })
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            got,
+            [
+                (s(&["r3", "r4", "r5", "r6"]), 7, false),
+                (s(&["r7", "r8", "r9"]), 10, true),
+            ]
+        );
+        // Everything delivered before: one empty last batch that completes the blob.
+        let out = run(&body(10), 5, Chunk::End, spec(10, 4));
+        assert_eq!(out.len(), 1);
+        let p = out[0].as_ref().unwrap();
+        assert!(p.last && p.part.events.is_empty() && p.part.through == 10);
+    }
+
+    #[test]
+    fn a_blob_broken_midway_delivers_the_records_before_the_break() {
+        let mut broken = body(6);
+        broken.truncate(broken.len() - 8);
+        broken.extend_from_slice(b"}}oops");
+        let out = run(&broken, 9, Chunk::End, spec(0, 4));
+        assert_eq!(out.len(), 3);
+        let first = out[0].as_ref().unwrap();
+        assert_eq!((first.part.through, first.last), (4, false));
+        let before = out[1].as_ref().unwrap();
+        assert_eq!(
+            (ids(before), before.part.through),
+            (vec!["r4".to_string()], 5)
+        );
+        assert!(matches!(out[2], Err(StreamError::Blob(_))));
+    }
+
+    #[test]
+    fn a_failed_read_delivers_what_was_mapped_then_fails() {
+        let whole = body(5);
+        let out = run(
+            &whole[..whole.len() / 2],
+            4,
+            Chunk::Failed(ApiError::Transport("connection reset".into())),
+            spec(0, 100),
+        );
+        let delivered = out[0].as_ref().unwrap();
+        assert!(!delivered.last && !delivered.part.events.is_empty());
+        assert!(matches!(
+            out[1],
+            Err(StreamError::Fetch(ApiError::Transport(_)))
+        ));
+        assert_eq!(out.len(), 2);
+    }
+}
