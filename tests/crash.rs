@@ -138,7 +138,7 @@ const STREAM_TYPES: [&str; 2] = ["Audit.Exchange", "Audit.SharePoint"];
 enum Sink {
     File(LineCounter),
     /// The http output in `format` (`elasticsearch` or `ndjson`) into a real receiver.
-    Http(HttpReceiver, &'static str),
+    Http(Box<HttpReceiver>, &'static str),
 }
 
 impl Sink {
@@ -303,7 +303,7 @@ async fn kill_9_while_large_blobs_stream_to_a_file_loses_and_doubles_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_large_blobs_stream_to_elasticsearch_loses_and_doubles_nothing() {
-    let mut sink = Sink::Http(HttpReceiver::start(), "elasticsearch");
+    let mut sink = Sink::Http(Box::new(HttpReceiver::start()), "elasticsearch");
     let run = kill_while_streaming(&mut sink, 20261131).await;
     assert_exactly_once(&run.published, &run.out);
     let Sink::Http(r, _) = &sink else {
@@ -317,7 +317,7 @@ async fn kill_9_while_large_blobs_stream_to_elasticsearch_loses_and_doubles_noth
 /// sent and the one whose progress is being written, so at most two batches per worker per kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_while_large_blobs_stream_to_ndjson_repeats_at_most_the_batches_in_flight() {
-    let mut sink = Sink::Http(HttpReceiver::start(), "ndjson");
+    let mut sink = Sink::Http(Box::new(HttpReceiver::start()), "ndjson");
     let run = kill_while_streaming(&mut sink, 20261132).await;
     let Sink::Http(r, _) = &sink else {
         unreachable!()
