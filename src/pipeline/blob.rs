@@ -342,7 +342,9 @@ pub fn map_one(index: u64, raw: &[u8], ctx: &Context<'_>) -> Result<(Event, usiz
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
     let mapped = map_record(&value, ctx);
-    let json = serde_json::to_vec(&mapped.event)
+    // The event is the record's fields under longer keys plus meta: sized to grow at most once.
+    let mut json = Vec::with_capacity(raw.len() + raw.len() / 2 + 512);
+    serde_json::to_writer(&mut json, &mapped.event)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
     Ok((
         Event {

@@ -1,14 +1,14 @@
 //! One blob on its way from the API to the output, in three stages that overlap:
 //!
 //! ```text
-//! fetch task (async: reads the answer)          ─► chunk channel (CHUNK_QUEUE pieces)
+//! fetch task (async: reads the answer)          ─► chunk channel (CHUNK_QUEUE pieces of ≥ PIECE_BYTES)
 //! mapping thread (charset, cut, skip, map, encode) ─► batch channel (one batch)
 //! the worker's send loop (output, then progress)
 //! ```
 //!
 //! Both channels are bounded, so a slow output stops the mapping thread, which stops the fetch
 //! task, which stops reading the socket (TCP flow control holds the server): a worker holds at
-//! most [`CHUNK_QUEUE`] pieces of the answer, the record being cut, and three batches (one being
+//! most [`CHUNK_QUEUE`] + 1 pieces of the answer, the record being cut, and three batches (one being
 //! filled, one queued, one being sent), whatever the size of the blob. The mapping runs on its own
 //! thread (one per busy worker, so their number is bounded by `pipeline.workers`) because it is CPU
 //! work that must not stall the async threads, and because it may wait on the batch channel for as
@@ -21,9 +21,12 @@ use super::blob::{Batcher, BlobError, Part, Records, map_one};
 use crate::mapping::{Context, Format};
 use crate::mgmt_api::{ApiError, ContentBody};
 
-/// Pieces of the HTTP answer (as the connection delivers them, typically 8–16 KiB, at most the
-/// HTTP client's read buffer) waiting for the mapping thread.
-pub const CHUNK_QUEUE: usize = 16;
+/// Pieces of the HTTP answer waiting for the mapping thread.
+pub const CHUNK_QUEUE: usize = 8;
+/// The fetch task hands the answer over in pieces of at least this size (the chunks the connection
+/// delivers, typically 8–16 KiB each, gathered without copying): one hand-over, and one wake-up of
+/// the mapping thread or the fetch task, per piece rather than per chunk.
+pub const PIECE_BYTES: usize = 256 << 10;
 
 /// What a blob is mapped with, and where its delivery resumes.
 #[derive(Debug, Clone)]
@@ -64,7 +67,7 @@ pub struct Piece {
 }
 
 enum Chunk {
-    Data(Bytes),
+    Data(Vec<Bytes>),
     End,
     Failed(ApiError),
 }
@@ -92,14 +95,26 @@ impl BlobStream {
             .spawn(move || map_blob(chunk_rx, batch_tx, &spec))
             .map_err(|e| StreamError::Stopped(format!("cannot start a mapping thread: {e}")))?;
         let fetch = tokio::spawn(async move {
+            let (mut piece, mut bytes) = (Vec::new(), 0);
             loop {
-                let chunk = match body.chunk().await {
-                    Ok(Some(b)) => Chunk::Data(b),
-                    Ok(None) => Chunk::End,
-                    Err(e) => Chunk::Failed(e),
+                let (last, full) = match body.chunk().await {
+                    Ok(Some(b)) => {
+                        bytes += b.len();
+                        piece.push(b);
+                        (None, bytes >= PIECE_BYTES)
+                    }
+                    Ok(None) => (Some(Chunk::End), true),
+                    Err(e) => (Some(Chunk::Failed(e)), true),
                 };
-                let more = matches!(chunk, Chunk::Data(_));
-                if chunk_tx.send(chunk).await.is_err() || !more {
+                if full && !piece.is_empty() {
+                    let data = Chunk::Data(std::mem::take(&mut piece));
+                    bytes = 0;
+                    if chunk_tx.send(data).await.is_err() {
+                        return;
+                    }
+                }
+                if let Some(end) = last {
+                    let _ = chunk_tx.send(end).await;
                     return;
                 }
             }
@@ -163,7 +178,7 @@ fn map_blob(
     };
     let outcome = loop {
         let step = match chunks.blocking_recv() {
-            Some(Chunk::Data(b)) => records.push(&b, &mut emit),
+            Some(Chunk::Data(piece)) => piece.iter().try_for_each(|b| records.push(b, &mut emit)),
             Some(Chunk::End) => break records.finish(&mut emit),
             Some(Chunk::Failed(e)) => Err(Stop::Fetch(e)),
             None => Err(Stop::Gone),
@@ -232,7 +247,7 @@ mod tests {
         let pieces: Vec<Bytes> = body.chunks(piece).map(Bytes::copy_from_slice).collect();
         let feeder = std::thread::spawn(move || {
             for p in pieces {
-                chunk_tx.blocking_send(Chunk::Data(p)).unwrap();
+                chunk_tx.blocking_send(Chunk::Data(vec![p])).unwrap();
             }
             chunk_tx.blocking_send(end).unwrap();
         });
