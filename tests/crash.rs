@@ -147,7 +147,7 @@ impl Sink {
         let output = match self {
             Sink::File(_) => String::new(),
             Sink::Http(r, format) => format!(
-                "  siem:\n    type: http\n    format: {format}\n    url: '{}'\n    timeout: 5s\n",
+                "  siem:\n    type: http\n    format: {format}\n    url: '{}'\n",
                 r.url("")
             ),
         };
@@ -254,7 +254,7 @@ async fn kill_while_streaming(sink: &mut Sink, seed: u64) -> Streamed {
         // still take in a request of the killed process, so growth alone does not tell).
         let fetched = emu.content_fetches().await;
         wait_for(
-            Duration::from_secs(60),
+            Duration::from_secs(120),
             "a blob streaming after the restart",
             || {
                 let grew = sink.count(&s) > at_restart;
@@ -272,7 +272,7 @@ async fn kill_while_streaming(sink: &mut Sink, seed: u64) -> Streamed {
     assert_eq!(ids.len() as u64, published);
     let want = ids.len() as u64;
     wait_for(
-        Duration::from_secs(120),
+        Duration::from_secs(240),
         "every record after the last restart",
         || {
             let done = sink.has_all(&s, want);
