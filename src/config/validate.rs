@@ -1981,20 +1981,26 @@ impl Checker<'_> {
         OutboundConfig { ca_file, proxy }
     }
 
+    /// A count in `1..=max` when set, else `default`; outside the range it is a problem (with `fix`).
+    fn count(&mut self, field: &Field<u64>, max: u64, default: usize, fix: &str) -> usize {
+        match field {
+            Field::Value(v, at) if *v == 0 || *v > max => {
+                self.problem(at, format!("is {v}, outside 1..={max}"), fix);
+                default
+            }
+            Field::Value(v, _) => usize::try_from(*v).unwrap_or(default),
+            _ => default,
+        }
+    }
+
     fn pipeline(&mut self, raw: &RawConfig) -> PipelineConfig {
         let p = &raw.pipeline;
-        let workers = match &p.workers {
-            Field::Value(v, at) if *v == 0 || *v > MAX_WORKERS => {
-                self.problem(
-                    at,
-                    format!("is {v}, outside 1..={MAX_WORKERS}"),
-                    "use a small number such as 4 (the default)",
-                );
-                DEFAULT_WORKERS
-            }
-            Field::Value(v, _) => usize::try_from(*v).unwrap_or(DEFAULT_WORKERS),
-            _ => DEFAULT_WORKERS,
-        };
+        let workers = self.count(
+            &p.workers,
+            MAX_WORKERS,
+            DEFAULT_WORKERS,
+            "use a small number such as 4 (the default)",
+        );
         let lease = match &p.lease {
             Field::Value(d, at) if *d < Duration::from_secs(1) => {
                 self.problem(
@@ -2033,18 +2039,12 @@ impl Checker<'_> {
             Field::Value(v, _) => *v,
             _ => DEFAULT_QUEUE_HIGH_WATER,
         };
-        let batch_records = match &p.batch_records {
-            Field::Value(v, at) if *v == 0 || *v > MAX_BATCH_RECORDS => {
-                self.problem(
-                    at,
-                    format!("is {v}, outside 1..={MAX_BATCH_RECORDS}"),
-                    "use a number of records such as 1000 (the default)",
-                );
-                DEFAULT_BATCH_RECORDS
-            }
-            Field::Value(v, _) => usize::try_from(*v).unwrap_or(DEFAULT_BATCH_RECORDS),
-            _ => DEFAULT_BATCH_RECORDS,
-        };
+        let batch_records = self.count(
+            &p.batch_records,
+            MAX_BATCH_RECORDS,
+            DEFAULT_BATCH_RECORDS,
+            "use a number of records such as 1000 (the default)",
+        );
         let batch_bytes = match &p.batch_bytes {
             Field::Value(v, at) if *v < 1024 || *v > MAX_BATCH_BYTES => {
                 self.problem(
