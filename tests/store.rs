@@ -39,7 +39,6 @@ conformance_tests!(
     prune_forgets_old_ids,
     stats_count_each_state,
     progress_is_kept_until_complete,
-    progress_follows_dead_letters,
 );
 
 #[tokio::test]

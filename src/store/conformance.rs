@@ -71,7 +71,6 @@ where
     prune_forgets_old_ids(&make().await).await;
     stats_count_each_state(&make().await).await;
     progress_is_kept_until_complete(&make().await).await;
-    progress_follows_dead_letters(&make().await).await;
 }
 
 /// Polls `claim(max, lease)` until it returns something, or fails after [`WAIT_LIMIT`].
@@ -355,6 +354,10 @@ pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
     let again = store.claim(3, LONG).await.expect("claim");
     assert_eq!(ids(&again), ["d1", "ok"]);
     store
+        .record_progress(again[0].seq, 300)
+        .await
+        .expect("progress");
+    store
         .dead_letter(again[0].seq, "unreadable")
         .await
         .expect("dead");
@@ -363,11 +366,18 @@ pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
         .await
         .expect("dead");
     let dead = store.dead_letters().await.expect("dead_letters");
-    let listed: Vec<(&str, &str, u32)> = dead
+    let listed: Vec<(&str, &str, u32, u64)> = dead
         .iter()
-        .map(|d| (d.content.content_id.as_str(), d.reason.as_str(), d.attempts))
+        .map(|d| {
+            let id = d.content.content_id.as_str();
+            (id, d.reason.as_str(), d.attempts, d.delivered)
+        })
         .collect();
-    assert_eq!(listed, [("d1", "unreadable", 1), ("d2", "gone", 0)]);
+    assert_eq!(
+        listed,
+        [("d1", "unreadable", 1, 300), ("d2", "gone", 0, 0)],
+        "a dead letter keeps its progress"
+    );
     assert!(dead.iter().all(|d| d.dead_at >= d.enqueued_at));
 
     let n = store
@@ -380,6 +390,10 @@ pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
     let back = store.claim(10, LONG).await.expect("claim");
     assert_eq!(ids(&back), ["d1"]);
     assert_eq!(back[0].attempts, 0, "a requeued blob starts afresh");
+    assert_eq!(
+        back[0].delivered, 300,
+        "and resumes after what was delivered"
+    );
     let left = store.dead_letters().await.expect("dead_letters");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].content.content_id, "d2");
@@ -591,43 +605,6 @@ pub async fn progress_is_kept_until_complete<S: Store>(store: &S) {
             .duplicates,
         1
     );
-}
-
-/// A dead letter keeps the progress its blob had, and a requeued blob resumes after it.
-pub async fn progress_follows_dead_letters<S: Store>(store: &S) {
-    store
-        .enqueue(vec![content("broken"), content("fresh")])
-        .await
-        .expect("enqueue");
-    let claimed = store.claim(2, LONG).await.expect("claim");
-    store
-        .record_progress(claimed[0].seq, 300)
-        .await
-        .expect("progress");
-    store
-        .dead_letter(claimed[0].seq, "not JSON after record 300")
-        .await
-        .expect("dead");
-    store
-        .dead_letter(claimed[1].seq, "gone")
-        .await
-        .expect("dead");
-    let dead = store.dead_letters().await.expect("dead_letters");
-    let listed: Vec<(&str, u64)> = dead
-        .iter()
-        .map(|d| (d.content.content_id.as_str(), d.delivered))
-        .collect();
-    assert_eq!(listed, [("broken", 300), ("fresh", 0)]);
-    let seqs: Vec<u64> = dead.iter().map(|d| d.seq).collect();
-    assert_eq!(store.requeue_dead(&seqs).await.expect("requeue"), 2);
-    let back = store.claim(10, LONG).await.expect("claim");
-    let got: Vec<(&str, u64, u32)> = back
-        .iter()
-        .map(|c| (c.content.content_id.as_str(), c.delivered, c.attempts))
-        .collect();
-    assert_eq!(got, [("broken", 300, 0), ("fresh", 0, 0)]);
-    assert!(back.iter().all(|c| !seqs.contains(&c.seq)), "new seqs");
-    store.complete(back[0].seq).await.expect("complete");
 }
 
 /// Progress is durable: after the store is closed and opened again (`open` opens the same store;
