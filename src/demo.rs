@@ -201,6 +201,8 @@ fn demo_config(
             lease: Duration::from_secs(300),
             max_attempts: 10,
             queue_high_water: crate::config::DEFAULT_QUEUE_HIGH_WATER,
+            batch_records: crate::config::DEFAULT_BATCH_RECORDS,
+            batch_bytes: crate::config::DEFAULT_BATCH_BYTES,
         },
     }
 }

@@ -137,9 +137,10 @@ pub struct Metrics {
     pub records_delivered: Family<Labels, Counter>,
     /// Webhook POSTs refused, by `reason`.
     pub notifications_rejected: Family<Labels, Counter>,
-    /// Time to download a content blob, by `tenant_id` and `content_type`.
+    /// Time until a content blob's answer starts (status and headers), by `tenant_id` and
+    /// `content_type`; the body then streams while its records are delivered.
     pub fetch_seconds: Family<Labels, Histogram, fn() -> Histogram>,
-    /// Time for an output to accept a blob's records, by `output`.
+    /// Time for an output to accept one batch, by `output`.
     pub delivery_seconds: Family<Labels, Histogram, fn() -> Histogram>,
 }
 

@@ -142,7 +142,7 @@ fn webhook_and_file_output_defaults() {
 fn values_are_read_as_written() {
     let text = format!(
         "{}content_type: DLP.All Audit.General DLP.All\nencoding: windows-1252\nformat: ECS\n\
-         pull: {{interval: 500ms, reconcile_every: 1h30m}}\npipeline: {{workers: 16, lease: 90s, max_attempts: 3, queue_high_water: 500}}\n\
+         pull: {{interval: 500ms, reconcile_every: 1h30m}}\npipeline: {{workers: 16, lease: 90s, max_attempts: 3, queue_high_water: 500, batch_records: 250, batch_bytes: 1MiB}}\n\
          webhook: {{address: 'https://h.example.com/x', auth_id: abcdefgh12, path: /proxied/x, max_body_bytes: 2MiB}}\n\
          listen: {{public: '[::]:443', admin: '127.0.0.1:0'}}\nlast_value_storage: /var/lib/o365\n",
         minimal()
@@ -158,6 +158,8 @@ fn values_are_read_as_written() {
     assert_eq!(c.pipeline.lease, Duration::from_secs(90));
     assert_eq!(c.pipeline.max_attempts, 3);
     assert_eq!(c.pipeline.queue_high_water, 500);
+    assert_eq!(c.pipeline.batch_records, 250);
+    assert_eq!(c.pipeline.batch_bytes, 1 << 20);
     let w = c.webhook.unwrap();
     assert_eq!(w.path, "/proxied/x");
     assert_eq!(w.max_body_bytes, 2 << 20);
@@ -748,7 +750,7 @@ fn shapes_and_syntax() {
     assert_eq!(keys(&p), ["(file)"]);
     assert!(p[0].problem.contains("not a mapping"));
     let p = problems(&format!(
-        "{}pipeline: {{workers: 0, lease: 10ms, max_attempts: -1, queue_high_water: 0}}\n",
+        "{}pipeline: {{workers: 0, lease: 10ms, max_attempts: -1, queue_high_water: 0, batch_records: 0, batch_bytes: 100}}\n",
         minimal()
     ));
     assert_eq!(
@@ -757,8 +759,16 @@ fn shapes_and_syntax() {
             "pipeline.workers",
             "pipeline.lease",
             "pipeline.max_attempts",
-            "pipeline.queue_high_water"
+            "pipeline.queue_high_water",
+            "pipeline.batch_records",
+            "pipeline.batch_bytes"
         ]
+    );
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(
+        (c.pipeline.batch_records, c.pipeline.batch_bytes),
+        (1000, 4 << 20),
+        "defaults"
     );
     let p = problems(&format!(
         "{}pull: {{reconcile_every: 15 minutes}}\n",

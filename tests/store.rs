@@ -39,7 +39,14 @@ conformance_tests!(
     cursor_never_moves_backwards,
     prune_forgets_old_ids,
     stats_count_each_state,
+    progress_is_kept_until_complete,
 );
+
+#[tokio::test]
+async fn progress_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::progress_survives_reopen(|| async { open(dir.path()) }).await;
+}
 
 #[tokio::test]
 async fn run_all_passes() {

@@ -53,6 +53,9 @@ impl Store for Switchable {
     async fn renew(&self, _: u64, _: Duration) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn record_progress(&self, _: u64, _: u64) -> Result<(), StoreError> {
+        Err(down())
+    }
     async fn complete(&self, _: u64) -> Result<(), StoreError> {
         Err(down())
     }

@@ -22,6 +22,9 @@ pub struct DeadLetterView {
     pub content_id: String,
     pub reason: String,
     pub attempts: u32,
+    /// Records of the blob the output had accepted before it was given up (a requeue resumes after them).
+    #[serde(default)]
+    pub delivered: u64,
     pub enqueued_at: String,
     pub dead_at: String,
 }
@@ -35,6 +38,7 @@ impl From<DeadLetter> for DeadLetterView {
             content_id: d.content.content_id,
             reason: d.reason,
             attempts: d.attempts,
+            delivered: d.delivered,
             enqueued_at: rfc3339(d.enqueued_at),
             dead_at: rfc3339(d.dead_at),
         }

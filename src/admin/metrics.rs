@@ -252,13 +252,13 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
     );
     reg.register_with_unit(
         "fetch",
-        "Time to download a content blob, per tenant and content type",
+        "Time until a content blob's answer starts, per tenant and content type (its body then streams while its records are delivered)",
         Unit::Seconds,
         m.fetch_seconds.clone(),
     );
     reg.register_with_unit(
         "delivery",
-        "Time for the output to accept a blob's records, per output",
+        "Time for the output to accept one batch of records, per output",
         Unit::Seconds,
         m.delivery_seconds.clone(),
     );

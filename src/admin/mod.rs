@@ -203,6 +203,9 @@ mod tests {
         async fn renew(&self, _: u64, _: Duration) -> Result<(), StoreError> {
             down()
         }
+        async fn record_progress(&self, _: u64, _: u64) -> Result<(), StoreError> {
+            down()
+        }
         async fn complete(&self, _: u64) -> Result<(), StoreError> {
             down()
         }

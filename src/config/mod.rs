@@ -22,13 +22,13 @@ pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS,
-    DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL,
-    DEFAULT_QUEUE_HIGH_WATER, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME,
-    DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY,
-    DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN,
-    derive_authority, is_guid, is_microsoft_cloud,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_DEDUP_WINDOW_BYTES,
+    DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT,
+    DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER,
+    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
+    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
+    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -173,6 +173,11 @@ pub struct PipelineConfig {
     /// Queued blobs above which content listing (pull mode, reconciliation) waits for the output
     /// to catch up. The webhook keeps storing notifications whatever the queue holds.
     pub queue_high_water: u64,
+    /// Records per batch handed to the output (a blob goes out in batches; progress is recorded
+    /// after each).
+    pub batch_records: usize,
+    /// Bytes of encoded events per batch at most (a single larger event goes alone).
+    pub batch_bytes: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -388,6 +388,8 @@ pub(crate) struct RawPipeline {
     pub lease: Field<Duration>,
     pub max_attempts: Field<u64>,
     pub queue_high_water: Field<u64>,
+    pub batch_records: Field<u64>,
+    pub batch_bytes: Field<u64>,
 }
 
 /// Walks the YAML tree, typing values and recording problems.
@@ -689,13 +691,22 @@ impl<'e> Reader<'e> {
     fn pipeline(&mut self, value: &Value, at: At) -> RawPipeline {
         let mut p = RawPipeline::default();
         if let Some(map) = self.mapping(value, &at) {
-            let allowed = ["workers", "lease", "max_attempts", "queue_high_water"];
+            let allowed = [
+                "workers",
+                "lease",
+                "max_attempts",
+                "queue_high_water",
+                "batch_records",
+                "batch_bytes",
+            ];
             for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
                 match key {
                     "workers" => p.workers = self.uint(v, key_at),
                     "lease" => p.lease = self.duration(v, key_at),
                     "max_attempts" => p.max_attempts = self.uint(v, key_at),
                     "queue_high_water" => p.queue_high_water = self.uint(v, key_at),
+                    "batch_records" => p.batch_records = self.uint(v, key_at),
+                    "batch_bytes" => p.batch_bytes = self.size(v, key_at),
                     _ => {}
                 }
             }

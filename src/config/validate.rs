@@ -45,6 +45,15 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
 /// Queued blobs above which content listing waits for the output to catch up.
 pub const DEFAULT_QUEUE_HIGH_WATER: u64 = 10_000;
+/// Records per batch sent to the output: large enough that the per-batch fsyncs (output and
+/// progress) cost little, small enough that a crash repeats little.
+pub const DEFAULT_BATCH_RECORDS: usize = 1_000;
+/// Bytes of encoded events per batch at most; with `DEFAULT_BATCH_RECORDS` it only binds for
+/// records larger than 4 KiB on average.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+/// Upper bounds of the batch settings: a worker holds up to three batches.
+pub const MAX_BATCH_RECORDS: u64 = 100_000;
+pub const MAX_BATCH_BYTES: u64 = 256 << 20;
 /// Connect/request timeout of network outputs.
 pub const DEFAULT_OUTPUT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SYSLOG_APP_NAME: &str = "o365-collector";
@@ -2026,20 +2035,26 @@ impl Checker<'_> {
         OutboundConfig { ca_file, proxy }
     }
 
+    /// A count in `1..=max` when set, else `default`; outside the range it is a problem (with `fix`).
+    fn count(&mut self, field: &Field<u64>, max: u64, default: usize, fix: &str) -> usize {
+        match field {
+            Field::Value(v, at) if *v == 0 || *v > max => {
+                self.problem(at, format!("is {v}, outside 1..={max}"), fix);
+                default
+            }
+            Field::Value(v, _) => usize::try_from(*v).unwrap_or(default),
+            _ => default,
+        }
+    }
+
     fn pipeline(&mut self, raw: &RawConfig) -> PipelineConfig {
         let p = &raw.pipeline;
-        let workers = match &p.workers {
-            Field::Value(v, at) if *v == 0 || *v > MAX_WORKERS => {
-                self.problem(
-                    at,
-                    format!("is {v}, outside 1..={MAX_WORKERS}"),
-                    "use a small number such as 4 (the default)",
-                );
-                DEFAULT_WORKERS
-            }
-            Field::Value(v, _) => usize::try_from(*v).unwrap_or(DEFAULT_WORKERS),
-            _ => DEFAULT_WORKERS,
-        };
+        let workers = self.count(
+            &p.workers,
+            MAX_WORKERS,
+            DEFAULT_WORKERS,
+            "use a small number such as 4 (the default)",
+        );
         let lease = match &p.lease {
             Field::Value(d, at) if *d < Duration::from_secs(1) => {
                 self.problem(
@@ -2078,11 +2093,31 @@ impl Checker<'_> {
             Field::Value(v, _) => *v,
             _ => DEFAULT_QUEUE_HIGH_WATER,
         };
+        let batch_records = self.count(
+            &p.batch_records,
+            MAX_BATCH_RECORDS,
+            DEFAULT_BATCH_RECORDS,
+            "use a number of records such as 1000 (the default)",
+        );
+        let batch_bytes = match &p.batch_bytes {
+            Field::Value(v, at) if *v < 1024 || *v > MAX_BATCH_BYTES => {
+                self.problem(
+                    at,
+                    format!("is {v} bytes, outside 1KiB..=256MiB"),
+                    "use a size such as 4MiB (the default)",
+                );
+                DEFAULT_BATCH_BYTES
+            }
+            Field::Value(v, _) => usize::try_from(*v).unwrap_or(DEFAULT_BATCH_BYTES),
+            _ => DEFAULT_BATCH_BYTES,
+        };
         PipelineConfig {
             workers,
             lease,
             max_attempts,
             queue_high_water,
+            batch_records,
+            batch_bytes,
         }
     }
 }

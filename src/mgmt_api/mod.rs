@@ -23,8 +23,13 @@ use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
 /// Calls to Microsoft in flight at once across all tenants (see [`ManagementClient::with_call_slots`]).
 pub const MAX_CALLS_IN_FLIGHT: usize = 32;
 
-/// Largest blob we accept; real blobs are far smaller, this only stops a runaway answer.
-pub const MAX_BLOB_BYTES: usize = 512 * 1024 * 1024;
+
+/// How long a content download may take in all. A blob is read as fast as the output accepts
+/// its records, so this is far longer than the client's timeout for other calls; a download cut
+/// by it resumes after the records already delivered.
+pub const CONTENT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// How long the next piece of a content answer may keep us waiting once we asked for it.
+pub const CONTENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -177,15 +182,18 @@ impl ManagementClient {
         &self.base
     }
 
-    /// GET a content blob (the JSON array of records).
-    pub async fn fetch_content(&self, uri: &ApiUri) -> Result<Bytes, ApiError> {
-        let body = self.call(reqwest::Method::GET, uri.as_str(), None).await?.1;
-        if body.len() > MAX_BLOB_BYTES {
-            return Err(ApiError::Decode(format!(
-                "blob larger than {MAX_BLOB_BYTES} bytes"
-            )));
-        }
-        Ok(body)
+    /// GET a content blob (the JSON array of records). Returns once the answer's status and
+    /// headers are in; the body is then read piece by piece from [`ContentBody`], never whole.
+    pub async fn fetch_content(&self, uri: &ApiUri) -> Result<ContentBody, ApiError> {
+        let (resp, slot) = self
+            .send(
+                reqwest::Method::GET,
+                uri.as_str(),
+                None,
+                Some(CONTENT_TIMEOUT),
+            )
+            .await?;
+        Ok(ContentBody { resp, _slot: slot })
     }
 
     pub async fn list_subscriptions(&self) -> Result<Vec<Subscription>, ApiError> {
@@ -266,21 +274,41 @@ impl ManagementClient {
         Ok((items, next))
     }
 
-    /// One request with the bearer token and `PublisherIdentifier`; a 401 refreshes the token once.
-    /// Every request first waits for this tenant's budget; a 429 pauses the tenant for its
-    /// `Retry-After` (all its calls wait) and is returned for the caller to reschedule.
+    /// [`Self::send`] and the whole (small) answer body.
     async fn call(
         &self,
         method: reqwest::Method,
         url: &str,
         body: Option<Vec<u8>>,
     ) -> Result<(HeaderMap, Bytes), ApiError> {
+        // The call slot is held until the body is read.
+        let (resp, _slot) = self.send(method, url, body, None).await?;
+        let headers = resp.headers().clone();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| ApiError::Transport(without_query(&e)))?;
+        Ok((headers, bytes))
+    }
+
+    /// One request with the bearer token and `PublisherIdentifier`; a 401 refreshes the token once.
+    /// Every request first waits for this tenant's budget; a 429 pauses the tenant for its
+    /// `Retry-After` (all its calls wait) and is returned for the caller to reschedule. Returns a
+    /// successful answer with its body unread; `timeout` replaces the client's for this request.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<Vec<u8>>,
+        timeout: Option<Duration>,
+    ) -> Result<(reqwest::Response, Option<tokio::sync::OwnedSemaphorePermit>), ApiError> {
         let mut refreshed = false;
         loop {
             self.budget.acquire().await;
-            let _slot = match &self.slots {
+            let slot = match &self.slots {
                 Some(s) => Some(
-                    s.acquire()
+                    Arc::clone(s)
+                        .acquire_owned()
                         .await
                         .map_err(|_| ApiError::Transport("shutting down: no more calls".into()))?,
                 ),
@@ -297,6 +325,9 @@ impl ManagementClient {
                     .header("content-type", "application/json")
                     .body(b.clone());
             }
+            if let Some(t) = timeout {
+                req = req.timeout(t);
+            }
             let resp = req
                 .send()
                 .await
@@ -307,14 +338,14 @@ impl ManagementClient {
                 refreshed = true;
                 continue;
             }
+            if status.is_success() {
+                return Ok((resp, slot));
+            }
             let headers = resp.headers().clone();
             let bytes = resp
                 .bytes()
                 .await
                 .map_err(|e| ApiError::Transport(without_query(&e)))?;
-            if status.is_success() {
-                return Ok((headers, bytes));
-            }
             let retry_after = headers
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
@@ -344,6 +375,27 @@ impl ManagementClient {
                 message,
                 retry_after,
             });
+        }
+    }
+}
+
+/// The body of a content answer, read as it arrives.
+pub struct ContentBody {
+    resp: reqwest::Response,
+    /// The shared call slot, held while the blob streams (it is a call in flight).
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl ContentBody {
+    /// The next piece of the body; `None` at its end. A broken or stalled connection is a
+    /// `Transport` error (the records delivered so far stay delivered).
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, ApiError> {
+        match tokio::time::timeout(CONTENT_IDLE_TIMEOUT, self.resp.chunk()).await {
+            Ok(r) => r.map_err(|e| ApiError::Transport(without_query(&e))),
+            Err(_) => Err(ApiError::Transport(format!(
+                "no data for {}s while reading a blob",
+                CONTENT_IDLE_TIMEOUT.as_secs()
+            ))),
         }
     }
 }

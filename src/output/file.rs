@@ -3,7 +3,7 @@
 //!
 //! Dedup: the keys of the records in the last `dedup_window_bytes` written are remembered (read back
 //! at start-up from the end of the active file and, when that is shorter than the window, from the
-//! newest rotated files, plain or gzip), and a record whose key is among them is skipped. A blob
+//! newest rotated files, plain or gzip), and a record whose key is among them is skipped. A batch
 //! re-sent after a crash between "written" and "completed" therefore adds nothing, even when a
 //! rotation happened in between: the in-memory window is kept across rotations.
 //! A torn last line (a crash mid-write, never acknowledged) is cut off at start-up.
@@ -324,23 +324,37 @@ impl Inner {
         self.ready()
     }
 
-    fn append(&mut self, batch: &Batch) -> Result<SendReport, FileError> {
-        let mut buf = Vec::with_capacity(batch.events.iter().map(|e| e.json.len() + 1).sum());
+    fn append(&mut self, lines: Lines) -> Result<SendReport, FileError> {
         let mut report = SendReport::default();
-        let mut written = Vec::with_capacity(batch.events.len());
         let mut in_batch = HashSet::new();
-        for e in &batch.events {
-            if let Some(k) = e.key
-                && (self.recent.keys.contains(&k) || !in_batch.insert(k))
-            {
-                report.duplicates += 1;
-                continue;
+        let dup: Vec<bool> = lines
+            .spans
+            .iter()
+            .map(|(key, _)| {
+                key.is_some_and(|k| self.recent.keys.contains(&k) || !in_batch.insert(k))
+            })
+            .collect();
+        report.duplicates = dup.iter().filter(|d| **d).count();
+        report.written = dup.len() - report.duplicates;
+        let mut written = Vec::with_capacity(report.written);
+        // The common case (no duplicate) writes the encoded lines as they are; otherwise the
+        // duplicates are cut out.
+        let buf = if report.duplicates == 0 {
+            written.extend(lines.spans.iter().copied());
+            lines.bytes
+        } else {
+            let mut buf = Vec::with_capacity(lines.bytes.len());
+            let mut at = 0usize;
+            for (&(key, len), dup) in lines.spans.iter().zip(&dup) {
+                let end = at + len as usize;
+                if !dup {
+                    buf.extend_from_slice(&lines.bytes[at..end]);
+                    written.push((key, len));
+                }
+                at = end;
             }
-            buf.extend_from_slice(&e.json);
-            buf.push(b'\n');
-            written.push((e.key, e.json.len() as u64 + 1));
-            report.written += 1;
-        }
+            buf
+        };
         if buf.is_empty() {
             // Nothing to write (all duplicates): nothing to rotate for either.
             return Ok(report);
@@ -378,15 +392,35 @@ impl Inner {
     }
 }
 
+/// A batch encoded as the lines to append (one copy of the events, taken before the write moves
+/// to a blocking thread), with each line's record key and length.
+struct Lines {
+    bytes: Vec<u8>,
+    spans: Vec<(Option<u128>, u64)>,
+}
+
+impl Lines {
+    fn of(batch: &Batch) -> Lines {
+        let mut bytes = Vec::with_capacity(batch.events.iter().map(|e| e.json.len() + 1).sum());
+        let mut spans = Vec::with_capacity(batch.events.len());
+        for e in &batch.events {
+            bytes.extend_from_slice(&e.json);
+            bytes.push(b'\n');
+            spans.push((e.key, e.json.len() as u64 + 1));
+        }
+        Lines { bytes, spans }
+    }
+}
+
 impl Output for FileOutput {
     async fn send(&self, batch: &Batch) -> Result<SendReport, OutputError> {
         let inner = self.inner.clone();
-        let batch = batch.clone();
+        let lines = Lines::of(batch);
         let result = tokio::task::spawn_blocking(move || {
             let mut g = inner
                 .lock()
                 .map_err(|_| "file output poisoned by an earlier panic".to_string())?;
-            g.append(&batch).map_err(|e| e.to_string())
+            g.append(lines).map_err(|e| e.to_string())
         })
         .await;
         let reason = match result {

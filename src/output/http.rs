@@ -2,9 +2,10 @@
 //! basic/token/header authentication and TLS with a custom CA and client certificate.
 //!
 //! A batch is sent in requests of at most `max_events` events, one after the other; it is accepted
-//! only when every request was. With `linger`, blobs smaller than `max_events` wait up to that long
-//! for blobs of other workers and go out together in one request (the body is the concatenation of
-//! their parts); each sender still gets the verdict of its own part. A failed request fails the whole batch, which is then sent again
+//! only when every request was. With `linger`, batches smaller than `max_events` (small blobs, the
+//! tail of a large one) wait up to that long for batches of other workers and go out together in
+//! one request (the body is the concatenation of their parts); each sender still gets the verdict
+//! of its own part. A failed request fails the whole batch, which is then sent again
 //! from its start, so receivers may see the leading requests twice: Elasticsearch does not, because
 //! each document goes in with `create` and `_id` = the record key, and a second `create` answers
 //! 409 (counted as a duplicate). For NDJSON and Splunk HEC, deduplicate on `o365.audit.Id` downstream.
@@ -48,7 +49,7 @@ struct Shared {
     client: reqwest::Client,
     auth: Option<(HeaderName, HeaderValue)>,
     dead_letter: Option<Arc<Mutex<File>>>,
-    /// Small blobs waiting out `linger` for others to share their request.
+    /// Small batches waiting out `linger` for others to share their request.
     group: Mutex<Option<Group>>,
     groups: AtomicU64,
 }
@@ -60,7 +61,7 @@ struct Group {
     parts: Vec<(Batch, oneshot::Sender<Result<SendReport, OutputError>>)>,
 }
 
-/// What one request achieved for one of its parts (one blob's events).
+/// What one request achieved for one of its parts (one batch).
 enum Outcome {
     Done(SendReport),
     Retry(String),
@@ -221,7 +222,7 @@ impl Shared {
         }
     }
 
-    /// Sends the parts (each one blob's events) in one request; one outcome per part.
+    /// Sends the parts (each one batch) in one request; one outcome per part.
     async fn post(&self, parts: &[(&Batch, &[Event])]) -> Vec<Outcome> {
         let all = |o: fn(String) -> Outcome, reason: String| {
             parts.iter().map(|_| o(reason.clone())).collect::<Vec<_>>()
@@ -401,7 +402,7 @@ impl Shared {
         }
     }
 
-    /// Sends the blobs of a group in one request and gives each sender its own verdict.
+    /// Sends the batches of a group in one request and gives each sender its own verdict.
     async fn flush(&self, group: Group) {
         let parts: Vec<(&Batch, &[Event])> = group
             .parts
@@ -426,10 +427,10 @@ impl Shared {
 }
 
 impl Output for HttpOutput {
-    /// A blob of `max_events` or more goes out at once (split into requests of `max_events`). With
-    /// `linger`, smaller blobs wait up to that long for other blobs (from other workers) to share a
-    /// request of at most `max_events` events; each blob still gets its own verdict (an
-    /// Elasticsearch document refused in one blob does not fail the others).
+    /// A batch of `max_events` or more goes out at once (split into requests of `max_events`).
+    /// With `linger`, smaller batches wait up to that long for other batches (from other workers)
+    /// to share a request of at most `max_events` events; each batch still gets its own verdict
+    /// (an Elasticsearch document refused in one batch does not fail the others).
     async fn send(&self, batch: &Batch) -> Result<SendReport, OutputError> {
         let shared = &self.shared;
         let max = shared.cfg.max_events.max(1);
@@ -440,7 +441,7 @@ impl Output for HttpOutput {
         let (tx, rx) = oneshot::channel();
         let full = {
             let mut g = shared.group.lock().unwrap_or_else(|p| p.into_inner());
-            // A group this blob would push over `max_events` goes out first.
+            // A group this batch would push over `max_events` goes out first.
             let full = match g.as_ref() {
                 Some(current) if current.events + n > max => g.take(),
                 _ => None,

@@ -4,8 +4,8 @@
 //! touched acknowledged its records.
 //!
 //! Records are spread over the topic's partitions by a hash of their key (records without a key go
-//! to a partition chosen by the blob's content id), so one record always lands in one partition; the
-//! order of records within a partition follows the blob. A failed produce fails the whole batch,
+//! to a partition chosen by the blob's content id, the same for every batch of the blob), so one
+//! record always lands in one partition; the order of records within a partition follows the blob. A failed produce fails the whole batch,
 //! which is re-sent: partitions that had already acknowledged get those records again, so consumers
 //! should deduplicate on `o365.audit.Id` (the key).
 //!

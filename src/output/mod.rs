@@ -1,5 +1,8 @@
 //! Where events go. `Output::send` returning `Ok` means the destination accepted the whole batch
-//! (file: written and fsync'd); only then is the blob completed in the store.
+//! (file: written and fsync'd); only then is the batch recorded as the blob's progress, and after
+//! its last batch the blob completed in the store. A blob goes out in several batches
+//! (`pipeline.batch_records`, `pipeline.batch_bytes`), in order, one at a time: an output must not
+//! take a batch for a whole blob (dedup keys, ids and verdicts are per record or per batch).
 
 pub mod file;
 pub mod http;
@@ -30,7 +33,7 @@ pub struct Event {
     pub json: Vec<u8>,
 }
 
-/// The events of one content blob.
+/// A batch of one content blob's events, in the blob's order (several batches make a blob).
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub tenant_id: String,
@@ -43,7 +46,8 @@ pub struct Batch {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SendReport {
     pub written: usize,
-    /// Records already at the destination (a blob re-sent after a crash between send and complete).
+    /// Records already at the destination (a batch re-sent after a crash between its send and the
+    /// progress recorded after it).
     pub duplicates: usize,
 }
 
@@ -102,7 +106,7 @@ impl Output for AnyOutput {
     }
 }
 
-/// Fields that together identify one audit record: the same record delivered again (a blob re-sent
+/// Fields that together identify one audit record: the same record delivered again (a batch re-sent
 /// after a crash, or Microsoft repeating it) has the same key; records that merely share an `Id`
 /// (documented in the corpus) differ in operation or time.
 const KEY_FIELDS: [&str; 4] = ["Id", "CreationTime", "Operation", "RecordType"];

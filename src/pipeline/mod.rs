@@ -6,6 +6,7 @@ pub mod blob;
 pub mod gate;
 pub mod lifecycle;
 pub mod puller;
+pub mod stream;
 pub mod worker;
 
 use std::collections::HashMap;

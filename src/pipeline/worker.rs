@@ -1,4 +1,5 @@
-//! One worker: claim a blob → fetch (token attached by the client) → decode + map → output → complete.
+//! One worker: claim a blob → fetch (token attached by the client) → decode + map → output, batch
+//! by batch with the progress recorded after each ([`super::stream`]) → complete.
 //! Failures reschedule the blob with back-off; only failures that belong to the blob itself
 //! (gone, expired, unreadable) can dead-letter it — an output or credential outage never drops data.
 //!
@@ -13,16 +14,15 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Tenants;
-use super::blob;
 use super::gate::{MAX_PAUSE, Pass, ProbeGuard};
+use super::stream::{BlobStream, MapSpec, Piece, StreamError};
+use super::{TenantRuntime, Tenants};
 use crate::config::PipelineConfig;
-use crate::mapping::Context;
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Output};
 use crate::store::{Claimed, Store};
-use crate::telemetry::{Counters, Metrics};
+use crate::telemetry::{Counters, Labels, Metrics};
 
 /// How long an idle worker waits before looking at the queue again without a wake-up
 /// (covers rescheduled blobs whose `not_before` passed).
@@ -197,6 +197,9 @@ impl<S: Store> Workers<S> {
         }
     }
 
+    /// Fetches the blob and delivers it batch by batch, resuming after the records the output
+    /// accepted before (`item.delivered`); after each accepted batch but the last, the progress is
+    /// recorded. `Ok` when the whole blob was accepted.
     async fn deliver(&self, item: &Claimed) -> Result<(), Failure> {
         let c = &item.content;
         let tenant = self
@@ -213,7 +216,7 @@ impl<S: Store> Workers<S> {
             return Err(Failure::Release);
         }
         // A probe whose blob cannot be fetched or mapped is abandoned when this guard drops.
-        let probe = ProbeGuard::new(&tenant.gate, pass);
+        let mut probe = Some(ProbeGuard::new(&tenant.gate, pass));
         let labels = Metrics::tenant_labels(&tenant.cfg.tenant_id, &c.content_type);
         let fetch_started = Instant::now();
         let body = tenant
@@ -227,52 +230,97 @@ impl<S: Store> Workers<S> {
             .get_or_create(&labels)
             .observe(fetch_started.elapsed().as_secs_f64());
         Counters::add(&self.counters.blobs_fetched, 1);
-        let received = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-        let (format, encoding) = (tenant.cfg.format, tenant.cfg.encoding);
-        let (tenant_id, content) = (tenant.cfg.tenant_id.clone(), c.clone());
-        // Mapping a large blob is CPU work: keep it off the async threads.
-        let decoded = tokio::task::spawn_blocking(move || {
-            let ctx = Context {
-                format,
-                tenant_id: &tenant_id,
-                content_type: &content.content_type,
-                content_id: &content.content_id,
-                content_created: content.content_created.as_deref(),
-                received: &received,
-            };
-            blob::decode(&body, encoding, &ctx)
-        })
-        .await
-        .map_err(|e| Failure::Retry {
-            after: self.delay(item, None),
-            reason: format!("mapping task failed: {e}"),
-            blob_specific: false,
-        })?
-        .map_err(|e| Failure::Retry {
-            after: self.delay(item, None),
-            reason: e.to_string(),
-            blob_specific: true,
-        })?;
-        Counters::add(&self.counters.mapping_issues, decoded.issues as u64);
-        metrics
-            .records_mapped
-            .get_or_create(&labels)
-            .inc_by(decoded.events.len() as u64);
-        let batch = Batch {
+        let spec = MapSpec {
+            encoding: tenant.cfg.encoding,
+            format: tenant.cfg.format,
             tenant_id: tenant.cfg.tenant_id.clone(),
             content_type: c.content_type.clone(),
             content_id: c.content_id.clone(),
-            events: decoded.events,
+            content_created: c.content_created.clone(),
+            received: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            skip: item.delivered,
+            batch_records: self.cfg.batch_records,
+            batch_bytes: self.cfg.batch_bytes,
         };
+        let mut stream = BlobStream::start(body, spec).map_err(|e| self.stream_failure(item, e))?;
+        // The progress of batch k is written while batch k+1 is sent: both wait on an fsync, and
+        // one after the other they would halve the pace of a large blob. At most one write is in
+        // flight, so a crash repeats at most two batches of the blob (k and k+1).
+        let mut recording: Option<tokio::task::JoinHandle<()>> = None;
+        let outcome = loop {
+            let piece = match stream.next().await {
+                Ok(p) => p,
+                Err(e) => break Err(self.stream_failure(item, e)),
+            };
+            let Piece { part, last } = piece;
+            Counters::add(&self.counters.mapping_issues, part.issues as u64);
+            metrics
+                .records_mapped
+                .get_or_create(&labels)
+                .inc_by(part.events.len() as u64);
+            let batch = Batch {
+                tenant_id: tenant.cfg.tenant_id.clone(),
+                content_type: c.content_type.clone(),
+                content_id: c.content_id.clone(),
+                events: part.events,
+            };
+            // The first batch's verdict decides a probe.
+            if let Err(f) = self.send(tenant, item, &labels, &batch, probe.take()).await {
+                break Err(f);
+            }
+            if let Some(previous) = recording.take() {
+                let _ = previous.await;
+            }
+            if last {
+                break Ok(());
+            }
+            recording = Some(self.record_progress(item, part.through));
+        };
+        if let Some(previous) = recording {
+            let _ = previous.await;
+        }
+        outcome
+    }
+
+    /// Writes a blob's progress in the background (see `deliver`).
+    fn record_progress(&self, item: &Claimed, through: u64) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let (seq, tenant, content) = (
+            item.seq,
+            item.content.tenant_id.clone(),
+            item.content.content_id.clone(),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = store.record_progress(seq, through).await {
+                // Only costs a resend of these batches if the process dies before the next write.
+                warn!(tenant.id = %tenant, content.id = %content, error = %e,
+                      "cannot record a blob's progress");
+            }
+        })
+    }
+
+    /// Sends one batch of the blob; on failure, pauses the output as its error calls for.
+    async fn send(
+        &self,
+        tenant: &TenantRuntime,
+        item: &Claimed,
+        labels: &Labels,
+        batch: &Batch,
+        probe: Option<ProbeGuard<'_>>,
+    ) -> Result<(), Failure> {
+        let c = &item.content;
+        let metrics = &self.counters.metrics;
         let send_started = Instant::now();
-        let sent = tenant.output.send(&batch).await;
+        let sent = tenant.output.send(batch).await;
         metrics
             .delivery_seconds
             .get_or_create(&Metrics::one_label("output", &tenant.output_name))
             .observe(send_started.elapsed().as_secs_f64());
         let output = &tenant.output_name;
-        let is_probe = probe.is_probe();
-        probe.decided();
+        let is_probe = probe.as_ref().is_some_and(ProbeGuard::is_probe);
+        if let Some(p) = probe {
+            p.decided();
+        }
         let e = match sent {
             Ok(report) => {
                 if tenant.gate.succeeded() {
@@ -281,12 +329,12 @@ impl<S: Store> Workers<S> {
                 self.counters.activity.output_ok(output);
                 metrics
                     .records_delivered
-                    .get_or_create(&labels)
+                    .get_or_create(labels)
                     .inc_by(report.written as u64);
                 Counters::add(&self.counters.records_delivered, report.written as u64);
                 Counters::add(&self.counters.records_duplicate, report.duplicates as u64);
                 debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, output.name = %output,
-                       written = report.written, duplicates = report.duplicates, "blob delivered");
+                       written = report.written, duplicates = report.duplicates, "batch delivered");
                 return Ok(());
             }
             Err(e) => e,
@@ -313,6 +361,7 @@ impl<S: Store> Workers<S> {
             });
         }
         if !is_probe {
+            // Given back in its place; the batches accepted so far stay recorded.
             return Err(Failure::Release);
         }
         // The probe's blob counts an attempt and goes behind the blobs waiting since before the
@@ -326,6 +375,24 @@ impl<S: Store> Workers<S> {
             reason: e.to_string(),
             blob_specific: false,
         })
+    }
+
+    /// A blob that stopped in the middle: a broken blob counts towards dead-lettering, a broken
+    /// connection is retried like any failed fetch.
+    fn stream_failure(&self, item: &Claimed, e: StreamError) -> Failure {
+        match e {
+            StreamError::Fetch(e) => self.fetch_failure(item, e),
+            StreamError::Blob(e) => Failure::Retry {
+                after: self.delay(item, None),
+                reason: e.to_string(),
+                blob_specific: true,
+            },
+            StreamError::Stopped(reason) => Failure::Retry {
+                after: self.delay(item, None),
+                reason,
+                blob_specific: false,
+            },
+        }
     }
 
     fn fetch_failure(&self, item: &Claimed, e: ApiError) -> Failure {

@@ -19,7 +19,8 @@
 //! ```
 //!
 //! Checks that need a restart (dedup and cursors surviving a reopen, leases released on open) are
-//! store-specific and live next to each store's own tests.
+//! store-specific and live next to each store's own tests, except [`progress_survives_reopen`],
+//! which takes a function that opens the same store again.
 
 use std::future::Future;
 use std::time::{Duration, Instant, SystemTime};
@@ -70,6 +71,7 @@ where
     cursor_never_moves_backwards(&make().await).await;
     prune_forgets_old_ids(&make().await).await;
     stats_count_each_state(&make().await).await;
+    progress_is_kept_until_complete(&make().await).await;
 }
 
 /// Polls `claim(max, lease)` until it returns something, or fails after [`WAIT_LIMIT`].
@@ -393,6 +395,10 @@ pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
     let again = store.claim(3, LONG).await.expect("claim");
     assert_eq!(ids(&again), ["d1", "ok"]);
     store
+        .record_progress(again[0].seq, 300)
+        .await
+        .expect("progress");
+    store
         .dead_letter(again[0].seq, "unreadable")
         .await
         .expect("dead");
@@ -401,11 +407,18 @@ pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
         .await
         .expect("dead");
     let dead = store.dead_letters().await.expect("dead_letters");
-    let listed: Vec<(&str, &str, u32)> = dead
+    let listed: Vec<(&str, &str, u32, u64)> = dead
         .iter()
-        .map(|d| (d.content.content_id.as_str(), d.reason.as_str(), d.attempts))
+        .map(|d| {
+            let id = d.content.content_id.as_str();
+            (id, d.reason.as_str(), d.attempts, d.delivered)
+        })
         .collect();
-    assert_eq!(listed, [("d1", "unreadable", 1), ("d2", "gone", 0)]);
+    assert_eq!(
+        listed,
+        [("d1", "unreadable", 1, 300), ("d2", "gone", 0, 0)],
+        "a dead letter keeps its progress"
+    );
     assert!(dead.iter().all(|d| d.dead_at >= d.enqueued_at));
 
     let n = store
@@ -418,6 +431,10 @@ pub async fn dead_letters_can_be_requeued<S: Store>(store: &S) {
     let back = store.claim(10, LONG).await.expect("claim");
     assert_eq!(ids(&back), ["d1"]);
     assert_eq!(back[0].attempts, 0, "a requeued blob starts afresh");
+    assert_eq!(
+        back[0].delivered, 300,
+        "and resumes after what was delivered"
+    );
     let left = store.dead_letters().await.expect("dead_letters");
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].content.content_id, "d2");
@@ -437,6 +454,9 @@ pub async fn unknown_seq_is_not_found<S: Store>(store: &S) {
     ));
     assert!(matches!(store.dead_letter(seq, "x").await, Err(StoreError::NotFound(s)) if s == seq));
     assert!(matches!(store.renew(seq, LONG).await, Err(StoreError::NotFound(s)) if s == seq));
+    assert!(
+        matches!(store.record_progress(seq, 1).await, Err(StoreError::NotFound(s)) if s == seq)
+    );
 }
 
 /// Cursors are per (tenant, content type) and only move forward.
@@ -559,4 +579,98 @@ pub async fn stats_count_each_state<S: Store>(store: &S) {
         stats.oldest_pending_age_secs, None,
         "leased blobs are not pending"
     );
+}
+
+/// A blob's progress comes back with every later claim — after a release, a reschedule and an
+/// expired lease — never moves backwards, is per blob, and is gone with `complete`.
+pub async fn progress_is_kept_until_complete<S: Store>(store: &S) {
+    store
+        .enqueue(vec![content("big"), content("other")])
+        .await
+        .expect("enqueue");
+    let claimed = store.claim(2, LONG).await.expect("claim");
+    assert_eq!(ids(&claimed), ["big", "other"]);
+    assert!(
+        claimed.iter().all(|c| c.delivered == 0),
+        "nothing delivered yet"
+    );
+    let seq = claimed[0].seq;
+    store.record_progress(seq, 500).await.expect("progress");
+    store
+        .record_progress(seq, 200)
+        .await
+        .expect("smaller count");
+    store.release(seq).await.expect("release");
+    let back = store.claim(1, LONG).await.expect("claim");
+    assert_eq!(
+        (ids(&back)[0], back[0].delivered),
+        ("big", 500),
+        "never backwards"
+    );
+
+    store.record_progress(seq, 700).await.expect("progress");
+    store
+        .reschedule(seq, SystemTime::UNIX_EPOCH, "HTTP 503")
+        .await
+        .expect("reschedule");
+    let back = store
+        .claim(1, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    assert_eq!((back[0].delivered, back[0].attempts), (700, 1));
+    let again = claim_within(store, 1, LONG).await;
+    assert_eq!(
+        (again[0].seq, again[0].delivered),
+        (seq, 700),
+        "an expired lease keeps it"
+    );
+
+    store.release(claimed[1].seq).await.expect("release");
+    let other = store.claim(1, LONG).await.expect("claim");
+    assert_eq!(
+        (ids(&other)[0], other[0].delivered),
+        ("other", 0),
+        "per blob"
+    );
+
+    store.complete(seq).await.expect("complete");
+    assert!(matches!(
+        store.record_progress(seq, 800).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store
+            .enqueue(vec![content("big")])
+            .await
+            .expect("enqueue")
+            .duplicates,
+        1
+    );
+}
+
+/// Progress is durable: after the store is closed and opened again (`open` opens the same store;
+/// the previous handle is dropped first), a claim of the blob resumes where it was.
+pub async fn progress_survives_reopen<S, F, Fut>(mut open: F)
+where
+    S: Store,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = S>,
+{
+    let store = open().await;
+    store
+        .enqueue(vec![content("durable")])
+        .await
+        .expect("enqueue");
+    let claimed = store
+        .claim(1, Duration::from_millis(50))
+        .await
+        .expect("claim");
+    store
+        .record_progress(claimed[0].seq, 4_000)
+        .await
+        .expect("progress");
+    drop(store);
+    let store = open().await;
+    let back = claim_within(&store, 1, LONG).await;
+    assert_eq!((back[0].seq, back[0].delivered), (claimed[0].seq, 4_000));
 }

@@ -12,6 +12,7 @@
 //! | `dedup_age` | (first-seen ms, contentId) | ()                 | `prune` finds old ids without a scan  |
 //! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
 //! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints                   |
+//! | `progress`  | seq                        | records accepted   | where a worker resumes a blob         |
 //!
 //! Every queued blob has exactly one `schedule_by_tenant` entry: `(tenant, lease_until, seq)` while
 //! leased, otherwise `(tenant, due, seq)` where `due` is its enqueue time or, after a `reschedule`,
@@ -36,11 +37,19 @@
 //!
 //! # Durability
 //!
-//! `enqueue`, `complete`, `reschedule`, `dead_letter`, `advance_cursor` and `prune` commit with
+//! `enqueue`, `record_progress`, `complete`, `reschedule`, `dead_letter`, `advance_cursor` and
+//! `prune` commit with
 //! [`Durability::Immediate`] (fsync before returning). `claim`, `renew` and `release` commit with
 //! [`Durability::None`]: lost in a crash, which only makes the blob claimable again — as does a
 //! restart, since `open` releases every lease (a fresh process holds none). An `enqueue` whose
 //! items are all duplicates changes nothing and commits nothing.
+//!
+//! # Progress
+//!
+//! `progress` holds, for a queued blob or a dead letter (same seq), how many of its records the
+//! output accepted; a blob without an entry has none. `complete` removes the entry, `dead_letter`
+//! leaves it (the dead letter keeps the blob's seq) and `requeue_dead` moves it to the new seq.
+//! Adding the table needed no format change: an older build ignores it (and would only resend).
 //!
 //! # Dedup
 //!
@@ -78,6 +87,7 @@ const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("dedup");
 const DEDUP_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_age");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
+const PROGRESS: TableDefinition<u64, u64> = TableDefinition::new("progress");
 
 const META_NEXT_SEQ: &str = "next_seq";
 const META_QUEUED: &str = "queued";
@@ -458,6 +468,11 @@ impl Store for EmbeddedStore {
         self.run(move |inner| inner.renew(seq, lease)).await
     }
 
+    async fn record_progress(&self, seq: u64, delivered: u64) -> Result<(), StoreError> {
+        self.run(move |inner| inner.record_progress(seq, delivered))
+            .await
+    }
+
     async fn complete(&self, seq: u64) -> Result<(), StoreError> {
         self.run(move |inner| inner.complete(seq)).await
     }
@@ -625,6 +640,7 @@ impl Inner {
             txn.open_table(DEDUP_AGE).map_err(|e| self.err(e))?;
             txn.open_table(DEAD).map_err(|e| self.err(e))?;
             txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+            txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
         }
         self.commit(txn)
     }
@@ -741,6 +757,7 @@ impl Inner {
         let mut claimed = Vec::new();
         {
             let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
             let mut leases = txn.open_table(LEASES).map_err(|e| self.err(e))?;
             // The oldest due entries of each tenant not skipped, then the oldest of all.
@@ -787,11 +804,16 @@ impl Inner {
                     .insert((t.as_str(), until, seq), ())
                     .map_err(|e| self.err(e))?;
                 leases.insert(seq, until).map_err(|e| self.err(e))?;
+                let delivered = progress
+                    .get(seq)
+                    .map_err(|e| self.err(e))?
+                    .map_or(0, |v| v.value());
                 claimed.push(Claimed {
                     seq,
                     content: item.content,
                     attempts: item.attempts,
                     enqueued_at: from_ms(item.enqueued_ms),
+                    delivered,
                 });
             }
         }
@@ -843,12 +865,38 @@ impl Inner {
         self.commit(txn)
     }
 
+    fn record_progress(&self, seq: u64, delivered: u64) -> Result<(), StoreError> {
+        let txn = self.write(Durability::Immediate)?;
+        let moved = {
+            let items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
+            let mut progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
+            if items.get(seq).map_err(|e| self.err(e))?.is_none() {
+                return Err(StoreError::NotFound(seq));
+            }
+            let current = progress
+                .get(seq)
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
+            if delivered > current {
+                progress.insert(seq, delivered).map_err(|e| self.err(e))?;
+            }
+            delivered > current
+        };
+        if moved {
+            self.commit(txn)
+        } else {
+            txn.abort().map_err(|e| self.err(e))
+        }
+    }
+
     fn complete(&self, seq: u64) -> Result<(), StoreError> {
         let now = self.now_ms();
         let txn = self.write(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             self.unqueue(&txn, seq)?;
+            let mut progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
+            progress.remove(seq).map_err(|e| self.err(e))?;
             add_u64(&mut meta, META_QUEUED, -1).map_err(|e| self.err(e))?;
             meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
         }
@@ -1053,11 +1101,17 @@ impl Inner {
     fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
+        let progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for entry in dead.iter().map_err(|e| self.err(e))? {
             let (seq, bytes) = entry.map_err(|e| self.err(e))?;
             let record: DeadItem = decode(bytes.value(), &self.path)?;
+            let delivered = progress
+                .get(seq.value())
+                .map_err(|e| self.err(e))?
+                .map_or(0, |v| v.value());
             out.push(DeadLetter {
+                delivered,
                 seq: seq.value(),
                 content: record.content,
                 reason: record.reason,
@@ -1078,6 +1132,7 @@ impl Inner {
             let mut dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
             let mut items = txn.open_table(ITEMS).map_err(|e| self.err(e))?;
             let mut schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+            let mut progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             let mut next_seq = get_u64(&meta, META_NEXT_SEQ)
                 .map_err(|e| self.err(e))?
                 .unwrap_or(1);
@@ -1089,6 +1144,14 @@ impl Inner {
                 drop(bytes);
                 let seq = next_seq;
                 next_seq += 1;
+                // What the output accepted before stays accepted: the new seq resumes after it.
+                let delivered = progress
+                    .remove(old)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value());
+                if let Some(n) = delivered {
+                    progress.insert(seq, n).map_err(|e| self.err(e))?;
+                }
                 let note = format!("requeued after: {}", record.reason);
                 self.queue_new(
                     &mut items,

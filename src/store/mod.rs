@@ -32,6 +32,9 @@ pub struct Claimed {
     /// Earlier attempts that ended in `reschedule`.
     pub attempts: u32,
     pub enqueued_at: SystemTime,
+    /// How many of the blob's records (counted from its first, in array order) the output has
+    /// already accepted ([`Store::record_progress`]): a worker skips them and resumes after them.
+    pub delivered: u64,
 }
 
 /// A blob given up, with why.
@@ -45,6 +48,8 @@ pub struct DeadLetter {
     pub attempts: u32,
     pub enqueued_at: SystemTime,
     pub dead_at: SystemTime,
+    /// Records of the blob the output had accepted; kept for when it is requeued.
+    pub delivered: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -81,7 +86,18 @@ pub enum StoreError {
 pub const DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
 
 /// Durable queue. Every method that changes state is durable (fsync'd) when it returns, except
-/// `claim` and `renew` (a lease lost in a crash only lets the blob be claimed again).
+/// `claim`, `renew` and `release` (a lease lost in a crash only lets the blob be claimed again).
+///
+/// # Progress within a blob
+///
+/// A blob is delivered in batches. After the output accepted a batch the worker calls
+/// [`Store::record_progress`] with the number of the blob's records accepted so far, and a worker
+/// that claims the blob later (after a crash, a release, a retry) gets that number in
+/// [`Claimed::delivered`] and resumes after it. So a crash in the middle of a large blob repeats at
+/// most the batch that was in flight, never the whole blob. The count belongs to the queued blob:
+/// `release`, `reschedule` and an expired lease keep it; `complete` forgets it; `dead_letter` keeps
+/// it with the dead letter and `requeue_dead` carries it over, because what the output accepted
+/// stays accepted (a blob's content never changes) and repeating it would only make duplicates.
 pub trait Store: Send + Sync + 'static {
     /// Adds the blobs not seen before (by contentId), in order. Durable on return.
     fn enqueue(
@@ -116,6 +132,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         seq: u64,
         lease: Duration,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Durably notes that the output accepted the blob's first `delivered` records (see "Progress
+    /// within a blob"). Never moves backwards: a smaller count than the one stored is ignored.
+    /// `NotFound` if the seq is not queued.
+    fn record_progress(
+        &self,
+        seq: u64,
+        delivered: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
     /// Removes a blob whose records the output accepted. Its contentId stays in the dedup set.
     /// `NotFound` if the seq is not queued (already completed or dead-lettered).
@@ -155,7 +179,7 @@ pub trait Store: Send + Sync + 'static {
     /// The dead letters, oldest first.
     fn dead_letters(&self) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
     /// Puts the dead letters with these seqs back in the queue as new arrivals (no attempts,
-    /// claimable now), e.g. after the operator fixed what made them fail. Unknown seqs are ignored;
+    /// claimable now, their progress kept), e.g. after the operator fixed what made them fail. Unknown seqs are ignored;
     /// returns how many were queued again. Durable on return.
     fn requeue_dead(&self, seqs: &[u64]) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Whether the store can take writes now (readiness, `o365_store_up`). The default asks for

@@ -23,6 +23,8 @@ pub struct RecvState {
     pub docs: Mutex<BTreeMap<String, (String, Value)>>,
     /// Events accepted by the NDJSON and HEC endpoints, in arrival order (HEC: the whole envelope).
     pub events: Mutex<Vec<Value>>,
+    /// How many of `events` each accepted request brought, in arrival order.
+    pub request_sizes: Mutex<Vec<usize>>,
     /// Protocol violations seen (must stay empty).
     pub violations: Mutex<Vec<String>>,
     pub requests: AtomicUsize,
@@ -151,11 +153,14 @@ impl HttpReceiver {
         self.state.violations.lock().unwrap().clone()
     }
 
-    /// `o365.audit.Id` of every accepted record: the Elasticsearch documents by `_id` (a re-sent
+    /// `o365.audit.Id` (`Id` for format `raw`) of every accepted record: the Elasticsearch documents by `_id` (a re-sent
     /// one replaces itself), otherwise the NDJSON / HEC events in arrival order (HEC: inside its
     /// envelope, which always has a `sourcetype`).
     pub fn record_ids(&self) -> Vec<String> {
-        let id = |v: &Value| v["o365.audit.Id"].as_str().unwrap_or_default().to_owned();
+        let id = |v: &Value| {
+            let id = v.get("o365.audit.Id").or_else(|| v.get("Id"));
+            id.and_then(Value::as_str).unwrap_or_default().to_owned()
+        };
         let docs = self.state.docs.lock().unwrap();
         if !docs.is_empty() {
             return docs.values().map(|(_, d)| id(d)).collect();
@@ -362,7 +367,7 @@ fn hec(s: &RecvState, body: &[u8]) -> (StatusCode, String) {
         }
         accepted.push(v);
     }
-    s.events.lock().unwrap().extend(accepted);
+    accept(s, accepted);
     (
         StatusCode::OK,
         json!({"text": "Success", "code": 0}).to_string(),
@@ -377,6 +382,12 @@ fn ndjson(s: &RecvState, body: &[u8]) -> (StatusCode, String) {
             Err(e) => s.violation(format!("NDJSON line is not JSON: {e}")),
         }
     }
-    s.events.lock().unwrap().extend(accepted);
+    accept(s, accepted);
     (StatusCode::OK, "{}".into())
+}
+
+fn accept(s: &RecvState, accepted: Vec<Value>) {
+    let mut events = s.events.lock().unwrap();
+    s.request_sizes.lock().unwrap().push(accepted.len());
+    events.extend(accepted);
 }

@@ -113,6 +113,15 @@ outputs:
     }
 }
 
+/// Points the collector of `setup` at the output `name` (declared in its `extra_yaml`) instead of
+/// the file output.
+pub fn select_output(setup: &Setup, name: &str) {
+    let yaml = std::fs::read_to_string(&setup.config).unwrap();
+    assert!(yaml.contains("\noutput: file\n"));
+    let yaml = yaml.replacen("\noutput: file\n", &format!("\noutput: {name}\n"), 1);
+    std::fs::write(&setup.config, yaml).unwrap();
+}
+
 /// The real binary, running `run --config`.
 pub struct Collector {
     pub child: Child,
