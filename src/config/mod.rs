@@ -22,13 +22,14 @@ pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_BODY_TIMEOUT, DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING,
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP_MAX_EVENTS, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL,
-    DEFAULT_QUEUE_HIGH_WATER, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME,
-    DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY,
-    DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN,
-    derive_authority, is_guid, is_microsoft_cloud,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT,
+    DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER,
+    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
+    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
+    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -104,6 +105,10 @@ pub struct WebhookConfig {
     pub path: String,
     /// Largest accepted notification body.
     pub max_body_bytes: usize,
+    /// A body must arrive whole within this once its headers were accepted.
+    pub body_timeout: Duration,
+    /// Bytes of all bodies being received at once, across connections (over it: 503).
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +118,12 @@ pub struct ListenConfig {
     /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (for logging the
     /// caller); empty → the TCP peer is the caller.
     pub trusted_proxies: Vec<IpNet>,
+    /// Open connections per listener (bounded again below the open-file limit at start-up).
+    pub max_connections: usize,
+    /// TLS handshake and request headers must be complete within this of their first byte.
+    pub header_timeout: Duration,
+    /// A connection without a request in progress is closed after this long without a byte.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
