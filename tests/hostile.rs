@@ -479,7 +479,8 @@ async fn refusals_are_counted_exactly_and_logged_once_per_peer_and_reason() {
 }
 
 /// HTTP/2 rapid reset (CVE-2023-44487): streams opened and cancelled at once, by the thousand, on
-/// one connection. The h2 server bounds pending resets; an honest request still gets through.
+/// one connection. The HTTP/2 server bounds resets (and may close that connection with GOAWAY);
+/// an honest request on its own connection still gets through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_leaves_the_listener_serving() {
     let _serial = SERIAL.lock().await;
@@ -508,7 +509,9 @@ async fn http2_rapid_reset_leaves_the_listener_serving() {
             c.abort();
         }
     }
-    assert_eq!(t.notify(&h2, "after-rapid-reset").await, 200);
+    // The attacking connection may have been sent GOAWAY (ENHANCE_YOUR_CALM, "too_many_resets");
+    // another caller is served as usual.
+    assert_eq!(t.notify(&client(&t.emu), "after-rapid-reset").await, 200);
     let peak = t.peak_rss_mib();
     assert!(peak < 200, "peak RSS {peak} MiB after rapid resets");
 }

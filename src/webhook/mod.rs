@@ -46,13 +46,16 @@ pub fn router<S: Store>(state: Arc<WebhookState<S>>, path: &str) -> Router {
 /// interval (with how many lines were held back). Nothing of the request is stored.
 fn refuse<S>(
     state: &WebhookState<S>,
-    peer: SocketAddr,
-    headers: &HeaderMap,
-    trusted: &[crate::config::IpNet],
+    caller: &Caller<'_>,
     reason: &'static str,
     status: u16,
     detail: &dyn std::fmt::Display,
 ) -> Response {
+    let Caller {
+        peer,
+        headers,
+        trusted,
+    } = *caller;
     Counters::add(&state.counters.notifications_rejected, 1);
     state
         .counters
@@ -75,6 +78,14 @@ fn refuse<S>(
     response
 }
 
+/// Who sent a request, as the logs name it (see [`forwarded`]).
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    peer: SocketAddr,
+    headers: &'a HeaderMap,
+    trusted: &'a [crate::config::IpNet],
+}
+
 async fn notify<S: Store>(
     State(state): State<Arc<WebhookState<S>>>,
     ConnectInfo(tcp_peer): ConnectInfo<SocketAddr>,
@@ -83,21 +94,18 @@ async fn notify<S: Store>(
     body: Body,
 ) -> Response {
     let trusted = trusted.as_ref().map_or(&[][..], |t| &t.0.0[..]);
+    let caller = Caller {
+        peer: tcp_peer,
+        headers: &headers,
+        trusted,
+    };
     let auth = headers.get("webhook-authid").map(|v| v.as_bytes());
     let validation = headers.get("webhook-validationcode").map(|v| v.as_bytes());
     // Headers first: an unauthenticated or oversized POST is answered before any body byte is
     // read, and so never gets `100 Continue`.
     if !check::authenticated(&state.rules, auth) {
         let r = check::Rejection::BadAuthId;
-        return refuse(
-            &state,
-            tcp_peer,
-            &headers,
-            trusted,
-            r.reason(),
-            r.status(),
-            &r,
-        );
+        return refuse(&state, &caller, r.reason(), r.status(), &r);
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -106,15 +114,7 @@ async fn notify<S: Store>(
     let received = match state.intake.read(declared, body).await {
         Ok(r) => r,
         Err(e) => {
-            return refuse(
-                &state,
-                tcp_peer,
-                &headers,
-                trusted,
-                e.reason(),
-                e.status(),
-                &e,
-            );
+            return refuse(&state, &caller, e.reason(), e.status(), &e);
         }
     };
     let verdict = check::check(&state.rules, auth, validation, &received.bytes);
@@ -126,15 +126,7 @@ async fn notify<S: Store>(
             info!(peer, "answered Microsoft's webhook validation call");
             StatusCode::OK.into_response()
         }
-        Verdict::Rejected(r) => refuse(
-            &state,
-            tcp_peer,
-            &headers,
-            trusted,
-            r.reason(),
-            r.status(),
-            &r,
-        ),
+        Verdict::Rejected(r) => refuse(&state, &caller, r.reason(), r.status(), &r),
         Verdict::Accepted(items) => {
             let n = items.len();
             let seen: std::collections::BTreeSet<(String, String)> = items
