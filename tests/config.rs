@@ -864,6 +864,10 @@ fn check_config_reports() {
     assert!(report.contains("tenants: 1"));
     assert!(report.contains("Audit.General"));
     assert!(report.contains("mode: pull"));
+    assert!(
+        report.contains("listener limits: 2048 connections each"),
+        "{report}"
+    );
     assert!(report.contains("outputs: stdout"));
     assert!(!report.contains(SECRET));
 

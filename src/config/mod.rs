@@ -513,6 +513,22 @@ impl Config {
                 "no token, loopback only"
             },
         );
+        let _ = writeln!(
+            s,
+            "listener limits: {} connections each (less if the open-file limit is lower), headers within {}, idle {}",
+            self.listen.max_connections,
+            format_duration(self.listen.header_timeout),
+            format_duration(self.listen.idle_timeout),
+        );
+        if let Some(w) = &self.webhook {
+            let _ = writeln!(
+                s,
+                "webhook bodies: at most {} bytes each, within {}, {} bytes in flight",
+                w.max_body_bytes,
+                format_duration(w.body_timeout),
+                w.max_inflight_bytes,
+            );
+        }
         let outputs: Vec<String> = self
             .outputs
             .iter()
