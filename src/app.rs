@@ -175,7 +175,8 @@ impl App {
             };
             let running =
                 server::serve(cfg.listen.public, router, tls, &limits, shutdown.clone()).await?;
-            info!(addr = %running.addr, path = %hook.path, tls = cfg.tls.is_some(), "webhook listener ready");
+            info!(addr = %running.addr, path = %hook.path, tls = cfg.tls.is_some(),
+                max_connections = limits.max_connections, fd_limit, "webhook listener ready");
             public_addr = Some(running.addr);
             let task = running.task;
             tasks.spawn(async move {

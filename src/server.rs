@@ -315,3 +315,20 @@ pub fn connection_cap(configured: usize, fd_limit: Option<u64>) -> usize {
         None => configured,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        assert_eq!(connection_cap(2048, Some(20_000)), 2048);
+        assert_eq!(connection_cap(2048, Some(1024)), 1024 - FD_RESERVE as usize);
+        assert_eq!(
+            connection_cap(2048, Some(10)),
+            1,
+            "a tiny limit still serves"
+        );
+        assert_eq!(connection_cap(2048, None), 2048);
+    }
+}
