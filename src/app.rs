@@ -237,11 +237,17 @@ impl App {
             reconcile_now,
             started: std::time::SystemTime::now(),
         });
+        // The admin listener's few clients (operators, the CLI, a metrics scraper) get a small cap
+        // of their own, so that both listeners together stay below the open-file limit.
+        let admin_limits = server::ConnLimits {
+            max_connections: limits.max_connections.min(server::ADMIN_MAX_CONNECTIONS),
+            ..limits.clone()
+        };
         let admin = server::serve(
             cfg.listen.admin,
             admin::router(admin_state),
             None,
-            &limits,
+            &admin_limits,
             shutdown.clone(),
         )
         .await?;

@@ -303,6 +303,9 @@ pub fn raise_fd_limit() -> Option<u64> {
     limit.current
 }
 
+/// Open connections of the admin listener; counted in [`FD_RESERVE`].
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
 /// File descriptors kept for everything but the public listener's connections: the store, output
 /// files and connections, outbound HTTPS, the admin listener.
 pub const FD_RESERVE: u64 = 256;

@@ -865,7 +865,7 @@ fn check_config_reports() {
     assert!(report.contains("Audit.General"));
     assert!(report.contains("mode: pull"));
     assert!(
-        report.contains("listener limits: 2048 connections each"),
+        report.contains("listener limits: 2048 connections ("),
         "{report}"
     );
     assert!(report.contains("outputs: stdout"));

@@ -118,7 +118,7 @@ pub struct ListenConfig {
     /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (for logging the
     /// caller); empty → the TCP peer is the caller.
     pub trusted_proxies: Vec<IpNet>,
-    /// Open connections per listener (bounded again below the open-file limit at start-up).
+    /// Open connections of the public listener (bounded again below the open-file limit at start-up).
     pub max_connections: usize,
     /// TLS handshake and request headers must be complete within this of their first byte.
     pub header_timeout: Duration,
@@ -515,7 +515,7 @@ impl Config {
         );
         let _ = writeln!(
             s,
-            "listener limits: {} connections each (less if the open-file limit is lower), headers within {}, idle {}",
+            "listener limits: {} connections (less if the open-file limit is lower; admin: 64), headers within {}, idle {}",
             self.listen.max_connections,
             format_duration(self.listen.header_timeout),
             format_duration(self.listen.idle_timeout),
