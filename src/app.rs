@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
@@ -104,6 +104,22 @@ impl App {
         let tenants = Arc::new(tenants);
         let tasks = TaskTracker::new();
 
+        // Both listeners hold every connection to the same limits, the cap kept below the
+        // open-file limit (raised to the hard limit first).
+        let fd_limit = server::raise_fd_limit();
+        let limits = server::ConnLimits {
+            max_connections: server::connection_cap(cfg.listen.max_connections, fd_limit),
+            header_timeout: cfg.listen.header_timeout,
+            idle_timeout: cfg.listen.idle_timeout,
+        };
+        if limits.max_connections < cfg.listen.max_connections {
+            warn!(
+                configured = cfg.listen.max_connections,
+                max_connections = limits.max_connections,
+                fd_limit,
+                "listen.max_connections lowered to stay below the open-file limit"
+            );
+        }
         let mut public_addr = None;
         if let Some(hook) = &cfg.webhook {
             let rules = check::Rules {
@@ -134,9 +150,15 @@ impl App {
                 store: store.clone(),
                 wake: wake.clone(),
                 counters: counters.clone(),
+                intake: webhook::intake::Intake::new(
+                    hook.max_body_bytes,
+                    hook.max_inflight_bytes,
+                    hook.body_timeout,
+                ),
+                log: crate::log_limit::LogLimiter::new(crate::log_limit::LOG_EVERY),
             });
             let router = webhook::forwarded::trust(
-                webhook::router(state, &hook.path, hook.max_body_bytes),
+                webhook::router(state, &hook.path),
                 cfg.listen.trusted_proxies.clone(),
             );
             let tls = match &cfg.tls {
@@ -155,8 +177,10 @@ impl App {
                 }
                 None => None,
             };
-            let running = server::serve(cfg.listen.public, router, tls, shutdown.clone()).await?;
-            info!(addr = %running.addr, path = %hook.path, tls = cfg.tls.is_some(), "webhook listener ready");
+            let running =
+                server::serve(cfg.listen.public, router, tls, &limits, shutdown.clone()).await?;
+            info!(addr = %running.addr, path = %hook.path, tls = cfg.tls.is_some(),
+                max_connections = limits.max_connections, fd_limit, "webhook listener ready");
             public_addr = Some(running.addr);
             let task = running.task;
             tasks.spawn(async move {
@@ -217,10 +241,17 @@ impl App {
             reconcile_now,
             started: std::time::SystemTime::now(),
         });
+        // The admin listener's few clients (operators, the CLI, a metrics scraper) get a small cap
+        // of their own, so that both listeners together stay below the open-file limit.
+        let admin_limits = server::ConnLimits {
+            max_connections: limits.max_connections.min(server::ADMIN_MAX_CONNECTIONS),
+            ..limits.clone()
+        };
         let admin = server::serve(
             cfg.listen.admin,
             admin::router(admin_state),
             None,
+            &admin_limits,
             shutdown.clone(),
         )
         .await?;

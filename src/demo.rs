@@ -174,11 +174,16 @@ fn demo_config(
             auth_id: Secret::new(format!("auth-{}", uuid::Uuid::new_v4())),
             path: "/o365/webhook".into(),
             max_body_bytes: 1 << 20,
+            body_timeout: crate::config::DEFAULT_BODY_TIMEOUT,
+            max_inflight_bytes: crate::config::DEFAULT_MAX_INFLIGHT_BYTES,
         }),
         listen: ListenConfig {
             public: ([127, 0, 0, 1], port).into(),
             admin: ([127, 0, 0, 1], 0).into(),
             trusted_proxies: Vec::new(),
+            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
         },
         tls: Some(TlsConfig {
             cert: certs.join("server.pem"),

@@ -7,10 +7,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod guard;
+
 use axum::Router;
 use axum_server::Handle;
-use axum_server::tls_rustls::RustlsConfig;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio_util::sync::CancellationToken;
+
+pub use guard::ConnLimits;
+use guard::Guard;
+
+use crate::log_limit::{LOG_EVERY, LogLimiter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -135,8 +142,11 @@ fn watch_tls(
     shutdown: CancellationToken,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        // What is served now (or was last tried): unchanged files are not parsed again.
-        let mut seen = Some(loaded);
+        // What is served now, and the last files that did not load: unchanged files are not
+        // parsed again, and only a certificate actually swapped in is reported as reloaded.
+        let mut served = loaded;
+        let mut refused: Option<PemPair> = None;
+        let mut unreadable = false;
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
@@ -148,27 +158,32 @@ fn watch_tls(
             let files = match read_pair(&cert, &key).await {
                 Ok(f) => f,
                 Err(reason) => {
-                    if seen.is_some() {
+                    if !unreadable {
                         tracing::warn!(%reason, "TLS certificate files unreadable; keeping the current certificate");
-                        seen = None;
+                        unreadable = true;
                     }
                     continue;
                 }
             };
-            if seen.as_ref() == Some(&files) {
+            if std::mem::take(&mut unreadable) {
+                tracing::info!(cert = %cert.display(), "TLS certificate files readable again");
+            }
+            if files == served || refused.as_ref() == Some(&files) {
                 continue;
             }
             match server_config(&files) {
                 Ok(config) => {
                     tls.reload_from_config(config);
                     tracing::info!(cert = %cert.display(), key = %key.display(), "TLS certificate reloaded");
+                    served = files;
+                    refused = None;
                 }
                 Err(reason) => {
                     tracing::warn!(cert = %cert.display(), key = %key.display(), %reason,
                         "new TLS certificate files do not load; keeping the current certificate");
+                    refused = Some(files);
                 }
             }
-            seen = Some(files);
         }
     })
 }
@@ -184,61 +199,139 @@ pub struct Running {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Binds `addr` and serves `router` until `shutdown`, then drains for up to [`DRAIN`].
+/// Binds `addr` and serves `router` until `shutdown`, then drains for up to [`DRAIN`]. Every
+/// connection is held to `limits` ([`guard`]); a TLS handshake must finish within
+/// `header_timeout`. Accept errors (`EMFILE`, failed handshakes, refusals at the cap) are logged at
+/// most once per kind and peer per [`LOG_EVERY`]; the accept loop backs off after a listener error.
 pub async fn serve(
     addr: SocketAddr,
     router: Router,
     tls: Option<RustlsConfig>,
+    limits: &ConnLimits,
     shutdown: CancellationToken,
 ) -> Result<Running, ServerError> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| ServerError::Bind {
+    let bind_error = |e: std::io::Error| ServerError::Bind {
         addr,
         reason: e.to_string(),
-    })?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| ServerError::Bind {
-            addr,
-            reason: e.to_string(),
-        })?;
-    let bound = listener.local_addr().map_err(|e| ServerError::Bind {
-        addr,
-        reason: e.to_string(),
-    })?;
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(bind_error)?;
+    let bound = listener.local_addr().map_err(bind_error)?;
     let handle: Handle<SocketAddr> = Handle::new();
     let h = handle.clone();
     tokio::spawn(async move {
         shutdown.cancelled().await;
         h.graceful_shutdown(Some(DRAIN));
     });
+    let log = Arc::new(LogLimiter::new(LOG_EVERY));
+    let guard = Guard::new(limits.clone(), log.clone());
+    let on_error = move |peer: Option<&SocketAddr>, e: &std::io::Error| accept_error(&log, peer, e);
     let app = router.into_make_service_with_connect_info::<SocketAddr>();
+    let mut server = axum_server::from_tcp(listener)
+        .map_err(bind_error)?
+        .accept_error_handler(on_error)
+        .handle(handle);
+    let http = server.http_builder();
+    http.http1().max_buf_size(MAX_HEADER_BYTES);
+    http.http2()
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .max_concurrent_streams(H2_STREAMS)
+        .initial_stream_window_size(H2_WINDOW)
+        .initial_connection_window_size(H2_WINDOW);
     let task = match tls {
         Some(tls) => {
-            let server = axum_server::from_tcp_rustls(listener, tls)
-                .map_err(|e| ServerError::Bind {
-                    addr,
-                    reason: e.to_string(),
-                })?
-                .handle(handle);
+            let acceptor = RustlsAcceptor::new(tls)
+                .handshake_timeout(limits.header_timeout)
+                .acceptor(guard);
+            let server = server.acceptor(acceptor);
             tokio::spawn(async move {
                 if let Err(e) = server.serve(app).await {
-                    tracing::error!(error = %e, "public listener failed");
+                    tracing::error!(error = %e, "listener failed");
                 }
             })
         }
         None => {
-            let server = axum_server::from_tcp(listener)
-                .map_err(|e| ServerError::Bind {
-                    addr,
-                    reason: e.to_string(),
-                })?
-                .handle(handle);
+            let server = server.acceptor(guard);
             tokio::spawn(async move {
                 if let Err(e) = server.serve(app).await {
-                    tracing::error!(error = %e, "public listener failed");
+                    tracing::error!(error = %e, "listener failed");
                 }
             })
         }
     };
     Ok(Running { addr: bound, task })
+}
+
+/// Largest request head (HTTP/1 buffer, HTTP/2 header list): Microsoft's headers are well under it,
+/// and it is what a connection dribbling headers can make us hold.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// HTTP/2 streams at once per connection, and the flow-control windows that bound how much body a
+/// connection can have us buffer before the handler reads it.
+const H2_STREAMS: u32 = 32;
+const H2_WINDOW: u32 = 256 * 1024;
+
+fn accept_error(log: &LogLimiter, peer: Option<&SocketAddr>, e: &std::io::Error) {
+    let key = match peer {
+        Some(p) => format!("{} {:?}", p.ip(), e.kind()),
+        None => format!("listener {:?}", e.kind()),
+    };
+    if let Some(held_back) = log.admit(&key) {
+        match peer {
+            // Failed handshakes, timeouts, refusals at the cap: the peer's doing.
+            Some(p) => tracing::info!(peer = %p.ip(), error = %e, held_back, "connection dropped"),
+            // The listener itself (EMFILE, ENFILE, ENOBUFS): ours; accepting resumes after a pause.
+            None => tracing::warn!(error = %e, held_back, "cannot accept connections"),
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one (so `max_connections` is not cut short by
+/// a distribution's 1024 default) and returns the soft limit in force, if known.
+pub fn raise_fd_limit() -> Option<u64> {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.maximum,
+            Err(e) => tracing::warn!(error = %e, soft = ?limit.current, hard = ?limit.maximum,
+                "cannot raise the open-file limit to the hard limit"),
+        }
+    }
+    limit.current
+}
+
+/// Open connections of the admin listener; counted in [`FD_RESERVE`].
+pub const ADMIN_MAX_CONNECTIONS: usize = 64;
+
+/// File descriptors kept for everything but the public listener's connections: the store, output
+/// files and connections, outbound HTTPS, the admin listener.
+pub const FD_RESERVE: u64 = 256;
+
+/// `max_connections` bounded below the open-file limit, so that accepting can never take the fds
+/// the store, outputs and outbound calls need.
+pub fn connection_cap(configured: usize, fd_limit: Option<u64>) -> usize {
+    match fd_limit {
+        Some(fds) => configured.min(fds.saturating_sub(FD_RESERVE).max(1) as usize),
+        None => configured,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_stays_below_the_open_file_limit() {
+        assert_eq!(connection_cap(2048, Some(20_000)), 2048);
+        assert_eq!(connection_cap(2048, Some(1024)), 1024 - FD_RESERVE as usize);
+        assert_eq!(
+            connection_cap(2048, Some(10)),
+            1,
+            "a tiny limit still serves"
+        );
+        assert_eq!(connection_cap(2048, None), 2048);
+    }
 }

@@ -174,6 +174,49 @@ fn values_are_read_as_written() {
 }
 
 #[test]
+fn listener_limits_have_defaults_and_are_checked() {
+    let hook = "webhook: {address: 'https://h.example.com/x', auth_id: abcdefgh12";
+    let c = parse(&format!("{}{hook}}}\n", minimal())).unwrap();
+    assert_eq!(c.listen.max_connections, 2048);
+    assert_eq!(c.listen.header_timeout, Duration::from_secs(10));
+    assert_eq!(c.listen.idle_timeout, Duration::from_secs(60));
+    let w = c.webhook.unwrap();
+    assert_eq!(w.body_timeout, Duration::from_secs(10));
+    assert_eq!(w.max_inflight_bytes, 16 << 20);
+
+    let c = parse(&format!(
+        "{}{hook}, body_timeout: 3s, max_inflight_bytes: 4MiB}}\n\
+         listen: {{max_connections: 500, header_timeout: 2s, idle_timeout: 30s}}\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.listen.max_connections, 500);
+    assert_eq!(c.listen.header_timeout, Duration::from_secs(2));
+    assert_eq!(c.listen.idle_timeout, Duration::from_secs(30));
+    let w = c.webhook.unwrap();
+    assert_eq!(w.body_timeout, Duration::from_secs(3));
+    assert_eq!(w.max_inflight_bytes, 4 << 20);
+
+    let errs = problems(&format!(
+        "{}{hook}, body_timeout: 0s, max_body_bytes: 2MiB, max_inflight_bytes: 1MiB}}\n\
+         listen: {{max_connections: 0, header_timeout: 0s, idle_timeout: 0s, max_conections: 5}}\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&errs),
+        [
+            "webhook.body_timeout",
+            "webhook.max_inflight_bytes",
+            "listen.max_connections",
+            "listen.header_timeout",
+            "listen.idle_timeout",
+            "listen.max_conections",
+        ],
+        "{errs:?}"
+    );
+}
+
+#[test]
 fn env_expansion() {
     let text = format!(
         "tenant_id: ${{TID}}\nclient_id: {CLIENT}\nclient_secret: ${{SECRET}}\n\
@@ -871,6 +914,10 @@ fn check_config_reports() {
     assert!(report.contains("tenants: 1"));
     assert!(report.contains("Audit.General"));
     assert!(report.contains("mode: pull"));
+    assert!(
+        report.contains("listener limits: 2048 connections ("),
+        "{report}"
+    );
     assert!(report.contains("outputs: stdout"));
     assert!(!report.contains(SECRET));
 

@@ -135,13 +135,39 @@ async fn rotated_certificate_is_served_and_broken_files_are_refused() {
     assert!(c.logs().contains("does not match"), "{}", c.logs());
     assert_eq!(served(s.port, &ca).await.unwrap(), leaf_der(&cert_b));
 
-    // Fixed again: the pair loads and is swapped in once more.
+    // Unreadable (as with EMFILE), then back as they were: no spurious "reloaded", B still served.
     let reloads = c.logs().matches("TLS certificate reloaded").count();
+    std::fs::remove_file(&cert_path).unwrap();
+    wait_for(
+        Duration::from_secs(10),
+        "unreadable files reported",
+        || async { c.logs().contains("TLS certificate files unreadable") },
+    )
+    .await;
     replace(&cert_path, &cert_b);
-    wait_for(Duration::from_secs(10), "reload after the fix", || async {
-        c.logs().matches("TLS certificate reloaded").count() > reloads
+    wait_for(Duration::from_secs(10), "readable again", || async {
+        c.logs().contains("TLS certificate files readable again")
     })
     .await;
     assert_eq!(served(s.port, &ca).await.unwrap(), leaf_der(&cert_b));
+
+    // A new pair after all that: swapped in, and exactly one more "reloaded" line.
+    let (cert_d, key_d) = emu.issue_server_cert(&["127.0.0.1", "localhost"]).unwrap();
+    replace(&key_path, &key_d);
+    replace(&cert_path, &cert_d);
+    wait_for(Duration::from_secs(30), "cert D served", || async {
+        served(s.port, &ca).await.ok() == Some(leaf_der(&cert_d))
+    })
+    .await;
+    wait_for(Duration::from_secs(10), "reload of D logged", || async {
+        c.logs().matches("TLS certificate reloaded").count() > reloads
+    })
+    .await;
+    assert_eq!(
+        c.logs().matches("TLS certificate reloaded").count(),
+        reloads + 1,
+        "only the swap to D is a reload:\n{}",
+        c.logs()
+    );
     assert!(!c.logs().contains(&key_b), "key material never logged");
 }

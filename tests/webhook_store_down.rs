@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
 use o365_collector::config::Secret;
+use o365_collector::log_limit::{LOG_EVERY, LogLimiter};
 use o365_collector::mgmt_api::uri::ResourceBase;
+use o365_collector::server::ConnLimits;
 use o365_collector::store::{Claimed, ContentRef, EnqueueOutcome, Store, StoreError, StoreStats};
 use o365_collector::telemetry::Counters;
 use o365_collector::webhook::check::{Rules, TenantRule};
+use o365_collector::webhook::intake::Intake;
 use o365_collector::webhook::{WebhookState, router};
 use tokio_util::sync::CancellationToken;
 
@@ -105,12 +108,15 @@ async fn store_down_gives_503_and_store_up_gives_200() {
         store: store.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         counters: Arc::new(Counters::default()),
+        intake: Intake::new(1 << 20, 16 << 20, Duration::from_secs(10)),
+        log: LogLimiter::new(LOG_EVERY),
     });
     let shutdown = CancellationToken::new();
     let running = o365_collector::server::serve(
         "127.0.0.1:0".parse().unwrap(),
-        router(state, "/hook", 1 << 20),
+        router(state, "/hook"),
         None,
+        &ConnLimits::default(),
         shutdown.clone(),
     )
     .await

@@ -247,7 +247,7 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
     );
     reg.register(
         "notifications_rejected_by_reason",
-        "Webhook POSTs refused, per reason (auth_id, malformed, tenant, client_id, content_type, content_uri)",
+        "Webhook POSTs refused, per reason (auth_id, too_large, body_timeout, overloaded, body_broken, malformed, tenant, client_id, content_type, content_uri)",
         m.notifications_rejected.clone(),
     );
     reg.register_with_unit(

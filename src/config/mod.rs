@@ -22,9 +22,11 @@ pub use net::{IpNet, IpNetError};
 pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_DEDUP_WINDOW_BYTES,
-    DEFAULT_ENCODING, DEFAULT_HTTP_MAX_EVENTS, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT,
+    DEFAULT_ADMIN_LISTEN, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_BODY_TIMEOUT,
+    DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP_MAX_EVENTS,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OUTPUT,
+    DEFAULT_OUTPUT_TIMEOUT,
     DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER,
     DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
     DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
@@ -125,6 +127,10 @@ pub struct WebhookConfig {
     pub path: String,
     /// Largest accepted notification body.
     pub max_body_bytes: usize,
+    /// A body must arrive whole within this once its headers were accepted.
+    pub body_timeout: Duration,
+    /// Bytes of all bodies being received at once, across connections (over it: 503).
+    pub max_inflight_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -134,6 +140,12 @@ pub struct ListenConfig {
     /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (for logging the
     /// caller); empty → the TCP peer is the caller.
     pub trusted_proxies: Vec<IpNet>,
+    /// Open connections of the public listener (bounded again below the open-file limit at start-up).
+    pub max_connections: usize,
+    /// TLS handshake and request headers must be complete within this of their first byte.
+    pub header_timeout: Duration,
+    /// A connection without a request in progress is closed after this long without a byte.
+    pub idle_timeout: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -528,6 +540,22 @@ impl Config {
                 "no token, loopback only"
             },
         );
+        let _ = writeln!(
+            s,
+            "listener limits: {} connections (less if the open-file limit is lower; admin: 64), headers within {}, idle {}",
+            self.listen.max_connections,
+            format_duration(self.listen.header_timeout),
+            format_duration(self.listen.idle_timeout),
+        );
+        if let Some(w) = &self.webhook {
+            let _ = writeln!(
+                s,
+                "webhook bodies: at most {} bytes each, within {}, {} bytes in flight",
+                w.max_body_bytes,
+                format_duration(w.body_timeout),
+                w.max_inflight_bytes,
+            );
+        }
         let outputs: Vec<String> = self
             .outputs
             .iter()

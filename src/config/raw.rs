@@ -163,6 +163,8 @@ pub(crate) struct RawWebhook {
     pub auth_id_file: Field<String>,
     pub path: Field<String>,
     pub max_body_bytes: Field<u64>,
+    pub body_timeout: Field<Duration>,
+    pub max_inflight_bytes: Field<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -170,6 +172,9 @@ pub(crate) struct RawListen {
     pub public: Field<String>,
     pub admin: Field<String>,
     pub trusted_proxies: Field<Vec<String>>,
+    pub max_connections: Field<u64>,
+    pub header_timeout: Field<Duration>,
+    pub idle_timeout: Field<Duration>,
 }
 
 #[derive(Debug)]
@@ -578,6 +583,8 @@ impl<'e> Reader<'e> {
             auth_id_file: Field::Absent,
             path: Field::Absent,
             max_body_bytes: Field::Absent,
+            body_timeout: Field::Absent,
+            max_inflight_bytes: Field::Absent,
         };
         let allowed = [
             "address",
@@ -585,6 +592,8 @@ impl<'e> Reader<'e> {
             "auth_id_file",
             "path",
             "max_body_bytes",
+            "body_timeout",
+            "max_inflight_bytes",
         ];
         for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
             match key {
@@ -593,6 +602,8 @@ impl<'e> Reader<'e> {
                 "auth_id_file" => w.auth_id_file = self.text(v, key_at),
                 "path" => w.path = self.text(v, key_at),
                 "max_body_bytes" => w.max_body_bytes = self.size(v, key_at),
+                "body_timeout" => w.body_timeout = self.duration(v, key_at),
+                "max_inflight_bytes" => w.max_inflight_bytes = self.size(v, key_at),
                 _ => {}
             }
         }
@@ -603,12 +614,22 @@ impl<'e> Reader<'e> {
     fn listen(&mut self, value: &Value, at: At) -> RawListen {
         let mut l = RawListen::default();
         if let Some(map) = self.mapping(value, &at) {
-            let allowed = ["public", "admin", "trusted_proxies"];
+            let allowed = [
+                "public",
+                "admin",
+                "trusted_proxies",
+                "max_connections",
+                "header_timeout",
+                "idle_timeout",
+            ];
             for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
                 match key {
                     "public" => l.public = self.text(v, key_at),
                     "admin" => l.admin = self.text(v, key_at),
                     "trusted_proxies" => l.trusted_proxies = self.words(v, key_at),
+                    "max_connections" => l.max_connections = self.uint(v, key_at),
+                    "header_timeout" => l.header_timeout = self.duration(v, key_at),
+                    "idle_timeout" => l.idle_timeout = self.duration(v, key_at),
                     _ => {}
                 }
             }

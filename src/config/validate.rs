@@ -33,6 +33,11 @@ pub const DEFAULT_LAST_VALUE_STORAGE: &str = "./var/last_value_storage";
 pub const DEFAULT_PUBLIC_LISTEN: &str = "0.0.0.0:8443";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 16 << 20;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 2048;
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_DEDUP_WINDOW_BYTES: u64 = 64 << 20;
 /// Shortest `rotate_every` of a file output: rotated names carry milliseconds, and a shorter age
 /// would only rotate before every batch.
@@ -106,6 +111,8 @@ pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 const MAX_WORKERS: u64 = 1024;
 /// Far above any tenant's quota; a larger value is a typo.
 const MAX_REQUESTS_PER_MINUTE: u64 = 1_000_000;
+/// More connections than any file-descriptor limit allows.
+const MAX_CONNECTIONS: u64 = 1 << 24;
 /// Longest `linger` of an http output: blobs wait that long for company, so keep it short.
 const MAX_LINGER: Duration = Duration::from_secs(10);
 
@@ -1823,12 +1830,29 @@ impl Checker<'_> {
             },
             _ => DEFAULT_MAX_BODY_BYTES,
         };
+        let body_timeout = self.positive_duration(&w.body_timeout, DEFAULT_BODY_TIMEOUT);
+        let max_inflight_bytes = match &w.max_inflight_bytes {
+            Field::Value(v, at) => match usize::try_from(*v) {
+                Ok(v) if v >= max_body_bytes => v,
+                _ => {
+                    self.problem(
+                        at,
+                        format!("is smaller than webhook.max_body_bytes ({max_body_bytes} bytes): no full-size body could be received"),
+                        "use a size of several bodies, such as 16MiB (the default)",
+                    );
+                    DEFAULT_MAX_INFLIGHT_BYTES
+                }
+            },
+            _ => DEFAULT_MAX_INFLIGHT_BYTES.max(max_body_bytes),
+        };
         let (address, _) = address?;
         Some(WebhookConfig {
             address,
             auth_id: auth_id?,
             path,
             max_body_bytes,
+            body_timeout,
+            max_inflight_bytes,
         })
     }
 
@@ -1911,10 +1935,26 @@ impl Checker<'_> {
                 .collect(),
             _ => Vec::new(),
         };
+        let max_connections = match &raw.listen.max_connections {
+            Field::Value(v, at) if *v == 0 || *v > MAX_CONNECTIONS => {
+                self.problem(
+                    at,
+                    format!("is {v}, outside 1..={MAX_CONNECTIONS}"),
+                    "use a number such as 2048 (the default); it is also kept below the open-file limit",
+                );
+                DEFAULT_MAX_CONNECTIONS
+            }
+            Field::Value(v, _) => *v as usize,
+            _ => DEFAULT_MAX_CONNECTIONS,
+        };
         ListenConfig {
             public: public.unwrap_or(fallback),
             admin: admin.unwrap_or(fallback),
             trusted_proxies,
+            max_connections,
+            header_timeout: self
+                .positive_duration(&raw.listen.header_timeout, DEFAULT_HEADER_TIMEOUT),
+            idle_timeout: self.positive_duration(&raw.listen.idle_timeout, DEFAULT_IDLE_TIMEOUT),
         }
     }
 

@@ -148,6 +148,8 @@ mod tests {
             auth_id: Secret::new("x"),
             path: "/".into(),
             max_body_bytes: 1,
+            body_timeout: Duration::from_secs(1),
+            max_inflight_bytes: 1,
         }
     }
 

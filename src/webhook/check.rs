@@ -74,6 +74,13 @@ impl Rejection {
     }
 }
 
+/// Whether the `Webhook-AuthID` header is the configured one (constant time). The handler asks
+/// this before reading any body byte; [`check`] asks it again for the verdict to be whole.
+pub fn authenticated(rules: &Rules, auth_id: Option<&[u8]>) -> bool {
+    let expected = rules.auth_id.expose().as_bytes();
+    auth_id.is_some_and(|got| got.ct_eq(expected).into())
+}
+
 /// Judges one POST. `auth_id` and `validation_code` are the header values.
 pub fn check(
     rules: &Rules,
@@ -81,9 +88,7 @@ pub fn check(
     validation_code: Option<&[u8]>,
     body: &[u8],
 ) -> Verdict {
-    let expected = rules.auth_id.expose().as_bytes();
-    let ok = auth_id.is_some_and(|got| got.ct_eq(expected).into());
-    if !ok {
+    if !authenticated(rules, auth_id) {
         return Verdict::Rejected(Rejection::BadAuthId);
     }
     if validation_code.is_some() {

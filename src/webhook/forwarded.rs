@@ -27,23 +27,7 @@ fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 /// in `X-Forwarded-For` that is not itself a trusted proxy (entries left of it were written by the
 /// client and prove nothing), with the proxy and the `X-Forwarded-Proto` it saw.
 pub fn caller(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> String {
-    if trusted.is_empty() || !is_trusted(peer.ip(), trusted) {
-        return peer.to_string();
-    }
-    let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(parse_hop)
-        .collect();
-    let client = hops
-        .iter()
-        .rev()
-        .find(|ip| !is_trusted(**ip, trusted))
-        .or(hops.first())
-        .copied();
-    let Some(client) = client else {
+    let Some(client) = forwarded_client(peer, headers, trusted) else {
         return peer.to_string();
     };
     let proto = headers
@@ -56,6 +40,30 @@ pub fn caller(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Strin
         Some(p) => format!("{client} ({p} via {peer})"),
         None => format!("{client} (via {peer})"),
     }
+}
+
+/// The caller's address, as [`caller`] finds it: what rate-limited logs are keyed by.
+pub fn caller_ip(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
+    forwarded_client(peer, headers, trusted).unwrap_or(peer.ip())
+}
+
+/// The client a trusted proxy forwarded for, if `peer` is one and says so.
+fn forwarded_client(peer: SocketAddr, headers: &HeaderMap, trusted: &[IpNet]) -> Option<IpAddr> {
+    if trusted.is_empty() || !is_trusted(peer.ip(), trusted) {
+        return None;
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(parse_hop)
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|ip| !is_trusted(**ip, trusted))
+        .or(hops.first())
+        .copied()
 }
 
 /// One `X-Forwarded-For` entry: an address, possibly with a port (`1.2.3.4:5`, `[::1]:5`).

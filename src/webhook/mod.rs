@@ -4,22 +4,25 @@
 
 pub mod check;
 pub mod forwarded;
+pub mod intake;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use crate::log_limit::LogLimiter;
 use crate::store::Store;
 use crate::telemetry::Counters;
 use check::{Rules, Verdict};
+use intake::Intake;
 
 /// What the webhook handler shares.
 pub struct WebhookState<S> {
@@ -27,44 +30,103 @@ pub struct WebhookState<S> {
     pub store: Arc<S>,
     pub wake: Arc<Notify>,
     pub counters: Arc<Counters>,
+    pub intake: Intake,
+    /// Rejections are logged at most once per caller and reason per interval.
+    pub log: LogLimiter,
 }
 
-/// The public router: `POST {path}` only. Bodies over `max_body_bytes` get 413 before they are read.
-pub fn router<S: Store>(state: Arc<WebhookState<S>>, path: &str, max_body_bytes: usize) -> Router {
+/// The public router: `POST {path}` only. The headers are judged before any body byte is read.
+pub fn router<S: Store>(state: Arc<WebhookState<S>>, path: &str) -> Router {
     Router::new()
         .route(path, post(notify::<S>))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
+}
+
+/// A refusal: counted exactly in the metrics, logged at most once per caller and reason per
+/// interval (with how many lines were held back). Nothing of the request is stored.
+fn refuse<S>(
+    state: &WebhookState<S>,
+    caller: &Caller<'_>,
+    reason: &'static str,
+    status: u16,
+    detail: &dyn std::fmt::Display,
+) -> Response {
+    let Caller {
+        peer,
+        headers,
+        trusted,
+    } = *caller;
+    Counters::add(&state.counters.notifications_rejected, 1);
+    state
+        .counters
+        .metrics
+        .notifications_rejected
+        .get_or_create(&crate::telemetry::Metrics::one_label("reason", reason))
+        .inc();
+    let ip = forwarded::caller_ip(peer, headers, trusted);
+    if let Some(held_back) = state.log.admit(&format!("{ip} {reason}")) {
+        let peer = forwarded::caller(peer, headers, trusted);
+        warn!(peer, reason, detail = %detail, held_back, "webhook POST rejected");
+    }
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut response = (status, detail.to_string()).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    response
+}
+
+/// Who sent a request, as the logs name it (see [`forwarded`]).
+#[derive(Clone, Copy)]
+struct Caller<'a> {
+    peer: SocketAddr,
+    headers: &'a HeaderMap,
+    trusted: &'a [crate::config::IpNet],
 }
 
 async fn notify<S: Store>(
     State(state): State<Arc<WebhookState<S>>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(tcp_peer): ConnectInfo<SocketAddr>,
     trusted: Option<axum::Extension<forwarded::TrustedProxies>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let peer = forwarded::caller(peer, &headers, trusted.as_ref().map_or(&[], |t| &t.0.0[..]));
+    let trusted = trusted.as_ref().map_or(&[][..], |t| &t.0.0[..]);
+    let caller = Caller {
+        peer: tcp_peer,
+        headers: &headers,
+        trusted,
+    };
     let auth = headers.get("webhook-authid").map(|v| v.as_bytes());
     let validation = headers.get("webhook-validationcode").map(|v| v.as_bytes());
-    match check::check(&state.rules, auth, validation, &body) {
+    // Headers first: an unauthenticated or oversized POST is answered before any body byte is
+    // read, and so never gets `100 Continue`.
+    if !check::authenticated(&state.rules, auth) {
+        let r = check::Rejection::BadAuthId;
+        return refuse(&state, &caller, r.reason(), r.status(), &r);
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let received = match state.intake.read(declared, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            return refuse(&state, &caller, e.reason(), e.status(), &e);
+        }
+    };
+    let verdict = check::check(&state.rules, auth, validation, &received.bytes);
+    drop(received);
+    let peer = forwarded::caller(tcp_peer, &headers, trusted);
+    match verdict {
         Verdict::Validation => {
             Counters::add(&state.counters.validations, 1);
             info!(peer, "answered Microsoft's webhook validation call");
             StatusCode::OK.into_response()
         }
-        Verdict::Rejected(r) => {
-            Counters::add(&state.counters.notifications_rejected, 1);
-            state
-                .counters
-                .metrics
-                .notifications_rejected
-                .get_or_create(&crate::telemetry::Metrics::one_label("reason", r.reason()))
-                .inc();
-            warn!(peer, reason = r.reason(), detail = %r, "webhook POST rejected");
-            let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            (status, r.to_string()).into_response()
-        }
+        Verdict::Rejected(r) => refuse(&state, &caller, r.reason(), r.status(), &r),
         Verdict::Accepted(items) => {
             let n = items.len();
             let seen: std::collections::BTreeSet<(String, String)> = items
