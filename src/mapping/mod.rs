@@ -155,12 +155,14 @@ pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
             }
             Format::O365 | Format::Ecs => {
                 let mut entries = Vec::with_capacity(record.len() + 64);
-                o365::flatten_into(record, &mut entries);
+                if ctx.format == Format::Ecs {
+                    // The tenant's configured name is enrichment's (`None`: Elastic's fallback).
+                    ecs::add_ecs(record, None, &mut entries, &mut issues);
+                } else {
+                    o365::flatten_into(record, &mut entries);
+                }
                 add_timestamp(record, ctx, &mut entries, &mut issues);
                 add_meta(Some(record), ctx, &mut entries, &mut issues);
-                if ctx.format == Format::Ecs {
-                    ecs::add_ecs(record, &mut entries, &mut issues);
-                }
                 o365::into_map(entries, &mut issues)
             }
         },
