@@ -525,12 +525,37 @@ fn key_class(key: &str, doc: &Map<String, Value>, tenants: &[String]) -> KeyClas
 /// listed in the README's "ECS: deliberate differences".
 fn deliberate_difference(
     file: &str,
+    record: &Value,
     key: &str,
     ours: Option<&Value>,
     elastic: Option<&Value>,
 ) -> Option<&'static str> {
-    let _ = (file, key, ours, elastic);
-    None
+    let sharing_fields = [
+        "url.original",
+        "file.directory",
+        "file.name",
+        "file.extension",
+        "o365.audit.ObjectId",
+        "o365.audit.SourceRelativeUrl",
+        "o365.audit.SourceFileName",
+        "o365.audit.SourceFileExtension",
+    ];
+    if key == "@timestamp" && record.get("CreationTime").is_none() {
+        Some("no CreationTime: @timestamp is the time we received the record (Elastic: the time its input set)")
+    } else if file == "test-ai-interaction-events.json"
+        && matches!(key, "related.user" | "related.hosts")
+    {
+        Some("related.user without user.id, no related.hosts: as default.yml (only the newest expected file, ai-interaction, has them)")
+    } else if file == "test-sp-sharing-op-events.json"
+        && record.get("RecordType").and_then(Value::as_i64) == Some(14)
+        && sharing_fields.contains(&key)
+    {
+        Some("SharePointSharingOperation: ObjectId/Source* moved to url.original/file.* as default.yml does (the expected file predates that rule)")
+    } else if key == "client" && ours.is_none() && elastic == Some(&Value::Object(Map::new())) {
+        Some("no empty `client` object for an empty ClientIP (left over from Elastic's temporary field)")
+    } else {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -614,7 +639,7 @@ fn ecs_matches_elastic_pipeline_tests() {
                             } else {
                                 t.missing += 1;
                             }
-                            note(&mut t, &name, i, k, ov, Some(ev));
+                            note(&mut t, (&name, i, &record), k, ov, Some(ev));
                         }
                     },
                 }
@@ -627,7 +652,7 @@ fn ecs_matches_elastic_pipeline_tests() {
                     continue;
                 }
                 t.extra += 1;
-                note(&mut t, &name, i, k, Some(ov), None);
+                note(&mut t, (&name, i, &record), k, Some(ov), None);
             }
         }
         rows.push((name, t));
@@ -705,8 +730,15 @@ fn ecs_matches_elastic_pipeline_tests() {
     );
 }
 
-fn note(t: &mut EcsTally, file: &str, i: usize, key: &str, ours: Option<&Value>, elastic: Option<&Value>) {
-    match deliberate_difference(file, key, ours, elastic) {
+/// Counts one difference under its reason, or as unexplained.
+fn note(
+    t: &mut EcsTally,
+    (file, i, record): (&str, usize, &Value),
+    key: &str,
+    ours: Option<&Value>,
+    elastic: Option<&Value>,
+) {
+    match deliberate_difference(file, record, key, ours, elastic) {
         Some(reason) => *t.deliberate.entry(reason).or_default() += 1,
         None => t.unexplained.push(format!(
             "{file}[{i}] {key}: ours {} ≠ elastic {}",

@@ -114,6 +114,47 @@ fn convert_in_place(a: &mut Map<String, Value>, key: &str) {
     }
 }
 
+/// JSON carried in a string field (`OperationProperties`, `AdditionalInfo`) replaced by its
+/// parse; an empty list or object is dropped, as in Elastic's documents. Unparsable text is an
+/// issue: `OperationProperties` is then left out (as Elastic does), other fields keep the text
+/// (and plain text that does not start like JSON is simply kept).
+fn stringly_json(a: &mut Map<String, Value>, key: &str, issues: &mut Vec<Issue>) {
+    let Some(Value::String(s)) = a.get(key) else {
+        return;
+    };
+    let looks_like_json = s.trim_start().starts_with(['{', '[']);
+    if key != "OperationProperties" && !looks_like_json {
+        return;
+    }
+    match parse_json_first_wins(s) {
+        Ok(v) => {
+            let empty = match &v {
+                Value::Array(l) => l.is_empty(),
+                Value::Object(o) => o.is_empty(),
+                _ => false,
+            };
+            if empty {
+                a.remove(key);
+            } else {
+                a.insert(key.to_owned(), v);
+            }
+        }
+        Err(e) => {
+            let dropped = key == "OperationProperties";
+            if dropped {
+                a.remove(key);
+            }
+            issues.push(Issue {
+                field: key.to_owned(),
+                problem: format!(
+                    "not JSON ({e}); {}",
+                    if dropped { "left out" } else { "kept as text" }
+                ),
+            });
+        }
+    }
+}
+
 /// Elastic's RecordType → `event.code` table is Microsoft's `AuditLogRecordType` names except
 /// for these (older names, and types Microsoft's table no longer lists).
 fn record_type_name(n: i64) -> Option<&'static str> {
@@ -311,20 +352,8 @@ pub fn add_ecs(
     f.rename(&mut a, "Workload", "event.provider");
     f.rename(&mut a, "Operation", "event.action");
     f.rename(&mut a, "OrganizationId", "organization.id");
-    if let Some(Value::String(s)) = a.get("OperationProperties") {
-        match parse_json_first_wins(s) {
-            Ok(v) => {
-                a.insert("OperationProperties".into(), v);
-            }
-            Err(e) => {
-                a.remove("OperationProperties");
-                issues.push(Issue {
-                    field: "OperationProperties".into(),
-                    problem: format!("not JSON ({e}); left out"),
-                });
-            }
-        }
-    }
+    stringly_json(&mut a, "OperationProperties", issues);
+    stringly_json(&mut a, "AdditionalInfo", issues);
     f.rename(&mut a, "UserAgent", "user_agent.original");
     // Elastic looks the name up by the value's text: 25 and "25" both work, "25.0" does not.
     let code = match a.get("RecordType") {
