@@ -29,6 +29,8 @@ const ECS_ROOTS: &[&str] = &[
     "group",
     "message",
     "user_agent",
+    "ecs",
+    "process",
 ];
 
 fn check(raw: &Value) -> Result<(), TestCaseError> {

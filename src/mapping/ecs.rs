@@ -315,6 +315,8 @@ fn iam_action(f: &mut Fields, from: &str, to: &str, types: &[&str]) -> bool {
     if f.str("event.action") != Some(from) {
         return false;
     }
+    // The record's own Operation stays findable (the outputs' dedup key uses it).
+    f.set("o365.meta.operation", from);
     f.set("event.action", to);
     f.append("event.category", "iam", true);
     for t in types {
