@@ -31,6 +31,7 @@ const ECS_ROOTS: &[&str] = &[
     "user_agent",
     "ecs",
     "process",
+    "email",
 ];
 
 fn check(raw: &Value) -> Result<(), TestCaseError> {

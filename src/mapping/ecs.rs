@@ -459,6 +459,7 @@ pub fn add_ecs(
         Some(c) if DLP_CODES.contains(&c) => dlp(&mut a, &mut f),
         Some("Yammer") => yammer(&mut a, &mut f),
         Some("MicrosoftTeams") => teams(&mut a, &mut f),
+        Some("ThreatIntelligence") => mail(&a, &mut f),
         _ => {}
     }
 
@@ -765,6 +766,62 @@ fn teams(a: &mut Map<String, Value>, f: &mut Fields) {
     }
 }
 
+/// ECS `email.*` for Threat Intelligence mail records (RecordType 28). Not in the pipeline we
+/// follow: named after ECS's definitions of the fields; the record keeps its own fields too.
+fn mail(a: &Map<String, Value>, f: &mut Fields) {
+    let text = |k: &str| a.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
+    if let Some(v) = text("InternetMessageId") {
+        f.set("email.message_id", v);
+    }
+    if let Some(v) = text("Subject") {
+        f.set("email.subject", v);
+    }
+    if let Some(v) = text("P2Sender") {
+        f.set("email.from.address", Value::Array(vec![v.into()]));
+    }
+    if let Some(v) = text("P1Sender") {
+        f.set("email.sender.address", v);
+    }
+    if let Some(Value::Array(to)) = a.get("Recipients") {
+        let to: Vec<Value> = to.iter().filter(|v| v.is_string()).cloned().collect();
+        if !to.is_empty() {
+            f.set("email.to.address", Value::Array(to));
+        }
+    }
+    if let Some(v) = text("Directionality") {
+        f.set("email.direction", v.to_ascii_lowercase());
+    }
+    if let Some(t) = text("MessageTime").and_then(creation_time_to_rfc3339) {
+        f.set("email.delivery_timestamp", t);
+    }
+    if let Some(Value::Array(items)) = a.get("AttachmentData") {
+        let attachments: Vec<Value> = items
+            .iter()
+            .filter_map(Value::as_object)
+            .map(|att| {
+                let mut file = Map::new();
+                if let Some(n) = att.get("FileName").filter(|v| v.is_string()) {
+                    file.insert("name".into(), n.clone());
+                }
+                if let Some(t) = att.get("FileType").filter(|v| v.is_string()) {
+                    file.insert("mime_type".into(), t.clone());
+                }
+                if let Some(h) = att.get("SHA256").filter(|v| v.is_string()) {
+                    let hash = Map::from_iter([("sha256".to_owned(), h.clone())]);
+                    file.insert("hash".into(), Value::Object(hash));
+                }
+                Value::Object(Map::from_iter([("file".to_owned(), Value::Object(file))]))
+            })
+            .collect();
+        if !attachments.is_empty() {
+            f.set("email.attachments", Value::Array(attachments));
+        }
+    }
+    if let Some(ip) = text("SenderIp").filter(|s| s.parse::<std::net::IpAddr>().is_ok()) {
+        f.append("related.ip", ip, false);
+    }
+}
+
 /// `<prefix>.id` of the form `name@domain` → `.email`, `.name`, `.domain`.
 fn split_mail(f: &mut Fields, prefix: &str) {
     let Some(id) = f.str(&format!("{prefix}.id")).map(str::to_owned) else {
@@ -853,6 +910,12 @@ fn data(a: &mut Map<String, Value>, f: &mut Fields, issues: &mut Vec<Issue>) {
         {
             f.append("related.user", s.as_str(), false);
         }
+    }
+    // A mail-bearing alert names the message by its Internet message id.
+    if let Some(Value::String(id)) = out.get("imsgid")
+        && !f.has("email.message_id")
+    {
+        f.set("email.message_id", id.as_str());
     }
     out.insert("flattened".into(), parsed);
     a.insert("Data".into(), Value::Object(out));
@@ -1121,6 +1184,29 @@ mod tests {
         assert_eq!(issues.len(), 2);
         assert_eq!(ev["o365.audit.Data.flattened"], "{");
         assert!(!ev.contains_key("o365.audit.OperationProperties"));
+    }
+
+    #[test]
+    fn threat_intelligence_mail() {
+        let (ev, _) = ecs(json!({
+            "RecordType": 28, "Operation": "TIMailData", "InternetMessageId": "<m@x>",
+            "Subject": "Hi", "P1Sender": "a@x.com", "P2Sender": "b@x.com",
+            "Recipients": ["c@y.com"], "SenderIp": "192.0.2.1", "Directionality": "Inbound",
+            "MessageTime": "2024-01-01T00:00:00",
+            "AttachmentData": [{"FileName": "a.pdf", "FileType": "pdf", "SHA256": "ab"}]
+        }));
+        assert_eq!(ev["email.message_id"], "<m@x>");
+        assert_eq!(ev["email.from.address"], json!(["b@x.com"]));
+        assert_eq!(ev["email.sender.address"], "a@x.com");
+        assert_eq!(ev["email.to.address"], json!(["c@y.com"]));
+        assert_eq!(ev["email.direction"], "inbound");
+        assert_eq!(ev["email.delivery_timestamp"], "2024-01-01T00:00:00.000Z");
+        assert_eq!(
+            ev["email.attachments"],
+            json!([{"file": {"name": "a.pdf", "mime_type": "pdf", "hash": {"sha256": "ab"}}}])
+        );
+        assert_eq!(ev["related.ip"], json!(["192.0.2.1"]));
+        assert_eq!(ev["o365.audit.Subject"], "Hi");
     }
 
     #[test]
