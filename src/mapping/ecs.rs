@@ -360,7 +360,7 @@ pub fn add_ecs(
     // Elastic looks the name up by the value's text: 25 and "25" both work, "25.0" does not.
     let code = match a.get("RecordType") {
         Some(Value::Number(n)) => n.as_i64(),
-        Some(Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        Some(Value::String(s)) => s.parse().ok().filter(|n: &i64| n.to_string() == *s),
         _ => None,
     }
     .and_then(record_type_name);
@@ -1020,7 +1020,7 @@ fn addresses(
         if let Some(addr) = parts.address {
             if addr.parse::<std::net::IpAddr>().is_ok() {
                 f.set("client.ip", addr);
-            } else if parts.domain.is_none() || parts.port.is_some() {
+            } else {
                 issues.push(Issue {
                     field: "ClientIP".into(),
                     problem: format!("not an IP address: {:?}", super::short(&Value::from(addr))),

@@ -14,9 +14,13 @@
 //!   `o365.audit.ModifiedProperties.<Name>.NewValue|OldValue` with spaces and dots in Name → `_`;
 //!   other arrays (Actor, Target, …) kept as arrays. Empty arrays and empty-string IPs are kept
 //!   (Elastic drops them; our rule is "values unchanged"). Plus `@timestamp` and `o365.meta.*`.
-//! - **`ecs`**: everything of `o365` plus Elastic Common Schema fields compatible with Elastic's
-//!   o365 integration ([`ecs`] module: `event.*`, `user.*`, `source.*`/`client.*`, `host.*`,
-//!   `organization.*`, `related.*`, `url.*`/`file.*` for SharePoint, email and rule fields for DLP).
+//! - **`ecs`**: what Elastic's o365 integration makes of the record ([`ecs`] module, a port of
+//!   its ingest pipeline): Elastic Common Schema fields (`event.*`, `user.*`, `client.*`/`source.*`,
+//!   `server.*`/`destination.*`, `host.*`, `organization.*`, `related.*`, `file.*`, `url.original`,
+//!   `rule.*`, `group.name`, `email.*`, …) plus Elastic's `o365.audit.*`: the record without the
+//!   fields moved into ECS, Name/Value lists of Parameters/ExtendedProperties/ModifiedProperties
+//!   as objects, JSON strings (`Data`, `OperationProperties`, `AdditionalInfo`) parsed, and the
+//!   numbers Elastic converts (`RecordType`, `UserType`, `Version`, …) as strings.
 //! - **`raw`**: the record's own top-level fields exactly as received (nested objects stay nested,
 //!   nothing is renamed or flattened) plus the flat `o365.meta.*` keys beside them. No `@timestamp`
 //!   and no interpretation: for consumers that do their own parsing.
@@ -44,8 +48,8 @@
 //!
 //! Reported, with the rest of the record still mapped: missing/unreadable `CreationTime`,
 //! non-integer `RecordType`/`UserType`, a key produced twice by flattening (first value kept),
-//! a record that is not an object, and (format `ecs`) a client address that is neither an IP nor a
-//! host name.
+//! a record that is not an object, and (format `ecs`) a client address that is not an IP, a JSON
+//! string field that does not parse, a `Data.sip` that is not an IP.
 //!
 //! # Cost
 //!
