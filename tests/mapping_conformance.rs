@@ -444,7 +444,6 @@ fn documented_attributes_are_mapped() {
     );
 }
 
-
 /// Elastic's own pipeline tests for its o365 integration: input records and the documents its
 /// ingest pipeline makes of them (README-pipeline-tests.md beside them says how they pair).
 const PIPELINE_TESTS: &str = "elastic-integrations/audit-pipeline-tests";
@@ -544,18 +543,26 @@ fn deliberate_difference(
         "o365.audit.SourceFileExtension",
     ];
     if key == "@timestamp" && record.get("CreationTime").is_none() {
-        Some("no CreationTime: @timestamp is the time we received the record (Elastic: the time its input set)")
+        Some(
+            "no CreationTime: @timestamp is the time we received the record (Elastic: the time its input set)",
+        )
     } else if file == "test-ai-interaction-events.json"
         && matches!(key, "related.user" | "related.hosts")
     {
-        Some("related.user without user.id, no related.hosts: as default.yml (only the newest expected file, ai-interaction, has them)")
+        Some(
+            "related.user without user.id, no related.hosts: as default.yml (only the newest expected file, ai-interaction, has them)",
+        )
     } else if file == "test-sp-sharing-op-events.json"
         && record.get("RecordType").and_then(Value::as_i64) == Some(14)
         && sharing_fields.contains(&key)
     {
-        Some("SharePointSharingOperation: ObjectId/Source* moved to url.original/file.* as default.yml does (the expected file predates that rule)")
+        Some(
+            "SharePointSharingOperation: ObjectId/Source* moved to url.original/file.* as default.yml does (the expected file predates that rule)",
+        )
     } else if key == "client" && ours.is_none() && elastic == Some(&Value::Object(Map::new())) {
-        Some("no empty `client` object for an empty ClientIP (left over from Elastic's temporary field)")
+        Some(
+            "no empty `client` object for an empty ClientIP (left over from Elastic's temporary field)",
+        )
     } else {
         None
     }
@@ -580,10 +587,9 @@ struct EcsTally {
 #[test]
 fn ecs_matches_elastic_pipeline_tests() {
     let dir = corpus_dir().join(PIPELINE_TESTS);
-    let config: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(dir.join("test-common-config.yml")).unwrap(),
-    )
-    .unwrap();
+    let config: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join("test-common-config.yml")).unwrap())
+            .unwrap();
     let tenants: Vec<String> = config["fields"]["_conf"]["tenants"]
         .as_object()
         .map(|t| t.keys().cloned().collect())
@@ -592,14 +598,25 @@ fn ecs_matches_elastic_pipeline_tests() {
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .filter(|p| dir.join(format!("{}-expected.json", p.file_name().unwrap().to_string_lossy())).is_file())
+        .filter(|p| {
+            dir.join(format!(
+                "{}-expected.json",
+                p.file_name().unwrap().to_string_lossy()
+            ))
+            .is_file()
+        })
         .collect();
     inputs.sort();
-    assert!(inputs.len() >= 15, "expected Elastic's 15 pipeline test pairs in {}", dir.display());
+    assert!(
+        inputs.len() >= 15,
+        "expected Elastic's 15 pipeline test pairs in {}",
+        dir.display()
+    );
     let mut rows: Vec<(String, EcsTally)> = Vec::new();
     for input in inputs {
         let name = input.file_name().unwrap().to_string_lossy().into_owned();
-        let events: Value = serde_json::from_str(&std::fs::read_to_string(&input).unwrap()).unwrap();
+        let events: Value =
+            serde_json::from_str(&std::fs::read_to_string(&input).unwrap()).unwrap();
         let expected: Value = serde_json::from_str(
             &std::fs::read_to_string(dir.join(format!("{name}-expected.json"))).unwrap(),
         )
@@ -618,7 +635,9 @@ fn ecs_matches_elastic_pipeline_tests() {
                 // What the pipeline ran on (event.original is not always valid JSON).
                 match event.get("o365audit") {
                     Some(r) => r.clone(),
-                    None => serde_json::from_str(event["event"]["original"].as_str().unwrap()).unwrap(),
+                    None => {
+                        serde_json::from_str(event["event"]["original"].as_str().unwrap()).unwrap()
+                    }
                 }
             };
             let ours = map(&record, Format::Ecs).event;
@@ -712,7 +731,9 @@ fn ecs_matches_elastic_pipeline_tests() {
         total.config,
         100.0 * rate
     );
-    println!("(enrich: equal/all enrichment keys, not counted in equal%; config: tags, ecs.version, event.original)");
+    println!(
+        "(enrich: equal/all enrichment keys, not counted in equal%; config: tags, ecs.version, event.original)"
+    );
     for (r, n) in &total.deliberate {
         println!("  deliberate ×{n}: {r}");
     }
@@ -745,8 +766,8 @@ fn note(
         Some(reason) => *t.deliberate.entry(reason).or_default() += 1,
         None => t.unexplained.push(format!(
             "{file}[{i}] {key}: ours {} ≠ elastic {}",
-            ours.map_or("-".into(), |v| short(v)),
-            elastic.map_or("-".into(), |v| short(v))
+            ours.map_or("-".into(), short),
+            elastic.map_or("-".into(), short)
         )),
     }
 }

@@ -33,13 +33,16 @@ fn posint(s: &str) -> Option<&str> {
     if !b.first().is_some_and(|c| (b'1'..=b'9').contains(c)) {
         return None;
     }
-    let end = b.iter().position(|c| !c.is_ascii_digit()).unwrap_or(b.len());
+    let end = b
+        .iter()
+        .position(|c| !c.is_ascii_digit())
+        .unwrap_or(b.len());
     let word = |c: &u8| c.is_ascii_alphanumeric() || *c == b'_';
     (!b.get(end).is_some_and(word)).then(|| &s[..end])
 }
 
 /// `^<head>:POSINT` where head satisfies `ok`; the longest head first (greedy).
-fn head_and_port<'a>(t: &'a str, ok: impl Fn(&str) -> bool) -> Option<(&'a str, &'a str)> {
+fn head_and_port(t: &str, ok: impl Fn(&str) -> bool) -> Option<(&str, &str)> {
     t.match_indices(':')
         .map(|(i, _)| i)
         .collect::<Vec<_>>()
@@ -89,9 +92,7 @@ pub fn grok_client(t: &str) -> GrokClient<'_> {
         return g(None, Some(t), None);
     }
     if let Some(inner) = t.strip_prefix('[')
-        && let Some((head, p)) = head_and_port(inner, |h| {
-            h.strip_suffix(']').is_some_and(nonspace)
-        })
+        && let Some((head, p)) = head_and_port(inner, |h| h.strip_suffix(']').is_some_and(nonspace))
     {
         return g(None, head.strip_suffix(']'), Some(p));
     }
@@ -145,7 +146,10 @@ mod tests {
         assert_eq!(c("[::1]:80"), (Some("::1"), None, Some("80")));
         assert_eq!(c("1.2.3.4:8080"), (Some("1.2.3.4"), None, Some("8080")));
         assert_eq!(c("[1.2.3.4]"), (Some("1.2.3.4"), None, None));
-        assert_eq!(c("[localhost]:12345"), (None, Some("[localhost]:12345"), None));
+        assert_eq!(
+            c("[localhost]:12345"),
+            (None, Some("[localhost]:12345"), None)
+        );
         assert_eq!(c("10.900.0.1"), (None, Some("10.900.0.1"), None));
         assert_eq!(c("[host]:80 x"), (None, Some("host"), Some("80")));
         assert_eq!(c("host:80 x"), (None, Some("host"), Some("80")));

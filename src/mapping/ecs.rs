@@ -50,7 +50,10 @@ impl Fields {
     /// already there.
     fn append(&mut self, key: &str, v: impl Into<Value>, allow_duplicates: bool) {
         let v = v.into();
-        let slot = self.0.entry(key.to_owned()).or_insert(Value::Array(Vec::new()));
+        let slot = self
+            .0
+            .entry(key.to_owned())
+            .or_insert(Value::Array(Vec::new()));
         if !slot.is_array() {
             let old = slot.take();
             *slot = Value::Array(if old.is_null() { vec![] } else { vec![old] });
@@ -180,7 +183,8 @@ fn name_value_object(a: &mut Map<String, Value>, key: &str) {
             let mut out = Map::new();
             for el in list.drain(..) {
                 let Value::Object(mut el) = el else { continue };
-                let (Some(Value::String(name)), Some(value)) = (el.remove("Name"), el.remove("Value"))
+                let (Some(Value::String(name)), Some(value)) =
+                    (el.remove("Name"), el.remove("Value"))
                 else {
                     continue;
                 };
@@ -199,7 +203,11 @@ fn name_value_object(a: &mut Map<String, Value>, key: &str) {
 }
 
 fn nonempty_name(name: String) -> String {
-    if name.is_empty() { "_".to_owned() } else { name }
+    if name.is_empty() {
+        "_".to_owned()
+    } else {
+        name
+    }
 }
 
 /// `ModifiedProperties` → `{Name_with_underscores: {NewValue, OldValue}}` for entries with both
@@ -220,8 +228,14 @@ fn modified_properties(a: &mut Map<String, Value>) {
                         if let (true, Some(Value::String(name))) = (both, o.get("Name")) {
                             let name = clean(name);
                             let mut pair = Map::new();
-                            pair.insert("NewValue".into(), o.remove("NewValue").unwrap_or_default());
-                            pair.insert("OldValue".into(), o.remove("OldValue").unwrap_or_default());
+                            pair.insert(
+                                "NewValue".into(),
+                                o.remove("NewValue").unwrap_or_default(),
+                            );
+                            pair.insert(
+                                "OldValue".into(),
+                                o.remove("OldValue").unwrap_or_default(),
+                            );
                             out.insert(name, Value::Object(pair));
                         }
                     }
@@ -368,9 +382,7 @@ pub fn add_ecs(
         f.set("event.code", c);
     }
     let outcome = match a.get("ResultStatus").and_then(Value::as_str) {
-        Some(s) if s.eq_ignore_ascii_case("failed") || s.eq_ignore_ascii_case("false") => {
-            "failure"
-        }
+        Some(s) if s.eq_ignore_ascii_case("failed") || s.eq_ignore_ascii_case("false") => "failure",
         _ => "success",
     };
     f.set("event.outcome", outcome);
@@ -434,9 +446,24 @@ pub fn add_ecs(
             if let Some(o) = a.get("ObjectId") {
                 f.set("user.target.id", o.clone());
             }
-            iam_action(&mut f, "Add user.", "added-user-account", &["user", "creation"]);
-            iam_action(&mut f, "Update user.", "modified-user-account", &["user", "change"]);
-            iam_action(&mut f, "Delete user.", "deleted-user-account", &["user", "deletion"]);
+            iam_action(
+                &mut f,
+                "Add user.",
+                "added-user-account",
+                &["user", "creation"],
+            );
+            iam_action(
+                &mut f,
+                "Update user.",
+                "modified-user-account",
+                &["user", "change"],
+            );
+            iam_action(
+                &mut f,
+                "Delete user.",
+                "deleted-user-account",
+                &["user", "deletion"],
+            );
         }
         Some("AzureActiveDirectoryStsLogon") => {
             f.append("event.category", "authentication", true);
@@ -490,7 +517,12 @@ pub fn add_ecs(
         f.append("related.user", u, false);
     }
     if !f.has("user_agent.original") {
-        f.rename_nested(&mut a, "ExtendedProperties", "UserAgent", "user_agent.original");
+        f.rename_nested(
+            &mut a,
+            "ExtendedProperties",
+            "UserAgent",
+            "user_agent.original",
+        );
     }
     host_and_organization(&mut f, tenant_name);
     for key in [
@@ -749,10 +781,25 @@ fn yammer(a: &mut Map<String, Value>, f: &mut Fields) {
 
 /// Microsoft Teams (RecordType 25).
 fn teams(a: &mut Map<String, Value>, f: &mut Fields) {
-    iam_action(f, "TeamCreated", "added-group-account-to", &["group", "creation"]);
+    iam_action(
+        f,
+        "TeamCreated",
+        "added-group-account-to",
+        &["group", "creation"],
+    );
     f.rename(a, "TeamName", "group.name");
-    iam_action(f, "MemberAdded", "added-users-to-group", &["group", "change"]);
-    if iam_action(f, "Delete user.", "deleted-user-account", &["user", "deletion"]) {
+    iam_action(
+        f,
+        "MemberAdded",
+        "added-users-to-group",
+        &["group", "change"],
+    );
+    if iam_action(
+        f,
+        "Delete user.",
+        "deleted-user-account",
+        &["user", "deletion"],
+    ) {
         f.rename(a, "ObjectId", "user.target.id");
     }
     if let Some(Value::Array(members)) = a.get("Members") {
@@ -861,10 +908,10 @@ fn host_and_organization(f: &mut Fields, tenant_name: Option<&str>) {
 fn data(a: &mut Map<String, Value>, f: &mut Fields, issues: &mut Vec<Issue>) {
     const KNOWN: [&str; 59] = [
         "ad", "af", "aii", "ail", "alk", "als", "an", "at", "cid", "cpid", "dm", "dpn", "eid",
-        "etps", "etype", "f3u", "fvs", "imsgid", "lon", "mat", "md", "ms", "od", "op", "ot",
-        "plk", "pud", "reid", "rid", "sev", "sict", "sid", "sip", "sitmi", "srt", "ssic", "suid",
-        "tdc", "te", "thn", "tht", "tid", "tpid", "tpt", "trc", "ts", "tsd", "ttdt", "ttr",
-        "upfc", "upfv", "ut", "von", "wl", "zfh", "zfn", "zmfh", "zmfn", "zu",
+        "etps", "etype", "f3u", "fvs", "imsgid", "lon", "mat", "md", "ms", "od", "op", "ot", "plk",
+        "pud", "reid", "rid", "sev", "sict", "sid", "sip", "sitmi", "srt", "ssic", "suid", "tdc",
+        "te", "thn", "tht", "tid", "tpid", "tpt", "trc", "ts", "tsd", "ttdt", "ttr", "upfc",
+        "upfv", "ut", "von", "wl", "zfh", "zfn", "zmfh", "zmfn", "zu",
     ];
     let Some(raw) = a.remove("Data") else { return };
     let parsed = match raw {
@@ -896,7 +943,10 @@ fn data(a: &mut Map<String, Value>, f: &mut Fields, issues: &mut Vec<Issue>) {
         }
     }
     if let Some(sip) = out.get("sip")
-        && !sip.as_str().is_some_and(|s| s.parse::<std::net::IpAddr>().is_ok())
+        && sip
+            .as_str()
+            .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            .is_none()
     {
         issues.push(Issue {
             field: "Data.sip".into(),
@@ -947,7 +997,9 @@ pub fn parse_json_first_wins(s: &str) -> Result<Value, serde_json::Error> {
             Ok(First(v.into()))
         }
         fn visit_f64<E>(self, v: f64) -> Result<First, E> {
-            Ok(First(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number)))
+            Ok(First(
+                serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number),
+            ))
         }
         fn visit_str<E>(self, v: &str) -> Result<First, E> {
             Ok(First(Value::String(v.to_owned())))
@@ -1212,16 +1264,48 @@ mod tests {
     #[test]
     fn client_forms() {
         for (ip, addr, cip, domain, port) in [
-            ("::ffff:10.1.2.3", Some("10.1.2.3"), Some("10.1.2.3"), None, None),
-            ("[10.1.2.3]:80", Some("10.1.2.3"), Some("10.1.2.3"), None, Some(80)),
+            (
+                "::ffff:10.1.2.3",
+                Some("10.1.2.3"),
+                Some("10.1.2.3"),
+                None,
+                None,
+            ),
+            (
+                "[10.1.2.3]:80",
+                Some("10.1.2.3"),
+                Some("10.1.2.3"),
+                None,
+                Some(80),
+            ),
             ("localhost:80", None, None, Some("localhost:80"), None),
-            ("[A (1.2.3.4)]", Some("1.2.3.4"), Some("1.2.3.4"), Some("A"), None),
-            ("NOT IP (10.9000.0.1)", Some("NOT IP (10.9000.0.1)"), None, None, None),
+            (
+                "[A (1.2.3.4)]",
+                Some("1.2.3.4"),
+                Some("1.2.3.4"),
+                Some("A"),
+                None,
+            ),
+            (
+                "NOT IP (10.9000.0.1)",
+                Some("NOT IP (10.9000.0.1)"),
+                None,
+                None,
+                None,
+            ),
         ] {
             let (ev, _) = ecs(json!({ "ClientIP": ip }));
-            assert_eq!(ev.get("client.address").and_then(Value::as_str), addr, "{ip}");
+            assert_eq!(
+                ev.get("client.address").and_then(Value::as_str),
+                addr,
+                "{ip}"
+            );
             assert_eq!(ev.get("client.ip").and_then(Value::as_str), cip, "{ip}");
-            assert_eq!(ev.get("client.domain").and_then(Value::as_str), domain, "{ip}");
+            assert_eq!(
+                ev.get("client.domain").and_then(Value::as_str),
+                domain,
+                "{ip}"
+            );
             assert_eq!(ev.get("client.port").and_then(Value::as_u64), port, "{ip}");
         }
     }
