@@ -90,20 +90,31 @@ struct Tally {
     unexplained: Vec<String>,
 }
 
-fn beats_files() -> Vec<(String, Vec<Value>, Vec<Value>)> {
-    let dir = corpus_dir().join("elastic-beats/o365-audit-test");
-    let mut logs: Vec<PathBuf> = std::fs::read_dir(&dir)
+/// The files of `dir` ending in `.ext` that have an `<name>-expected.json` beside them, sorted;
+/// at least `min` of them.
+fn inputs_with_expected(dir: &Path, ext: &str, min: usize) -> Vec<PathBuf> {
+    let mut inputs: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            dir.join(format!("{name}-expected.json")).is_file()
+        })
         .collect();
-    logs.sort();
+    inputs.sort();
     assert!(
-        logs.len() >= 13,
-        "expected the 13 Beats test files in {}",
+        inputs.len() >= min,
+        "expected at least {min} test files with expected output in {}",
         dir.display()
     );
-    logs.into_iter()
+    inputs
+}
+
+fn beats_files() -> Vec<(String, Vec<Value>, Vec<Value>)> {
+    let dir = corpus_dir().join("elastic-beats/o365-audit-test");
+    inputs_with_expected(&dir, "log", 13)
+        .into_iter()
         .map(|log| {
             let name = log.file_name().unwrap().to_string_lossy().into_owned();
             let raws: Vec<Value> = std::fs::read_to_string(&log)
@@ -594,24 +605,7 @@ fn ecs_matches_elastic_pipeline_tests() {
         .as_object()
         .map(|t| t.keys().cloned().collect())
         .unwrap_or_default();
-    let mut inputs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "json"))
-        .filter(|p| {
-            dir.join(format!(
-                "{}-expected.json",
-                p.file_name().unwrap().to_string_lossy()
-            ))
-            .is_file()
-        })
-        .collect();
-    inputs.sort();
-    assert!(
-        inputs.len() >= 15,
-        "expected Elastic's 15 pipeline test pairs in {}",
-        dir.display()
-    );
+    let inputs = inputs_with_expected(&dir, "json", 15);
     let mut rows: Vec<(String, EcsTally)> = Vec::new();
     for input in inputs {
         let name = input.file_name().unwrap().to_string_lossy().into_owned();

@@ -275,54 +275,132 @@ fn alert_links(a: &mut Map<String, Value>) {
     }
 }
 
-/// Per-operation `event.category` / `event.type` lists of the pipeline.
-fn categorise(f: &mut Fields, action: Option<&str>) {
-    let is = |list: &[&str]| action.is_some_and(|a| list.contains(&a));
-    if is(&[
-        "FileAccessed",
-        "FileDeleted",
-        "FileDownloaded",
-        "FileModified",
-        "FileMoved",
-        "FileRenamed",
-        "FileRestored",
-        "FileUploaded",
-        "FolderCopied",
-        "FolderCreated",
-        "FolderDeleted",
-        "FolderModified",
-        "FolderMoved",
-        "FolderRenamed",
-        "FolderRestored",
-    ]) {
-        f.append("event.category", "file", true);
-    }
-    if is(&["ComplianceSettingChanged"]) {
-        f.append("event.category", "configuration", true);
-    }
-    if is(&["FileAccessed", "FileDownloaded"]) {
-        f.append("event.type", "access", true);
-    }
-    if is(&[
-        "ComplianceSettingChanged",
-        "FileModified",
-        "FileMoved",
-        "FileRenamed",
-        "FileRestored",
-        "FolderModified",
-        "FolderMoved",
-        "FolderRenamed",
-        "FolderRestored",
-    ]) {
-        f.append("event.type", "change", true);
-    }
-    if is(&["FileDeleted", "FolderDeleted"]) {
-        f.append("event.type", "deletion", true);
-    }
-    if is(&["FileUploaded", "FolderCopied", "FolderCreated"]) {
-        f.append("event.type", "creation", true);
+/// Elastic's per-operation rules, in its order: append `value` to `field` when `event.action` is
+/// one of `operations`.
+type Rule = (&'static str, &'static str, &'static [&'static str]);
+
+/// Applies `rules` for the current `event.action`.
+fn apply_rules(f: &mut Fields, rules: &[Rule]) {
+    let Some(action) = f.str("event.action").map(str::to_owned) else {
+        return;
+    };
+    for (field, value, operations) in rules {
+        if operations.contains(&action.as_str()) {
+            f.append(field, *value, true);
+        }
     }
 }
+
+/// File operations (any workload).
+const FILE_RULES: &[Rule] = &[
+    (
+        "event.category",
+        "file",
+        &[
+            "FileAccessed",
+            "FileDeleted",
+            "FileDownloaded",
+            "FileModified",
+            "FileMoved",
+            "FileRenamed",
+            "FileRestored",
+            "FileUploaded",
+            "FolderCopied",
+            "FolderCreated",
+            "FolderDeleted",
+            "FolderModified",
+            "FolderMoved",
+            "FolderRenamed",
+            "FolderRestored",
+        ],
+    ),
+    (
+        "event.category",
+        "configuration",
+        &["ComplianceSettingChanged"],
+    ),
+    ("event.type", "access", &["FileAccessed", "FileDownloaded"]),
+    (
+        "event.type",
+        "change",
+        &[
+            "ComplianceSettingChanged",
+            "FileModified",
+            "FileMoved",
+            "FileRenamed",
+            "FileRestored",
+            "FolderModified",
+            "FolderMoved",
+            "FolderRenamed",
+            "FolderRestored",
+        ],
+    ),
+    ("event.type", "deletion", &["FileDeleted", "FolderDeleted"]),
+    (
+        "event.type",
+        "creation",
+        &["FileUploaded", "FolderCopied", "FolderCreated"],
+    ),
+];
+
+const YAMMER_CONFIG: &[&str] = &[
+    "NetworkConfigurationUpdated",
+    "NetworkSecurityConfigurationUpdated",
+    "SoftDeleteSettingsUpdated",
+    "ProcessProfileFields",
+    "SupervisorAdminToggled",
+];
+
+/// Viva Engage / Yammer operations.
+const YAMMER_RULES: &[Rule] = &[
+    ("event.category", "configuration", YAMMER_CONFIG),
+    (
+        "event.category",
+        "iam",
+        &[
+            "NetworkSecurityConfigurationUpdated",
+            "GroupCreation",
+            "GroupDeletion",
+            "NetworkUserSuspended",
+            "UserSuspension",
+        ],
+    ),
+    (
+        "event.category",
+        "file",
+        &[
+            "FileCreated",
+            "FileDownloaded",
+            "FileShared",
+            "FileUpdateDescription",
+            "FileUpdateName",
+            "FileVisited",
+        ],
+    ),
+    ("event.type", "change", YAMMER_CONFIG),
+    (
+        "event.type",
+        "admin",
+        &["NetworkSecurityConfigurationUpdated"],
+    ),
+    (
+        "event.type",
+        "creation",
+        &["FileCreated", "GroupCreation", "FileUpdateName"],
+    ),
+    ("event.type", "deletion", &["GroupDeletion"]),
+    (
+        "event.type",
+        "access",
+        &[
+            "FileDownloaded",
+            "FileShared",
+            "FileUpdateDescription",
+            "FileVisited",
+        ],
+    ),
+    ("event.type", "group", &["GroupCreation", "GroupDeletion"]),
+];
 
 /// An operation the pipeline renames into an ECS action with `iam` category and types.
 fn iam_action(f: &mut Fields, from: &str, to: &str, types: &[&str]) -> bool {
@@ -478,8 +556,7 @@ pub fn add_ecs(
         }
         _ => {}
     }
-    let action = f.str("event.action").map(str::to_owned);
-    categorise(&mut f, action.as_deref());
+    apply_rules(&mut f, FILE_RULES);
 
     match code {
         Some("SecurityComplianceAlerts") => security_alert(&mut a, &mut f),
@@ -723,60 +800,7 @@ fn yammer(a: &mut Map<String, Value>, f: &mut Fields) {
     f.rename(a, "GroupName", "group.name");
     f.rename(a, "TargetUserId", "destination.user.email");
     f.rename(a, "TargetYammerUserId", "destination.user.id");
-    let action = f.str("event.action").unwrap_or("").to_owned();
-    let is = |list: &[&str]| list.contains(&action.as_str());
-    let config = [
-        "NetworkConfigurationUpdated",
-        "NetworkSecurityConfigurationUpdated",
-        "SoftDeleteSettingsUpdated",
-        "ProcessProfileFields",
-        "SupervisorAdminToggled",
-    ];
-    if is(&config) {
-        f.append("event.category", "configuration", true);
-    }
-    if is(&[
-        "NetworkSecurityConfigurationUpdated",
-        "GroupCreation",
-        "GroupDeletion",
-        "NetworkUserSuspended",
-        "UserSuspension",
-    ]) {
-        f.append("event.category", "iam", true);
-    }
-    if is(&[
-        "FileCreated",
-        "FileDownloaded",
-        "FileShared",
-        "FileUpdateDescription",
-        "FileUpdateName",
-        "FileVisited",
-    ]) {
-        f.append("event.category", "file", true);
-    }
-    if is(&config) {
-        f.append("event.type", "change", true);
-    }
-    if is(&["NetworkSecurityConfigurationUpdated"]) {
-        f.append("event.type", "admin", true);
-    }
-    if is(&["FileCreated", "GroupCreation", "FileUpdateName"]) {
-        f.append("event.type", "creation", true);
-    }
-    if is(&["GroupDeletion"]) {
-        f.append("event.type", "deletion", true);
-    }
-    if is(&[
-        "FileDownloaded",
-        "FileShared",
-        "FileUpdateDescription",
-        "FileVisited",
-    ]) {
-        f.append("event.type", "access", true);
-    }
-    if is(&["GroupCreation", "GroupDeletion"]) {
-        f.append("event.type", "group", true);
-    }
+    apply_rules(f, YAMMER_RULES);
 }
 
 /// Microsoft Teams (RecordType 25).
