@@ -32,6 +32,9 @@ const ECS_ROOTS: &[&str] = &[
     "ecs",
     "process",
     "email",
+    "application",
+    "session",
+    "token",
 ];
 
 fn check(raw: &Value) -> Result<(), TestCaseError> {

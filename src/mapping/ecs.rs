@@ -621,6 +621,7 @@ pub fn add_ecs(
             }
         }
     }
+    app_access_context(&a, &mut f);
     if let Some(size) = a.get("FileSize").and_then(file_size) {
         f.set("file.size", size);
     }
@@ -653,6 +654,26 @@ fn file_size(v: &Value) -> Option<u64> {
 fn whole(f: f64) -> Option<u64> {
     // Saturating float → integer conversion; negative and non-finite sizes are no sizes.
     (f.is_finite() && f >= 0.0).then_some(f as u64)
+}
+
+/// `session.id`, `token.id`, `application.name`: Elastic's field definitions list them (its
+/// ECS-extended fields) with the meanings of `AppAccessContext`'s `AADSessionId`,
+/// `UniqueTokenId` and `ClientAppName`; copied, the record keeps its own.
+fn app_access_context(a: &Map<String, Value>, f: &mut Fields) {
+    let Some(ctx) = a.get("AppAccessContext").and_then(Value::as_object) else {
+        return;
+    };
+    for (from, to) in [
+        ("AADSessionId", "session.id"),
+        ("UniqueTokenId", "token.id"),
+        ("ClientAppName", "application.name"),
+    ] {
+        if let Some(Value::String(v)) = ctx.get(from)
+            && !v.is_empty()
+        {
+            f.set(to, v.as_str());
+        }
+    }
 }
 
 /// Security & Compliance alerts (RecordType 40).
@@ -1283,6 +1304,16 @@ mod tests {
         );
         assert_eq!(ev["related.ip"], json!(["192.0.2.1"]));
         assert_eq!(ev["o365.audit.Subject"], "Hi");
+    }
+
+    #[test]
+    fn app_access_context_ids() {
+        let (ev, _) = ecs(json!({"AppAccessContext": {
+            "AADSessionId": "s", "UniqueTokenId": "t", "ClientAppName": "Teams"}}));
+        assert_eq!(ev["session.id"], "s");
+        assert_eq!(ev["token.id"], "t");
+        assert_eq!(ev["application.name"], "Teams");
+        assert_eq!(ev["o365.audit.AppAccessContext.AADSessionId"], "s");
     }
 
     #[test]
