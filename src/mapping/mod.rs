@@ -38,7 +38,8 @@
 //! `tenant_id`, `content_type`, `content_id`, `content_created`, `received` from [`Context`] (empty
 //! strings and `None` are left out, so offline `map` runs do not emit blanks), `record_type_name`
 //! (RecordType → Microsoft's `AuditLogRecordType` name; the number may come as a string) and
-//! `user_type_name` (UserType → name). Unknown enumeration values give no name and no issue
+//! `user_type_name` (UserType → name), and in format `ecs` `operation` where the mapping renamed
+//! the record's Operation (`Add user.` → `event.action: added-user-account`; outputs key on it). Unknown enumeration values give no name and no issue
 //! (Microsoft adds record types often); values that are not integers give an issue.
 //!
 //! A record that is not a JSON object maps to `o365.audit._raw` (the value as is) plus meta, with an
