@@ -6,7 +6,7 @@
 //! fields the pipeline *renames* into ECS leave `o365.audit` (`Id` → `event.id`, `Operation` →
 //! `event.action`, …), fields it *converts* or *copies* stay; `Parameters`, `ExtendedProperties`
 //! and `ModifiedProperties` become objects keyed by Name, JSON carried in strings (`Data`,
-//! `OperationProperties`) is parsed, numbers the pipeline turns into strings (`RecordType`,
+//! `OperationProperties`, `AdditionalInfo`) is parsed, numbers the pipeline turns into strings (`RecordType`,
 //! `UserType`, `Version`, `Actor[].Type`, …) are strings. `tests/mapping_conformance.rs` checks the
 //! result key by key against Elastic's own pipeline tests.
 //!
@@ -17,6 +17,8 @@
 //! - `event.code` for a RecordType Elastic's table lacks is Microsoft's name (Elastic: none);
 //! - `event.module`/`event.dataset` are written (Elastic's data stream adds them as constants);
 //! - an empty Name in a Name/Value array becomes `_` (never a key ending in a dot);
+//! - additions: `email.*` for Threat Intelligence mail, `session.id`/`token.id`/
+//!   `application.name` from `AppAccessContext`, `o365.meta.operation` for a renamed Operation;
 //! - no `user_agent.*` parsing, GeoIP/ASN or tenant names here: that is enrichment
 //!   ([`add_ecs`] takes the tenant's configured name; `None` falls back as Elastic does).
 
