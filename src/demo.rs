@@ -336,6 +336,7 @@ pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
         };
         let id = v
             .get("o365.audit.Id")
+            .or_else(|| v.get("event.id"))
             .or_else(|| v.get("Id"))
             .and_then(|v| v.as_str());
         if let Some(id) = id {

@@ -29,6 +29,12 @@ const ECS_ROOTS: &[&str] = &[
     "group",
     "message",
     "user_agent",
+    "ecs",
+    "process",
+    "email",
+    "application",
+    "session",
+    "token",
 ];
 
 fn check(raw: &Value) -> Result<(), TestCaseError> {

@@ -14,9 +14,13 @@
 //!   `o365.audit.ModifiedProperties.<Name>.NewValue|OldValue` with spaces and dots in Name → `_`;
 //!   other arrays (Actor, Target, …) kept as arrays. Empty arrays and empty-string IPs are kept
 //!   (Elastic drops them; our rule is "values unchanged"). Plus `@timestamp` and `o365.meta.*`.
-//! - **`ecs`**: everything of `o365` plus Elastic Common Schema fields compatible with Elastic's
-//!   o365 integration ([`ecs`] module: `event.*`, `user.*`, `source.*`/`client.*`, `host.*`,
-//!   `organization.*`, `related.*`, `url.*`/`file.*` for SharePoint, email and rule fields for DLP).
+//! - **`ecs`**: what Elastic's o365 integration makes of the record ([`ecs`] module, a port of
+//!   its ingest pipeline): Elastic Common Schema fields (`event.*`, `user.*`, `client.*`/`source.*`,
+//!   `server.*`/`destination.*`, `host.*`, `organization.*`, `related.*`, `file.*`, `url.original`,
+//!   `rule.*`, `group.name`, `email.*`, …) plus Elastic's `o365.audit.*`: the record without the
+//!   fields moved into ECS, Name/Value lists of Parameters/ExtendedProperties/ModifiedProperties
+//!   as objects, JSON strings (`Data`, `OperationProperties`, `AdditionalInfo`) parsed, and the
+//!   numbers Elastic converts (`RecordType`, `UserType`, `Version`, …) as strings.
 //! - **`raw`**: the record's own top-level fields exactly as received (nested objects stay nested,
 //!   nothing is renamed or flattened) plus the flat `o365.meta.*` keys beside them. No `@timestamp`
 //!   and no interpretation: for consumers that do their own parsing.
@@ -34,7 +38,8 @@
 //! `tenant_id`, `content_type`, `content_id`, `content_created`, `received` from [`Context`] (empty
 //! strings and `None` are left out, so offline `map` runs do not emit blanks), `record_type_name`
 //! (RecordType → Microsoft's `AuditLogRecordType` name; the number may come as a string) and
-//! `user_type_name` (UserType → name). Unknown enumeration values give no name and no issue
+//! `user_type_name` (UserType → name), and in format `ecs` `operation` where the mapping renamed
+//! the record's Operation (`Add user.` → `event.action: added-user-account`; outputs key on it). Unknown enumeration values give no name and no issue
 //! (Microsoft adds record types often); values that are not integers give an issue.
 //!
 //! A record that is not a JSON object maps to `o365.audit._raw` (the value as is) plus meta, with an
@@ -44,8 +49,8 @@
 //!
 //! Reported, with the rest of the record still mapped: missing/unreadable `CreationTime`,
 //! non-integer `RecordType`/`UserType`, a key produced twice by flattening (first value kept),
-//! a record that is not an object, and (format `ecs`) a client address that is neither an IP nor a
-//! host name.
+//! a record that is not an object, and (format `ecs`) a client address that is not an IP, a JSON
+//! string field that does not parse, a `Data.sip` that is not an IP.
 //!
 //! # Cost
 //!
@@ -155,12 +160,14 @@ pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
             }
             Format::O365 | Format::Ecs => {
                 let mut entries = Vec::with_capacity(record.len() + 64);
-                o365::flatten_into(record, &mut entries);
+                if ctx.format == Format::Ecs {
+                    // The tenant's configured name is enrichment's (`None`: Elastic's fallback).
+                    ecs::add_ecs(record, None, &mut entries, &mut issues);
+                } else {
+                    o365::flatten_into(record, &mut entries);
+                }
                 add_timestamp(record, ctx, &mut entries, &mut issues);
                 add_meta(Some(record), ctx, &mut entries, &mut issues);
-                if ctx.format == Format::Ecs {
-                    ecs::add_ecs(record, &mut entries, &mut issues);
-                }
                 o365::into_map(entries, &mut issues)
             }
         },

@@ -4,7 +4,8 @@
 //! - scalars and non-special arrays are copied unchanged (numbers stay numbers, strings stay strings);
 //! - objects are flattened into dotted keys; an empty object is kept as `{}` so the field is not lost;
 //! - an array whose elements are all `{Name, Value}` objects (ExtendedProperties, DeviceProperties,
-//!   Parameters, ExtraProperties, …) becomes one key per element: `<path>.<Name>` = Value;
+//!   Parameters, ExtraProperties, …) becomes one key per element: `<path>.<Name>` = Value, except
+//!   the top-level `AuthDetails`, which stays a list as in Elastic's documents;
 //! - an array whose elements are all `{Name, NewValue?, OldValue?}` objects (ModifiedProperties)
 //!   becomes `<path>.<Name>.NewValue` / `.OldValue`, with spaces and dots in Name replaced by `_`;
 //! - empty arrays are kept as `[]` (Elastic drops them; we keep values unchanged).
@@ -23,6 +24,10 @@ use super::{Entries, Issue};
 /// Prefix of every flattened record key.
 pub const AUDIT_PREFIX: &str = "o365.audit.";
 
+/// `{Name, Value}` lists Elastic keeps as lists (`o365.audit.AuthDetails: [{Name, Value}]`): the
+/// names are per-attempt details that repeat, not properties of the record.
+const KEPT_AS_LISTS: [&str; 1] = ["AuthDetails"];
+
 /// Flattens all fields of `record` under `o365.audit.` into a new map.
 pub fn flatten_record(record: &Map<String, Value>, issues: &mut Vec<Issue>) -> Map<String, Value> {
     let mut entries = Vec::with_capacity(record.len() + 16);
@@ -37,7 +42,11 @@ pub fn flatten_into(record: &Map<String, Value>, entries: &mut Entries) {
     for (k, v) in record {
         let len = path.len();
         path.push_str(k);
-        flatten_value(v, &mut path, entries);
+        if KEPT_AS_LISTS.contains(&k.as_str()) && v.is_array() {
+            entries.push((path.clone(), v.clone()));
+        } else {
+            flatten_value(v, &mut path, entries);
+        }
         path.truncate(len);
     }
 }
@@ -243,6 +252,14 @@ mod tests {
         assert_eq!(e["o365.audit.B"], true);
         assert_eq!(e["o365.audit.Z"], Value::Null);
         assert!(e["o365.audit.Mixed"].is_array());
+    }
+
+    #[test]
+    fn auth_details_stay_a_list() {
+        let details = json!([{"Name": "x", "Value": "1"}, {"Name": "x", "Value": "2"}]);
+        let (e, issues) = flat(json!({ "AuthDetails": details }));
+        assert!(issues.is_empty());
+        assert_eq!(e["o365.audit.AuthDetails"], details);
     }
 
     #[test]

@@ -316,17 +316,19 @@ fn hash_of(bytes: &[u8]) -> u64 {
     h.finish()
 }
 
-/// `o365.audit.Id` (mapped) or `Id` (raw) as text.
+/// `o365.audit.Id` (mapped), `event.id` (format ecs) or `Id` (raw) as text.
 fn record_id(json: &[u8]) -> Option<String> {
     #[derive(serde::Deserialize)]
     struct Ids {
         #[serde(rename = "o365.audit.Id")]
         mapped: Option<serde_json::Value>,
+        #[serde(rename = "event.id")]
+        ecs: Option<serde_json::Value>,
         #[serde(rename = "Id")]
         raw: Option<serde_json::Value>,
     }
     let ids: Ids = serde_json::from_slice(json).ok()?;
-    match ids.mapped.or(ids.raw)? {
+    match ids.mapped.or(ids.ecs).or(ids.raw)? {
         serde_json::Value::String(s) => Some(s),
         serde_json::Value::Null => None,
         other => Some(other.to_string()),
@@ -340,6 +342,7 @@ mod tests {
     #[test]
     fn ids_and_topics() {
         assert_eq!(record_id(br#"{"o365.audit.Id":"a"}"#).as_deref(), Some("a"));
+        assert_eq!(record_id(br#"{"event.id":"e"}"#).as_deref(), Some("e"));
         assert_eq!(record_id(br#"{"Id":"b"}"#).as_deref(), Some("b"));
         assert_eq!(record_id(br#"{"x":1}"#), None);
         let cfg = KafkaOutputConfig {

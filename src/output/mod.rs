@@ -116,12 +116,21 @@ pub fn record_key(raw: &Value) -> Option<u128> {
     key_from(|f| raw.get(f))
 }
 
-/// The dedup key recomputed from an event line as the mapping wrote it (`o365.audit.Id`, or `Id` for
-/// `format: raw`).
+/// The dedup key recomputed from an event line as the mapping wrote it (`o365.audit.Id`, `Id` for
+/// `format: raw`; `format: ecs` moves Id and Operation to `event.id` / `event.action`, and keeps
+/// an Operation it renamed in `o365.meta.operation`).
 pub fn event_key(event: &Value) -> Option<u128> {
     key_from(|f| {
-        let v = event.get(format!("o365.audit.{f}").as_str());
-        v.or_else(|| event.get(f))
+        let ecs = match f {
+            "Id" => ["event.id", "event.id"],
+            "Operation" => ["o365.meta.operation", "event.action"],
+            _ => [f, f],
+        };
+        event
+            .get(format!("o365.audit.{f}").as_str())
+            .or_else(|| event.get(f))
+            .or_else(|| event.get(ecs[0]))
+            .or_else(|| event.get(ecs[1]))
     })
 }
 
@@ -131,7 +140,12 @@ fn key_from<'a>(get: impl Fn(&str) -> Option<&'a Value>) -> Option<u128> {
     let mut hi = std::collections::hash_map::DefaultHasher::new();
     0xA5u8.hash(&mut hi);
     for f in KEY_FIELDS {
-        let text = get(f).map(Value::to_string).unwrap_or_default();
+        // A string's text, so `RecordType: 15` and `"15"` (format ecs writes it as a string) agree.
+        let text = match get(f) {
+            Some(Value::String(s)) => s.clone(),
+            Some(v) => v.to_string(),
+            None => String::new(),
+        };
         text.hash(&mut lo);
         text.hash(&mut hi);
     }
@@ -150,6 +164,13 @@ mod tests {
             "o365.audit.Operation": "X", "o365.audit.RecordType": 15, "o365.meta.received": "now"});
         assert_eq!(record_key(&raw), event_key(&mapped));
         assert_eq!(record_key(&raw), event_key(&raw));
+        let ecs = json!({"event.id": "a", "o365.audit.CreationTime": "2026-01-01T00:00:00",
+            "event.action": "X", "o365.audit.RecordType": "15"});
+        assert_eq!(record_key(&raw), event_key(&ecs));
+        let renamed = json!({"Id": "a", "CreationTime": "2026-01-01T00:00:00", "Operation": "Add user.", "RecordType": 8});
+        let ecs = json!({"event.id": "a", "o365.audit.CreationTime": "2026-01-01T00:00:00",
+            "event.action": "added-user-account", "o365.meta.operation": "Add user.", "o365.audit.RecordType": "8"});
+        assert_eq!(record_key(&renamed), event_key(&ecs));
         let other = json!({"Id": "a", "CreationTime": "2026-01-01T00:00:00", "Operation": "Y", "RecordType": 15});
         assert_ne!(record_key(&raw), record_key(&other));
         assert_eq!(record_key(&json!({"Operation": "X"})), None);
