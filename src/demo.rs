@@ -167,6 +167,7 @@ fn demo_config(
             output: "demo".into(),
             encoding: encoding_rs::UTF_8,
             format: args.format,
+            tenant_name: None,
         }],
         webhook: Some(WebhookConfig {
             address: format!("https://127.0.0.1:{port}/o365/webhook"),
@@ -201,6 +202,7 @@ fn demo_config(
             max_attempts: 10,
             queue_high_water: crate::config::DEFAULT_QUEUE_HIGH_WATER,
         },
+        enrichment: Default::default(),
     }
 }
 

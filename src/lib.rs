@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod emulator;
+pub mod enrich;
 pub mod mapping;
 pub mod mgmt_api;
 pub mod output;

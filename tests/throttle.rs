@@ -30,6 +30,7 @@ fn tenant(emu: &Emulator, tenant_id: &str, client_id: &str, secret: &str) -> Ten
         output: "file".into(),
         encoding: encoding_rs::UTF_8,
         format: Default::default(),
+        tenant_name: None,
     }
 }
 

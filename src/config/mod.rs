@@ -63,12 +63,16 @@ pub struct Config {
     /// Directory of the embedded store (`last_value_storage`).
     pub last_value_storage: PathBuf,
     pub pipeline: PipelineConfig,
+    pub enrichment: crate::enrich::EnrichmentConfig,
 }
 
 /// One tenant's credentials and what to collect from it.
 #[derive(Debug, Clone)]
 pub struct TenantConfig {
     pub tenant_id: String,
+    /// Elastic's tenant name (`contoso.onmicrosoft.com`): `organization.name` and `host.name` in
+    /// format `ecs`.
+    pub tenant_name: Option<String>,
     pub client_id: String,
     pub credential: Credential,
     /// `resource`, e.g. `https://manage.office.com` (scheme + host [+ port], no path).

@@ -101,6 +101,10 @@ pub struct Context<'a> {
     pub content_created: Option<&'a str>,
     /// RFC 3339 time the collector received the blob.
     pub received: &'a str,
+    /// The tenant's configured `tenant_name` (format `ecs`: `organization.name`, `host.name`).
+    pub tenant_name: Option<&'a str>,
+    /// Loaded enrichment (format `ecs`: `user_agent.*`, `source.geo.*`, `source.as.*`).
+    pub enrichment: Option<&'a crate::enrich::Enrichment>,
 }
 
 impl Default for Context<'_> {
@@ -112,6 +116,8 @@ impl Default for Context<'_> {
             content_id: "",
             content_created: None,
             received: "",
+            tenant_name: None,
+            enrichment: None,
         }
     }
 }
@@ -160,6 +166,7 @@ pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
                 add_meta(Some(record), ctx, &mut entries, &mut issues);
                 if ctx.format == Format::Ecs {
                     ecs::add_ecs(record, &mut entries, &mut issues);
+                    crate::enrich::apply(&mut entries, ctx);
                 }
                 o365::into_map(entries, &mut issues)
             }
@@ -360,6 +367,7 @@ mod tests {
             content_id: "c",
             content_created: Some("2020-02-10T15:20:00.000Z"),
             received: "2020-02-10T15:21:00.000Z",
+            ..Context::default()
         }
     }
 

@@ -41,6 +41,8 @@ pub struct Workers<S> {
     pub shutdown: CancellationToken,
     /// First retry delay; doubles per attempt.
     pub retry_base: Duration,
+    /// Format `ecs` enrichment, when configured.
+    pub enrichment: Option<Arc<crate::enrich::Enrichment>>,
 }
 
 enum Failure {
@@ -230,6 +232,7 @@ impl<S: Store> Workers<S> {
         let received = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let (format, encoding) = (tenant.cfg.format, tenant.cfg.encoding);
         let (tenant_id, content) = (tenant.cfg.tenant_id.clone(), c.clone());
+        let (tenant_name, enrichment) = (tenant.cfg.tenant_name.clone(), self.enrichment.clone());
         // Mapping a large blob is CPU work: keep it off the async threads.
         let decoded = tokio::task::spawn_blocking(move || {
             let ctx = Context {
@@ -239,6 +242,8 @@ impl<S: Store> Workers<S> {
                 content_id: &content.content_id,
                 content_created: content.content_created.as_deref(),
                 received: &received,
+                tenant_name: tenant_name.as_deref(),
+                enrichment: enrichment.as_deref(),
             };
             blob::decode(&body, encoding, &ctx)
         })
