@@ -626,3 +626,38 @@ fn check_config_reports_enrichment_mistakes() {
     );
     assert_eq!(cfg.enrichment.geoip_asn.as_deref(), Some(asn.as_path()));
 }
+
+/// `o365-collector map` takes the same enrichment as flags; a database it cannot open is exit 2.
+#[test]
+fn map_command_enriches_with_flags() {
+    use o365_collector::mapping::cli::{MapArgs, run_with};
+    let record = br#"{"OrganizationId":"41463F53-8812-40f4-890f-865bf6e35190","UserId":"a@contoso.com","UserAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10.14; rv:72.0) Gecko/20100101 Firefox/72.0","ClientIP":"203.0.113.7"}"#;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("city.mmdb");
+    city_db(&db, "203.0.113.0", "NO", "Norway");
+    let args = MapArgs {
+        format: Format::Ecs,
+        tenant_id: "41463f53-8812-40f4-890f-865bf6e35190".into(),
+        tenant_name: Some("contoso.onmicrosoft.com".into()),
+        user_agent: true,
+        geoip_city: Some(db),
+        ..MapArgs::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args, &record[..], &mut out, &mut err).unwrap(), 0);
+    let ev: Map<String, Value> = serde_json::from_slice(&out).unwrap();
+    assert_eq!(ev["user_agent.name"], "Firefox");
+    assert_eq!(ev["user_agent.version"], "72.0.");
+    assert_eq!(ev["source.geo.country_iso_code"], "NO");
+    assert_eq!(ev["host.name"], "contoso.onmicrosoft.com");
+    assert_eq!(ev["organization.name"], "contoso.onmicrosoft.com");
+
+    let args = MapArgs {
+        format: Format::Ecs,
+        geoip_asn: Some(dir.path().join("missing.mmdb")),
+        ..MapArgs::default()
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args, &record[..], &mut out, &mut err).unwrap(), 2);
+    assert!(String::from_utf8(err).unwrap().contains("missing.mmdb"));
+}

@@ -277,8 +277,11 @@ mod tests {
     use super::*;
 
     fn parse(ua: &str) -> serde_json::Map<String, Value> {
-        let p = UaParser::new(BUNDLED_REGEXES).unwrap();
-        p.parse(ua)
+        // Compiling the patterns takes seconds in a debug build: once for all tests.
+        static PARSER: std::sync::OnceLock<UaParser> = std::sync::OnceLock::new();
+        PARSER
+            .get_or_init(|| UaParser::new(BUNDLED_REGEXES).unwrap())
+            .parse(ua)
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v))
             .collect()
