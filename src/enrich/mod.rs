@@ -154,9 +154,8 @@ impl Enrichment {
                 db.lookup(ip, &mut found);
             }
         }
-        for (k, v) in found {
-            set(ev, k, v);
-        }
+        // The ECS mapping writes none of these keys (only `user_agent.original`): no lookup needed.
+        ev.extend(found.into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
 }
 
