@@ -139,7 +139,6 @@ pub fn run_with(
         content_id: "",
         content_created: None,
         received: &received,
-        ..Context::default()
     };
     let mut sink = Sink {
         ctx,
