@@ -123,7 +123,8 @@ impl Enrichment {
         if self.city.is_none() && self.asn.is_none() {
             return;
         }
-        let mut tick = tokio::time::interval(self.reload_every);
+        // A zero period would make tokio's interval panic.
+        let mut tick = tokio::time::interval(self.reload_every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
