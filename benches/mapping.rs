@@ -8,8 +8,12 @@
 //! other load on a shared machine does not count), MB/s of input record JSON and of output
 //! NDJSON, batch latency percentiles over all runs, and the process's peak RSS.
 //!
-//! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|raw` runs one format,
+//! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|ecs+enrich|raw` runs one row,
 //! `MAPPING_BENCH_RECORDS=n` sets the records per run)
+//!
+//! The `ecs+enrich` row adds the enrichment: user-agent parsing (cached, as in the collector) and
+//! City + ASN lookups in databases built here (`tests/support/mmdb.rs`) that hold every address of
+//! the workload. After the table, the cost of one uncached user-agent parse.
 //!
 //! About a quarter of the instructions were glibc malloc/free (≈150 small allocations per record:
 //! every key and value of the output map is its own `String`), so the binary and this benchmark use
@@ -19,8 +23,13 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use o365_collector::enrich::user_agent::{BUNDLED_REGEXES, UaParser};
+use o365_collector::enrich::{Enrichment, EnrichmentConfig};
 use o365_collector::mapping::{Context, Format, map_record};
 use serde_json::Value;
+
+#[path = "../tests/support/mmdb.rs"]
+mod mmdb;
 
 const DEFAULT_RECORDS_PER_RUN: usize = 100_000;
 const BATCH: usize = 1_000;
@@ -107,6 +116,77 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Enrichment with City and ASN databases that locate every `source.ip` of `records`, and the
+/// distinct user agents seen.
+fn enrichment_for(records: &[Value], dir: &Path) -> (Enrichment, Vec<String>) {
+    use mmdb::{Data, Writer};
+    let mut ips = std::collections::BTreeSet::new();
+    let mut agents = std::collections::BTreeSet::new();
+    let ctx = Context {
+        format: Format::Ecs,
+        ..Context::default()
+    };
+    for r in records {
+        let ev = map_record(r, &ctx).event;
+        if let Some(ip) = ev.get("source.ip").and_then(Value::as_str) {
+            ips.insert(ip.parse::<std::net::IpAddr>().expect("source.ip is an IP"));
+        }
+        if let Some(ua) = ev.get("user_agent.original").and_then(Value::as_str) {
+            agents.insert(ua.to_owned());
+        }
+    }
+    let place = |n: &str| Data::map([("names", Data::map([("en", Data::str(n))]))]);
+    let city_record = Data::map([
+        ("city", place("London")),
+        ("continent", place("Europe")),
+        (
+            "country",
+            Data::map([
+                ("iso_code", Data::str("GB")),
+                ("names", Data::map([("en", Data::str("United Kingdom"))])),
+            ]),
+        ),
+        (
+            "location",
+            Data::map([
+                ("latitude", Data::F64(51.5142)),
+                ("longitude", Data::F64(-0.0931)),
+            ]),
+        ),
+        (
+            "subdivisions",
+            Data::Array(vec![Data::map([
+                ("iso_code", Data::str("ENG")),
+                ("names", Data::map([("en", Data::str("England"))])),
+            ])]),
+        ),
+    ]);
+    let asn_record = Data::map([
+        ("autonomous_system_number", Data::U32(35908)),
+        (
+            "autonomous_system_organization",
+            Data::str("Example Networks"),
+        ),
+    ]);
+    let (mut city, mut asn) = (Writer::new("GeoLite2-City"), Writer::new("GeoLite2-ASN"));
+    for ip in &ips {
+        let host = if ip.is_ipv4() { 32 } else { 128 };
+        city.insert(*ip, host, &city_record);
+        asn.insert(*ip, host, &asn_record);
+    }
+    let (city_path, asn_path) = (dir.join("city.mmdb"), dir.join("asn.mmdb"));
+    city.write_to(&city_path);
+    asn.write_to(&asn_path);
+    let e = Enrichment::new(&EnrichmentConfig {
+        user_agent: true,
+        geoip_city: Some(city_path),
+        geoip_asn: Some(asn_path),
+        ..EnrichmentConfig::default()
+    })
+    .expect("enrichment loads");
+    (e, agents.into_iter().collect())
+}
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -141,16 +221,26 @@ fn main() {
         "issues"
     );
     let mut out = Vec::with_capacity(64 << 20);
-    // MAPPING_BENCH_FORMAT=o365|ecs|raw runs one format only (for profiling).
+    let db_dir = std::env::temp_dir().join(format!("o365-mapping-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&db_dir).expect("temporary directory");
+    let (enrichment, agents) = enrichment_for(&records, &db_dir);
+    // MAPPING_BENCH_FORMAT=o365|ecs|ecs+enrich|raw runs one row only (for profiling).
     let only = std::env::var("MAPPING_BENCH_FORMAT").ok();
-    for format in [Format::O365, Format::Ecs, Format::Raw] {
+    for (label, format, enrich) in [
+        ("o365", Format::O365, None),
+        ("ecs", Format::Ecs, None),
+        ("ecs+enrich", Format::Ecs, Some(&enrichment)),
+        ("raw", Format::Raw, None),
+    ] {
         if only
             .as_deref()
-            .is_some_and(|o| !format!("{format:?}").eq_ignore_ascii_case(o))
+            .is_some_and(|o| !label.eq_ignore_ascii_case(o))
         {
             continue;
         }
         let ctx = Context {
+            enrichment: enrich,
+            tenant_name: enrich.map(|_| "mytenant.onmicrosoft.com"),
             format,
             tenant_id: "b86ab9d4-fcf1-4b11-8a06-7a8f91b47fbd",
             content_type: "Audit.AzureActiveDirectory",
@@ -209,7 +299,7 @@ fn main() {
         let median = rates[RUNS / 2];
         println!(
             "{:<12} {:>11.0} {:>11.0} {:>9.1} {:>9.1} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>7}",
-            format!("{format:?}").to_lowercase(),
+            label,
             median,
             cpu_rates[RUNS / 2],
             median * input_bytes as f64 / records_per_run as f64 / 1e6,
@@ -220,6 +310,27 @@ fn main() {
             issues / RUNS
         );
     }
+    // A user agent not yet in the cache: every distinct one of the workload, parsed afresh.
+    let t = Instant::now();
+    let parser = UaParser::new(BUNDLED_REGEXES).expect("bundled patterns compile");
+    println!(
+        "user-agent patterns compiled in {:.0} ms (once, at start-up)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    let t = Instant::now();
+    let mut parses = 0usize;
+    while t.elapsed() < Duration::from_millis(500) {
+        for ua in &agents {
+            black_box(parser.parse(ua));
+            parses += 1;
+        }
+    }
+    println!(
+        "uncached user-agent parse: {:.1} µs each ({} distinct user agents in the workload)",
+        t.elapsed().as_secs_f64() * 1e6 / parses.max(1) as f64,
+        agents.len()
+    );
+    let _ = std::fs::remove_dir_all(&db_dir);
     match o365_collector::telemetry::peak_rss_kib() {
         Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
         None => println!("peak RSS: not available"),

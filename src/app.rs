@@ -39,6 +39,8 @@ pub enum AppError {
     Resource { tenant: String, reason: String },
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error("enrichment: {0}")]
+    Enrichment(#[from] crate::enrich::EnrichError),
 }
 
 /// A started collector.
@@ -209,8 +211,21 @@ impl App {
             shutdown.clone(),
         ));
 
+        let enrichment = if cfg.enrichment.is_enabled() {
+            let cfg = cfg.enrichment.clone();
+            // Compiling the user-agent patterns and reading the databases is blocking work.
+            let e = tokio::task::spawn_blocking(move || crate::enrich::Enrichment::new(&cfg))
+                .await
+                .map_err(|e| AppError::Http(format!("enrichment set-up failed: {e}")))??;
+            let e = Arc::new(e);
+            tasks.spawn(e.clone().watch(shutdown.clone()));
+            Some(e)
+        } else {
+            None
+        };
         let admin_wake = wake.clone();
         let workers = Arc::new(Workers {
+            enrichment,
             store: store.clone(),
             tenants: tenants.clone(),
             cfg: cfg.pipeline.clone(),

@@ -168,6 +168,7 @@ fn demo_config(
             encoding: encoding_rs::UTF_8,
             format: args.format,
             request_budget: Default::default(),
+            tenant_name: None,
         }],
         webhook: Some(WebhookConfig {
             address: format!("https://127.0.0.1:{port}/o365/webhook"),
@@ -209,6 +210,7 @@ fn demo_config(
             batch_records: crate::config::DEFAULT_BATCH_RECORDS,
             batch_bytes: crate::config::DEFAULT_BATCH_BYTES,
         },
+        enrichment: Default::default(),
     }
 }
 

@@ -6,6 +6,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod emulator;
+pub mod enrich;
 pub mod log_limit;
 pub mod mapping;
 pub mod mgmt_api;

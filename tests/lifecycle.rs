@@ -328,6 +328,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
         encoding: encoding_rs::UTF_8,
         format: Default::default(),
         request_budget: Default::default(),
+        tenant_name: None,
     };
     let client = ManagementClient::new(client(&emu), &tenant).unwrap();
     client

@@ -45,6 +45,7 @@ fn ctx(format: Format) -> Context<'static> {
         content_id: "content",
         content_created: None,
         received: "2024-01-01T00:00:00.000Z",
+        ..Context::default()
     }
 }
 

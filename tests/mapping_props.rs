@@ -46,6 +46,7 @@ fn check(raw: &Value) -> Result<(), TestCaseError> {
             content_id: "c",
             content_created: Some("2024-01-01T00:00:00.000Z"),
             received: "2024-01-01T00:00:01.000Z",
+            ..Context::default()
         };
         let m = map_record(raw, &ctx);
         let text =

@@ -26,8 +26,7 @@ pub use validate::{
     DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP_MAX_EVENTS,
     DEFAULT_IDLE_TIMEOUT, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OUTPUT,
-    DEFAULT_OUTPUT_TIMEOUT,
-    DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER,
+    DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER,
     DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
     DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
     MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
@@ -65,12 +64,16 @@ pub struct Config {
     /// Directory of the embedded store (`last_value_storage`).
     pub last_value_storage: PathBuf,
     pub pipeline: PipelineConfig,
+    pub enrichment: crate::enrich::EnrichmentConfig,
 }
 
 /// One tenant's credentials and what to collect from it.
 #[derive(Debug, Clone)]
 pub struct TenantConfig {
     pub tenant_id: String,
+    /// Elastic's tenant name (`contoso.onmicrosoft.com`): `organization.name` and `host.name` in
+    /// format `ecs`.
+    pub tenant_name: Option<String>,
     pub client_id: String,
     pub credential: Credential,
     /// `resource`, e.g. `https://manage.office.com` (scheme + host [+ port], no path).

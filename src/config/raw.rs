@@ -58,8 +58,9 @@ impl<T> Field<T> {
 }
 
 /// Keys a tenant takes, both at the top level (first tenant and defaults) and under `tenants:`.
-pub(crate) const TENANT_KEYS: [&str; 14] = [
+pub(crate) const TENANT_KEYS: [&str; 15] = [
     "tenant_id",
+    "tenant_name",
     "client_id",
     "client_secret",
     "client_secret_file",
@@ -87,7 +88,7 @@ pub(crate) const TENANT_IDENTITY_KEYS: [&str; 6] = [
     "publisher_id",
 ];
 
-const GLOBAL_KEYS: [&str; 10] = [
+const GLOBAL_KEYS: [&str; 11] = [
     "last_value_storage",
     "webhook",
     "listen",
@@ -98,6 +99,7 @@ const GLOBAL_KEYS: [&str; 10] = [
     "outputs",
     "tenants",
     "pipeline",
+    "enrichment",
 ];
 
 #[derive(Debug, Default)]
@@ -115,6 +117,7 @@ pub(crate) struct RawConfig {
     pub outputs: Option<(At, Vec<RawOutput>)>,
     pub tenants: Vec<RawTenant>,
     pub pipeline: RawPipeline,
+    pub enrichment: RawEnrichment,
     /// Position after the last key: where problems about the file as a whole are reported.
     pub end: usize,
     /// The file could not be read as a mapping at all; checking its meaning would only add noise.
@@ -130,6 +133,7 @@ pub(crate) struct RawTenant {
     /// End of the entry (where its missing keys are reported); unused at the top level.
     pub end: usize,
     pub tenant_id: Field<String>,
+    pub tenant_name: Field<String>,
     pub client_id: Field<String>,
     pub client_secret: Field<Secret>,
     pub client_secret_file: Field<String>,
@@ -397,6 +401,15 @@ pub(crate) struct RawPipeline {
     pub batch_bytes: Field<u64>,
 }
 
+/// `enrichment:` (format `ecs`).
+#[derive(Debug, Default)]
+pub(crate) struct RawEnrichment {
+    pub user_agent: Field<bool>,
+    pub geoip_city: Field<String>,
+    pub geoip_asn: Field<String>,
+    pub reload_every: Field<Duration>,
+}
+
 /// Walks the YAML tree, typing values and recording problems.
 pub(crate) struct Reader<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
@@ -486,6 +499,7 @@ impl<'e> Reader<'e> {
                 "outputs" => raw.outputs = self.outputs(value, at),
                 "tenants" => raw.tenants = self.tenants(value, at),
                 "pipeline" => raw.pipeline = self.pipeline(value, at),
+                "enrichment" => raw.enrichment = self.enrichment(value, at),
                 _ => {}
             }
         }
@@ -494,6 +508,7 @@ impl<'e> Reader<'e> {
     fn tenant_key(&mut self, t: &mut RawTenant, key: &str, value: &Value, at: At) {
         match key {
             "tenant_id" => t.tenant_id = self.text(value, at),
+            "tenant_name" => t.tenant_name = self.text(value, at),
             "client_id" => t.client_id = self.text(value, at),
             "client_secret" => t.client_secret = self.secret(value, at),
             "client_secret_file" => t.client_secret_file = self.text(value, at),
@@ -733,6 +748,23 @@ impl<'e> Reader<'e> {
             }
         }
         p
+    }
+
+    fn enrichment(&mut self, value: &Value, at: At) -> RawEnrichment {
+        let mut e = RawEnrichment::default();
+        if let Some(map) = self.mapping(value, &at) {
+            let allowed = ["user_agent", "geoip_city", "geoip_asn", "reload_every"];
+            for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
+                match key {
+                    "user_agent" => e.user_agent = self.boolean(v, key_at),
+                    "geoip_city" => e.geoip_city = self.text(v, key_at),
+                    "geoip_asn" => e.geoip_asn = self.text(v, key_at),
+                    "reload_every" => e.reload_every = self.duration(v, key_at),
+                    _ => {}
+                }
+            }
+        }
+        e
     }
 
     fn outputs(&mut self, value: &Value, at: At) -> Option<(At, Vec<RawOutput>)> {

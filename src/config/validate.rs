@@ -23,6 +23,8 @@ use super::{
     PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret,
     SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
+use crate::enrich::EnrichmentConfig;
+use crate::enrich::geoip::Kind;
 use crate::mapping::Format;
 use crate::mgmt_api::throttle::{DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE};
 
@@ -234,6 +236,7 @@ pub(crate) fn validate(raw: &RawConfig, files: &dyn Files) -> (Option<Config>, V
         _ => PathBuf::from(DEFAULT_LAST_VALUE_STORAGE),
     };
     let pipeline = c.pipeline(raw);
+    let enrichment = c.enrichment(raw, &tenants);
     if !c.found.is_empty() {
         return (None, c.found);
     }
@@ -248,6 +251,7 @@ pub(crate) fn validate(raw: &RawConfig, files: &dyn Files) -> (Option<Config>, V
         outputs,
         last_value_storage,
         pipeline,
+        enrichment,
     };
     (Some(config), Vec::new())
 }
@@ -1108,6 +1112,13 @@ impl Checker<'_> {
             Field::Value(v, at) => self.format(at, v),
             _ => Format::default(),
         };
+        if let (Some(at), false) = (top.tenant_name.at(), top.tenant_id.is_present()) {
+            self.problem(
+                at,
+                "names a tenant, but the top level has no tenant_id",
+                "set tenant_name in each tenants: entry",
+            );
+        }
         // Without a top-level tenant_id the top level is not a tenant, so its client_id and
         // credential can only mean "shared by the entries" (one multi-tenant app registration).
         let shared = !top.tenant_id.is_present();
@@ -1332,8 +1343,22 @@ impl Checker<'_> {
         } else {
             self.request_budget(t, inh.request_budget, inh.burst_given)
         };
+        // Not inherited: a name belongs to one tenant.
+        let tenant_name = match &t.tenant_name {
+            Field::Value(v, at) if v.trim().is_empty() => {
+                self.problem(
+                    at,
+                    "is empty",
+                    "give the tenant's name, e.g. contoso.onmicrosoft.com, or remove the key",
+                );
+                None
+            }
+            Field::Value(v, _) => Some(v.trim().to_owned()),
+            _ => None,
+        };
         TenantConfig {
             tenant_id,
+            tenant_name,
             client_id,
             credential,
             resource,
@@ -2159,6 +2184,82 @@ impl Checker<'_> {
             batch_records,
             batch_bytes,
         }
+    }
+
+    // ---- enrichment --------------------------------------------------------------------------
+
+    fn enrichment(&mut self, raw: &RawConfig, tenants: &[TenantConfig]) -> EnrichmentConfig {
+        let e = &raw.enrichment;
+        let mut cfg = EnrichmentConfig::default();
+        if let Some((on, _)) = e.user_agent.value() {
+            cfg.user_agent = *on;
+        }
+        cfg.geoip_city = self.geoip_database(&e.geoip_city, Kind::City);
+        cfg.geoip_asn = self.geoip_database(&e.geoip_asn, Kind::Asn);
+        if let Some((every, at)) = e.reload_every.value() {
+            if *every < Duration::from_secs(1) {
+                self.problem(
+                    at,
+                    "is shorter than 1s",
+                    "use a check interval such as 60s (the default)",
+                );
+            }
+            cfg.reload_every = *every;
+        }
+        if cfg.is_enabled() && !tenants.iter().any(|t| t.format == Format::Ecs) {
+            let at = [e.user_agent.at(), e.geoip_city.at(), e.geoip_asn.at()]
+                .into_iter()
+                .flatten()
+                .next();
+            if let Some(at) = at {
+                self.problem(
+                    at,
+                    "applies to `format: ecs` only, and no tenant uses it",
+                    "set `format: ecs` for the tenants to enrich, or remove enrichment:",
+                );
+            }
+        }
+        cfg
+    }
+
+    /// A MaxMind database path: readable, a MaxMind DB, and of the expected kind (a City database
+    /// given as the ASN one is a likely slip).
+    fn geoip_database(&mut self, field: &Field<String>, kind: Kind) -> Option<PathBuf> {
+        let (path, at) = field.value()?;
+        let path = PathBuf::from(path);
+        let bytes = self.read_file(at, &path)?;
+        let fix = "give a MaxMind DB file (.mmdb), e.g. GeoLite2-City.mmdb or GeoLite2-ASN.mmdb";
+        match maxminddb::Reader::from_source(bytes) {
+            Ok(r) => {
+                let t = r.metadata().database_type.to_ascii_lowercase();
+                let (fits, expected) = match kind {
+                    Kind::City => (t.contains("city") || t.contains("enterprise"), "City"),
+                    Kind::Asn => (t.contains("asn") || t.contains("isp"), "ASN"),
+                };
+                if !fits {
+                    self.problem(
+                        at,
+                        format!(
+                            "names a {} database, not a {expected} one",
+                            r.metadata().database_type
+                        ),
+                        "geoip_city takes a City database, geoip_asn an ASN database",
+                    );
+                }
+            }
+            Err(e) => {
+                self.problem(
+                    at,
+                    format!(
+                        "names {}, which is not a MaxMind database ({e})",
+                        path.display()
+                    ),
+                    fix,
+                );
+                return None;
+            }
+        }
+        Some(path)
     }
 }
 

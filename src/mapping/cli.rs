@@ -38,6 +38,19 @@ pub struct MapArgs {
     /// Content type to record as `o365.meta.content_type` (left out when empty).
     #[arg(long, default_value = "")]
     pub content_type: String,
+    /// Format ecs: the tenant's name for `organization.name`/`host.name` of records whose
+    /// OrganizationId is `--tenant-id`.
+    #[arg(long)]
+    pub tenant_name: Option<String>,
+    /// Format ecs: parse `user_agent.original` into `user_agent.*`.
+    #[arg(long)]
+    pub user_agent: bool,
+    /// Format ecs: MaxMind City database for `source.geo.*`.
+    #[arg(long)]
+    pub geoip_city: Option<std::path::PathBuf>,
+    /// Format ecs: MaxMind ASN database for `source.as.*`.
+    #[arg(long)]
+    pub geoip_asn: Option<std::path::PathBuf>,
 }
 
 impl Default for MapArgs {
@@ -47,6 +60,10 @@ impl Default for MapArgs {
             file: None,
             tenant_id: String::new(),
             content_type: String::new(),
+            tenant_name: None,
+            user_agent: false,
+            geoip_city: None,
+            geoip_asn: None,
         }
     }
 }
@@ -96,7 +113,26 @@ pub fn run_with(
     }
     let data = buf.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&buf);
     let received = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let enrich_cfg = crate::enrich::EnrichmentConfig {
+        user_agent: args.user_agent,
+        geoip_city: args.geoip_city.clone(),
+        geoip_asn: args.geoip_asn.clone(),
+        ..Default::default()
+    };
+    let enrichment = if enrich_cfg.is_enabled() {
+        match crate::enrich::Enrichment::new(&enrich_cfg) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                writeln!(err, "o365-collector map: {e}")?;
+                return Ok(2);
+            }
+        }
+    } else {
+        None
+    };
     let ctx = Context {
+        tenant_name: args.tenant_name.as_deref(),
+        enrichment: enrichment.as_ref(),
         format: args.format,
         tenant_id: &args.tenant_id,
         content_type: &args.content_type,

@@ -106,6 +106,10 @@ pub struct Context<'a> {
     pub content_created: Option<&'a str>,
     /// RFC 3339 time the collector received the blob.
     pub received: &'a str,
+    /// The tenant's configured `tenant_name` (format `ecs`: `organization.name`, `host.name`).
+    pub tenant_name: Option<&'a str>,
+    /// Loaded enrichment (format `ecs`: `user_agent.*`, `source.geo.*`, `source.as.*`).
+    pub enrichment: Option<&'a crate::enrich::Enrichment>,
 }
 
 impl Default for Context<'_> {
@@ -117,6 +121,8 @@ impl Default for Context<'_> {
             content_id: "",
             content_created: None,
             received: "",
+            tenant_name: None,
+            enrichment: None,
         }
     }
 }
@@ -168,6 +174,9 @@ pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
                 }
                 add_timestamp(record, ctx, &mut entries, &mut issues);
                 add_meta(Some(record), ctx, &mut entries, &mut issues);
+                if ctx.format == Format::Ecs {
+                    crate::enrich::apply(&mut entries, ctx);
+                }
                 o365::into_map(entries, &mut issues)
             }
         },
@@ -367,6 +376,7 @@ mod tests {
             content_id: "c",
             content_created: Some("2020-02-10T15:20:00.000Z"),
             received: "2020-02-10T15:21:00.000Z",
+            ..Context::default()
         }
     }
 

@@ -23,7 +23,6 @@ use wire::{ApiErrorBody, ContentNotice, StartBody, Subscription, WebhookSpec};
 /// Calls to Microsoft in flight at once across all tenants (see [`ManagementClient::with_call_slots`]).
 pub const MAX_CALLS_IN_FLIGHT: usize = 32;
 
-
 /// How long a content download may take in all. A blob is read as fast as the output accepts
 /// its records, so this is far longer than the client's timeout for other calls; a download cut
 /// by it resumes after the records already delivered.

@@ -452,6 +452,7 @@ mod tests {
             content_id: "c",
             content_created: None,
             received: "2026-11-25T00:00:00Z",
+            ..Context::default()
         }
     }
 

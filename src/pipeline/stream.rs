@@ -41,6 +41,9 @@ pub struct MapSpec {
     pub received: String,
     /// Records the output already accepted: cut but neither mapped nor sent again.
     pub skip: u64,
+    /// `format: ecs`: the tenant's name (`host.name`, `organization.name`) and the enrichment.
+    pub tenant_name: Option<String>,
+    pub enrichment: Option<std::sync::Arc<crate::enrich::Enrichment>>,
     pub batch_records: usize,
     pub batch_bytes: usize,
 }
@@ -160,6 +163,8 @@ fn map_blob(
         content_id: &spec.content_id,
         content_created: spec.content_created.as_deref(),
         received: &spec.received,
+        tenant_name: spec.tenant_name.as_deref(),
+        enrichment: spec.enrichment.as_deref(),
     };
     let mut records = Records::new(spec.encoding);
     let mut batcher = Batcher::new(spec.batch_records, spec.batch_bytes);
@@ -224,6 +229,8 @@ mod tests {
             content_created: None,
             received: "2026-11-30T00:00:00.000Z".into(),
             skip,
+            tenant_name: None,
+            enrichment: None,
             batch_records,
             batch_bytes: 1 << 20,
         }

@@ -41,6 +41,8 @@ pub struct Workers<S> {
     pub shutdown: CancellationToken,
     /// First retry delay; doubles per attempt.
     pub retry_base: Duration,
+    /// Format `ecs` enrichment, when configured.
+    pub enrichment: Option<Arc<crate::enrich::Enrichment>>,
 }
 
 enum Failure {
@@ -233,6 +235,8 @@ impl<S: Store> Workers<S> {
         let spec = MapSpec {
             encoding: tenant.cfg.encoding,
             format: tenant.cfg.format,
+            tenant_name: tenant.cfg.tenant_name.clone(),
+            enrichment: self.enrichment.clone(),
             tenant_id: tenant.cfg.tenant_id.clone(),
             content_type: c.content_type.clone(),
             content_id: c.content_id.clone(),

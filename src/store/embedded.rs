@@ -224,7 +224,6 @@ fn answer(
     }
 }
 
-
 impl std::fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EmbeddedStore")
@@ -743,7 +742,6 @@ impl Inner {
             answer(replies, result);
         }
     }
-
 
     fn claim(
         &self,

@@ -1,0 +1,190 @@
+//! Optional enrichment of `format: ecs` events, as Elastic's o365 ingest pipeline does it:
+//! `user_agent.*` parsed from `user_agent.original` ([`user_agent`]), `source.geo.*` and
+//! `source.as.*` looked up for `source.ip` in MaxMind databases ([`geoip`]), and the configured
+//! `tenant_name` as `organization.name` / `host.name`.
+//!
+//! [`apply`] runs inside `map_record`, after the ECS fields are in place, and reads them (so it
+//! follows whatever the ECS mapping puts in `user_agent.original` and `source.ip`). It is a pure
+//! function of the event and the loaded databases; the only state it touches is the user-agent
+//! cache, which does not change answers. The databases are swapped by [`Enrichment::reload`]
+//! (called every `enrichment.reload_every` by [`Enrichment::watch`]) when their files change.
+
+pub mod geoip;
+pub mod user_agent;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::mapping::{Context, Entries};
+use geoip::{GeoDb, GeoError, Kind};
+use user_agent::{UaCache, UaError, UaParser};
+
+/// `enrichment:` in the configuration. Everything off by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrichmentConfig {
+    /// Parse `user_agent.original` into `user_agent.*`.
+    pub user_agent: bool,
+    /// A MaxMind City database (GeoIP2/GeoLite2-City layout) for `source.geo.*`.
+    pub geoip_city: Option<PathBuf>,
+    /// A MaxMind ASN database (GeoLite2-ASN layout) for `source.as.*`.
+    pub geoip_asn: Option<PathBuf>,
+    /// How often the database files are checked for a new version.
+    pub reload_every: Duration,
+}
+
+/// Default of `enrichment.reload_every`.
+pub const DEFAULT_RELOAD_EVERY: Duration = Duration::from_secs(60);
+
+impl Default for EnrichmentConfig {
+    fn default() -> Self {
+        EnrichmentConfig {
+            user_agent: false,
+            geoip_city: None,
+            geoip_asn: None,
+            reload_every: DEFAULT_RELOAD_EVERY,
+        }
+    }
+}
+
+impl EnrichmentConfig {
+    pub fn is_enabled(&self) -> bool {
+        self.user_agent || self.geoip_city.is_some() || self.geoip_asn.is_some()
+    }
+}
+
+/// Why the enrichment could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrichError {
+    #[error("user-agent patterns: {0}")]
+    UserAgent(#[from] UaError),
+    #[error(transparent)]
+    Geo(#[from] GeoError),
+}
+
+/// The loaded parsers and databases, shared by all workers.
+pub struct Enrichment {
+    user_agent: Option<UaCache>,
+    city: Option<GeoDb>,
+    asn: Option<GeoDb>,
+    reload_every: Duration,
+}
+
+impl std::fmt::Debug for Enrichment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enrichment")
+            .field("user_agent", &self.user_agent.is_some())
+            .field("city", &self.city)
+            .field("asn", &self.asn)
+            .finish()
+    }
+}
+
+impl Enrichment {
+    /// Compiles the user-agent patterns and opens the databases the configuration names.
+    pub fn new(cfg: &EnrichmentConfig) -> Result<Self, EnrichError> {
+        let user_agent = if cfg.user_agent {
+            Some(UaCache::new(UaParser::new(user_agent::BUNDLED_REGEXES)?))
+        } else {
+            None
+        };
+        let open = |kind, path: &Option<PathBuf>| -> Result<Option<GeoDb>, GeoError> {
+            path.as_deref().map(|p| GeoDb::open(kind, p)).transpose()
+        };
+        Ok(Enrichment {
+            user_agent,
+            city: open(Kind::City, &cfg.geoip_city)?,
+            asn: open(Kind::Asn, &cfg.geoip_asn)?,
+            reload_every: cfg.reload_every,
+        })
+    }
+
+    /// Swaps in the database files that changed; a file that cannot be read is logged (once per
+    /// change) and its previous copy stays in use.
+    pub fn reload(&self) {
+        for db in self.city.iter().chain(self.asn.iter()) {
+            match db.reload_if_changed() {
+                Ok(true) => info!(path = %db.path().display(), "GeoIP database reloaded"),
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(error = %e, "GeoIP database not reloaded; the previous copy stays in use")
+                }
+            }
+        }
+    }
+
+    /// Checks the database files every `reload_every` until `shutdown`.
+    pub async fn watch(self: Arc<Self>, shutdown: CancellationToken) {
+        if self.city.is_none() && self.asn.is_none() {
+            return;
+        }
+        // A zero period would make tokio's interval panic.
+        let mut tick = tokio::time::interval(self.reload_every.max(Duration::from_millis(10)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            let this = self.clone();
+            // Reading and verifying a database is blocking file and CPU work.
+            let _ = tokio::task::spawn_blocking(move || this.reload()).await;
+        }
+    }
+
+    /// Adds the enrichment keys to an event in the making.
+    fn add(&self, ev: &mut Entries) {
+        let mut found: Vec<(&'static str, Value)> = Vec::new();
+        if let Some(ua) = &self.user_agent
+            && let Some(original) = get(ev, "user_agent.original").and_then(Value::as_str)
+        {
+            found.extend(ua.get(original).iter().cloned());
+        }
+        if (self.city.is_some() || self.asn.is_some())
+            && let Some(ip) = get(ev, "source.ip")
+                .and_then(Value::as_str)
+                .and_then(|s| s.parse::<IpAddr>().ok())
+        {
+            for db in self.city.iter().chain(self.asn.iter()) {
+                db.lookup(ip, &mut found);
+            }
+        }
+        // The ECS mapping writes none of these keys (only `user_agent.original`): no lookup needed.
+        ev.extend(found.into_iter().map(|(k, v)| (k.to_owned(), v)));
+    }
+}
+
+fn get<'e>(ev: &'e Entries, key: &str) -> Option<&'e Value> {
+    ev.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+}
+
+/// Replaces the value of `key`, or adds it.
+fn set(ev: &mut Entries, key: &str, value: Value) {
+    match ev.iter_mut().find(|(k, _)| k == key) {
+        Some((_, v)) => *v = value,
+        None => ev.push((key.to_owned(), value)),
+    }
+}
+
+/// The enrichment step of `format: ecs` (see the module doc). `tenant_name` applies to records of
+/// the context's tenant only (as Elastic's tenant map, keyed by organization id).
+pub fn apply(ev: &mut Entries, ctx: &Context<'_>) {
+    if let Some(name) = ctx.tenant_name.filter(|n| !n.is_empty()) {
+        let own = get(ev, "organization.id")
+            .and_then(Value::as_str)
+            .is_some_and(|id| !ctx.tenant_id.is_empty() && id.eq_ignore_ascii_case(ctx.tenant_id));
+        if own {
+            set(ev, "organization.name", Value::from(name));
+            set(ev, "host.name", Value::from(name));
+        }
+    }
+    if let Some(e) = ctx.enrichment {
+        e.add(ev);
+    }
+}
