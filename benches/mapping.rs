@@ -1,5 +1,5 @@
-//! Mapping benchmark: `map_record` + NDJSON encoding (`serde_json::to_writer` into a `Vec`, plus
-//! a newline), single thread, on corpus-shaped records.
+//! Mapping benchmark: mapping + NDJSON encoding as the pipeline does it (`map_record_json` into a
+//! `Vec`, plus a newline), single thread, on corpus-shaped records.
 //!
 //! Records: the sample corpus's real records when it is found (`O365_CORPUS_DIR`, else
 //! `../shared/corpus`, else `/work/shared/corpus`), otherwise the committed test fixtures. They are
@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use o365_collector::enrich::user_agent::{BUNDLED_REGEXES, UaParser};
 use o365_collector::enrich::{Enrichment, EnrichmentConfig};
-use o365_collector::mapping::{Context, Format, map_record};
+use o365_collector::mapping::{Context, Format, map_record, map_record_json};
 use serde_json::Value;
 
 #[path = "../tests/support/mmdb.rs"]
@@ -261,10 +261,9 @@ fn main() {
                 let c0 = thread_cpu_ns();
                 let t = Instant::now();
                 for rec in chunk {
-                    let m = map_record(rec, &ctx);
-                    issues += m.issues.len();
-                    if serde_json::to_writer(&mut out, &m.event).is_err() {
-                        panic!("encoding failed");
+                    match map_record_json(rec, &ctx, &mut out) {
+                        Ok(i) => issues += i.len(),
+                        Err(e) => panic!("encoding failed: {e}"),
                     }
                     out.push(b'\n');
                 }

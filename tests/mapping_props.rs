@@ -1,13 +1,14 @@
 //! Property tests: `map_record` is total. For arbitrary JSON values and for mutated real records
 //! (committed fixtures, plus the sample corpus when present) it never panics, its event
-//! serialises to valid JSON, and every key is `@timestamp`, an `o365.*` key or an ECS field.
+//! serialises to valid JSON, every key is `@timestamp`, an `o365.*` key or an ECS field, and
+//! `map_record_json` (the encoding path) writes byte for byte what encoding the event writes.
 //!
 //! Case counts: 40,000 arbitrary values + 30,000 Name/Value-shaped records + 40,000 mutated
 //! records = 110,000 cases, each mapped in all three formats.
 
 use std::path::{Path, PathBuf};
 
-use o365_collector::mapping::{Context, Format, map_record};
+use o365_collector::mapping::{Context, Format, map_record, map_record_json};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 
@@ -51,6 +52,12 @@ fn check(raw: &Value) -> Result<(), TestCaseError> {
         let m = map_record(raw, &ctx);
         let text =
             serde_json::to_string(&m.event).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        // The encoding path writes exactly these bytes and reports the same issues.
+        let mut fast = b"x".to_vec();
+        let issues = map_record_json(raw, &ctx, &mut fast)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(&fast[1..], text.as_bytes());
+        prop_assert_eq!(&issues, &m.issues);
         let back: Value =
             serde_json::from_str(&text).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert!(back.is_object());
@@ -312,6 +319,10 @@ proptest! {
 
 #[test]
 fn real_records_are_loaded() {
-    let n = real_records().len();
-    assert!(n >= 10, "only {n} real records");
+    let records = real_records();
+    assert!(records.len() >= 10, "only {} real records", records.len());
+    // Every real record unchanged, too (the cases above mutate them).
+    for rec in &records {
+        check(rec).unwrap_or_else(|e| panic!("{e}: {rec}"));
+    }
 }

@@ -15,11 +15,17 @@
 //! overwritten.
 //!
 //! Speed: keys are collected into a vector, sorted once and bulk-loaded into the map, which is
-//! cheaper than inserting dozens of keys sharing the `o365.audit.` prefix one by one.
+//! cheaper than inserting dozens of keys sharing the `o365.audit.` prefix one by one. The encoding
+//! path ([`super::map_record_json`]) skips the map: keys go into one text, values are borrowed
+//! from the record, and the sorted entries are written as JSON directly.
+
+use std::borrow::Cow;
+use std::cmp::Ordering;
+use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use super::{Entries, Issue};
+use super::{Entries, Issue, Sink};
 
 /// Prefix of every flattened record key.
 pub const AUDIT_PREFIX: &str = "o365.audit.";
@@ -37,15 +43,20 @@ pub fn flatten_record(record: &Map<String, Value>, issues: &mut Vec<Issue>) -> M
 
 /// Appends the flattened fields of `record` to `entries` (unsorted; see [`into_map`]).
 pub fn flatten_into(record: &Map<String, Value>, entries: &mut Entries) {
+    flatten_with(record, &mut |k, v| entries.push((k.to_owned(), v.clone())));
+}
+
+/// Calls `emit` with each flattened key and the record's value for it, in record order.
+fn flatten_with<'a>(record: &'a Map<String, Value>, emit: &mut impl FnMut(&str, &'a Value)) {
     let mut path = String::with_capacity(128);
     path.push_str(AUDIT_PREFIX);
     for (k, v) in record {
         let len = path.len();
         path.push_str(k);
         if KEPT_AS_LISTS.contains(&k.as_str()) && v.is_array() {
-            entries.push((path.clone(), v.clone()));
+            emit(&path, v);
         } else {
-            flatten_value(v, &mut path, entries);
+            flatten_value(v, &mut path, emit);
         }
         path.truncate(len);
     }
@@ -55,31 +66,148 @@ pub fn flatten_into(record: &Map<String, Value>, entries: &mut Entries) {
 /// value and is reported; for the keys the mapping adds itself the last value wins, as with
 /// `Map::insert`.
 pub fn into_map(mut entries: Entries, issues: &mut Vec<Issue>) -> Map<String, Value> {
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let has_duplicates = entries.windows(2).any(|w| w[0].0 == w[1].0);
-    if has_duplicates {
-        let mut kept: Entries = Vec::with_capacity(entries.len());
-        for (k, v) in entries {
-            match kept.last_mut() {
-                Some((last, _)) if *last == k && k.starts_with(AUDIT_PREFIX) => {
-                    issues.push(Issue {
-                        field: k.get(AUDIT_PREFIX.len()..).unwrap_or(&k).to_owned(),
-                        problem:
-                            "key produced twice (duplicate Name or dotted key); first value kept"
-                                .to_owned(),
-                    });
-                }
-                Some((last, slot)) if *last == k => *slot = v,
-                _ => kept.push((k, v)),
-            }
-        }
-        entries = kept;
-    }
+    sort_dedup(&mut entries, "", issues);
     entries.into_iter().collect()
 }
 
+/// A key/value pair whose key may live in a shared key text (`keys`).
+pub(crate) trait Keyed {
+    fn key<'s>(&'s self, keys: &'s str) -> &'s str;
+    fn value(&self) -> &Value;
+    /// The order of the keys.
+    fn cmp_key(&self, other: &Self, keys: &str) -> Ordering {
+        self.key(keys).cmp(other.key(keys))
+    }
+}
+
+impl Keyed for (String, Value) {
+    fn key<'s>(&'s self, _: &'s str) -> &'s str {
+        &self.0
+    }
+    fn value(&self) -> &Value {
+        &self.1
+    }
+}
+
+/// An entry of [`Borrowed`]: the key's place in the key text, its first 24 bytes as numbers (most
+/// keys share `o365.audit.`, so comparing whole keys was a large part of the sort), the value.
+pub(crate) struct Slot<'a> {
+    head: (u64, u128),
+    key: Range<usize>,
+    value: Cow<'a, Value>,
+}
+
+impl Keyed for Slot<'_> {
+    fn key<'s>(&'s self, keys: &'s str) -> &'s str {
+        keys.get(self.key.clone()).unwrap_or_default()
+    }
+    fn value(&self) -> &Value {
+        &self.value
+    }
+    fn cmp_key(&self, other: &Self, keys: &str) -> Ordering {
+        // Zero-padded big-endian prefixes order as the bytes do; equal prefixes (also a key and
+        // the same key plus NULs) are decided by the whole keys.
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.key(keys).cmp(other.key(keys)))
+    }
+}
+
+/// The rules of [`into_map`], in place: a stable sort by key, then duplicates removed (first value
+/// of an `o365.audit.*` key kept and reported, last value of any other key kept).
+pub(crate) fn sort_dedup<T: Keyed>(entries: &mut Vec<T>, keys: &str, issues: &mut Vec<Issue>) {
+    entries.sort_by(|a, b| a.cmp_key(b, keys));
+    // `later` is removed when the closure says true; `kept` is the earlier entry that stays.
+    entries.dedup_by(|later, kept| {
+        if later.key(keys) != kept.key(keys) {
+            return false;
+        }
+        match later.key(keys).strip_prefix(AUDIT_PREFIX) {
+            Some(field) => issues.push(Issue {
+                field: field.to_owned(),
+                problem: "key produced twice (duplicate Name or dotted key); first value kept"
+                    .to_owned(),
+            }),
+            None => std::mem::swap(later, kept),
+        }
+        true
+    });
+}
+
+/// Writes sorted, de-duplicated entries as one JSON object: the bytes `serde_json` writes for the
+/// map they would be collected into (a `Map` iterates in key order), without building it.
+pub(crate) fn write_object<T: Keyed>(
+    entries: &[T],
+    keys: &str,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    out.push(b'{');
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, e.key(keys))?;
+        out.push(b':');
+        serde_json::to_writer(&mut *out, e.value())?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+/// The `o365` event of one record before it is written: keys in one text, values borrowed from
+/// the record (only `@timestamp` and meta are owned), so flattening allocates almost nothing.
+pub(crate) struct Borrowed<'a> {
+    keys: String,
+    entries: Vec<Slot<'a>>,
+}
+
+impl<'a> Borrowed<'a> {
+    /// Flattens `record` (the rules of [`flatten_into`]).
+    pub(crate) fn flatten(record: &'a Map<String, Value>) -> Self {
+        let mut b = Self {
+            keys: String::with_capacity(2048),
+            entries: Vec::with_capacity(record.len() + 32),
+        };
+        flatten_with(record, &mut |k, v| b.push(k, Cow::Borrowed(v)));
+        b
+    }
+
+    fn push(&mut self, key: &str, value: Cow<'a, Value>) {
+        let start = self.keys.len();
+        self.keys.push_str(key);
+        let mut head = [0u8; 24];
+        let n = key.len().min(24);
+        head[..n].copy_from_slice(&key.as_bytes()[..n]);
+        let (a, b) = head.split_at(8);
+        self.entries.push(Slot {
+            head: (
+                u64::from_be_bytes(a.try_into().unwrap_or_default()),
+                u128::from_be_bytes(b.try_into().unwrap_or_default()),
+            ),
+            key: start..self.keys.len(),
+            value,
+        });
+    }
+
+    /// Sorts, de-duplicates (as [`into_map`]) and writes the event as JSON.
+    pub(crate) fn write(
+        mut self,
+        issues: &mut Vec<Issue>,
+        out: &mut Vec<u8>,
+    ) -> serde_json::Result<()> {
+        sort_dedup(&mut self.entries, &self.keys, issues);
+        write_object(&self.entries, &self.keys, out)
+    }
+}
+
+impl Sink for Borrowed<'_> {
+    fn put_value(&mut self, key: &str, value: Value) {
+        self.push(key, Cow::Owned(value));
+    }
+}
+
 /// Flattens one value found at `path` (which the function leaves as it found it).
-fn flatten_value(v: &Value, path: &mut String, out: &mut Entries) {
+fn flatten_value<'a>(v: &'a Value, path: &mut String, out: &mut impl FnMut(&str, &'a Value)) {
     match v {
         Value::Object(o) if !o.is_empty() => {
             for (k, child) in o {
@@ -117,16 +245,16 @@ fn flatten_value(v: &Value, path: &mut String, out: &mut Entries) {
                             let len2 = path.len();
                             path.push('.');
                             path.push_str(side);
-                            out.push((path.clone(), value.clone()));
+                            out(path, value);
                             path.truncate(len2);
                         }
                     }
                     path.truncate(len);
                 }
             }
-            ArrayKind::Plain => out.push((path.clone(), v.clone())),
+            ArrayKind::Plain => out(path, v),
         },
-        _ => out.push((path.clone(), v.clone())),
+        _ => out(path, v),
     }
 }
 

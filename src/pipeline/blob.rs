@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 
-use crate::mapping::{Context, map_record};
+use crate::mapping::{Context, map_record_json};
 use crate::output::{Event, record_key};
 
 /// Largest single record accepted. Microsoft's records are a few KiB; this only bounds the copy
@@ -341,17 +341,16 @@ impl Records {
 pub fn map_one(index: u64, raw: &[u8], ctx: &Context<'_>) -> Result<(Event, usize), BlobError> {
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
-    let mapped = map_record(&value, ctx);
     // The event is the record's fields under longer keys plus meta: sized to grow at most once.
     let mut json = Vec::with_capacity(raw.len() + raw.len() / 2 + 512);
-    serde_json::to_writer(&mut json, &mapped.event)
+    let issues = map_record_json(&value, ctx, &mut json)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
     Ok((
         Event {
             key: record_key(&value),
             json,
         },
-        mapped.issues.len(),
+        issues.len(),
     ))
 }
 
