@@ -62,6 +62,7 @@ pub mod cli;
 pub mod clientip;
 pub mod ecs;
 pub mod enums;
+mod json;
 pub mod o365;
 
 use serde_json::{Map, Value};
@@ -221,7 +222,7 @@ pub fn map_record_json(
         }
         _ => {
             let mapped = map_record(raw, ctx);
-            serde_json::to_writer(out, &mapped.event)?;
+            json::write_map(out, &mapped.event)?;
             issues = mapped.issues;
         }
     }

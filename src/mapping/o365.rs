@@ -146,9 +146,9 @@ pub(crate) fn write_object<T: Keyed>(
         if i > 0 {
             out.push(b',');
         }
-        serde_json::to_writer(&mut *out, e.key(keys))?;
+        super::json::write_str(out, e.key(keys))?;
         out.push(b':');
-        serde_json::to_writer(&mut *out, e.value())?;
+        super::json::write_value(out, e.value())?;
     }
     out.push(b'}');
     Ok(())
