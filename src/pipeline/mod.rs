@@ -4,6 +4,7 @@
 
 pub mod blob;
 pub mod gate;
+pub mod jobs;
 pub mod lifecycle;
 pub mod puller;
 pub mod stream;

@@ -17,7 +17,8 @@
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
-use super::blob::{Batcher, BlobError, Part, Records, map_one};
+use super::blob::{Batcher, BlobError, Part, Records};
+use super::jobs::{Job, Lanes, Mapped};
 use crate::mapping::{Context, Format};
 use crate::mgmt_api::{ApiError, ContentBody};
 
@@ -169,29 +170,51 @@ fn map_blob(
     let mut records = Records::new(spec.encoding);
     let mut batcher = Batcher::new(spec.batch_records, spec.batch_bytes);
     let mut sent = false;
-    let mut emit = |index: u64, raw: &[u8]| -> Result<(), Stop> {
-        if index < spec.skip {
-            return Ok(());
-        }
-        let (event, issues) = map_one(index, raw, &ctx)?;
-        if let Some(part) = batcher.add(index, event, issues) {
-            let piece = Piece { part, last: false };
-            out.blocking_send(Ok(piece)).map_err(|_| Stop::Gone)?;
-            sent = true;
-        }
-        Ok(())
-    };
-    let outcome = loop {
-        let step = match chunks.blocking_recv() {
-            Some(Chunk::Data(piece)) => piece.iter().try_for_each(|b| records.push(b, &mut emit)),
-            Some(Chunk::End) => break records.finish(&mut emit),
-            Some(Chunk::Failed(e)) => Err(Stop::Fetch(e)),
-            None => Err(Stop::Gone),
+    let outcome = std::thread::scope(|scope| {
+        let mut lanes = Lanes::new(scope, &ctx);
+        let mut job = Job::default();
+        // Mapped jobs come back in order: their events go into batches, full ones to the worker.
+        let mut feed = |mapped: Mapped| -> Result<(), Stop> {
+            for (index, event, issues) in mapped.events {
+                if let Some(part) = batcher.add(index, event, issues) {
+                    let piece = Piece { part, last: false };
+                    out.blocking_send(Ok(piece)).map_err(|_| Stop::Gone)?;
+                    sent = true;
+                }
+            }
+            mapped.error.map_or(Ok(()), |e| Err(Stop::Blob(e)))
         };
-        if step.is_err() {
-            break step;
-        }
-    };
+        let mut emit = |index: u64, raw: &[u8]| -> Result<(), Stop> {
+            if index < spec.skip {
+                return Ok(());
+            }
+            job.push(index, raw);
+            if job.is_full() {
+                lanes.dispatch(std::mem::take(&mut job), &mut feed)?;
+            }
+            Ok(())
+        };
+        let cut = loop {
+            let step = match chunks.blocking_recv() {
+                Some(Chunk::Data(piece)) => {
+                    piece.iter().try_for_each(|b| records.push(b, &mut emit))
+                }
+                Some(Chunk::End) => break records.finish(&mut emit),
+                Some(Chunk::Failed(e)) => Err(Stop::Fetch(e)),
+                None => Err(Stop::Gone),
+            };
+            if step.is_err() {
+                break step;
+            }
+        };
+        // What was cut before the end (or a failure) is mapped and delivered first.
+        let rest = if job.is_empty() {
+            Ok(())
+        } else {
+            lanes.dispatch(job, &mut feed)
+        };
+        rest.and_then(|()| lanes.finish(&mut feed)).and(cut)
+    });
     let failure = match outcome {
         Ok(()) => {
             let mut part = batcher.take();
