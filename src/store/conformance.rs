@@ -46,6 +46,7 @@ pub fn content_for(tenant: &str, content_type: &str, id: &str) -> ContentRef {
         ),
         content_created: Some("2026-01-01T00:00:00.000Z".to_owned()),
         content_expiration: Some("2026-01-08T00:00:00.000Z".to_owned()),
+        records: None,
     }
 }
 

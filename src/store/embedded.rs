@@ -666,7 +666,36 @@ impl Inner {
                 .unwrap_or(1);
             let mut in_group: HashSet<String> = HashSet::new();
             for (batch, outcome) in batches.into_iter().zip(outcomes.iter_mut()) {
-                for content in batch {
+                for mut content in batch {
+                    if let Some(records) = content.records.take() {
+                        // Carried records: each identity is remembered like a contentId.
+                        let mut fresh = Vec::with_capacity(records.len());
+                        for r in records {
+                            let seen = in_group.contains(&r.key)
+                                || dedup
+                                    .get(r.key.as_str())
+                                    .map_err(|e| self.err(e))?
+                                    .is_some();
+                            if seen {
+                                continue;
+                            }
+                            dedup
+                                .insert(r.key.as_str(), now)
+                                .map_err(|e| self.err(e))?;
+                            dedup_age
+                                .insert((now, r.key.as_str()), ())
+                                .map_err(|e| self.err(e))?;
+                            in_group.insert(r.key.clone());
+                            fresh.push(r);
+                        }
+                        if fresh.is_empty() {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        // Named after its first new record, so it is new itself.
+                        content.content_id = format!("page:{}", fresh[0].key);
+                        content.records = Some(fresh);
+                    }
                     let seen = in_group.contains(&content.content_id)
                         || dedup
                             .get(content.content_id.as_str())
