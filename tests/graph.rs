@@ -62,6 +62,11 @@ async fn wait_all(emu: &Emulator, tenants: &[&str], events: &Path) {
 }
 
 async fn status(c: &Collector) -> serde_json::Value {
+    wait_for(Duration::from_secs(30), "the admin listener", || {
+        let up = c.logs().contains("admin listener ready");
+        async move { up }
+    })
+    .await;
     reqwest::get(admin_url(&c.logs(), "/status"))
         .await
         .unwrap()
@@ -145,8 +150,10 @@ async fn every_feed_arrives_exactly_once_late_records_and_updates_too_across_a_r
     let st = status(&c).await;
     for feed in ["sign_ins", "directory_audits", "message_trace", "service_health"] {
         let f = feed_status(&st, TENANT, feed);
-        assert_eq!(f["state"], "ok", "{f}");
-        assert!(f["cursor"].is_string(), "{f}");
+        // Message trace's 100 requests / 5 min may be spent by the test's 300 ms rounds across
+        // the restart: a 429 then holds the feed for its Retry-After, which is fine.
+        assert!(f["state"] == "ok" || f["state"] == "throttled", "{f}");
+        assert!(f["cursor"].is_string() && f["last_success"].is_string(), "{f}");
     }
 }
 

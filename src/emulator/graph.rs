@@ -117,6 +117,12 @@ pub struct GraphFaults {
     /// Records per page at most, below what `$top` asks (forces paging in tests).
     #[serde(default)]
     pub page_size: Option<usize>,
+    /// Requests per 10 s per tenant before the identity reports answer 429 (Microsoft: 5).
+    #[serde(default)]
+    pub identity_per_10s: Option<usize>,
+    /// Requests per 5 min per tenant before message trace answers 429 (Microsoft: 100).
+    #[serde(default)]
+    pub trace_per_5min: Option<usize>,
 }
 
 /// `POST /_emulator/graph/generate`.
@@ -334,8 +340,16 @@ fn answer(
         return Err(e);
     }
     let quota = match feed {
-        GraphFeed::SignIns | GraphFeed::DirectoryAudits => Some(("identity", 5, TimeDelta::seconds(10))),
-        GraphFeed::MessageTrace => Some(("trace", 100, TimeDelta::minutes(5))),
+        GraphFeed::SignIns | GraphFeed::DirectoryAudits => Some((
+            "identity",
+            g.faults.identity_per_10s.unwrap_or(5),
+            TimeDelta::seconds(10),
+        )),
+        GraphFeed::MessageTrace => Some((
+            "trace",
+            g.faults.trace_per_5min.unwrap_or(100),
+            TimeDelta::minutes(5),
+        )),
         GraphFeed::ServiceHealth => None,
     };
     if let Some((group, limit, period)) = quota {
