@@ -370,7 +370,8 @@ pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
         };
         // A Graph record: tenant/feed/identity, as [`graph_key`] spells what was published.
         let text = |k: &str| v.get(k).and_then(|v| v.as_str());
-        if let (Some(id), Some(ct)) = (text("o365.meta.record_id"), text("o365.meta.content_type")) {
+        if let (Some(id), Some(ct)) = (text("o365.meta.record_id"), text("o365.meta.content_type"))
+        {
             let key = graph_key(text("o365.meta.tenant_id").unwrap_or(""), ct, id);
             *seen.entry(key).or_insert(0) += 1;
             continue;

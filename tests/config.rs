@@ -1318,7 +1318,10 @@ fn graph_feeds_default_off_derive_their_host_and_refuse_message_trace_outside_gl
         cfg.tenants[0].graph.feeds,
         vec![GraphFeed::SignIns, GraphFeed::MessageTrace]
     );
-    assert_eq!(cfg.tenants[0].graph.backfill, Duration::from_secs(30 * 86400));
+    assert_eq!(
+        cfg.tenants[0].graph.backfill,
+        Duration::from_secs(30 * 86400)
+    );
     assert_eq!(cfg.tenants[1].graph.host, "https://graph.microsoft.us");
     assert_eq!(cfg.tenants[1].authority, "https://login.microsoftonline.us");
     assert_eq!(cfg.tenants[1].graph.feeds, vec![GraphFeed::DirectoryAudits]);
@@ -1330,11 +1333,21 @@ fn graph_feeds_default_off_derive_their_host_and_refuse_message_trace_outside_gl
         minimal()
     ));
     assert_eq!(keys(&p), ["graph_feeds", "graph_feeds"], "{p:?}");
-    assert!(p.iter().any(|p| p.problem.contains("`signins` is not a Graph feed")));
+    assert!(
+        p.iter()
+            .any(|p| p.problem.contains("`signins` is not a Graph feed"))
+    );
     assert!(p.iter().any(|p| p.problem.contains("global cloud only")));
     // An explicit Graph host wins; a path is refused.
-    let cfg = parse(&format!("{}graph_host: https://graph.example:8443\n", minimal())).unwrap();
+    let cfg = parse(&format!(
+        "{}graph_host: https://graph.example:8443\n",
+        minimal()
+    ))
+    .unwrap();
     assert_eq!(cfg.tenants[0].graph.host, "https://graph.example:8443");
-    let p = problems(&format!("{}graph_host: https://graph.example/v1.0\n", minimal()));
+    let p = problems(&format!(
+        "{}graph_host: https://graph.example/v1.0\n",
+        minimal()
+    ));
     assert_eq!(keys(&p), ["graph_host"]);
 }

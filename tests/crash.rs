@@ -447,6 +447,10 @@ async fn kill_9_during_a_mixed_run_of_all_graph_feeds_loses_and_doubles_nothing(
         || async { line_count(&s.events) >= want.len() },
     )
     .await;
-    assert!(c.terminate(Duration::from_secs(10)).success(), "{}", c.logs());
+    assert!(
+        c.terminate(Duration::from_secs(10)).success(),
+        "{}",
+        c.logs()
+    );
     assert_exactly_once(&want, &output_ids(&s.events));
 }

@@ -53,11 +53,15 @@ fn delivered(events: &Path) -> HashMap<String, u32> {
 
 async fn wait_all(emu: &Emulator, tenants: &[&str], events: &Path) {
     let want = published(emu, tenants).await;
-    wait_for(Duration::from_secs(120), "every Graph record delivered", || {
-        let out = delivered(events);
-        let done = want.iter().all(|k| out.contains_key(k));
-        async move { done }
-    })
+    wait_for(
+        Duration::from_secs(120),
+        "every Graph record delivered",
+        || {
+            let out = delivered(events);
+            let done = want.iter().all(|k| out.contains_key(k));
+            async move { done }
+        },
+    )
     .await;
 }
 
@@ -75,12 +79,21 @@ async fn status(c: &Collector) -> serde_json::Value {
         .unwrap()
 }
 
-fn feed_status<'a>(status: &'a serde_json::Value, tenant: &str, feed: &str) -> &'a serde_json::Value {
+fn feed_status<'a>(
+    status: &'a serde_json::Value,
+    tenant: &str,
+    feed: &str,
+) -> &'a serde_json::Value {
     status["tenants"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|t| t["tenant_id"].as_str().unwrap().eq_ignore_ascii_case(tenant))
+        .find(|t| {
+            t["tenant_id"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case(tenant)
+        })
         .and_then(|t| t["graph_feeds"].as_array())
         .and_then(|f| f.iter().find(|f| f["feed"] == feed))
         .unwrap_or_else(|| panic!("no status of {feed} for {tenant}: {status}"))
@@ -104,7 +117,12 @@ async fn every_feed_arrives_exactly_once_late_records_and_updates_too_across_a_r
         generate(&emu, TENANT, feed, n).await;
     }
     let dir = tempfile::tempdir().unwrap();
-    let setup = setup(&emu, dir.path(), &["Audit.General"], &graph_yaml(ALL_FEEDS, "1h"));
+    let setup = setup(
+        &emu,
+        dir.path(),
+        &["Audit.General"],
+        &graph_yaml(ALL_FEEDS, "1h"),
+    );
     let mut c = Collector::spawn(&setup);
     wait_all(&emu, &[TENANT], &setup.events).await;
     let first_end = Utc::now();
@@ -148,19 +166,31 @@ async fn every_feed_arrives_exactly_once_late_records_and_updates_too_across_a_r
         }
     }
     let st = status(&c).await;
-    for feed in ["sign_ins", "directory_audits", "message_trace", "service_health"] {
+    for feed in [
+        "sign_ins",
+        "directory_audits",
+        "message_trace",
+        "service_health",
+    ] {
         let f = feed_status(&st, TENANT, feed);
         // Message trace's 100 requests / 5 min may be spent by the test's 300 ms rounds across
         // the restart: a 429 then holds the feed for its Retry-After, which is fine.
         assert!(f["state"] == "ok" || f["state"] == "throttled", "{f}");
-        assert!(f["cursor"].is_string() && f["last_success"].is_string(), "{f}");
+        assert!(
+            f["cursor"].is_string() && f["last_success"].is_string(),
+            "{f}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_pauses_only_that_feed_of_that_tenant() {
     const OTHER: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
-    let emu = emulator(|cfg| cfg.tenants.push(TenantSpec::with_secret(OTHER, CLIENT, SECRET))).await;
+    let emu = emulator(|cfg| {
+        cfg.tenants
+            .push(TenantSpec::with_secret(OTHER, CLIENT, SECRET))
+    })
+    .await;
     emu.graph_faults(GraphFaults {
         throttle: vec![GraphThrottle {
             tenant_id: TENANT.into(),
@@ -183,7 +213,10 @@ async fn a_429_pauses_only_that_feed_of_that_tenant() {
     let setup = setup(&emu, dir.path(), &["Audit.General"], &extra);
     let _c = Collector::spawn(&setup);
     wait_all(&emu, &[TENANT, OTHER], &setup.events).await;
-    assert_exactly_once(&published(&emu, &[TENANT, OTHER]).await, &delivered(&setup.events));
+    assert_exactly_once(
+        &published(&emu, &[TENANT, OTHER]).await,
+        &delivered(&setup.events),
+    );
 
     let asked = emu.graph_requests().await;
     let throttled = asked
@@ -193,10 +226,15 @@ async fn a_429_pauses_only_that_feed_of_that_tenant() {
     assert!(throttled.tenant_id.eq_ignore_ascii_case(TENANT));
     let retry = asked
         .iter()
-        .find(|r| r.at > throttled.at && r.path == throttled.path && r.tenant_id == throttled.tenant_id)
+        .find(|r| {
+            r.at > throttled.at && r.path == throttled.path && r.tenant_id == throttled.tenant_id
+        })
         .expect("the throttled feed was read again");
     // Retry-After was honoured for that feed…
-    assert!(retry.at - throttled.at >= TimeDelta::milliseconds(7900), "{retry:?}");
+    assert!(
+        retry.at - throttled.at >= TimeDelta::milliseconds(7900),
+        "{retry:?}"
+    );
     // …while the same tenant's other feed and the other tenant were read meanwhile.
     let meanwhile = |pred: &dyn Fn(&&o365_collector::emulator::graph::GraphRequest) -> bool| {
         asked
@@ -204,7 +242,9 @@ async fn a_429_pauses_only_that_feed_of_that_tenant() {
             .filter(|r| r.at > throttled.at && r.at < retry.at && r.status == 200)
             .any(|r| pred(&r))
     };
-    assert!(meanwhile(&|r| r.tenant_id == throttled.tenant_id && r.path != throttled.path));
+    assert!(meanwhile(
+        &|r| r.tenant_id == throttled.tenant_id && r.path != throttled.path
+    ));
     assert!(meanwhile(&|r| r.tenant_id.eq_ignore_ascii_case(OTHER)));
 }
 
@@ -230,19 +270,26 @@ async fn refusals_are_reported_then_recovered_when_granted() {
         &graph_yaml("directory_audits message_trace", "1h"),
     );
     let c = Collector::spawn(&setup);
-    wait_for(Duration::from_secs(30), "both feeds reported as denied", || {
-        let c = &c;
-        async move {
-            let st = status(c).await;
-            ["directory_audits", "message_trace"]
-                .iter()
-                .all(|f| feed_status(&st, TENANT, f)["state"] == "denied")
-        }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "both feeds reported as denied",
+        || {
+            let c = &c;
+            async move {
+                let st = status(c).await;
+                ["directory_audits", "message_trace"]
+                    .iter()
+                    .all(|f| feed_status(&st, TENANT, f)["state"] == "denied")
+            }
+        },
+    )
     .await;
     let st = status(&c).await;
     let audits = feed_status(&st, TENANT, "directory_audits")["last_error_reason"].to_string();
-    assert!(audits.contains("403") && audits.contains("Authorization_RequestDenied"), "{audits}");
+    assert!(
+        audits.contains("403") && audits.contains("Authorization_RequestDenied"),
+        "{audits}"
+    );
     let trace = feed_status(&st, TENANT, "message_trace")["last_error_reason"].to_string();
     assert!(trace.contains("401"), "{trace}");
     assert!(c.logs().contains("Graph feed refused"));
@@ -282,7 +329,12 @@ async fn a_foreign_next_link_is_refused_and_gets_no_token() {
     .await;
     generate(&emu, TENANT, "sign_ins", 12).await;
     let dir = tempfile::tempdir().unwrap();
-    let setup = setup(&emu, dir.path(), &["Audit.General"], &graph_yaml("sign_ins", "1h"));
+    let setup = setup(
+        &emu,
+        dir.path(),
+        &["Audit.General"],
+        &graph_yaml("sign_ins", "1h"),
+    );
     let c = Collector::spawn(&setup);
     wait_for(Duration::from_secs(30), "the next link refused", || {
         let c = &c;
@@ -346,15 +398,23 @@ async fn twenty_tenants_one_unlicensed_nineteen_deliver_everything() {
     }
     let setup = custom_setup(dir.path(), &yaml, &dir.path().join("events.ndjson"));
     let c = Collector::spawn(&setup);
-    let licensed: Vec<&str> = ids.iter().filter(|t| **t != unlicensed).map(String::as_str).collect();
+    let licensed: Vec<&str> = ids
+        .iter()
+        .filter(|t| **t != unlicensed)
+        .map(String::as_str)
+        .collect();
     wait_all(&emu, &licensed, &setup.events).await;
-    wait_for(Duration::from_secs(30), "the unlicensed tenant reported", || {
-        let (c, u) = (&c, unlicensed.clone());
-        async move {
-            let st = status(c).await;
-            feed_status(&st, &u, "sign_ins")["state"] == "denied"
-        }
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "the unlicensed tenant reported",
+        || {
+            let (c, u) = (&c, unlicensed.clone());
+            async move {
+                let st = status(c).await;
+                feed_status(&st, &u, "sign_ins")["state"] == "denied"
+            }
+        },
+    )
     .await;
     let st = status(&c).await;
     let reason = feed_status(&st, &unlicensed, "sign_ins")["last_error_reason"].to_string();
@@ -367,7 +427,11 @@ async fn twenty_tenants_one_unlicensed_nineteen_deliver_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_day_message_trace_backfill_reads_10_day_windows_never_beyond_90_days() {
     const FAR: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
-    let emu = emulator(|cfg| cfg.tenants.push(TenantSpec::with_secret(FAR, CLIENT, SECRET))).await;
+    let emu = emulator(|cfg| {
+        cfg.tenants
+            .push(TenantSpec::with_secret(FAR, CLIENT, SECRET))
+    })
+    .await;
     let now = Utc::now();
     emu.graph_generate(GraphGenerate {
         tenant_id: TENANT.into(),
@@ -387,14 +451,24 @@ async fn a_30_day_message_trace_backfill_reads_10_day_windows_never_beyond_90_da
     let setup = setup(&emu, dir.path(), &["Audit.General"], &extra);
     let c = Collector::spawn(&setup);
     wait_all(&emu, &[TENANT], &setup.events).await;
-    assert_exactly_once(&published(&emu, &[TENANT, FAR]).await, &delivered(&setup.events));
-    wait_for(Duration::from_secs(30), "the far tenant read up to now", || {
-        let c = &c;
-        async move { feed_status(&status(c).await, FAR, "message_trace")["state"] == "ok" }
-    })
+    assert_exactly_once(
+        &published(&emu, &[TENANT, FAR]).await,
+        &delivered(&setup.events),
+    );
+    wait_for(
+        Duration::from_secs(30),
+        "the far tenant read up to now",
+        || {
+            let c = &c;
+            async move { feed_status(&status(c).await, FAR, "message_trace")["state"] == "ok" }
+        },
+    )
     .await;
     let asked = emu.graph_requests().await;
-    assert!(asked.iter().all(|r| r.status == 200), "a window was refused");
+    assert!(
+        asked.iter().all(|r| r.status == 200),
+        "a window was refused"
+    );
     for tenant in [TENANT, FAR] {
         let mine: Vec<_> = asked
             .iter()
@@ -403,13 +477,22 @@ async fn a_30_day_message_trace_backfill_reads_10_day_windows_never_beyond_90_da
         for r in &mine {
             let (from, to) = (r.from.unwrap(), r.to.unwrap());
             assert!(to - from <= TimeDelta::days(10), "window {from}..{to}");
-            assert!(from >= r.at - TimeDelta::days(90), "asked beyond 90 days: {from}");
+            assert!(
+                from >= r.at - TimeDelta::days(90),
+                "asked beyond 90 days: {from}"
+            );
         }
         let first = mine.iter().map(|r| r.from.unwrap()).min().unwrap();
         let span = if tenant == TENANT { 30 } else { 90 };
         // The backfill starts where configured (clamped to 90 days), in ≥ 3 windows.
-        assert!(first <= now - TimeDelta::days(span) + TimeDelta::minutes(10), "{tenant}: {first}");
-        let windows = mine.iter().filter(|r| r.at < mine[0].at + TimeDelta::seconds(30)).count();
+        assert!(
+            first <= now - TimeDelta::days(span) + TimeDelta::minutes(10),
+            "{tenant}: {first}"
+        );
+        let windows = mine
+            .iter()
+            .filter(|r| r.at < mine[0].at + TimeDelta::seconds(30))
+            .count();
         assert!(windows >= span as usize / 10, "{tenant}: {windows} windows");
     }
 }

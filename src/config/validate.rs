@@ -18,14 +18,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileCompression,
-    FileOutputConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey,
-    KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
+    FileOutputConfig, GraphConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression,
+    KafkaKey, KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
     PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret,
-    GraphConfig, SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
+    SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
-use crate::graph::feed::{GraphFeed, derive_graph_host, is_national_graph_host};
 use crate::enrich::EnrichmentConfig;
 use crate::enrich::geoip::Kind;
+use crate::graph::feed::{GraphFeed, derive_graph_host, is_national_graph_host};
 use crate::mapping::Format;
 use crate::mgmt_api::throttle::{DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE};
 

@@ -200,9 +200,9 @@ fn accepted_resource(s: &Shared, resource: &str) -> Option<String> {
         MICROSOFT_RESOURCE,
         super::graph::MICROSOFT_GRAPH,
     ]
-        .into_iter()
-        .find(|a| a.eq_ignore_ascii_case(r))
-        .map(|_| r.to_string())
+    .into_iter()
+    .find(|a| a.eq_ignore_ascii_case(r))
+    .map(|_| r.to_string())
 }
 
 fn token(

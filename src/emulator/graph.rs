@@ -324,12 +324,9 @@ fn answer(
 
     let mut g = lock(&s.graph);
     // Throttling first, as Graph's gateway does.
-    if let Some(t) = g
-        .faults
-        .throttle
-        .iter_mut()
-        .find(|t| t.tenant_id.eq_ignore_ascii_case(&tenant) && t.feed == feed.config_name() && t.next > 0)
-    {
+    if let Some(t) = g.faults.throttle.iter_mut().find(|t| {
+        t.tenant_id.eq_ignore_ascii_case(&tenant) && t.feed == feed.config_name() && t.next > 0
+    }) {
         t.next -= 1;
         let mut e = GraphError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -358,7 +355,9 @@ fn answer(
             times.pop_front();
         }
         if times.len() >= limit {
-            let wait = times.front().map_or(1, |t| (*t + period - now).num_seconds().max(1));
+            let wait = times
+                .front()
+                .map_or(1, |t| (*t + period - now).num_seconds().max(1));
             let mut e = GraphError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "TooManyRequests",
@@ -405,12 +404,19 @@ fn answer(
     let mut top = match params.get("$top") {
         Some(t) => match t.parse::<usize>() {
             Ok(n) if (1..=max_top).contains(&n) => n,
-            _ => return Err(GraphError::bad(format!("Invalid $top: {t} (1..{max_top})."))),
+            _ => {
+                return Err(GraphError::bad(format!(
+                    "Invalid $top: {t} (1..{max_top})."
+                )));
+            }
         },
         None if feed == GraphFeed::ServiceHealth => headers
             .get("prefer")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').find_map(|p| p.trim().strip_prefix("odata.maxpagesize=")))
+            .and_then(|v| {
+                v.split(',')
+                    .find_map(|p| p.trim().strip_prefix("odata.maxpagesize="))
+            })
             .and_then(|n| n.parse::<usize>().ok())
             .map_or(default_top, |n| n.clamp(1, max_top)),
         None => default_top,
@@ -462,7 +468,7 @@ fn answer(
         .iter()
         .filter(|r| r.time >= lower && r.time <= upper && filter.matches(r.time))
         .collect();
-    selected.sort_by(|a, b| (a.time, a.seq).cmp(&(b.time, b.seq)));
+    selected.sort_by_key(|r| (r.time, r.seq));
     if !ascending {
         selected.reverse();
     }
@@ -471,7 +477,10 @@ fn answer(
     let start = if feed == GraphFeed::ServiceHealth {
         params
             .get("$skip")
-            .map(|v| v.parse::<usize>().map_err(|_| GraphError::bad("Invalid $skip.")))
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| GraphError::bad("Invalid $skip."))
+            })
             .transpose()?
             .unwrap_or(0)
     } else if let Some(token) = params.get("$skiptoken") {
@@ -507,7 +516,10 @@ fn answer(
             .filter(|p| !p.is_empty())
             .filter(|p| {
                 let name = p.split('=').next().unwrap_or("").to_ascii_lowercase();
-                name != "%24skiptoken" && name != "$skiptoken" && name != "$skip" && name != "%24skip"
+                name != "%24skiptoken"
+                    && name != "$skiptoken"
+                    && name != "$skip"
+                    && name != "%24skip"
             })
             .map(str::to_owned)
             .collect();
@@ -581,13 +593,15 @@ fn parse_filter(text: &str, property: &str) -> Result<Filter, GraphError> {
     let words: Vec<&str> = text.split_whitespace().collect();
     let mut i = 0;
     while i < words.len() {
-        let [prop, op, lit] = [words.get(i), words.get(i + 1), words.get(i + 2)]
-            .map(|w| w.copied().unwrap_or(""));
+        let [prop, op, lit] =
+            [words.get(i), words.get(i + 1), words.get(i + 2)].map(|w| w.copied().unwrap_or(""));
         if !prop.eq_ignore_ascii_case(property) {
             return Err(GraphError::new(
                 StatusCode::BAD_REQUEST,
                 "Request_UnsupportedQuery",
-                format!("Unsupported or invalid query filter clause specified for property '{prop}'."),
+                format!(
+                    "Unsupported or invalid query filter clause specified for property '{prop}'."
+                ),
             ));
         }
         let op = op.to_ascii_lowercase();
@@ -634,7 +648,8 @@ impl Shared {
             let at = if n <= 1 {
                 to
             } else {
-                from + (to - from) * i32::try_from(i).unwrap_or(i32::MAX) / i32::try_from(n - 1).unwrap_or(1)
+                from + (to - from) * i32::try_from(i).unwrap_or(i32::MAX)
+                    / i32::try_from(n - 1).unwrap_or(1)
             };
             let rng = Self::graph_rng(&mut g, seed);
             match feed {
@@ -646,7 +661,9 @@ impl Shared {
                     let rows = records::message_trace(rng, &facts, at, req.recipients.unwrap_or(2));
                     made.extend(rows.into_iter().map(|r| (TRACES, r)));
                 }
-                GraphFeed::ServiceHealth if i % 2 == 0 => made.push((ISSUES, records::issue(rng, at))),
+                GraphFeed::ServiceHealth if i % 2 == 0 => {
+                    made.push((ISSUES, records::issue(rng, at)))
+                }
                 GraphFeed::ServiceHealth => made.push((MESSAGES, records::message(rng, at))),
             }
         }

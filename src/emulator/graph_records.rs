@@ -17,13 +17,26 @@ const USERS: [(&str, &str); 6] = [
     ("it.admin", "IT Admin"),
 ];
 const APPS: [(&str, &str); 4] = [
-    ("00000002-0000-0ff1-ce00-000000000000", "Office 365 Exchange Online"),
-    ("00000003-0000-0ff1-ce00-000000000000", "Office 365 SharePoint Online"),
+    (
+        "00000002-0000-0ff1-ce00-000000000000",
+        "Office 365 Exchange Online",
+    ),
+    (
+        "00000003-0000-0ff1-ce00-000000000000",
+        "Office 365 SharePoint Online",
+    ),
     ("1fec8e78-bce4-4aaf-ab1b-5451cc387264", "Microsoft Teams"),
     ("00000003-0000-0000-c000-000000000000", "Microsoft Graph"),
 ];
 const PLACES: [(&str, &str, &str, f64, f64, &str); 4] = [
-    ("Lyon", "Auvergne-Rhone-Alpes", "FR", 45.76, 4.84, "198.51.100.23"),
+    (
+        "Lyon",
+        "Auvergne-Rhone-Alpes",
+        "FR",
+        45.76,
+        4.84,
+        "198.51.100.23",
+    ),
     ("Berlin", "Berlin", "DE", 52.52, 13.40, "203.0.113.9"),
     ("Seattle", "Washington", "US", 47.61, -122.33, "192.0.2.77"),
     ("Osaka", "Osaka", "JP", 34.69, 135.50, "2001:db8::51"),
@@ -32,16 +45,43 @@ const PLACES: [(&str, &str, &str, f64, f64, &str); 4] = [
 const RESULTS: [(i64, &str); 4] = [
     (0, ""),
     (0, ""),
-    (50126, "Error validating credentials due to invalid username or password."),
-    (53003, "Access has been blocked by Conditional Access policies."),
+    (
+        50126,
+        "Error validating credentials due to invalid username or password.",
+    ),
+    (
+        53003,
+        "Access has been blocked by Conditional Access policies.",
+    ),
 ];
 const ACTIVITIES: [(&str, &str, &str, &str); 4] = [
-    ("Add member to group", "GroupManagement", "Assign", "Core Directory"),
+    (
+        "Add member to group",
+        "GroupManagement",
+        "Assign",
+        "Core Directory",
+    ),
     ("Update user", "UserManagement", "Update", "Core Directory"),
-    ("Consent to application", "ApplicationManagement", "Assign", "Core Directory"),
-    ("Reset password (self-service)", "UserManagement", "Update", "Self-service Password Management"),
+    (
+        "Consent to application",
+        "ApplicationManagement",
+        "Assign",
+        "Core Directory",
+    ),
+    (
+        "Reset password (self-service)",
+        "UserManagement",
+        "Update",
+        "Self-service Password Management",
+    ),
 ];
-const STATUSES: [&str; 5] = ["delivered", "delivered", "filteredAsSpam", "expanded", "failed"];
+const STATUSES: [&str; 5] = [
+    "delivered",
+    "delivered",
+    "filteredAsSpam",
+    "expanded",
+    "failed",
+];
 const SERVICES: [(&str, &str, &str); 3] = [
     ("EX", "Exchange Online", "Outlook on the web"),
     ("SP", "SharePoint Online", "Sites"),
@@ -211,7 +251,10 @@ pub(crate) fn update_issue(issue: &mut Value, at: DateTime<Utc>) {
     issue["isResolved"] = json!(true);
     issue["endDateTime"] = json!(time(at));
     if let Some(posts) = issue["posts"].as_array_mut() {
-        posts.push(post(at, "We've confirmed that the fix resolved the impact."));
+        posts.push(post(
+            at,
+            "We've confirmed that the fix resolved the impact.",
+        ));
     }
 }
 

@@ -98,10 +98,12 @@ impl GraphClient {
         );
         let mut rates = HashMap::new();
         for feed in GraphFeed::ALL {
-            rates.entry(group(feed)).or_insert_with(|| match feed.request_limit() {
-                Some((n, period)) => within(n, period),
-                None => RequestBudget::per_minute(UNDOCUMENTED_PER_MINUTE),
-            });
+            rates
+                .entry(group(feed))
+                .or_insert_with(|| match feed.request_limit() {
+                    Some((n, period)) => within(n, period),
+                    None => RequestBudget::per_minute(UNDOCUMENTED_PER_MINUTE),
+                });
         }
         let pauses = GraphFeed::ALL
             .into_iter()
@@ -332,15 +334,33 @@ mod tests {
         let c = client();
         let p = "auditLogs/signIns";
         assert!(
-            c.next_url(p, "https://graph.example:8443/v1.0/auditLogs/signIns?$skiptoken=x")
-                .is_ok()
+            c.next_url(
+                p,
+                "https://graph.example:8443/v1.0/auditLogs/signIns?$skiptoken=x"
+            )
+            .is_ok()
         );
         for (bad, why) in [
-            ("https://evil.example/v1.0/auditLogs/signIns?$skiptoken=x", UriError::ForeignHost),
-            ("https://graph.example:8444/v1.0/auditLogs/signIns", UriError::ForeignHost),
-            ("http://graph.example:8443/v1.0/auditLogs/signIns", UriError::ForeignHost),
-            ("https://graph.example:8443/v1.0/users", UriError::ForeignPath),
-            ("https://u:p@graph.example:8443/v1.0/auditLogs/signIns", UriError::Suspicious),
+            (
+                "https://evil.example/v1.0/auditLogs/signIns?$skiptoken=x",
+                UriError::ForeignHost,
+            ),
+            (
+                "https://graph.example:8444/v1.0/auditLogs/signIns",
+                UriError::ForeignHost,
+            ),
+            (
+                "http://graph.example:8443/v1.0/auditLogs/signIns",
+                UriError::ForeignHost,
+            ),
+            (
+                "https://graph.example:8443/v1.0/users",
+                UriError::ForeignPath,
+            ),
+            (
+                "https://u:p@graph.example:8443/v1.0/auditLogs/signIns",
+                UriError::Suspicious,
+            ),
             ("not a url", UriError::Malformed),
         ] {
             assert_eq!(c.next_url(p, bad), Err(why), "{bad}");

@@ -49,14 +49,22 @@ pub enum GraphPullError {
     Api(#[from] ApiError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("@odata.nextLink refused ({reason}): not under {path} on the Graph host; no token sent")]
+    #[error(
+        "@odata.nextLink refused ({reason}): not under {path} on the Graph host; no token sent"
+    )]
     ForeignNextLink { path: String, reason: String },
 }
 
 impl GraphPullError {
     /// A permission, licence or service principal is missing: retried slowly.
     pub fn is_denied(&self) -> bool {
-        matches!(self, GraphPullError::Api(ApiError::Http { status: 401 | 403, .. }))
+        matches!(
+            self,
+            GraphPullError::Api(ApiError::Http {
+                status: 401 | 403,
+                ..
+            })
+        )
     }
 }
 
@@ -226,8 +234,8 @@ fn page_item(
         .map(|r| {
             let identity = feed.identity(&r);
             let json = serde_json::Value::Object(r).to_string();
-            let identity = identity
-                .unwrap_or_else(|| format!("text:{}", crate::output::graph_key(ct, &json)));
+            let identity =
+                identity.unwrap_or_else(|| format!("text:{}", crate::output::graph_key(ct, &json)));
             InlineRecord {
                 key: format!("{tenant}/{ct}/{identity}"),
                 json,
@@ -348,7 +356,10 @@ mod tests {
         );
         let w = windows(start, now, GraphFeed::MessageTrace.max_window());
         assert_eq!(w.len(), 3);
-        assert!(w.iter().all(|(a, b)| *b - *a <= chrono::TimeDelta::days(10)));
+        assert!(
+            w.iter()
+                .all(|(a, b)| *b - *a <= chrono::TimeDelta::days(10))
+        );
         assert_eq!(w[0].0, now - chrono::TimeDelta::days(30));
         assert_eq!(w[2].1, now);
     }

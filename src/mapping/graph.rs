@@ -185,7 +185,9 @@ fn flatten_value(v: &Value, path: &mut String, entries: &mut Entries) {
                     path.truncate(len);
                 }
             }
-            List::Plain => entries.push((path.clone(), Value::Array(a.iter().map(nested).collect()))),
+            List::Plain => {
+                entries.push((path.clone(), Value::Array(a.iter().map(nested).collect())))
+            }
         },
         _ => entries.push((path.clone(), v.clone())),
     }
@@ -250,9 +252,8 @@ enum List {
 }
 
 fn list_kind(a: &[Value]) -> List {
-    let all = |f: &dyn Fn(&Map<String, Value>) -> bool| {
-        a.iter().all(|el| el.as_object().is_some_and(f))
-    };
+    let all =
+        |f: &dyn Fn(&Map<String, Value>) -> bool| a.iter().all(|el| el.as_object().is_some_and(f));
     for key in ["key", "name"] {
         if all(&|o| {
             o.len() == 2 && matches!(o.get(key), Some(Value::String(_))) && o.contains_key("value")
@@ -308,14 +309,24 @@ mod tests {
             "riskEventTypes_v2": ["unfamiliarFeatures"],
             "appliedConditionalAccessPolicies": [{"id": "p", "enforcedGrantControls": ["Block"], "result": "failure"}]
         });
-        let m = map(GraphFeed::SignIns, &rec, &ctx(Format::O365, "Graph.SignIns"));
+        let m = map(
+            GraphFeed::SignIns,
+            &rec,
+            &ctx(Format::O365, "Graph.SignIns"),
+        );
         assert!(m.issues.is_empty(), "{:?}", m.issues);
         let e = &m.event;
         assert_eq!(e["@timestamp"], "2026-11-30T09:41:17.512Z");
         assert_eq!(e["o365.signin.status.errorCode"], 53003);
         assert_eq!(e["o365.signin.location.geoCoordinates.latitude"], 45.76);
-        assert_eq!(e["o365.signin.riskEventTypes_v2"], json!(["unfamiliarFeatures"]));
-        assert_eq!(e["o365.signin.appliedConditionalAccessPolicies"][0]["result"], "failure");
+        assert_eq!(
+            e["o365.signin.riskEventTypes_v2"],
+            json!(["unfamiliarFeatures"])
+        );
+        assert_eq!(
+            e["o365.signin.appliedConditionalAccessPolicies"][0]["result"],
+            "failure"
+        );
         assert_eq!(e["o365.meta.record_id"], "s1");
         assert_eq!(e["o365.meta.content_type"], "Graph.SignIns");
     }
@@ -335,12 +346,19 @@ mod tests {
             &ctx(Format::O365, "Graph.DirectoryAudits"),
         );
         let e = &m.event;
-        assert_eq!(e["o365.directory_audit.additionalDetails.User-Agent"], "Mozilla/5.0");
-        assert_eq!(e["o365.directory_audit.initiatedBy.user.userPrincipalName"], "it@x");
+        assert_eq!(
+            e["o365.directory_audit.additionalDetails.User-Agent"],
+            "Mozilla/5.0"
+        );
+        assert_eq!(
+            e["o365.directory_audit.initiatedBy.user.userPrincipalName"],
+            "it@x"
+        );
         assert_eq!(e["o365.directory_audit.initiatedBy.app"], Value::Null);
         assert!(!e.contains_key("o365.directory_audit.initiatedBy.user.@odata.type"));
         assert_eq!(
-            e["o365.directory_audit.targetResources"][0]["modifiedProperties"]["Group_DisplayName"]["newValue"],
+            e["o365.directory_audit.targetResources"][0]["modifiedProperties"]["Group_DisplayName"]
+                ["newValue"],
             "\"Finance\""
         );
     }

@@ -28,7 +28,12 @@ use crate::graph::GraphFeed;
 
 /// Adds the ECS fields of `feed` for `record` to `entries`.
 pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entries: &mut Entries) {
-    let s = |k: &str| record.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+    let s = |k: &str| {
+        record
+            .get(k)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+    };
     let mut put = |k: &str, v: Value| entries.put_value(k, v);
     if !ctx.tenant_id.is_empty() {
         put("organization.id", json!(ctx.tenant_id));
@@ -45,7 +50,8 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
             if let Some(code) = record
                 .get("status")
                 .and_then(|s| s.get("errorCode"))
-                .and_then(Value::as_i64) {
+                .and_then(Value::as_i64)
+            {
                 put(
                     "event.outcome",
                     json!(if code == 0 { "success" } else { "failure" }),
@@ -104,8 +110,13 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
             if let Some(id) = s("id") {
                 put("event.id", json!(id));
             }
-            if let Some(Value::Object(user)) = record.get("initiatedBy").and_then(|i| i.get("user")) {
-                let us = |k: &str| user.get(k).and_then(Value::as_str).filter(|v| !v.is_empty());
+            if let Some(Value::Object(user)) = record.get("initiatedBy").and_then(|i| i.get("user"))
+            {
+                let us = |k: &str| {
+                    user.get(k)
+                        .and_then(Value::as_str)
+                        .filter(|v| !v.is_empty())
+                };
                 if let Some(v) = us("id") {
                     put("user.id", json!(v));
                 }
@@ -138,8 +149,18 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
                 put("event.outcome", json!(outcome));
             }
             for (graph, legacy, side, email) in [
-                ("senderAddress", "SenderAddress", "source", "email.from.address"),
-                ("recipientAddress", "RecipientAddress", "destination", "email.to.address"),
+                (
+                    "senderAddress",
+                    "SenderAddress",
+                    "source",
+                    "email.from.address",
+                ),
+                (
+                    "recipientAddress",
+                    "RecipientAddress",
+                    "destination",
+                    "email.to.address",
+                ),
             ] {
                 if let Some(addr) = f(graph, legacy) {
                     put(email, json!([addr]));
@@ -167,8 +188,8 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
             if let Some(size) = record.get("size").or_else(|| record.get("Size")) {
                 put("email.attachments.file.size", size.clone());
             }
-            if let Some(t) = f("receivedDateTime", "Received")
-                .and_then(super::creation_time_to_rfc3339)
+            if let Some(t) =
+                f("receivedDateTime", "Received").and_then(super::creation_time_to_rfc3339)
             {
                 put("email.delivery_timestamp", json!(t));
             }
@@ -183,7 +204,10 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
             if let Some(v) = s("title") {
                 put("message", json!(v));
             }
-            for (k, key) in [("startDateTime", "event.start"), ("endDateTime", "event.end")] {
+            for (k, key) in [
+                ("startDateTime", "event.start"),
+                ("endDateTime", "event.end"),
+            ] {
                 if let Some(t) = s(k).and_then(super::creation_time_to_rfc3339) {
                     put(key, json!(t));
                 }

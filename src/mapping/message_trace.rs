@@ -104,8 +104,10 @@ mod tests {
 
     #[test]
     fn legacy_row() {
-        let e = map(json!({"Index": 3, "Status": "Delivered", "MessageTraceId": "g", "ToIP": null,
-            "Organization": "contoso.onmicrosoft.com", "StartDate": "2026-03-01T00:00:00"}));
+        let e = map(
+            json!({"Index": 3, "Status": "Delivered", "MessageTraceId": "g", "ToIP": null,
+            "Organization": "contoso.onmicrosoft.com", "StartDate": "2026-03-01T00:00:00"}),
+        );
         assert_eq!(e["o365.message.index"], 3);
         assert_eq!(e["o365.message.status"], "Delivered");
         assert_eq!(e["o365.message.trace_id"], "g");

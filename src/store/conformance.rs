@@ -149,8 +149,15 @@ pub async fn carried_records_are_kept_once<S: Store>(store: &S) {
         .await
         .expect("enqueue");
     assert_eq!((out.added, out.duplicates), (2, 0));
-    let out = store.enqueue(vec![page(&["c", "a"])]).await.expect("enqueue");
-    assert_eq!((out.added, out.duplicates), (0, 1), "nothing new: a duplicate");
+    let out = store
+        .enqueue(vec![page(&["c", "a"])])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        (out.added, out.duplicates),
+        (0, 1),
+        "nothing new: a duplicate"
+    );
     let claimed = store.claim(10, LONG).await.expect("claim");
     assert_eq!(ids(&claimed), ["page:a", "page:c"]);
     let kept: Vec<Vec<&str>> = claimed

@@ -679,9 +679,7 @@ impl Inner {
                             if seen {
                                 continue;
                             }
-                            dedup
-                                .insert(r.key.as_str(), now)
-                                .map_err(|e| self.err(e))?;
+                            dedup.insert(r.key.as_str(), now).map_err(|e| self.err(e))?;
                             dedup_age
                                 .insert((now, r.key.as_str()), ())
                                 .map_err(|e| self.err(e))?;
