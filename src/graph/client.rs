@@ -9,9 +9,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use reqwest::header::RETRY_AFTER;
 use serde_json::{Map, Value};
 
 use super::GraphFeed;
@@ -19,8 +18,7 @@ use crate::config::TenantConfig;
 use crate::mgmt_api::auth::{TokenSource, without_query};
 use crate::mgmt_api::throttle::{self, RequestBudget};
 use crate::mgmt_api::uri::UriError;
-use crate::mgmt_api::wire::ApiErrorBody;
-use crate::mgmt_api::{ApiError, MAX_CALLS_IN_FLIGHT};
+use crate::mgmt_api::{ApiError, MAX_CALLS_IN_FLIGHT, call_slot, http_error};
 use crate::telemetry::Counters;
 
 /// Requests per minute a feed without a documented limit (service health) allows itself.
@@ -185,15 +183,7 @@ impl GraphClient {
             if let Some(r) = self.rates.get(&group(feed)) {
                 r.acquire().await;
             }
-            let _slot = match &self.slots {
-                Some(s) => Some(
-                    Arc::clone(s)
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| ApiError::Transport("shutting down: no more calls".into()))?,
-                ),
-                None => None,
-            };
+            let _slot = call_slot(self.slots.as_ref()).await?;
             let token = self.tokens.token().await?;
             let mut req = self.http.get(url.as_str()).bearer_auth(token.expose());
             if feed.top().is_none() {
@@ -233,12 +223,11 @@ impl GraphClient {
             if status == 403 || status == 401 {
                 self.tokens.invalidate(&token).await;
             }
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| throttle::parse_retry_after(v, SystemTime::now()));
+            let error = http_error(status, &headers, &body);
             if status == 429 {
-                let pause = retry_after.unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
+                let pause = error
+                    .retry_after()
+                    .unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
                 if let Some(p) = self.pauses.get(&feed) {
                     p.pause(pause);
                 }
@@ -248,19 +237,7 @@ impl GraphClient {
                 tracing::warn!(tenant.id = %self.tenant_id, graph.feed = %feed, pause_secs = pause.as_secs(),
                     "throttled by Microsoft Graph (429); holding this feed of this tenant");
             }
-            let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&body) {
-                Ok(e) => (e.error.code, e.error.message),
-                Err(_) => (
-                    String::new(),
-                    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-                ),
-            };
-            return Err(ApiError::Http {
-                status,
-                code,
-                message,
-                retry_after,
-            });
+            return Err(error);
         }
     }
 }
