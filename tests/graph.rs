@@ -336,7 +336,7 @@ async fn a_foreign_next_link_is_refused_and_gets_no_token() {
         &graph_yaml("sign_ins", "1h"),
     );
     let c = Collector::spawn(&setup);
-    wait_for(Duration::from_secs(30), "the next link refused", || {
+    wait_for(Duration::from_secs(60), "the next link refused", || {
         let c = &c;
         async move {
             let st = status(c).await;
@@ -347,7 +347,7 @@ async fn a_foreign_next_link_is_refused_and_gets_no_token() {
     })
     .await;
     // The first page was delivered; the rest waits, and nothing went to the foreign host.
-    wait_for(Duration::from_secs(10), "the first page delivered", || {
+    wait_for(Duration::from_secs(60), "the first page delivered", || {
         let n = line_count(&setup.events);
         async move { n == 5 }
     })
