@@ -8,10 +8,10 @@
 //! | `items`     | seq                        | JSON item          | the queued blobs, in arrival order    |
 //! | `schedule_by_tenant` | (tenant, due ms, seq) | ()                | when each queued blob is claimable    |
 //! | `leases`    | seq                        | lease-until ms     | the blobs a worker holds right now    |
-//! | `dedup`     | contentId                  | first-seen ms      | the dedup set                         |
+//! | `dedup`     | contentId or record key    | first-seen ms      | the dedup set (blobs, Graph records)  |
 //! | `dedup_age` | (first-seen ms, contentId) | ()                 | `prune` finds old ids without a scan  |
 //! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
-//! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints                   |
+//! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints (and `Graph.*`)   |
 //! | `progress`  | seq                        | records accepted   | where a worker resumes a blob         |
 //!
 //! Every queued blob has exactly one `schedule_by_tenant` entry: `(tenant, lease_until, seq)` while
