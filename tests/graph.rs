@@ -191,24 +191,36 @@ async fn a_429_pauses_only_that_feed_of_that_tenant() {
             .push(TenantSpec::with_secret(OTHER, CLIENT, SECRET))
     })
     .await;
+    // Three of the tenant's feeds get one 429 each; its directory audits and the other tenant
+    // are left alone.
+    let throttled_feeds = ["sign_ins", "message_trace", "service_health"];
     emu.graph_faults(GraphFaults {
-        throttle: vec![GraphThrottle {
-            tenant_id: TENANT.into(),
-            feed: "sign_ins".into(),
-            next: 1,
-            retry_after_secs: 8,
-        }],
+        throttle: throttled_feeds
+            .iter()
+            .map(|f| GraphThrottle {
+                tenant_id: TENANT.into(),
+                feed: (*f).into(),
+                next: 1,
+                retry_after_secs: 8,
+            })
+            .collect(),
         ..GraphFaults::default()
     })
     .await;
     for t in [TENANT, OTHER] {
-        generate(&emu, t, "sign_ins", 5).await;
-        generate(&emu, t, "directory_audits", 5).await;
+        for feed in [
+            "sign_ins",
+            "directory_audits",
+            "message_trace",
+            "service_health",
+        ] {
+            generate(&emu, t, feed, 4).await;
+        }
     }
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "{}tenants:\n  - tenant_id: {OTHER}\n    client_id: {CLIENT}\n    client_secret: {SECRET}\n",
-        graph_yaml("sign_ins directory_audits", "1h")
+        graph_yaml(ALL_FEEDS, "1h")
     );
     let setup = setup(&emu, dir.path(), &["Audit.General"], &extra);
     let _c = Collector::spawn(&setup);
@@ -219,33 +231,37 @@ async fn a_429_pauses_only_that_feed_of_that_tenant() {
     );
 
     let asked = emu.graph_requests().await;
-    let throttled = asked
-        .iter()
-        .find(|r| r.status == 429)
-        .expect("the forced 429 was answered");
-    assert!(throttled.tenant_id.eq_ignore_ascii_case(TENANT));
-    let retry = asked
-        .iter()
-        .find(|r| {
-            r.at > throttled.at && r.path == throttled.path && r.tenant_id == throttled.tenant_id
-        })
-        .expect("the throttled feed was read again");
-    // Retry-After was honoured for that feed…
-    assert!(
-        retry.at - throttled.at >= TimeDelta::milliseconds(7900),
-        "{retry:?}"
-    );
-    // …while the same tenant's other feed and the other tenant were read meanwhile.
-    let meanwhile = |pred: &dyn Fn(&&o365_collector::emulator::graph::GraphRequest) -> bool| {
-        asked
+    let throttled: Vec<_> = asked.iter().filter(|r| r.status == 429).collect();
+    assert_eq!(throttled.len(), throttled_feeds.len(), "{throttled:?}");
+    for t in throttled {
+        assert!(t.tenant_id.eq_ignore_ascii_case(TENANT));
+        let retry = asked
             .iter()
-            .filter(|r| r.at > throttled.at && r.at < retry.at && r.status == 200)
-            .any(|r| pred(&r))
-    };
-    assert!(meanwhile(
-        &|r| r.tenant_id == throttled.tenant_id && r.path != throttled.path
-    ));
-    assert!(meanwhile(&|r| r.tenant_id.eq_ignore_ascii_case(OTHER)));
+            .find(|r| r.at > t.at && r.path == t.path && r.tenant_id == t.tenant_id)
+            .expect("the throttled feed was read again");
+        // Retry-After was honoured for that feed…
+        assert!(
+            retry.at - t.at >= TimeDelta::milliseconds(7900),
+            "{t:?} {retry:?}"
+        );
+        // …while the same tenant's directory audits and the other tenant were read meanwhile.
+        let meanwhile = |pred: &dyn Fn(&o365_collector::emulator::graph::GraphRequest) -> bool| {
+            asked
+                .iter()
+                .filter(|r| r.at > t.at && r.at < retry.at && r.status == 200)
+                .any(pred)
+        };
+        assert!(
+            meanwhile(&|r| r.tenant_id == t.tenant_id && r.path.ends_with("directoryAudits")),
+            "{}",
+            t.path
+        );
+        assert!(
+            meanwhile(&|r| r.tenant_id.eq_ignore_ascii_case(OTHER)),
+            "{}",
+            t.path
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

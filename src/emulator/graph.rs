@@ -177,6 +177,8 @@ pub(crate) struct GraphState {
     quotas: HashMap<(String, &'static str), VecDeque<DateTime<Utc>>>,
     requests: Vec<GraphRequest>,
     seq: u64,
+    /// Numbers service health ids.
+    serial: u64,
     rng: Option<Prng>,
 }
 
@@ -651,6 +653,9 @@ impl Shared {
                 from + (to - from) * i32::try_from(i).unwrap_or(i32::MAX)
                     / i32::try_from(n - 1).unwrap_or(1)
             };
+            // Service health ids are unique: a repeated one would be an in-place update.
+            g.serial += 1;
+            let serial = g.serial;
             let rng = Self::graph_rng(&mut g, seed);
             match feed {
                 GraphFeed::SignIns => made.push((SIGN_INS, records::sign_in(rng, &facts, at))),
@@ -662,9 +667,9 @@ impl Shared {
                     made.extend(rows.into_iter().map(|r| (TRACES, r)));
                 }
                 GraphFeed::ServiceHealth if i % 2 == 0 => {
-                    made.push((ISSUES, records::issue(rng, at)))
+                    made.push((ISSUES, records::issue(rng, at, serial)))
                 }
-                GraphFeed::ServiceHealth => made.push((MESSAGES, records::message(rng, at))),
+                GraphFeed::ServiceHealth => made.push((MESSAGES, records::message(at, serial))),
             }
         }
         let mut ids = Vec::with_capacity(made.len());

@@ -203,10 +203,11 @@ pub(crate) fn message_trace(
         .collect()
 }
 
-pub(crate) fn issue(rng: &mut Prng, at: DateTime<Utc>) -> Value {
+/// An issue; `serial` makes its id unique (`EX100042`).
+pub(crate) fn issue(rng: &mut Prng, at: DateTime<Utc>, serial: u64) -> Value {
     let (prefix, service, feature) = *rng.pick(&SERVICES);
     json!({
-        "id": format!("{prefix}{}", 100_000 + rng.below(900_000)),
+        "id": format!("{prefix}{}", 100_000 + serial),
         "title": format!("Some users can't use {feature}"),
         "service": service,
         "feature": feature,
@@ -224,9 +225,10 @@ pub(crate) fn issue(rng: &mut Prng, at: DateTime<Utc>) -> Value {
     })
 }
 
-pub(crate) fn message(rng: &mut Prng, at: DateTime<Utc>) -> Value {
+/// A message center post; `serial` makes its id unique (`MC100042`).
+pub(crate) fn message(at: DateTime<Utc>, serial: u64) -> Value {
     json!({
-        "id": format!("MC{}", 100_000 + rng.below(900_000)),
+        "id": format!("MC{}", 100_000 + serial),
         "title": "Plan for change: new admin centre experience",
         "startDateTime": time(at),
         "endDateTime": time(at + chrono::TimeDelta::days(30)),
