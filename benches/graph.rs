@@ -4,8 +4,8 @@
 //! token, listing at Microsoft's documented request limits, store, mapping, file with fsync) and the
 //! collector's peak RSS; medians of the runs.
 //!
-//! `cargo bench --bench graph -- [N] [runs=3]` (default 10000 records per feed; message trace
-//! counts rows: N/2 messages × 2 recipients).
+//! `cargo bench --bench graph -- [N] [runs=3] [FEED…]` (default 10000 records per feed, every
+//! feed; message trace counts rows: N/2 messages × 2 recipients).
 
 mod support;
 
@@ -25,8 +25,10 @@ fn main() {
     let n: usize = args.numbers(&[10_000])[0];
     let runs: usize = args.value("runs", 3);
     let rt = support::runtime();
+    let named: Vec<&str> = FEEDS.into_iter().filter(|f| args.has(f)).collect();
+    let feeds = if named.is_empty() { FEEDS.to_vec() } else { named };
     let mut table = Vec::new();
-    for feed in FEEDS {
+    for feed in feeds {
         let mut rates = Vec::new();
         let mut peaks = Vec::new();
         for run in 0..runs {
