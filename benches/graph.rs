@@ -26,7 +26,11 @@ fn main() {
     let runs: usize = args.value("runs", 3);
     let rt = support::runtime();
     let named: Vec<&str> = FEEDS.into_iter().filter(|f| args.has(f)).collect();
-    let feeds = if named.is_empty() { FEEDS.to_vec() } else { named };
+    let feeds = if named.is_empty() {
+        FEEDS.to_vec()
+    } else {
+        named
+    };
     let mut table = Vec::new();
     for feed in feeds {
         let mut rates = Vec::new();

@@ -343,7 +343,18 @@ async fn a_foreign_next_link_is_refused_and_gets_no_token() {
         ..GraphFaults::default()
     })
     .await;
-    generate(&emu, TENANT, "sign_ins", 12).await;
+    // A minute old: a round ends at a whole second, so records of this very second would join
+    // the first page only in a later round.
+    emu.graph_generate(GraphGenerate {
+        tenant_id: TENANT.into(),
+        feed: "sign_ins".into(),
+        records: 12,
+        from: Some(Utc::now() - TimeDelta::minutes(10)),
+        to: Some(Utc::now() - TimeDelta::minutes(1)),
+        recipients: None,
+    })
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let setup = setup(
         &emu,
