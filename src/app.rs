@@ -13,6 +13,8 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::Config;
+use crate::graph::client::GraphClient;
+use crate::graph::puller::{self as graph_puller, GraphRuntime};
 use crate::mgmt_api::{MAX_CALLS_IN_FLIGHT, ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
 use crate::pipeline::gate::OutputGate;
@@ -91,6 +93,18 @@ impl App {
                 })?
                 .with_call_slots(call_slots.clone())
                 .with_counters(counters.clone());
+            let graph = if t.graph.feeds.is_empty() {
+                None
+            } else {
+                let client = GraphClient::new(http.clone(), t)
+                    .map_err(|e| AppError::Resource {
+                        tenant: t.tenant_id.clone(),
+                        reason: format!("graph_host: {e}"),
+                    })?
+                    .with_call_slots(call_slots.clone())
+                    .with_counters(counters.clone());
+                Some(GraphRuntime::new(client, &t.graph.feeds))
+            };
             tenants.insert(
                 t.tenant_id.to_ascii_lowercase(),
                 Arc::new(TenantRuntime {
@@ -100,6 +114,7 @@ impl App {
                     output_name: t.output.clone(),
                     gate,
                     paused: Default::default(),
+                    graph,
                 }),
             );
         }
@@ -210,6 +225,22 @@ impl App {
             reconcile_now.clone(),
             shutdown.clone(),
         ));
+
+        // One listing task per tenant × Graph feed: a refused or throttled feed holds no other.
+        for t in tenants.values() {
+            for feed in &t.cfg.graph.feeds {
+                tasks.spawn(graph_puller::run(
+                    t.clone(),
+                    *feed,
+                    store.clone(),
+                    cfg.pull.interval,
+                    cfg.pipeline.queue_high_water,
+                    counters.clone(),
+                    wake.clone(),
+                    shutdown.clone(),
+                ));
+            }
+        }
 
         let enrichment = if cfg.enrichment.is_enabled() {
             let cfg = cfg.enrichment.clone();

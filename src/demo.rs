@@ -169,6 +169,12 @@ fn demo_config(
             format: args.format,
             request_budget: Default::default(),
             tenant_name: None,
+            // Every Graph feed too, on the emulator (it serves Graph on its own address).
+            graph: crate::config::GraphConfig {
+                feeds: crate::graph::GraphFeed::ALL.to_vec(),
+                host: base.to_string(),
+                backfill: Duration::from_secs(24 * 3600),
+            },
         }],
         webhook: Some(WebhookConfig {
             address: format!("https://127.0.0.1:{port}/o365/webhook"),
@@ -193,7 +199,7 @@ fn demo_config(
         }),
         admin: AdminConfig::default(),
         pull: PullConfig {
-            interval: Duration::from_secs(60),
+            interval: Duration::from_secs(2), // push mode: only the Graph feeds list every interval
             reconcile_every: Duration::from_secs(900),
         },
         outbound: OutboundConfig {
@@ -261,15 +267,33 @@ async fn drive(
             )));
         }
     }
+    // The Graph feeds: a twentieth as many records again per feed, over the last 10 minutes.
+    let per_feed = (args.records / 20).max(1) as usize;
+    let mut graph_rows = 0u64;
+    for feed in crate::graph::GraphFeed::ALL {
+        let ids = emu
+            .graph_generate(crate::emulator::graph::GraphGenerate {
+                tenant_id: DEMO_TENANT_ID.into(),
+                feed: feed.config_name().into(),
+                records: per_feed,
+                from: None,
+                to: None,
+                recipients: None,
+            })
+            .await
+            .map_err(setup("emulator Graph generate"))?;
+        graph_rows += ids.len() as u64;
+    }
+    let total = args.records + graph_rows;
     eprintln!(
-        "demo: published {} records; waiting for delivery",
+        "demo: published {} audit records and {graph_rows} Graph records; waiting for delivery",
         args.records
     );
 
     let mut last_report = Instant::now();
     loop {
         let delivered = Counters::get(&counters.records_delivered);
-        if delivered >= args.records {
+        if delivered >= total {
             break;
         }
         if Instant::now() > deadline {
@@ -278,8 +302,7 @@ async fn drive(
         if last_report.elapsed() >= Duration::from_secs(1) {
             let secs = started.elapsed().as_secs_f64();
             eprintln!(
-                "demo: {delivered}/{} records delivered ({:.0} records/s)",
-                args.records,
+                "demo: {delivered}/{total} records delivered ({:.0} records/s)",
                 delivered as f64 / secs.max(1e-9)
             );
             last_report = Instant::now();
@@ -297,7 +320,7 @@ async fn drive(
         .json()
         .await
         .map_err(setup("emulator published"))?;
-    let ids: Vec<String> = published["record_ids"]
+    let mut ids: Vec<String> = published["record_ids"]
         .as_array()
         .map(|a| {
             a.iter()
@@ -305,6 +328,15 @@ async fn drive(
                 .collect()
         })
         .unwrap_or_default();
+    for (feed, identities) in emu.graph_published(DEMO_TENANT_ID).await {
+        if let Some(feed) = crate::graph::GraphFeed::from_config_name(&feed) {
+            ids.extend(
+                identities
+                    .iter()
+                    .map(|id| graph_key(DEMO_TENANT_ID, feed.content_type(), id)),
+            );
+        }
+    }
     let seen = count_ids(events).map_err(setup("cannot read the events file"))?;
     let mut summary = Summary {
         published: ids.len() as u64,
@@ -336,6 +368,14 @@ pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
+        // A Graph record: tenant/feed/identity, as [`graph_key`] spells what was published.
+        let text = |k: &str| v.get(k).and_then(|v| v.as_str());
+        if let (Some(id), Some(ct)) = (text("o365.meta.record_id"), text("o365.meta.content_type"))
+        {
+            let key = graph_key(text("o365.meta.tenant_id").unwrap_or(""), ct, id);
+            *seen.entry(key).or_insert(0) += 1;
+            continue;
+        }
         let id = v
             .get("o365.audit.Id")
             .or_else(|| v.get("event.id"))
@@ -346,6 +386,11 @@ pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
         }
     }
     Ok(seen)
+}
+
+/// How [`count_ids`] names a Graph record: `tenant/Graph.Feed/identity` (tenant in lower case).
+pub fn graph_key(tenant: &str, content_type: &str, identity: &str) -> String {
+    format!("{}/{content_type}/{identity}", tenant.to_ascii_lowercase())
 }
 
 fn control_client(emu: &Emulator) -> Result<reqwest::Client, DemoError> {

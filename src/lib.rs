@@ -7,6 +7,7 @@ pub mod config;
 pub mod demo;
 pub mod emulator;
 pub mod enrich;
+pub mod graph;
 pub mod log_limit;
 pub mod mapping;
 pub mod mgmt_api;

@@ -131,6 +131,7 @@ async fn a_registered_pem_certificate_gets_tokens_and_api_answers() {
         encoding: encoding_rs::UTF_8,
         format: Default::default(),
         request_budget: Default::default(),
+        graph: Default::default(),
         tenant_name: None,
     };
     let api = ManagementClient::new(client(&emu), &tenant).unwrap();

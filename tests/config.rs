@@ -1299,3 +1299,55 @@ fn non_text_secrets_are_reported_by_key_without_their_value() {
         );
     }
 }
+
+#[test]
+fn graph_feeds_default_off_derive_their_host_and_refuse_message_trace_outside_global() {
+    use o365_collector::graph::GraphFeed;
+    let cfg = parse(&minimal()).unwrap();
+    assert!(cfg.tenants[0].graph.feeds.is_empty());
+    assert_eq!(cfg.tenants[0].graph.host, "https://graph.microsoft.com");
+    assert_eq!(cfg.tenants[0].graph.backfill, Duration::from_secs(86400));
+
+    let cfg = parse(&format!(
+        "{}graph_feeds: sign_ins message_trace\ngraph_backfill: 30d\ntenants:\n  - tenant_id: {TENANT2}\n    client_id: {CLIENT}\n    client_secret: x\n    resource: https://manage.office365.us\n    graph_feeds: directory_audits\n",
+        minimal(),
+        TENANT2 = "77777777-7777-8888-9999-000000000000"
+    ))
+    .unwrap();
+    assert_eq!(
+        cfg.tenants[0].graph.feeds,
+        vec![GraphFeed::SignIns, GraphFeed::MessageTrace]
+    );
+    assert_eq!(
+        cfg.tenants[0].graph.backfill,
+        Duration::from_secs(30 * 86400)
+    );
+    assert_eq!(cfg.tenants[1].graph.host, "https://graph.microsoft.us");
+    assert_eq!(cfg.tenants[1].authority, "https://login.microsoftonline.us");
+    assert_eq!(cfg.tenants[1].graph.feeds, vec![GraphFeed::DirectoryAudits]);
+    assert!(cfg.summary().contains("graph: sign_ins message_trace"));
+
+    // Message trace where Microsoft does not offer it, and an unknown feed: clear problems.
+    let p = problems(&format!(
+        "{}resource: https://manage.protection.apps.mil\ngraph_feeds: message_trace signins\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["graph_feeds", "graph_feeds"], "{p:?}");
+    assert!(
+        p.iter()
+            .any(|p| p.problem.contains("`signins` is not a Graph feed"))
+    );
+    assert!(p.iter().any(|p| p.problem.contains("global cloud only")));
+    // An explicit Graph host wins; a path is refused.
+    let cfg = parse(&format!(
+        "{}graph_host: https://graph.example:8443\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(cfg.tenants[0].graph.host, "https://graph.example:8443");
+    let p = problems(&format!(
+        "{}graph_host: https://graph.example/v1.0\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["graph_host"]);
+}

@@ -163,7 +163,7 @@ async fn token_errors_match_azure_ad() {
                 cc,
                 ("client_id", C1),
                 ("client_secret", S1),
-                ("scope", "https://graph.microsoft.com/.default"),
+                ("scope", "https://graph.microsoft.us/.default"),
             ],
         )
         .await;
@@ -1545,4 +1545,102 @@ async fn shutdown_stops_serving() {
     emu.shutdown().await;
     assert!(http.get(format!("{base}/_emulator")).send().await.is_err());
     let _ = EmulatorConfig::default();
+}
+
+/// Microsoft Graph (reference graph.md §7): tokens per cloud, page shape, message trace windows,
+/// error bodies with their request ids.
+#[tokio::test]
+async fn graph_tokens_pages_windows_and_errors() {
+    let env = emulator_support::start().await;
+    let token_for = |scope: String| {
+        let env = &env;
+        async move {
+            env.token_request(
+                &format!("/{T1}/oauth2/v2.0/token"),
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", C1),
+                    ("client_secret", S1),
+                    ("scope", &scope),
+                ],
+            )
+            .await
+        }
+    };
+    // Another cloud's Graph is unknown here; the global one is served.
+    let (status, body) = token_for("https://graph.microsoft.us/.default".into()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = token_for("https://graph.microsoft.com/.default".into()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let graph = body["access_token"].as_str().unwrap().to_owned();
+    // A Management API token is not for Graph.
+    let (status, body) = token_for("https://manage.office.com/.default".into()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let manage = body["access_token"].as_str().unwrap().to_owned();
+    let (status, headers, body) = env.get(&manage, "/v1.0/auditLogs/signIns").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["code"], "InvalidAuthenticationToken");
+    let inner = &body["error"]["innerError"];
+    assert!(inner["date"].is_string() && inner["request-id"].is_string());
+    assert_eq!(
+        headers["request-id"].to_str().unwrap(),
+        inner["request-id"].as_str().unwrap()
+    );
+
+    env.emu
+        .graph_generate(o365_collector::emulator::graph::GraphGenerate {
+            tenant_id: T1.into(),
+            feed: "sign_ins".into(),
+            records: 3,
+            from: None,
+            to: None,
+            recipients: None,
+        })
+        .await
+        .unwrap();
+    let (status, _, page) = env.get(&graph, "/v1.0/auditLogs/signIns?$top=2").await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page["@odata.context"]
+            .as_str()
+            .unwrap()
+            .ends_with("#auditLogs/signIns")
+    );
+    let first = page["value"].as_array().unwrap().clone();
+    assert_eq!(first.len(), 2);
+    assert!(first[0]["createdDateTime"].as_str() >= first[1]["createdDateTime"].as_str());
+    let next = page["@odata.nextLink"].as_str().unwrap().to_owned();
+    assert!(
+        next.contains("%24top=2") || next.contains("$top=2"),
+        "{next}"
+    );
+    let (_, _, last) = env.get(&graph, &next).await;
+    assert_eq!(last["value"].as_array().unwrap().len(), 1);
+    assert!(last.get("@odata.nextLink").is_none());
+    let (status, _, _) = env.get(&graph, "/v1.0/auditLogs/signIns?$top=1001").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Message trace: both bounds, ≤ 10 days, ≤ 90 days back, not in the future.
+    let now = chrono::Utc::now();
+    let f = |from: chrono::DateTime<chrono::Utc>, to: chrono::DateTime<chrono::Utc>| {
+        format!(
+            "/v1.0/admin/exchange/tracing/messageTraces?$filter=receivedDateTime ge {} and receivedDateTime le {}",
+            from.format("%Y-%m-%dT%H:%M:%SZ"),
+            to.format("%Y-%m-%dT%H:%M:%SZ")
+        )
+    };
+    let day = chrono::TimeDelta::days(1);
+    for (path, want) in [
+        (f(now - day * 10, now - chrono::TimeDelta::minutes(1)), 200),
+        (f(now - day * 12, now - day), 400),
+        (f(now - day * 95, now - day * 89), 400),
+        (f(now - day, now + day), 400),
+        (
+            "/v1.0/admin/exchange/tracing/messageTraces?$filter=receivedDateTime ge 2026-11-01T00:00:00Z".to_owned(),
+            400,
+        ),
+    ] {
+        let (status, _, body) = env.get(&graph, &path).await;
+        assert_eq!(status.as_u16(), want, "{path}: {body}");
+    }
 }

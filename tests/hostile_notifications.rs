@@ -186,6 +186,7 @@ async fn lying_notifications_are_refused_and_other_case_identifiers_normalised()
             content_uri: uri(&emu, TENANT, fresh),
             content_created: None,
             content_expiration: None,
+            records: None,
         }])
         .await
         .unwrap()

@@ -144,6 +144,7 @@ async fn damaged_interior_pages_stop_the_start_with_store_corrupt() {
                 ),
                 content_created: None,
                 content_expiration: None,
+                records: None,
             })
             .collect();
         store.enqueue(items).await.unwrap();

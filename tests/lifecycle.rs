@@ -328,6 +328,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
         encoding: encoding_rs::UTF_8,
         format: Default::default(),
         request_budget: Default::default(),
+        graph: Default::default(),
         tenant_name: None,
     };
     let client = ManagementClient::new(client(&emu), &tenant).unwrap();
@@ -357,6 +358,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
             std::sync::Arc::new(tokio::sync::Notify::new()),
         )),
         paused: Default::default(),
+        graph: None,
     };
     let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let now = created + chrono::TimeDelta::milliseconds(200);

@@ -167,3 +167,36 @@ fn binary_end_to_end() {
         "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Edg/120.0"
     );
 }
+
+/// Exported Graph pages map as the feed their `@odata.context` names; single records of a feed
+/// map with `--content-type <feed>`.
+#[test]
+fn graph_pages_and_records() {
+    let pages = r#"{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#auditLogs/signIns",
+  "value": [{"id": "s1", "createdDateTime": "2026-11-30T09:41:17Z", "status": {"errorCode": 0}}]}
+{"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#admin/exchange/tracing/messageTraces",
+  "value": [{"id": "t1", "recipientAddress": "a@x", "status": "filteredAsSpam", "size": 3, "subject": "s", "toIP": "",
+             "receivedDateTime": "2026-11-29T15:30:14Z"}]}
+"#;
+    let r = run(Format::O365, pages.as_bytes());
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.events.len(), 2, "{:?}", r.events);
+    assert_eq!(r.events[0]["o365.signin.status.errorCode"], 0);
+    assert_eq!(r.events[0]["o365.meta.content_type"], "Graph.SignIns");
+    assert_eq!(r.events[1]["o365.message.status"], "FilteredAsSpam");
+    assert_eq!(r.events[1]["o365.message.size"], 3);
+    assert_eq!(r.events[1]["@timestamp"], "2026-11-29T15:30:14.000Z");
+
+    let args = MapArgs {
+        format: Format::Ecs,
+        content_type: "directory_audits".into(),
+        ..MapArgs::default()
+    };
+    let record = br#"{"id": "a1", "activityDateTime": "2026-11-30T09:52:03Z", "activityDisplayName": "Update user", "result": "success"}"#;
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    assert_eq!(run_with(&args, &record[..], &mut out, &mut err).unwrap(), 0);
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["o365.directory_audit.activityDisplayName"], "Update user");
+    assert_eq!(v["event.action"], "Update user");
+    assert_eq!(v["event.outcome"], "success");
+}

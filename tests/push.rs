@@ -224,6 +224,7 @@ async fn hostile_or_broken_posts_are_refused_and_change_nothing() {
             content_uri: good_uri.clone(),
             content_created: None,
             content_expiration: None,
+            records: None,
         }])
         .await
         .unwrap();

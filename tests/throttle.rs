@@ -31,6 +31,7 @@ fn tenant(emu: &Emulator, tenant_id: &str, client_id: &str, secret: &str) -> Ten
         encoding: encoding_rs::UTF_8,
         format: Default::default(),
         request_budget: Default::default(),
+        graph: Default::default(),
         tenant_name: None,
     }
 }

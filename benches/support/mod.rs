@@ -291,6 +291,11 @@ impl Args {
         if n.is_empty() { default.to_vec() } else { n }
     }
 
+    /// Whether the bare word `word` was given.
+    pub fn has(&self, word: &str) -> bool {
+        self.0.iter().any(|a| a == word)
+    }
+
     /// `key=value`, or `default`.
     pub fn value<T: std::str::FromStr>(&self, key: &str, default: T) -> T {
         self.0

@@ -42,6 +42,27 @@ pub struct TenantStatus {
     pub tenant_id: String,
     pub output: String,
     pub content_types: Vec<ContentTypeStatus>,
+    /// The tenant's Microsoft Graph feeds (none unless `graph_feeds` is set).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub graph_feeds: Vec<GraphFeedStatus>,
+}
+
+/// One Graph feed of a tenant.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GraphFeedStatus {
+    /// `sign_ins`, `directory_audits`, `message_trace`, `service_health`.
+    pub feed: String,
+    /// `ok`, `denied` (401/403: a permission, licence or service principal is missing),
+    /// `throttled` (a 429's Retry-After holds it), `failing`, or `starting`.
+    pub state: String,
+    /// Where the next read starts, before the overlap (RFC 3339).
+    pub cursor: Option<String>,
+    pub last_success: Option<String>,
+    pub last_error: Option<String>,
+    pub last_error_reason: Option<String>,
+    /// Records listed since the start (before dedup) and pages read.
+    pub records: u64,
+    pub pages: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,10 +141,52 @@ pub(super) async fn status<S: Store>(
                 last_notification,
             });
         }
+        let mut graph_feeds = Vec::new();
+        if let Some(graph) = &t.graph {
+            for feed in &t.cfg.graph.feeds {
+                let st = graph.status_of(*feed);
+                let cursor = match st.cursor {
+                    Some(c) => Some(c),
+                    None => state
+                        .store
+                        .cursor(tid, feed.content_type())
+                        .await
+                        .ok()
+                        .flatten(),
+                };
+                let failing = match (st.last_error_at, st.last_success) {
+                    (Some(e), Some(s)) => e > s,
+                    (Some(_), None) => true,
+                    _ => false,
+                };
+                let state = if graph.client.throttled_for(*feed).is_some() {
+                    "throttled"
+                } else if failing && st.denied {
+                    "denied"
+                } else if failing {
+                    "failing"
+                } else if st.last_success.is_some() {
+                    "ok"
+                } else {
+                    "starting"
+                };
+                graph_feeds.push(GraphFeedStatus {
+                    feed: feed.config_name().to_string(),
+                    state: state.to_string(),
+                    cursor: cursor.map(rfc3339),
+                    last_success: st.last_success.map(rfc3339),
+                    last_error: st.last_error_at.map(rfc3339),
+                    last_error_reason: st.last_error,
+                    records: st.records,
+                    pages: st.pages,
+                });
+            }
+        }
         tenants.push(TenantStatus {
             tenant_id: tid.clone(),
             output: t.output_name.clone(),
             content_types,
+            graph_feeds,
         });
     }
     // Every configured output, with what the workers saw of it (nothing yet: healthy, no times).

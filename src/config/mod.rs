@@ -23,13 +23,14 @@ pub use secret::Secret;
 pub use units::{UnitError, format_duration, parse_duration, parse_size};
 pub use validate::{
     DEFAULT_ADMIN_LISTEN, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_BODY_TIMEOUT,
-    DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_HEADER_TIMEOUT, DEFAULT_HTTP_MAX_EVENTS,
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE, DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OUTPUT,
-    DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN, DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER,
-    DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE, DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY,
-    DEFAULT_SYSLOG_SD_ID, DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS,
-    MIN_ADMIN_TOKEN_LEN, MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
+    DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_GRAPH_BACKFILL, DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_HTTP_MAX_EVENTS, DEFAULT_IDLE_TIMEOUT, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN,
+    DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
+    DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID,
+    DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN,
+    MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
 };
 
 use crate::mapping::Format;
@@ -90,6 +91,19 @@ pub struct TenantConfig {
     pub format: Format,
     /// This tenant's own limit on calls to Microsoft (`requests_per_minute`, `request_burst`).
     pub request_budget: RequestBudgetConfig,
+    /// The Microsoft Graph feeds of this tenant (none by default).
+    pub graph: GraphConfig,
+}
+
+/// Which Graph feeds a tenant collects and where Graph is. `Default`: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphConfig {
+    /// `graph_feeds`; empty by default, so configurations written before them work unchanged.
+    pub feeds: Vec<crate::graph::GraphFeed>,
+    /// `graph_host`: derived from `resource` (its cloud's Graph host) unless set.
+    pub host: String,
+    /// `graph_backfill`: how far back the first read of a feed starts, within what it keeps.
+    pub backfill: Duration,
 }
 
 /// How many Management Activity API calls one tenant allows itself. Microsoft's quota is per
@@ -501,6 +515,16 @@ impl Config {
                 t.resource,
                 t.authority,
             );
+            if !t.graph.feeds.is_empty() {
+                let feeds: Vec<&str> = t.graph.feeds.iter().map(|f| f.config_name()).collect();
+                let _ = writeln!(
+                    s,
+                    "    graph: {} from {} (first read {} back)",
+                    feeds.join(" "),
+                    t.graph.host,
+                    format_duration(t.graph.backfill)
+                );
+            }
             if !is_microsoft_cloud(&t.resource) {
                 let _ = writeln!(
                     s,

@@ -58,7 +58,7 @@ impl<T> Field<T> {
 }
 
 /// Keys a tenant takes, both at the top level (first tenant and defaults) and under `tenants:`.
-pub(crate) const TENANT_KEYS: [&str; 15] = [
+pub(crate) const TENANT_KEYS: [&str; 18] = [
     "tenant_id",
     "tenant_name",
     "client_id",
@@ -74,6 +74,9 @@ pub(crate) const TENANT_KEYS: [&str; 15] = [
     "format",
     "requests_per_minute",
     "request_burst",
+    "graph_feeds",
+    "graph_host",
+    "graph_backfill",
 ];
 
 /// Tenant keys that identify an app or tenant (the others are only defaults for `tenants:` entries);
@@ -147,6 +150,9 @@ pub(crate) struct RawTenant {
     pub format: Field<String>,
     pub requests_per_minute: Field<u64>,
     pub request_burst: Field<u64>,
+    pub graph_feeds: Field<Vec<String>>,
+    pub graph_host: Field<String>,
+    pub graph_backfill: Field<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -522,6 +528,9 @@ impl<'e> Reader<'e> {
             "format" => t.format = self.text(value, at),
             "requests_per_minute" => t.requests_per_minute = self.uint(value, at),
             "request_burst" => t.request_burst = self.uint(value, at),
+            "graph_feeds" => t.graph_feeds = self.words(value, at),
+            "graph_host" => t.graph_host = self.text(value, at),
+            "graph_backfill" => t.graph_backfill = self.duration(value, at),
             _ => {}
         }
     }

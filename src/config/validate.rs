@@ -18,13 +18,14 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use super::raw::{At, Field, Found, OutputKind, RawConfig, RawOutput, RawTenant};
 use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileCompression,
-    FileOutputConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression, KafkaKey,
-    KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
+    FileOutputConfig, GraphConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression,
+    KafkaKey, KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
     PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret,
     SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
 use crate::enrich::EnrichmentConfig;
 use crate::enrich::geoip::Kind;
+use crate::graph::feed::{GraphFeed, derive_graph_host, is_national_graph_host};
 use crate::mapping::Format;
 use crate::mgmt_api::throttle::{DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE};
 
@@ -45,6 +46,8 @@ pub const DEFAULT_DEDUP_WINDOW_BYTES: u64 = 64 << 20;
 /// would only rotate before every batch.
 pub const MIN_FILE_ROTATE_EVERY: Duration = Duration::from_secs(1);
 pub const DEFAULT_PULL_INTERVAL: Duration = Duration::from_secs(60);
+/// How far back the first read of a Graph feed starts (`graph_backfill`).
+pub const DEFAULT_GRAPH_BACKFILL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_RECONCILE_EVERY: Duration = Duration::from_secs(15 * 60);
 pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_TLS_RELOAD_EVERY: Duration = Duration::from_secs(10);
@@ -119,7 +122,8 @@ const MAX_CONNECTIONS: u64 = 1 << 24;
 const MAX_LINGER: Duration = Duration::from_secs(10);
 
 const CLOUDS: &str = "Enterprise https://manage.office.com, GCC https://manage-gcc.office.com, \
-GCC High https://manage.office365.us, DoD https://manage.protection.apps.mil";
+GCC High https://manage.office365.us, DoD https://manage.protection.apps.mil, \
+China https://manage.chinacloudapi.cn";
 
 /// Access to the files a configuration names.
 pub(crate) trait Files {
@@ -144,6 +148,7 @@ pub fn derive_authority(resource: &str) -> String {
         "manage.office365.us" | "manage.protection.apps.mil" => {
             "https://login.microsoftonline.us".into()
         }
+        "manage.chinacloudapi.cn" => "https://login.chinacloudapi.cn".into(),
         _ => resource.to_owned(),
     }
 }
@@ -156,6 +161,7 @@ pub fn is_microsoft_cloud(resource: &str) -> bool {
             | "manage-gcc.office.com"
             | "manage.office365.us"
             | "manage.protection.apps.mil"
+            | "manage.chinacloudapi.cn"
     )
 }
 
@@ -200,6 +206,9 @@ struct Inherited {
     request_budget: RequestBudgetConfig,
     /// `request_burst` was given at the top level (else it follows each tenant's rate).
     burst_given: bool,
+    graph_feeds: Vec<GraphFeed>,
+    graph_host: Option<String>,
+    graph_backfill: Duration,
 }
 
 struct Checker<'f> {
@@ -1132,7 +1141,19 @@ impl Checker<'_> {
             || top.client_certificate.is_present();
         let credential = (shared && has_credential).then(|| self.credential(top, 0));
         let request_budget = self.request_budget(top, RequestBudgetConfig::default(), false);
+        let graph_feeds = match &top.graph_feeds {
+            Field::Value(v, at) => self.graph_feeds(at, v),
+            _ => Vec::new(),
+        };
+        let graph_host = match &top.graph_host {
+            Field::Value(v, at) => Some(self.graph_host(at, v)),
+            _ => None,
+        };
+        let graph_backfill = self.positive_duration(&top.graph_backfill, DEFAULT_GRAPH_BACKFILL);
         Inherited {
+            graph_feeds,
+            graph_host,
+            graph_backfill,
             client_id,
             credential,
             resource,
@@ -1343,6 +1364,7 @@ impl Checker<'_> {
         } else {
             self.request_budget(t, inh.request_budget, inh.burst_given)
         };
+        let graph = self.tenant_graph(t, inh, is_top, &resource);
         // Not inherited: a name belongs to one tenant.
         let tenant_name = match &t.tenant_name {
             Field::Value(v, at) if v.trim().is_empty() => {
@@ -1369,7 +1391,86 @@ impl Checker<'_> {
             encoding,
             format,
             request_budget,
+            graph,
         }
+    }
+
+    /// `graph_feeds`, `graph_host`, `graph_backfill` of one tenant, falling back to the top level.
+    /// The Graph host follows the tenant's own `resource` (its cloud) unless given; message trace
+    /// is refused where Microsoft does not offer it.
+    fn tenant_graph(
+        &mut self,
+        t: &RawTenant,
+        inh: &Inherited,
+        is_top: bool,
+        resource: &str,
+    ) -> GraphConfig {
+        let own = |present: bool| !is_top && present;
+        let feeds = match &t.graph_feeds {
+            Field::Value(v, at) if own(true) => self.graph_feeds(at, v),
+            Field::Invalid(_) => Vec::new(),
+            _ => inh.graph_feeds.clone(),
+        };
+        let host = match &t.graph_host {
+            Field::Value(v, at) if own(true) => self.graph_host(at, v),
+            Field::Invalid(_) => String::new(),
+            _ if own(t.resource.is_present()) => derive_graph_host(resource),
+            _ => inh
+                .graph_host
+                .clone()
+                .unwrap_or_else(|| derive_graph_host(resource)),
+        };
+        let backfill = if is_top {
+            inh.graph_backfill
+        } else {
+            self.positive_duration(&t.graph_backfill, inh.graph_backfill)
+        };
+        if feeds.contains(&GraphFeed::MessageTrace) && is_national_graph_host(&host) {
+            let at = t
+                .graph_feeds
+                .at()
+                .or(t.graph_host.at())
+                .or(t.resource.at())
+                .cloned();
+            let problem = format!(
+                "asks for message_trace on {host}, but Microsoft offers the message trace API in the global cloud only"
+            );
+            let fix = "remove message_trace from graph_feeds for this tenant";
+            match at {
+                Some(at) => self.problem(&at, problem, fix),
+                None => self.problem_at(0, &format!("{}graph_feeds", t.prefix), problem, fix),
+            }
+        }
+        GraphConfig {
+            feeds,
+            host,
+            backfill,
+        }
+    }
+
+    /// `graph_feeds`: some of the four feed names.
+    fn graph_feeds(&mut self, at: &At, words: &[String]) -> Vec<GraphFeed> {
+        let mut out = Vec::new();
+        for w in words {
+            match GraphFeed::from_config_name(&w.to_ascii_lowercase()) {
+                Some(f) if !out.contains(&f) => out.push(f),
+                Some(_) => {}
+                None => self.problem(
+                    at,
+                    format!("`{w}` is not a Graph feed"),
+                    format!(
+                        "use some of: {}",
+                        GraphFeed::ALL.map(GraphFeed::config_name).join(" ")
+                    ),
+                ),
+            }
+        }
+        out
+    }
+
+    fn graph_host(&mut self, at: &At, value: &str) -> String {
+        let fix = "use the Graph host only, e.g. https://graph.microsoft.com (GCC High: https://graph.microsoft.us, DoD: https://dod-graph.microsoft.us, China: https://microsoftgraph.chinacloudapi.cn), or remove graph_host to derive it from resource";
+        self.https_origin(at, value, fix).unwrap_or_default()
     }
 
     fn credential(&mut self, t: &RawTenant, order: usize) -> Credential {

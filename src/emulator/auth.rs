@@ -26,10 +26,15 @@ use super::{EmulatorError, MICROSOFT_RESOURCE};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Roles granted when `EmulatorConfig::app_roles` has no entry for the client.
-pub(crate) const DEFAULT_ROLES: [&str; 3] = [
+pub(crate) const DEFAULT_ROLES: [&str; 7] = [
     "ActivityFeed.Read",
     "ActivityFeed.ReadDlp",
     "ServiceHealth.Read",
+    // Microsoft Graph (granted to the same app registration, as the product documentation has it).
+    "AuditLog.Read.All",
+    "ServiceHealth.Read.All",
+    "ServiceMessage.Read.All",
+    "ExchangeMessageTrace.Read.All",
 ];
 /// Clock skew Azure AD tolerates on assertion `nbf`/`exp`.
 const SKEW_SECS: i64 = 300;
@@ -186,13 +191,18 @@ async fn token_v2(
     token(&s, &tenant, Version::V2, &body).unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The resources this emulator answers for: its own base URL and Microsoft's.
+/// The resources this emulator answers for: its own base URL, Microsoft's Management API and the
+/// global cloud's Graph (a token for another cloud's Graph is refused: `invalid_resource`).
 fn accepted_resource(s: &Shared, resource: &str) -> Option<String> {
     let r = resource.trim_end_matches('/');
-    [s.base_url.as_str(), MICROSOFT_RESOURCE]
-        .into_iter()
-        .find(|a| a.eq_ignore_ascii_case(r))
-        .map(|_| r.to_string())
+    [
+        s.base_url.as_str(),
+        MICROSOFT_RESOURCE,
+        super::graph::MICROSOFT_GRAPH,
+    ]
+    .into_iter()
+    .find(|a| a.eq_ignore_ascii_case(r))
+    .map(|_| r.to_string())
 }
 
 fn token(

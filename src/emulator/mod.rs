@@ -3,7 +3,9 @@
 //!
 //! Module map: [`server`] (router, shared state, clock, start/stop), `auth` (token endpoints and
 //! token checks), `api` (Management Activity API), `webhooks` (validation, delivery, retry, disable),
-//! `throttle` (per tenant/publisher quota), `generator` (synthetic records), `control`
+//! `throttle` (per tenant/publisher quota), `generator` (synthetic records), [`graph`] (Microsoft
+//! Graph: sign-ins, directory audits, message trace, service health; `graph_records` makes their
+//! records), `control`
 //! (`/_emulator`), `tls` (CA and certificates), [`cli`] (`o365-collector emulator`).
 //! docs/emulator.md explains how to drive it with curl.
 
@@ -12,6 +14,8 @@ mod auth;
 pub mod cli;
 mod control;
 mod generator;
+pub mod graph;
+mod graph_records;
 mod server;
 mod throttle;
 mod tls;

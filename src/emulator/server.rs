@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     clock_offset_ms: AtomicI64,
     seq: AtomicU64,
     pub state: Mutex<State>,
+    /// Microsoft Graph's collections and controls (`graph.rs`).
+    pub graph: Mutex<super::graph::GraphState>,
     pub generator: Mutex<Generator>,
     pub faults: Mutex<FaultState>,
     pub throttle: Throttle,
@@ -484,6 +486,7 @@ impl Emulator {
             clock_offset_ms: AtomicI64::new(0),
             seq: AtomicU64::new(0),
             state: Mutex::new(State::default()),
+            graph: Mutex::new(Default::default()),
             webhook_client,
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -598,6 +601,42 @@ impl Emulator {
     }
 
     /// Stops accepting connections, stops webhook deliveries and waits for the server to end.
+    /// Publishes Graph records (`/_emulator/graph/generate`); returns their identities.
+    pub async fn graph_generate(
+        &self,
+        req: super::graph::GraphGenerate,
+    ) -> Result<Vec<String>, EmulatorError> {
+        self.shared.graph_generate(&req)
+    }
+
+    /// Updates a service health issue in place; returns its new identity.
+    pub async fn graph_update(
+        &self,
+        req: super::graph::GraphUpdate,
+    ) -> Result<String, EmulatorError> {
+        self.shared.graph_update(&req)
+    }
+
+    /// Sets what a tenant may read from Graph (licence, permissions, service principal).
+    pub async fn graph_access(&self, req: super::graph::GraphAccessRequest) {
+        self.shared.graph_access(req)
+    }
+
+    /// Replaces the Graph faults.
+    pub async fn graph_faults(&self, faults: super::graph::GraphFaults) {
+        self.shared.graph_faults(faults)
+    }
+
+    /// Graph record identities ever published for `tenant`, by feed config name.
+    pub async fn graph_published(&self, tenant: &str) -> HashMap<String, Vec<String>> {
+        self.shared.graph_published(tenant)
+    }
+
+    /// Every Graph request answered so far.
+    pub async fn graph_requests(&self) -> Vec<super::graph::GraphRequest> {
+        self.shared.graph_requests()
+    }
+
     pub async fn shutdown(mut self) {
         self.shared.cancel.cancel();
         self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
@@ -623,6 +662,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(auth::routes())
         .merge(super::api::routes())
         .merge(super::control::routes())
+        .merge(super::graph::routes())
         .fallback(super::api::not_found)
         .with_state(shared)
 }

@@ -4,6 +4,11 @@
 //! - `{` or `[`: a stream of JSON values — JSON lines, one JSON array (a content blob as the API
 //!   serves it), several arrays, or pretty-printed objects one after another. Every top-level
 //!   array is taken as a list of records.
+//! - a Microsoft Graph page as exported (`{"@odata.context": "…#auditLogs/signIns", "value": […]}`):
+//!   its records, mapped as the feed the context names (or `--content-type`: `sign_ins`,
+//!   `directory_audits`, `message_trace`, `service_health`, or `Graph.SignIns`…), which also
+//!   maps records given one by one. Message trace CSV exports are not read: their column names
+//!   are not documented by Microsoft.
 //! - anything else: a Purview audit-search CSV export (RFC 4180 quoting, optional UTF-8 BOM) whose
 //!   `AuditData` column holds one record as JSON.
 //!
@@ -24,6 +29,7 @@ use std::io::{self, BufWriter, Read, Write};
 use serde_json::Value;
 
 use super::{Context, Format, map_record};
+use crate::graph::GraphFeed;
 
 /// `o365-collector map` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -35,7 +41,8 @@ pub struct MapArgs {
     /// Tenant id to record as `o365.meta.tenant_id` (left out when empty).
     #[arg(long, default_value = "")]
     pub tenant_id: String,
-    /// Content type to record as `o365.meta.content_type` (left out when empty).
+    /// Content type to record as `o365.meta.content_type` (left out when empty); a Graph feed
+    /// (`sign_ins`, `directory_audits`, `message_trace`, `service_health`) maps as that feed.
     #[arg(long, default_value = "")]
     pub content_type: String,
     /// Format ecs: the tenant's name for `organization.name`/`host.name` of records whose
@@ -135,7 +142,9 @@ pub fn run_with(
         enrichment: enrichment.as_ref(),
         format: args.format,
         tenant_id: &args.tenant_id,
-        content_type: &args.content_type,
+        // A Graph feed may be named by its configuration word (`sign_ins`).
+        content_type: GraphFeed::from_config_name(&args.content_type)
+            .map_or(args.content_type.as_str(), |f| f.content_type()),
         content_id: "",
         content_created: None,
         received: &received,
@@ -176,6 +185,21 @@ struct Sink<'c, O: Write, E: Write> {
 
 impl<O: Write, E: Write> Sink<'_, O, E> {
     fn record(&mut self, v: &Value, loc: &dyn std::fmt::Display) -> io::Result<()> {
+        // A Graph page as exported (`{"@odata.context": …, "value": [records]}`): its records,
+        // of the feed `--content-type` names or the context's collection.
+        if let (Some(Value::Array(items)), Some(Value::String(context))) =
+            (v.get("value"), v.get("@odata.context"))
+            && let Some(feed) = GraphFeed::from_content_type(self.ctx.content_type)
+                .or_else(|| GraphFeed::from_odata_context(context))
+        {
+            let outer = self.ctx;
+            self.ctx.content_type = feed.content_type();
+            for (i, item) in items.iter().enumerate() {
+                self.record(item, &format_args!("{loc}, value {i}"))?;
+            }
+            self.ctx = outer;
+            return Ok(());
+        }
         let mapped = map_record(v, &self.ctx);
         serde_json::to_writer(&mut self.out, &mapped.event)?;
         self.out.write_all(b"\n")?;

@@ -1,5 +1,8 @@
 //! Record → event mapping into the `o365.*` schema.
 //!
+//! Records of the Microsoft Graph feeds (a [`Context::content_type`] `Graph.*`) go to [`graph`]
+//! (`o365.signin.*`, `o365.directory_audit.*`, `o365.message.*`, `o365.service_health.*`).
+//!
 //! [`map_record`] turns one Management Activity API record (one element of a content blob) into one
 //! flat event: a JSON object whose keys are dotted paths. It is pure and total: any JSON value goes
 //! in, nothing panics, and whatever is broken is listed in [`Mapped::issues`] while the rest is
@@ -62,7 +65,10 @@ pub mod cli;
 pub mod clientip;
 pub mod ecs;
 pub mod enums;
+pub mod graph;
+pub mod graph_ecs;
 mod json;
+pub mod message_trace;
 pub mod o365;
 
 use serde_json::{Map, Value};
@@ -157,6 +163,9 @@ pub struct Mapped {
 
 /// Maps one raw record. Pure and total: never panics.
 pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
+    if let Some(feed) = crate::graph::GraphFeed::from_content_type(ctx.content_type) {
+        return graph::map(feed, raw, ctx);
+    }
     let mut issues = Vec::new();
     let event = match raw {
         Value::Object(record) => match ctx.format {
@@ -207,6 +216,9 @@ pub fn map_record_json(
     ctx: &Context<'_>,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<Vec<Issue>> {
+    if let Some(feed) = crate::graph::GraphFeed::from_content_type(ctx.content_type) {
+        return graph::map_json(feed, raw, ctx, out);
+    }
     let mut issues = Vec::new();
     match (raw, ctx.format) {
         (Value::Object(record), Format::O365) => {

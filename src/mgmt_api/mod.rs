@@ -304,15 +304,7 @@ impl ManagementClient {
         let mut refreshed = false;
         loop {
             self.budget.acquire().await;
-            let slot = match &self.slots {
-                Some(s) => Some(
-                    Arc::clone(s)
-                        .acquire_owned()
-                        .await
-                        .map_err(|_| ApiError::Transport("shutting down: no more calls".into()))?,
-                ),
-                None => None,
-            };
+            let slot = call_slot(self.slots.as_ref()).await?;
             let token = self.tokens.token().await?;
             let mut req = self
                 .http
@@ -345,11 +337,9 @@ impl ManagementClient {
                 .bytes()
                 .await
                 .map_err(|e| ApiError::Transport(without_query(&e)))?;
-            let retry_after = headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| throttle::parse_retry_after(v, SystemTime::now()));
+            let error = http_error(status.as_u16(), &headers, &bytes);
             if status.as_u16() == 429 {
+                let retry_after = error.retry_after();
                 let pause = retry_after.unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
                 self.budget.pause(pause);
                 if let Some(c) = &self.counters {
@@ -361,20 +351,44 @@ impl ManagementClient {
                     "throttled by the Management Activity API (429); holding this tenant's calls"
                 );
             }
-            let (code, message) = match serde_json::from_slice::<ApiErrorBody>(&bytes) {
-                Ok(e) => (e.error.code, e.error.message),
-                Err(_) => (
-                    String::new(),
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-                ),
-            };
-            return Err(ApiError::Http {
-                status: status.as_u16(),
-                code,
-                message,
-                retry_after,
-            });
+            return Err(error);
         }
+    }
+}
+
+/// Takes one of the call slots shared by every client (`None`: no bound).
+pub(crate) async fn call_slot(
+    slots: Option<&Arc<tokio::sync::Semaphore>>,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, ApiError> {
+    match slots {
+        Some(s) => Arc::clone(s)
+            .acquire_owned()
+            .await
+            .map(Some)
+            .map_err(|_| ApiError::Transport("shutting down: no more calls".into())),
+        None => Ok(None),
+    }
+}
+
+/// The error of a failed answer: its status, Microsoft's `{"error": {"code", "message"}}` (or the
+/// start of the body) and its `Retry-After`.
+pub(crate) fn http_error(status: u16, headers: &HeaderMap, body: &[u8]) -> ApiError {
+    let retry_after = headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| throttle::parse_retry_after(v, SystemTime::now()));
+    let (code, message) = match serde_json::from_slice::<ApiErrorBody>(body) {
+        Ok(e) => (e.error.code, e.error.message),
+        Err(_) => (
+            String::new(),
+            String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+        ),
+    };
+    ApiError::Http {
+        status,
+        code,
+        message,
+        retry_after,
     }
 }
 

@@ -120,6 +120,13 @@ pub fn record_key(raw: &Value) -> Option<u128> {
 /// `format: raw`; `format: ecs` moves Id and Operation to `event.id` / `event.action`, and keeps
 /// an Operation it renamed in `o365.meta.operation`).
 pub fn event_key(event: &Value) -> Option<u128> {
+    // A Graph record's line names its feed and identity.
+    if let (Some(Value::String(ct)), Some(Value::String(id))) = (
+        event.get("o365.meta.content_type"),
+        event.get("o365.meta.record_id"),
+    ) {
+        return Some(graph_key(ct, id));
+    }
     key_from(|f| {
         let ecs = match f {
             "Id" => ["event.id", "event.id"],
@@ -132,6 +139,19 @@ pub fn event_key(event: &Value) -> Option<u128> {
             .or_else(|| event.get(ecs[0]))
             .or_else(|| event.get(ecs[1]))
     })
+}
+
+/// The dedup key of a Graph record: its feed (`Graph.SignIns`, …) and its identity
+/// ([`crate::graph::GraphFeed::identity`], written as `o365.meta.record_id`).
+pub fn graph_key(content_type: &str, identity: &str) -> u128 {
+    let mut lo = std::collections::hash_map::DefaultHasher::new();
+    let mut hi = std::collections::hash_map::DefaultHasher::new();
+    0x5Au8.hash(&mut hi);
+    for part in [content_type, identity] {
+        part.hash(&mut lo);
+        part.hash(&mut hi);
+    }
+    ((hi.finish() as u128) << 64) | lo.finish() as u128
 }
 
 fn key_from<'a>(get: impl Fn(&str) -> Option<&'a Value>) -> Option<u128> {
@@ -174,5 +194,15 @@ mod tests {
         let other = json!({"Id": "a", "CreationTime": "2026-01-01T00:00:00", "Operation": "Y", "RecordType": 15});
         assert_ne!(record_key(&raw), record_key(&other));
         assert_eq!(record_key(&json!({"Operation": "X"})), None);
+    }
+
+    #[test]
+    fn graph_lines_key_on_feed_and_identity() {
+        let line = json!({"o365.meta.content_type": "Graph.SignIns", "o365.meta.record_id": "s1"});
+        assert_eq!(event_key(&line), Some(graph_key("Graph.SignIns", "s1")));
+        assert_ne!(
+            graph_key("Graph.SignIns", "s1"),
+            graph_key("Graph.DirectoryAudits", "s1")
+        );
     }
 }

@@ -7,7 +7,7 @@
 use serde_json::Value;
 
 use crate::mapping::{Context, map_record_json};
-use crate::output::{Event, record_key};
+use crate::output::{Event, graph_key, record_key};
 
 /// Largest single record accepted. Microsoft's records are a few KiB; this only bounds the copy
 /// of a record that spans chunks when a blob is broken or hostile.
@@ -345,13 +345,15 @@ pub fn map_one(index: u64, raw: &[u8], ctx: &Context<'_>) -> Result<(Event, usiz
     let mut json = Vec::with_capacity(raw.len() + raw.len() / 2 + 512);
     let issues = map_record_json(&value, ctx, &mut json)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
-    Ok((
-        Event {
-            key: record_key(&value),
-            json,
-        },
-        issues.len(),
-    ))
+    // A Graph record is keyed by its feed and identity, an audit record by its own fields.
+    let key = match crate::graph::GraphFeed::from_content_type(ctx.content_type) {
+        Some(feed) => value
+            .as_object()
+            .and_then(|o| feed.identity(o))
+            .map(|id| graph_key(ctx.content_type, &id)),
+        None => record_key(&value),
+    };
+    Ok((Event { key, json }, issues.len()))
 }
 
 /// Gathers events into batches of at most `max_records` events and `max_bytes` bytes of event

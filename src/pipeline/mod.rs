@@ -28,6 +28,8 @@ pub struct TenantRuntime {
     /// Content types an operator stopped through the admin API: the subscription keeper leaves them
     /// stopped until they are started again (or the process restarts).
     pub paused: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The Graph client and feed status, when the tenant collects a Graph feed.
+    pub graph: Option<crate::graph::puller::GraphRuntime>,
 }
 
 impl TenantRuntime {

@@ -194,6 +194,7 @@ async fn list_range<S: Store>(
                         content_uri: uri.as_str().to_owned(),
                         content_created: n.content_created,
                         content_expiration: n.content_expiration,
+                        records: None,
                     }),
                     Err(e) => {
                         report.refused += 1;

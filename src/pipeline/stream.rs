@@ -92,13 +92,7 @@ impl Drop for BlobStream {
 impl BlobStream {
     /// Starts reading `body` and mapping it as `spec` says. Must run inside a tokio runtime.
     pub fn start(mut body: ContentBody, spec: MapSpec) -> Result<BlobStream, StreamError> {
-        let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
-        let (batch_tx, batches) = mpsc::channel(1);
-        std::thread::Builder::new()
-            .name("o365-map".into())
-            .spawn(move || map_blob(chunk_rx, batch_tx, &spec))
-            .map_err(|e| StreamError::Stopped(format!("cannot start a mapping thread: {e}")))?;
-        let fetch = tokio::spawn(async move {
+        Self::spawn(spec, move |chunk_tx| async move {
             let (mut piece, mut bytes) = (Vec::new(), 0);
             loop {
                 let (last, full) = match body.chunk().await {
@@ -122,7 +116,32 @@ impl BlobStream {
                     return;
                 }
             }
-        });
+        })
+    }
+
+    /// Maps records the queue carried (a Graph page, already a JSON array in memory) the same
+    /// way: same thread, batches, skip and progress as a fetched blob.
+    pub fn inline(body: Bytes, spec: MapSpec) -> Result<BlobStream, StreamError> {
+        Self::spawn(spec, move |chunk_tx| async move {
+            if chunk_tx.send(Chunk::Data(vec![body])).await.is_ok() {
+                let _ = chunk_tx.send(Chunk::End).await;
+            }
+        })
+    }
+
+    /// Starts the mapping thread and the task `feed` that hands it the blob's pieces.
+    fn spawn<F, Fut>(spec: MapSpec, feed: F) -> Result<BlobStream, StreamError>
+    where
+        F: FnOnce(mpsc::Sender<Chunk>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (chunk_tx, chunk_rx) = mpsc::channel(CHUNK_QUEUE);
+        let (batch_tx, batches) = mpsc::channel(1);
+        std::thread::Builder::new()
+            .name("o365-map".into())
+            .spawn(move || map_blob(chunk_rx, batch_tx, &spec))
+            .map_err(|e| StreamError::Stopped(format!("cannot start a mapping thread: {e}")))?;
+        let fetch = tokio::spawn(feed(chunk_tx));
         Ok(BlobStream { batches, fetch })
     }
 

@@ -208,11 +208,18 @@ impl<S: Store> Workers<S> {
             .tenants
             .get(&c.tenant_id.to_ascii_lowercase())
             .ok_or_else(|| Failure::Dead("tenant is no longer configured".into()))?;
-        let uri: ApiUri = tenant
-            .client
-            .base()
-            .content_uri(&c.content_uri, &c.content_id)
-            .map_err(|e| Failure::Dead(format!("contentUri refused: {e}")))?;
+        // Records the queue carries (a Graph page) need no fetch; a blob is checked before its
+        // contentUri gets a token.
+        let uri: Option<ApiUri> = match &c.records {
+            Some(_) => None,
+            None => Some(
+                tenant
+                    .client
+                    .base()
+                    .content_uri(&c.content_uri, &c.content_id)
+                    .map_err(|e| Failure::Dead(format!("contentUri refused: {e}")))?,
+            ),
+        };
         let pass = tenant.gate.admit(Instant::now());
         if pass == Pass::Wait {
             return Err(Failure::Release);
@@ -220,20 +227,31 @@ impl<S: Store> Workers<S> {
         // A probe whose blob cannot be fetched or mapped is abandoned when this guard drops.
         let mut probe = Some(ProbeGuard::new(&tenant.gate, pass));
         let labels = Metrics::tenant_labels(&tenant.cfg.tenant_id, &c.content_type);
-        let fetch_started = Instant::now();
-        let body = tenant
-            .client
-            .fetch_content(&uri)
-            .await
-            .map_err(|e| self.fetch_failure(item, e))?;
         let metrics = &self.counters.metrics;
-        metrics
-            .fetch_seconds
-            .get_or_create(&labels)
-            .observe(fetch_started.elapsed().as_secs_f64());
-        Counters::add(&self.counters.blobs_fetched, 1);
+        let body = match &uri {
+            Some(uri) => {
+                let fetch_started = Instant::now();
+                let body = tenant
+                    .client
+                    .fetch_content(uri)
+                    .await
+                    .map_err(|e| self.fetch_failure(item, e))?;
+                metrics
+                    .fetch_seconds
+                    .get_or_create(&labels)
+                    .observe(fetch_started.elapsed().as_secs_f64());
+                Counters::add(&self.counters.blobs_fetched, 1);
+                Some(body)
+            }
+            None => None,
+        };
         let spec = MapSpec {
-            encoding: tenant.cfg.encoding,
+            // Carried records were re-encoded as UTF-8 when listed.
+            encoding: if c.records.is_some() {
+                encoding_rs::UTF_8
+            } else {
+                tenant.cfg.encoding
+            },
             format: tenant.cfg.format,
             tenant_name: tenant.cfg.tenant_name.clone(),
             enrichment: self.enrichment.clone(),
@@ -246,7 +264,11 @@ impl<S: Store> Workers<S> {
             batch_records: self.cfg.batch_records,
             batch_bytes: self.cfg.batch_bytes,
         };
-        let mut stream = BlobStream::start(body, spec).map_err(|e| self.stream_failure(item, e))?;
+        let stream = match (body, &c.records) {
+            (Some(body), _) => BlobStream::start(body, spec),
+            (None, records) => BlobStream::inline(inline_array(records.as_deref()), spec),
+        };
+        let mut stream = stream.map_err(|e| self.stream_failure(item, e))?;
         // The progress of batch k is written while batch k+1 is sent: both wait on an fsync, and
         // one after the other they would halve the pace of a large blob. At most one write is in
         // flight, so a crash repeats at most two batches of the blob (k and k+1).
@@ -418,6 +440,21 @@ impl<S: Store> Workers<S> {
     fn delay(&self, item: &Claimed, asked: Option<Duration>) -> Duration {
         asked.unwrap_or_else(|| backoff(self.retry_base, Duration::from_secs(300), item.attempts))
     }
+}
+
+/// The carried records as one JSON array, the shape of a fetched blob.
+fn inline_array(records: Option<&[crate::store::InlineRecord]>) -> bytes::Bytes {
+    let records = records.unwrap_or_default();
+    let mut out = Vec::with_capacity(2 + records.iter().map(|r| r.json.len() + 1).sum::<usize>());
+    out.push(b'[');
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(r.json.as_bytes());
+    }
+    out.push(b']');
+    bytes::Bytes::from(out)
 }
 
 fn unreachable_renew() -> Result<(), Failure> {

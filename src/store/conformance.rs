@@ -46,6 +46,7 @@ pub fn content_for(tenant: &str, content_type: &str, id: &str) -> ContentRef {
         ),
         content_created: Some("2026-01-01T00:00:00.000Z".to_owned()),
         content_expiration: Some("2026-01-08T00:00:00.000Z".to_owned()),
+        records: None,
     }
 }
 
@@ -57,6 +58,7 @@ where
     Fut: Future<Output = S>,
 {
     enqueue_dedups(&make().await).await;
+    carried_records_are_kept_once(&make().await).await;
     concurrent_enqueues_get_their_own_outcomes(&make().await).await;
     claim_is_oldest_first_and_bounded(&make().await).await;
     expired_lease_is_claimable_again(&make().await).await;
@@ -125,6 +127,52 @@ pub async fn enqueue_dedups<S: Store>(store: &S) {
     assert_eq!(ids(&claimed), ["a", "b", "c"]);
     assert!(claimed.iter().all(|c| c.attempts == 0));
     assert_eq!(claimed[0].content, content("a"), "content round-trips");
+}
+
+/// A blob carrying records (a Graph page) keeps only the records whose key was not seen, is named
+/// after its first new one, and is a duplicate when none is new.
+pub async fn carried_records_are_kept_once<S: Store>(store: &S) {
+    let page = |keys: &[&str]| ContentRef {
+        content_id: String::new(),
+        records: Some(
+            keys.iter()
+                .map(|k| crate::store::InlineRecord {
+                    key: (*k).to_owned(),
+                    json: format!("{{\"id\":\"{k}\"}}"),
+                })
+                .collect(),
+        ),
+        ..content_for("t1", "Graph.SignIns", "")
+    };
+    let out = store
+        .enqueue(vec![page(&["a", "b"]), page(&["b", "c"])])
+        .await
+        .expect("enqueue");
+    assert_eq!((out.added, out.duplicates), (2, 0));
+    let out = store
+        .enqueue(vec![page(&["c", "a"])])
+        .await
+        .expect("enqueue");
+    assert_eq!(
+        (out.added, out.duplicates),
+        (0, 1),
+        "nothing new: a duplicate"
+    );
+    let claimed = store.claim(10, LONG).await.expect("claim");
+    assert_eq!(ids(&claimed), ["page:a", "page:c"]);
+    let kept: Vec<Vec<&str>> = claimed
+        .iter()
+        .map(|c| {
+            c.content
+                .records
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| r.key.as_str())
+                .collect()
+        })
+        .collect();
+    assert_eq!(kept, [vec!["a", "b"], vec!["c"]]);
 }
 
 /// Enqueue calls made at the same time (a store may commit them together) each get the outcome of

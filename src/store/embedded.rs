@@ -8,10 +8,10 @@
 //! | `items`     | seq                        | JSON item          | the queued blobs, in arrival order    |
 //! | `schedule_by_tenant` | (tenant, due ms, seq) | ()                | when each queued blob is claimable    |
 //! | `leases`    | seq                        | lease-until ms     | the blobs a worker holds right now    |
-//! | `dedup`     | contentId                  | first-seen ms      | the dedup set                         |
+//! | `dedup`     | contentId or record key    | first-seen ms      | the dedup set (blobs, Graph records)  |
 //! | `dedup_age` | (first-seen ms, contentId) | ()                 | `prune` finds old ids without a scan  |
 //! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
-//! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints                   |
+//! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints (and `Graph.*`)   |
 //! | `progress`  | seq                        | records accepted   | where a worker resumes a blob         |
 //!
 //! Every queued blob has exactly one `schedule_by_tenant` entry: `(tenant, lease_until, seq)` while
@@ -666,7 +666,34 @@ impl Inner {
                 .unwrap_or(1);
             let mut in_group: HashSet<String> = HashSet::new();
             for (batch, outcome) in batches.into_iter().zip(outcomes.iter_mut()) {
-                for content in batch {
+                for mut content in batch {
+                    if let Some(records) = content.records.take() {
+                        // Carried records: each identity is remembered like a contentId.
+                        let mut fresh = Vec::with_capacity(records.len());
+                        for r in records {
+                            let seen = in_group.contains(&r.key)
+                                || dedup
+                                    .get(r.key.as_str())
+                                    .map_err(|e| self.err(e))?
+                                    .is_some();
+                            if seen {
+                                continue;
+                            }
+                            dedup.insert(r.key.as_str(), now).map_err(|e| self.err(e))?;
+                            dedup_age
+                                .insert((now, r.key.as_str()), ())
+                                .map_err(|e| self.err(e))?;
+                            in_group.insert(r.key.clone());
+                            fresh.push(r);
+                        }
+                        if fresh.is_empty() {
+                            outcome.duplicates += 1;
+                            continue;
+                        }
+                        // Named after its first new record, so it is new itself.
+                        content.content_id = format!("page:{}", fresh[0].key);
+                        content.records = Some(fresh);
+                    }
                     let seen = in_group.contains(&content.content_id)
                         || dedup
                             .get(content.content_id.as_str())

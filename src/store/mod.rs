@@ -21,6 +21,21 @@ pub struct ContentRef {
     pub content_uri: String,
     pub content_created: Option<String>,
     pub content_expiration: Option<String>,
+    /// Records carried in the queue itself (a listed Microsoft Graph page), each with its
+    /// identity; `None` for a Management API blob, fetched from `content_uri`. On enqueue the
+    /// store keeps only the records whose identity it has not seen (the same dedup set and
+    /// retention as contentIds), so a re-read overlap adds nothing twice; such a blob's
+    /// `content_id` becomes `page:` + the key of its first new record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records: Option<Vec<InlineRecord>>,
+}
+
+/// One record carried in the queue: its dedup identity (unique across tenants and feeds) and
+/// its JSON text as Microsoft sent it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InlineRecord {
+    pub key: String,
+    pub json: String,
 }
 
 /// A blob handed to one worker until `lease_until`.
@@ -99,7 +114,9 @@ pub const DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
 /// it with the dead letter and `requeue_dead` carries it over, because what the output accepted
 /// stays accepted (a blob's content never changes) and repeating it would only make duplicates.
 pub trait Store: Send + Sync + 'static {
-    /// Adds the blobs not seen before (by contentId), in order. Durable on return.
+    /// Adds the blobs not seen before (by contentId), in order. A blob carrying `records` keeps
+    /// only those whose key was not seen before, and is a duplicate when none is left. Durable on
+    /// return.
     fn enqueue(
         &self,
         items: Vec<ContentRef>,

@@ -155,6 +155,7 @@ fn check_one(rules: &Rules, index: usize, n: ContentNotice) -> Result<ContentRef
         content_uri: uri.as_str().to_string(),
         content_created: n.content_created,
         content_expiration: n.content_expiration,
+        records: None,
     })
 }
 
