@@ -357,6 +357,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
             std::sync::Arc::new(tokio::sync::Notify::new()),
         )),
         paused: Default::default(),
+        listing: Default::default(),
     };
     let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let now = created + chrono::TimeDelta::milliseconds(200);

@@ -7,6 +7,7 @@ pub mod gate;
 pub mod lifecycle;
 pub mod puller;
 pub mod stream;
+pub mod tenant_lease;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -27,6 +28,8 @@ pub struct TenantRuntime {
     /// Content types an operator stopped through the admin API: the subscription keeper leaves them
     /// stopped until they are started again (or the process restarts).
     pub paused: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Whether this replica lists the tenant and keeps its subscriptions ([`tenant_lease`]).
+    pub listing: tenant_lease::ListingLease,
 }
 
 impl TenantRuntime {

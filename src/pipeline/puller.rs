@@ -267,7 +267,8 @@ pub async fn run<S: Store>(
             deferring = false;
         }
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let rounds = tenants.values().cloned().map(|t| {
+        // With replicas, each lists only the tenants whose lease it holds.
+        let rounds = tenants.values().filter(|t| t.listing.held()).cloned().map(|t| {
             let store = store.clone();
             let wake = wake.clone();
             let failed = failed.clone();
