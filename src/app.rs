@@ -65,7 +65,7 @@ impl App {
         server::install_crypto_provider();
         let store = Arc::new(open_store(&cfg).await?);
         let counters = Arc::new(Counters::default());
-        let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
+        let http = http_client(&cfg.outbound, store.replica()).map_err(AppError::Http)?;
         let call_slots = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT));
 
         let shared = store.replica().is_some();

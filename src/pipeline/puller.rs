@@ -274,6 +274,9 @@ pub async fn run<S: Store>(
             let failed = failed.clone();
             async move {
                 for ct in &t.cfg.content_types {
+                    if !t.listing.held() {
+                        break; // the lease ran out during the round
+                    }
                     match pull_once(&t, ct, store.as_ref(), Utc::now()).await {
                         Ok(r) => {
                             if r.added > 0 {

@@ -4,12 +4,14 @@
 //! tenant; only the calls that would repeat across replicas (listing, starting subscriptions) are
 //! kept to one.
 //!
-//! [`keep`] renews the leases of the tenants this replica holds and tries to take the others,
-//! every third of a lease period; so when a holder dies, another replica takes its tenants within
-//! one lease period (plus one renewal interval at most). A replica counts a tenant as its own only
-//! until a margin before its lease could lapse in the database (measured from before the renewal
-//! was sent), so it stops listing before anyone else can start. A store of one process holds
-//! every tenant, and then nothing here runs.
+//! With `L` = `store.tenant_lease`, [`keep`] renews the leases of the tenants this replica holds,
+//! and tries to take the others, every `L/4`; a renewal holds the row for `L/2`. So when a holder
+//! dies, its row lapses at most `L/2` after its last renewal and another replica takes the tenant
+//! at its next try: within `3L/4` of the death, inside one lease period. A replica counts a tenant
+//! as its own only until `3L/8` after it sent the renewal that succeeded (an eighth of `L` before
+//! the row could lapse in the database), so it stops listing before anyone else can start, even
+//! when it stalled or lost the database. A store of one process holds every tenant, and then
+//! nothing here runs.
 
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -66,18 +68,19 @@ pub async fn keep<S: Store>(
     reconcile_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let every = lease / 3;
+    let every = lease / 4;
+    let row = lease / 2;
     // A replica stops counting on its lease this long before it could lapse in the database.
-    let margin = lease / 3;
+    let margin = lease / 8;
     loop {
         let mut gained = false;
         for t in tenants.values() {
             let tid = &t.cfg.tenant_id;
             let was = t.listing.held();
             let sent = Instant::now();
-            match store.hold_tenant(tid, lease).await {
+            match store.hold_tenant(tid, row).await {
                 Ok(true) => {
-                    t.listing.set(Some(sent + lease - margin));
+                    t.listing.set(Some(sent + row - margin));
                     if !was {
                         info!(tenant.id = %tid, "this replica now lists the tenant and keeps its subscriptions");
                         gained = true;
