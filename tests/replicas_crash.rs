@@ -116,7 +116,7 @@ async fn three_replicas_killed_at_random_lose_nothing() {
         .map(|(i, port)| {
             let d = dir.path().join(format!("r{i}"));
             std::fs::create_dir_all(&d).unwrap();
-            let yaml = replica_yaml(&emu.base_url(), dir.path(), *port, &public, &db, &es, &nd);
+            let yaml = replica_yaml(emu.base_url(), dir.path(), *port, &public, &db, &es, &nd);
             support::custom_setup(&d, &yaml, &d.join("unused"))
         })
         .collect();
