@@ -166,15 +166,8 @@ fn token_of(c: &Collector) -> String {
 async fn listings(
     emu: &o365_collector::emulator::Emulator,
 ) -> Vec<(chrono::DateTime<chrono::Utc>, String)> {
-    let v: Vec<o365_collector::emulator::ApiRequest> = support::client(emu)
-        .get(format!("{}/_emulator/requests", emu.base_url()))
-        .query(&[("tenant_id", TENANT)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: Vec<o365_collector::emulator::ApiRequest> =
+        support::control_get(emu, "requests", TENANT).await;
     v.into_iter()
         .filter(|r| r.operation == "ListContent")
         .map(|r| {

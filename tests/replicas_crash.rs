@@ -16,7 +16,7 @@ use std::time::Duration;
 use o365_collector::emulator::TenantSpec;
 use outputs_support::http::HttpReceiver;
 use postgres::Postgres;
-use support::{AUTH_ID, CLIENT, Collector, SECRET, TENANT};
+use support::{AUTH_ID, CLIENT, Collector, Lcg, SECRET, TENANT};
 
 /// The second tenant, whose output is NDJSON (the first one's is Elasticsearch).
 const TENANT_ND: &str = "5a1c0e77-2b44-4c6e-9d0a-7f3e8b1c2d90";
@@ -27,21 +27,6 @@ const KILLS: usize = 21;
 const RECORDS: u64 = 25_000;
 const WORKERS: u64 = 2;
 const BATCH: u64 = 200;
-
-/// A small deterministic PRNG so a failing run can be repeated (seed printed).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
 
 /// One replica's configuration: both tenants, push through nginx, the shared store.
 fn replica_yaml(
