@@ -214,7 +214,7 @@ fn signal(c: &Collector, sig: &str) {
 /// request log shows the listings in three runs, never interleaved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_lists_a_tenant_and_another_takes_over_within_a_lease() {
-    const LEASE: Duration = Duration::from_secs(4);
+    const LEASE: Duration = Duration::from_secs(6);
     let pg = Postgres::start();
     let url = pg.create_database().await;
     let emu = support::emulator(|_| {}).await;

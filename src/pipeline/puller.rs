@@ -117,6 +117,10 @@ pub async fn pull_once<S: Store>(
         .cursor(tid, content_type)
         .await?
         .map(DateTime::<Utc>::from);
+    if !tenant.listing.held() {
+        // Another replica took the tenant over while the cursor was read.
+        return Ok(PullReport::default());
+    }
     let (start, truncated) = start_at(cursor, now);
     if truncated {
         warn!(tenant.id = %tid, content.type = content_type, since = %api_time(start),
