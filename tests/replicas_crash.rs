@@ -23,8 +23,8 @@ const TENANT_ND: &str = "5a1c0e77-2b44-4c6e-9d0a-7f3e8b1c2d90";
 const TYPES: [&str; 2] = ["Audit.General", "Audit.Exchange"];
 const REPLICAS: usize = 3;
 const KILLS: usize = 21;
-/// Records per tenant (both tenants together: 50,000).
-const RECORDS: u64 = 25_000;
+/// Records per tenant: 50,000 through each output.
+const RECORDS: u64 = 50_000;
 const WORKERS: u64 = 2;
 const BATCH: u64 = 200;
 
