@@ -1,6 +1,6 @@
 //! What only the PostgreSQL store has, on a real server (tests/support/postgres.rs): leases owned
 //! by a replica, migrations when replicas start together, tenant leases, the password kept out of
-//! errors, and a database that goes away and comes back. The shared conformance checks run on it
+//! errors, TLS to the database, and a database that goes away and comes back. The shared conformance checks run on it
 //! in tests/store.rs.
 
 use std::time::Duration;
@@ -8,6 +8,7 @@ use std::time::Duration;
 use o365_collector::store::conformance::{self, content};
 use o365_collector::store::{PostgresStore, Store, StoreError};
 
+mod outputs_support;
 #[path = "support/postgres.rs"]
 mod postgres;
 mod support;
@@ -216,4 +217,39 @@ async fn the_store_recovers_when_the_database_comes_back() {
         .await
         .unwrap();
     assert_eq!((out.added, out.duplicates), (1, 1), "nothing was lost");
+}
+
+/// TLS to the database: `verify-full` with the server's CA connects; with another CA it is
+/// refused (the server is not who it claims).
+#[tokio::test]
+async fn tls_to_the_database_checks_the_server() {
+    support::init();
+    let pki = outputs_support::TestPki::generate();
+    let pg = Postgres::start_tls(&pki.cert_pem, &pki.key_pem);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let url = pg.create_database().await;
+    let with = |mode: &str, ca: Option<&std::path::Path>| {
+        let mut cfg = Postgres::config(&url.replace("127.0.0.1", "localhost"));
+        cfg.sslmode = Some(mode.into());
+        cfg.ca_file = ca.map(std::path::Path::to_path_buf);
+        cfg
+    };
+    let store = PostgresStore::connect(&with("verify-full", Some(&ca)))
+        .await
+        .expect("verify-full with the server's CA");
+    store.enqueue(vec![content("over-tls")]).await.unwrap();
+    let other = outputs_support::TestPki::generate();
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, &other.ca_pem).unwrap();
+    let err = PostgresStore::connect(&with("verify-full", Some(&wrong)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains(PASSWORD), "{err}");
+    assert!(
+        err.to_ascii_lowercase().contains("certificate") || err.contains("tls"),
+        "refused for its certificate: {err}"
+    );
 }

@@ -54,6 +54,15 @@ pub fn bin_dir() -> PathBuf {
 impl Postgres {
     /// Initialises and starts a server of its own; stopped when dropped.
     pub fn start() -> Postgres {
+        Postgres::start_with(None)
+    }
+
+    /// A server that also takes TLS (`ssl = on`) with this certificate and key (PEM).
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_with(Some((cert_pem, key_pem)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> Postgres {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("temp dir");
         let run_as = rustix::process::geteuid().is_root().then_some("postgres");
@@ -102,11 +111,29 @@ impl Postgres {
             "initdb failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let settings = format!(
+        let mut settings = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = ''\n\
              max_connections = 300\nshared_buffers = 32MB\nlog_min_messages = warning\n",
             pg.port
         );
+        if let Some((cert, key)) = tls {
+            // The server refuses a key file others can read.
+            for (name, pem, mode) in [("server.crt", cert, 0o644), ("server.key", key, 0o600)] {
+                let path = data.join(name);
+                std::fs::write(&path, pem).unwrap();
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+                    .unwrap();
+                if let Some(user) = run_as {
+                    Command::new("chown")
+                        .arg(format!("{user}:"))
+                        .arg(&path)
+                        .status()
+                        .unwrap();
+                }
+            }
+            settings
+                .push_str("ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        }
         let conf = data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
         text.push_str(&settings);
