@@ -293,15 +293,13 @@ impl PostgresStore {
         }
     }
 
-    /// Runs an owner-checked statement on one queued blob (`$1` seq, `$2` owner, then `binds`).
+    /// Runs an owner-checked statement on one queued blob (`$1` seq, `$2` owner, then what `bind`
+    /// adds).
     async fn owned(
         &self,
         seq: u64,
         sql: &str,
-        bind: impl FnOnce(
-            sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
-        )
-            -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
     ) -> Result<(), StoreError> {
         let Ok(key) = i64::try_from(seq) else {
             return Err(StoreError::NotFound(seq));
@@ -314,6 +312,9 @@ impl PostgresStore {
         Ok(())
     }
 }
+
+/// A statement being bound.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// `WHERE` part of the statements a worker may only run on its own (or a free) lease.
 const MINE: &str = "seq = $1 AND (lease_owner IS NULL OR lease_owner = $2)";
