@@ -101,35 +101,19 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
     let (ca, cert, key) = support::webhook_certs(dir);
-    // Webhook retries far apart and never disabling: the emulator's own notifications fail
-    // (fault below) without ever changing the subscription.
-    let (_emu, base, emu_ca) = support::start_emulator(
-        dir,
-        1,
-        &format!(
-            "throttle_per_minute: 1000000\nwebhook_ca_files: [{}]\nwebhook_retry_base_ms: 3600000\nwebhook_max_failures: 1000000\n",
-            ca.display()
-        ),
-    );
+    let (_emu, base, emu_ca) = support::start_notified_emulator(dir, &ca);
     let http = support::client(&emu_ca);
     let port = support::free_port();
     let events = dir.join("events.ndjson");
-    let yaml = format!(
-        "resource: {base}\nauthority: {base}\ncontent_type: {CONTENT_TYPE}\noutput: file\n\
-         requests_per_minute: 600000\nrequest_burst: 1000\n\
-         last_value_storage: {store}\noutbound:\n  ca_file: {emu_ca}\n\
-         outputs:\n  file:\n    type: file\n    path: {events}\n\
-         listen:\n  admin: 127.0.0.1:0\n  public: 127.0.0.1:{port}\n\
-         webhook:\n  address: https://127.0.0.1:{port}/o365/webhook\n  auth_id: {auth}\n\
-         tls:\n  cert: {cert}\n  key: {key}\n\
-         pull:\n  reconcile_every: 24h\n{tenants}",
-        store = dir.join("store").display(),
-        emu_ca = emu_ca.display(),
-        events = events.display(),
-        auth = support::AUTH_ID,
-        cert = cert.display(),
-        key = key.display(),
-        tenants = support::tenants_yaml(1),
+    let store = format!("last_value_storage: {}\n", dir.join("store").display());
+    let yaml = support::push_collector_yaml(
+        &base,
+        CONTENT_TYPE,
+        &emu_ca,
+        &events,
+        port,
+        (&cert, &key),
+        &store,
     );
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).expect("config");

@@ -454,3 +454,46 @@ pub fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
         .copied()
         .unwrap_or(0.0)
 }
+
+/// The emulator with one tenant, for a bench that notifies the collector itself: retries far
+/// apart and never disabling, so its own notifications can fail (a fault) without ever changing
+/// the subscription. `webhook_ca`: the CA of the collectors' webhook certificate.
+pub fn start_notified_emulator(dir: &Path, webhook_ca: &Path) -> (Proc, String, PathBuf) {
+    start_emulator(
+        dir,
+        1,
+        &format!(
+            "throttle_per_minute: 1000000\nwebhook_ca_files: [{}]\nwebhook_retry_base_ms: 3600000\nwebhook_max_failures: 1000000\n",
+            webhook_ca.display()
+        ),
+    )
+}
+
+/// A push-mode collector of tenant 0 on `port` (TLS with `tls` = cert, key), a file output at
+/// `events`, no periodic reconciliation; `store` is its store's YAML (`last_value_storage: …` or a
+/// `store:` block).
+pub fn push_collector_yaml(
+    base: &str,
+    content_type: &str,
+    emu_ca: &Path,
+    events: &Path,
+    port: u16,
+    tls: (&Path, &Path),
+    store: &str,
+) -> String {
+    format!(
+        "resource: {base}\nauthority: {base}\ncontent_type: {content_type}\noutput: file\n\
+         requests_per_minute: 600000\nrequest_burst: 1000\n{store}\
+         outbound:\n  ca_file: {emu_ca}\n\
+         outputs:\n  file:\n    type: file\n    path: {events}\n\
+         listen:\n  admin: 127.0.0.1:0\n  public: 127.0.0.1:{port}\n\
+         webhook:\n  address: https://127.0.0.1:{port}/o365/webhook\n  auth_id: {AUTH_ID}\n\
+         tls:\n  cert: {cert}\n  key: {key}\n\
+         pull:\n  reconcile_every: 24h\n{tenants}",
+        emu_ca = emu_ca.display(),
+        events = events.display(),
+        cert = tls.0.display(),
+        key = tls.1.display(),
+        tenants = tenants_yaml(1),
+    )
+}
