@@ -14,8 +14,7 @@
 
 mod support;
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::{Memory, median, wait_until};
 
@@ -102,36 +101,19 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path();
     let (ca, cert, key) = support::webhook_certs(dir);
-    // Webhook retries far apart and never disabling: the emulator's own notifications fail
-    // (fault below) without ever changing the subscription.
-    let (_emu, base, emu_ca) = support::start_emulator(
-        dir,
-        1,
-        &format!(
-            "throttle_per_minute: 1000000\nwebhook_ca_files: [{}]\nwebhook_retry_base_ms: 3600000\nwebhook_max_failures: 1000000\n",
-            ca.display()
-        ),
-    );
+    let (_emu, base, emu_ca) = support::start_notified_emulator(dir, &ca);
     let http = support::client(&emu_ca);
     let port = support::free_port();
     let events = dir.join("events.ndjson");
-    let tenant = support::tenant_id(0);
-    let yaml = format!(
-        "resource: {base}\nauthority: {base}\ncontent_type: {CONTENT_TYPE}\noutput: file\n\
-         requests_per_minute: 600000\nrequest_burst: 1000\n\
-         last_value_storage: {store}\noutbound:\n  ca_file: {emu_ca}\n\
-         outputs:\n  file:\n    type: file\n    path: {events}\n\
-         listen:\n  admin: 127.0.0.1:0\n  public: 127.0.0.1:{port}\n\
-         webhook:\n  address: https://127.0.0.1:{port}/o365/webhook\n  auth_id: {auth}\n\
-         tls:\n  cert: {cert}\n  key: {key}\n\
-         pull:\n  reconcile_every: 24h\n{tenants}",
-        store = dir.join("store").display(),
-        emu_ca = emu_ca.display(),
-        events = events.display(),
-        auth = support::AUTH_ID,
-        cert = cert.display(),
-        key = key.display(),
-        tenants = support::tenants_yaml(1),
+    let store = format!("last_value_storage: {}\n", dir.join("store").display());
+    let yaml = support::push_collector_yaml(
+        &base,
+        CONTENT_TYPE,
+        &emu_ca,
+        &events,
+        port,
+        (&cert, &key),
+        &store,
     );
     let config = dir.join("config.yaml");
     std::fs::write(&config, yaml).expect("config");
@@ -147,25 +129,7 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
     let notices = rt.block_on(async {
         // The subscription is validated (the collector answers the emulator), then the
         // emulator's own notifications are switched off and the blobs published.
-        let ready = Instant::now();
-        loop {
-            assert!(collector.alive(), "collector exited");
-            assert!(ready.elapsed() < Duration::from_secs(60), "no subscription");
-            let d: Vec<serde_json::Value> = match http
-                .get(format!("{base}/_emulator/deliveries"))
-                .send()
-                .await
-            {
-                Ok(r) => r.json().await.unwrap_or_default(),
-                Err(_) => Vec::new(),
-            };
-            if d.iter()
-                .any(|d| d["kind"] == "validation" && d["success"] == true)
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        support::wait_validated(&http, &base, || collector.alive()).await;
         // Let the listing that follows a subscription start pass first, so the blobs arrive
         // through this program's notifications only.
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -176,88 +140,24 @@ fn run_once(rt: &tokio::runtime::Runtime, rate: u64, secs: u64, group: bool) -> 
             .await
             .expect("faults");
         assert!(r.status().is_success());
-        let r: serde_json::Value = http
-            .post(format!("{base}/_emulator/generate"))
-            .json(&serde_json::json!({
-                "tenant_id": tenant, "content_type": CONTENT_TYPE,
-                "records": blobs, "blobs": blobs,
-            }))
-            .send()
-            .await
-            .expect("generate")
-            .json()
-            .await
-            .expect("generate answer");
-        let ids: Vec<String> = r["content_ids"]
-            .as_array()
-            .expect("content_ids")
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
-            .collect();
-        assert_eq!(ids.len(), blobs);
-        let client_id = support::client_id(0);
-        ids.iter()
-            .map(|id| {
-                serde_json::to_vec(&serde_json::json!([{
-                    "tenantId": tenant,
-                    "clientId": client_id,
-                    "contentType": CONTENT_TYPE,
-                    "contentId": id,
-                    "contentUri": format!("{base}/api/v1.0/{tenant}/activity/feed/audit/{id}"),
-                    "contentCreated": "2026-01-01T00:00:00.000Z",
-                    "contentExpiration": "2026-01-08T00:00:00.000Z",
-                }]))
-                .expect("json")
-            })
-            .collect::<Vec<_>>()
+        support::publish_notices(&http, &base, CONTENT_TYPE, blobs, blobs).await
     });
 
     let threads = support::ThreadPeak::start(collector.pid());
     let load = support::client(&ca);
-    let latencies = rt.block_on(async {
-        // One call first, so the load shares an open connection (HTTP/2) instead of starting
-        // with a storm of TLS handshakes; an empty batch changes nothing.
-        let _ = load
-            .post(&webhook)
-            .header("content-type", "application/json")
-            .header("webhook-authid", support::AUTH_ID)
-            .body("[]")
-            .send()
-            .await;
-        let start = tokio::time::Instant::now() + Duration::from_millis(200);
-        let interval = Duration::from_secs_f64(1.0 / rate as f64);
-        let load = Arc::new(load);
-        let mut tasks = Vec::with_capacity(notices.len());
-        for (i, body) in notices.into_iter().enumerate() {
-            let at = start + interval * i as u32;
-            tokio::time::sleep_until(at).await;
-            let load = load.clone();
-            let url = webhook.clone();
-            tasks.push(tokio::spawn(async move {
-                let r = load
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("webhook-authid", support::AUTH_ID)
-                    .body(body)
-                    .send()
-                    .await;
-                let ok = matches!(&r, Ok(r) if r.status() == 200);
-                (at.elapsed(), ok)
-            }));
-        }
-        let mut out = Vec::with_capacity(tasks.len());
-        for t in tasks {
-            out.push(t.await.expect("load task"));
-        }
-        out
-    });
+    let latencies = rt.block_on(support::post_notices(
+        load,
+        std::slice::from_ref(&webhook),
+        notices,
+        rate,
+    ));
     let errors = latencies.iter().filter(|(_, ok)| !ok).count();
     let mut ms: Vec<f64> = latencies
         .iter()
         .map(|(d, _)| d.as_secs_f64() * 1000.0)
         .collect();
     ms.sort_by(|a, b| a.total_cmp(b));
-    let pct = |p: f64| ms[((ms.len() - 1) as f64 * p) as usize];
+    let pct = |p: f64| support::percentile(&ms, p);
 
     wait_until(Duration::from_secs(900), "every blob fetched", || {
         assert!(collector.alive(), "collector exited");

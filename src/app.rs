@@ -12,16 +12,17 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::graph::client::GraphClient;
 use crate::graph::puller::{self as graph_puller, GraphRuntime};
 use crate::mgmt_api::{MAX_CALLS_IN_FLIGHT, ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
 use crate::pipeline::gate::OutputGate;
+use crate::pipeline::tenant_lease::{self, ListingLease};
 use crate::pipeline::worker::Workers;
 use crate::pipeline::{TenantRuntime, Tenants, lifecycle, puller};
 use crate::server::{self, ServerError};
-use crate::store::{EmbeddedStore, StoreError};
+use crate::store::{AnyStore, EmbeddedStore, PostgresStore, Store, StoreError};
 use crate::telemetry::Counters;
 use crate::webhook::{self, WebhookState, check};
 
@@ -33,6 +34,9 @@ pub enum AppError {
     /// Not a `source`: the text is already in the message, and `{:#}` would print it twice.
     #[error("last_value_storage: {0}")]
     Store(StoreError),
+    /// The PostgreSQL store (`store: postgres`).
+    #[error("store: {0}")]
+    SharedStore(StoreError),
     #[error(transparent)]
     Output(#[from] OutputError),
     #[error("outbound HTTP: {0}")]
@@ -52,7 +56,7 @@ pub struct App {
     /// The admin listener's bound address.
     pub admin_addr: SocketAddr,
     pub counters: Arc<Counters>,
-    pub store: Arc<EmbeddedStore>,
+    pub store: Arc<AnyStore>,
     shutdown: CancellationToken,
     tasks: TaskTracker,
 }
@@ -61,12 +65,12 @@ impl App {
     /// Opens everything and starts the listener, the workers and the subscription keeper.
     pub async fn start(cfg: Config, shutdown: CancellationToken) -> Result<App, AppError> {
         server::install_crypto_provider();
-        let store =
-            Arc::new(EmbeddedStore::open(&cfg.last_value_storage).map_err(AppError::Store)?);
+        let store = Arc::new(open_store(&cfg).await?);
         let counters = Arc::new(Counters::default());
-        let http = http_client(&cfg.outbound).map_err(AppError::Http)?;
+        let http = http_client(&cfg.outbound, store.replica()).map_err(AppError::Http)?;
         let call_slots = Arc::new(tokio::sync::Semaphore::new(MAX_CALLS_IN_FLIGHT));
 
+        let shared = store.replica().is_some();
         let wake = Arc::new(Notify::new());
         let mut outputs: HashMap<String, (Arc<AnyOutput>, Arc<OutputGate>)> = HashMap::new();
         let mut tenants: Tenants = HashMap::new();
@@ -115,6 +119,11 @@ impl App {
                     gate,
                     paused: Default::default(),
                     graph,
+                    listing: if shared {
+                        ListingLease::shared()
+                    } else {
+                        ListingLease::default()
+                    },
                 }),
             );
         }
@@ -215,6 +224,15 @@ impl App {
             info!(every_s = every.as_secs(), "no webhook.address: pull mode");
         }
         let reconcile_now = Arc::new(Notify::new());
+        if let StoreConfig::Postgres(p) = &cfg.store {
+            tasks.spawn(tenant_lease::keep(
+                tenants.clone(),
+                store.clone(),
+                p.tenant_lease,
+                reconcile_now.clone(),
+                shutdown.clone(),
+            ));
+        }
         tasks.spawn(puller::run(
             tenants.clone(),
             store.clone(),
@@ -331,6 +349,25 @@ impl App {
     pub async fn wait(self) {
         self.tasks.close();
         self.tasks.wait().await;
+    }
+}
+
+/// Opens the store `store:` chose: the embedded file, or the shared database (migrated).
+async fn open_store(cfg: &Config) -> Result<AnyStore, AppError> {
+    match &cfg.store {
+        StoreConfig::Embedded => EmbeddedStore::open(&cfg.last_value_storage)
+            .map(AnyStore::Embedded)
+            .map_err(AppError::Store),
+        StoreConfig::Postgres(p) => {
+            let store = PostgresStore::connect(p)
+                .await
+                .map_err(AppError::SharedStore)?;
+            info!(
+                replica = store.owner(),
+                "connected to the shared PostgreSQL store"
+            );
+            Ok(AnyStore::Postgres(store))
+        }
     }
 }
 

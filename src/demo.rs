@@ -208,6 +208,7 @@ fn demo_config(
         },
         outputs,
         last_value_storage: args.dir.join("last_value_storage"),
+        store: crate::config::StoreConfig::Embedded,
         pipeline: PipelineConfig {
             workers: args.workers,
             lease: Duration::from_secs(300),

@@ -1351,3 +1351,125 @@ fn graph_feeds_default_off_derive_their_host_and_refuse_message_trace_outside_gl
     ));
     assert_eq!(keys(&p), ["graph_host"]);
 }
+
+mod store {
+    use super::*;
+    use o365_collector::config::StoreConfig;
+
+    const PG_PASSWORD: &str = "db-Pa55word-9d2e";
+
+    fn pg(extra: &str) -> String {
+        format!(
+            "{}store:\n  type: postgres\n  url: postgres://o365:{PG_PASSWORD}@db.example:5432/o365\n{extra}",
+            minimal()
+        )
+    }
+
+    #[test]
+    fn embedded_is_the_default_and_postgres_takes_its_settings() {
+        assert!(matches!(
+            parse(&minimal()).unwrap().store,
+            StoreConfig::Embedded
+        ));
+        assert!(matches!(
+            parse(&format!("{}store: embedded\n", minimal()))
+                .unwrap()
+                .store,
+            StoreConfig::Embedded
+        ));
+        let cfg = parse(&pg(
+            "  pool_size: 3\n  sslmode: verify-full\n  tenant_lease: 45s\n",
+        ))
+        .unwrap();
+        let StoreConfig::Postgres(p) = &cfg.store else {
+            panic!("postgres expected");
+        };
+        assert_eq!(p.pool_size, 3);
+        assert_eq!(p.sslmode.as_deref(), Some("verify-full"));
+        assert_eq!(p.tenant_lease, Duration::from_secs(45));
+        assert!(!p.allow_file_output);
+        // The summary names the database, never the password.
+        let summary = cfg.summary();
+        assert!(
+            summary.contains("store: postgres db.example:5432/o365 (pool 3)"),
+            "{summary}"
+        );
+        assert!(!summary.contains(PG_PASSWORD), "{summary}");
+        assert!(
+            !format!("{cfg:?}").contains(PG_PASSWORD),
+            "Debug shows the password"
+        );
+    }
+
+    #[test]
+    fn the_url_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(
+            dir.path(),
+            "db-url",
+            &format!("postgres://o365:{PG_PASSWORD}@db:5432/o365\n"),
+        );
+        let text = format!(
+            "{}store:\n  type: postgres\n  url_file: {}\n",
+            minimal(),
+            file.display()
+        );
+        let StoreConfig::Postgres(p) = parse(&text).unwrap().store else {
+            panic!("postgres expected");
+        };
+        assert_eq!(
+            p.url.expose(),
+            format!("postgres://o365:{PG_PASSWORD}@db:5432/o365")
+        );
+    }
+
+    #[test]
+    fn bad_store_settings_are_reported_without_the_password() {
+        let found = problems(&format!(
+            "{}store:\n  type: postgres\n  url: mysql://u:{PG_PASSWORD}@db/x\n  sslmode: maybe\n  pool_size: 0\n",
+            minimal()
+        ));
+        assert_eq!(
+            keys(&found),
+            ["store.url", "store.sslmode", "store.pool_size"]
+        );
+        let text = format!("{found:?}");
+        assert!(!text.contains(PG_PASSWORD), "{text}");
+        assert_eq!(
+            keys(&problems(&format!(
+                "{}store:\n  type: postgres\n",
+                minimal()
+            ))),
+            ["store"]
+        );
+        assert_eq!(
+            keys(&problems(&format!("{}store: redis\n", minimal()))),
+            ["store"]
+        );
+        assert_eq!(
+            keys(&problems(&format!(
+                "{}store:\n  type: embedded\n  pool_size: 2\n",
+                minimal()
+            ))),
+            ["store.pool_size"]
+        );
+    }
+
+    /// Each replica would write its own file, where duplicates across replicas cannot be found:
+    /// refused with the reason, unless explicitly allowed.
+    #[test]
+    fn a_file_output_with_replicas_is_refused_unless_allowed() {
+        let file = "output: archive\noutputs:\n  archive:\n    type: file\n    path: /var/log/o365.ndjson\n";
+        let found = problems(&format!("{}{file}", pg("")));
+        assert_eq!(keys(&found), ["outputs.archive"]);
+        assert!(
+            found[0].problem.contains("several replicas"),
+            "{:?}",
+            found[0]
+        );
+        assert!(found[0].problem.contains("duplicates"), "{:?}", found[0]);
+        assert!(found[0].fix.contains("allow_file_output"), "{:?}", found[0]);
+        let cfg = parse(&format!("{}{file}", pg("  allow_file_output: true\n"))).unwrap();
+        assert!(matches!(cfg.store, StoreConfig::Postgres(_)));
+    }
+}

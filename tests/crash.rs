@@ -13,21 +13,6 @@ use std::time::Duration;
 use outputs_support::http::HttpReceiver;
 use support::*;
 
-/// A small deterministic PRNG so a failing run can be repeated (seed printed).
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
 /// How one crash run goes: records published in waves while the collector is SIGKILLed `kills`
 /// times at seeded random moments; `extra_yaml` continues the file output's settings.
 struct Run {

@@ -267,7 +267,8 @@ fn pod_is_locked_down_and_probed_on_the_admin_port() {
             .filter_map(|p| p["containerPort"].as_u64())
             .collect();
         assert_eq!(ports, [PUBLIC_PORT, ADMIN_PORT]);
-        // The only writable path is the store's volume; the config is read-only.
+        // The only writable path is the state volume; the config is read-only. One pod keeps its
+        // store on a volume of its own; the replicas keep theirs in PostgreSQL and need none.
         let mounts = seq(&c["volumeMounts"]);
         let state = mounts
             .iter()
@@ -275,7 +276,16 @@ fn pod_is_locked_down_and_probed_on_the_admin_port() {
             .expect("state volume mounted");
         assert_eq!(state["mountPath"].as_str(), Some("/var/lib/o365-collector"));
         let claims = seq(&sts["spec"]["volumeClaimTemplates"]);
-        assert_eq!(claims[0]["metadata"]["name"].as_str(), Some("state"));
+        if replicas == 1 {
+            assert_eq!(claims[0]["metadata"]["name"].as_str(), Some("state"));
+        } else {
+            assert!(claims.is_empty(), "{overlay}: no volume per pod");
+            let state = seq(&pod["volumes"])
+                .iter()
+                .find(|v| v["name"].as_str() == Some("state"))
+                .expect("state volume");
+            assert!(!state["emptyDir"].is_null(), "{overlay}: scratch state");
+        }
         assert_eq!(of_kind(&docs, "PodDisruptionBudget").len(), 1);
     }
 }
@@ -320,6 +330,91 @@ fn deploy_config_validates() {
     ] {
         assert!(data.contains_key(var), "Secret example lacks {var}");
     }
+}
+
+/// The replicas overlay: three pods spread over nodes, two kept through drains, the database URL
+/// from a Secret, and a config that validates with `store: postgres` and a network output.
+#[test]
+fn replicas_overlay_shares_one_database() {
+    let docs = documents(&render("replicas"));
+    let sts = of_kind(&docs, "StatefulSet")[0];
+    let pod = &sts["spec"]["template"]["spec"];
+    let spread = seq(&pod["topologySpreadConstraints"]);
+    assert!(
+        spread
+            .iter()
+            .any(|c| c["topologyKey"] == "kubernetes.io/hostname"
+                && c["whenUnsatisfiable"] == "DoNotSchedule"),
+        "one pod per node"
+    );
+    let pdb = of_kind(&docs, "PodDisruptionBudget")[0];
+    assert_eq!(pdb["spec"]["minAvailable"].as_u64(), Some(2));
+    let env = seq(&seq(&pod["containers"])[0]["env"]);
+    let url = env
+        .iter()
+        .find(|e| e["name"] == "O365_DATABASE_URL")
+        .expect("O365_DATABASE_URL set");
+    let from = &url["valueFrom"]["secretKeyRef"];
+    assert_eq!(
+        (from["name"].as_str(), from["key"].as_str()),
+        (Some("o365-db-app"), Some("uri")),
+        "the Secret CloudNativePG makes for a Cluster named o365-db"
+    );
+    let cm = of_kind(&docs, "ConfigMap")[0];
+    let text = cm["data"]["config.yaml"].as_str().unwrap();
+    let vars = |name: &str| -> Option<String> {
+        Some(match name {
+            "O365_TENANT_ID" => "41463f53-8812-40f4-890f-865bf6e35190".into(),
+            "O365_CLIENT_ID" => "2d4f5a8c-1111-4222-8333-444455556666".into(),
+            "O365_DATABASE_URL" => "postgres://app:pw@o365-db-rw:5432/app".into(),
+            _ => "placeholder-value-0123456789".into(),
+        })
+    };
+    let c = o365_collector::config::Config::parse(text, &vars)
+        .unwrap_or_else(|e| panic!("overlays/replicas/config.yaml:\n{e}"));
+    assert!(matches!(
+        c.store,
+        o365_collector::config::StoreConfig::Postgres(_)
+    ));
+    // The overlay's config is the base's but for the store.
+    let base = std::fs::read_to_string(root().join("deploy/base/config.yaml")).unwrap();
+    // Every setting line but the store's (the `store:` block, `last_value_storage`).
+    let body = |t: &str| -> Vec<String> {
+        let mut in_store = false;
+        t.lines()
+            .filter(|l| {
+                if !l.starts_with(' ') && !l.starts_with('#') {
+                    in_store = l.starts_with("store:");
+                }
+                !in_store
+                    && !l.trim_start().starts_with('#')
+                    && !l.starts_with("last_value_storage")
+            })
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        body(text),
+        body(&base),
+        "overlay config drifted from the base"
+    );
+}
+
+/// The optional CloudNativePG example: a three-instance Cluster whose app Secret is the one the
+/// replicas overlay reads.
+#[test]
+fn cloudnativepg_example_matches_the_overlay() {
+    let text = std::fs::read_to_string(root().join("deploy/cloudnativepg/cluster.yaml")).unwrap();
+    let docs = documents(&text);
+    let cluster = of_kind(&docs, "Cluster")[0];
+    assert_eq!(
+        cluster["apiVersion"].as_str(),
+        Some("postgresql.cnpg.io/v1")
+    );
+    assert_eq!(cluster["metadata"]["name"].as_str(), Some("o365-db"));
+    assert!(cluster["spec"]["instances"].as_u64() >= Some(3));
+    let pdb = of_kind(&docs, "PodDisruptionBudget");
+    assert!(pdb.is_empty(), "CloudNativePG makes its own");
 }
 
 #[test]

@@ -1,4 +1,5 @@
-//! The embedded store through the `Store` trait: the shared conformance checks, then what only a
+//! Both stores through the `Store` trait: the shared conformance checks on each (the PostgreSQL
+//! ones on a real server, tests/store_postgres.rs has what only it has), then what only a
 //! file-backed store has (restarts, locking, damaged files), then a throughput measurement
 //! (`cargo test --release --test store -- --ignored --nocapture store_throughput`).
 
@@ -8,19 +9,36 @@ use std::time::{Duration, Instant, SystemTime};
 use o365_collector::store::conformance::{self, content};
 use o365_collector::store::{ContentRef, EmbeddedStore, Store, StoreError};
 
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+use postgres::Postgres;
+
 fn open(dir: &Path) -> EmbeddedStore {
     EmbeddedStore::open(dir).expect("open store")
 }
 
-/// One test per conformance check, each on a fresh store in its own directory.
+/// One test per conformance check, each on a fresh store: the embedded one in its own directory,
+/// the PostgreSQL one in its own database of a real server shared by this binary's tests.
 macro_rules! conformance_tests {
-    ($($name:ident),* $(,)?) => {$(
-        #[tokio::test]
-        async fn $name() {
-            let dir = tempfile::tempdir().unwrap();
-            conformance::$name(&open(dir.path())).await;
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let dir = tempfile::tempdir().unwrap();
+                conformance::$name(&open(dir.path())).await;
+            }
+        )*
+        mod postgres_conformance {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    conformance::$name(&Postgres::shared().store().await).await;
+                }
+            )*
         }
-    )*};
+    };
 }
 
 conformance_tests!(

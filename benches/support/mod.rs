@@ -330,3 +330,175 @@ pub fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
+
+/// Waits until the emulator's validation call of a webhook subscription was answered (the
+/// collectors are up and subscribed); panics once `alive` says a collector exited.
+pub async fn wait_validated(http: &reqwest::Client, base: &str, mut alive: impl FnMut() -> bool) {
+    let ready = Instant::now();
+    loop {
+        assert!(alive(), "collector exited");
+        assert!(ready.elapsed() < Duration::from_secs(60), "no subscription");
+        let d: Vec<serde_json::Value> = match http
+            .get(format!("{base}/_emulator/deliveries"))
+            .send()
+            .await
+        {
+            Ok(r) => r.json().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        if d.iter()
+            .any(|d| d["kind"] == "validation" && d["success"] == true)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Publishes `records` records in `blobs` blobs of tenant 0 and returns one notification body
+/// (a one-entry JSON array, as Microsoft sends) per blob.
+pub async fn publish_notices(
+    http: &reqwest::Client,
+    base: &str,
+    content_type: &str,
+    records: usize,
+    blobs: usize,
+) -> Vec<Vec<u8>> {
+    let tenant = tenant_id(0);
+    let r: serde_json::Value = http
+        .post(format!("{base}/_emulator/generate"))
+        .json(&serde_json::json!({
+            "tenant_id": tenant, "content_type": content_type,
+            "records": records, "blobs": blobs,
+        }))
+        .send()
+        .await
+        .expect("generate")
+        .json()
+        .await
+        .expect("generate answer");
+    let ids: Vec<String> = r["content_ids"]
+        .as_array()
+        .expect("content_ids")
+        .iter()
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(ids.len(), blobs);
+    let client_id = client_id(0);
+    ids.iter()
+        .map(|id| {
+            serde_json::to_vec(&serde_json::json!([{
+                "tenantId": tenant,
+                "clientId": client_id,
+                "contentType": content_type,
+                "contentId": id,
+                "contentUri": format!("{base}/api/v1.0/{tenant}/activity/feed/audit/{id}"),
+                "contentCreated": "2026-01-01T00:00:00.000Z",
+                "contentExpiration": "2026-01-08T00:00:00.000Z",
+            }]))
+            .expect("json")
+        })
+        .collect()
+}
+
+/// POSTs the notices open loop, `rate` per second (0: all at once), each to the next of
+/// `webhooks` in turn; returns each one's latency from its scheduled send and whether it got 200.
+pub async fn post_notices(
+    load: reqwest::Client,
+    webhooks: &[String],
+    notices: Vec<Vec<u8>>,
+    rate: u64,
+) -> Vec<(Duration, bool)> {
+    // One call to each first, so the load shares open connections (HTTP/2) instead of starting
+    // with a storm of TLS handshakes; an empty batch changes nothing.
+    for url in webhooks {
+        let _ = load
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-authid", AUTH_ID)
+            .body("[]")
+            .send()
+            .await;
+    }
+    let start = tokio::time::Instant::now() + Duration::from_millis(200);
+    let interval = if rate == 0 {
+        Duration::ZERO
+    } else {
+        Duration::from_secs_f64(1.0 / rate as f64)
+    };
+    let load = std::sync::Arc::new(load);
+    let mut tasks = Vec::with_capacity(notices.len());
+    for (i, body) in notices.into_iter().enumerate() {
+        let at = start + interval * i as u32;
+        tokio::time::sleep_until(at).await;
+        let load = load.clone();
+        let url = webhooks[i % webhooks.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let r = load
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("webhook-authid", AUTH_ID)
+                .body(body)
+                .send()
+                .await;
+            let ok = matches!(&r, Ok(r) if r.status() == 200);
+            (at.elapsed(), ok)
+        }));
+    }
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.expect("load task"));
+    }
+    out
+}
+
+/// p-th percentile (0..1) of sorted milliseconds.
+pub fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    sorted_ms
+        .get(((sorted_ms.len().max(1) - 1) as f64 * p) as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// The emulator with one tenant, for a bench that notifies the collector itself: retries far
+/// apart and never disabling, so its own notifications can fail (a fault) without ever changing
+/// the subscription. `webhook_ca`: the CA of the collectors' webhook certificate.
+pub fn start_notified_emulator(dir: &Path, webhook_ca: &Path) -> (Proc, String, PathBuf) {
+    start_emulator(
+        dir,
+        1,
+        &format!(
+            "throttle_per_minute: 1000000\nwebhook_ca_files: [{}]\nwebhook_retry_base_ms: 3600000\nwebhook_max_failures: 1000000\n",
+            webhook_ca.display()
+        ),
+    )
+}
+
+/// A push-mode collector of tenant 0 on `port` (TLS with `tls` = cert, key), a file output at
+/// `events`, no periodic reconciliation; `store` is its store's YAML (`last_value_storage: …` or a
+/// `store:` block).
+pub fn push_collector_yaml(
+    base: &str,
+    content_type: &str,
+    emu_ca: &Path,
+    events: &Path,
+    port: u16,
+    tls: (&Path, &Path),
+    store: &str,
+) -> String {
+    format!(
+        "resource: {base}\nauthority: {base}\ncontent_type: {content_type}\noutput: file\n\
+         requests_per_minute: 600000\nrequest_burst: 1000\n{store}\
+         outbound:\n  ca_file: {emu_ca}\n\
+         outputs:\n  file:\n    type: file\n    path: {events}\n\
+         listen:\n  admin: 127.0.0.1:0\n  public: 127.0.0.1:{port}\n\
+         webhook:\n  address: https://127.0.0.1:{port}/o365/webhook\n  auth_id: {AUTH_ID}\n\
+         tls:\n  cert: {cert}\n  key: {key}\n\
+         pull:\n  reconcile_every: 24h\n{tenants}",
+        emu_ca = emu_ca.display(),
+        events = events.display(),
+        cert = tls.0.display(),
+        key = tls.1.display(),
+        tenants = tenants_yaml(1),
+    )
+}

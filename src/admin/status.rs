@@ -24,6 +24,31 @@ pub struct StatusAnswer {
     pub outputs: Vec<OutputStatus>,
     /// Every process counter by name (the `/metrics` names without `o365_` and `_total`).
     pub counters: BTreeMap<String, u64>,
+    /// With a shared store (several replicas): this replica and who lists which tenant. The
+    /// queue above is the whole deployment's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<ReplicasStatus>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReplicasStatus {
+    /// The answering replica's token.
+    pub this_replica: String,
+    /// One entry per tenant lease, by tenant id.
+    pub tenant_leases: Vec<TenantLeaseStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantLeaseStatus {
+    pub tenant_id: String,
+    /// Token of the replica that lists the tenant and keeps its subscriptions.
+    pub holder: String,
+    /// Since when it holds it (RFC 3339).
+    pub since: String,
+    /// Until the lease lapses unless renewed; negative: lapsed (its holder is gone).
+    pub expires_in_ms: i64,
 }
 
 /// The durable queue, from `Store::stats`; `error` (and zeros) when the store did not answer.
@@ -231,7 +256,31 @@ pub(super) async fn status<S: Store>(
         .into_iter()
         .map(|(c, v)| (c.name.to_string(), v))
         .collect();
+    let replicas = match state.store.replica() {
+        None => None,
+        Some(me) => Some(match state.store.tenant_holders().await {
+            Ok(holders) => ReplicasStatus {
+                this_replica: me.to_owned(),
+                tenant_leases: holders
+                    .into_iter()
+                    .map(|h| TenantLeaseStatus {
+                        tenant_id: h.tenant_id,
+                        holder: h.holder,
+                        since: rfc3339(h.since),
+                        expires_in_ms: h.expires_in_ms,
+                    })
+                    .collect(),
+                error: None,
+            },
+            Err(e) => ReplicasStatus {
+                this_replica: me.to_owned(),
+                error: Some(e.to_string()),
+                ..ReplicasStatus::default()
+            },
+        }),
+    };
     Json(StatusAnswer {
+        replicas,
         mode: state.mode().to_string(),
         started: rfc3339(state.started),
         uptime_secs: uptime_secs(state.started),

@@ -64,8 +64,19 @@ pub struct Config {
     pub outputs: BTreeMap<String, OutputConfig>,
     /// Directory of the embedded store (`last_value_storage`).
     pub last_value_storage: PathBuf,
+    /// Which store holds the queue (`store:`).
+    pub store: StoreConfig,
     pub pipeline: PipelineConfig,
     pub enrichment: crate::enrich::EnrichmentConfig,
+}
+
+/// `store:` — where the queue, the dedup set and the cursors live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// One process: a file under `last_value_storage` (the default).
+    Embedded,
+    /// Several replicas share one PostgreSQL database.
+    Postgres(crate::store::PostgresConfig),
 }
 
 /// One tenant's credentials and what to collect from it.
@@ -601,7 +612,25 @@ impl Config {
             })
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));
-        let _ = write!(s, "store: {}", self.last_value_storage.display());
+        match &self.store {
+            StoreConfig::Embedded => {
+                let _ = write!(s, "store: {}", self.last_value_storage.display());
+            }
+            StoreConfig::Postgres(p) => {
+                // Host, port and database only: the URL holds the password.
+                let at = reqwest::Url::parse(p.url.expose())
+                    .map(|u| {
+                        format!(
+                            "{}:{}{}",
+                            u.host_str().unwrap_or(""),
+                            u.port().unwrap_or(5432),
+                            u.path()
+                        )
+                    })
+                    .unwrap_or_default();
+                let _ = write!(s, "store: postgres {at} (pool {})", p.pool_size);
+            }
+        }
         s
     }
 }
@@ -625,6 +654,9 @@ pub fn check_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> (
     };
     // The store directory must take writes, or `run` fails at once (or on the first notification).
     let result = result.and_then(|config| {
+        if matches!(config.store, StoreConfig::Postgres(_)) {
+            return Ok(config);
+        }
         match crate::store::embedded::probe_dir(&config.last_value_storage) {
             Ok(()) => Ok(config),
             Err(e) => Err(ConfigErrors(vec![Problem {

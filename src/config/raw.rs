@@ -91,8 +91,9 @@ pub(crate) const TENANT_IDENTITY_KEYS: [&str; 6] = [
     "publisher_id",
 ];
 
-const GLOBAL_KEYS: [&str; 11] = [
+const GLOBAL_KEYS: [&str; 12] = [
     "last_value_storage",
+    "store",
     "webhook",
     "listen",
     "tls",
@@ -110,6 +111,7 @@ pub(crate) struct RawConfig {
     /// The top-level tenant keys (a tenant if it has identity keys; defaults for `tenants:` anyway).
     pub top: RawTenant,
     pub last_value_storage: Field<String>,
+    pub store: Option<RawStore>,
     pub webhook: Option<RawWebhook>,
     pub listen: RawListen,
     pub tls: Option<RawTls>,
@@ -194,6 +196,21 @@ pub(crate) struct RawTls {
     pub cert: Field<String>,
     pub key: Field<String>,
     pub reload_every: Field<Duration>,
+}
+
+/// `store:` — a kind alone (`store: postgres`) or a mapping with `type` and its settings.
+#[derive(Debug)]
+pub(crate) struct RawStore {
+    pub at: At,
+    pub kind: Field<String>,
+    /// Holds the database password: never echoed.
+    pub url: Field<Secret>,
+    pub url_file: Field<String>,
+    pub pool_size: Field<u64>,
+    pub sslmode: Field<String>,
+    pub ca_file: Field<String>,
+    pub allow_file_output: Field<bool>,
+    pub tenant_lease: Field<Duration>,
 }
 
 #[derive(Debug, Default)]
@@ -496,6 +513,7 @@ impl<'e> Reader<'e> {
             }
             match key {
                 "last_value_storage" => raw.last_value_storage = self.text(value, at),
+                "store" => raw.store = self.store(value, at),
                 "webhook" => raw.webhook = self.webhook(value, at),
                 "listen" => raw.listen = self.listen(value, at),
                 "tls" => raw.tls = self.tls(value, at),
@@ -684,6 +702,50 @@ impl<'e> Reader<'e> {
         }
         t.end = self.end();
         Some(t)
+    }
+
+    fn store(&mut self, value: &Value, at: At) -> Option<RawStore> {
+        let mut st = RawStore {
+            at: at.clone(),
+            kind: Field::Absent,
+            url: Field::Absent,
+            url_file: Field::Absent,
+            pool_size: Field::Absent,
+            sslmode: Field::Absent,
+            ca_file: Field::Absent,
+            allow_file_output: Field::Absent,
+            tenant_lease: Field::Absent,
+        };
+        match value {
+            Value::Null => return None,
+            Value::Mapping(map) => {
+                let allowed = [
+                    "type",
+                    "url",
+                    "url_file",
+                    "pool_size",
+                    "sslmode",
+                    "ca_file",
+                    "allow_file_output",
+                    "tenant_lease",
+                ];
+                for (key, v, key_at) in self.entries(map, &format!("{}.", at.key), &allowed) {
+                    match key {
+                        "type" => st.kind = self.text(v, key_at),
+                        "url" => st.url = self.secret(v, key_at),
+                        "url_file" => st.url_file = self.text(v, key_at),
+                        "pool_size" => st.pool_size = self.uint(v, key_at),
+                        "sslmode" => st.sslmode = self.text(v, key_at),
+                        "ca_file" => st.ca_file = self.text(v, key_at),
+                        "allow_file_output" => st.allow_file_output = self.boolean(v, key_at),
+                        "tenant_lease" => st.tenant_lease = self.duration(v, key_at),
+                        _ => {}
+                    }
+                }
+            }
+            _ => st.kind = self.text(value, at),
+        }
+        Some(st)
     }
 
     fn admin(&mut self, value: &Value, at: At) -> RawAdmin {

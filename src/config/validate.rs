@@ -20,7 +20,7 @@ use super::{
     AdminConfig, CONTENT_TYPES, Config, Credential, DEFAULT_CONTENT_TYPES, FileCompression,
     FileOutputConfig, GraphConfig, HttpAuth, HttpFormat, HttpOutputConfig, IpNet, KafkaCompression,
     KafkaKey, KafkaOutputConfig, KafkaSasl, KafkaTls, ListenConfig, OutboundConfig, OutputConfig,
-    PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret,
+    PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret, StoreConfig,
     SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
 use crate::enrich::EnrichmentConfig;
@@ -28,6 +28,8 @@ use crate::enrich::geoip::Kind;
 use crate::graph::feed::{GraphFeed, derive_graph_host, is_national_graph_host};
 use crate::mapping::Format;
 use crate::mgmt_api::throttle::{DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE};
+use crate::pipeline::tenant_lease::DEFAULT_TENANT_LEASE;
+use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};
 
 /// Documented defaults (product documentation and DESIGN §4).
 pub const DEFAULT_RESOURCE: &str = "https://manage.office.com";
@@ -246,6 +248,7 @@ pub(crate) fn validate(raw: &RawConfig, files: &dyn Files) -> (Option<Config>, V
     };
     let pipeline = c.pipeline(raw);
     let enrichment = c.enrichment(raw, &tenants);
+    let store = c.store(raw, &outputs);
     if !c.found.is_empty() {
         return (None, c.found);
     }
@@ -259,6 +262,7 @@ pub(crate) fn validate(raw: &RawConfig, files: &dyn Files) -> (Option<Config>, V
         outbound,
         outputs,
         last_value_storage,
+        store,
         pipeline,
         enrichment,
     };
@@ -2147,6 +2151,184 @@ impl Checker<'_> {
             );
         }
         AdminConfig { token }
+    }
+
+    // ---- store -------------------------------------------------------------------------------
+
+    fn store(&mut self, raw: &RawConfig, outputs: &BTreeMap<String, OutputConfig>) -> StoreConfig {
+        let Some(st) = &raw.store else {
+            return StoreConfig::Embedded;
+        };
+        let postgres_keys = [
+            st.url.at(),
+            st.url_file.at(),
+            st.pool_size.at(),
+            st.sslmode.at(),
+            st.ca_file.at(),
+            st.allow_file_output.at(),
+            st.tenant_lease.at(),
+        ];
+        let kind = match &st.kind {
+            Field::Value(k, at) => Some((k.trim().to_ascii_lowercase(), at)),
+            Field::Invalid(_) => return StoreConfig::Embedded,
+            Field::Absent => {
+                self.problem(
+                    &st.at,
+                    "has no type",
+                    "add `type: embedded` (one process, the default) or `type: postgres` (several replicas)",
+                );
+                return StoreConfig::Embedded;
+            }
+        };
+        match kind {
+            Some((k, _)) if k == "embedded" => {
+                for at in postgres_keys.into_iter().flatten() {
+                    self.problem(
+                        at,
+                        "is a setting of store type postgres, not embedded",
+                        "remove it, or set `type: postgres`",
+                    );
+                }
+                StoreConfig::Embedded
+            }
+            Some((k, _)) if k == "postgres" => self.postgres_store(raw, outputs),
+            Some((k, at)) => {
+                self.problem(
+                    at,
+                    format!("is `{k}`, not a store type"),
+                    "use `embedded` (one process, the default) or `postgres` (several replicas)",
+                );
+                StoreConfig::Embedded
+            }
+            None => StoreConfig::Embedded,
+        }
+    }
+
+    fn postgres_store(
+        &mut self,
+        raw: &RawConfig,
+        outputs: &BTreeMap<String, OutputConfig>,
+    ) -> StoreConfig {
+        let Some(st) = &raw.store else {
+            return StoreConfig::Embedded;
+        };
+        let url = match (&st.url, &st.url_file) {
+            (Field::Value(u, at), Field::Absent) => Some((u.clone(), at)),
+            (Field::Absent, Field::Value(path, at)) => self.secret_file(at, path).map(|u| (u, at)),
+            (u, Field::Value(_, at)) if u.is_present() => {
+                self.problem(
+                    at,
+                    "is set together with store.url",
+                    "keep only one of url or url_file",
+                );
+                None
+            }
+            (Field::Absent, Field::Absent) => {
+                self.problem(
+                    &st.at,
+                    "is postgres but has no url",
+                    "add `url: ${O365_DATABASE_URL}` (postgres://user:password@host:5432/database) or `url_file:`",
+                );
+                None
+            }
+            _ => None,
+        };
+        let url = url.and_then(|(u, at)| {
+            // Never quote the URL: it holds the password.
+            let fix = "write it as postgres://user:password@host:5432/database";
+            match reqwest::Url::parse(u.expose().trim()) {
+                Ok(p) if matches!(p.scheme(), "postgres" | "postgresql") && p.has_host() => {
+                    Some(Secret::new(u.expose().trim()))
+                }
+                Ok(_) => {
+                    self.problem(at, "is not a postgres:// URL with a host", fix);
+                    None
+                }
+                Err(e) => {
+                    self.problem(at, format!("is not a URL ({e})"), fix);
+                    None
+                }
+            }
+        });
+        let pool_size = match &st.pool_size {
+            Field::Value(n, at) if *n == 0 || *n > 1000 => {
+                self.problem(
+                    at,
+                    format!("is {n}"),
+                    "use 1 to 1000 connections (default 8)",
+                );
+                DEFAULT_POOL_SIZE
+            }
+            Field::Value(n, _) => *n as u32,
+            _ => DEFAULT_POOL_SIZE,
+        };
+        let sslmode = st.sslmode.value().and_then(|(m, at)| {
+            let m = m.trim().to_ascii_lowercase();
+            const MODES: [&str; 6] = [
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ];
+            if MODES.contains(&m.as_str()) {
+                Some(m)
+            } else {
+                self.problem(
+                    at,
+                    format!("is `{m}`, not an sslmode"),
+                    format!("use one of {}", MODES.join(", ")),
+                );
+                None
+            }
+        });
+        let ca_file = st.ca_file.value().map(|(v, at)| {
+            let p = PathBuf::from(v.trim());
+            self.pem_certificates(at, &p);
+            p
+        });
+        let allow_file_output = st.allow_file_output.value().is_some_and(|(b, _)| *b);
+        let tenant_lease = match &st.tenant_lease {
+            Field::Value(d, at) if *d < Duration::from_secs(1) => {
+                self.problem(
+                    at,
+                    "is under 1s",
+                    "use a lease of seconds, e.g. 30s (the default)",
+                );
+                DEFAULT_TENANT_LEASE
+            }
+            Field::Value(d, _) => *d,
+            _ => DEFAULT_TENANT_LEASE,
+        };
+        if !allow_file_output {
+            for (name, o) in outputs {
+                if !matches!(o, OutputConfig::File(_)) {
+                    continue;
+                }
+                let at = raw
+                    .outputs
+                    .as_ref()
+                    .and_then(|(_, entries)| entries.iter().find(|e| e.name == *name))
+                    .map_or_else(|| st.at.clone(), |e| e.at.clone());
+                self.problem(
+                    &at,
+                    "is a file output, while store: postgres runs several replicas: each replica would write its own file, and a blob one replica delivered in part before it died is delivered again by another into another file, where the duplicates cannot be found",
+                    "send to a network output (http, kafka, syslog), or set store.allow_file_output: true if you accept that (e.g. one replica, or duplicates removed downstream)",
+                );
+            }
+        }
+        match url {
+            Some(url) => StoreConfig::Postgres(PostgresConfig {
+                url,
+                pool_size,
+                sslmode,
+                ca_file,
+                allow_file_output,
+                tenant_lease,
+            }),
+            None => StoreConfig::Embedded,
+        }
     }
 
     // ---- pull, outbound, pipeline ------------------------------------------------------------

@@ -191,6 +191,22 @@ async fn authorize(
     method: &str,
     q: &Query,
 ) -> Result<Ctx, ApiError> {
+    {
+        let mut log = lock(&s.requests);
+        if log.len() >= super::server::REQUEST_LOG_LIMIT {
+            log.pop_front();
+        }
+        log.push_back(super::server::ApiRequest {
+            at: chrono::Utc::now(),
+            tenant_id: tenant.to_owned(),
+            operation: method.to_owned(),
+            content_type: q.get("contenttype").map(str::to_owned),
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        });
+    }
     let latency = lock(&s.faults).faults.latency_ms;
     if latency > 0 {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;

@@ -26,6 +26,7 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_emulator/published", get(published))
         .route("/_emulator/faults", get(get_faults).post(set_faults))
         .route("/_emulator/deliveries", get(deliveries))
+        .route("/_emulator/requests", get(requests))
         .route("/_emulator/clock", get(clock).post(advance_clock))
 }
 
@@ -313,6 +314,20 @@ async fn deliveries(State(s): State<Arc<Shared>>, Query(q): Query<DeliveriesQuer
             q.tenant_id
                 .as_deref()
                 .is_none_or(|t| t.eq_ignore_ascii_case(&d.tenant_id))
+        })
+        .collect();
+    Json(json!(list)).into_response()
+}
+
+/// `GET /_emulator/requests[?tenant_id=…]`: the latest API calls, oldest first.
+async fn requests(State(s): State<Arc<Shared>>, Query(q): Query<DeliveriesQuery>) -> Response {
+    let log = lock(&s.requests);
+    let list: Vec<&super::server::ApiRequest> = log
+        .iter()
+        .filter(|r| {
+            q.tenant_id
+                .as_deref()
+                .is_none_or(|t| t.eq_ignore_ascii_case(&r.tenant_id))
         })
         .collect();
     Json(json!(list)).into_response()

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use control::{Delivery, Faults, FaultsPatch, GenerateRequest, PublishRequest, Published};
 pub use generator::ContentType;
-pub use server::Emulator;
+pub use server::{ApiRequest, Emulator};
 
 /// Errors of the emulator's own setup (never of the emulated API, which answers with HTTP errors).
 #[derive(Debug, thiserror::Error)]

@@ -125,10 +125,28 @@ pub(crate) struct Shared {
     pub graph: Mutex<super::graph::GraphState>,
     pub generator: Mutex<Generator>,
     pub faults: Mutex<FaultState>,
+    /// The latest Management Activity API calls, oldest first (`GET /_emulator/requests`).
+    pub requests: Mutex<std::collections::VecDeque<ApiRequest>>,
     pub throttle: Throttle,
     pub webhook_client: reqwest::Client,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
+}
+
+/// Calls kept in the request log; older ones are dropped.
+pub(crate) const REQUEST_LOG_LIMIT: usize = 100_000;
+
+/// One Management Activity API call as it arrived (before any check), for tests that assert who
+/// called what when (e.g. which replica listed a tenant).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ApiRequest {
+    /// Wall-clock time of arrival (not the emulator clock, so it compares with the caller's).
+    pub at: DateTime<Utc>,
+    pub tenant_id: String,
+    /// Microsoft's operation name: `StartSubscription`, `ListContent`, `RetrieveContent`, …
+    pub operation: String,
+    pub content_type: Option<String>,
+    pub user_agent: Option<String>,
 }
 
 /// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the emulator).
@@ -484,6 +502,7 @@ impl Emulator {
             token_key,
             tenants,
             clock_offset_ms: AtomicI64::new(0),
+            requests: Mutex::new(std::collections::VecDeque::new()),
             seq: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             graph: Mutex::new(Default::default()),

@@ -176,6 +176,10 @@ pub async fn round<S: Store>(
     let tid = &tenant.cfg.tenant_id;
     let ct = feed.content_type();
     let cursor = store.cursor(tid, ct).await?.map(DateTime::<Utc>::from);
+    if !tenant.listing.held() {
+        // With replicas, another one took the tenant over while the cursor was read.
+        return Ok(RoundReport::default());
+    }
     let start = round_start(feed, cursor, tenant.cfg.graph.backfill, now);
     // The end may not lie in the future (message trace refuses it): now, rounded down.
     let end = now.with_nanosecond(0).unwrap_or(now);
@@ -278,7 +282,10 @@ pub async fn run<S: Store>(
             .await
             .map(|s| s.pending + s.leased)
             .unwrap_or(0);
-        let wait = if queued >= high_water {
+        let wait = if !tenant.listing.held() {
+            // With replicas, only the holder of the tenant's lease reads its feeds.
+            interval
+        } else if queued >= high_water {
             Counters::add(&counters.listings_deferred, 1);
             interval.min(RETRY_SOON)
         } else {

@@ -82,13 +82,22 @@ impl ApiError {
 }
 
 /// Builds the one outbound HTTP client: no redirects (a redirect could carry the token elsewhere),
-/// timeouts, the extra trust root and the egress proxy from `outbound`.
-pub fn http_client(outbound: &OutboundConfig) -> Result<reqwest::Client, String> {
+/// timeouts, the extra trust root and the egress proxy from `outbound`. A replica of a shared
+/// store names itself in the user agent, so calls can be told apart by replica on the far side.
+pub fn http_client(
+    outbound: &OutboundConfig,
+    replica: Option<&str>,
+) -> Result<reqwest::Client, String> {
+    const AGENT: &str = concat!("o365-collector/", env!("CARGO_PKG_VERSION"));
+    let agent = match replica {
+        Some(r) => format!("{AGENT} replica/{r}"),
+        None => AGENT.to_owned(),
+    };
     let mut b = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(Duration::from_secs(10))
         .timeout(Duration::from_secs(300))
-        .user_agent(concat!("o365-collector/", env!("CARGO_PKG_VERSION")));
+        .user_agent(agent);
     if let Some(ca) = &outbound.ca_file {
         let pem =
             std::fs::read(ca).map_err(|e| format!("outbound.ca_file {}: {e}", ca.display()))?;

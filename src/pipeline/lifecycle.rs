@@ -16,6 +16,8 @@ use crate::telemetry::Counters;
 
 /// How often healthy subscriptions are looked at again (at most; `pull.reconcile_every` when shorter).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
+/// How often the keeper of a tenant another replica holds looks whether it holds it now.
+const NOT_HELD_RECHECK: Duration = Duration::from_secs(1);
 
 /// What [`ensure`] did for one content type.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +105,13 @@ pub async fn keep(
             tokio::spawn(async move {
                 let mut failures = 0u32;
                 loop {
+                    if !t.listing.held() {
+                        // Another replica keeps this tenant's subscriptions (tenant_lease).
+                        tokio::select! {
+                            _ = tokio::time::sleep(every.min(NOT_HELD_RECHECK)) => continue,
+                            _ = shutdown.cancelled() => return,
+                        }
+                    }
                     let wait = match ensure(&t, webhook.as_ref()).await {
                         Ok(actions) => {
                             failures = 0;

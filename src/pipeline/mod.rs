@@ -8,6 +8,7 @@ pub mod jobs;
 pub mod lifecycle;
 pub mod puller;
 pub mod stream;
+pub mod tenant_lease;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -30,6 +31,8 @@ pub struct TenantRuntime {
     pub paused: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The Graph client and feed status, when the tenant collects a Graph feed.
     pub graph: Option<crate::graph::puller::GraphRuntime>,
+    /// Whether this replica lists the tenant and keeps its subscriptions ([`tenant_lease`]).
+    pub listing: tenant_lease::ListingLease,
 }
 
 impl TenantRuntime {

@@ -117,6 +117,10 @@ pub async fn pull_once<S: Store>(
         .cursor(tid, content_type)
         .await?
         .map(DateTime::<Utc>::from);
+    if !tenant.listing.held() {
+        // Another replica took the tenant over while the cursor was read.
+        return Ok(PullReport::default());
+    }
     let (start, truncated) = start_at(cursor, now);
     if truncated {
         warn!(tenant.id = %tid, content.type = content_type, since = %api_time(start),
@@ -268,12 +272,16 @@ pub async fn run<S: Store>(
             deferring = false;
         }
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let rounds = tenants.values().cloned().map(|t| {
+        // With replicas, each lists only the tenants whose lease it holds.
+        let rounds = tenants.values().filter(|t| t.listing.held()).cloned().map(|t| {
             let store = store.clone();
             let wake = wake.clone();
             let failed = failed.clone();
             async move {
                 for ct in &t.cfg.content_types {
+                    if !t.listing.held() {
+                        break; // the lease ran out during the round
+                    }
                     match pull_once(&t, ct, store.as_ref(), Utc::now()).await {
                         Ok(r) => {
                             if r.added > 0 {

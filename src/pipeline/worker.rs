@@ -21,7 +21,7 @@ use crate::config::PipelineConfig;
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Output};
-use crate::store::{Claimed, Store};
+use crate::store::{Claimed, Store, StoreError};
 use crate::telemetry::{Counters, Labels, Metrics};
 
 /// How long an idle worker waits before looking at the queue again without a wake-up
@@ -137,16 +137,23 @@ impl<S: Store> Workers<S> {
             tick.tick().await;
             loop {
                 tick.tick().await;
-                if let Err(e) = self.store.renew(seq, self.cfg.lease).await {
-                    warn!(error = %e, "cannot renew a lease");
+                match self.store.renew(seq, self.cfg.lease).await {
+                    Ok(()) => {}
+                    // Another replica claimed it after our lease lapsed: it is theirs now.
+                    Err(StoreError::LeaseLost(_)) => return,
+                    Err(e) => warn!(error = %e, "cannot renew a lease"),
                 }
             }
         };
+        let c = &item.content;
         let outcome = tokio::select! {
             r = self.deliver(&item) => r,
-            () = renew => unreachable_renew(),
+            () = renew => {
+                warn!(tenant.id = %c.tenant_id, content.id = %c.content_id,
+                      "another replica took the blob over after its lease lapsed: leaving it to that one");
+                return;
+            }
         };
-        let c = &item.content;
         match outcome {
             Err(Failure::Release) => {
                 debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, "output paused: blob given back");
@@ -455,12 +462,4 @@ fn inline_array(records: Option<&[crate::store::InlineRecord]>) -> bytes::Bytes 
     }
     out.push(b']');
     bytes::Bytes::from(out)
-}
-
-fn unreachable_renew() -> Result<(), Failure> {
-    Err(Failure::Retry {
-        after: Duration::from_secs(1),
-        reason: "lease renewal loop ended".into(),
-        blob_specific: false,
-    })
 }

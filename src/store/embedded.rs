@@ -1378,6 +1378,7 @@ fn clone_error(e: &StoreError) -> StoreError {
         StoreError::Unavailable(s) => StoreError::Unavailable(s.clone()),
         StoreError::Corrupt(s) => StoreError::Corrupt(s.clone()),
         StoreError::NotFound(seq) => StoreError::NotFound(*seq),
+        StoreError::LeaseLost(seq) => StoreError::LeaseLost(*seq),
     }
 }
 

@@ -1,16 +1,19 @@
 //! Durable queue of announced content blobs, the contentId dedup set, and the pull cursors.
 //!
 //! The trait and types below are the contract between the webhook, the puller, the workers and a
-//! store implementation: [`EmbeddedStore`] (redb, the default) and, for several replicas, a
-//! PostgreSQL store. [`conformance`] holds the behaviour checks every implementation must pass.
+//! store implementation: [`EmbeddedStore`] (redb, the default) and, for several replicas,
+//! [`PostgresStore`]. [`conformance`] holds the behaviour checks every implementation must pass;
+//! [`AnyStore`] is the one the configuration chose.
 
 pub mod conformance;
 pub mod embedded;
+pub mod postgres;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
 pub use embedded::EmbeddedStore;
+pub use postgres::{PostgresConfig, PostgresStore};
 
 /// An announced content blob, as the notification or the content listing gave it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -95,6 +98,23 @@ pub enum StoreError {
     Corrupt(String),
     #[error("no queued blob with seq {0}")]
     NotFound(u64),
+    /// The blob's lease lapsed and another replica holds it now: this one must leave it alone.
+    #[error("the lease on blob {0} was taken over by another replica")]
+    LeaseLost(u64),
+}
+
+/// Which replica lists a tenant (a shared store's tenant lease).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantHolder {
+    /// Lower-case tenant id.
+    pub tenant_id: String,
+    /// The holding replica's token.
+    pub holder: String,
+    pub since: SystemTime,
+    /// Until the lease lapses unless renewed (negative: lapsed).
+    pub expires_in_ms: i64,
+    /// Held by the replica that answers.
+    pub this_replica: bool,
 }
 
 /// How long contentIds are remembered: Microsoft keeps content 7 days; one more day of margin.
@@ -143,8 +163,10 @@ pub trait Store: Send + Sync + 'static {
     /// before the claim, so it keeps its place in line (the output was paused, nothing was tried).
     /// `NotFound` if the seq is not queued.
     fn release(&self, seq: u64) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Extends a lease held by a worker still busy with the blob. Leases carry no owner: renewing
-    /// a blob whose lease lapsed takes the lease again. `NotFound` if the seq is not queued.
+    /// Extends a lease held by a worker still busy with the blob. Renewing a blob whose lease
+    /// lapsed takes the lease again, unless another replica of a shared store claimed it in the
+    /// meantime (`LeaseLost`; `release`, `complete`, `reschedule` and `dead_letter` answer the same
+    /// then). `NotFound` if the seq is not queued.
     fn renew(
         &self,
         seq: u64,
@@ -204,5 +226,126 @@ pub trait Store: Send + Sync + 'static {
     /// reads may no longer write (a full disk).
     fn ready(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
         async { self.stats().await.map(|_| ()) }
+    }
+    /// Takes or renews this replica's lease on listing a tenant (its subscription keeper and
+    /// content listing) for `lease`; `true` while this replica holds it. A lease not renewed
+    /// lapses and another replica takes it. A store of one process always holds every tenant.
+    fn hold_tenant(
+        &self,
+        _tenant_id: &str,
+        _lease: Duration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        async { Ok(true) }
+    }
+    /// Gives a tenant's lease up (at shutdown), so another replica takes it at once.
+    fn let_go_tenant(
+        &self,
+        _tenant_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        async { Ok(()) }
+    }
+    /// Who holds which tenant; empty for a store of one process.
+    fn tenant_holders(&self) -> impl Future<Output = Result<Vec<TenantHolder>, StoreError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+    /// This replica's token in a shared store; `None` for a store of one process.
+    fn replica(&self) -> Option<&str> {
+        None
+    }
+}
+
+/// The store the configuration chose (`store:`).
+#[derive(Debug, Clone)]
+pub enum AnyStore {
+    Embedded(EmbeddedStore),
+    Postgres(PostgresStore),
+}
+
+/// Calls the same method on whichever store it is.
+macro_rules! each {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            AnyStore::Embedded($s) => $call,
+            AnyStore::Postgres($s) => $call,
+        }
+    };
+}
+
+impl Store for AnyStore {
+    async fn enqueue(&self, items: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+        each!(self, s => s.enqueue(items).await)
+    }
+    async fn claim_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>, StoreError> {
+        each!(self, s => s.claim_except(max, lease, skip).await)
+    }
+    async fn release(&self, seq: u64) -> Result<(), StoreError> {
+        each!(self, s => s.release(seq).await)
+    }
+    async fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
+        each!(self, s => s.renew(seq, lease).await)
+    }
+    async fn record_progress(&self, seq: u64, delivered: u64) -> Result<(), StoreError> {
+        each!(self, s => s.record_progress(seq, delivered).await)
+    }
+    async fn complete(&self, seq: u64) -> Result<(), StoreError> {
+        each!(self, s => s.complete(seq).await)
+    }
+    async fn reschedule(
+        &self,
+        seq: u64,
+        not_before: SystemTime,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.reschedule(seq, not_before, reason).await)
+    }
+    async fn dead_letter(&self, seq: u64, reason: &str) -> Result<(), StoreError> {
+        each!(self, s => s.dead_letter(seq, reason).await)
+    }
+    async fn cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        each!(self, s => s.cursor(tenant_id, content_type).await)
+    }
+    async fn advance_cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        to: SystemTime,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.advance_cursor(tenant_id, content_type, to).await)
+    }
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+        each!(self, s => s.prune(older_than).await)
+    }
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        each!(self, s => s.stats().await)
+    }
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        each!(self, s => Store::dead_letters(s).await)
+    }
+    async fn requeue_dead(&self, seqs: &[u64]) -> Result<u64, StoreError> {
+        each!(self, s => s.requeue_dead(seqs).await)
+    }
+    async fn ready(&self) -> Result<(), StoreError> {
+        each!(self, s => s.ready().await)
+    }
+    async fn hold_tenant(&self, tenant_id: &str, lease: Duration) -> Result<bool, StoreError> {
+        each!(self, s => s.hold_tenant(tenant_id, lease).await)
+    }
+    async fn let_go_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
+        each!(self, s => s.let_go_tenant(tenant_id).await)
+    }
+    async fn tenant_holders(&self) -> Result<Vec<TenantHolder>, StoreError> {
+        each!(self, s => s.tenant_holders().await)
+    }
+    fn replica(&self) -> Option<&str> {
+        each!(self, s => s.replica())
     }
 }

@@ -334,21 +334,47 @@ pub async fn generate(emu: &Emulator, content_type: &str, records: u64, blobs: u
 
 /// Every record id the emulator published for the test tenant.
 pub async fn published_ids(emu: &Emulator) -> Vec<String> {
-    let v: serde_json::Value = client(emu)
-        .get(format!("{}/_emulator/published", emu.base_url()))
-        .query(&[("tenant_id", TENANT)])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v: serde_json::Value = control_get(emu, "published", TENANT).await;
     v["record_ids"]
         .as_array()
         .unwrap()
         .iter()
         .map(|v| v.as_str().unwrap().to_string())
         .collect()
+}
+
+/// `GET /_emulator/{what}?tenant_id=…` of the control surface, decoded.
+pub async fn control_get<T: serde::de::DeserializeOwned>(
+    emu: &Emulator,
+    what: &str,
+    tenant_id: &str,
+) -> T {
+    client(emu)
+        .get(format!("{}/_emulator/{what}", emu.base_url()))
+        .query(&[("tenant_id", tenant_id)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A small deterministic PRNG for the crash tests, so a failing run can be repeated (seed printed).
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    pub fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo)
+    }
 }
 
 /// Record ids in the output file with their counts.

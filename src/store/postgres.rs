@@ -1,0 +1,907 @@
+//! The shared store for several replicas: PostgreSQL through sqlx (plain queries, no compile-time
+//! checked macros, so building needs no database).
+//!
+//! # Layout
+//!
+//! | table                    | key                     | what                                          |
+//! |--------------------------|-------------------------|-----------------------------------------------|
+//! | `o365_schema_migrations` | version                 | the migrations applied                        |
+//! | `o365_queue`             | seq (identity)          | queued blobs: due time, lease, owner, progress |
+//! | `o365_dedup`             | contentId               | the dedup set, with first-seen time           |
+//! | `o365_dead`              | seq (the queue's)       | dead letters with their reason                |
+//! | `o365_cursors`           | (tenant, content type)  | listing checkpoints, ns since the epoch       |
+//! | `o365_tenant_leases`     | lower-case tenant id    | which replica lists the tenant, until when    |
+//!
+//! # Claims and leases
+//!
+//! `claim` picks the oldest claimable rows by `(due_ms, seq)` with `FOR UPDATE SKIP LOCKED`, so
+//! replicas claiming at once never wait on each other nor take the same row. A claim writes the
+//! lease's end and the store's owner token (one random token per [`PostgresStore`], i.e. per
+//! replica). `renew`, `release`, `complete`, `reschedule` and `dead_letter` only act while the row
+//! is still this replica's (or nobody's): a replica whose lease lapsed and was taken by another
+//! gets [`StoreError::LeaseLost`] and changes nothing. `record_progress` is accepted from anyone: a
+//! count of accepted records is true whoever sent them, and it never moves backwards.
+//!
+//! # Time
+//!
+//! Lease ends, due times and first-seen times come from the database's clock (`o365_now_ms()`),
+//! so replicas with skewed clocks agree on when a lease expires. Only `reschedule`'s `not_before`
+//! and `prune`'s limit come from the caller's clock.
+//!
+//! # Durability
+//!
+//! Every call is one transaction, committed before it returns (PostgreSQL's default
+//! `synchronous_commit = on`: on disk, and on a synchronous standby when the operator has one).
+//!
+//! # Migrations
+//!
+//! Versioned SQL in [`MIGRATIONS`], applied at start-up in one transaction under an advisory lock,
+//! so replicas starting together apply each version once. A database at a newer version than this
+//! build knows is refused (an older build must not write a newer schema).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use sqlx::Row;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
+
+use super::{
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, StoreError, StoreStats, TenantHolder,
+};
+use crate::config::Secret;
+
+/// What `store: postgres` configures.
+#[derive(Debug, Clone)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database?…`: a secret (it holds the password).
+    pub url: Secret,
+    /// Connections this replica keeps at most.
+    pub pool_size: u32,
+    /// `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`; `None`: the URL's
+    /// `sslmode`, else `prefer`.
+    pub sslmode: Option<String>,
+    /// PEM CA certificates the database's certificate must chain to (`verify-ca`/`verify-full`).
+    pub ca_file: Option<PathBuf>,
+    /// A file output is allowed with this store (each replica writes its own file).
+    pub allow_file_output: bool,
+    /// How long a replica's lease on listing a tenant lasts unless renewed (`tenant_lease`).
+    pub tenant_lease: Duration,
+}
+
+/// Default `store.pool_size`.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+/// How long a call waits for a free (or new) connection before the store counts as unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a call may take: a database that stopped answering must not hold a webhook
+/// request or a worker for ever.
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// Advisory lock key taken while migrating ("o365coll").
+const MIGRATION_LOCK: i64 = 0x6f33_3635_636f_6c6c;
+
+/// The schema, one entry per version, applied in order and never edited once released.
+pub const MIGRATIONS: &[(i32, &str)] = &[(
+    1,
+    r#"
+CREATE FUNCTION o365_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+    AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
+
+CREATE TABLE o365_queue (
+    seq                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    tenant_key         text    NOT NULL,
+    tenant_id          text    NOT NULL,
+    content_type       text    NOT NULL,
+    content_id         text    NOT NULL,
+    content_uri        text    NOT NULL,
+    content_created    text,
+    content_expiration text,
+    records            text,
+    attempts           integer NOT NULL DEFAULT 0,
+    enqueued_ms        bigint  NOT NULL,
+    due_ms             bigint  NOT NULL,
+    lease_until_ms     bigint,
+    lease_owner        text,
+    delivered          bigint  NOT NULL DEFAULT 0,
+    last_error         text
+);
+CREATE INDEX o365_queue_due ON o365_queue (due_ms, seq);
+
+CREATE TABLE o365_dedup (
+    content_id    text   PRIMARY KEY,
+    first_seen_ms bigint NOT NULL
+);
+CREATE INDEX o365_dedup_age ON o365_dedup (first_seen_ms);
+
+CREATE TABLE o365_dead (
+    seq                bigint  PRIMARY KEY,
+    tenant_id          text    NOT NULL,
+    content_type       text    NOT NULL,
+    content_id         text    NOT NULL,
+    content_uri        text    NOT NULL,
+    content_created    text,
+    content_expiration text,
+    records            text,
+    reason             text    NOT NULL,
+    attempts           integer NOT NULL,
+    enqueued_ms        bigint  NOT NULL,
+    dead_ms            bigint  NOT NULL,
+    delivered          bigint  NOT NULL
+);
+
+CREATE TABLE o365_cursors (
+    tenant_id    text   NOT NULL,
+    content_type text   NOT NULL,
+    at_ns        bigint NOT NULL,
+    PRIMARY KEY (tenant_id, content_type)
+);
+
+CREATE TABLE o365_tenant_leases (
+    tenant_key text   PRIMARY KEY,
+    holder     text   NOT NULL,
+    since_ms   bigint NOT NULL,
+    until_ms   bigint NOT NULL
+);
+"#,
+)];
+
+/// `records`: a carried Graph page's records as JSON text (`ContentRef::records`), else NULL.
+const CONTENT_COLUMNS: &str = "tenant_id, content_type, content_id, content_uri, content_created, content_expiration, records";
+
+/// The PostgreSQL store of one replica. Cheap to clone (the pool is shared).
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    /// This replica's lease owner token.
+    owner: String,
+    /// The URL's password (as written and percent-decoded), cut out of every error text.
+    passwords: Vec<String>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects (at least one connection must succeed) and applies the migrations this build has.
+    pub async fn connect(cfg: &PostgresConfig) -> Result<PostgresStore, StoreError> {
+        let passwords = url_passwords(cfg.url.expose());
+        let redact = |text: String| redact(text, &passwords);
+        let mut options = PgConnectOptions::from_str(cfg.url.expose()).map_err(|e| {
+            StoreError::Unavailable(redact(format!("store.url is not usable: {e}")))
+        })?;
+        if let Some(mode) = &cfg.sslmode {
+            let mode = PgSslMode::from_str(mode)
+                .map_err(|_| StoreError::Unavailable(format!("unknown sslmode {mode}")))?;
+            options = options.ssl_mode(mode);
+        }
+        if let Some(ca) = &cfg.ca_file {
+            options = options.ssl_root_cert(ca);
+        }
+        options = options.application_name("o365-collector");
+        let pool = PgPoolOptions::new()
+            .max_connections(cfg.pool_size.max(1))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(redact(format!("cannot connect: {e}"))))?;
+        let store = PostgresStore {
+            pool,
+            owner: uuid::Uuid::new_v4().to_string(),
+            passwords,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// This replica's owner token (also the holder name in the tenant leases).
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The schema version the database is at.
+    pub async fn schema_version(&self) -> Result<i32, StoreError> {
+        self.call(async {
+            sqlx::query_scalar::<_, i32>(
+                "SELECT coalesce(max(version), 0) FROM o365_schema_migrations",
+            )
+            .fetch_one(&self.pool)
+            .await
+        })
+        .await
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::raw_sql(
+                "CREATE TABLE IF NOT EXISTS o365_schema_migrations (
+                    version integer PRIMARY KEY,
+                    applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .execute(&mut *tx)
+            .await?;
+            let current: i32 =
+                sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM o365_schema_migrations")
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if current > latest {
+                return Ok(Err(current));
+            }
+            for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+                sqlx::raw_sql(sql).execute(&mut *tx).await?;
+                sqlx::query("INSERT INTO o365_schema_migrations (version) VALUES ($1)")
+                    .bind(version)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(Ok(()))
+        };
+        match self.call(run).await? {
+            Ok(()) => Ok(()),
+            Err(current) => Err(StoreError::Corrupt(format!(
+                "the database schema is at version {current}, newer than this build knows ({latest}): run a newer collector"
+            ))),
+        }
+    }
+
+    /// Runs one database call with the time limit, turning every failure into `Unavailable`
+    /// with the password cut out.
+    async fn call<T>(
+        &self,
+        f: impl Future<Output = Result<T, sqlx::Error>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(CALL_TIMEOUT, f).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(StoreError::Unavailable(redact(
+                format!("database: {e}"),
+                &self.passwords,
+            ))),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "database: no answer within {}s",
+                CALL_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// After an update that matched no row: `NotFound` if the seq is not queued, else the lease
+    /// belongs to another replica.
+    async fn missed(&self, seq: u64) -> StoreError {
+        let Ok(key) = i64::try_from(seq) else {
+            return StoreError::NotFound(seq);
+        };
+        let found = self
+            .call(async {
+                sqlx::query_scalar::<_, i64>("SELECT seq FROM o365_queue WHERE seq = $1")
+                    .bind(key)
+                    .fetch_optional(&self.pool)
+                    .await
+            })
+            .await;
+        match found {
+            Ok(Some(_)) => StoreError::LeaseLost(seq),
+            Ok(None) => StoreError::NotFound(seq),
+            Err(e) => e,
+        }
+    }
+
+    /// Runs an owner-checked statement on one queued blob (`$1` seq, `$2` owner, then what `bind`
+    /// adds).
+    async fn owned(
+        &self,
+        seq: u64,
+        sql: &str,
+        bind: impl FnOnce(PgQuery<'_>) -> PgQuery<'_>,
+    ) -> Result<(), StoreError> {
+        let Ok(key) = i64::try_from(seq) else {
+            return Err(StoreError::NotFound(seq));
+        };
+        let query = bind(sqlx::query(sql).bind(key).bind(&self.owner));
+        let done = self.call(async { query.execute(&self.pool).await }).await?;
+        if done.rows_affected() == 0 {
+            return Err(self.missed(seq).await);
+        }
+        Ok(())
+    }
+}
+
+/// A statement being bound.
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// `WHERE` part of the statements a worker may only run on its own (or a free) lease.
+const MINE: &str = "seq = $1 AND (lease_owner IS NULL OR lease_owner = $2)";
+
+impl super::Store for PostgresStore {
+    async fn enqueue(&self, items: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
+        let total = items.len();
+        if items.is_empty() {
+            return Ok(EnqueueOutcome::default());
+        }
+        // Carried records' identities share the dedup set with contentIds (disjoint names).
+        let mut record_keys: Vec<String> = items
+            .iter()
+            .flat_map(|c| c.records.iter().flatten().map(|r| r.key.clone()))
+            .collect();
+        record_keys.sort_unstable();
+        record_keys.dedup();
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            let new_keys: HashSet<String> = if record_keys.is_empty() {
+                HashSet::new()
+            } else {
+                insert_dedup(&mut tx, &record_keys).await?
+            };
+            // A page keeps only its records seen for the first time (each in the first page of
+            // this call that has it) and is named after the first of them, like the embedded store.
+            let (mut taken, mut seen) = (HashSet::new(), HashSet::new());
+            let mut fresh: Vec<ContentRef> = Vec::with_capacity(items.len());
+            for item in &items {
+                let mut c = item.clone();
+                if let Some(records) = c.records.take() {
+                    let kept: Vec<_> = records
+                        .into_iter()
+                        .filter(|r| new_keys.contains(&r.key) && taken.insert(r.key.clone()))
+                        .collect();
+                    let Some(first) = kept.first() else { continue };
+                    c.content_id = format!("page:{}", first.key);
+                    c.records = Some(kept);
+                }
+                if seen.insert(c.content_id.clone()) {
+                    fresh.push(c);
+                }
+            }
+            if fresh.is_empty() {
+                tx.commit().await?;
+                return Ok(0);
+            }
+            // Sorted, so that concurrent enqueues lock dedup keys in the same order (no deadlock).
+            let mut ids: Vec<String> = fresh.iter().map(|c| c.content_id.clone()).collect();
+            ids.sort_unstable();
+            let added = insert_dedup(&mut tx, &ids).await?;
+            let new: Vec<&ContentRef> = fresh
+                .iter()
+                .filter(|c| added.contains(&c.content_id))
+                .collect();
+            if !new.is_empty() {
+                let col =
+                    |f: fn(&ContentRef) -> String| new.iter().map(|c| f(c)).collect::<Vec<_>>();
+                let opt = |f: fn(&ContentRef) -> Option<String>| {
+                    new.iter().map(|c| f(c)).collect::<Vec<_>>()
+                };
+                sqlx::query(
+                    "INSERT INTO o365_queue (tenant_key, tenant_id, content_type, content_id,
+                         content_uri, content_created, content_expiration, records, enqueued_ms,
+                         due_ms)
+                     SELECT k, t, ct, id, uri, cr, ex, rec, n.ms, n.ms
+                     FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[], $7::text[], $8::text[])
+                              WITH ORDINALITY AS u(k, t, ct, id, uri, cr, ex, rec, ord),
+                          (SELECT o365_now_ms() AS ms) n
+                     ORDER BY ord",
+                )
+                .bind(col(|c| c.tenant_id.to_ascii_lowercase()))
+                .bind(col(|c| c.tenant_id.clone()))
+                .bind(col(|c| c.content_type.clone()))
+                .bind(col(|c| c.content_id.clone()))
+                .bind(col(|c| c.content_uri.clone()))
+                .bind(opt(|c| c.content_created.clone()))
+                .bind(opt(|c| c.content_expiration.clone()))
+                .bind(opt(|c| {
+                    c.records
+                        .as_ref()
+                        .and_then(|r| serde_json::to_string(r).ok())
+                }))
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(added.len())
+        };
+        let added = self.call(run).await?;
+        Ok(EnqueueOutcome {
+            added,
+            duplicates: total - added,
+        })
+    }
+
+    async fn claim_except(
+        &self,
+        max: usize,
+        lease: Duration,
+        skip: &[String],
+    ) -> Result<Vec<Claimed>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let skip: Vec<String> = skip.iter().map(|t| t.to_ascii_lowercase()).collect();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let rows = self
+            .call(async {
+                sqlx::query(&format!(
+                    "UPDATE o365_queue q
+                     SET lease_until_ms = n.ms + $2, lease_owner = $3
+                     FROM (SELECT o365_now_ms() AS ms) n,
+                          (SELECT seq FROM o365_queue
+                           WHERE due_ms <= (SELECT o365_now_ms())
+                             AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+                             AND tenant_key <> ALL($4::text[])
+                           ORDER BY due_ms, seq
+                           LIMIT $1
+                           FOR UPDATE SKIP LOCKED) c
+                     WHERE q.seq = c.seq
+                     RETURNING q.seq, q.due_ms, q.attempts, q.enqueued_ms, q.delivered, {}",
+                    prefixed("q.")
+                ))
+                .bind(limit)
+                .bind(lease_ms)
+                .bind(&self.owner)
+                .bind(&skip)
+                .fetch_all(&self.pool)
+                .await
+            })
+            .await?;
+        let mut claimed: Vec<(i64, Claimed)> = rows
+            .iter()
+            .map(|r| Ok((r.try_get::<i64, _>("due_ms")?, claimed_of(r)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.corrupt(e))?;
+        claimed.sort_by_key(|(due, c)| (*due, c.seq));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    async fn release(&self, seq: u64) -> Result<(), StoreError> {
+        self.owned(
+            seq,
+            &format!(
+                "UPDATE o365_queue SET lease_until_ms = NULL, lease_owner = NULL WHERE {MINE}"
+            ),
+            |q| q,
+        )
+        .await
+    }
+
+    async fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        self.owned(
+            seq,
+            &format!(
+                "UPDATE o365_queue SET lease_until_ms = o365_now_ms() + $3, lease_owner = $2
+                 WHERE {MINE}"
+            ),
+            |q| q.bind(lease_ms),
+        )
+        .await
+    }
+
+    async fn record_progress(&self, seq: u64, delivered: u64) -> Result<(), StoreError> {
+        let Ok(key) = i64::try_from(seq) else {
+            return Err(StoreError::NotFound(seq));
+        };
+        let delivered = i64::try_from(delivered).unwrap_or(i64::MAX);
+        let done = self
+            .call(async {
+                sqlx::query(
+                    "UPDATE o365_queue SET delivered = greatest(delivered, $2) WHERE seq = $1",
+                )
+                .bind(key)
+                .bind(delivered)
+                .execute(&self.pool)
+                .await
+            })
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(seq));
+        }
+        Ok(())
+    }
+
+    async fn complete(&self, seq: u64) -> Result<(), StoreError> {
+        self.owned(seq, &format!("DELETE FROM o365_queue WHERE {MINE}"), |q| q)
+            .await
+    }
+
+    async fn reschedule(
+        &self,
+        seq: u64,
+        not_before: SystemTime,
+        reason: &str,
+    ) -> Result<(), StoreError> {
+        let due = millis(not_before);
+        let reason = reason.to_owned();
+        self.owned(
+            seq,
+            &format!(
+                "UPDATE o365_queue SET lease_until_ms = NULL, lease_owner = NULL, due_ms = $3,
+                     attempts = attempts + 1, last_error = $4
+                 WHERE {MINE}"
+            ),
+            |q| q.bind(due).bind(reason),
+        )
+        .await
+    }
+
+    async fn dead_letter(&self, seq: u64, reason: &str) -> Result<(), StoreError> {
+        let reason = reason.to_owned();
+        self.owned(
+            seq,
+            &format!(
+                "WITH gone AS (DELETE FROM o365_queue WHERE {MINE} RETURNING *)
+                 INSERT INTO o365_dead (seq, {CONTENT_COLUMNS}, reason, attempts, enqueued_ms,
+                     dead_ms, delivered)
+                 SELECT seq, {CONTENT_COLUMNS}, $3, attempts, enqueued_ms, o365_now_ms(), delivered
+                 FROM gone"
+            ),
+            |q| q.bind(reason),
+        )
+        .await
+    }
+
+    async fn cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let ns: Option<i64> = self
+            .call(async {
+                sqlx::query_scalar(
+                    "SELECT at_ns FROM o365_cursors WHERE tenant_id = $1 AND content_type = $2",
+                )
+                .bind(tenant_id)
+                .bind(content_type)
+                .fetch_optional(&self.pool)
+                .await
+            })
+            .await?;
+        Ok(ns.map(|ns| UNIX_EPOCH + Duration::from_nanos(ns.max(0) as u64)))
+    }
+
+    async fn advance_cursor(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        to: SystemTime,
+    ) -> Result<(), StoreError> {
+        let ns = to
+            .duration_since(UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            .unwrap_or(0);
+        self.call(async {
+            sqlx::query(
+                "INSERT INTO o365_cursors (tenant_id, content_type, at_ns) VALUES ($1, $2, $3)
+                 ON CONFLICT (tenant_id, content_type)
+                 DO UPDATE SET at_ns = greatest(o365_cursors.at_ns, excluded.at_ns)",
+            )
+            .bind(tenant_id)
+            .bind(content_type)
+            .bind(ns)
+            .execute(&self.pool)
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+        let limit = millis(older_than);
+        let done = self
+            .call(async {
+                sqlx::query("DELETE FROM o365_dedup WHERE first_seen_ms < $1")
+                    .bind(limit)
+                    .execute(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn stats(&self) -> Result<StoreStats, StoreError> {
+        let row = self
+            .call(async {
+                sqlx::query(
+                    "WITH n AS (SELECT o365_now_ms() AS ms)
+                     SELECT
+                       (SELECT count(*) FROM o365_queue, n
+                          WHERE lease_until_ms IS NULL OR lease_until_ms <= n.ms) AS pending,
+                       (SELECT count(*) FROM o365_queue, n WHERE lease_until_ms > n.ms) AS leased,
+                       (SELECT min(enqueued_ms) FROM o365_queue, n
+                          WHERE lease_until_ms IS NULL OR lease_until_ms <= n.ms) AS oldest,
+                       (SELECT count(*) FROM o365_dead) AS dead,
+                       (SELECT ms FROM n) AS now_ms",
+                )
+                .fetch_one(&self.pool)
+                .await
+            })
+            .await?;
+        let get = |name: &str| row.try_get::<i64, _>(name).map_err(|e| self.corrupt(e));
+        let oldest: Option<i64> = row.try_get("oldest").map_err(|e| self.corrupt(e))?;
+        let now = get("now_ms")?;
+        Ok(StoreStats {
+            pending: get("pending")? as u64,
+            leased: get("leased")? as u64,
+            dead_letters: get("dead")? as u64,
+            oldest_pending_age_secs: oldest.map(|o| (now.saturating_sub(o).max(0) / 1000) as u64),
+        })
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = self
+            .call(async {
+                sqlx::query(&format!(
+                    "SELECT seq, reason, attempts, enqueued_ms, dead_ms, delivered, {CONTENT_COLUMNS}
+                     FROM o365_dead ORDER BY seq"
+                ))
+                .fetch_all(&self.pool)
+                .await
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(DeadLetter {
+                    seq: r.try_get::<i64, _>("seq")? as u64,
+                    content: content_of(r)?,
+                    reason: r.try_get("reason")?,
+                    attempts: r.try_get::<i32, _>("attempts")?.max(0) as u32,
+                    enqueued_at: time_of_ms(r.try_get("enqueued_ms")?),
+                    dead_at: time_of_ms(r.try_get("dead_ms")?),
+                    delivered: r.try_get::<i64, _>("delivered")?.max(0) as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.corrupt(e))
+    }
+
+    async fn requeue_dead(&self, seqs: &[u64]) -> Result<u64, StoreError> {
+        let keys: Vec<i64> = seqs.iter().filter_map(|s| i64::try_from(*s).ok()).collect();
+        let done = self
+            .call(async {
+                sqlx::query(&format!(
+                    "WITH back AS (DELETE FROM o365_dead WHERE seq = ANY($1::bigint[]) RETURNING *)
+                     INSERT INTO o365_queue (tenant_key, {CONTENT_COLUMNS}, attempts, enqueued_ms,
+                         due_ms, delivered)
+                     SELECT lower(tenant_id), {CONTENT_COLUMNS}, 0, n.ms, n.ms, delivered
+                     FROM back, (SELECT o365_now_ms() AS ms) n ORDER BY back.seq"
+                ))
+                .bind(&keys)
+                .execute(&self.pool)
+                .await
+            })
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let read_only: bool = self
+            .call(async {
+                sqlx::query_scalar(
+                    "SELECT pg_is_in_recovery() OR current_setting('transaction_read_only') = 'on'",
+                )
+                .fetch_one(&self.pool)
+                .await
+            })
+            .await?;
+        if read_only {
+            return Err(StoreError::Unavailable(
+                "the database is read-only (a standby?)".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn hold_tenant(&self, tenant_id: &str, lease: Duration) -> Result<bool, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let holder: String = self
+            .call(async {
+                sqlx::query_scalar(
+                    "INSERT INTO o365_tenant_leases AS l (tenant_key, holder, since_ms, until_ms)
+                     SELECT $1, $2, n.ms, n.ms + $3 FROM (SELECT o365_now_ms() AS ms) n
+                     ON CONFLICT (tenant_key) DO UPDATE
+                       SET holder = excluded.holder,
+                           since_ms = CASE WHEN l.holder = excluded.holder THEN l.since_ms
+                                           ELSE excluded.since_ms END,
+                           until_ms = excluded.until_ms
+                       WHERE l.holder = excluded.holder OR l.until_ms <= excluded.since_ms
+                     RETURNING holder",
+                )
+                .bind(tenant_id.to_ascii_lowercase())
+                .bind(&self.owner)
+                .bind(lease_ms)
+                .fetch_optional(&self.pool)
+                .await
+            })
+            .await?
+            .unwrap_or_default();
+        Ok(holder == self.owner)
+    }
+
+    async fn let_go_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
+        self.call(async {
+            sqlx::query("DELETE FROM o365_tenant_leases WHERE tenant_key = $1 AND holder = $2")
+                .bind(tenant_id.to_ascii_lowercase())
+                .bind(&self.owner)
+                .execute(&self.pool)
+                .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn tenant_holders(&self) -> Result<Vec<TenantHolder>, StoreError> {
+        let rows = self
+            .call(async {
+                sqlx::query(
+                    "SELECT tenant_key, holder, since_ms, until_ms, o365_now_ms() AS now_ms
+                     FROM o365_tenant_leases ORDER BY tenant_key",
+                )
+                .fetch_all(&self.pool)
+                .await
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let now: i64 = r.try_get("now_ms")?;
+                let until: i64 = r.try_get("until_ms")?;
+                Ok(TenantHolder {
+                    tenant_id: r.try_get("tenant_key")?,
+                    holder: r.try_get("holder")?,
+                    since: time_of_ms(r.try_get("since_ms")?),
+                    expires_in_ms: until.saturating_sub(now),
+                    this_replica: r.try_get::<String, _>("holder")? == self.owner,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.corrupt(e))
+    }
+
+    fn replica(&self) -> Option<&str> {
+        Some(&self.owner)
+    }
+}
+
+impl PostgresStore {
+    fn corrupt(&self, e: sqlx::Error) -> StoreError {
+        StoreError::Corrupt(redact(
+            format!("unexpected row from the database: {e}"),
+            &self.passwords,
+        ))
+    }
+}
+
+fn prefixed(prefix: &str) -> String {
+    CONTENT_COLUMNS
+        .split(", ")
+        .map(|c| format!("{prefix}{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Adds `ids` (sorted) to the dedup set; returns those that were not in it.
+async fn insert_dedup(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    ids: &[String],
+) -> Result<HashSet<String>, sqlx::Error> {
+    let added: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO o365_dedup (content_id, first_seen_ms)
+         SELECT id, o365_now_ms() FROM unnest($1::text[]) AS t(id) ORDER BY id
+         ON CONFLICT (content_id) DO NOTHING RETURNING content_id",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    Ok(added.into_iter().collect())
+}
+
+fn content_of(r: &PgRow) -> Result<ContentRef, sqlx::Error> {
+    let records: Option<String> = r.try_get("records")?;
+    let records = records
+        .map(|text| serde_json::from_str(&text))
+        .transpose()
+        .map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(ContentRef {
+        records,
+        tenant_id: r.try_get("tenant_id")?,
+        content_type: r.try_get("content_type")?,
+        content_id: r.try_get("content_id")?,
+        content_uri: r.try_get("content_uri")?,
+        content_created: r.try_get("content_created")?,
+        content_expiration: r.try_get("content_expiration")?,
+    })
+}
+
+fn claimed_of(r: &PgRow) -> Result<Claimed, sqlx::Error> {
+    Ok(Claimed {
+        seq: r.try_get::<i64, _>("seq")? as u64,
+        content: content_of(r)?,
+        attempts: r.try_get::<i32, _>("attempts")?.max(0) as u32,
+        enqueued_at: time_of_ms(r.try_get("enqueued_ms")?),
+        delivered: r.try_get::<i64, _>("delivered")?.max(0) as u64,
+    })
+}
+
+fn millis(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4))
+        .unwrap_or(0)
+}
+
+fn time_of_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+/// The password of a `postgres://user:password@…` URL, as written and percent-decoded (as the
+/// driver sends it): the forms an error text could quote.
+fn url_passwords(url: &str) -> Vec<String> {
+    let Some(raw) = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.password().map(str::to_owned))
+    else {
+        return Vec::new();
+    };
+    let mut forms = vec![raw.clone()];
+    if let Some(decoded) = percent_decode(&raw).filter(|d| *d != raw) {
+        forms.push(decoded);
+    }
+    forms.retain(|p| !p.is_empty());
+    forms
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match hex
+            .filter(|_| bytes[i] == b'%')
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Cuts the password out of a text that may quote the URL or the connection options.
+fn redact(mut text: String, passwords: &[String]) -> String {
+    for p in passwords {
+        if text.contains(p.as_str()) {
+            text = text.replace(p.as_str(), "***");
+        }
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_is_cut_out_of_errors() {
+        let pw = url_passwords("postgres://app:s3cr%40t@db:5432/o365");
+        assert_eq!(pw, ["s3cr%40t", "s3cr@t"]);
+        assert_eq!(
+            redact("failed for s3cr@t and s3cr%40t".into(), &pw),
+            "failed for *** and ***"
+        );
+        assert!(url_passwords("postgres://db/o365").is_empty());
+    }
+}

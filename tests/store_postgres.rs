@@ -1,0 +1,255 @@
+//! What only the PostgreSQL store has, on a real server (tests/support/postgres.rs): leases owned
+//! by a replica, migrations when replicas start together, tenant leases, the password kept out of
+//! errors, TLS to the database, and a database that goes away and comes back. The shared conformance checks run on it
+//! in tests/store.rs.
+
+use std::time::Duration;
+
+use o365_collector::store::conformance::{self, content};
+use o365_collector::store::{PostgresStore, Store, StoreError};
+
+mod outputs_support;
+#[path = "support/postgres.rs"]
+mod postgres;
+mod support;
+use postgres::{PASSWORD, Postgres};
+
+const LONG: Duration = Duration::from_secs(600);
+
+async fn connect(url: &str) -> PostgresStore {
+    PostgresStore::connect(&Postgres::config(url))
+        .await
+        .expect("connect")
+}
+
+#[tokio::test]
+async fn progress_survives_reopen() {
+    let url = Postgres::shared().create_database().await;
+    conformance::progress_survives_reopen(|| connect(&url)).await;
+}
+
+/// A replica whose lease lapsed and was claimed by another can neither renew, complete,
+/// reschedule, release nor dead-letter the blob; the new holder can.
+#[tokio::test]
+async fn a_lapsed_lease_taken_by_another_replica_stays_with_it() {
+    let url = Postgres::shared().create_database().await;
+    let (a, b) = (connect(&url).await, connect(&url).await);
+    assert_ne!(a.owner(), b.owner());
+    a.enqueue(vec![content("x")]).await.unwrap();
+    let first = a.claim(1, Duration::from_millis(50)).await.unwrap();
+    let taken = conformance::claim_within(&b, 1, LONG).await;
+    let seq = first[0].seq;
+    assert_eq!(taken[0].seq, seq);
+    let lost = |r: Result<(), StoreError>| matches!(r, Err(StoreError::LeaseLost(s)) if s == seq);
+    assert!(lost(a.renew(seq, LONG).await), "renew");
+    assert!(lost(a.complete(seq).await), "complete");
+    assert!(lost(a.release(seq).await), "release");
+    assert!(lost(a.dead_letter(seq, "x").await), "dead_letter");
+    assert!(lost(
+        a.reschedule(seq, std::time::SystemTime::now(), "x").await
+    ));
+    // Progress is a fact about the output, whoever reports it; it still never goes backwards.
+    a.record_progress(seq, 10).await.unwrap();
+    b.renew(seq, LONG).await.unwrap();
+    b.complete(seq).await.unwrap();
+    assert!(matches!(
+        a.complete(seq).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(b.stats().await.unwrap().leased, 0);
+}
+
+/// Replicas claiming at once never get the same blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_claiming_at_once_share_nothing() {
+    let url = Postgres::shared().create_database().await;
+    let stores = futures_util::future::join_all((0..3).map(|_| connect(&url))).await;
+    let batch = (0..300).map(|i| content(&format!("c{i}"))).collect();
+    stores[0].enqueue(batch).await.unwrap();
+    let mut tasks = Vec::new();
+    for s in &stores {
+        for _ in 0..4 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut got = Vec::new();
+                loop {
+                    let c = s.claim(7, LONG).await.unwrap();
+                    if c.is_empty() {
+                        return got;
+                    }
+                    got.extend(c.into_iter().map(|c| c.seq));
+                }
+            }));
+        }
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let n = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!((n, all.len()), (300, 300), "each blob claimed exactly once");
+}
+
+/// Replicas that start together on an empty database migrate it once, and all come up.
+#[tokio::test]
+async fn replicas_starting_together_migrate_once() {
+    let url = Postgres::shared().create_database().await;
+    let stores = futures_util::future::join_all((0..5).map(|_| {
+        let url = url.clone();
+        async move { PostgresStore::connect(&Postgres::config(&url)).await }
+    }))
+    .await;
+    let latest = o365_collector::store::postgres::MIGRATIONS
+        .last()
+        .unwrap()
+        .0;
+    for s in stores {
+        assert_eq!(
+            s.expect("every replica starts")
+                .schema_version()
+                .await
+                .unwrap(),
+            latest
+        );
+    }
+}
+
+/// A database migrated by a newer build is refused, not written with an older schema in mind.
+#[tokio::test]
+async fn a_newer_schema_is_refused() {
+    let url = Postgres::shared().create_database().await;
+    let store = connect(&url).await;
+    drop(store);
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    sqlx::raw_sql("INSERT INTO o365_schema_migrations (version) VALUES (9999)")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    match PostgresStore::connect(&Postgres::config(&url)).await {
+        Err(StoreError::Corrupt(msg)) => assert!(msg.contains("9999"), "{msg}"),
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+}
+
+/// Wrong password, wrong port: the error says what failed, never the password.
+#[tokio::test]
+async fn the_password_never_shows_in_errors() {
+    let pg = Postgres::shared();
+    let wrong = pg.url("postgres").replace(PASSWORD, "wrong-password-4c1d");
+    let err = PostgresStore::connect(&Postgres::config(&wrong))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("password authentication failed"), "{err}");
+    assert!(!err.contains("wrong-password-4c1d"), "{err}");
+    let closed = pg.url("postgres").replace(
+        &format!(":{}/", pg.port),
+        &format!(":{}/", support::free_port()),
+    );
+    let err = PostgresStore::connect(&Postgres::config(&closed))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains(PASSWORD), "{err}");
+}
+
+/// One replica holds a tenant; another takes it only once the lease lapsed (or was let go).
+#[tokio::test]
+async fn one_replica_holds_a_tenant_at_a_time() {
+    let url = Postgres::shared().create_database().await;
+    let (a, b) = (connect(&url).await, connect(&url).await);
+    let lease = Duration::from_millis(300);
+    assert!(a.hold_tenant("T1", lease).await.unwrap());
+    assert!(
+        !b.hold_tenant("t1", lease).await.unwrap(),
+        "case-insensitive"
+    );
+    assert!(b.hold_tenant("t2", lease).await.unwrap());
+    assert!(a.hold_tenant("t1", lease).await.unwrap(), "renewed");
+    let holders = b.tenant_holders().await.unwrap();
+    let view: Vec<(&str, &str, bool)> = holders
+        .iter()
+        .map(|h| (h.tenant_id.as_str(), h.holder.as_str(), h.this_replica))
+        .collect();
+    assert_eq!(view, [("t1", a.owner(), false), ("t2", b.owner(), true)]);
+    // `a` stops renewing: `b` gets t1 once the lease lapsed, not before.
+    let deadline = std::time::Instant::now() + conformance::WAIT_LIMIT;
+    while !b.hold_tenant("t1", lease).await.unwrap() {
+        assert!(std::time::Instant::now() < deadline, "never taken over");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!a.hold_tenant("t1", lease).await.unwrap(), "a lost it");
+    b.let_go_tenant("t2").await.unwrap();
+    assert!(
+        a.hold_tenant("t2", lease).await.unwrap(),
+        "let go: taken at once"
+    );
+}
+
+/// The database stops: every call fails as unavailable (no panic, no hang) and works again,
+/// with nothing lost, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_recovers_when_the_database_comes_back() {
+    let pg = Postgres::start();
+    let store = connect(&pg.create_database().await).await;
+    store
+        .enqueue(vec![content("before")])
+        .await
+        .expect("enqueue");
+    pg.stop_server();
+    let err = store.enqueue(vec![content("during")]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(store.ready().await.is_err());
+    assert!(!err.to_string().contains(PASSWORD));
+    pg.start_server();
+    support::wait_for(
+        conformance::WAIT_LIMIT,
+        "the store is ready again",
+        || async { store.ready().await.is_ok() },
+    )
+    .await;
+    let out = store
+        .enqueue(vec![content("before"), content("after")])
+        .await
+        .unwrap();
+    assert_eq!((out.added, out.duplicates), (1, 1), "nothing was lost");
+}
+
+/// TLS to the database: `verify-full` with the server's CA connects; with another CA it is
+/// refused (the server is not who it claims).
+#[tokio::test]
+async fn tls_to_the_database_checks_the_server() {
+    support::init();
+    let pki = outputs_support::TestPki::generate();
+    let pg = Postgres::start_tls(&pki.cert_pem, &pki.key_pem);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let url = pg.create_database().await;
+    let with = |mode: &str, ca: Option<&std::path::Path>| {
+        let mut cfg = Postgres::config(&url.replace("127.0.0.1", "localhost"));
+        cfg.sslmode = Some(mode.into());
+        cfg.ca_file = ca.map(std::path::Path::to_path_buf);
+        cfg
+    };
+    let store = PostgresStore::connect(&with("verify-full", Some(&ca)))
+        .await
+        .expect("verify-full with the server's CA");
+    store.enqueue(vec![content("over-tls")]).await.unwrap();
+    let other = outputs_support::TestPki::generate();
+    let wrong = dir.path().join("other-ca.pem");
+    std::fs::write(&wrong, &other.ca_pem).unwrap();
+    let err = PostgresStore::connect(&with("verify-full", Some(&wrong)))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(!err.contains(PASSWORD), "{err}");
+    assert!(
+        err.to_ascii_lowercase().contains("certificate") || err.contains("tls"),
+        "refused for its certificate: {err}"
+    );
+}
