@@ -237,6 +237,9 @@ async fn kill_while_streaming(sink: &mut Sink, seed: u64) -> Streamed {
     let mut c = Collector::spawn(&s);
     wait_webhooks_enabled(&emu, &STREAM_TYPES).await;
     let mut published = 0u64;
+    // Fetches before the running process started: it may fetch (and even finish) its blobs before
+    // the loop below looks, so the count is taken before each spawn, not after.
+    let mut fetched = emu.content_fetches().await;
     for kill in 0..STREAM_KILLS {
         let at_restart = sink.count(&s);
         if at_restart + BLOB / 2 > published {
@@ -245,20 +248,30 @@ async fn kill_while_streaming(sink: &mut Sink, seed: u64) -> Streamed {
         }
         // Streaming under this process: it fetched a blob and the output grew (a receiver may
         // still take in a request of the killed process, so growth alone does not tell).
-        let fetched = emu.content_fetches().await;
-        wait_for(
-            Duration::from_secs(120),
-            "a blob streaming after the restart",
-            || {
-                let grew = sink.count(&s) > at_restart;
-                let emu = &emu;
-                async move { grew && emu.content_fetches().await > fetched }
-            },
-        )
-        .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let grew = sink.count(&s) > at_restart;
+            if grew && emu.content_fetches().await > fetched {
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                let logs = c.logs();
+                let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+                panic!(
+                    "kill {kill}: no blob streaming 120 s after the restart (output {} at restart \
+                     {at_restart}, published {published}, fetches {} then {fetched})\ncollector \
+                     log tail:\n{}",
+                    sink.count(&s),
+                    emu.content_fetches().await,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         // Random moment: this delay picks when to crash, it synchronises nothing.
         tokio::time::sleep(Duration::from_millis(rng.range(0, 300))).await;
         c.kill();
+        fetched = emu.content_fetches().await;
         c = Collector::spawn(&s);
     }
     let ids = published_ids(&emu).await;
