@@ -33,9 +33,11 @@ pub const MAX_PENDING: usize = 4;
 /// Helper threads running in the process now (all blobs).
 static HELPERS: AtomicUsize = AtomicUsize::new(0);
 
-/// Helper threads the whole process may run: one fewer than the cores it may use.
+/// Helper threads the whole process may run: one fewer than the cores it may use (read once: it
+/// reads the cgroup's CPU quota from files).
 fn helper_limit() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()) - 1
+    static LIMIT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LIMIT.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) - 1)
 }
 
 /// A run of consecutive records of the blob (skipped ones are never in a job).

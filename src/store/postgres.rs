@@ -344,9 +344,8 @@ impl super::Store for PostgresStore {
             // A page keeps only its records seen for the first time (each in the first page of
             // this call that has it) and is named after the first of them, like the embedded store.
             let (mut taken, mut seen) = (HashSet::new(), HashSet::new());
-            let mut fresh: Vec<ContentRef> = Vec::with_capacity(items.len());
-            for item in &items {
-                let mut c = item.clone();
+            let mut fresh: Vec<ContentRef> = Vec::with_capacity(total);
+            for mut c in items {
                 if let Some(records) = c.records.take() {
                     let kept: Vec<_> = records
                         .into_iter()
