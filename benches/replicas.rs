@@ -10,14 +10,23 @@
 //! outputs (records/s). Every blob must land exactly once across the replicas' file outputs.
 //! Prints the medians of `runs` runs.
 //!
-//! `cargo bench --bench replicas -- [rate=500] [secs=10] [records=50000] [runs=3] [cases=embedded,pg1,pg3]`
+//! Case `takeover`: two pull-mode replicas share a tenant with a `lease` (seconds) tenant lease.
+//! The holder is stalled (SIGSTOP), later the new holder killed (SIGKILL); per handover, the time
+//! from the signal until the other replica holds the lease (the database's row) and until it
+//! first lists the tenant (the emulator's request log), against the bound of invariant 13: taken
+//! over within three quarters of the lease. tests/replicas.rs checks the order and ownership of
+//! the handovers; this measures how long they take.
+//!
+//! `cargo bench --bench replicas -- [rate=500] [secs=10] [records=50000] [runs=3] [lease=6] [cases=embedded,pg1,pg3,takeover]`
 
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
 mod support;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+use o365_collector::store::Store;
 
 use support::{Proc, median, wait_until};
 
@@ -37,16 +46,34 @@ fn main() {
     let secs: u64 = args.value("secs", 10);
     let records: usize = args.value("records", 50_000);
     let runs: usize = args.value("runs", 3);
-    let cases: String = args.value("cases", "embedded,pg1,pg3".to_string());
+    let lease = Duration::from_secs(args.value("lease", 6));
+    let cases: String = args.value("cases", "embedded,pg1,pg3,takeover".to_string());
     let rt = support::runtime();
     let pg = postgres::Postgres::start();
     let mut table = Vec::new();
+    let mut takeovers = Vec::new();
     for case in cases.split(',') {
+        if case == "takeover" {
+            for run in 0..runs {
+                let db = rt.block_on(pg.create_database());
+                let t = takeover_once(&rt, lease, &db);
+                println!(
+                    "takeover run {run}: stalled holder: lease taken after {:.2} s, first listing after {:.2} s; killed holder: {:.2} s, {:.2} s (lease {:.0} s)",
+                    t[0].0,
+                    t[0].1,
+                    t[1].0,
+                    t[1].1,
+                    lease.as_secs_f64()
+                );
+                takeovers.push(t);
+            }
+            continue;
+        }
         let replicas = match case {
             "embedded" => 0,
             "pg1" => 1,
             "pg3" => 3,
-            other => panic!("unknown case {other}: embedded, pg1 or pg3"),
+            other => panic!("unknown case {other}: embedded, pg1, pg3 or takeover"),
         };
         let mut outcomes = Vec::new();
         for run in 0..runs {
@@ -83,6 +110,144 @@ fn main() {
     for row in table {
         println!("{row}");
     }
+    if !takeovers.is_empty() {
+        let bound = lease.as_secs_f64() * 0.75;
+        println!(
+            "\ntenant takeover, lease {:.0} s (bound: within {bound:.1} s), medians of {} runs:",
+            lease.as_secs_f64(),
+            takeovers.len()
+        );
+        println!("| holder | lease taken after | first listing after | within the bound |");
+        println!("|---|---|---|---|");
+        for (i, name) in ["stalled (SIGSTOP)", "killed (SIGKILL)"].iter().enumerate() {
+            let taken = median(&mut takeovers.iter().map(|t| t[i].0).collect::<Vec<_>>());
+            let listed = median(&mut takeovers.iter().map(|t| t[i].1).collect::<Vec<_>>());
+            let worst = takeovers.iter().map(|t| t[i].0).fold(0.0, f64::max);
+            println!(
+                "| {name} | {taken:.2} s | {listed:.2} s | {} (slowest {worst:.2} s) |",
+                if worst <= bound { "yes" } else { "NO" }
+            );
+        }
+    }
+}
+
+/// One run of the takeover case: [(lease taken after, first listing after)] in seconds for the
+/// stalled holder, then for the killed one.
+fn takeover_once(rt: &tokio::runtime::Runtime, lease: Duration, db: &str) -> [(f64, f64); 2] {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path();
+    let (_emu, base, emu_ca) = support::start_emulator(dir, 1, "throttle_per_minute: 1000000\n");
+    let http = support::client(&emu_ca);
+    let mut procs: Vec<Proc> = (0..2)
+        .map(|i| {
+            let rdir = dir.join(format!("r{i}"));
+            std::fs::create_dir_all(&rdir).expect("replica dir");
+            let yaml = format!(
+                "resource: {base}\nauthority: {base}\ncontent_type: {CONTENT_TYPE}\noutput: file\n\
+                 outbound:\n  ca_file: {ca}\n\
+                 outputs:\n  file:\n    type: file\n    path: {events}\n\
+                 listen:\n  admin: 127.0.0.1:0\npull:\n  interval: 1s\n\
+                 store:\n  type: postgres\n  url: {db}\n  sslmode: disable\n  allow_file_output: true\n  tenant_lease: {lease}ms\n{tenants}",
+                ca = emu_ca.display(),
+                events = rdir.join("events.ndjson").display(),
+                lease = lease.as_millis(),
+                tenants = support::tenants_yaml(1),
+            );
+            let config = rdir.join("config.yaml");
+            std::fs::write(&config, yaml).expect("config");
+            support::start_collector(&rdir, &config, &[("RUST_LOG", "info")])
+        })
+        .collect();
+    let logs = |i: usize| {
+        std::fs::read_to_string(dir.join(format!("r{i}/collector.log"))).unwrap_or_default()
+    };
+    let mut tokens = Vec::new();
+    for (i, p) in procs.iter_mut().enumerate() {
+        wait_until(Duration::from_secs(60), "a replica connected", || {
+            assert!(p.alive(), "collector exited");
+            postgres::replica_token(&logs(i)).is_some()
+        });
+        tokens.push(postgres::replica_token(&logs(i)).expect("token"));
+    }
+    let tenant = support::tenant_id(0);
+    let observer = rt
+        .block_on(o365_collector::store::PostgresStore::connect(
+            &postgres::Postgres::config(db),
+        ))
+        .expect("connect");
+    let holder_now = || -> Option<(String, SystemTime)> {
+        let rows = rt.block_on(observer.tenant_holders()).ok()?;
+        let row = rows.into_iter().find(|r| r.tenant_id == tenant)?;
+        Some((row.holder, row.since))
+    };
+    // The first listing of `token` at or after `after`, from the emulator's request log.
+    let listed_after = |token: &str,
+                        after: chrono::DateTime<chrono::Utc>|
+     -> Option<chrono::DateTime<chrono::Utc>> {
+        let calls: Vec<o365_collector::emulator::ApiRequest> = rt.block_on(async {
+            http.get(format!("{base}/_emulator/requests"))
+                .query(&[("tenant_id", tenant.as_str())])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()
+        })?;
+        calls
+            .into_iter()
+            .filter(|c| c.operation == "ListContent" && c.at >= after)
+            .find(|c| {
+                c.user_agent
+                    .as_deref()
+                    .unwrap_or("")
+                    .ends_with(&format!("replica/{token}"))
+            })
+            .map(|c| c.at)
+    };
+    wait_until(Duration::from_secs(60), "a first holder", || {
+        holder_now().is_some()
+    });
+    let first = holder_now().expect("holder").0;
+    let holder = tokens
+        .iter()
+        .position(|t| *t == first)
+        .expect("a known replica holds");
+    let other = 1 - holder;
+    let handover = |from: usize, to: usize, sig: &str| -> (f64, f64) {
+        let at = chrono::Utc::now();
+        let ok = std::process::Command::new("kill")
+            .args([sig, &procs[from].pid().to_string()])
+            .status()
+            .expect("kill")
+            .success();
+        assert!(ok, "kill {sig}");
+        let mut since = None;
+        wait_until(lease * 10, "the lease taken over", || {
+            since = holder_now()
+                .filter(|(h, _)| *h == tokens[to])
+                .map(|(_, s)| s);
+            since.is_some()
+        });
+        // From when it holds the lease: a listing the resumed replica had under way when it was
+        // stopped can still arrive late, and is not a takeover.
+        let since: chrono::DateTime<chrono::Utc> = since.expect("since").into();
+        let mut listed = None;
+        wait_until(lease * 10, "a listing by the new holder", || {
+            listed = listed_after(&tokens[to], since);
+            listed.is_some()
+        });
+        let secs = |t: chrono::DateTime<chrono::Utc>| (t - at).num_milliseconds() as f64 / 1000.0;
+        (secs(since), secs(listed.expect("listed")))
+    };
+    let stalled = handover(holder, other, "-STOP");
+    // Resumed, the stalled replica finds its lease gone; then the new holder dies.
+    let _ = std::process::Command::new("kill")
+        .args(["-CONT", &procs[holder].pid().to_string()])
+        .status();
+    let killed = handover(other, holder, "-KILL");
+    drop(procs.drain(..));
+    [stalled, killed]
 }
 
 /// One collector process's files.

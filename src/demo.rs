@@ -357,36 +357,57 @@ async fn drive(
     Ok(summary)
 }
 
-/// Record ids in the output file with how often each appears.
+/// Record ids in the output file with how often each appears. Every line must be a JSON object
+/// carrying one record id: a torn or foreign line is an error (`InvalidData`, naming the line),
+/// never skipped, so the ids count every line. Only a last line without its newline is left out:
+/// it is still being written (a batch is appended with one write; a torn tail left by a crash is
+/// cut when the output starts again).
 pub fn count_ids(path: &Path) -> std::io::Result<HashMap<String, u32>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
+    count_ids_in(&bytes).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// [`count_ids`] on an output file's bytes (or several files', concatenated): `Err` names the
+/// first line (1-based) that is not one record.
+pub fn count_ids_in(bytes: &[u8]) -> Result<HashMap<String, u32>, String> {
     let mut seen = HashMap::new();
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
-            continue;
-        };
-        // A Graph record: tenant/feed/identity, as [`graph_key`] spells what was published.
-        let text = |k: &str| v.get(k).and_then(|v| v.as_str());
-        if let (Some(id), Some(ct)) = (text("o365.meta.record_id"), text("o365.meta.content_type"))
-        {
-            let key = graph_key(text("o365.meta.tenant_id").unwrap_or(""), ct, id);
-            *seen.entry(key).or_insert(0) += 1;
-            continue;
-        }
-        let id = v
-            .get("o365.audit.Id")
-            .or_else(|| v.get("event.id"))
-            .or_else(|| v.get("Id"))
-            .and_then(|v| v.as_str());
-        if let Some(id) = id {
-            *seen.entry(id.to_string()).or_insert(0) += 1;
-        }
+    // What follows the last newline is still being written.
+    let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+        return Ok(seen);
+    };
+    for (n, line) in bytes[..end].split(|b| *b == b'\n').enumerate() {
+        let key = record_key(line).map_err(|why| {
+            let shown = String::from_utf8_lossy(&line[..line.len().min(160)]);
+            format!("line {}: {why}: {shown}", n + 1)
+        })?;
+        *seen.entry(key).or_insert(0) += 1;
     }
     Ok(seen)
+}
+
+/// The record id one output line carries: a Graph record's `tenant/feed/identity`, as
+/// [`graph_key`] spells what was published, otherwise the audit record's `Id`.
+fn record_key(line: &[u8]) -> Result<String, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| format!("not a JSON record ({e})"))?;
+    let text = |k: &str| v.get(k).and_then(|v| v.as_str());
+    if let (Some(id), Some(ct)) = (text("o365.meta.record_id"), text("o365.meta.content_type")) {
+        return Ok(graph_key(text("o365.meta.tenant_id").unwrap_or(""), ct, id));
+    }
+    text("o365.audit.Id")
+        .or_else(|| text("event.id"))
+        .or_else(|| text("Id"))
+        .map(str::to_owned)
+        .ok_or_else(|| "carries no record id".to_owned())
 }
 
 /// How [`count_ids`] names a Graph record: `tenant/Graph.Feed/identity` (tenant in lower case).
@@ -417,4 +438,32 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_ids_in;
+
+    #[test]
+    fn every_written_line_is_one_record_and_an_unfinished_last_line_waits() {
+        let out =
+            count_ids_in(b"{\"Id\":\"a\"}\n{\"o365.audit.Id\":\"b\"}\n{\"Id\":\"a\"}\n{\"Id\":\"c")
+                .unwrap();
+        assert_eq!((out["a"], out["b"], out.len()), (2, 1, 2));
+        assert!(count_ids_in(b"").unwrap().is_empty());
+        assert!(count_ids_in(b"{\"Id\":").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_torn_or_foreign_line_is_an_error_naming_it() {
+        let torn = count_ids_in(b"{\"Id\":\"a\"}\n{\"Id\":\"b\n{\"Id\":\"c\"}\n").unwrap_err();
+        assert!(torn.starts_with("line 2: not a JSON record"), "{torn}");
+        let empty = count_ids_in(b"{\"Id\":\"a\"}\n\n{\"Id\":\"c\"}\n").unwrap_err();
+        assert!(empty.starts_with("line 2: "), "{empty}");
+        let foreign = count_ids_in(b"{\"Id\":\"a\"}\n{\"other\":1}\n").unwrap_err();
+        assert!(
+            foreign.starts_with("line 2: carries no record id"),
+            "{foreign}"
+        );
+    }
 }

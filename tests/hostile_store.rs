@@ -63,12 +63,7 @@ async fn a_full_store_filesystem_is_refused_then_heals_without_a_restart() {
     let Some(_tmpfs) = Tmpfs::mount(&dir.path().join("store"), "size=4m") else {
         return;
     };
-    let emu = emulator(|c| {
-        c.webhook_max_failures = 100_000;
-        c.webhook_max_backoff = Duration::from_millis(200);
-        c.webhook_disable_after = Duration::from_secs(600);
-    })
-    .await;
+    let emu = redelivering_emulator().await;
     let types = ["Audit.General"];
     let s = setup(&emu, dir.path(), &types, "");
     let mut c = Collector::spawn(&s);
@@ -92,16 +87,7 @@ async fn a_full_store_filesystem_is_refused_then_heals_without_a_restart() {
     })
     .await;
     assert_eq!(store_up(&metrics).await, Some(0));
-    let mut blobs = 0;
-    while notifications_answered(&emu, 503).await == 0 {
-        assert!(blobs < 200, "no notification refused on a full store");
-        generate(&emu, "Audit.General", 5, 1).await;
-        blobs += 1;
-        wait_for(WAIT, "the notification answered", || async {
-            answered(&emu).await > blobs
-        })
-        .await;
-    }
+    publish_until_refused(&emu).await;
     assert_eq!(status_of(&readyz).await, 503, "not ready while it lasts");
     assert_eq!(store_up(&metrics).await, Some(0));
 
@@ -123,6 +109,120 @@ async fn a_full_store_filesystem_is_refused_then_heals_without_a_restart() {
         "no restart: the same process healed\n{}",
         c.logs()
     );
+    let status = c.terminate(Duration::from_secs(10));
+    assert!(status.success(), "{status}\n{}", c.logs());
+}
+
+/// An emulator that keeps redelivering refused notifications, quickly, for as long as a test runs.
+async fn redelivering_emulator() -> o365_collector::emulator::Emulator {
+    emulator(|c| {
+        c.webhook_max_failures = 100_000;
+        c.webhook_max_backoff = Duration::from_millis(200);
+        c.webhook_disable_after = Duration::from_secs(600);
+    })
+    .await
+}
+
+/// Publishes small blobs, one at a time, until the collector refuses a notification with 503;
+/// returns how many were published.
+async fn publish_until_refused(emu: &o365_collector::emulator::Emulator) -> usize {
+    let before = notifications_answered(emu, 503).await;
+    let answered_before = answered(emu).await;
+    let mut blobs = 0;
+    while notifications_answered(emu, 503).await == before {
+        assert!(blobs < 200, "no notification refused");
+        generate(emu, "Audit.General", 5, 1).await;
+        blobs += 1;
+        wait_for(WAIT, "the notification answered", || async {
+            answered(emu).await >= answered_before + blobs
+        })
+        .await;
+    }
+    blobs
+}
+
+/// Damage found while running: a full disk closes the store's handle, and while it is closed the
+/// file's pages are damaged, so the reopen finds the damage. The webhook answers 503 while it
+/// lasts and the process stays up (never a panic); once a good copy of the file is put back, the
+/// same process reopens it, and every notification Microsoft delivers again is stored and
+/// delivered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_found_while_running_is_refused_then_heals_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = dir.path().join("store");
+    let _tmpfs = Tmpfs::mount(&store_dir, "size=8m").expect("a tmpfs for the store");
+    let emu = redelivering_emulator().await;
+    let s = setup(&emu, dir.path(), &["Audit.General"], "");
+    let mut c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &["Audit.General"]).await;
+    generate(&emu, "Audit.General", 10, 1).await;
+    wait_for(WAIT, "the first records delivered", || async {
+        line_count(&s.events) >= 10
+    })
+    .await;
+    let readyz = admin_url(&c.logs(), "/readyz");
+
+    // A write fails (full disk): the store closes its handle and stays closed while the disk is
+    // full. Nothing can change the file now, so a copy of it is what the store holds.
+    let filler = store_dir.join("filler");
+    fill(&filler);
+    publish_until_refused(&emu).await;
+    wait_for(WAIT, "the store closed after the failed write", || async {
+        c.logs().contains("store closed after a failure")
+    })
+    .await;
+    let file = store_dir.join(o365_collector::store::embedded::FILE_NAME);
+    let good = dir.path().join("queue.redb.good");
+    std::fs::copy(&file, &good).unwrap();
+    let damaged = damage_pages(&file, &[LEAF, BRANCH]);
+    assert!(damaged > 0, "the store has pages to damage");
+
+    // Space is back: the reopen reads the damaged file and refuses it; the webhook keeps
+    // answering 503 and the process stays up.
+    std::fs::remove_file(&filler).unwrap();
+    wait_for(WAIT, "the damage found by a reopen", || async {
+        c.logs().contains("store corrupt")
+    })
+    .await;
+    let refused = notifications_answered(&emu, 503).await;
+    generate(&emu, "Audit.General", 5, 1).await;
+    wait_for(
+        WAIT,
+        "a notification refused on the damaged store (or the process gone)",
+        || async {
+            notifications_answered(&emu, 503).await > refused || status_of(&readyz).await == 0
+        },
+    )
+    .await;
+    assert!(
+        c.child.try_wait().unwrap().is_none(),
+        "the process stays up\n{}",
+        c.logs()
+    );
+    assert_eq!(status_of(&readyz).await, 503, "not ready while damaged");
+    assert!(!c.logs().contains("panicked"), "{}", c.logs());
+
+    // A good copy is put back (renamed over the file, as an operator restores one): the same
+    // process reopens it and stores what Microsoft delivers again.
+    let restored = store_dir.join("queue.redb.restored");
+    std::fs::copy(&good, &restored).unwrap();
+    std::fs::rename(&restored, &file).unwrap();
+    wait_for(WAIT, "/readyz ready again", || async {
+        status_of(&readyz).await == 200
+    })
+    .await;
+    let published = published_ids(&emu).await;
+    wait_for(WAIT, "every published record delivered", || async {
+        output_ids(&s.events).len() >= published.len()
+    })
+    .await;
+    assert_exactly_once(&published, &output_ids(&s.events));
+    assert!(
+        c.child.try_wait().unwrap().is_none(),
+        "no restart: the same process healed\n{}",
+        c.logs()
+    );
+    assert!(!c.logs().contains("panicked"), "{}", c.logs());
     let status = c.terminate(Duration::from_secs(10));
     assert!(status.success(), "{status}\n{}", c.logs());
 }
@@ -150,7 +250,7 @@ async fn damaged_interior_pages_stop_the_start_with_store_corrupt() {
         store.enqueue(items).await.unwrap();
     }
     let file = store_dir.join(o365_collector::store::embedded::FILE_NAME);
-    let damaged = damage_branch_pages(&file);
+    let damaged = damage_pages(&file, &[BRANCH]);
     assert!(damaged > 0, "the store has interior pages");
 
     let emu = emulator(|_| {}).await;
@@ -174,25 +274,34 @@ async fn damaged_interior_pages_stop_the_start_with_store_corrupt() {
     );
 }
 
-/// Overwrites every B-tree branch page of a redb file (page type byte 2, 4 KiB pages after the
-/// header page) with random bytes, keeping the type byte; returns how many.
-fn damage_branch_pages(file: &Path) -> usize {
+/// redb's page type bytes.
+const LEAF: u8 = 1;
+const BRANCH: u8 = 2;
+
+/// Overwrites every B-tree page of a redb file whose type byte is in `kinds` (4 KiB pages after
+/// the header page) with random bytes, keeping the type byte; returns how many. Written in place,
+/// so it needs no free space.
+fn damage_pages(file: &Path, kinds: &[u8]) -> usize {
+    use std::os::unix::fs::FileExt;
     const PAGE: usize = 4096;
-    let mut bytes = std::fs::read(file).unwrap();
+    let bytes = std::fs::read(file).unwrap();
+    let out = std::fs::OpenOptions::new().write(true).open(file).unwrap();
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut damaged = 0;
-    for page in bytes.chunks_mut(PAGE).skip(1) {
-        if page[0] != 2 {
+    for (i, page) in bytes.chunks(PAGE).enumerate().skip(1) {
+        if !kinds.contains(&page[0]) {
             continue;
         }
-        for b in &mut page[1..] {
+        let mut noise = page.to_vec();
+        for b in &mut noise[1..] {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             *b = seed as u8;
         }
+        out.write_all_at(&noise, (i * PAGE) as u64).unwrap();
         damaged += 1;
     }
-    std::fs::write(file, bytes).unwrap();
+    out.sync_all().unwrap();
     damaged
 }

@@ -1,10 +1,10 @@
 //! Both stores through the `Store` trait: the shared conformance checks on each (the PostgreSQL
 //! ones on a real server, tests/store_postgres.rs has what only it has), then what only a
-//! file-backed store has (restarts, locking, damaged files), then a throughput measurement
-//! (`cargo test --release --test store -- --ignored --nocapture store_throughput`).
+//! file-backed store has (restarts, locking, damaged files). Throughput and latency are measured
+//! in benches/store.rs.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use o365_collector::store::conformance::{self, content};
 use o365_collector::store::{ContentRef, EmbeddedStore, Store, StoreError};
@@ -43,6 +43,7 @@ macro_rules! conformance_tests {
 
 conformance_tests!(
     enqueue_dedups,
+    carried_records_are_kept_once,
     concurrent_enqueues_get_their_own_outcomes,
     claim_is_oldest_first_and_bounded,
     expired_lease_is_claimable_again,
@@ -333,217 +334,4 @@ async fn concurrent_enqueues_of_the_same_ids_add_each_once() {
     }
     assert_eq!((added, duplicates), (20, 140));
     assert_eq!(store.stats().await.unwrap().pending, 20);
-}
-
-/// Prints ops/s and latency percentiles; asserts nothing about speed.
-/// Run with `cargo test --release --test store -- --ignored --nocapture store_throughput`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: prints throughput"]
-async fn store_throughput() {
-    const QUEUED: usize = 100_000;
-    const RUNS: usize = 3;
-    const LEASE: Duration = Duration::from_secs(300);
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(dir.path());
-    let mut next_id = 0u64;
-    let mut fresh = |n: usize| -> Vec<ContentRef> {
-        (0..n)
-            .map(|_| {
-                next_id += 1;
-                content(&format!("bench-{next_id:012}"))
-            })
-            .collect()
-    };
-
-    // Fill to 100k queued items in batches of 1000.
-    let t = Instant::now();
-    for _ in 0..QUEUED / 1000 {
-        store.enqueue(fresh(1000)).await.unwrap();
-    }
-    report("enqueue, batch 1000 (fill)", QUEUED, t.elapsed());
-
-    let mut single = Bench::new("enqueue, batch of 1", "ids");
-    let mut hundred = Bench::new("enqueue, batch of 100", "ids");
-    let mut dup = Bench::new("enqueue, 100 duplicates", "ids");
-    let mut claim_complete = Bench::new("claim(1) + complete", "blobs");
-    let mut claim_batch = Bench::new("claim(32), no complete", "blobs");
-    let mut parallel = Bench::new("8 tasks claim(1)+complete", "blobs");
-    for _ in 0..RUNS {
-        let run = single.start();
-        for _ in 0..200 {
-            let t = Instant::now();
-            store.enqueue(fresh(1)).await.unwrap();
-            single.op(t, 1);
-        }
-        single.finish(run);
-
-        let run = hundred.start();
-        let mut last = Vec::new();
-        for _ in 0..50 {
-            let batch = fresh(100);
-            last.clone_from(&batch);
-            let t = Instant::now();
-            store.enqueue(batch).await.unwrap();
-            hundred.op(t, 100);
-        }
-        hundred.finish(run);
-
-        let run = dup.start();
-        for _ in 0..50 {
-            let t = Instant::now();
-            let out = store.enqueue(last.clone()).await.unwrap();
-            dup.op(t, 100);
-            assert_eq!(out.duplicates, 100);
-        }
-        dup.finish(run);
-
-        let run = claim_complete.start();
-        for _ in 0..200 {
-            let t = Instant::now();
-            let c = store.claim(1, LEASE).await.unwrap();
-            store.complete(c[0].seq).await.unwrap();
-            claim_complete.op(t, 1);
-        }
-        claim_complete.finish(run);
-
-        let run = claim_batch.start();
-        for _ in 0..100 {
-            let t = Instant::now();
-            let c = store.claim(32, LEASE).await.unwrap();
-            claim_batch.op(t, 32);
-            assert_eq!(c.len(), 32);
-        }
-        claim_batch.finish(run);
-
-        let run = parallel.start();
-        let mut tasks = Vec::new();
-        for _ in 0..8 {
-            let store = store.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                for _ in 0..50 {
-                    let t = Instant::now();
-                    let c = store.claim(1, LEASE).await.unwrap();
-                    store.complete(c[0].seq).await.unwrap();
-                    latencies.push(t.elapsed());
-                }
-                latencies
-            }));
-        }
-        for task in tasks {
-            for l in task.await.unwrap() {
-                parallel.latencies.push(l);
-                parallel.ops += 1;
-            }
-        }
-        parallel.finish(run);
-    }
-    let stats = store.stats().await.unwrap();
-    println!(
-        "queue during runs: ~{} items ({} leased)",
-        stats.pending + stats.leased,
-        stats.leased
-    );
-    for b in [
-        &mut single,
-        &mut hundred,
-        &mut dup,
-        &mut claim_complete,
-        &mut claim_batch,
-        &mut parallel,
-    ] {
-        b.print();
-    }
-    let t = Instant::now();
-    let stats = store.stats().await.unwrap();
-    println!(
-        "stats() with {} leased: {:.2} ms",
-        stats.leased,
-        t.elapsed().as_secs_f64() * 1000.0
-    );
-
-    let t = Instant::now();
-    drop(store);
-    let store = open(dir.path());
-    println!(
-        "reopen (releases {} leases): {:.1} ms",
-        stats.leased,
-        t.elapsed().as_secs_f64() * 1000.0
-    );
-    let t = Instant::now();
-    let pruned = store
-        .prune(SystemTime::now() + Duration::from_secs(60))
-        .await
-        .unwrap();
-    report("prune dedup entries", pruned as usize, t.elapsed());
-    if let Ok(status) = std::fs::read_to_string("/proc/self/status")
-        && let Some(line) = status.lines().find(|l| l.starts_with("VmHWM"))
-    {
-        println!("peak RSS: {}", line.trim_start_matches("VmHWM:").trim());
-    }
-    let size = std::fs::metadata(store.path()).unwrap().len();
-    println!("file size: {:.1} MiB", size as f64 / 1_048_576.0);
-}
-
-/// Throughput per run (median reported) and per-call latencies over all runs.
-struct Bench {
-    name: &'static str,
-    unit: &'static str,
-    rates: Vec<f64>,
-    latencies: Vec<Duration>,
-    ops: usize,
-}
-
-impl Bench {
-    fn new(name: &'static str, unit: &'static str) -> Self {
-        Bench {
-            name,
-            unit,
-            rates: Vec::new(),
-            latencies: Vec::new(),
-            ops: 0,
-        }
-    }
-
-    fn start(&mut self) -> Instant {
-        self.ops = 0;
-        Instant::now()
-    }
-
-    fn op(&mut self, started: Instant, items: usize) {
-        self.latencies.push(started.elapsed());
-        self.ops += items;
-    }
-
-    fn finish(&mut self, run: Instant) {
-        self.rates
-            .push(self.ops as f64 / run.elapsed().as_secs_f64());
-    }
-
-    fn print(&mut self) {
-        self.rates.sort_by(f64::total_cmp);
-        self.latencies.sort();
-        let pct = |p: f64| {
-            let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
-            self.latencies[i].as_secs_f64() * 1000.0
-        };
-        println!(
-            "{:<28} {:>9.0} {}/s (median of {})  per call p50 {:.3} ms  p90 {:.3} ms  p99 {:.3} ms",
-            self.name,
-            self.rates[self.rates.len() / 2],
-            self.unit,
-            self.rates.len(),
-            pct(0.5),
-            pct(0.9),
-            pct(0.99)
-        );
-    }
-}
-
-fn report(what: &str, n: usize, took: Duration) {
-    println!(
-        "{what}: {n} in {:.2} s = {:.0}/s",
-        took.as_secs_f64(),
-        n as f64 / took.as_secs_f64()
-    );
 }

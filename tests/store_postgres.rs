@@ -158,34 +158,56 @@ async fn the_password_never_shows_in_errors() {
 }
 
 /// One replica holds a tenant; another takes it only once the lease lapsed (or was let go).
+/// Whatever the machine's load: a lease that must hold is a long one, and the takeover is checked
+/// against the lapse the database reported, not against a sleep.
 #[tokio::test]
 async fn one_replica_holds_a_tenant_at_a_time() {
     let url = Postgres::shared().create_database().await;
     let (a, b) = (connect(&url).await, connect(&url).await);
-    let lease = Duration::from_millis(300);
-    assert!(a.hold_tenant("T1", lease).await.unwrap());
+    assert!(a.hold_tenant("T1", LONG).await.unwrap());
     assert!(
-        !b.hold_tenant("t1", lease).await.unwrap(),
+        !b.hold_tenant("t1", LONG).await.unwrap(),
         "case-insensitive"
     );
-    assert!(b.hold_tenant("t2", lease).await.unwrap());
-    assert!(a.hold_tenant("t1", lease).await.unwrap(), "renewed");
+    assert!(b.hold_tenant("t2", LONG).await.unwrap());
+    assert!(a.hold_tenant("t1", LONG).await.unwrap(), "renewed");
     let holders = b.tenant_holders().await.unwrap();
     let view: Vec<(&str, &str, bool)> = holders
         .iter()
         .map(|h| (h.tenant_id.as_str(), h.holder.as_str(), h.this_replica))
         .collect();
     assert_eq!(view, [("t1", a.owner(), false), ("t2", b.owner(), true)]);
-    // `a` stops renewing: `b` gets t1 once the lease lapsed, not before.
-    let deadline = std::time::Instant::now() + conformance::WAIT_LIMIT;
-    while !b.hold_tenant("t1", lease).await.unwrap() {
-        assert!(std::time::Instant::now() < deadline, "never taken over");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(!a.hold_tenant("t1", lease).await.unwrap(), "a lost it");
+    // Not before: while `a`'s lease runs, `b` cannot take t1.
+    assert!(
+        !b.hold_tenant("t1", LONG).await.unwrap(),
+        "taken while the lease ran"
+    );
+    // `a` renews one last time, for two seconds, then stops. `b` asks until it gets t1: it gets it
+    // only once that lease lapsed on the database's clock, the clock `since` is read from.
+    assert!(a.hold_tenant("t1", Duration::from_secs(2)).await.unwrap());
+    let read = std::time::SystemTime::now();
+    let holders = b.tenant_holders().await.unwrap();
+    let t1 = holders.iter().find(|h| h.tenant_id == "t1").unwrap();
+    assert_eq!(t1.holder, a.owner());
+    // At the earliest: the database counts whole milliseconds.
+    let lapses =
+        read + Duration::from_millis(t1.expires_in_ms.max(0) as u64) - Duration::from_millis(1);
+    support::wait_for(conformance::WAIT_LIMIT, "t1 taken over", || async {
+        b.hold_tenant("t1", LONG).await.unwrap()
+    })
+    .await;
+    let holders = b.tenant_holders().await.unwrap();
+    let t1 = holders.iter().find(|h| h.tenant_id == "t1").unwrap();
+    assert!(t1.this_replica);
+    assert!(
+        t1.since >= lapses,
+        "taken at {:?}, before a's lease lapsed ({lapses:?})",
+        t1.since
+    );
+    assert!(!a.hold_tenant("t1", LONG).await.unwrap(), "a lost it");
     b.let_go_tenant("t2").await.unwrap();
     assert!(
-        a.hold_tenant("t2", lease).await.unwrap(),
+        a.hold_tenant("t2", LONG).await.unwrap(),
         "let go: taken at once"
     );
 }

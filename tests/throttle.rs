@@ -119,29 +119,47 @@ async fn a_throttled_tenant_waits_out_retry_after_and_others_are_not_slowed() {
     assert!(a.throttled_for().is_none());
 }
 
+/// The client's own budget keeps a busy tenant under Microsoft's quota: with a budget of 10 a
+/// minute (a burst of 10, then one every 6 s) and an API quota of 11, the eleventh call waits for
+/// the budget instead of going out at once, and is answered without a 429. The test waits for
+/// that call's answer, then reads from the emulator's request log when it went out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_client_budget_keeps_a_busy_tenant_under_the_quota() {
-    // Emulator quota 5/min; the client allows itself 4/min: the fifth call waits on the client's
-    // own budget instead of drawing a 429.
-    let emu = emulator(|cfg| cfg.throttle_per_minute = 5).await;
+    const BUDGET: u32 = 10;
+    let interval = Duration::from_secs(60) / BUDGET;
+    let emu = emulator(|cfg| cfg.throttle_per_minute = BUDGET + 1).await;
     let counters = Arc::new(Counters::default());
-    let api = Arc::new(
-        ManagementClient::new(client(&emu), &tenant(&emu, TENANT, CLIENT, SECRET))
-            .unwrap()
-            .with_request_budget(4)
-            .with_counters(counters.clone()),
-    );
-    for _ in 0..4 {
+    let api = ManagementClient::new(client(&emu), &tenant(&emu, TENANT, CLIENT, SECRET))
+        .unwrap()
+        .with_request_budget(BUDGET)
+        .with_counters(counters.clone());
+    // Taken before the first call, so the budget's clock starts no earlier than this.
+    let started = chrono::Utc::now();
+    for _ in 0..BUDGET {
         api.list_subscriptions().await.unwrap();
     }
-    let fifth = {
-        let api = api.clone();
-        tokio::spawn(async move { api.list_subscriptions().await })
-    };
-    // Give the call every chance to go out (it would be answered at once if it did).
-    let other = ManagementClient::new(client(&emu), &tenant(&emu, TENANT, CLIENT, SECRET)).unwrap();
-    other.list_subscriptions().await.unwrap();
-    assert!(!fifth.is_finished(), "the fifth call waits for the budget");
-    fifth.abort();
-    assert_eq!(Counters::get(&counters.throttled), 0);
+    tokio::time::timeout(Duration::from_secs(120), api.list_subscriptions())
+        .await
+        .expect("the call over the budget is answered once the budget allows it")
+        .expect("answered, not refused");
+    assert_eq!(Counters::get(&counters.throttled), 0, "no 429 drawn");
+
+    let calls: Vec<o365_collector::emulator::ApiRequest> =
+        control_get(&emu, "requests", TENANT).await;
+    let arrivals: Vec<_> = calls
+        .iter()
+        .filter(|r| r.operation == "ListSubscriptions")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(
+        arrivals.len(),
+        BUDGET as usize + 1,
+        "each call went out once"
+    );
+    let held = (arrivals[BUDGET as usize] - started).to_std().unwrap();
+    // A lower bound: a slow machine only makes it later. Half a second of slack for the clocks.
+    assert!(
+        held + Duration::from_millis(500) >= interval,
+        "the call over the budget went out {held:?} after the start, before the budget allowed ({interval:?})"
+    );
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
@@ -572,10 +572,14 @@ async fn content(
     State(s): State<Arc<Shared>>,
     Path(tenant): Path<String>,
     RawQuery(raw): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = Query::from_raw(raw);
     let ctx = authorize(&s, &headers, &tenant, "ListContent", &q).await?;
+    if let Some(r) = redirect(&s, &uri) {
+        return Ok(r);
+    }
     let ct = content_type_param(&q)?;
     ctx.require_dlp(ct)?;
     let win = window(&s, &q)?;
@@ -676,6 +680,15 @@ async fn notifications(
     Ok(with_next_page(json_ok(Value::Array(page)), next))
 }
 
+/// The `redirect_to` fault: a redirect of this request to the same path and query elsewhere.
+fn redirect(s: &Shared, uri: &Uri) -> Option<Response> {
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    let (status, location) = lock(&s.faults).faults.redirect(path)?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FOUND);
+    let location = HeaderValue::from_str(&location).ok()?;
+    Some((status, [(header::LOCATION, location)]).into_response())
+}
+
 /// Content ids look like `{digits}${digits}${type}${Type}${region}`.
 fn content_id_well_formed(id: &str) -> bool {
     let parts: Vec<&str> = id.split('$').collect();
@@ -692,10 +705,14 @@ async fn audit(
     State(s): State<Arc<Shared>>,
     Path((tenant, content_id)): Path<(String, String)>,
     RawQuery(raw): RawQuery,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let q = Query::from_raw(raw);
     let ctx = authorize(&s, &headers, &tenant, "GetBlob", &q).await?;
+    if let Some(r) = redirect(&s, &uri) {
+        return Ok(r);
+    }
     {
         let mut f = lock(&s.faults);
         let fail = if f.faults.content_fail_next > 0 {
@@ -708,11 +725,28 @@ async fn audit(
         if fail {
             let status = StatusCode::from_u16(f.faults.content_error_status)
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return Err(ApiError::new(
-                status,
-                "AF50000",
-                "An internal error occurred. Retry the request.",
-            ));
+            return Err(match status {
+                StatusCode::UNAUTHORIZED => {
+                    ApiError::unauthorized(&s.base_url, "The access token has expired.")
+                }
+                StatusCode::TOO_MANY_REQUESTS => {
+                    let mut e = ApiError::new(
+                        status,
+                        "AF429",
+                        format!(
+                            "Too many requests. Method=GetBlob, PublisherId={}",
+                            ctx.publisher.as_deref().unwrap_or(NO_PUBLISHER)
+                        ),
+                    );
+                    e.retry_after = Some(1);
+                    e
+                }
+                _ => ApiError::new(
+                    status,
+                    "AF50000",
+                    "An internal error occurred. Retry the request.",
+                ),
+            });
         }
     }
     if !content_id_well_formed(&content_id) {

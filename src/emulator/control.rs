@@ -102,7 +102,9 @@ pub struct Faults {
     pub content_error_rate: f64,
     /// The next N content fetches fail, then fetches succeed again.
     pub content_fail_next: u32,
-    /// Status of injected content fetch failures (AF50000 body), default 500.
+    /// Status of injected content fetch failures, default 500. The body is what Microsoft sends
+    /// with that status: 401 `InvalidAuthenticationToken` (with `WWW-Authenticate`), 429 `AF429`
+    /// (with `Retry-After: 1`), anything else `AF50000`.
     pub content_error_status: u16,
     /// Added before every Management Activity API answer.
     pub latency_ms: u64,
@@ -112,6 +114,18 @@ pub struct Faults {
     pub webhook_hang: bool,
     /// Base (e.g. `https://evil.example.net`) put in announced and listed contentUri values.
     pub foreign_content_uri: Option<String>,
+    /// Base (e.g. `https://other.example.net`) that content fetches and content listings are
+    /// redirected to (`redirect_status`, `Location` = this base + the same path and query): what a
+    /// hijacked or misconfigured front end would answer. A client that follows it leaks its token.
+    #[serde(default)]
+    pub redirect_to: Option<String>,
+    /// Status of those redirects: 301, 302 (the default), 303, 307 or 308; others are ignored.
+    #[serde(default = "found")]
+    pub redirect_status: u16,
+}
+
+fn found() -> u16 {
+    302
 }
 
 impl Default for Faults {
@@ -125,12 +139,15 @@ impl Default for Faults {
             webhook_fail_status: 0,
             webhook_hang: false,
             foreign_content_uri: None,
+            redirect_to: None,
+            redirect_status: found(),
         }
     }
 }
 
 /// Changes to the faults: absent fields stay as they are; `reset: true` first restores defaults
-/// (keeping the configured throttle quota). An empty `foreign_content_uri` clears it.
+/// (keeping the configured throttle quota). An empty `foreign_content_uri` or `redirect_to` clears
+/// it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FaultsPatch {
@@ -144,6 +161,8 @@ pub struct FaultsPatch {
     pub webhook_fail_status: Option<u16>,
     pub webhook_hang: Option<bool>,
     pub foreign_content_uri: Option<String>,
+    pub redirect_to: Option<String>,
+    pub redirect_status: Option<u16>,
 }
 
 impl Faults {
@@ -178,6 +197,24 @@ impl Faults {
         if let Some(v) = p.foreign_content_uri {
             self.foreign_content_uri = Some(v).filter(|s| !s.is_empty());
         }
+        if let Some(v) = p.redirect_to {
+            self.redirect_to = Some(v).filter(|s| !s.is_empty());
+        }
+        if let Some(v) = p
+            .redirect_status
+            .filter(|v| matches!(v, 301..=303 | 307 | 308))
+        {
+            self.redirect_status = v;
+        }
+    }
+
+    /// The redirect in force for a request to `path_and_query`: its status and `Location`.
+    pub(crate) fn redirect(&self, path_and_query: &str) -> Option<(u16, String)> {
+        let base = self.redirect_to.as_deref()?;
+        Some((
+            self.redirect_status,
+            format!("{}{path_and_query}", base.trim_end_matches('/')),
+        ))
     }
 }
 

@@ -1,9 +1,11 @@
 //! A small real HTTP receiver (axum on a loopback port, optionally TLS with client certificates)
 //! that speaks enough Elasticsearch `_bulk`, Splunk HEC and NDJSON to check what the http output
 //! sends: it validates every body line by line, records protocol violations, keeps the accepted
-//! documents (surviving a stop/start, like a durable server) and can simulate failures.
+//! documents (surviving a stop/start, like a durable server) and can simulate failures. It counts
+//! what arrived again ([`HttpReceiver::resent`]): Elasticsearch keeps one document per `_id` and
+//! answers a second `create` with 409, so its documents alone cannot show a re-send.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +27,13 @@ pub struct RecvState {
     pub events: Mutex<Vec<Value>>,
     /// How many of `events` each accepted request brought, in arrival order.
     pub request_sizes: Mutex<Vec<usize>>,
+    /// Elasticsearch `create` actions per `_id` that were answered 201 or 409 (injected 429s and
+    /// rejected documents are not counted).
+    pub create_attempts: Mutex<HashMap<String, u32>>,
+    /// Of those, the ones answered 409 (the document existed: a re-send), per `_id`.
+    pub conflicts: Mutex<HashMap<String, u32>>,
+    /// Per bulk request, in arrival order: its `create`s answered 201 or 409, and how many were 409.
+    pub bulk_outcomes: Mutex<Vec<(usize, usize)>>,
     /// Protocol violations seen (must stay empty).
     pub violations: Mutex<Vec<String>>,
     pub requests: AtomicUsize,
@@ -153,6 +162,38 @@ impl HttpReceiver {
         self.state.violations.lock().unwrap().clone()
     }
 
+    /// Requests that brought records accepted before: Elasticsearch `create`s answered 409, or
+    /// NDJSON / HEC records whose id an earlier request (or the same one) brought.
+    pub fn resent(&self) -> Resent {
+        let mut r = Resent::default();
+        let mut count = |n: usize, again: usize| {
+            if again > 0 {
+                r.requests += 1;
+                r.records += again as u64;
+                r.mixed += u64::from(again < n);
+            }
+        };
+        let bulk = self.state.bulk_outcomes.lock().unwrap().clone();
+        if !bulk.is_empty() {
+            for (n, again) in bulk {
+                count(n, again);
+            }
+            return r;
+        }
+        let ids = self.record_ids();
+        let sizes = self.state.request_sizes.lock().unwrap().clone();
+        let (mut seen, mut at) = (HashSet::new(), 0);
+        for n in sizes {
+            let again = ids[at..at + n]
+                .iter()
+                .filter(|id| !seen.insert(*id))
+                .count();
+            at += n;
+            count(n, again);
+        }
+        r
+    }
+
     /// `o365.audit.Id` (`Id` for format `raw`) of every accepted record: the Elasticsearch documents by `_id` (a re-sent
     /// one replaces itself), otherwise the NDJSON / HEC events in arrival order (HEC: inside its
     /// envelope, which always has a `sourcetype`).
@@ -174,6 +215,19 @@ impl HttpReceiver {
             })
             .collect()
     }
+}
+
+/// What arrived again at a receiver (see [`HttpReceiver::resent`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Resent {
+    /// Requests that brought at least one record again.
+    pub requests: u64,
+    /// Records that arrived again.
+    pub records: u64,
+    /// Of `requests`, those that also brought new records. The collector re-sends whole batches
+    /// (it resumes a blob after the batches its progress counts), so with one batch per request
+    /// this stays 0; a resume in the middle of a batch would not.
+    pub mixed: u64,
 }
 
 impl Drop for HttpReceiver {
@@ -279,6 +333,7 @@ fn bulk(s: &RecvState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String)
     }
     let mut items = Vec::new();
     let mut errors = false;
+    let (mut stored, mut conflicts) = (0, 0);
     s.max_items_per_request
         .fetch_max(lines.len() / 2, Ordering::SeqCst);
     for pair in lines.chunks(2) {
@@ -330,8 +385,20 @@ fn bulk(s: &RecvState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String)
                           "reason": "failed to parse field [reject] of type [long]"}}})
         } else {
             let mut docs = s.docs.lock().unwrap();
+            stored += 1;
+            *s.create_attempts
+                .lock()
+                .unwrap()
+                .entry(id.to_owned())
+                .or_insert(0) += 1;
             if docs.contains_key(id) {
                 errors = true;
+                conflicts += 1;
+                *s.conflicts
+                    .lock()
+                    .unwrap()
+                    .entry(id.to_owned())
+                    .or_insert(0) += 1;
                 json!({"create": {"_index": index, "_id": id, "status": 409,
                     "error": {"type": "version_conflict_engine_exception",
                               "reason": "document already exists"}}})
@@ -342,6 +409,7 @@ fn bulk(s: &RecvState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String)
         };
         items.push(item);
     }
+    s.bulk_outcomes.lock().unwrap().push((stored, conflicts));
     (
         StatusCode::OK,
         json!({"took": 1, "errors": errors, "items": items}).to_string(),

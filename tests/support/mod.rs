@@ -206,29 +206,44 @@ pub fn admin_url(logs: &str, path: &str) -> String {
 pub struct Tmpfs(PathBuf);
 
 impl Tmpfs {
-    /// Mounts with `options` (e.g. `size=4m` or `size=1m,ro`); `None`, with the reason printed,
-    /// where mounting is not allowed (not root).
+    /// Mounts with `options` (e.g. `size=4m` or `size=1m,ro`). A test that cannot mount one cannot
+    /// run its scenario, so this fails it, unless `O365_TEST_ALLOW_SKIP=tmpfs` (or `all`) says a
+    /// skip is acceptable here: then `None`, and the caller returns.
     pub fn mount(at: &Path, options: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(at).unwrap();
         let out = Command::new("mount")
             .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(at)
             .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs(at.to_path_buf())),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: cannot mount a tmpfs (needs root): {}",
-                    String::from_utf8_lossy(&o.stderr).trim()
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
+        let why = match out {
+            Ok(o) if o.status.success() => return Some(Tmpfs(at.to_path_buf())),
+            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => format!("cannot run mount: {e}"),
+        };
+        skip_or_fail(
+            "tmpfs",
+            &format!(
+                "cannot mount a tmpfs at {} ({why}); run the tests as root or with CAP_SYS_ADMIN \
+                 (scripts/test checks this up front)",
+                at.display()
+            ),
+        );
+        None
     }
+}
+
+/// A scenario the test cannot set up: a failure, unless `O365_TEST_ALLOW_SKIP` names `what` (a
+/// comma-separated list, or `all`); then a line on stdout says what was not tested.
+pub fn skip_or_fail(what: &str, why: &str) {
+    let allowed = std::env::var("O365_TEST_ALLOW_SKIP").unwrap_or_default();
+    if allowed
+        .split(',')
+        .any(|a| a.trim() == what || a.trim() == "all")
+    {
+        println!("SKIPPED ({what}, allowed by O365_TEST_ALLOW_SKIP): {why}");
+        return;
+    }
+    panic!("{why}; set O365_TEST_ALLOW_SKIP={what} to skip this test knowingly");
 }
 
 impl Drop for Tmpfs {
@@ -377,9 +392,22 @@ impl Lcg {
     }
 }
 
-/// Record ids in the output file with their counts.
+/// A crash test's seed: `CRASH_SEED` (CI draws a fresh one per run) or the test's own default;
+/// printed with the test's name so a failure can be replayed.
+pub fn crash_seed(test: &str, default: u64) -> u64 {
+    let seed = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default);
+    println!("{test}: CRASH_SEED={seed} (set CRASH_SEED to repeat)");
+    seed
+}
+
+/// Record ids in the output file with their counts: one per line, and a line that is not one
+/// record fails the test, naming it. A last line without its newline is left out (still being
+/// written), so this may be polled while the collector runs.
 pub fn output_ids(path: &Path) -> HashMap<String, u32> {
-    o365_collector::demo::count_ids(path).unwrap()
+    o365_collector::demo::count_ids(path).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Asserts every published id is in the output exactly once (and nothing else is).
@@ -522,17 +550,18 @@ pub fn line_count_with_rotated(active: &Path) -> usize {
         .count()
 }
 
-/// Record ids across the active and the rotated files of a file output, with their counts.
+/// Record ids across the active and the rotated files of a stopped collector's file output, with
+/// their counts. Every line is one record (a line that is not fails the test, naming it), so the
+/// counts add up to the line count; and no line may be torn, not even the last: the output writes
+/// whole batches and cuts a crash's torn tail when it starts, so a clean stop leaves none.
 pub fn output_ids_with_rotated(active: &Path) -> HashMap<String, u32> {
-    let mut seen = HashMap::new();
-    for line in read_with_rotated(active).split(|b| *b == b'\n') {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
-            continue;
-        };
-        let id = v.get("o365.audit.Id").or_else(|| v.get("Id"));
-        if let Some(id) = id.and_then(|v| v.as_str()) {
-            *seen.entry(id.to_string()).or_insert(0) += 1;
-        }
-    }
-    seen
+    let bytes = read_with_rotated(active);
+    assert!(
+        bytes.is_empty() || bytes.ends_with(b"\n"),
+        "{}: the last line is torn after a clean stop: {}",
+        active.display(),
+        String::from_utf8_lossy(&bytes[bytes.len().saturating_sub(160)..])
+    );
+    o365_collector::demo::count_ids_in(&bytes)
+        .unwrap_or_else(|e| panic!("{} and its rotated files: {e}", active.display()))
 }

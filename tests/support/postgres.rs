@@ -285,3 +285,12 @@ impl Drop for Postgres {
         let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
     }
 }
+
+/// The replica (lease owner) token a collector on the PostgreSQL store logged at start-up.
+pub fn replica_token(logs: &str) -> Option<String> {
+    logs.lines()
+        .find(|l| l.contains("connected to the shared PostgreSQL store"))?
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("replica="))
+        .map(|t| t.trim_matches('"').to_owned())
+}
