@@ -23,8 +23,8 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use o365_collector::enrich::user_agent::{BUNDLED_REGEXES, UaParser};
-use o365_collector::enrich::{Enrichment, EnrichmentConfig};
+use o365_collector::mapping::enrich::user_agent::{BUNDLED_REGEXES, UaParser};
+use o365_collector::mapping::enrich::{Enrichment, EnrichmentConfig};
 use o365_collector::mapping::{Context, Format, map_record, map_record_json};
 use serde_json::Value;
 

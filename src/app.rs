@@ -14,10 +14,11 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::{Config, StoreConfig};
 use crate::graph::client::GraphClient;
-use crate::graph::puller::{self as graph_puller, GraphRuntime};
+use crate::graph::runtime::GraphRuntime;
 use crate::mgmt_api::{MAX_CALLS_IN_FLIGHT, ManagementClient, http_client, uri::ResourceBase};
 use crate::output::{AnyOutput, OutputError};
 use crate::pipeline::gate::OutputGate;
+use crate::pipeline::graph_puller;
 use crate::pipeline::tenant_lease::{self, ListingLease};
 use crate::pipeline::worker::Workers;
 use crate::pipeline::{TenantRuntime, Tenants, lifecycle, puller};
@@ -46,7 +47,7 @@ pub enum AppError {
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error("enrichment: {0}")]
-    Enrichment(#[from] crate::enrich::EnrichError),
+    Enrichment(#[from] crate::mapping::enrich::EnrichError),
 }
 
 /// A started collector.
@@ -263,9 +264,10 @@ impl App {
         let enrichment = if cfg.enrichment.is_enabled() {
             let cfg = cfg.enrichment.clone();
             // Compiling the user-agent patterns and reading the databases is blocking work.
-            let e = tokio::task::spawn_blocking(move || crate::enrich::Enrichment::new(&cfg))
-                .await
-                .map_err(|e| AppError::Http(format!("enrichment set-up failed: {e}")))??;
+            let e =
+                tokio::task::spawn_blocking(move || crate::mapping::enrich::Enrichment::new(&cfg))
+                    .await
+                    .map_err(|e| AppError::Http(format!("enrichment set-up failed: {e}")))??;
             let e = Arc::new(e);
             tasks.spawn(e.clone().watch(shutdown.clone()));
             Some(e)

@@ -6,7 +6,6 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod emulator;
-pub mod enrich;
 pub mod graph;
 pub mod log_limit;
 pub mod mapping;

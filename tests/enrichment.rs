@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mmdb::{Data, Writer};
-use o365_collector::enrich::{Enrichment, EnrichmentConfig};
+use o365_collector::mapping::enrich::{Enrichment, EnrichmentConfig};
 use o365_collector::mapping::{Context, Format, map_record};
 use serde_json::{Map, Value, json};
 

@@ -67,7 +67,7 @@ pub struct Config {
     /// Which store holds the queue (`store:`).
     pub store: StoreConfig,
     pub pipeline: PipelineConfig,
-    pub enrichment: crate::enrich::EnrichmentConfig,
+    pub enrichment: crate::mapping::enrich::EnrichmentConfig,
 }
 
 /// `store:` — where the queue, the dedup set and the cursors live.

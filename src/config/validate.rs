@@ -23,10 +23,10 @@ use super::{
     PipelineConfig, Problem, PullConfig, RequestBudgetConfig, SaslMechanism, Secret, StoreConfig,
     SyslogOutputConfig, SyslogTransport, TenantConfig, TlsConfig, WebhookConfig,
 };
-use crate::enrich::EnrichmentConfig;
-use crate::enrich::geoip::Kind;
 use crate::graph::feed::{GraphFeed, derive_graph_host, is_national_graph_host};
 use crate::mapping::Format;
+use crate::mapping::enrich::EnrichmentConfig;
+use crate::mapping::enrich::geoip::Kind;
 use crate::mgmt_api::throttle::{DEFAULT_BURST, DEFAULT_REQUESTS_PER_MINUTE};
 use crate::pipeline::tenant_lease::DEFAULT_TENANT_LEASE;
 use crate::store::postgres::{DEFAULT_POOL_SIZE, PostgresConfig};

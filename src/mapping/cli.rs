@@ -120,14 +120,14 @@ pub fn run_with(
     }
     let data = buf.strip_prefix(b"\xEF\xBB\xBF".as_slice()).unwrap_or(&buf);
     let received = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let enrich_cfg = crate::enrich::EnrichmentConfig {
+    let enrich_cfg = super::enrich::EnrichmentConfig {
         user_agent: args.user_agent,
         geoip_city: args.geoip_city.clone(),
         geoip_asn: args.geoip_asn.clone(),
         ..Default::default()
     };
     let enrichment = if enrich_cfg.is_enabled() {
-        match crate::enrich::Enrichment::new(&enrich_cfg) {
+        match super::enrich::Enrichment::new(&enrich_cfg) {
             Ok(e) => Some(e),
             Err(e) => {
                 writeln!(err, "o365-collector map: {e}")?;

@@ -24,7 +24,9 @@
 
 use serde_json::{Map, Value};
 
-use super::{Entries, Issue, creation_time_to_rfc3339, enums};
+use super::enums;
+use super::event::{Entries, Issue, short};
+use super::time::creation_time_to_rfc3339;
 
 /// `ecs.version` of Elastic's pipeline.
 pub const ECS_VERSION: &str = "8.11.0";
@@ -997,7 +999,7 @@ fn data(a: &mut Map<String, Value>, f: &mut Fields, issues: &mut Vec<Issue>) {
     {
         issues.push(Issue {
             field: "Data.sip".into(),
-            problem: format!("not an IP address: {}", super::short(sip)),
+            problem: format!("not an IP address: {}", short(sip)),
         });
     }
     for k in ["f3u", "suid", "tsd", "trc"] {
@@ -1122,7 +1124,7 @@ fn addresses(
             } else {
                 issues.push(Issue {
                     field: "ClientIP".into(),
-                    problem: format!("not an IP address: {:?}", super::short(&Value::from(addr))),
+                    problem: format!("not an IP address: {:?}", short(&Value::from(addr))),
                 });
             }
             f.set("client.address", addr);

@@ -17,7 +17,10 @@
 
 use serde_json::{Map, Value};
 
-use super::{Context, Entries, Format, Issue, Mapped, Sink};
+use super::context::{Context, Format};
+use super::enrich;
+use super::event::{Entries, Issue, Mapped, Sink, kind_of};
+use super::meta::{add_meta, not_an_object};
 use crate::graph::GraphFeed;
 
 /// Prefix of a feed's own fields.
@@ -36,7 +39,7 @@ pub fn map(feed: GraphFeed, raw: &Value, ctx: &Context<'_>) -> Mapped {
     let event = match raw {
         Value::Object(record) if ctx.format == Format::Raw => {
             let mut event = record.clone();
-            super::add_meta(Some(record), ctx, &mut event, &mut issues);
+            add_meta(Some(record), ctx, &mut event, &mut issues);
             if let Some(id) = feed.identity(record) {
                 event.insert("o365.meta.record_id".into(), Value::String(id));
             }
@@ -48,7 +51,7 @@ pub fn map(feed: GraphFeed, raw: &Value, ctx: &Context<'_>) -> Mapped {
         }
         other => {
             let mut event = Map::new();
-            super::not_an_object(other.clone(), ctx, &mut event, &mut issues);
+            not_an_object(other.clone(), ctx, &mut event, &mut issues);
             event
         }
     };
@@ -86,13 +89,13 @@ fn entries(
         _ => flatten(record, prefix(feed), &mut entries),
     }
     timestamp(feed, record, ctx, &mut entries, issues);
-    super::add_meta(None, ctx, &mut entries, issues);
+    add_meta(None, ctx, &mut entries, issues);
     if let Some(id) = feed.identity(record) {
         entries.put_value("o365.meta.record_id", Value::String(id));
     }
     if ctx.format == Format::Ecs {
         super::graph_ecs::add(feed, record, ctx, &mut entries);
-        crate::enrich::apply(&mut entries, ctx);
+        enrich::apply(&mut entries, ctx.tenant_id, ctx.tenant_name, ctx.enrichment);
     }
     entries
 }
@@ -112,14 +115,14 @@ fn timestamp(
         _ => None,
     });
     let problem = match value {
-        Some(Value::String(s)) => match super::creation_time_to_rfc3339(s) {
+        Some(Value::String(s)) => match super::time::creation_time_to_rfc3339(s) {
             Some(ts) => {
                 entries.put_value("@timestamp", Value::String(ts));
                 return;
             }
             None => format!("not a date-time: {s:?}"),
         },
-        Some(other) => format!("not a string but {}", super::kind_of(other)),
+        Some(other) => format!("not a string but {}", kind_of(other)),
         None => "missing".to_owned(),
     };
     if !ctx.received.is_empty() {

@@ -23,7 +23,8 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Context, Entries, Sink};
+use super::context::Context;
+use super::event::{Entries, Sink};
 use crate::graph::GraphFeed;
 
 /// Adds the ECS fields of `feed` for `record` to `entries`.
@@ -189,7 +190,7 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
                 put("email.attachments.file.size", size.clone());
             }
             if let Some(t) =
-                f("receivedDateTime", "Received").and_then(super::creation_time_to_rfc3339)
+                f("receivedDateTime", "Received").and_then(super::time::creation_time_to_rfc3339)
             {
                 put("email.delivery_timestamp", json!(t));
             }
@@ -208,7 +209,7 @@ pub fn add(feed: GraphFeed, record: &Map<String, Value>, ctx: &Context<'_>, entr
                 ("startDateTime", "event.start"),
                 ("endDateTime", "event.end"),
             ] {
-                if let Some(t) = s(k).and_then(super::creation_time_to_rfc3339) {
+                if let Some(t) = s(k).and_then(super::time::creation_time_to_rfc3339) {
                     put(key, json!(t));
                 }
             }

@@ -11,7 +11,7 @@
 
 use serde_json::{Map, Value};
 
-use super::Entries;
+use super::event::Entries;
 
 /// (our name, Graph property, legacy column).
 const NAMES: [(&str, &str, &str); 14] = [

@@ -63,103 +63,26 @@
 
 pub mod cli;
 pub mod clientip;
+pub mod context;
 pub mod ecs;
+pub mod enrich;
 pub mod enums;
+pub mod event;
 pub mod graph;
 pub mod graph_ecs;
 mod json;
 pub mod message_trace;
+mod meta;
 pub mod o365;
+pub mod time;
+
+pub use context::{Context, Format};
+pub use event::{Entries, Issue, Mapped};
+pub use time::creation_time_to_rfc3339;
 
 use serde_json::{Map, Value};
 
-/// Key/value pairs collected before they are sorted and bulk-loaded into the event map (cheaper
-/// than inserting dozens of keys one by one).
-pub type Entries = Vec<(String, Value)>;
-
-/// Where the mapping writes a key: the event map itself (format `raw`) or the entries vector.
-trait Sink {
-    fn put_value(&mut self, key: &str, value: Value);
-}
-
-impl Sink for Map<String, Value> {
-    fn put_value(&mut self, key: &str, value: Value) {
-        self.insert(key.to_owned(), value);
-    }
-}
-
-impl Sink for Entries {
-    fn put_value(&mut self, key: &str, value: Value) {
-        self.push((key.to_owned(), value));
-    }
-}
-
-/// Output shape chosen by `format:`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    #[default]
-    O365,
-    Ecs,
-    Raw,
-}
-
-/// Where a record came from (becomes `o365.meta.*`).
-#[derive(Debug, Clone, Copy)]
-pub struct Context<'a> {
-    pub format: Format,
-    pub tenant_id: &'a str,
-    pub content_type: &'a str,
-    pub content_id: &'a str,
-    pub content_created: Option<&'a str>,
-    /// RFC 3339 time the collector received the blob.
-    pub received: &'a str,
-    /// The tenant's configured `tenant_name` (format `ecs`: `organization.name`, `host.name`).
-    pub tenant_name: Option<&'a str>,
-    /// Loaded enrichment (format `ecs`: `user_agent.*`, `source.geo.*`, `source.as.*`).
-    pub enrichment: Option<&'a crate::enrich::Enrichment>,
-}
-
-impl Default for Context<'_> {
-    fn default() -> Self {
-        Self {
-            format: Format::O365,
-            tenant_id: "",
-            content_type: "",
-            content_id: "",
-            content_created: None,
-            received: "",
-            tenant_name: None,
-            enrichment: None,
-        }
-    }
-}
-
-/// A problem found while mapping one record; the rest of the record is still mapped.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Issue {
-    /// The record field concerned (`CreationTime`, `ClientIP`, `ExtendedProperties.x`, or `""` for
-    /// the record as a whole).
-    pub field: String,
-    pub problem: String,
-}
-
-impl std::fmt::Display for Issue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.field.is_empty() {
-            f.write_str(&self.problem)
-        } else {
-            write!(f, "{}: {}", self.field, self.problem)
-        }
-    }
-}
-
-/// The mapped event: a flat JSON object with dotted keys.
-#[derive(Debug, Clone)]
-pub struct Mapped {
-    pub event: Map<String, Value>,
-    pub issues: Vec<Issue>,
-}
+use meta::{add_meta, add_timestamp, not_an_object};
 
 /// Maps one raw record. Pure and total: never panics.
 pub fn map_record(raw: &Value, ctx: &Context<'_>) -> Mapped {
@@ -201,7 +124,7 @@ fn entries(record: &Map<String, Value>, ctx: &Context<'_>, issues: &mut Vec<Issu
     add_timestamp(record, ctx, &mut entries, issues);
     add_meta(Some(record), ctx, &mut entries, issues);
     if ctx.format == Format::Ecs {
-        crate::enrich::apply(&mut entries, ctx);
+        enrich::apply(&mut entries, ctx.tenant_id, ctx.tenant_name, ctx.enrichment);
     }
     entries
 }
@@ -239,180 +162,6 @@ pub fn map_record_json(
         }
     }
     Ok(issues)
-}
-
-fn not_an_object(
-    value: Value,
-    ctx: &Context<'_>,
-    event: &mut Map<String, Value>,
-    issues: &mut Vec<Issue>,
-) {
-    issues.push(Issue {
-        field: String::new(),
-        problem: format!("record is not a JSON object but {}", kind_of(&value)),
-    });
-    event.insert("o365.audit._raw".to_owned(), value);
-    add_meta(None, ctx, event, issues);
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
-fn add_timestamp(
-    record: &Map<String, Value>,
-    ctx: &Context<'_>,
-    event: &mut impl Sink,
-    issues: &mut Vec<Issue>,
-) {
-    let problem = match record.get("CreationTime") {
-        Some(Value::String(s)) => match creation_time_to_rfc3339(s) {
-            Some(ts) => {
-                event.put_value("@timestamp", Value::String(ts));
-                return;
-            }
-            None => format!("not a date-time: {s:?}"),
-        },
-        Some(other) => format!("not a string but {}", kind_of(other)),
-        None => "missing".to_owned(),
-    };
-    let fallback = if ctx.received.is_empty() {
-        "; no @timestamp"
-    } else {
-        event.put_value("@timestamp", Value::String(ctx.received.to_owned()));
-        "; @timestamp is the receive time"
-    };
-    issues.push(Issue {
-        field: "CreationTime".to_owned(),
-        problem: problem + fallback,
-    });
-}
-
-fn add_meta(
-    record: Option<&Map<String, Value>>,
-    ctx: &Context<'_>,
-    event: &mut impl Sink,
-    issues: &mut Vec<Issue>,
-) {
-    let mut put = |key: &str, value: &str| {
-        if !value.is_empty() {
-            event.put_value(key, Value::String(value.to_owned()));
-        }
-    };
-    put("o365.meta.tenant_id", ctx.tenant_id);
-    put("o365.meta.content_type", ctx.content_type);
-    put("o365.meta.content_id", ctx.content_id);
-    put(
-        "o365.meta.content_created",
-        ctx.content_created.unwrap_or(""),
-    );
-    put("o365.meta.received", ctx.received);
-    let Some(record) = record else { return };
-    for (field, table, key) in [
-        (
-            "RecordType",
-            &enums::RECORD_TYPE,
-            "o365.meta.record_type_name",
-        ),
-        ("UserType", &enums::USER_TYPE, "o365.meta.user_type_name"),
-    ] {
-        let Some(value) = record.get(field) else {
-            continue;
-        };
-        match enums::as_enum_int(value) {
-            Some(n) => {
-                if let Some(name) = table.name(n) {
-                    event.put_value(key, Value::String(name.to_owned()));
-                }
-            }
-            None => issues.push(Issue {
-                field: field.to_owned(),
-                problem: format!("not an integer: {}", short(value)),
-            }),
-        }
-    }
-}
-
-/// A value shortened for an issue message (records can hold megabytes).
-fn short(v: &Value) -> String {
-    let mut s = v.to_string();
-    if s.len() > 80 {
-        let mut end = 80;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
-
-/// Converts Microsoft's `CreationTime` (`YYYY-MM-DDTHH:MM:SS[.fraction][Z|±HH:MM]`, UTC when no
-/// zone is given) to RFC 3339 UTC with milliseconds. `None` when it is not such a date-time.
-pub fn creation_time_to_rfc3339(s: &str) -> Option<String> {
-    use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-    let s = s.trim();
-    let has_zone =
-        s.ends_with(['Z', 'z']) || s.get(19..).is_some_and(|tail| tail.contains(['+', '-']));
-    if !has_zone && let Some(fast) = fast_naive(s) {
-        return Some(fast);
-    }
-    let utc: DateTime<Utc> = if has_zone {
-        DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc)
-    } else {
-        let t = s.replacen(' ', "T", 1);
-        NaiveDateTime::parse_from_str(&t, "%Y-%m-%dT%H:%M:%S%.f")
-            .ok()?
-            .and_utc()
-    };
-    Some(utc.to_rfc3339_opts(SecondsFormat::Millis, true))
-}
-
-/// Fast path for the usual `YYYY-MM-DDTHH:MM:SS[.fraction]` without a zone: validates with
-/// chrono's calendar and copies the text instead of parsing and formatting through chrono.
-fn fast_naive(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        let part = s.get(r)?;
-        part.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| part.parse().ok())?
-    };
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    chrono::NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, mo, d)?;
-    chrono::NaiveTime::from_hms_opt(h, mi, sec)?;
-    let frac = match &b[19..] {
-        [] => &b""[..],
-        [b'.', digits @ ..] if !digits.is_empty() && digits.iter().all(u8::is_ascii_digit) => {
-            digits
-        }
-        _ => return None,
-    };
-    let mut out = String::with_capacity(24);
-    out.push_str(&s[..19]);
-    out.push('.');
-    for i in 0..3 {
-        out.push(char::from(*frac.get(i).unwrap_or(&b'0')));
-    }
-    out.push('Z');
-    Some(out)
 }
 
 #[cfg(test)]

@@ -25,7 +25,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use super::{Entries, Issue, Sink};
+use super::event::{Entries, Issue, Sink};
 
 /// Prefix of every flattened record key.
 pub const AUDIT_PREFIX: &str = "o365.audit.";

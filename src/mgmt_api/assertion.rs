@@ -20,7 +20,6 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rustls_pki_types::pem::{self, PemObject, SectionKind};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::auth::AuthError;
 use crate::config::Secret;
 
 /// `client_assertion_type` of a JWT client assertion (RFC 7523).
@@ -46,8 +45,14 @@ impl std::fmt::Debug for ClientCertificate {
     }
 }
 
-fn problem(path: &Path, what: impl std::fmt::Display) -> AuthError {
-    AuthError::Credential(format!("{}: {what}", path.display()))
+/// A local problem with the client certificate: the text names the file and what is wrong, never
+/// key material. The token client reports it as a credential problem.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CredentialError(pub String);
+
+fn problem(path: &Path, what: impl std::fmt::Display) -> CredentialError {
+    CredentialError(format!("{}: {what}", path.display()))
 }
 
 fn is_pkcs12_path(path: &Path) -> bool {
@@ -60,7 +65,11 @@ impl ClientCertificate {
     /// Reads the configured files: a PKCS#12 `.p12`/`.pfx` (then `key` is the same file and
     /// `password` opens it), or a PEM certificate (the first one is the leaf; a chain may follow)
     /// with an unencrypted PEM RSA key, PKCS#8 or PKCS#1.
-    pub fn load(cert: &Path, key: &Path, password: Option<&Secret>) -> Result<Self, AuthError> {
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        password: Option<&Secret>,
+    ) -> Result<Self, CredentialError> {
         let cert_bytes = std::fs::read(cert).map_err(|e| problem(cert, e))?;
         if is_pkcs12_path(cert) || (cert == key && !looks_like_pem(&cert_bytes)) {
             let pw = password.map(Secret::expose).unwrap_or("");
@@ -75,7 +84,7 @@ impl ClientCertificate {
         let key_path = key;
         let key = key_from_pem(&key_bytes).map_err(|w| problem(key_path, w))?;
         Self::from_parts(&cert_der, key).map_err(|w| {
-            AuthError::Credential(format!(
+            CredentialError(format!(
                 "{} with {}: {w}",
                 cert.display(),
                 key_path.display()
@@ -152,7 +161,7 @@ impl ClientCertificate {
         client_id: &str,
         audience: &str,
         now: SystemTime,
-    ) -> Result<String, AuthError> {
+    ) -> Result<String, CredentialError> {
         let iat = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -179,7 +188,7 @@ impl ClientCertificate {
         let mut sig = vec![0u8; self.key.public_modulus_len()];
         self.key
             .sign(&RSA_PSS_SHA256, &self.rng, jwt.as_bytes(), &mut sig)
-            .map_err(|_| AuthError::Credential("signing the client assertion failed".into()))?;
+            .map_err(|_| CredentialError("signing the client assertion failed".into()))?;
         jwt.push('.');
         jwt.push_str(&URL_SAFE_NO_PAD.encode(&sig));
         Ok(jwt)

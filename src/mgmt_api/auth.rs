@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Mutex;
 
-use super::assertion::{ASSERTION_TYPE, ClientCertificate};
+use super::assertion::{ASSERTION_TYPE, ClientCertificate, CredentialError};
 use super::wire::{TokenErrorBody, TokenResponse};
 use crate::config::{Credential, Secret};
 use crate::telemetry::Counters;
@@ -25,6 +25,12 @@ pub enum AuthError {
     /// text names the file and what is wrong, never key material.
     #[error("credential problem: {0}")]
     Credential(String),
+}
+
+impl From<CredentialError> for AuthError {
+    fn from(e: CredentialError) -> Self {
+        AuthError::Credential(e.0)
+    }
 }
 
 impl AuthError {
@@ -76,7 +82,9 @@ impl TokenSource {
                 key,
                 password,
             } => Proof::Certificate(
-                ClientCertificate::load(&cert, &key, password.as_ref()).map(Arc::new),
+                ClientCertificate::load(&cert, &key, password.as_ref())
+                    .map(Arc::new)
+                    .map_err(AuthError::from),
             ),
         };
         TokenSource {

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{TenantRuntime, Tenants};
+use super::tenant::{TenantRuntime, Tenants};
 use crate::config::WebhookConfig;
 use crate::mgmt_api::ApiError;
 use crate::mgmt_api::throttle::backoff;

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{TenantRuntime, Tenants};
+use super::tenant::{TenantRuntime, Tenants};
 use crate::mgmt_api::ApiError;
 use crate::store::{ContentRef, Store, StoreError};
 use crate::telemetry::Counters;

@@ -44,7 +44,7 @@ pub struct MapSpec {
     pub skip: u64,
     /// `format: ecs`: the tenant's name (`host.name`, `organization.name`) and the enrichment.
     pub tenant_name: Option<String>,
-    pub enrichment: Option<std::sync::Arc<crate::enrich::Enrichment>>,
+    pub enrichment: Option<std::sync::Arc<crate::mapping::enrich::Enrichment>>,
     pub batch_records: usize,
     pub batch_bytes: usize,
 }

@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Tenants;
+use super::tenant::Tenants;
 use crate::store::Store;
 
 /// Default lease period of a tenant (`store.tenant_lease`).

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use super::gate::{MAX_PAUSE, Pass, ProbeGuard};
 use super::stream::{BlobStream, MapSpec, Piece, StreamError};
-use super::{TenantRuntime, Tenants};
+use super::tenant::{TenantRuntime, Tenants};
 use crate::config::PipelineConfig;
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
@@ -42,7 +42,7 @@ pub struct Workers<S> {
     /// First retry delay; doubles per attempt.
     pub retry_base: Duration,
     /// Format `ecs` enrichment, when configured.
-    pub enrichment: Option<Arc<crate::enrich::Enrichment>>,
+    pub enrichment: Option<Arc<crate::mapping::enrich::Enrichment>>,
 }
 
 enum Failure {

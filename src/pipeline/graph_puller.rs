@@ -4,7 +4,7 @@
 //! back), never further back than the feed keeps ([`GraphFeed::max_back`]), up to now (whole
 //! seconds), in windows of at most [`GraphFeed::max_window`], each with both time bounds
 //! (`<time> ge … and <time> le …`). Every page, its `@odata.nextLink` followed only when
-//! [`GraphClient::next_url`] accepts it, becomes one queue item carrying its records with their
+//! [`GraphClient::next_url`](crate::graph::client::GraphClient::next_url) accepts it, becomes one queue item carrying its records with their
 //! identities; the store keeps only records it has not seen, so the overlap (late arrivals) and
 //! a window read again after a crash add nothing twice. The cursor moves to a window's end only
 //! after all its pages are stored. Workers then deliver the items like blobs: same batches,
@@ -15,7 +15,7 @@
 //! in the status and retried every [`denied_retry`], anything else soon; the other feeds and
 //! tenants go on.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, Timelike, Utc};
@@ -23,9 +23,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{GraphFeed, client::GraphClient};
+use super::tenant::TenantRuntime;
+use crate::graph::GraphFeed;
+use crate::graph::runtime::GraphRuntime;
 use crate::mgmt_api::ApiError;
-use crate::pipeline::TenantRuntime;
 use crate::store::{ContentRef, InlineRecord, Store, StoreError};
 use crate::telemetry::Counters;
 
@@ -65,50 +66,6 @@ impl GraphPullError {
                 ..
             })
         )
-    }
-}
-
-/// What a feed did last, for `/status` and `/metrics`.
-#[derive(Debug, Clone, Default)]
-pub struct FeedStatus {
-    /// Where the next round starts (before the overlap).
-    pub cursor: Option<SystemTime>,
-    pub last_success: Option<SystemTime>,
-    pub last_error: Option<String>,
-    pub last_error_at: Option<SystemTime>,
-    /// The last round was refused (401/403): a permission or licence is missing.
-    pub denied: bool,
-    /// Records listed and stored as new since the start.
-    pub records: u64,
-    pub pages: u64,
-}
-
-/// A tenant's Graph side: its client and each feed's status.
-pub struct GraphRuntime {
-    pub client: GraphClient,
-    pub status: Mutex<std::collections::BTreeMap<GraphFeed, FeedStatus>>,
-}
-
-impl GraphRuntime {
-    pub fn new(client: GraphClient, feeds: &[GraphFeed]) -> Self {
-        GraphRuntime {
-            client,
-            status: Mutex::new(feeds.iter().map(|f| (*f, FeedStatus::default())).collect()),
-        }
-    }
-
-    pub fn status_of(&self, feed: GraphFeed) -> FeedStatus {
-        self.lock().get(&feed).cloned().unwrap_or_default()
-    }
-
-    fn update(&self, feed: GraphFeed, f: impl FnOnce(&mut FeedStatus)) {
-        f(self.lock().entry(feed).or_default());
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<GraphFeed, FeedStatus>> {
-        self.status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

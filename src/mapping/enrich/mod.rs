@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::mapping::{Context, Entries};
+use super::event::Entries;
 use geoip::{GeoDb, GeoError, Kind};
 use user_agent::{UaCache, UaError, UaParser};
 
@@ -173,18 +173,23 @@ fn set(ev: &mut Entries, key: &str, value: Value) {
 }
 
 /// The enrichment step of `format: ecs` (see the module doc). `tenant_name` applies to records of
-/// the context's tenant only (as Elastic's tenant map, keyed by organization id).
-pub fn apply(ev: &mut Entries, ctx: &Context<'_>) {
-    if let Some(name) = ctx.tenant_name.filter(|n| !n.is_empty()) {
+/// the tenant `tenant_id` only (as Elastic's tenant map, keyed by organization id).
+pub fn apply(
+    ev: &mut Entries,
+    tenant_id: &str,
+    tenant_name: Option<&str>,
+    enrichment: Option<&Enrichment>,
+) {
+    if let Some(name) = tenant_name.filter(|n| !n.is_empty()) {
         let own = get(ev, "organization.id")
             .and_then(Value::as_str)
-            .is_some_and(|id| !ctx.tenant_id.is_empty() && id.eq_ignore_ascii_case(ctx.tenant_id));
+            .is_some_and(|id| !tenant_id.is_empty() && id.eq_ignore_ascii_case(tenant_id));
         if own {
             set(ev, "organization.name", Value::from(name));
             set(ev, "host.name", Value::from(name));
         }
     }
-    if let Some(e) = ctx.enrichment {
+    if let Some(e) = enrichment {
         e.add(ev);
     }
 }
