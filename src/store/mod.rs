@@ -2,9 +2,10 @@
 //!
 //! The trait and types below are the contract between the webhook, the puller, the workers and a
 //! store implementation: [`EmbeddedStore`] (redb, the default) and, for several replicas,
-//! [`PostgresStore`]. [`conformance`] holds the behaviour checks every implementation must pass;
-//! [`AnyStore`] is the one the configuration chose.
+//! [`PostgresStore`]. `conformance` holds the behaviour checks every implementation must pass
+//! (feature `test-util`: tests only); [`AnyStore`] is the one the configuration chose.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod embedded;
 pub mod postgres;
