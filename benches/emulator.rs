@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use o365_collector::emulator::{Emulator, EmulatorConfig, GenerateRequest, TenantSpec};
+use o365_emulator::{Emulator, EmulatorConfig, GenerateRequest, TenantSpec};
 
 const TENANT: &str = "6a1b2c3d-0000-4000-8000-0000000000b1";
 const CLIENT: &str = "0c1a0000-0000-4000-8000-0000000000b1";

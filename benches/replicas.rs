@@ -184,7 +184,7 @@ fn takeover_once(rt: &tokio::runtime::Runtime, lease: Duration, db: &str) -> [(f
     let listed_after = |token: &str,
                         after: chrono::DateTime<chrono::Utc>|
      -> Option<chrono::DateTime<chrono::Utc>> {
-        let calls: Vec<o365_collector::emulator::ApiRequest> = rt.block_on(async {
+        let calls: Vec<o365_emulator::ApiRequest> = rt.block_on(async {
             http.get(format!("{base}/_emulator/requests"))
                 .query(&[("tenant_id", tenant.as_str())])
                 .send()

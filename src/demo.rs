@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use o365_emulator::{DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, EmulatorConfig, TenantSpec};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
@@ -14,11 +15,8 @@ use crate::config::{
     AdminConfig, CONTENT_TYPES, Config, Credential, FileOutputConfig, ListenConfig, OutboundConfig,
     OutputConfig, PipelineConfig, PullConfig, Secret, TenantConfig, TlsConfig, WebhookConfig,
 };
-use crate::emulator::{Emulator, EmulatorConfig, TenantSpec};
 use crate::mapping::Format;
 use crate::telemetry::Counters;
-
-use crate::emulator::{DEMO_CLIENT_ID, DEMO_TENANT_ID};
 
 /// `demo` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -273,7 +271,7 @@ async fn drive(
     let mut graph_rows = 0u64;
     for feed in crate::graph::GraphFeed::ALL {
         let ids = emu
-            .graph_generate(crate::emulator::graph::GraphGenerate {
+            .graph_generate(o365_emulator::graph::GraphGenerate {
                 tenant_id: DEMO_TENANT_ID.into(),
                 feed: feed.config_name().into(),
                 records: per_feed,

@@ -5,7 +5,6 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod demo;
-pub mod emulator;
 pub mod graph;
 pub mod log_limit;
 pub mod mapping;

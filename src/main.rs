@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use o365_collector::telemetry::{self, LogFormat};
-use o365_collector::{app, config, demo, emulator, mapping};
+use o365_collector::{app, config, demo, mapping};
 
 /// Mapping allocates many small strings per record; mimalloc maps ≈25% more records per second than
 /// glibc's allocator (benches/mapping.rs). The `system-allocator` feature leaves it out, for heap
@@ -41,7 +41,7 @@ enum Command {
     /// Run the emulator and the collector together and deliver synthetic activity end to end.
     Demo(demo::DemoArgs),
     /// Run the Management Activity API emulator.
-    Emulator(emulator::cli::EmulatorArgs),
+    Emulator(o365_emulator::cli::EmulatorArgs),
     /// Validate a configuration file and print every problem at once.
     CheckConfig {
         #[arg(long, short, default_value = "config.yaml")]
@@ -111,7 +111,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             })
         }
         Command::Emulator(args) => {
-            runtime()?.block_on(emulator::cli::serve(args))?;
+            runtime()?.block_on(o365_emulator::cli::serve(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig { config } => {

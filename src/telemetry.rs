@@ -185,6 +185,7 @@ impl Metrics {
 
 /// Peak resident memory of this process in KiB (`VmHWM`), for the benchmarks' reports; `None` where
 /// `/proc` is not available.
+#[cfg(any(test, feature = "test-util"))]
 pub fn peak_rss_kib() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use o365_collector::app::App;
 use o365_collector::config::Config;
-use o365_collector::emulator::Emulator;
+use o365_emulator::Emulator;
 use serde_json::{Value, json};
 use support::{ALL_TYPES, AUTH_ID, SECRET, TENANT};
 use tokio_util::sync::CancellationToken;
@@ -36,7 +36,7 @@ impl Harness {
 
     /// With emulator settings and YAML appended to the test configuration.
     async fn start_with(
-        tune: impl FnOnce(&mut o365_collector::emulator::EmulatorConfig),
+        tune: impl FnOnce(&mut o365_emulator::EmulatorConfig),
         extra_yaml: &str,
     ) -> Harness {
         let emu = support::emulator(tune).await;
@@ -768,7 +768,7 @@ const WRONG_SECRET2: &str = "wrong-secret-of-tenant-two";
 async fn a_failing_tenant_shows_its_error_and_others_still_work() {
     let h = Harness::start_with(
         |cfg| {
-            cfg.tenants.push(o365_collector::emulator::TenantSpec {
+            cfg.tenants.push(o365_emulator::TenantSpec {
                 tenant_id: TENANT2.into(),
                 client_id: CLIENT2.into(),
                 client_secret: Some("the-right-secret-of-tenant-two".into()),

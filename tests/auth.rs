@@ -7,7 +7,7 @@ use o365_collector::config::{Credential, Secret};
 use o365_collector::mgmt_api::auth::{AuthError, TokenSource};
 use support::*;
 
-fn source(emu: &o365_collector::emulator::Emulator, secret: &str) -> TokenSource {
+fn source(emu: &o365_emulator::Emulator, secret: &str) -> TokenSource {
     TokenSource::new(
         client(emu),
         emu.base_url(),

@@ -7,9 +7,9 @@ mod support;
 use std::path::{Path, PathBuf};
 
 use o365_collector::config::{Credential, Secret, TenantConfig};
-use o365_collector::emulator::{Emulator, TenantSpec};
 use o365_collector::mgmt_api::ManagementClient;
 use o365_collector::mgmt_api::auth::{AuthError, TokenSource};
+use o365_emulator::{Emulator, TenantSpec};
 use support::*;
 
 /// A self-signed RSA certificate: (certificate PEM, PKCS#8 key PEM, key PKCS#8 DER, cert DER).

@@ -12,7 +12,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use o365_collector::emulator::Emulator;
+use o365_emulator::Emulator;
 use outputs_support::http::{HttpReceiver, Resent};
 use support::*;
 
@@ -279,7 +279,7 @@ struct Streamed {
 /// default of 8 consecutive failures (~6 s) could disable it during one slow restart on a loaded
 /// machine, and then only the keeper's periodic check (minutes) would find the next blob: these
 /// tests are about kills, not that path (tests/lifecycle.rs covers it).
-fn quick_redelivery(c: &mut o365_collector::emulator::EmulatorConfig) {
+fn quick_redelivery(c: &mut o365_emulator::EmulatorConfig) {
     c.webhook_retry_base = Duration::from_millis(50);
     c.webhook_max_backoff = Duration::from_secs(1);
     c.webhook_max_failures = u32::MAX;
@@ -449,7 +449,7 @@ async fn kill_9_while_large_blobs_stream_to_ndjson_repeats_at_most_the_batches_i
 /// exactly once afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_mixed_run_of_all_graph_feeds_loses_and_doubles_nothing() {
-    use o365_collector::emulator::graph::{GraphGenerate, GraphUpdate};
+    use o365_emulator::graph::{GraphGenerate, GraphUpdate};
     let mut rng = Lcg(crash_seed(
         "kill_9_during_a_mixed_run_of_all_graph_feeds_loses_and_doubles_nothing",
         20261201,
@@ -457,7 +457,7 @@ async fn kill_9_during_a_mixed_run_of_all_graph_feeds_loses_and_doubles_nothing(
     let emu = emulator(|_| {}).await;
     // Every restart starts with a fresh request budget and reads at once: twenty in a few seconds
     // would spend Microsoft's quotas and wait out their Retry-After (tests/graph.rs covers that).
-    emu.graph_faults(o365_collector::emulator::graph::GraphFaults {
+    emu.graph_faults(o365_emulator::graph::GraphFaults {
         identity_per_10s: Some(1000),
         trace_per_5min: Some(10_000),
         ..Default::default()

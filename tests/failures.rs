@@ -20,7 +20,7 @@ const MAX_ATTEMPTS: u32 = 2;
 
 /// A collector in push mode with the admin API, `max_attempts: 2` and `extra_yaml`.
 fn start(
-    emu: &o365_collector::emulator::Emulator,
+    emu: &o365_emulator::Emulator,
     dir: &std::path::Path,
     types: &[&str],
     extra_yaml: &str,
@@ -57,7 +57,7 @@ async fn dead_letter_count(c: &Collector) -> u64 {
 }
 
 /// API calls the emulator answered (or refused) with this operation name, e.g. `GetBlob`.
-async fn requests_of(emu: &o365_collector::emulator::Emulator, operation: &str) -> usize {
+async fn requests_of(emu: &o365_emulator::Emulator, operation: &str) -> usize {
     let log: Vec<Value> = control_get(emu, "requests", TENANT).await;
     log.iter().filter(|r| r["operation"] == operation).count()
 }
@@ -210,7 +210,7 @@ struct Trap {
     with_token: Arc<AtomicUsize>,
 }
 
-async fn trap(emu: &o365_collector::emulator::Emulator) -> Trap {
+async fn trap(emu: &o365_emulator::Emulator) -> Trap {
     let hits = Arc::new(AtomicUsize::new(0));
     let with_token = Arc::new(AtomicUsize::new(0));
     let (h, t) = (hits.clone(), with_token.clone());

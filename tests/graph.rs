@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use o365_collector::demo::graph_key;
-use o365_collector::emulator::graph::{
+use o365_collector::graph::GraphFeed;
+use o365_emulator::graph::{
     GraphAccess, GraphAccessRequest, GraphFaults, GraphGenerate, GraphThrottle, GraphUpdate,
 };
-use o365_collector::emulator::{Emulator, TenantSpec};
-use o365_collector::graph::GraphFeed;
+use o365_emulator::{Emulator, TenantSpec};
 use support::*;
 
 const ALL_FEEDS: &str = "sign_ins directory_audits message_trace service_health";
@@ -245,7 +245,7 @@ async fn a_429_pauses_only_that_feed_of_that_tenant() {
             "{t:?} {retry:?}"
         );
         // …while the same tenant's directory audits and the other tenant were read meanwhile.
-        let meanwhile = |pred: &dyn Fn(&o365_collector::emulator::graph::GraphRequest) -> bool| {
+        let meanwhile = |pred: &dyn Fn(&o365_emulator::graph::GraphRequest) -> bool| {
             asked
                 .iter()
                 .filter(|r| r.at > t.at && r.at < retry.at && r.status == 200)

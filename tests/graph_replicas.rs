@@ -13,9 +13,9 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use o365_collector::demo::graph_key;
-use o365_collector::emulator::graph::{GraphFaults, GraphGenerate, GraphUpdate};
-use o365_collector::emulator::{Emulator, TenantSpec};
 use o365_collector::graph::GraphFeed;
+use o365_emulator::graph::{GraphFaults, GraphGenerate, GraphUpdate};
+use o365_emulator::{Emulator, TenantSpec};
 use outputs_support::http::HttpReceiver;
 use postgres::Postgres;
 use serde_json::Value;

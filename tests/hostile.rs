@@ -18,7 +18,7 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 /// A collector with `listen` and `webhook` keys added; `tls: false` serves plain HTTP (as behind
 /// a proxy that terminates TLS).
 struct Target {
-    emu: o365_collector::emulator::Emulator,
+    emu: o365_emulator::Emulator,
     _dir: tempfile::TempDir,
     s: Setup,
     c: Collector,
@@ -135,7 +135,7 @@ impl Target {
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-fn tls_connector(emu: &o365_collector::emulator::Emulator) -> tokio_rustls::TlsConnector {
+fn tls_connector(emu: &o365_emulator::Emulator) -> tokio_rustls::TlsConnector {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pki_types::CertificateDer::pem_slice_iter(emu.ca_pem().as_bytes()) {

@@ -7,8 +7,8 @@ mod support;
 
 use std::time::Duration;
 
-use o365_collector::emulator::Emulator;
 use o365_collector::store::{ContentRef, EmbeddedStore, Store};
+use o365_emulator::Emulator;
 use serde_json::{Value, json};
 use support::*;
 

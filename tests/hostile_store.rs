@@ -40,7 +40,7 @@ async fn store_up(url: &str) -> Option<u8> {
 }
 
 /// Notification attempts the emulator recorded with this HTTP status.
-async fn notifications_answered(emu: &o365_collector::emulator::Emulator, status: u16) -> usize {
+async fn notifications_answered(emu: &o365_emulator::Emulator, status: u16) -> usize {
     deliveries(emu)
         .await
         .iter()
@@ -49,7 +49,7 @@ async fn notifications_answered(emu: &o365_collector::emulator::Emulator, status
 }
 
 /// Notification attempts the collector answered (any status).
-async fn answered(emu: &o365_collector::emulator::Emulator) -> usize {
+async fn answered(emu: &o365_emulator::Emulator) -> usize {
     deliveries(emu)
         .await
         .iter()
@@ -114,7 +114,7 @@ async fn a_full_store_filesystem_is_refused_then_heals_without_a_restart() {
 }
 
 /// An emulator that keeps redelivering refused notifications, quickly, for as long as a test runs.
-async fn redelivering_emulator() -> o365_collector::emulator::Emulator {
+async fn redelivering_emulator() -> o365_emulator::Emulator {
     emulator(|c| {
         c.webhook_max_failures = 100_000;
         c.webhook_max_backoff = Duration::from_millis(200);
@@ -125,7 +125,7 @@ async fn redelivering_emulator() -> o365_collector::emulator::Emulator {
 
 /// Publishes small blobs, one at a time, until the collector refuses a notification with 503;
 /// returns how many were published.
-async fn publish_until_refused(emu: &o365_collector::emulator::Emulator) -> usize {
+async fn publish_until_refused(emu: &o365_emulator::Emulator) -> usize {
     let before = notifications_answered(emu, 503).await;
     let answered_before = answered(emu).await;
     let mut blobs = 0;

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use o365_collector::emulator::TenantSpec;
+use o365_emulator::TenantSpec;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -307,12 +307,12 @@ async fn certificate_credentials_from_the_config_collect_and_a_wrong_one_shows_a
 async fn content_of_the_last_second_is_listed_by_the_same_pull() {
     use chrono::Timelike;
     use o365_collector::config::{Credential, OutputConfig, Secret, TenantConfig};
-    use o365_collector::emulator::GenerateRequest;
     use o365_collector::mgmt_api::ManagementClient;
     use o365_collector::output::AnyOutput;
     use o365_collector::pipeline::gate::OutputGate;
     use o365_collector::pipeline::{TenantRuntime, puller};
     use o365_collector::store::{EmbeddedStore, Store};
+    use o365_emulator::GenerateRequest;
 
     let emu = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();

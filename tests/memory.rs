@@ -74,7 +74,7 @@ async fn blobs_completed(metrics_url: &str) -> u64 {
 }
 
 /// The size of a published blob as the API serves it, counted while it streams (never held).
-async fn blob_bytes(emu: &o365_collector::emulator::Emulator, content_id: &str) -> u64 {
+async fn blob_bytes(emu: &o365_emulator::Emulator, content_id: &str) -> u64 {
     let mut resp = client(emu)
         .get(format!(
             "{}/api/v1.0/{TENANT}/activity/feed/audit/{content_id}",

@@ -102,14 +102,14 @@ fn longest_increasing(xs: &[usize]) -> usize {
     best.into_iter().max().unwrap_or(0)
 }
 
-async fn published(emu: &o365_collector::emulator::Emulator) -> (Vec<String>, u64) {
+async fn published(emu: &o365_emulator::Emulator) -> (Vec<String>, u64) {
     let p = emu.published(TENANT).await;
     (p.record_ids, p.content_fetches)
 }
 
 /// The collector binary in push mode with `workers`, sending to `receiver`, webhooks enabled.
 async fn push_collector(
-    emu: &o365_collector::emulator::Emulator,
+    emu: &o365_emulator::Emulator,
     dir: &std::path::Path,
     receiver: &Receiver,
     workers: u64,

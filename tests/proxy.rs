@@ -16,7 +16,7 @@ use support::*;
 
 /// A client that trusts the emulator's CA and connects from `from` (another loopback address
 /// stands for an outside caller).
-fn client_from(emu: &o365_collector::emulator::Emulator, from: [u8; 4]) -> reqwest::Client {
+fn client_from(emu: &o365_emulator::Emulator, from: [u8; 4]) -> reqwest::Client {
     let ca = reqwest::Certificate::from_pem(emu.ca_pem().as_bytes()).unwrap();
     reqwest::Client::builder()
         .tls_certs_only([ca])

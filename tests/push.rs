@@ -51,7 +51,7 @@ async fn every_published_record_arrives_exactly_once() {
 }
 
 /// An HTTPS server that only counts requests: stands for an attacker's host.
-async fn trap(emu: &o365_collector::emulator::Emulator) -> (String, Arc<AtomicUsize>) {
+async fn trap(emu: &o365_emulator::Emulator) -> (String, Arc<AtomicUsize>) {
     let hits = Arc::new(AtomicUsize::new(0));
     let h = hits.clone();
     let app = axum::Router::new().fallback(move || {

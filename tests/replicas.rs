@@ -144,7 +144,7 @@ fn store_failure_answers(logs: &str) -> Vec<(u16, String)> {
 
 /// A collector in pull mode (listing every second) on the shared store, its own file output.
 fn pull_replica(
-    emu: &o365_collector::emulator::Emulator,
+    emu: &o365_emulator::Emulator,
     dir: &std::path::Path,
     url: &str,
     lease: Duration,
@@ -181,11 +181,8 @@ fn token_of(c: &Collector) -> String {
 }
 
 /// `ListContent` calls for the test tenant: (arrival, replica token from the user agent).
-async fn listings(
-    emu: &o365_collector::emulator::Emulator,
-) -> Vec<(chrono::DateTime<chrono::Utc>, String)> {
-    let v: Vec<o365_collector::emulator::ApiRequest> =
-        support::control_get(emu, "requests", TENANT).await;
+async fn listings(emu: &o365_emulator::Emulator) -> Vec<(chrono::DateTime<chrono::Utc>, String)> {
+    let v: Vec<o365_emulator::ApiRequest> = support::control_get(emu, "requests", TENANT).await;
     v.into_iter()
         .filter(|r| r.operation == "ListContent")
         .map(|r| {
@@ -198,7 +195,7 @@ async fn listings(
 
 /// The first listing by `token` after `after`.
 async fn first_listing_after(
-    emu: &o365_collector::emulator::Emulator,
+    emu: &o365_emulator::Emulator,
     token: &str,
     after: chrono::DateTime<chrono::Utc>,
     within: Duration,
@@ -250,7 +247,7 @@ async fn lapses_at_least(store: &PostgresStore, holder: &str) -> SystemTime {
 }
 
 /// Waits until every published record is in one of the replicas' outputs.
-async fn wait_delivered(emu: &o365_collector::emulator::Emulator, setups: &[support::Setup]) {
+async fn wait_delivered(emu: &o365_emulator::Emulator, setups: &[support::Setup]) {
     let published = support::published_ids(emu).await;
     support::wait_for(WAIT, "every published record delivered", || async {
         let out = outputs(setups);

@@ -15,7 +15,7 @@ mod support;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use o365_collector::emulator::TenantSpec;
+use o365_emulator::TenantSpec;
 use outputs_support::http::{HttpReceiver, Resent};
 use postgres::Postgres;
 use support::{AUTH_ID, CLIENT, Collector, Lcg, SECRET, TENANT};
@@ -70,7 +70,7 @@ fn counts(ids: Vec<String>) -> HashMap<String, u32> {
 }
 
 /// Publishes `blobs` blobs of [`BLOB`] records for both tenants.
-async fn publish(emu: &o365_collector::emulator::Emulator, content_type: &str, blobs: u64) {
+async fn publish(emu: &o365_emulator::Emulator, content_type: &str, blobs: u64) {
     for tenant in [TENANT, TENANT_ND] {
         let resp = support::client(emu)
             .post(format!("{}/_emulator/generate", emu.base_url()))
@@ -105,7 +105,7 @@ fn owner_token(replica: &Collector) -> Option<String> {
 async fn busy_replica(
     db: &sqlx::PgPool,
     replicas: &[Collector],
-    emu: &o365_collector::emulator::Emulator,
+    emu: &o365_emulator::Emulator,
     rng: &mut Lcg,
     kill: usize,
 ) -> (usize, String, u64) {

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use o365_collector::config::{Credential, Secret, TenantConfig};
-use o365_collector::emulator::{Emulator, TenantSpec};
 use o365_collector::mgmt_api::{ApiError, ManagementClient};
 use o365_collector::telemetry::Counters;
+use o365_emulator::{Emulator, TenantSpec};
 use support::*;
 
 const TENANT_B: &str = "9b0b6c1e-2f3a-4d5e-8f70-112233445566";
@@ -144,8 +144,7 @@ async fn the_client_budget_keeps_a_busy_tenant_under_the_quota() {
         .expect("answered, not refused");
     assert_eq!(Counters::get(&counters.throttled), 0, "no 429 drawn");
 
-    let calls: Vec<o365_collector::emulator::ApiRequest> =
-        control_get(&emu, "requests", TENANT).await;
+    let calls: Vec<o365_emulator::ApiRequest> = control_get(&emu, "requests", TENANT).await;
     let arrivals: Vec<_> = calls
         .iter()
         .filter(|r| r.operation == "ListSubscriptions")

@@ -161,7 +161,9 @@ impl ManagementClient {
         })
     }
 
-    /// Replaces the default budget ([`throttle::DEFAULT_REQUESTS_PER_MINUTE`]) of this tenant.
+    /// Replaces the default budget ([`throttle::DEFAULT_REQUESTS_PER_MINUTE`]) of this tenant
+    /// (tests; the product takes the budget from the tenant's configuration).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn with_request_budget(mut self, per_minute: u32) -> Self {
         self.budget = RequestBudget::per_minute(per_minute);
         self

@@ -420,8 +420,8 @@ impl Batcher {
     }
 }
 
-/// A whole blob in memory → its records (as parsed values), through the same cutter. For tests and
-/// for callers that already hold a small body.
+/// A whole blob in memory → its records (as parsed values), through the same cutter. For tests.
+#[cfg(test)]
 pub fn parse_whole(
     body: &[u8],
     encoding: &'static encoding_rs::Encoding,

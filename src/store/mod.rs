@@ -2,10 +2,11 @@
 //!
 //! The trait and types below are the contract between the webhook, the puller, the workers and a
 //! store implementation: [`EmbeddedStore`] (redb, the default) and, for several replicas,
-//! [`PostgresStore`]. [`conformance`] holds the behaviour checks every implementation must pass;
-//! [`AnyStore`] is the one the configuration chose.
+//! [`PostgresStore`]. `conformance` holds the behaviour checks every implementation must pass
+//! (feature `test-util`: tests only); [`AnyStore`] is the one the configuration chose.
 
 pub mod any;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod embedded;
 pub mod postgres;

@@ -203,7 +203,8 @@ impl PostgresStore {
         &self.owner
     }
 
-    /// The schema version the database is at.
+    /// The schema version the database is at (tests check the migrations).
+    #[cfg(any(test, feature = "test-util"))]
     pub async fn schema_version(&self) -> Result<i32, StoreError> {
         self.call(async {
             sqlx::query_scalar::<_, i32>(

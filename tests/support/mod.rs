@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use o365_collector::emulator::{Emulator, EmulatorConfig, TenantSpec};
+use o365_emulator::{Emulator, EmulatorConfig, TenantSpec};
 
 pub const TENANT: &str = "41463f53-8812-40f4-890f-865bf6e35190";
 pub const CLIENT: &str = "2d4f5a8c-1111-4222-8333-444455556666";

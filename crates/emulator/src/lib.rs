@@ -6,8 +6,11 @@
 //! `throttle` (per tenant/publisher quota), `generator` (synthetic records), [`graph`] (Microsoft
 //! Graph: sign-ins, directory audits, message trace, service health; `graph_records` makes their
 //! records), `control`
-//! (`/_emulator`), `tls` (CA and certificates), [`cli`] (`o365-collector emulator`).
-//! docs/emulator.md explains how to drive it with curl.
+//! (`/_emulator`), `tls` (CA and certificates), [`cli`] (the `o365-emulator` binary and
+//! `o365-collector emulator`). docs/emulator.md explains how to drive it with curl.
+//!
+//! A crate of its own so that the collector's product library does not carry it and it cannot lean on
+//! the collector's types: it knows Microsoft's API only.
 
 mod api;
 mod auth;

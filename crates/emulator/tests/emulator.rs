@@ -10,9 +10,7 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use emulator_support::*;
-use o365_collector::emulator::{
-    ContentType, EmulatorConfig, FaultsPatch, GenerateRequest, TenantSpec,
-};
+use o365_emulator::{ContentType, EmulatorConfig, FaultsPatch, GenerateRequest, TenantSpec};
 use serde_json::{Value, json};
 
 const SP: &str = "Audit.SharePoint";
@@ -1530,13 +1528,13 @@ async fn shutdown_stops_serving() {
     .await;
     assert_eq!(
         env.emu.tenants()[0].tenant_id,
-        o365_collector::emulator::DEMO_TENANT_ID
+        o365_emulator::DEMO_TENANT_ID
     );
     let tok = env
         .token_for(
-            o365_collector::emulator::DEMO_TENANT_ID,
-            o365_collector::emulator::DEMO_CLIENT_ID,
-            o365_collector::emulator::DEMO_CLIENT_SECRET,
+            o365_emulator::DEMO_TENANT_ID,
+            o365_emulator::DEMO_CLIENT_ID,
+            o365_emulator::DEMO_CLIENT_SECRET,
         )
         .await;
     assert!(!tok.is_empty());
@@ -1588,7 +1586,7 @@ async fn graph_tokens_pages_windows_and_errors() {
     );
 
     env.emu
-        .graph_generate(o365_collector::emulator::graph::GraphGenerate {
+        .graph_generate(o365_emulator::graph::GraphGenerate {
             tenant_id: T1.into(),
             feed: "sign_ins".into(),
             records: 3,

@@ -1,4 +1,5 @@
-//! `o365-collector emulator`: flags, the optional YAML file, and `serve` (runs until SIGINT/SIGTERM).
+//! `o365-emulator` (and `o365-collector emulator`): flags, the optional YAML file, and `serve` (runs
+//! until SIGINT/SIGTERM).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use super::{
     TenantSpec,
 };
 
-/// `o365-collector emulator` flags.
+/// `o365-emulator` flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct EmulatorArgs {
     /// Address to listen on.
@@ -21,7 +22,7 @@ pub struct EmulatorArgs {
     pub options: Box<EmulatorOptions>,
 }
 
-/// Flags of `o365-collector emulator` besides `--listen`.
+/// Flags of `o365-emulator` besides `--listen`.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct EmulatorOptions {
     /// Write the CA certificate (PEM) clients must trust to this file

@@ -27,13 +27,12 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::generator::{Prng, TenantFacts};
 use super::graph_records as records;
 use super::server::{Shared, lock};
 use super::{EmulatorError, auth};
-use crate::graph::GraphFeed;
 
 /// The global cloud's Graph audience; the emulator's own base URL is accepted too.
 pub const MICROSOFT_GRAPH: &str = "https://graph.microsoft.com";
@@ -182,12 +181,70 @@ pub(crate) struct GraphState {
     rng: Option<Prng>,
 }
 
-fn feed_of(path: &str) -> GraphFeed {
+/// One of Graph's four audit feeds: what its collections are filtered by and what identifies a
+/// record. The emulator's own type: it serves Microsoft's API, not the collector's view of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    SignIns,
+    DirectoryAudits,
+    MessageTrace,
+    ServiceHealth,
+}
+
+impl Feed {
+    const ALL: [Feed; 4] = [
+        Feed::SignIns,
+        Feed::DirectoryAudits,
+        Feed::MessageTrace,
+        Feed::ServiceHealth,
+    ];
+
+    /// The name the control surface takes (`"feed": "sign_ins"`).
+    fn name(self) -> &'static str {
+        match self {
+            Feed::SignIns => "sign_ins",
+            Feed::DirectoryAudits => "directory_audits",
+            Feed::MessageTrace => "message_trace",
+            Feed::ServiceHealth => "service_health",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Feed> {
+        Feed::ALL.into_iter().find(|f| f.name() == name)
+    }
+
+    /// The date-time property `$filter` compares and the collection is ordered by.
+    fn time_property(self) -> &'static str {
+        match self {
+            Feed::SignIns => "createdDateTime",
+            Feed::DirectoryAudits => "activityDateTime",
+            Feed::MessageTrace => "receivedDateTime",
+            Feed::ServiceHealth => "lastModifiedDateTime",
+        }
+    }
+
+    /// The identity `published` lists for a record: its id; message trace: id `|` recipient (one
+    /// row per recipient); service health: id `@` last change (an update is a new event).
+    fn identity(self, record: &Map<String, Value>) -> Option<String> {
+        let text = |k: &str| record.get(k).and_then(Value::as_str);
+        let id = text("id").filter(|s| !s.is_empty())?;
+        Some(match self {
+            Feed::SignIns | Feed::DirectoryAudits => id.to_owned(),
+            Feed::MessageTrace => format!(
+                "{id}|{}",
+                text("recipientAddress").unwrap_or("").to_ascii_lowercase()
+            ),
+            Feed::ServiceHealth => format!("{id}@{}", text("lastModifiedDateTime").unwrap_or("")),
+        })
+    }
+}
+
+fn feed_of(path: &str) -> Feed {
     match path {
-        SIGN_INS => GraphFeed::SignIns,
-        AUDITS => GraphFeed::DirectoryAudits,
-        TRACES => GraphFeed::MessageTrace,
-        _ => GraphFeed::ServiceHealth,
+        SIGN_INS => Feed::SignIns,
+        AUDITS => Feed::DirectoryAudits,
+        TRACES => Feed::MessageTrace,
+        _ => Feed::ServiceHealth,
     }
 }
 
@@ -326,9 +383,11 @@ fn answer(
 
     let mut g = lock(&s.graph);
     // Throttling first, as Graph's gateway does.
-    if let Some(t) = g.faults.throttle.iter_mut().find(|t| {
-        t.tenant_id.eq_ignore_ascii_case(&tenant) && t.feed == feed.config_name() && t.next > 0
-    }) {
+    if let Some(t) =
+        g.faults.throttle.iter_mut().find(|t| {
+            t.tenant_id.eq_ignore_ascii_case(&tenant) && t.feed == feed.name() && t.next > 0
+        })
+    {
         t.next -= 1;
         let mut e = GraphError::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -339,17 +398,17 @@ fn answer(
         return Err(e);
     }
     let quota = match feed {
-        GraphFeed::SignIns | GraphFeed::DirectoryAudits => Some((
+        Feed::SignIns | Feed::DirectoryAudits => Some((
             "identity",
             g.faults.identity_per_10s.unwrap_or(5),
             TimeDelta::seconds(10),
         )),
-        GraphFeed::MessageTrace => Some((
+        Feed::MessageTrace => Some((
             "trace",
             g.faults.trace_per_5min.unwrap_or(100),
             TimeDelta::minutes(5),
         )),
-        GraphFeed::ServiceHealth => None,
+        Feed::ServiceHealth => None,
     };
     if let Some((group, limit, period)) = quota {
         let times = g.quotas.entry((tenant.clone(), group)).or_default();
@@ -371,7 +430,7 @@ fn answer(
         times.push_back(now);
     }
     let access = g.access.get(&tenant).cloned().unwrap_or_default();
-    if feed == GraphFeed::MessageTrace && access.trace_principal_missing {
+    if feed == Feed::MessageTrace && access.trace_principal_missing {
         return Err(GraphError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
@@ -381,7 +440,7 @@ fn answer(
         ));
     }
     if !claims.roles.iter().any(|r| r == role_of(path))
-        || access.denied.iter().any(|d| d == feed.config_name())
+        || access.denied.iter().any(|d| d == feed.name())
     {
         return Err(GraphError::new(
             StatusCode::FORBIDDEN,
@@ -389,7 +448,7 @@ fn answer(
             "Insufficient privileges to complete the operation.",
         ));
     }
-    if feed == GraphFeed::SignIns && access.unlicensed {
+    if feed == Feed::SignIns && access.unlicensed {
         return Err(GraphError::new(
             StatusCode::FORBIDDEN,
             "Authentication_RequestFromNonPremiumTenantOrB2CTenant",
@@ -399,8 +458,8 @@ fn answer(
 
     // Page size: $top (1..=max) or Prefer: odata.maxpagesize for service health.
     let (max_top, default_top) = match feed {
-        GraphFeed::MessageTrace => (5000, 1000),
-        GraphFeed::ServiceHealth => (1000, 100),
+        Feed::MessageTrace => (5000, 1000),
+        Feed::ServiceHealth => (1000, 100),
         _ => (1000, 1000),
     };
     let mut top = match params.get("$top") {
@@ -412,7 +471,7 @@ fn answer(
                 )));
             }
         },
-        None if feed == GraphFeed::ServiceHealth => headers
+        None if feed == Feed::ServiceHealth => headers
             .get("prefer")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| {
@@ -429,7 +488,7 @@ fn answer(
 
     // Time rules.
     let (lower, upper) = match feed {
-        GraphFeed::MessageTrace => {
+        Feed::MessageTrace => {
             let (from, to) = match (filter.from(), filter.to()) {
                 (Some(f), Some(t)) => (f, t),
                 // No time filter at all: the last 48 hours.
@@ -453,12 +512,12 @@ fn answer(
             }
             (from, to)
         }
-        GraphFeed::SignIns | GraphFeed::DirectoryAudits => {
+        Feed::SignIns | Feed::DirectoryAudits => {
             (now - TimeDelta::days(30), DateTime::<Utc>::MAX_UTC)
         }
-        GraphFeed::ServiceHealth => (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
+        Feed::ServiceHealth => (DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC),
     };
-    let ascending = feed == GraphFeed::DirectoryAudits
+    let ascending = feed == Feed::DirectoryAudits
         && params
             .get("$orderby")
             .is_some_and(|o| o.trim().eq_ignore_ascii_case("activityDateTime asc"));
@@ -476,7 +535,7 @@ fn answer(
     }
     // Continue after the position the token names: keyset (auditLogs, traces) or $skip (service
     // health), as Microsoft's links carry them.
-    let start = if feed == GraphFeed::ServiceHealth {
+    let start = if feed == Feed::ServiceHealth {
         params
             .get("$skip")
             .map(|v| {
@@ -525,7 +584,7 @@ fn answer(
             })
             .map(str::to_owned)
             .collect();
-        if feed == GraphFeed::ServiceHealth {
+        if feed == Feed::ServiceHealth {
             kept.push(format!("$skip={}", start + page.len()));
         } else if let Some(last) = page.last() {
             kept.push(format!("$skiptoken={}", encode_token(last.time, last.seq)));
@@ -631,7 +690,7 @@ impl Shared {
 
     /// Publishes generated records; returns their identities.
     pub(crate) fn graph_generate(&self, req: &GraphGenerate) -> Result<Vec<String>, EmulatorError> {
-        let feed = GraphFeed::from_config_name(&req.feed)
+        let feed = Feed::from_name(&req.feed)
             .ok_or_else(|| EmulatorError::Request(format!("unknown Graph feed {}", req.feed)))?;
         let tenant = self
             .canonical_tenant(&req.tenant_id)
@@ -658,18 +717,18 @@ impl Shared {
             let serial = g.serial;
             let rng = Self::graph_rng(&mut g, seed);
             match feed {
-                GraphFeed::SignIns => made.push((SIGN_INS, records::sign_in(rng, &facts, at))),
-                GraphFeed::DirectoryAudits => {
+                Feed::SignIns => made.push((SIGN_INS, records::sign_in(rng, &facts, at))),
+                Feed::DirectoryAudits => {
                     made.push((AUDITS, records::directory_audit(rng, &facts, at)))
                 }
-                GraphFeed::MessageTrace => {
+                Feed::MessageTrace => {
                     let rows = records::message_trace(rng, &facts, at, req.recipients.unwrap_or(2));
                     made.extend(rows.into_iter().map(|r| (TRACES, r)));
                 }
-                GraphFeed::ServiceHealth if i % 2 == 0 => {
+                Feed::ServiceHealth if i % 2 == 0 => {
                     made.push((ISSUES, records::issue(rng, at, serial)))
                 }
-                GraphFeed::ServiceHealth => made.push((MESSAGES, records::message(at, serial))),
+                Feed::ServiceHealth => made.push((MESSAGES, records::message(at, serial))),
             }
         }
         let mut ids = Vec::with_capacity(made.len());
@@ -695,7 +754,7 @@ impl Shared {
         let seq = g.seq;
         let list = g.collections.entry((tenant.to_owned(), path)).or_default();
         let id = value.get("id").cloned();
-        if feed == GraphFeed::ServiceHealth
+        if feed == Feed::ServiceHealth
             && let Some(old) = list.iter_mut().find(|r| r.value.get("id") == id.as_ref())
         {
             *old = Stored { time, seq, value };
@@ -703,7 +762,7 @@ impl Shared {
             list.push(Stored { time, seq, value });
         }
         g.published
-            .entry((tenant.to_owned(), feed.config_name().to_owned()))
+            .entry((tenant.to_owned(), feed.name().to_owned()))
             .or_default()
             .push(identity.clone());
         identity

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use o365_collector::emulator::{Emulator, EmulatorConfig, TenantSpec};
+use o365_emulator::{Emulator, EmulatorConfig, TenantSpec};
 use serde_json::Value;
 
 pub const T1: &str = "6a1b2c3d-0000-4000-8000-000000000001";
