@@ -180,13 +180,14 @@ impl HttpReceiver {
             }
             return r;
         }
-        let ids = self.record_ids();
-        let sizes = self.state.request_sizes.lock().unwrap().clone();
+        // One snapshot of both, locked in the order `accept` locks them: requests still arrive.
+        let events = self.state.events.lock().unwrap();
+        let sizes = self.state.request_sizes.lock().unwrap();
         let (mut seen, mut at) = (HashSet::new(), 0);
-        for n in sizes {
-            let again = ids[at..at + n]
+        for &n in sizes.iter() {
+            let again = events[at..at + n]
                 .iter()
-                .filter(|id| !seen.insert(*id))
+                .filter(|e| !seen.insert(event_id(e)))
                 .count();
             at += n;
             count(n, again);
@@ -198,22 +199,26 @@ impl HttpReceiver {
     /// one replaces itself), otherwise the NDJSON / HEC events in arrival order (HEC: inside its
     /// envelope, which always has a `sourcetype`).
     pub fn record_ids(&self) -> Vec<String> {
-        let id = |v: &Value| {
-            let id = v.get("o365.audit.Id").or_else(|| v.get("Id"));
-            id.and_then(Value::as_str).unwrap_or_default().to_owned()
-        };
         let docs = self.state.docs.lock().unwrap();
         if !docs.is_empty() {
-            return docs.values().map(|(_, d)| id(d)).collect();
+            return docs.values().map(|(_, d)| record_id(d)).collect();
         }
         let events = self.state.events.lock().unwrap();
-        events
-            .iter()
-            .map(|e| match e.get("sourcetype") {
-                Some(_) => id(&e["event"]),
-                None => id(e),
-            })
-            .collect()
+        events.iter().map(event_id).collect()
+    }
+}
+
+/// `o365.audit.Id` (`Id` for format `raw`) of a record, `""` without one.
+fn record_id(v: &Value) -> String {
+    let id = v.get("o365.audit.Id").or_else(|| v.get("Id"));
+    id.and_then(Value::as_str).unwrap_or_default().to_owned()
+}
+
+/// The record id of an accepted NDJSON event or HEC envelope (which always has a `sourcetype`).
+fn event_id(e: &Value) -> String {
+    match e.get("sourcetype") {
+        Some(_) => record_id(&e["event"]),
+        None => record_id(e),
     }
 }
 

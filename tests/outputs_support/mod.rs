@@ -117,7 +117,13 @@ impl Rsyslog {
         let out = dir.path().join("received.log");
         let ca_file = dir.path().join("ca.pem");
         let mut r = Rsyslog {
-            port: free_port(),
+            // TCP and TLS: rsyslog picks a free port and writes it down (no race with another
+            // test for a port that was free a moment ago); UDP: one that was free.
+            port: if mode == SyslogMode::Udp {
+                free_port()
+            } else {
+                0
+            },
             mode,
             out,
             ca_file,
@@ -142,10 +148,13 @@ impl Rsyslog {
             work.display()
         );
         if self.mode == SyslogMode::Tls {
-            let pki = TestPki::generate();
-            std::fs::write(&self.ca_file, &pki.ca_pem).unwrap();
-            std::fs::write(d.join("cert.pem"), &pki.cert_pem).unwrap();
-            std::fs::write(d.join("key.pem"), &pki.key_pem).unwrap();
+            if !self.ca_file.exists() {
+                // Once: a restart serves the same certificate.
+                let pki = TestPki::generate();
+                std::fs::write(&self.ca_file, &pki.ca_pem).unwrap();
+                std::fs::write(d.join("cert.pem"), &pki.cert_pem).unwrap();
+                std::fs::write(d.join("key.pem"), &pki.key_pem).unwrap();
+            }
             conf.push_str(&format!(
                 " defaultNetstreamDriver=\"gtls\" defaultNetstreamDriverCAFile=\"{}\" \
                  defaultNetstreamDriverCertFile=\"{}\" defaultNetstreamDriverKeyFile=\"{}\"",
@@ -157,15 +166,18 @@ impl Rsyslog {
         conf.push_str(")\n");
         conf.push_str(TEMPLATE);
         conf.push('\n');
+        let port_file = self.port_file();
         match self.mode {
             SyslogMode::Tcp => conf.push_str(&format!(
-                "module(load=\"imtcp\" maxFrameSize=\"2000000\")\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{}\" ruleset=\"remote\")\n",
-                self.port
+                "module(load=\"imtcp\" maxFrameSize=\"2000000\")\ninput(type=\"imtcp\" address=\"127.0.0.1\" port=\"{}\" listenPortFileName=\"{}\" ruleset=\"remote\")\n",
+                self.port,
+                port_file.display()
             )),
             SyslogMode::Tls => conf.push_str(&format!(
                 "module(load=\"imtcp\" maxFrameSize=\"2000000\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")\n\
-                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{}\" ruleset=\"remote\")\n",
-                self.port
+                 input(type=\"imtcp\" address=\"127.0.0.1\" port=\"{}\" listenPortFileName=\"{}\" ruleset=\"remote\")\n",
+                self.port,
+                port_file.display()
             )),
             SyslogMode::Udp => conf.push_str(&format!(
                 "module(load=\"imudp\")\ninput(type=\"imudp\" address=\"127.0.0.1\" port=\"{}\" ruleset=\"remote\")\n",
@@ -179,7 +191,13 @@ impl Rsyslog {
         std::fs::write(d.join("rsyslog.conf"), conf).unwrap();
     }
 
+    /// Where rsyslog writes the TCP port it listens on.
+    fn port_file(&self) -> PathBuf {
+        self.dir.path().join("listen-port")
+    }
+
     fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.port_file());
         let d = self.dir.path();
         let bin = ["/usr/sbin/rsyslogd", "/sbin/rsyslogd"]
             .into_iter()
@@ -199,18 +217,30 @@ impl Rsyslog {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let port = self.port;
-        let mode = self.mode;
+        let (port, mode, port_file) = (self.port, self.mode, self.port_file());
         let child = self.child.as_mut().unwrap();
+        let mut listening = None;
         wait_for("rsyslog to listen", Duration::from_secs(20), || {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("rsyslogd exited at start: {status}");
             }
             match mode {
                 SyslogMode::Udp => udp_listening(port),
-                _ => TcpStream::connect(("127.0.0.1", port)).is_ok(),
+                // A restart: the port it had.
+                _ if port != 0 => tcp_listening(port),
+                // The first start: rsyslog writes the port it chose once it listens there.
+                _ => {
+                    listening = std::fs::read_to_string(&port_file)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u16>().ok())
+                        .filter(|p| *p != 0);
+                    listening.is_some()
+                }
             }
         });
+        if let Some(p) = listening {
+            self.port = p;
+        }
     }
 
     /// Stops rsyslog gracefully (SIGTERM) and waits for it to exit.
@@ -224,9 +254,10 @@ impl Rsyslog {
         }
     }
 
-    /// Starts it again on the same port.
+    /// Starts it again on the same port (and, for TLS, with the same certificate).
     pub fn restart(&mut self) {
         self.stop();
+        self.write_conf();
         self.spawn();
     }
 
@@ -265,6 +296,12 @@ impl Drop for Rsyslog {
             let _ = child.wait();
         }
     }
+}
+
+/// Whether something listens on TCP 127.0.0.1:`port`. A connection to itself (the kernel chose the
+/// port as its own source port while nobody listened: TCP simultaneous open) does not count.
+fn tcp_listening(port: u16) -> bool {
+    TcpStream::connect(("127.0.0.1", port)).is_ok_and(|s| s.local_addr().ok() != s.peer_addr().ok())
 }
 
 /// Whether something listens on UDP 127.0.0.1:`port` (from /proc/net/udp).
@@ -447,7 +484,7 @@ impl Tansu {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("tansu exited at start: {status}");
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            tcp_listening(port)
         });
     }
 
@@ -523,7 +560,7 @@ impl S3Server {
             if let Ok(Some(status)) = child.try_wait() {
                 panic!("moto_server exited at start: {status}");
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
+            tcp_listening(port)
         });
         s
     }

@@ -1,0 +1,288 @@
+//! The collector library's modules import one way: the graph of which module uses which (from the
+//! `crate::…`, `super::…` and child-module paths in `src/`, test code left out) has no cycle.
+//!
+//! A parent module that only declares or re-exports its children (`mod x;`, `pub use x::Y;`)
+//! does not depend on them; any other path it names does. The one exception still allowed is
+//! listed in [`KNOWN_CYCLE`] and may only shrink.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use regex::Regex;
+
+/// Modules still in one loop through `config` (every component's configuration type lives there
+/// and its checks call back into the components). A cycle among these alone is tolerated until
+/// the configuration moves to its owners; any module outside this list that joins a cycle fails.
+const KNOWN_CYCLE: &[&str] = &[
+    "config",
+    "config::validate",
+    "graph::client",
+    "graph::runtime",
+    "mgmt_api",
+    "mgmt_api::assertion",
+    "mgmt_api::auth",
+    "output",
+    "pipeline::tenant",
+    "pipeline::tenant_lease",
+    "store::postgres",
+];
+
+/// Every `.rs` file under `dir` (recursively), sorted.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            rust_files(&p, out);
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// `src/a/b.rs` → `a::b`; `src/a/mod.rs` → `a`; `src/lib.rs` → ``.
+fn module_of(src: &Path, file: &Path) -> String {
+    let rel = file.strip_prefix(src).unwrap().with_extension("");
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    if matches!(parts.last().map(String::as_str), Some("mod" | "lib")) {
+        parts.pop();
+    }
+    parts.join("::")
+}
+
+/// The source without comments and without `#[cfg(test)]` items (a test may use anything).
+fn production_code(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < lines.len() {
+        if lines[i].trim_start().starts_with("#[cfg(test)]") {
+            // Skip the item that follows: up to its closing brace, or its `;`.
+            let (mut depth, mut opened) = (0i32, false);
+            i += 1;
+            while i < lines.len() {
+                let l = lines[i];
+                depth += l.matches('{').count() as i32 - l.matches('}').count() as i32;
+                opened |= l.contains('{');
+                i += 1;
+                if (opened && depth <= 0) || (!opened && l.trim_end().ends_with(';')) {
+                    break;
+                }
+            }
+            continue;
+        }
+        let line = lines[i];
+        let code = match line.find("//") {
+            Some(at) if !line[..at].contains('"') => &line[..at],
+            _ => line,
+        };
+        out.push_str(code);
+        out.push('\n');
+        i += 1;
+    }
+    out
+}
+
+/// The longest module that `path` (a `::`-separated path) starts with.
+fn resolve<'a>(path: &str, modules: &'a BTreeSet<String>) -> Option<&'a String> {
+    let parts: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).collect();
+    (1..=parts.len())
+        .rev()
+        .find_map(|n| modules.get(&parts[..n].join("::")))
+}
+
+/// Module → the modules it uses.
+fn dependencies(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let mut files = Vec::new();
+    rust_files(src, &mut files);
+    files.retain(|f| f != &src.join("main.rs"));
+    let modules: BTreeSet<String> = files.iter().map(|f| module_of(src, f)).collect();
+    let crate_path = Regex::new(r"\bcrate::([A-Za-z_]\w*(?:::[A-Za-z_]\w*)*)(::\{)?").unwrap();
+    let super_path = Regex::new(r"\bsuper::([A-Za-z_]\w*)").unwrap();
+    let declared = Regex::new(r"(?m)^\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;").unwrap();
+    let reexport = Regex::new(r"(?s)pub(?:\([^)]*\))?\s+use\s[^;]*;").unwrap();
+    let ident_path = Regex::new(r"[A-Za-z_][\w:]*").unwrap();
+
+    let mut graph = BTreeMap::new();
+    for file in &files {
+        let me = module_of(src, file);
+        let code = production_code(&std::fs::read_to_string(file).unwrap());
+        let mut paths: Vec<String> = Vec::new();
+        for m in crate_path.captures_iter(&code) {
+            let base = m[1].to_owned();
+            if let Some(group) = m.get(2) {
+                // `crate::a::{b, c::d}`: every item of the group (nested groups flattened).
+                let start = group.end();
+                let (mut depth, mut end) = (1, start);
+                for (i, c) in code[start..].char_indices() {
+                    depth += match c {
+                        '{' => 1,
+                        '}' => -1,
+                        _ => 0,
+                    };
+                    if depth == 0 {
+                        end = start + i;
+                        break;
+                    }
+                }
+                for item in ident_path.find_iter(&code[start..end]) {
+                    paths.push(format!("{base}::{}", item.as_str()));
+                }
+            }
+            paths.push(base);
+        }
+        // `super::x` from `a/b.rs` is `a::x`; from `a/b/mod.rs` (module `a::b`) it is `a::x` too.
+        let parent: Vec<&str> = {
+            let mut p: Vec<&str> = me.split("::").collect();
+            p.pop();
+            p
+        };
+        for m in super_path.captures_iter(&code) {
+            let mut p = parent.clone();
+            p.push(&m[1]);
+            paths.push(p.join("::"));
+        }
+        // Children named by their own path (`x::Item` after `mod x;`), not just declared or
+        // re-exported.
+        let body = reexport.replace_all(&code, "");
+        for child in declared.captures_iter(&code) {
+            let full = if me.is_empty() {
+                child[1].to_owned()
+            } else {
+                format!("{me}::{}", &child[1])
+            };
+            let named = Regex::new(&format!(r"(?:^|[^\w:]){}::", &child[1])).unwrap();
+            if modules.contains(&full) && named.is_match(&body) {
+                paths.push(full);
+            }
+        }
+        let uses: BTreeSet<String> = paths
+            .iter()
+            .filter_map(|p| resolve(p, &modules))
+            .filter(|m| **m != me && !m.is_empty())
+            .cloned()
+            .collect();
+        graph.insert(me, uses);
+    }
+    graph
+}
+
+/// Strongly connected components with more than one module (Tarjan).
+fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<BTreeSet<String>> {
+    struct Walk<'g> {
+        graph: &'g BTreeMap<String, BTreeSet<String>>,
+        index: BTreeMap<&'g str, usize>,
+        low: BTreeMap<&'g str, usize>,
+        stack: Vec<&'g str>,
+        on_stack: BTreeSet<&'g str>,
+        found: Vec<BTreeSet<String>>,
+    }
+    impl<'g> Walk<'g> {
+        fn visit(&mut self, v: &'g str) {
+            let n = self.index.len();
+            self.index.insert(v, n);
+            self.low.insert(v, n);
+            self.stack.push(v);
+            self.on_stack.insert(v);
+            for w in self.graph.get(v).into_iter().flatten() {
+                let w = w.as_str();
+                if !self.index.contains_key(w) {
+                    self.visit(w);
+                    let lw = self.low[w];
+                    let lv = self.low.get_mut(v).unwrap();
+                    *lv = (*lv).min(lw);
+                } else if self.on_stack.contains(w) {
+                    let iw = self.index[w];
+                    let lv = self.low.get_mut(v).unwrap();
+                    *lv = (*lv).min(iw);
+                }
+            }
+            if self.low[v] == self.index[v] {
+                let mut scc = BTreeSet::new();
+                while let Some(w) = self.stack.pop() {
+                    self.on_stack.remove(w);
+                    scc.insert(w.to_owned());
+                    if w == v {
+                        break;
+                    }
+                }
+                if scc.len() > 1 {
+                    self.found.push(scc);
+                }
+            }
+        }
+    }
+    let mut walk = Walk {
+        graph,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on_stack: BTreeSet::new(),
+        found: Vec::new(),
+    };
+    for v in graph.keys() {
+        if !walk.index.contains_key(v.as_str()) {
+            walk.visit(v);
+        }
+    }
+    walk.found
+}
+
+/// The edges inside one cycle, for the failure message.
+fn describe(graph: &BTreeMap<String, BTreeSet<String>>, scc: &BTreeSet<String>) -> String {
+    let mut out = String::new();
+    for a in scc {
+        for b in graph[a].iter().filter(|b| scc.contains(*b)) {
+            out.push_str(&format!("  {a} -> {b}\n"));
+        }
+    }
+    out
+}
+
+#[test]
+fn modules_import_one_way() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let graph = dependencies(&src);
+    assert!(graph.len() > 50, "read {} modules", graph.len());
+    let known: BTreeSet<&str> = KNOWN_CYCLE.iter().copied().collect();
+    let mut bad = String::new();
+    for scc in cycles(&graph) {
+        if scc.iter().any(|m| !known.contains(m.as_str())) {
+            bad.push_str(&format!(
+                "a cycle among {scc:?}:\n{}\n",
+                describe(&graph, &scc)
+            ));
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "modules import each other in a loop:\n{bad}"
+    );
+}
+
+/// The check itself finds a loop: two modules that name each other.
+#[test]
+fn the_check_finds_a_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path();
+    std::fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
+    std::fs::write(src.join("a.rs"), "use crate::b::B;\npub struct A;\n").unwrap();
+    std::fs::write(src.join("b.rs"), "pub struct B(super::a::A);\n").unwrap();
+    let graph = dependencies(src);
+    let found = cycles(&graph);
+    assert_eq!(found.len(), 1, "{graph:?}");
+    assert!(found[0].contains("a") && found[0].contains("b"));
+    // A test module's imports do not count.
+    std::fs::write(
+        src.join("b.rs"),
+        "pub struct B;\n#[cfg(test)]\nmod tests {\n    use super::super::a::A;\n}\n",
+    )
+    .unwrap();
+    assert!(cycles(&dependencies(src)).is_empty());
+}
