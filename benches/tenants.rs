@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use o365_collector::config::CONTENT_TYPES;
+use o365_collector::mgmt_api::wire::CONTENT_TYPES;
 use support::{Memory, median, wait_until};
 
 const RECORDS_PER_BLOB: usize = 10;

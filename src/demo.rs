@@ -10,13 +10,20 @@ use std::time::{Duration, Instant};
 use o365_emulator::{DEMO_CLIENT_ID, DEMO_TENANT_ID, Emulator, EmulatorConfig, TenantSpec};
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::config::AdminConfig;
 use crate::app::App;
-use crate::config::{
-    AdminConfig, CONTENT_TYPES, Config, Credential, FileOutputConfig, ListenConfig, OutboundConfig,
-    OutputConfig, PipelineConfig, PullConfig, Secret, TenantConfig, TlsConfig, WebhookConfig,
-};
+use crate::config::{Config, Credential, TenantConfig};
+use crate::core::Secret;
+use crate::graph::feed::GraphConfig;
 use crate::mapping::Format;
+use crate::mgmt_api::OutboundConfig;
+use crate::mgmt_api::wire::CONTENT_TYPES;
+use crate::output::{FileOutputConfig, OutputConfig};
+use crate::pipeline::config::{PipelineConfig, PullConfig};
+use crate::server::config::{ListenConfig, TlsConfig};
+use crate::store::StoreConfig;
 use crate::telemetry::Counters;
+use crate::webhook::config::WebhookConfig;
 
 /// `demo` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -168,7 +175,7 @@ fn demo_config(
             request_budget: Default::default(),
             tenant_name: None,
             // Every Graph feed too, on the emulator (it serves Graph on its own address).
-            graph: crate::config::GraphConfig {
+            graph: GraphConfig {
                 feeds: crate::graph::GraphFeed::ALL.to_vec(),
                 host: base.to_string(),
                 backfill: Duration::from_secs(24 * 3600),
@@ -178,22 +185,17 @@ fn demo_config(
             address: format!("https://127.0.0.1:{port}/o365/webhook"),
             auth_id: Secret::new(format!("auth-{}", uuid::Uuid::new_v4())),
             path: "/o365/webhook".into(),
-            max_body_bytes: 1 << 20,
-            body_timeout: crate::config::DEFAULT_BODY_TIMEOUT,
-            max_inflight_bytes: crate::config::DEFAULT_MAX_INFLIGHT_BYTES,
+            ..WebhookConfig::default()
         }),
         listen: ListenConfig {
             public: ([127, 0, 0, 1], port).into(),
             admin: ([127, 0, 0, 1], 0).into(),
-            trusted_proxies: Vec::new(),
-            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
-            header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
+            ..ListenConfig::default()
         },
         tls: Some(TlsConfig {
             cert: certs.join("server.pem"),
             key: certs.join("server.key"),
-            reload_every: crate::config::DEFAULT_TLS_RELOAD_EVERY,
+            ..TlsConfig::default()
         }),
         admin: AdminConfig::default(),
         pull: PullConfig {
@@ -202,18 +204,14 @@ fn demo_config(
         },
         outbound: OutboundConfig {
             ca_file: Some(certs.join("ca.pem")),
-            proxy: None,
+            ..OutboundConfig::default()
         },
         outputs,
         last_value_storage: args.dir.join("last_value_storage"),
-        store: crate::config::StoreConfig::Embedded,
+        store: StoreConfig::Embedded,
         pipeline: PipelineConfig {
             workers: args.workers,
-            lease: Duration::from_secs(300),
-            max_attempts: 10,
-            queue_high_water: crate::config::DEFAULT_QUEUE_HIGH_WATER,
-            batch_records: crate::config::DEFAULT_BATCH_RECORDS,
-            batch_bytes: crate::config::DEFAULT_BATCH_BYTES,
+            ..PipelineConfig::default()
         },
         enrichment: Default::default(),
     }

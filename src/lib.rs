@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod core;
 pub mod demo;
 pub mod graph;
 pub mod log_limit;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod config;
 mod guard;
 
 use axum::Router;
@@ -14,6 +15,7 @@ use axum_server::Handle;
 use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use tokio_util::sync::CancellationToken;
 
+pub use config::{ListenConfig, TlsConfig};
 pub use guard::ConnLimits;
 use guard::Guard;
 

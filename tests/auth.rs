@@ -3,7 +3,8 @@
 
 mod support;
 
-use o365_collector::config::{Credential, Secret};
+use o365_collector::config::Credential;
+use o365_collector::core::Secret;
 use o365_collector::mgmt_api::auth::{AuthError, TokenSource};
 use support::*;
 

@@ -6,7 +6,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use o365_collector::config::{Credential, Secret, TenantConfig};
+use o365_collector::config::{Credential, TenantConfig};
+use o365_collector::core::Secret;
 use o365_collector::mgmt_api::ManagementClient;
 use o365_collector::mgmt_api::auth::{AuthError, TokenSource};
 use o365_emulator::{Emulator, TenantSpec};

@@ -7,10 +7,9 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use o365_collector::config::{
-    Config, ConfigErrors, Credential, OutputConfig, Problem, check_config_with,
-};
+use o365_collector::config::{Config, ConfigErrors, Credential, Problem, check_config_with};
 use o365_collector::mapping::Format;
+use o365_collector::output::OutputConfig;
 
 const TENANT: &str = "66666666-7777-8888-9999-000000000000";
 const CLIENT: &str = "11111111-2222-3333-4444-555555555555";
@@ -363,6 +362,73 @@ fn unknown_keys_are_problems_with_their_path() {
     assert!(p.iter().any(|p| p.key == "webhook.address"));
 }
 
+/// What the typed sections catch, each by its full key and with the rest of the file still
+/// checked: misspelt keys inside outputs (with the key that was meant), and values of the wrong
+/// type inside the fourth tenant entry.
+#[test]
+fn typed_sections_report_misspelt_output_keys_and_wrong_types_in_tenants() {
+    let entry = |i: u8| {
+        format!(
+            "  - {{tenant_id: aaaaaaaa-bbbb-cccc-dddd-00000000000{i}, client_id: {CLIENT}, client_secret: {SECRET}}}\n"
+        )
+    };
+    let text = format!(
+        "{}output: siem\noutputs:\n  siem:\n    type: kafka\n    brokers: kafka-1:9092\n    compresion: gzip\n\
+         \x20 es: {{type: http, url: 'https://es.example.com:9200', formt: elasticsearch}}\n\
+         tenants:\n{}{}{}\
+         \x20 - tenant_id: aaaaaaaa-bbbb-cccc-dddd-000000000003\n\
+         \x20   client_id: {CLIENT}\n\
+         \x20   client_secret: {SECRET}\n\
+         \x20   requests_per_minute: [100, 200]\n\
+         \x20   tenant_name: {{name: contoso}}\n\
+         \x20   graph_backfill: 30\n",
+        minimal(),
+        entry(0),
+        entry(1),
+        entry(2)
+    );
+    let p = problems(&text);
+    assert_eq!(
+        keys(&p),
+        [
+            "outputs.siem.compresion",
+            "outputs.es.formt",
+            "tenants[3].requests_per_minute",
+            "tenants[3].tenant_name",
+            "tenants[3].graph_backfill",
+        ],
+        "{p:#?}"
+    );
+    assert_eq!(p[0].problem, "is not a known key");
+    assert!(p[0].fix.contains("did you mean `compression`"), "{}", p[0]);
+    assert!(p[1].fix.contains("did you mean `format`"), "{}", p[1]);
+    assert!(
+        p[2].problem.contains("a list") && p[2].problem.contains("whole number"),
+        "{}",
+        p[2]
+    );
+    assert!(
+        p[3].problem.contains("a mapping") && p[3].problem.contains("text"),
+        "{}",
+        p[3]
+    );
+    assert!(p[4].fix.contains("30s"), "{}", p[4]);
+    // Fixed, the same file is valid, and the fourth tenant has its values.
+    let fixed = text
+        .replace("compresion", "compression")
+        .replace("formt", "format")
+        .replace("[100, 200]", "100")
+        .replace("{name: contoso}", "contoso.onmicrosoft.com")
+        .replace("graph_backfill: 30", "graph_backfill: 30d");
+    let c = parse(&fixed).unwrap();
+    assert_eq!(c.tenants.len(), 5);
+    assert_eq!(c.tenants[4].request_budget.per_minute, 100);
+    assert_eq!(
+        c.tenants[4].tenant_name.as_deref(),
+        Some("contoso.onmicrosoft.com")
+    );
+}
+
 #[test]
 fn guids_are_required() {
     let text = "tenant_id: '{66666666-7777-8888-9999-000000000000}'\nclient_id: myclientid\nclient_secret: x\n";
@@ -382,7 +448,7 @@ fn guids_are_required() {
 
 #[test]
 fn request_budget_defaults_inherits_and_is_checked() {
-    use o365_collector::config::RequestBudgetConfig;
+    use o365_collector::mgmt_api::throttle::RequestBudgetConfig;
     let budget = |per_minute, burst| RequestBudgetConfig { per_minute, burst };
     let c = parse(&minimal()).unwrap();
     assert_eq!(
@@ -984,7 +1050,7 @@ fn the_store_directory_must_take_writes() {
 
 mod properties {
     use super::*;
-    use o365_collector::config::{format_duration, parse_duration};
+    use o365_collector::core::{format_duration, parse_duration};
     use proptest::prelude::*;
 
     proptest! {
@@ -1076,7 +1142,7 @@ fn trusted_proxies_and_tls_reload() {
 
 #[test]
 fn syslog_output_defaults_and_options() {
-    use o365_collector::config::SyslogTransport;
+    use o365_collector::output::SyslogTransport;
     let c = parse(&format!(
         "{}outputs: {{s: {{type: syslog, address: 'siem.example.com:514'}}}}\n",
         minimal()
@@ -1147,7 +1213,7 @@ fn syslog_output_every_problem_at_once() {
 
 #[test]
 fn http_output_defaults_auth_and_problems() {
-    use o365_collector::config::{HttpAuth, HttpFormat};
+    use o365_collector::output::{HttpAuth, HttpFormat};
     let c = parse(&format!(
         "{}outputs: {{h: {{type: http, url: 'http://127.0.0.1:9200', format: elasticsearch, username: u, password: '{SECRET}'}}}}\n",
         minimal()
@@ -1208,7 +1274,7 @@ fn http_output_defaults_auth_and_problems() {
 
 #[test]
 fn kafka_output_defaults_and_problems() {
-    use o365_collector::config::{KafkaCompression, KafkaKey, SaslMechanism};
+    use o365_collector::output::{KafkaCompression, KafkaKey, SaslMechanism};
     let c = parse(&format!(
         "{}outputs: {{k: {{type: kafka, brokers: [a:9092, 'b:9093']}}}}\n",
         minimal()
@@ -1354,7 +1420,7 @@ fn graph_feeds_default_off_derive_their_host_and_refuse_message_trace_outside_gl
 
 mod store {
     use super::*;
-    use o365_collector::config::StoreConfig;
+    use o365_collector::store::StoreConfig;
 
     const PG_PASSWORD: &str = "db-Pa55word-9d2e";
 

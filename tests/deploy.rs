@@ -374,7 +374,7 @@ fn replicas_overlay_shares_one_database() {
         .unwrap_or_else(|e| panic!("overlays/replicas/config.yaml:\n{e}"));
     assert!(matches!(
         c.store,
-        o365_collector::config::StoreConfig::Postgres(_)
+        o365_collector::store::StoreConfig::Postgres(_)
     ));
     // The overlay's config is the base's but for the store.
     let base = std::fs::read_to_string(root().join("deploy/base/config.yaml")).unwrap();

@@ -306,9 +306,11 @@ async fn certificate_credentials_from_the_config_collect_and_a_wrong_one_shows_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_of_the_last_second_is_listed_by_the_same_pull() {
     use chrono::Timelike;
-    use o365_collector::config::{Credential, OutputConfig, Secret, TenantConfig};
+    use o365_collector::config::{Credential, TenantConfig};
+    use o365_collector::core::Secret;
     use o365_collector::mgmt_api::ManagementClient;
     use o365_collector::output::AnyOutput;
+    use o365_collector::output::OutputConfig;
     use o365_collector::pipeline::gate::OutputGate;
     use o365_collector::pipeline::{TenantRuntime, puller};
     use o365_collector::store::{EmbeddedStore, Store};

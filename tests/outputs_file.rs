@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use o365_collector::config::{Config, FileCompression, FileOutputConfig, OutputConfig};
+use o365_collector::config::Config;
 use o365_collector::output::file::{Clock, RotatedFile, read_rotated, rotated_files};
 use o365_collector::output::{Batch, Event, FileOutput, Output, SendReport, record_key};
+use o365_collector::output::{FileCompression, FileOutputConfig, OutputConfig};
 use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(30);

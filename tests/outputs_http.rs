@@ -7,7 +7,8 @@ mod outputs_support;
 
 use std::sync::atomic::Ordering;
 
-use o365_collector::config::{Config, OutputConfig};
+use o365_collector::config::Config;
+use o365_collector::output::OutputConfig;
 use o365_collector::output::{AnyOutput, Batch, Output};
 use outputs_support::http::HttpReceiver;
 use outputs_support::{batch, id_of};

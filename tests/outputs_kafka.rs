@@ -10,7 +10,8 @@ mod outputs_support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use o365_collector::config::{Config, OutputConfig};
+use o365_collector::config::Config;
+use o365_collector::output::OutputConfig;
 use o365_collector::output::{AnyOutput, Batch, Output, OutputError};
 use outputs_support::{
     Tansu, TansuOptions, TestPki, TlsFrontConfig, batch, id_of, kafka_create_topic_with,

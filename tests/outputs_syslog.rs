@@ -7,7 +7,8 @@ mod outputs_support;
 
 use std::time::Duration;
 
-use o365_collector::config::{Config, OutputConfig};
+use o365_collector::config::Config;
+use o365_collector::output::OutputConfig;
 use o365_collector::output::{AnyOutput, Output};
 use outputs_support::{Rsyslog, SyslogMode, batch, id_of};
 

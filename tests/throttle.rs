@@ -7,7 +7,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use o365_collector::config::{Credential, Secret, TenantConfig};
+use o365_collector::config::{Credential, TenantConfig};
+use o365_collector::core::Secret;
 use o365_collector::mgmt_api::{ApiError, ManagementClient};
 use o365_collector::telemetry::Counters;
 use o365_emulator::{Emulator, TenantSpec};

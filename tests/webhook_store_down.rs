@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime};
 
-use o365_collector::config::Secret;
+use o365_collector::core::Secret;
 use o365_collector::log_limit::{LOG_EVERY, LogLimiter};
 use o365_collector::mgmt_api::uri::ResourceBase;
 use o365_collector::server::ConnLimits;

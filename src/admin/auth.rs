@@ -9,8 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use subtle::ConstantTimeEq;
 
-use super::{AdminError, AdminState};
-use crate::config::Secret;
+use super::state::{AdminError, AdminState};
+use crate::core::Secret;
 use crate::store::Store;
 
 /// Lets the request through when no token is configured (config validation then forces a loopback

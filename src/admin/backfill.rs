@@ -9,8 +9,8 @@ use axum::extract::rejection::JsonRejection;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::state::{AdminError, AdminState};
 use super::subscriptions::canonical_content_type;
-use super::{AdminError, AdminState};
 use crate::pipeline::puller::{self, MAX_BACK, PullError};
 use crate::store::Store;
 

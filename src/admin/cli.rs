@@ -17,7 +17,8 @@ use serde::de::DeserializeOwned;
 use super::backfill::{BackfillAnswer, BackfillRequest, parse_time};
 use super::dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
 use super::subscriptions::{ChangeAnswer, SubscriptionsAnswer};
-use crate::config::{CONTENT_TYPES, Config};
+use crate::config::Config;
+use crate::mgmt_api::wire::CONTENT_TYPES;
 
 /// The admin listener's default address.
 pub const DEFAULT_ADMIN_URL: &str = "http://127.0.0.1:9090";

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminError, AdminState, rfc3339};
+use super::state::{AdminError, AdminState, rfc3339};
 use crate::store::{DeadLetter, Store};
 
 /// One dead letter as listed.

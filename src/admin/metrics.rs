@@ -14,8 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
-use super::status::{last_notifications, uptime_secs};
-use super::{AdminError, AdminState};
+use super::state::{AdminError, AdminState};
+use super::state::{last_notifications, uptime_secs};
 use crate::store::Store;
 use crate::telemetry::Counters;
 

@@ -19,68 +19,24 @@
 mod auth;
 mod backfill;
 pub mod cli;
+pub mod config;
 mod dead_letters;
 mod metrics;
+mod state;
 mod status;
 mod subscriptions;
 
 use std::sync::Arc;
-use std::time::SystemTime;
 
-use axum::Json;
 use axum::Router;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tokio::sync::Notify;
 
-use crate::config::{Secret, WebhookConfig};
-use crate::pipeline::{TenantRuntime, Tenants};
 use crate::store::Store;
-use crate::telemetry::Counters;
 
 pub use backfill::{BackfillAnswer, BackfillRequest, parse_time};
 pub use dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
 pub use metrics::{COUNTERS, counter_values};
-
-/// What the admin handlers share.
-pub struct AdminState<S> {
-    pub store: Arc<S>,
-    pub tenants: Arc<Tenants>,
-    pub counters: Arc<Counters>,
-    /// `None` in pull mode.
-    pub webhook: Option<WebhookConfig>,
-    /// Bearer token required on every call except `/healthz` and `/readyz`; `None` only on loopback.
-    pub token: Option<Secret>,
-    /// Wakes the workers after a backfill stored something.
-    pub wake: Arc<Notify>,
-    /// Asks the puller to list content now (after a subscription was started again).
-    pub reconcile_now: Arc<Notify>,
-    pub started: SystemTime,
-}
-
-impl<S> AdminState<S> {
-    /// `"push"` with a webhook, `"pull"` without.
-    pub fn mode(&self) -> &'static str {
-        if self.webhook.is_some() {
-            "push"
-        } else {
-            "pull"
-        }
-    }
-
-    /// Tenants sorted by id, so answers are stable.
-    fn sorted_tenants(&self) -> Vec<&Arc<TenantRuntime>> {
-        let mut v: Vec<_> = self.tenants.values().collect();
-        v.sort_by(|a, b| a.cfg.tenant_id.cmp(&b.cfg.tenant_id));
-        v
-    }
-
-    /// The tenant with this id (any case).
-    fn tenant(&self, id: &str) -> Option<&Arc<TenantRuntime>> {
-        self.tenants.get(&id.trim().to_ascii_lowercase())
-    }
-}
+pub use state::{AdminError, AdminState, rfc3339};
 
 /// The admin router: protected routes behind the bearer check, `/healthz` and `/readyz` open, and a
 /// JSON 404 for everything else.
@@ -116,66 +72,17 @@ async fn not_found() -> AdminError {
     AdminError::NotFound("no such admin endpoint".into())
 }
 
-/// An admin API failure, answered as `{"error": "..."}` with the matching status.
-#[derive(Debug, thiserror::Error)]
-pub enum AdminError {
-    /// The request itself is wrong (body, parameters, unknown tenant or content type).
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    /// Missing or wrong bearer token.
-    #[error("missing or wrong bearer token")]
-    Unauthorized,
-    /// The Management Activity API refused or failed.
-    #[error("{0}")]
-    Upstream(String),
-    /// The store cannot answer right now.
-    #[error("{0}")]
-    Unavailable(String),
-}
-
-impl AdminError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
-            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
-            AdminError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            AdminError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-}
-
-impl IntoResponse for AdminError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let body = Json(serde_json::json!({ "error": self.to_string() }));
-        if matches!(self, AdminError::Unauthorized) {
-            (
-                status,
-                [(
-                    axum::http::header::WWW_AUTHENTICATE,
-                    "Bearer realm=\"o365-collector admin\"",
-                )],
-                body,
-            )
-                .into_response()
-        } else {
-            (status, body).into_response()
-        }
-    }
-}
-
-/// RFC 3339 UTC with seconds, the form every time in an answer takes.
-pub fn rfc3339(t: SystemTime) -> String {
-    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
+    use tokio::sync::Notify;
+
     use super::*;
+    use crate::core::Secret;
+    use crate::pipeline::Tenants;
     use crate::store::{Claimed, ContentRef, EnqueueOutcome, StoreError, StoreStats};
+    use crate::telemetry::Counters;
     use std::time::Duration;
 
     /// A store whose disk is gone: every call fails.

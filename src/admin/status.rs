@@ -8,7 +8,8 @@ use axum::Json;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
-use super::{AdminError, AdminState, counter_values, rfc3339};
+use super::metrics::counter_values;
+use super::state::{AdminError, AdminState, last_notifications, rfc3339, uptime_secs};
 use crate::pipeline::gate::GateState;
 use crate::store::Store;
 
@@ -116,17 +117,6 @@ pub struct OutputStatus {
     /// When a paused output is tried again (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<String>,
-}
-
-/// Last notification time per (lower tenant id, lower content type).
-pub(super) fn last_notifications(
-    activity: &crate::telemetry::Activity,
-) -> BTreeMap<(String, String), SystemTime> {
-    activity
-        .notifications()
-        .into_iter()
-        .map(|((t, ct), at)| ((t.to_ascii_lowercase(), ct.to_ascii_lowercase()), at))
-        .collect()
 }
 
 pub(super) async fn status<S: Store>(
@@ -289,13 +279,6 @@ pub(super) async fn status<S: Store>(
         outputs,
         counters,
     })
-}
-
-pub(super) fn uptime_secs(started: SystemTime) -> u64 {
-    SystemTime::now()
-        .duration_since(started)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// 200 as long as the process serves requests.

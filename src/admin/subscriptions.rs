@@ -10,12 +10,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
-use super::{AdminError, AdminState};
-use crate::config::{CONTENT_TYPES, WebhookConfig};
+use super::state::{AdminError, AdminState};
+use crate::mgmt_api::wire::CONTENT_TYPES;
 use crate::mgmt_api::wire::Subscription;
 use crate::pipeline::TenantRuntime;
 use crate::pipeline::lifecycle::needs_start;
 use crate::store::Store;
+use crate::webhook::config::WebhookConfig;
 
 /// `GET /subscriptions`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,52 +1,43 @@
-//! Configuration: the YAML file is read into a raw tree ([`raw`]), then validated into [`Config`]
-//! ([`validate`]) with every problem reported at once, in file order, as key, problem and fix.
+//! Configuration: the YAML file, typed section by section by the components that own each section
+//! ([`load`]), and composed here into one [`Config`]: tenants inherit the top level ([`tenant`]),
+//! and the rules that span sections (output names, the store against file outputs) are checked.
+//! Every problem is reported at once, in file order, as key, problem and fix.
 //!
 //! See `config.yaml` at the repository root for every key with its default. `${NAME}` in any string
 //! value is taken from the environment (`$${` is a literal `${`); secrets can also come from files
-//! (`client_secret_file`, `webhook.auth_id_file`, `admin.token_file`, `client_certificate.password_file`).
+//! (`client_secret_file`, `webhook.auth_id_file`, `admin.token_file`, `client_certificate.password_file`,
+//! `store.url_file`).
 
 mod env;
-pub mod net;
-mod raw;
-pub mod secret;
-pub mod units;
-mod validate;
+mod load;
+pub mod tenant;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use serde::Deserialize;
+use serde_yaml::{Mapping, Value};
+
+pub use crate::core::settings::Problem;
 pub use env::ExpandError;
-pub use net::{IpNet, IpNetError};
-pub use secret::Secret;
-pub use units::{UnitError, format_duration, parse_duration, parse_size};
-pub use validate::{
-    DEFAULT_ADMIN_LISTEN, DEFAULT_BATCH_BYTES, DEFAULT_BATCH_RECORDS, DEFAULT_BODY_TIMEOUT,
-    DEFAULT_DEDUP_WINDOW_BYTES, DEFAULT_ENCODING, DEFAULT_GRAPH_BACKFILL, DEFAULT_HEADER_TIMEOUT,
-    DEFAULT_HTTP_MAX_EVENTS, DEFAULT_IDLE_TIMEOUT, DEFAULT_LAST_VALUE_STORAGE, DEFAULT_LEASE,
-    DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_INFLIGHT_BYTES, DEFAULT_OUTPUT, DEFAULT_OUTPUT_TIMEOUT, DEFAULT_PUBLIC_LISTEN,
-    DEFAULT_PULL_INTERVAL, DEFAULT_QUEUE_HIGH_WATER, DEFAULT_RECONCILE_EVERY, DEFAULT_RESOURCE,
-    DEFAULT_SYSLOG_APP_NAME, DEFAULT_SYSLOG_FACILITY, DEFAULT_SYSLOG_SD_ID,
-    DEFAULT_SYSLOG_SEVERITY, DEFAULT_TLS_RELOAD_EVERY, DEFAULT_WORKERS, MIN_ADMIN_TOKEN_LEN,
-    MIN_AUTH_ID_LEN, derive_authority, is_guid, is_microsoft_cloud,
-};
+pub use tenant::{Credential, TenantConfig};
 
+use crate::admin::config::AdminConfig;
+use crate::core::format_duration;
+use crate::core::settings::{Problems, de, field_names};
+use crate::core::typed::{kind_of, typed};
 use crate::mapping::Format;
+use crate::mapping::enrich::EnrichmentConfig;
+use crate::mgmt_api::OutboundConfig;
+use crate::output::OutputConfig;
+use crate::pipeline::config::{PipelineConfig, PullConfig};
+use crate::server::config::{ListenConfig, TlsConfig};
+use crate::store::StoreConfig;
+use crate::webhook::config::WebhookConfig;
+use tenant::{DEFAULT_OUTPUT, TenantKeys, is_microsoft_cloud};
 
-/// The five content types of the Management Activity API.
-pub const CONTENT_TYPES: [&str; 5] = [
-    "Audit.AzureActiveDirectory",
-    "Audit.Exchange",
-    "Audit.SharePoint",
-    "Audit.General",
-    "DLP.All",
-];
-
-/// The product documentation's default for `content_type`.
-pub const DEFAULT_CONTENT_TYPES: &str =
-    "Audit.AzureActiveDirectory Audit.Exchange Audit.SharePoint Audit.General";
+/// The product documentation's default for `last_value_storage`.
+pub const DEFAULT_LAST_VALUE_STORAGE: &str = "./var/last_value_storage";
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -67,392 +58,33 @@ pub struct Config {
     /// Which store holds the queue (`store:`).
     pub store: StoreConfig,
     pub pipeline: PipelineConfig,
-    pub enrichment: crate::mapping::enrich::EnrichmentConfig,
+    pub enrichment: EnrichmentConfig,
 }
 
-/// `store:` — where the queue, the dedup set and the cursors live.
-#[derive(Debug, Clone)]
-pub enum StoreConfig {
-    /// One process: a file under `last_value_storage` (the default).
-    Embedded,
-    /// Several replicas share one PostgreSQL database.
-    Postgres(crate::store::PostgresConfig),
-}
-
-/// One tenant's credentials and what to collect from it.
-#[derive(Debug, Clone)]
-pub struct TenantConfig {
-    pub tenant_id: String,
-    /// Elastic's tenant name (`contoso.onmicrosoft.com`): `organization.name` and `host.name` in
-    /// format `ecs`.
-    pub tenant_name: Option<String>,
-    pub client_id: String,
-    pub credential: Credential,
-    /// `resource`, e.g. `https://manage.office.com` (scheme + host [+ port], no path).
-    pub resource: String,
-    /// Login authority, e.g. `https://login.microsoftonline.com`; derived from `resource` unless set.
-    pub authority: String,
-    /// `PublisherIdentifier` sent on every call (default: the tenant id).
-    pub publisher_id: String,
-    pub content_types: Vec<String>,
-    /// Name of an entry of `outputs`.
-    pub output: String,
-    /// Charset of the blobs (`encoding`, any WHATWG label).
-    pub encoding: &'static encoding_rs::Encoding,
-    pub format: Format,
-    /// This tenant's own limit on calls to Microsoft (`requests_per_minute`, `request_burst`).
-    pub request_budget: RequestBudgetConfig,
-    /// The Microsoft Graph feeds of this tenant (none by default).
-    pub graph: GraphConfig,
-}
-
-/// Which Graph feeds a tenant collects and where Graph is. `Default`: none.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct GraphConfig {
-    /// `graph_feeds`; empty by default, so configurations written before them work unchanged.
-    pub feeds: Vec<crate::graph::GraphFeed>,
-    /// `graph_host`: derived from `resource` (its cloud's Graph host) unless set.
-    pub host: String,
-    /// `graph_backfill`: how far back the first read of a feed starts, within what it keeps.
-    pub backfill: Duration,
-}
-
-/// How many Management Activity API calls one tenant allows itself. Microsoft's quota is per
-/// tenant and grows with its seats, so it is configurable; the default stays under the baseline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestBudgetConfig {
-    /// Steady rate (`requests_per_minute`).
-    pub per_minute: u32,
-    /// Calls that may go out back to back before the rate applies (`request_burst`).
-    pub burst: u32,
-}
-
-impl Default for RequestBudgetConfig {
-    fn default() -> Self {
-        RequestBudgetConfig {
-            per_minute: crate::mgmt_api::throttle::DEFAULT_REQUESTS_PER_MINUTE,
-            burst: crate::mgmt_api::throttle::DEFAULT_BURST,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub enum Credential {
-    Secret(Secret),
-    Certificate {
-        cert: PathBuf,
-        key: PathBuf,
-        password: Option<Secret>,
-    },
-}
-
-#[derive(Debug, Clone)]
-pub struct WebhookConfig {
-    /// Public HTTPS URL Microsoft posts to (behind the proxy, if any).
-    pub address: String,
-    pub auth_id: Secret,
-    /// Path the public listener serves the webhook on (the address's path).
-    pub path: String,
-    /// Largest accepted notification body.
-    pub max_body_bytes: usize,
-    /// A body must arrive whole within this once its headers were accepted.
-    pub body_timeout: Duration,
-    /// Bytes of all bodies being received at once, across connections (over it: 503).
-    pub max_inflight_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
-pub struct ListenConfig {
-    pub public: SocketAddr,
-    pub admin: SocketAddr,
-    /// Reverse proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed (for logging the
-    /// caller); empty → the TCP peer is the caller.
-    pub trusted_proxies: Vec<IpNet>,
-    /// Open connections of the public listener (bounded again below the open-file limit at start-up).
-    pub max_connections: usize,
-    /// TLS handshake and request headers must be complete within this of their first byte.
-    pub header_timeout: Duration,
-    /// A connection without a request in progress is closed after this long without a byte.
-    pub idle_timeout: Duration,
-}
-
-#[derive(Debug, Clone)]
-pub struct TlsConfig {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    /// How often the files are checked for a renewed certificate (loaded without a restart).
-    pub reload_every: Duration,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct AdminConfig {
-    pub token: Option<Secret>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PullConfig {
-    pub interval: Duration,
-    pub reconcile_every: Duration,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct OutboundConfig {
-    /// Extra trust root (PEM) for Microsoft / the emulator / a TLS-inspecting proxy.
-    pub ca_file: Option<PathBuf>,
-    pub proxy: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct PipelineConfig {
-    /// Blobs processed at once.
-    pub workers: usize,
-    /// How long a claimed blob stays leased before another worker may take it.
-    pub lease: Duration,
-    /// Attempts before a blob is dead-lettered.
-    pub max_attempts: u32,
-    /// Queued blobs above which content listing (pull mode, reconciliation) waits for the output
-    /// to catch up. The webhook keeps storing notifications whatever the queue holds.
-    pub queue_high_water: u64,
-    /// Records per batch handed to the output (a blob goes out in batches; progress is recorded
-    /// after each).
-    pub batch_records: usize,
-    /// Bytes of encoded events per batch at most (a single larger event goes alone).
-    pub batch_bytes: usize,
-}
-
-#[derive(Debug, Clone)]
-pub enum OutputConfig {
-    File(FileOutputConfig),
-    Stdout,
-    Syslog(SyslogOutputConfig),
-    Http(HttpOutputConfig),
-    Kafka(KafkaOutputConfig),
-}
-
-/// Compression of Kafka record batches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KafkaCompression {
-    #[default]
-    None,
-    Gzip,
-    Snappy,
-}
-
-/// What the Kafka record key is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum KafkaKey {
-    /// The record's `Id` (same record → same partition, compaction-friendly).
-    #[default]
-    Id,
-    /// No key.
-    None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaslMechanism {
-    Plain,
-    ScramSha256,
-    ScramSha512,
-}
-
-/// SASL authentication; the password is never logged.
-#[derive(Debug, Clone)]
-pub struct KafkaSasl {
-    pub mechanism: SaslMechanism,
-    pub username: String,
-    pub password: Secret,
-}
-
-/// TLS to the brokers (`tls: true`): the system's trust roots plus `ca_file`, and an optional
-/// client certificate for brokers that want mutual TLS.
-#[derive(Debug, Clone, Default)]
-pub struct KafkaTls {
-    /// Extra trust root (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate chain and its private key (PEM), set together.
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    /// Name checked in every broker's certificate instead of the host it is reached at (brokers
-    /// advertised by IP address, or behind a name the certificate does not carry).
-    pub server_name: Option<String>,
-}
-
-/// `type: kafka`: acknowledged produce (acks = all).
-#[derive(Debug, Clone)]
-pub struct KafkaOutputConfig {
-    /// Bootstrap brokers, `host:port`.
-    pub brokers: Vec<String>,
-    /// Topic name; `{content_type}` and `{tenant_id}` are replaced per batch.
-    pub topic: String,
-    pub key: KafkaKey,
-    pub compression: KafkaCompression,
-    pub sasl: Option<KafkaSasl>,
-    /// `None`: plaintext connections.
-    pub tls: Option<KafkaTls>,
-    /// Deadline of one produce (connecting and retrying included).
-    pub timeout: Duration,
-}
-
-/// How syslog messages travel.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SyslogTransport {
-    /// RFC 6587 octet counting over TCP.
-    Tcp,
-    /// RFC 5425: octet counting over TLS.
-    Tls,
-    /// RFC 5426: one message per datagram (no delivery confirmation).
-    Udp,
-}
-
-/// `type: syslog`: RFC 5424 messages whose MSG is the JSON event.
-#[derive(Debug, Clone)]
-pub struct SyslogOutputConfig {
-    /// `host:port` of the receiver.
-    pub address: String,
-    pub transport: SyslogTransport,
-    /// Extra trust root (PEM) for TLS; the system's webpki roots are used too.
-    pub ca_file: Option<PathBuf>,
-    /// Name checked in the receiver's certificate (default: the host of `address`).
-    pub server_name: Option<String>,
-    /// HOSTNAME field (default: this machine's host name).
-    pub hostname: Option<String>,
-    pub app_name: String,
-    /// MSGID field; `None` → the content type (e.g. `Audit.Exchange`).
-    pub msgid: Option<String>,
-    /// 0–23 (default 16, local0).
-    pub facility: u8,
-    /// 0–7 (default 6, informational).
-    pub severity: u8,
-    /// SD-ID of the element carrying tenant/contentType/contentId; `None` → no structured data.
-    pub sd_id: Option<String>,
-    /// Connect and write timeout.
-    pub timeout: Duration,
-}
-
-/// Body format of an `http` output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HttpFormat {
-    /// One JSON event per line, POSTed to `url`.
-    Ndjson,
-    /// Elasticsearch/OpenSearch `_bulk` (`url` is the cluster, `/_bulk` is added when missing).
-    Elasticsearch,
-    /// Splunk HTTP Event Collector (`url` is `…/services/collector/event` or the server root).
-    SplunkHec,
-}
-
-/// Credentials sent with each request; never logged.
-#[derive(Debug, Clone, Default)]
-pub enum HttpAuth {
-    #[default]
-    None,
-    Basic {
-        username: String,
-        password: Secret,
-    },
-    /// `Authorization: Bearer …` (for `splunk_hec`: `Authorization: Splunk …`).
-    Token(Secret),
-    /// A custom header, e.g. `X-API-Key`.
-    Header {
-        name: String,
-        value: Secret,
-    },
-}
-
-/// `type: http`.
-#[derive(Debug, Clone)]
-pub struct HttpOutputConfig {
-    pub url: String,
-    pub format: HttpFormat,
-    /// Elasticsearch: index name with strftime-like `%Y %m %d %H` from the event's `@timestamp`
-    /// (default `o365-%Y.%m.%d`); Splunk: the `index` field (default: the token's default index).
-    pub index: Option<String>,
-    /// Splunk `source` (default `o365-collector`).
-    pub source: Option<String>,
-    /// Splunk `sourcetype` (default `o365:management:activity`).
-    pub sourcetype: Option<String>,
-    pub gzip: bool,
-    pub auth: HttpAuth,
-    /// Extra trust root (PEM).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (PEM) for mutual TLS.
-    pub client_cert: Option<PathBuf>,
-    pub client_key: Option<PathBuf>,
-    /// Most events in one request; bigger batches are split.
-    pub max_events: usize,
-    /// How long a blob smaller than `max_events` waits for others to share its request; zero sends
-    /// each blob at once.
-    pub linger: Duration,
-    pub timeout: Duration,
-    /// Elasticsearch documents rejected for good (4xx other than 429) are appended here with their
-    /// reason, and count as delivered; without it such a batch is retried (and so stays visible).
-    pub dead_letter_path: Option<PathBuf>,
-}
-
-/// `type: file`: NDJSON appended and fsync'd, optionally rotated by size and age.
-#[derive(Debug, Clone)]
-pub struct FileOutputConfig {
-    pub path: PathBuf,
-    /// Bytes at the end of the file whose record ids are remembered across restarts for dedup.
-    pub dedup_window_bytes: u64,
-    /// Rotate before a batch would make the active file larger than this; `None`: no size limit.
-    pub rotate_bytes: Option<u64>,
-    /// Rotate once the active file is this old (from its creation); `None`: no age limit.
-    pub rotate_every: Option<Duration>,
-    /// Rotated files kept (the oldest are deleted); 0 keeps all.
-    pub keep: usize,
-    /// Compression of rotated files (done in the background, never on the send path).
-    pub compression: FileCompression,
-}
-
-impl Default for FileOutputConfig {
-    /// Defaults as the configuration check applies them (the path is left empty).
-    fn default() -> Self {
-        FileOutputConfig {
-            path: PathBuf::new(),
-            dedup_window_bytes: validate::DEFAULT_DEDUP_WINDOW_BYTES,
-            rotate_bytes: None,
-            rotate_every: None,
-            keep: 0,
-            compression: FileCompression::None,
-        }
-    }
-}
-
-impl FileOutputConfig {
-    /// Whether the file rotates at all.
-    pub fn rotates(&self) -> bool {
-        self.rotate_bytes.is_some() || self.rotate_every.is_some()
-    }
-}
-
-/// Compression of rotated output files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FileCompression {
-    #[default]
-    None,
-    /// `<name>.gz`, written to a temporary name and renamed once complete.
-    Gzip,
-}
-
-/// One problem in the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    /// Dotted key, e.g. `tenants[2].client_secret`.
-    pub key: String,
-    pub problem: String,
-    pub fix: String,
+/// The sections of the file besides the top-level tenant keys, as their owners type them.
+/// `store`, `outputs` and `tenants` are typed entry by entry (an entry's `type` decides its keys).
+#[derive(Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Sections {
+    #[serde(deserialize_with = "de::opt::path")]
+    last_value_storage: Option<PathBuf>,
+    store: Option<Value>,
+    webhook: Option<WebhookConfig>,
+    listen: ListenConfig,
+    tls: Option<TlsConfig>,
+    admin: AdminConfig,
+    pull: PullConfig,
+    outbound: OutboundConfig,
+    outputs: Mapping,
+    tenants: Vec<Value>,
+    pipeline: PipelineConfig,
+    enrichment: EnrichmentConfig,
 }
 
 /// Every problem found, in file order.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{}", render(.0))]
 pub struct ConfigErrors(pub Vec<Problem>);
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {} — fix: {}", self.key, self.problem, self.fix)
-    }
-}
 
 fn render(problems: &[Problem]) -> String {
     problems
@@ -465,42 +97,18 @@ fn render(problems: &[Problem]) -> String {
 impl Config {
     /// Reads and validates a file; relative paths are taken relative to the current directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![Problem {
-                key: "(file)".into(),
-                problem: format!("cannot read {}: {e}", path.display()),
-                fix: "pass an existing readable YAML file with --config".into(),
-            }])
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| unreadable(path, e))?;
         Self::parse(&text, &|name| std::env::var(name).ok())
     }
 
     /// Parses YAML text; `env` resolves `${NAME}`. Files named by the configuration (secrets,
     /// certificates) are read relative to the current directory.
     pub fn parse(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
-        Self::parse_with(text, env, &validate::RealFiles)
-    }
-
-    fn parse_with(
-        text: &str,
-        env: &dyn Fn(&str) -> Option<String>,
-        files: &dyn validate::Files,
-    ) -> Result<Config, ConfigErrors> {
-        let mut reader = raw::Reader::new(env);
-        let tree = reader.read_text(text);
-        let mut found = std::mem::take(&mut reader.problems);
-        if tree.unreadable {
-            return Err(ConfigErrors(found.into_iter().map(|f| f.problem).collect()));
-        }
-        let (config, more) = validate::validate(&tree, files);
-        found.extend(more);
+        let mut p = Problems::default();
+        let config = load::read(text, env, &mut p).map(|root| compose(root, &mut p));
         match config {
-            Some(config) if found.is_empty() => Ok(config),
-            _ => {
-                // Stable: problems at the same key keep the order they were found in.
-                found.sort_by_key(|f| f.order);
-                Err(ConfigErrors(found.into_iter().map(|f| f.problem).collect()))
-            }
+            Some(config) if p.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(p.into_sorted())),
         }
     }
 
@@ -635,6 +243,112 @@ impl Config {
     }
 }
 
+fn unreadable(path: &Path, e: std::io::Error) -> ConfigErrors {
+    ConfigErrors(vec![Problem {
+        key: "(file)".into(),
+        problem: format!("cannot read {}: {e}", path.display()),
+        fix: "pass an existing readable YAML file with --config".into(),
+    }])
+}
+
+/// The one pass over the typed sections: each owner checks its own, then the rules across them.
+fn compose(root: Mapping, p: &mut Problems) -> Config {
+    let (top, sections) = load::split(
+        root,
+        field_names::<TenantKeys>(),
+        field_names::<Sections>(),
+        p,
+    );
+    let top: TenantKeys = typed(Value::Mapping(top), "", p);
+    let mut c: Sections = typed(Value::Mapping(sections), "", p);
+    let mut outputs = crate::output::read_all(std::mem::take(&mut c.outputs), p);
+    let mut entries = Vec::new();
+    for (i, entry) in std::mem::take(&mut c.tenants).into_iter().enumerate() {
+        let key = format!("tenants[{i}]");
+        match entry {
+            Value::Mapping(_) => entries.push((key.clone(), typed(entry, &key, p))),
+            Value::Null => p.push(
+                &key,
+                "is an empty list entry",
+                "remove the lone `-` or give the entry its tenant keys",
+            ),
+            other => p.push(
+                &key,
+                format!("is {}, expected a mapping of tenant keys", kind_of(&other)),
+                "write the entry as `- tenant_id: …` with its keys indented below",
+            ),
+        }
+    }
+    let names: Vec<String> = outputs.keys().cloned().collect();
+    let tenants = tenant::tenants(&top, &entries, &names, p);
+    // `stdout` needs no entry of its own.
+    if tenants.iter().any(|t| t.output == DEFAULT_OUTPUT) {
+        outputs
+            .entry(DEFAULT_OUTPUT.to_owned())
+            .or_insert(OutputConfig::Stdout);
+    }
+    if let Some(w) = &mut c.webhook {
+        w.check(&mut p.section("webhook"));
+    }
+    c.listen.check(&mut p.section("listen"));
+    if let Some(t) = &mut c.tls {
+        t.check(&mut p.section("tls"));
+    }
+    let listen_order = match p.is_given("listen.admin") {
+        true => p.order_of("listen.admin"),
+        false => p.end(),
+    };
+    c.admin
+        .check(&mut p.section("admin"), c.listen.admin, listen_order);
+    c.pull.check(&mut p.section("pull"));
+    c.outbound.check(&mut p.section("outbound"));
+    c.pipeline.check(&mut p.section("pipeline"));
+    let ecs = tenants.iter().any(|t| t.format == Format::Ecs);
+    c.enrichment.check(&mut p.section("enrichment"), ecs);
+    let last_value_storage = match c.last_value_storage {
+        Some(dir) if dir.to_str().is_some_and(|d| d.trim().is_empty()) => {
+            p.push(
+                "last_value_storage",
+                "is empty",
+                format!("give a directory for the store, or remove the key for {DEFAULT_LAST_VALUE_STORAGE}"),
+            );
+            dir
+        }
+        Some(dir) => dir,
+        None => PathBuf::from(DEFAULT_LAST_VALUE_STORAGE),
+    };
+    let store = StoreConfig::read(c.store, p);
+    // Several replicas cannot share a file output (unless allowed): each would write its own.
+    if let StoreConfig::Postgres(pg) = &store
+        && !pg.allow_file_output
+    {
+        for (name, _) in outputs
+            .iter()
+            .filter(|(_, o)| matches!(o, OutputConfig::File(_)))
+        {
+            p.push(
+                &format!("outputs.{name}"),
+                "is a file output, while store: postgres runs several replicas: each replica would write its own file, and a blob one replica delivered in part before it died is delivered again by another into another file, where the duplicates cannot be found",
+                "send to a network output (http, kafka, syslog), or set store.allow_file_output: true if you accept that (e.g. one replica, or duplicates removed downstream)",
+            );
+        }
+    }
+    Config {
+        tenants,
+        webhook: c.webhook,
+        listen: c.listen,
+        tls: c.tls,
+        admin: c.admin,
+        pull: c.pull,
+        outbound: c.outbound,
+        outputs,
+        last_value_storage,
+        store,
+        pipeline: c.pipeline,
+        enrichment: c.enrichment,
+    }
+}
+
 /// `o365-collector check-config --config FILE`: the report to print and the exit code — 0 with a
 /// summary when the file is valid and the store directory takes a write, 2 with one
 /// `key: problem — fix: …` line per problem otherwise.
@@ -646,11 +360,7 @@ pub fn check_config(path: &Path) -> (String, i32) {
 pub fn check_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> (String, i32) {
     let result = match std::fs::read_to_string(path) {
         Ok(text) => Config::parse(&text, env),
-        Err(e) => Err(ConfigErrors(vec![Problem {
-            key: "(file)".into(),
-            problem: format!("cannot read {}: {e}", path.display()),
-            fix: "pass an existing readable YAML file with --config".into(),
-        }])),
+        Err(e) => Err(unreadable(path, e)),
     };
     // The store directory must take writes, or `run` fails at once (or on the first notification).
     let result = result.and_then(|config| {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::GraphFeed;
-use crate::config::TenantConfig;
+use crate::config::tenant::TenantConfig;
 use crate::mgmt_api::auth::{TokenSource, without_query};
 use crate::mgmt_api::throttle::{self, RequestBudget};
 use crate::mgmt_api::uri::UriError;
@@ -267,7 +267,9 @@ fn urlencoding(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Credential, GraphConfig, Secret};
+    use crate::config::tenant::Credential;
+    use crate::core::Secret;
+    use crate::graph::feed::GraphConfig;
 
     fn client() -> GraphClient {
         let tenant = TenantConfig {

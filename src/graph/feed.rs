@@ -7,6 +7,8 @@ use std::time::Duration;
 use chrono::TimeDelta;
 use serde_json::{Map, Value};
 
+use crate::core::settings::Section;
+
 /// One Graph feed of a tenant (`graph_feeds` in the configuration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GraphFeed {
@@ -14,6 +16,47 @@ pub enum GraphFeed {
     DirectoryAudits,
     MessageTrace,
     ServiceHealth,
+}
+
+/// Which Graph feeds a tenant collects and where Graph is (`graph_feeds`, `graph_host`,
+/// `graph_backfill`; resolved per tenant by `config::tenant`). `Default`: none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GraphConfig {
+    /// `graph_feeds`; empty by default, so configurations written before them work unchanged.
+    pub feeds: Vec<GraphFeed>,
+    /// `graph_host`: derived from `resource` (its cloud's Graph host) unless set.
+    pub host: String,
+    /// `graph_backfill`: how far back the first read of a feed starts, within what it keeps.
+    pub backfill: Duration,
+}
+
+/// How far back the first read of a Graph feed starts (`graph_backfill`).
+pub const DEFAULT_GRAPH_BACKFILL: Duration = Duration::from_secs(24 * 3600);
+
+/// `graph_feeds`: some of the four feed names.
+pub fn check_feeds(s: &mut Section, words: &[String]) -> Vec<GraphFeed> {
+    let mut out = Vec::new();
+    for w in words {
+        match GraphFeed::from_config_name(&w.to_ascii_lowercase()) {
+            Some(f) if !out.contains(&f) => out.push(f),
+            Some(_) => {}
+            None => s.problem(
+                "graph_feeds",
+                format!("`{w}` is not a Graph feed"),
+                format!(
+                    "use some of: {}",
+                    GraphFeed::ALL.map(GraphFeed::config_name).join(" ")
+                ),
+            ),
+        }
+    }
+    out
+}
+
+/// `graph_host`: an https origin.
+pub fn check_host(s: &mut Section, value: &str) -> String {
+    let fix = "use the Graph host only, e.g. https://graph.microsoft.com (GCC High: https://graph.microsoft.us, DoD: https://dod-graph.microsoft.us, China: https://microsoftgraph.chinacloudapi.cn), or remove graph_host to derive it from resource";
+    s.https_origin("graph_host", value, fix).unwrap_or_default()
 }
 
 impl GraphFeed {

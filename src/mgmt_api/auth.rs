@@ -8,8 +8,9 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Mutex;
 
 use super::assertion::{ASSERTION_TYPE, ClientCertificate, CredentialError};
+use super::credential::Credential;
 use super::wire::{TokenErrorBody, TokenResponse};
-use crate::config::{Credential, Secret};
+use crate::core::Secret;
 use crate::telemetry::Counters;
 
 /// Why no token could be had.

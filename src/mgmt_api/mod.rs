@@ -3,6 +3,8 @@
 
 pub mod assertion;
 pub mod auth;
+pub mod cloud;
+pub mod credential;
 pub mod throttle;
 pub mod uri;
 pub mod wire;
@@ -13,7 +15,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use crate::config::{OutboundConfig, Secret, TenantConfig};
+use crate::config::tenant::TenantConfig;
+use crate::core::Secret;
+use crate::core::settings::{Section, de};
 use crate::telemetry::Counters;
 use auth::{AuthError, TokenSource, without_query};
 use throttle::RequestBudget;
@@ -77,6 +81,42 @@ impl ApiError {
         match self {
             ApiError::Http { code, .. } if !code.is_empty() => Some(code),
             _ => None,
+        }
+    }
+}
+
+/// `outbound:`: how the collector reaches Microsoft (and the emulator).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboundConfig {
+    /// Extra trust root (PEM) for Microsoft / the emulator / a TLS-inspecting proxy.
+    #[serde(deserialize_with = "de::opt::path")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `http(s)://host:port` of an egress proxy; may carry credentials, so never echoed.
+    #[serde(deserialize_with = "de::opt::text")]
+    pub proxy: Option<String>,
+}
+
+impl OutboundConfig {
+    pub fn check(&mut self, s: &mut Section) {
+        if let Some(ca) = &self.ca_file {
+            s.pem_certificates("ca_file", ca);
+        }
+        if let Some(proxy) = &mut self.proxy {
+            *proxy = proxy.trim().to_owned();
+            let fix = "write the proxy as http://host:port (or https://host:port)";
+            match reqwest::Url::parse(proxy) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                Ok(u) => s.problem(
+                    "proxy",
+                    format!(
+                        "uses the scheme `{}` or has no host; only http and https proxies are supported",
+                        u.scheme()
+                    ),
+                    fix,
+                ),
+                Err(e) => s.problem("proxy", format!("is not a valid URL ({e})"), fix),
+            }
         }
     }
 }

@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use governor::clock::{Clock, DefaultClock};
+
+use crate::core::settings::Section;
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
@@ -44,6 +46,71 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// How many Management Activity API calls one tenant allows itself (`requests_per_minute`,
+/// `request_burst`). Microsoft's quota is per tenant and grows with its seats, so it is
+/// configurable; the default stays under the baseline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestBudgetConfig {
+    /// Steady rate (`requests_per_minute`).
+    pub per_minute: u32,
+    /// Calls that may go out back to back before the rate applies (`request_burst`).
+    pub burst: u32,
+}
+
+/// Far above any tenant's quota; a larger value is a typo.
+const MAX_REQUESTS_PER_MINUTE: u64 = 1_000_000;
+
+impl RequestBudgetConfig {
+    /// `requests_per_minute` and `request_burst` of one level, falling back to `inherited`. A burst
+    /// not given follows the rate (at most [`DEFAULT_BURST`], never above the rate) unless an
+    /// upper level gave one.
+    pub fn resolve(
+        per_minute: Option<u64>,
+        burst: Option<u64>,
+        inherited: RequestBudgetConfig,
+        burst_inherited: bool,
+        s: &mut Section,
+    ) -> RequestBudgetConfig {
+        let per_minute = match per_minute {
+            Some(v) if v == 0 || v > MAX_REQUESTS_PER_MINUTE => {
+                s.problem(
+                    "requests_per_minute",
+                    format!("is {v}, outside 1..={MAX_REQUESTS_PER_MINUTE}"),
+                    format!(
+                        "use the calls per minute Microsoft allows this tenant, e.g. {DEFAULT_REQUESTS_PER_MINUTE} (the default, under the baseline quota of 2000)"
+                    ),
+                );
+                inherited.per_minute
+            }
+            Some(v) => u32::try_from(v).unwrap_or(inherited.per_minute),
+            None => inherited.per_minute,
+        };
+        let burst = match burst {
+            Some(v) if v == 0 || v > u64::from(per_minute) => {
+                s.problem(
+                    "request_burst",
+                    format!("is {v}, outside 1..={per_minute} (requests_per_minute)"),
+                    format!("use a burst below the rate, e.g. {DEFAULT_BURST} (the default)"),
+                );
+                DEFAULT_BURST.min(per_minute)
+            }
+            Some(v) => u32::try_from(v).unwrap_or(DEFAULT_BURST),
+            None if burst_inherited => inherited.burst.min(per_minute),
+            None => DEFAULT_BURST.min(per_minute),
+        };
+        RequestBudgetConfig { per_minute, burst }
+    }
+}
+
+impl Default for RequestBudgetConfig {
+    fn default() -> Self {
+        RequestBudgetConfig {
+            per_minute: DEFAULT_REQUESTS_PER_MINUTE,
+            burst: DEFAULT_BURST,
+        }
+    }
 }
 
 /// One tenant's request budget: a rate limiter plus the pause a 429 imposes. Cheap to share

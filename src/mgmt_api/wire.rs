@@ -2,6 +2,15 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The five content types of the Management Activity API.
+pub const CONTENT_TYPES: [&str; 5] = [
+    "Audit.AzureActiveDirectory",
+    "Audit.Exchange",
+    "Audit.SharePoint",
+    "Audit.General",
+    "DLP.All",
+];
+
 /// One element of a webhook notification array, and of a `subscriptions/content` listing
 /// (the listing has no `tenantId`/`clientId`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

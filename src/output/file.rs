@@ -17,6 +17,7 @@
 //! point leaves either a complete rotated file or the untouched active file, and a sweep at
 //! start-up removes temporaries and compresses what was left plain.
 
+pub mod config;
 pub mod rotate;
 
 use std::collections::{HashSet, VecDeque};
@@ -35,7 +36,7 @@ pub use rotate::{
 use rotate::{Context, Names, Sweeper, Worker, sync_dir, tail_of};
 
 use super::{Batch, Output, OutputError, SendReport, event_key};
-use crate::config::FileOutputConfig;
+pub use config::{FileCompression, FileOutputConfig};
 
 pub struct FileOutput {
     name: String,

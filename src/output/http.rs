@@ -28,14 +28,340 @@ use tokio::sync::oneshot;
 use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, HeaderName, HeaderValue};
 use serde_json::Value;
 
+use serde::{Deserialize, Deserializer};
+
 use super::syslog::event_time;
 use super::{Batch, Event, Output, OutputError, SendReport};
-use crate::config::{HttpAuth, HttpFormat, HttpOutputConfig};
+use crate::core::Secret;
+use crate::core::settings::{Section, de};
 
 /// Default Elasticsearch index pattern.
 pub const DEFAULT_ES_INDEX: &str = "o365-%Y.%m.%d";
 pub const DEFAULT_SPLUNK_SOURCE: &str = "o365-collector";
 pub const DEFAULT_SPLUNK_SOURCETYPE: &str = "o365:management:activity";
+
+/// Events per HTTP request (Elasticsearch recommends bulk bodies of a few MB).
+pub const DEFAULT_MAX_EVENTS: usize = 500;
+/// Longest `linger`: blobs wait that long for company, so keep it short.
+const MAX_LINGER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `type: http`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpOutputConfig {
+    #[serde(deserialize_with = "de::text")]
+    pub url: String,
+    pub format: HttpFormat,
+    /// Elasticsearch: index name with strftime-like `%Y %m %d %H` from the event's `@timestamp`
+    /// (default `o365-%Y.%m.%d`); Splunk: the `index` field (default: the token's default index).
+    #[serde(deserialize_with = "de::opt::text")]
+    pub index: Option<String>,
+    /// Splunk `source` (default `o365-collector`).
+    #[serde(deserialize_with = "de::opt::text")]
+    pub source: Option<String>,
+    /// Splunk `sourcetype` (default `o365:management:activity`).
+    #[serde(deserialize_with = "de::opt::text")]
+    pub sourcetype: Option<String>,
+    #[serde(deserialize_with = "de::flag")]
+    pub gzip: bool,
+    /// Basic authentication, with `password`.
+    #[serde(deserialize_with = "de::opt::text")]
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    /// `Authorization: Bearer …` (for `splunk_hec`: `Authorization: Splunk …`).
+    pub token: Option<Secret>,
+    /// A custom header, e.g. `X-API-Key`, with `header_value`.
+    #[serde(deserialize_with = "de::opt::text")]
+    pub header_name: Option<String>,
+    pub header_value: Option<Secret>,
+    /// What the settings above send, resolved by [`HttpOutputConfig::check`].
+    #[serde(skip)]
+    pub auth: HttpAuth,
+    /// Extra trust root (PEM).
+    #[serde(deserialize_with = "de::opt::path")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(deserialize_with = "de::opt::path")]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[serde(deserialize_with = "de::opt::path")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Most events in one request; bigger batches are split.
+    #[serde(deserialize_with = "de::whole")]
+    pub max_events: usize,
+    /// How long a blob smaller than `max_events` waits for others to share its request; zero sends
+    /// each blob at once.
+    #[serde(deserialize_with = "de::duration")]
+    pub linger: std::time::Duration,
+    #[serde(deserialize_with = "de::duration")]
+    pub timeout: std::time::Duration,
+    /// Elasticsearch documents rejected for good (4xx other than 429) are appended here with their
+    /// reason, and count as delivered; without it such a batch is retried (and so stays visible).
+    #[serde(deserialize_with = "de::opt::path")]
+    pub dead_letter_path: Option<std::path::PathBuf>,
+}
+
+impl Default for HttpOutputConfig {
+    fn default() -> Self {
+        HttpOutputConfig {
+            url: String::new(),
+            format: HttpFormat::Ndjson,
+            index: None,
+            source: None,
+            sourcetype: None,
+            gzip: false,
+            username: None,
+            password: None,
+            token: None,
+            header_name: None,
+            header_value: None,
+            auth: HttpAuth::None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            max_events: DEFAULT_MAX_EVENTS,
+            linger: std::time::Duration::ZERO,
+            timeout: super::DEFAULT_TIMEOUT,
+            dead_letter_path: None,
+        }
+    }
+}
+
+/// Body format of an `http` output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpFormat {
+    /// One JSON event per line, POSTed to `url`.
+    Ndjson,
+    /// Elasticsearch/OpenSearch `_bulk` (`url` is the cluster, `/_bulk` is added when missing).
+    Elasticsearch,
+    /// Splunk HTTP Event Collector (`url` is `…/services/collector/event` or the server root).
+    SplunkHec,
+}
+
+impl<'de> Deserialize<'de> for HttpFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let choices = [
+            ("ndjson", HttpFormat::Ndjson),
+            ("elasticsearch", HttpFormat::Elasticsearch),
+            ("splunk_hec", HttpFormat::SplunkHec),
+        ];
+        de::choice(d, &choices, "an http format")
+    }
+}
+
+/// Credentials sent with each request; never logged.
+#[derive(Debug, Clone, Default)]
+pub enum HttpAuth {
+    #[default]
+    None,
+    Basic {
+        username: String,
+        password: Secret,
+    },
+    Token(Secret),
+    Header {
+        name: String,
+        value: Secret,
+    },
+}
+
+impl HttpOutputConfig {
+    /// Checks the meaning of the settings and resolves [`HttpOutputConfig::auth`].
+    pub fn check(&mut self, s: &mut Section) {
+        let fix = "set the receiver's URL, e.g. `url: https://es.example.com:9200`";
+        self.url = self.url.trim().to_owned();
+        if !s.given("url") {
+            s.missing("url", fix);
+        } else if !s.usable("url") {
+            // Refused while typing; reported already.
+        } else if self.url.is_empty() {
+            s.problem("url", "is empty", fix);
+        } else {
+            match reqwest::Url::parse(&self.url) {
+                // Never echoed: the URL may hold credentials.
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+                    if !u.username().is_empty() || u.password().is_some() {
+                        s.problem(
+                            "url",
+                            "carries credentials in the URL",
+                            "move them to username/password (or token) so they stay out of logs",
+                        );
+                    }
+                }
+                Ok(_) => s.problem("url", "is not an http(s) URL with a host", fix),
+                Err(e) => s.problem("url", format!("is not a valid URL ({e})"), fix),
+            }
+        }
+        let format = self.format;
+        if let Some(index) = &mut self.index {
+            *index = index.trim().to_owned();
+            let invalid = |v: &str| {
+                v.is_empty()
+                    || ["%Y", "%m", "%d", "%H", "%%"]
+                        .iter()
+                        .fold(v.to_owned(), |s, p| s.replace(p, "0"))
+                        .chars()
+                        .any(|c| c.is_ascii_uppercase() || " \"\\/,#*?<>|".contains(c))
+            };
+            if format == HttpFormat::Ndjson {
+                s.problem(
+                    "index",
+                    "does not apply to `format: ndjson`",
+                    "remove it, or use elasticsearch or splunk_hec",
+                );
+            } else if format == HttpFormat::Elasticsearch && invalid(index) {
+                s.problem(
+                    "index",
+                    "is not a valid Elasticsearch index name (lowercase, no spaces or \\/*?\"<>|,#)",
+                    "e.g. `o365-%Y.%m.%d`",
+                );
+            }
+        }
+        for (key, value) in [
+            ("source", &mut self.source),
+            ("sourcetype", &mut self.sourcetype),
+        ] {
+            if let Some(v) = value {
+                *v = v.trim().to_owned();
+                if format != HttpFormat::SplunkHec {
+                    s.problem(
+                        key,
+                        "only applies to `format: splunk_hec`",
+                        "remove it, or set `format: splunk_hec`",
+                    );
+                }
+            }
+        }
+        self.auth = self.check_auth(s);
+        for (key, path) in [
+            ("ca_file", &self.ca_file),
+            ("client_cert", &self.client_cert),
+        ] {
+            if let Some(p) = path {
+                s.pem_certificates(key, p);
+            }
+        }
+        if let Some(p) = &self.client_key {
+            s.pem_private_key("client_key", p);
+        }
+        for (given, missing, what) in [
+            (
+                "client_cert",
+                "client_key",
+                "the client certificate's private key (PEM)",
+            ),
+            ("client_key", "client_cert", "the client certificate (PEM)"),
+        ] {
+            if s.given(given) && !s.given(missing) {
+                s.missing_as(
+                    missing,
+                    format!("is missing while {given} is set"),
+                    format!("set {what}"),
+                );
+            }
+        }
+        if self.max_events == 0 {
+            s.problem(
+                "max_events",
+                "is 0",
+                format!("use a positive number, e.g. {DEFAULT_MAX_EVENTS} (the default)"),
+            );
+            self.max_events = DEFAULT_MAX_EVENTS;
+        }
+        if let Some(p) = &self.dead_letter_path {
+            if format != HttpFormat::Elasticsearch {
+                s.problem(
+                    "dead_letter_path",
+                    "only applies to `format: elasticsearch`",
+                    "remove it, or set `format: elasticsearch`",
+                );
+            } else if p.to_str().is_some_and(|p| p.trim().is_empty()) {
+                s.problem(
+                    "dead_letter_path",
+                    "is empty",
+                    "set a file path, e.g. ./var/rejected.ndjson",
+                );
+            }
+        }
+        if self.linger > MAX_LINGER {
+            s.problem(
+                "linger",
+                format!(
+                    "is {}, longer than {}",
+                    crate::core::format_duration(self.linger),
+                    crate::core::format_duration(MAX_LINGER)
+                ),
+                "use a short wait such as 200ms, or 0 to send every blob at once",
+            );
+            self.linger = std::time::Duration::ZERO;
+        }
+        super::check_timeout(&mut self.timeout, s);
+    }
+
+    /// One kind of authentication at most, each with its pair complete.
+    fn check_auth(&self, s: &mut Section) -> HttpAuth {
+        let given: Vec<&str> = ["username", "token", "header_name"]
+            .into_iter()
+            .filter(|k| s.given(k))
+            .collect();
+        if let [first, second, ..] = given.as_slice() {
+            s.problem(
+                second,
+                format!("is set together with {first}; only one kind of authentication is sent"),
+                "keep one of: username+password, token, header_name+header_value",
+            );
+            return HttpAuth::None;
+        }
+        for (a, b) in [("username", "password"), ("header_name", "header_value")] {
+            if s.given(a) != s.given(b) {
+                let (missing, present) = if s.given(a) { (b, a) } else { (a, b) };
+                s.missing_as(
+                    missing,
+                    format!("is missing while {present} is set"),
+                    format!("set both {a} and {b}"),
+                );
+                return HttpAuth::None;
+            }
+        }
+        let splunk = self.format == HttpFormat::SplunkHec;
+        if let (Some(username), Some(password)) = (&self.username, &self.password) {
+            if splunk {
+                s.problem(
+                    "username",
+                    "is not used by Splunk HEC",
+                    "use `token:` with the HEC token",
+                );
+            }
+            return HttpAuth::Basic {
+                username: username.clone(),
+                password: password.clone(),
+            };
+        }
+        if let Some(token) = &self.token {
+            return HttpAuth::Token(token.clone());
+        }
+        if let (Some(name), Some(value)) = (&self.header_name, &self.header_value) {
+            if reqwest::header::HeaderName::from_bytes(name.trim().as_bytes()).is_err() {
+                s.problem(
+                    "header_name",
+                    "is not a valid HTTP header name",
+                    "e.g. X-API-Key",
+                );
+            }
+            return HttpAuth::Header {
+                name: name.trim().to_owned(),
+                value: value.clone(),
+            };
+        }
+        if splunk && !s.given("token") {
+            s.missing_as(
+                "token",
+                "is missing; Splunk HEC needs its token",
+                "set `token: ${SPLUNK_HEC_TOKEN}`",
+            );
+        }
+        HttpAuth::None
+    }
+}
 
 pub struct HttpOutput {
     shared: Arc<Shared>,

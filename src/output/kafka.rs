@@ -28,9 +28,273 @@ use rskafka::client::{Client, ClientBuilder, Credentials, SaslConfig};
 use rskafka::record::Record;
 use tokio::sync::Mutex;
 
+use serde::{Deserialize, Deserializer};
+
 use super::syslog::event_time;
 use super::{Batch, Output, OutputError, SendReport};
-use crate::config::{KafkaCompression, KafkaKey, KafkaOutputConfig, SaslMechanism};
+use crate::core::Secret;
+use crate::core::settings::{Section, de};
+
+/// Kafka topic when none is configured.
+pub const DEFAULT_TOPIC: &str = "o365-{content_type}";
+
+/// `type: kafka`: acknowledged produce (acks = all).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaOutputConfig {
+    /// Bootstrap brokers, `host:port`.
+    #[serde(deserialize_with = "de::words")]
+    pub brokers: Vec<String>,
+    /// Topic name; `{content_type}` and `{tenant_id}` are replaced per batch.
+    #[serde(deserialize_with = "de::text")]
+    pub topic: String,
+    pub key: KafkaKey,
+    pub compression: KafkaCompression,
+    /// SASL authentication (with `username` and `password`), resolved into `sasl` by the check.
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(deserialize_with = "de::opt::text")]
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    #[serde(skip)]
+    pub sasl: Option<KafkaSasl>,
+    /// `tls: true` with the keys of [`KafkaTls`] beside it, resolved into `tls` by the check.
+    #[serde(rename = "tls", deserialize_with = "de::flag")]
+    pub tls_on: bool,
+    #[serde(deserialize_with = "de::opt::path")]
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(deserialize_with = "de::opt::path")]
+    pub client_cert: Option<std::path::PathBuf>,
+    #[serde(deserialize_with = "de::opt::path")]
+    pub client_key: Option<std::path::PathBuf>,
+    #[serde(deserialize_with = "de::opt::text")]
+    pub server_name: Option<String>,
+    /// `None`: plaintext connections.
+    #[serde(skip)]
+    pub tls: Option<KafkaTls>,
+    /// Deadline of one produce (connecting and retrying included).
+    #[serde(deserialize_with = "de::duration")]
+    pub timeout: std::time::Duration,
+}
+
+impl Default for KafkaOutputConfig {
+    fn default() -> Self {
+        KafkaOutputConfig {
+            brokers: Vec::new(),
+            topic: DEFAULT_TOPIC.to_owned(),
+            key: KafkaKey::Id,
+            compression: KafkaCompression::None,
+            sasl_mechanism: None,
+            username: None,
+            password: None,
+            sasl: None,
+            tls_on: false,
+            tls: None,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            server_name: None,
+            timeout: super::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// Compression of Kafka record batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaCompression {
+    #[default]
+    None,
+    Gzip,
+    Snappy,
+}
+
+impl<'de> Deserialize<'de> for KafkaCompression {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use KafkaCompression::*;
+        let choices = [("none", None), ("gzip", Gzip), ("snappy", Snappy)];
+        de::choice(d, &choices, "a supported compression")
+    }
+}
+
+/// What the Kafka record key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KafkaKey {
+    /// The record's `Id` (same record → same partition, compaction-friendly).
+    #[default]
+    Id,
+    /// No key.
+    None,
+}
+
+impl<'de> Deserialize<'de> for KafkaKey {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de::choice(
+            d,
+            &[("id", KafkaKey::Id), ("none", KafkaKey::None)],
+            "a key choice",
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaslMechanism {
+    Plain,
+    ScramSha256,
+    ScramSha512,
+}
+
+impl<'de> Deserialize<'de> for SaslMechanism {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use SaslMechanism::*;
+        let choices = [
+            ("PLAIN", Plain),
+            ("SCRAM-SHA-256", ScramSha256),
+            ("SCRAM-SHA-512", ScramSha512),
+            ("plain", Plain),
+            ("scram-sha-256", ScramSha256),
+            ("scram-sha-512", ScramSha512),
+        ];
+        de::choice(d, &choices, "a supported SASL mechanism")
+    }
+}
+
+/// TLS to the brokers: the system's trust roots plus `ca_file`, and an optional client
+/// certificate for brokers that want mutual TLS.
+#[derive(Debug, Clone, Default)]
+pub struct KafkaTls {
+    /// Extra trust root (PEM).
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Client certificate chain and its private key (PEM), set together.
+    pub client_cert: Option<std::path::PathBuf>,
+    pub client_key: Option<std::path::PathBuf>,
+    /// Name checked in every broker's certificate instead of the host it is reached at (brokers
+    /// advertised by IP address, or behind a name the certificate does not carry).
+    pub server_name: Option<String>,
+}
+
+/// SASL authentication; the password is never logged.
+#[derive(Debug, Clone)]
+pub struct KafkaSasl {
+    pub mechanism: SaslMechanism,
+    pub username: String,
+    pub password: Secret,
+}
+
+impl KafkaOutputConfig {
+    /// Checks the meaning of the settings and resolves [`KafkaOutputConfig::sasl`].
+    pub fn check(&mut self, s: &mut Section) {
+        let fix =
+            "list the bootstrap brokers as host:port, e.g. `brokers: kafka-1:9092 kafka-2:9092`";
+        if !s.given("brokers") {
+            s.missing("brokers", fix);
+        } else if s.usable("brokers") && self.brokers.is_empty() {
+            s.problem("brokers", "is empty", fix);
+        }
+        for b in self.brokers.iter().filter(|b| !super::is_host_port(b)) {
+            s.problem("brokers", format!("`{b}` is not host:port"), fix);
+        }
+        self.topic = self.topic.trim().to_owned();
+        let sample = self
+            .topic
+            .replace("{content_type}", "Audit.Exchange")
+            .replace("{tenant_id}", "00000000-0000-0000-0000-000000000000");
+        let topic_ok = !sample.is_empty()
+            && sample.len() <= 249
+            && sample
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !topic_ok {
+            s.problem(
+                "topic",
+                "is not a valid Kafka topic (letters, digits, `.`, `_`, `-`; at most 249) after replacing {content_type} and {tenant_id}",
+                format!("e.g. `{DEFAULT_TOPIC}`"),
+            );
+        }
+        let sasl_keys = ["sasl_mechanism", "username", "password"];
+        if sasl_keys.iter().any(|k| s.given(k)) {
+            let missing: Vec<&str> = sasl_keys.into_iter().filter(|k| !s.given(k)).collect();
+            for k in missing {
+                s.missing_as(
+                    k,
+                    "is missing while other SASL keys are set",
+                    "set sasl_mechanism, username and password together",
+                );
+            }
+        }
+        self.sasl = match (self.sasl_mechanism, &self.username, &self.password) {
+            (Some(mechanism), Some(username), Some(password)) => Some(KafkaSasl {
+                mechanism,
+                username: username.clone(),
+                password: password.clone(),
+            }),
+            _ => None,
+        };
+        self.check_tls(s);
+        super::check_timeout(&mut self.timeout, s);
+    }
+
+    /// The TLS keys without `tls: true` are a problem rather than silently plaintext.
+    fn check_tls(&mut self, s: &mut Section) {
+        let keys = [
+            ("ca_file", self.ca_file.is_some()),
+            ("client_cert", self.client_cert.is_some()),
+            ("client_key", self.client_key.is_some()),
+            ("server_name", self.server_name.is_some()),
+        ];
+        if !self.tls_on {
+            for (key, _) in keys.into_iter().filter(|(_, set)| *set) {
+                s.problem(
+                    key,
+                    "only applies with `tls: true`",
+                    "set `tls: true` (the brokers' TLS listener), or remove it",
+                );
+            }
+            return;
+        }
+        for (key, path) in [
+            ("ca_file", &self.ca_file),
+            ("client_cert", &self.client_cert),
+        ] {
+            if let Some(p) = path {
+                s.pem_certificates(key, p);
+            }
+        }
+        if let Some(p) = &self.client_key {
+            s.pem_private_key("client_key", p);
+        }
+        for (given, missing, what) in [
+            (
+                "client_cert",
+                "client_key",
+                "the client certificate's private key (PEM)",
+            ),
+            ("client_key", "client_cert", "the client certificate (PEM)"),
+        ] {
+            if s.given(given) && !s.given(missing) {
+                s.missing_as(
+                    missing,
+                    format!("is missing while {given} is set"),
+                    format!("set {what}"),
+                );
+            }
+        }
+        if let Some(name) = &mut self.server_name {
+            *name = name.trim().to_owned();
+            if rustls_pki_types::ServerName::try_from(name.as_str()).is_err() {
+                s.problem(
+                    "server_name",
+                    format!("`{name}` is not a DNS name or IP address"),
+                    "give the name the brokers' certificates carry, e.g. kafka.example.com",
+                );
+            }
+        }
+        self.tls = Some(KafkaTls {
+            ca_file: self.ca_file.clone(),
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            server_name: self.server_name.clone(),
+        });
+    }
+}
 
 pub struct KafkaOutput {
     name: String,
@@ -137,7 +401,7 @@ impl KafkaOutput {
             Ok(Err(e)) => Err(classify(&e)),
             Err(_) => Err(Failure::Retry(format!(
                 "no answer within {}",
-                crate::config::format_duration(self.cfg.timeout)
+                crate::core::format_duration(self.cfg.timeout)
             ))),
         }
     }
@@ -348,11 +612,8 @@ mod tests {
         let cfg = KafkaOutputConfig {
             brokers: vec!["127.0.0.1:9092".into()],
             topic: "o365-{content_type}-{tenant_id}".into(),
-            key: KafkaKey::Id,
-            compression: KafkaCompression::None,
-            sasl: None,
-            tls: None,
             timeout: std::time::Duration::from_secs(1),
+            ..KafkaOutputConfig::default()
         };
         let out = KafkaOutput::open("k", &cfg).unwrap();
         let b = Batch {

@@ -4,6 +4,7 @@
 //! (`pipeline.batch_records`, `pipeline.batch_bytes`), in order, one at a time: an output must not
 //! take a batch for a whole blob (dedup keys, ids and verdicts are per record or per batch).
 
+pub mod config;
 pub mod file;
 pub mod http;
 pub mod kafka;
@@ -22,7 +23,37 @@ pub use kafka::KafkaOutput;
 pub use stdout::StdoutOutput;
 pub use syslog::SyslogOutput;
 
-use crate::config::OutputConfig;
+pub use file::{FileCompression, FileOutputConfig};
+pub use http::{HttpAuth, HttpFormat, HttpOutputConfig};
+pub use kafka::{
+    KafkaCompression, KafkaKey, KafkaOutputConfig, KafkaSasl, KafkaTls, SaslMechanism,
+};
+pub use syslog::{SyslogOutputConfig, SyslogTransport};
+
+pub use config::{OutputConfig, read_all};
+
+use crate::core::settings::Section;
+
+/// Connect/request timeout of network outputs.
+pub const DEFAULT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A network output's `timeout`: zero is refused (and reset to the default).
+fn check_timeout(timeout: &mut std::time::Duration, s: &mut Section) {
+    if timeout.is_zero() {
+        s.problem(
+            "timeout",
+            "is 0",
+            "use a positive duration, e.g. 30s (the default)",
+        );
+        *timeout = DEFAULT_TIMEOUT;
+    }
+}
+
+/// `host:port` with a port above 0.
+fn is_host_port(v: &str) -> bool {
+    v.rsplit_once(':')
+        .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p > 0))
+}
 
 /// One mapped record, encoded.
 #[derive(Debug, Clone)]

@@ -20,8 +20,227 @@ use tokio::sync::Mutex;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use serde::{Deserialize, Deserializer};
+
 use super::{Batch, Output, OutputError, SendReport};
-use crate::config::{SyslogOutputConfig, SyslogTransport};
+use crate::core::settings::{Section, de};
+
+pub const DEFAULT_APP_NAME: &str = "o365-collector";
+/// local0.
+pub const DEFAULT_FACILITY: u8 = 16;
+/// informational.
+pub const DEFAULT_SEVERITY: u8 = 6;
+/// SD-ID with a private enterprise number, as RFC 5424 §6.3.2 asks for non-IANA ids.
+pub const DEFAULT_SD_ID: &str = "o365@32473";
+const FACILITIES: [&str; 24] = [
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
+];
+const SEVERITIES: [&str; 8] = [
+    "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
+];
+
+/// `type: syslog`: RFC 5424 messages whose MSG is the JSON event.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyslogOutputConfig {
+    /// `host:port` of the receiver.
+    #[serde(deserialize_with = "de::text")]
+    pub address: String,
+    pub transport: SyslogTransport,
+    /// Extra trust root (PEM) for TLS; the system's webpki roots are used too.
+    #[serde(deserialize_with = "de::opt::path")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// Name checked in the receiver's certificate (default: the host of `address`).
+    #[serde(deserialize_with = "de::opt::text")]
+    pub server_name: Option<String>,
+    /// HOSTNAME field (default: this machine's host name).
+    #[serde(deserialize_with = "de::opt::text")]
+    pub hostname: Option<String>,
+    #[serde(deserialize_with = "de::text")]
+    pub app_name: String,
+    /// MSGID field; `None` → the content type (e.g. `Audit.Exchange`).
+    #[serde(deserialize_with = "de::opt::text")]
+    pub msgid: Option<String>,
+    /// 0–23 or its name (default 16, local0).
+    #[serde(deserialize_with = "facility")]
+    pub facility: u8,
+    /// 0–7 or its name (default 6, informational).
+    #[serde(deserialize_with = "severity")]
+    pub severity: u8,
+    /// SD-ID of the element carrying tenant/contentType/contentId; `None` → no structured data.
+    #[serde(deserialize_with = "de::opt::text")]
+    pub sd_id: Option<String>,
+    /// `false` leaves the structured data out (`sd_id` becomes `None`).
+    #[serde(deserialize_with = "de::flag")]
+    pub structured_data: bool,
+    /// Connect and write timeout.
+    #[serde(deserialize_with = "de::duration")]
+    pub timeout: Duration,
+}
+
+impl Default for SyslogOutputConfig {
+    fn default() -> Self {
+        SyslogOutputConfig {
+            address: String::new(),
+            transport: SyslogTransport::Tcp,
+            ca_file: None,
+            server_name: None,
+            hostname: None,
+            app_name: DEFAULT_APP_NAME.to_owned(),
+            msgid: None,
+            facility: DEFAULT_FACILITY,
+            severity: DEFAULT_SEVERITY,
+            sd_id: Some(DEFAULT_SD_ID.to_owned()),
+            structured_data: true,
+            timeout: super::DEFAULT_TIMEOUT,
+        }
+    }
+}
+
+/// How syslog messages travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// RFC 6587 octet counting over TCP.
+    Tcp,
+    /// RFC 5425: octet counting over TLS.
+    Tls,
+    /// RFC 5426: one message per datagram (no delivery confirmation).
+    Udp,
+}
+
+impl<'de> Deserialize<'de> for SyslogTransport {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let choices = [
+            ("tcp", SyslogTransport::Tcp),
+            ("tls", SyslogTransport::Tls),
+            ("udp", SyslogTransport::Udp),
+        ];
+        de::choice(d, &choices, "a syslog transport")
+    }
+}
+
+fn facility<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    code(d, &FACILITIES, "facility")
+}
+
+fn severity<'de, D: Deserializer<'de>>(d: D) -> Result<u8, D::Error> {
+    code(d, &SEVERITIES, "severity")
+}
+
+/// A facility or severity given by name or number.
+fn code<'de, D: Deserializer<'de>>(d: D, names: &[&str], what: &str) -> Result<u8, D::Error> {
+    let v = de::text(d)?;
+    let v = v.trim();
+    if let Some(i) = names.iter().position(|n| *n == v) {
+        return Ok(i as u8);
+    }
+    match v.parse::<u8>() {
+        Ok(n) if usize::from(n) < names.len() => Ok(n),
+        _ => Err(crate::core::settings::fail1(
+            format!("`{v}` is not a syslog {what}"),
+            format!(
+                "use a number 0–{} or one of: {}",
+                names.len() - 1,
+                names.join(", ")
+            ),
+        )),
+    }
+}
+
+impl SyslogOutputConfig {
+    /// Checks the meaning of the settings.
+    pub fn check(&mut self, s: &mut Section) {
+        let fix = "set the receiver as host:port, e.g. `address: siem.example.com:6514`";
+        if !s.given("address") {
+            s.missing("address", fix);
+        } else if !s.usable("address") {
+            // Refused while typing; reported already.
+        } else if self.address.trim().is_empty() {
+            s.problem("address", "is empty", fix);
+        } else if !super::is_host_port(self.address.trim()) {
+            s.problem(
+                "address",
+                "is not host:port",
+                "write the receiver as host:port, e.g. siem.example.com:6514 or [::1]:514",
+            );
+        }
+        self.address = self.address.trim().to_owned();
+        if let Some(ca) = &self.ca_file {
+            s.pem_certificates("ca_file", ca);
+        }
+        self.server_name = self.server_name.as_ref().map(|n| n.trim().to_owned());
+        if self.transport != SyslogTransport::Tls {
+            for (key, set) in [
+                ("ca_file", self.ca_file.is_some()),
+                ("server_name", self.server_name.is_some()),
+            ] {
+                if set {
+                    s.problem(
+                        key,
+                        "only applies to `transport: tls`",
+                        "remove it, or set `transport: tls`",
+                    );
+                }
+            }
+        }
+        for (key, value, max) in [
+            ("hostname", self.hostname.as_deref(), 255),
+            ("app_name", Some(self.app_name.as_str()), 48),
+            ("msgid", self.msgid.as_deref(), 32),
+        ] {
+            let ok = |v: &str| {
+                !v.is_empty() && v.len() <= max && v.bytes().all(|b| (33..=126).contains(&b))
+            };
+            if value.is_some_and(|v| !ok(v)) {
+                s.problem(
+                    key,
+                    format!("is not 1 to {max} printable ASCII characters without spaces"),
+                    "RFC 5424 allows only characters 33–126 here; e.g. `o365-collector`",
+                );
+            }
+        }
+        let sd_ok = |v: &str| {
+            !v.is_empty()
+                && v.len() <= 32
+                && v.bytes()
+                    .all(|b| (33..=126).contains(&b) && !matches!(b, b'=' | b']' | b'"' | b' '))
+        };
+        if self.sd_id.as_deref().is_some_and(|v| !sd_ok(v)) {
+            s.problem(
+                "sd_id",
+                "is not a valid SD-ID (1 to 32 printable ASCII characters without `=`, `]`, `\"` or spaces)",
+                "use name@<private enterprise number>, e.g. o365@32473",
+            );
+        }
+        if !self.structured_data {
+            self.sd_id = None;
+        }
+        super::check_timeout(&mut self.timeout, s);
+    }
+}
 
 /// Largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
@@ -333,6 +552,7 @@ mod tests {
             facility: 16,
             severity: 6,
             sd_id: Some("o365@32473".into()),
+            structured_data: true,
             timeout: Duration::from_secs(1),
         }
     }

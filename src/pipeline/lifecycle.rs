@@ -8,11 +8,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::tenant::{TenantRuntime, Tenants};
-use crate::config::WebhookConfig;
 use crate::mgmt_api::ApiError;
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::wire::Subscription;
 use crate::telemetry::Counters;
+use crate::webhook::config::WebhookConfig;
 
 /// How often healthy subscriptions are looked at again (at most; `pull.reconcile_every` when shorter).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
@@ -148,7 +148,7 @@ pub async fn keep(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::core::Secret;
     use crate::mgmt_api::wire::WebhookState;
 
     fn hook(addr: &str) -> WebhookConfig {
@@ -156,9 +156,7 @@ mod tests {
             address: addr.into(),
             auth_id: Secret::new("x"),
             path: "/".into(),
-            max_body_bytes: 1,
-            body_timeout: Duration::from_secs(1),
-            max_inflight_bytes: 1,
+            ..WebhookConfig::default()
         }
     }
 

@@ -3,6 +3,7 @@
 //! accepted them. `lifecycle` keeps the webhook subscriptions in place.
 
 pub mod blob;
+pub mod config;
 pub mod gate;
 pub mod graph_puller;
 pub mod jobs;

@@ -2,10 +2,11 @@
 //! side and listing lease, shared by the workers, pullers and the admin API.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
-use super::{gate, tenant_lease};
-use crate::config::TenantConfig;
+use super::gate;
+use crate::config::tenant::TenantConfig;
 use crate::graph::runtime::GraphRuntime;
 use crate::mgmt_api::ManagementClient;
 use crate::output::AnyOutput;
@@ -23,8 +24,8 @@ pub struct TenantRuntime {
     pub paused: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The Graph client and feed status, when the tenant collects a Graph feed.
     pub graph: Option<GraphRuntime>,
-    /// Whether this replica lists the tenant and keeps its subscriptions ([`tenant_lease`]).
-    pub listing: tenant_lease::ListingLease,
+    /// Whether this replica lists the tenant and keeps its subscriptions (`tenant_lease`).
+    pub listing: ListingLease,
 }
 
 impl TenantRuntime {
@@ -48,3 +49,54 @@ impl TenantRuntime {
 
 /// Tenants by lower-case tenant id.
 pub type Tenants = HashMap<String, Arc<TenantRuntime>>;
+
+/// Whether this replica lists one tenant.
+#[derive(Debug, Default)]
+pub struct ListingLease {
+    /// `None`: not shared, always held. `Some(until)`: held until that instant.
+    shared: Mutex<Option<Option<Instant>>>,
+}
+
+impl ListingLease {
+    /// A lease held by nobody yet, to be taken through the store.
+    pub fn shared() -> ListingLease {
+        ListingLease {
+            shared: Mutex::new(Some(None)),
+        }
+    }
+
+    /// Whether this replica may list the tenant and keep its subscriptions now.
+    pub fn held(&self) -> bool {
+        match *self.shared.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => true,
+            Some(until) => until.is_some_and(|u| Instant::now() < u),
+        }
+    }
+
+    /// Held until `until` (`None`: not held), as [`super::tenant_lease::keep`] learnt it.
+    pub(super) fn set(&self, until: Option<Instant>) {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if s.is_some() {
+            *s = Some(until);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_lease_of_one_process_is_always_held_and_a_shared_one_only_until_it_runs_out() {
+        let own = ListingLease::default();
+        own.set(None);
+        assert!(own.held());
+        let shared = ListingLease::shared();
+        assert!(!shared.held());
+        shared.set(Some(Instant::now() + Duration::from_secs(60)));
+        assert!(shared.held());
+        shared.set(Some(Instant::now() - Duration::from_millis(1)));
+        assert!(!shared.held());
+    }
+}

@@ -14,7 +14,6 @@
 //! nothing here runs.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
@@ -23,40 +22,6 @@ use tracing::{info, warn};
 
 use super::tenant::Tenants;
 use crate::store::Store;
-
-/// Default lease period of a tenant (`store.tenant_lease`).
-pub const DEFAULT_TENANT_LEASE: Duration = Duration::from_secs(30);
-
-/// Whether this replica lists one tenant.
-#[derive(Debug, Default)]
-pub struct ListingLease {
-    /// `None`: not shared, always held. `Some(until)`: held until that instant.
-    shared: Mutex<Option<Option<Instant>>>,
-}
-
-impl ListingLease {
-    /// A lease held by nobody yet, to be taken through the store.
-    pub fn shared() -> ListingLease {
-        ListingLease {
-            shared: Mutex::new(Some(None)),
-        }
-    }
-
-    /// Whether this replica may list the tenant and keep its subscriptions now.
-    pub fn held(&self) -> bool {
-        match *self.shared.lock().unwrap_or_else(|e| e.into_inner()) {
-            None => true,
-            Some(until) => until.is_some_and(|u| Instant::now() < u),
-        }
-    }
-
-    fn set(&self, until: Option<Instant>) {
-        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        if s.is_some() {
-            *s = Some(until);
-        }
-    }
-}
 
 /// Takes and renews the tenants' leases until shutdown, then lets them go so another replica
 /// takes over at once. `reconcile_now` is notified when this replica takes a tenant over (its
@@ -109,23 +74,5 @@ pub async fn keep<S: Store>(
             t.listing.set(None);
             let _ = store.let_go_tenant(&t.cfg.tenant_id).await;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_lease_of_one_process_is_always_held_and_a_shared_one_only_until_it_runs_out() {
-        let own = ListingLease::default();
-        own.set(None);
-        assert!(own.held());
-        let shared = ListingLease::shared();
-        assert!(!shared.held());
-        shared.set(Some(Instant::now() + Duration::from_secs(60)));
-        assert!(shared.held());
-        shared.set(Some(Instant::now() - Duration::from_millis(1)));
-        assert!(!shared.held());
     }
 }

@@ -14,10 +14,10 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use super::config::PipelineConfig;
 use super::gate::{MAX_PAUSE, Pass, ProbeGuard};
 use super::stream::{BlobStream, MapSpec, Piece, StreamError};
 use super::tenant::{TenantRuntime, Tenants};
-use crate::config::PipelineConfig;
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Output};

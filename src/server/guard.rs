@@ -40,9 +40,9 @@ impl Default for ConnLimits {
     /// The configuration's defaults.
     fn default() -> ConnLimits {
         ConnLimits {
-            max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
-            header_timeout: crate::config::DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: crate::config::DEFAULT_IDLE_TIMEOUT,
+            max_connections: super::config::DEFAULT_MAX_CONNECTIONS,
+            header_timeout: super::config::DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: super::config::DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -2,11 +2,88 @@
 
 use std::time::{Duration, SystemTime};
 
+use serde_yaml::{Mapping, Value};
+
 use super::embedded::EmbeddedStore;
+use super::postgres::PostgresConfig;
 use super::postgres::PostgresStore;
 use super::{
     Claimed, ContentRef, DeadLetter, EnqueueOutcome, Store, StoreError, StoreStats, TenantHolder,
 };
+use crate::core::settings::{Problems, field_names};
+use crate::core::typed::{kind_of, typed};
+
+/// `store:` — where the queue, the dedup set and the cursors live.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// One process: a file under `last_value_storage` (the default).
+    Embedded,
+    /// Several replicas share one PostgreSQL database.
+    Postgres(PostgresConfig),
+}
+
+impl StoreConfig {
+    /// `store:` — a kind alone (`store: postgres`) or a mapping with `type` and the kind's settings.
+    pub fn read(value: Option<Value>, p: &mut Problems) -> StoreConfig {
+        let kinds = "use `embedded` (one process, the default) or `postgres` (several replicas)";
+        let (mut map, kind_key) = match value {
+            None => return StoreConfig::Embedded,
+            Some(Value::Mapping(m)) => (m, "store.type"),
+            Some(Value::String(kind)) => {
+                let mut m = Mapping::new();
+                m.insert("type".into(), Value::String(kind));
+                (m, "store")
+            }
+            Some(other) => {
+                p.push(
+                    "store",
+                    format!("is {}, expected a kind or a mapping", kind_of(&other)),
+                    kinds,
+                );
+                return StoreConfig::Embedded;
+            }
+        };
+        let kind = match map.remove("type") {
+            Some(Value::String(k)) => k.trim().to_ascii_lowercase(),
+            _ if p.is_invalid("store.type") => return StoreConfig::Embedded,
+            _ => {
+                p.push("store", "has no type", "add `type: embedded` (one process, the default) or `type: postgres` (several replicas)");
+                return StoreConfig::Embedded;
+            }
+        };
+        match kind.as_str() {
+            "embedded" => {
+                for (name, _) in map {
+                    let name = name.as_str().unwrap_or_default();
+                    let key = format!("store.{name}");
+                    if field_names::<PostgresConfig>().contains(&name) {
+                        p.push(
+                            &key,
+                            "is a setting of store type postgres, not embedded",
+                            "remove it, or set `type: postgres`",
+                        );
+                    } else {
+                        p.push(
+                            &key,
+                            "is not a known key",
+                            "remove it; store type embedded takes no other key",
+                        );
+                    }
+                }
+                StoreConfig::Embedded
+            }
+            "postgres" => {
+                let mut c: PostgresConfig = typed(Value::Mapping(map), "store", p);
+                c.check(&mut p.section("store"));
+                StoreConfig::Postgres(c)
+            }
+            other => {
+                p.push(kind_key, format!("is `{other}`, not a store type"), kinds);
+                StoreConfig::Embedded
+            }
+        }
+    }
+}
 
 /// The store the configuration chose (`store:`).
 #[derive(Debug, Clone)]

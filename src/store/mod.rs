@@ -14,7 +14,7 @@ pub mod postgres;
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-pub use any::AnyStore;
+pub use any::{AnyStore, StoreConfig};
 pub use embedded::EmbeddedStore;
 pub use postgres::{PostgresConfig, PostgresStore};
 

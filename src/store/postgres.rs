@@ -50,28 +50,122 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 use super::{
     Claimed, ContentRef, DeadLetter, EnqueueOutcome, StoreError, StoreStats, TenantHolder,
 };
-use crate::config::Secret;
+use crate::core::Secret;
+use crate::core::settings::{Section, de};
 
 /// What `store: postgres` configures.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PostgresConfig {
     /// `postgres://user:password@host:port/database?…`: a secret (it holds the password).
     pub url: Secret,
+    /// The URL read from a file instead (into `url`, by the check).
+    #[serde(deserialize_with = "de::opt::path")]
+    pub url_file: Option<PathBuf>,
     /// Connections this replica keeps at most.
+    #[serde(deserialize_with = "de::whole")]
     pub pool_size: u32,
     /// `disable`, `allow`, `prefer`, `require`, `verify-ca` or `verify-full`; `None`: the URL's
     /// `sslmode`, else `prefer`.
+    #[serde(deserialize_with = "de::opt::text")]
     pub sslmode: Option<String>,
     /// PEM CA certificates the database's certificate must chain to (`verify-ca`/`verify-full`).
+    #[serde(deserialize_with = "de::opt::path")]
     pub ca_file: Option<PathBuf>,
     /// A file output is allowed with this store (each replica writes its own file).
+    #[serde(deserialize_with = "de::flag")]
     pub allow_file_output: bool,
     /// How long a replica's lease on listing a tenant lasts unless renewed (`tenant_lease`).
+    #[serde(deserialize_with = "de::duration")]
     pub tenant_lease: Duration,
 }
 
 /// Default `store.pool_size`.
 pub const DEFAULT_POOL_SIZE: u32 = 8;
+/// How long a replica's lease on listing a tenant lasts unless renewed (`store.tenant_lease`):
+/// a replica that stops renewing loses its tenants to the others within about this long.
+pub const DEFAULT_TENANT_LEASE: Duration = Duration::from_secs(30);
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: Secret::new(String::new()),
+            url_file: None,
+            pool_size: DEFAULT_POOL_SIZE,
+            sslmode: None,
+            ca_file: None,
+            allow_file_output: false,
+            tenant_lease: DEFAULT_TENANT_LEASE,
+        }
+    }
+}
+
+impl PostgresConfig {
+    /// Checks the settings, reading `url_file` into `url`. The URL is never quoted: it holds the
+    /// password.
+    pub fn check(&mut self, s: &mut Section) {
+        match (s.given("url"), &self.url_file) {
+            (false, Some(path)) => {
+                if let Some(url) = s.secret_file("url_file", path) {
+                    self.url = url;
+                }
+            }
+            (true, Some(_)) => s.problem("url_file", "is set together with store.url", "keep only one of url or url_file"),
+            (false, None) if !s.given("url_file") => s.here(
+                "is postgres but has no url",
+                "add `url: ${O365_DATABASE_URL}` (postgres://user:password@host:5432/database) or `url_file:`",
+            ),
+            _ => {}
+        }
+        let url = self.url.expose().trim();
+        let fix = "write it as postgres://user:password@host:5432/database";
+        let key = if s.given("url") { "url" } else { "url_file" };
+        if !url.is_empty() {
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") && u.has_host() => {
+                    self.url = Secret::new(url);
+                }
+                Ok(_) => s.problem(key, "is not a postgres:// URL with a host", fix),
+                Err(e) => s.problem(key, format!("is not a URL ({e})"), fix),
+            }
+        }
+        if self.pool_size == 0 || self.pool_size > 1000 {
+            s.problem(
+                "pool_size",
+                format!("is {}", self.pool_size),
+                "use 1 to 1000 connections (default 8)",
+            );
+        }
+        if let Some(mode) = &mut self.sslmode {
+            *mode = mode.trim().to_ascii_lowercase();
+            const MODES: [&str; 6] = [
+                "disable",
+                "allow",
+                "prefer",
+                "require",
+                "verify-ca",
+                "verify-full",
+            ];
+            if !MODES.contains(&mode.as_str()) {
+                s.problem(
+                    "sslmode",
+                    format!("is `{mode}`, not an sslmode"),
+                    format!("use one of {}", MODES.join(", ")),
+                );
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            s.pem_certificates("ca_file", ca);
+        }
+        if self.tenant_lease < Duration::from_secs(1) {
+            s.problem(
+                "tenant_lease",
+                "is under 1s",
+                "use a lease of seconds, e.g. 30s (the default)",
+            );
+        }
+    }
+}
 /// How long a call waits for a free (or new) connection before the store counts as unavailable.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a call may take: a database that stopped answering must not hold a webhook

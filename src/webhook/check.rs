@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::core::Secret;
 use crate::mgmt_api::uri::ResourceBase;
 use crate::mgmt_api::wire::{ContentNotice, ValidationBody};
 use crate::store::ContentRef;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::HeaderMap;
 
-use crate::config::IpNet;
+use crate::core::IpNet;
 
 /// The configured proxies, shared with the handler as a request extension.
 #[derive(Clone, Debug, Default)]

@@ -3,6 +3,7 @@
 //! may forget them. The admin API is never mounted here.
 
 pub mod check;
+pub mod config;
 pub mod forwarded;
 pub mod intake;
 
@@ -83,7 +84,7 @@ fn refuse<S>(
 struct Caller<'a> {
     peer: SocketAddr,
     headers: &'a HeaderMap,
-    trusted: &'a [crate::config::IpNet],
+    trusted: &'a [crate::core::IpNet],
 }
 
 async fn notify<S: Store>(

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use o365_collector::config::Secret;
+use o365_collector::core::Secret;
 use o365_collector::store::{PostgresConfig, PostgresStore};
 use sqlx::Connection;
 
@@ -256,9 +256,8 @@ impl Postgres {
             url: Secret::new(url),
             pool_size: 4,
             sslmode: Some("disable".into()),
-            ca_file: None,
-            allow_file_output: false,
             tenant_lease: std::time::Duration::from_secs(30),
+            ..PostgresConfig::default()
         }
     }
 

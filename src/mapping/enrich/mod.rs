@@ -22,19 +22,25 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::event::Entries;
+use crate::core::settings::{Section, de};
 use geoip::{GeoDb, GeoError, Kind};
 use user_agent::{UaCache, UaError, UaParser};
 
 /// `enrichment:` in the configuration. Everything off by default.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct EnrichmentConfig {
     /// Parse `user_agent.original` into `user_agent.*`.
+    #[serde(deserialize_with = "de::flag")]
     pub user_agent: bool,
     /// A MaxMind City database (GeoIP2/GeoLite2-City layout) for `source.geo.*`.
+    #[serde(deserialize_with = "de::opt::path")]
     pub geoip_city: Option<PathBuf>,
     /// A MaxMind ASN database (GeoLite2-ASN layout) for `source.as.*`.
+    #[serde(deserialize_with = "de::opt::path")]
     pub geoip_asn: Option<PathBuf>,
     /// How often the database files are checked for a new version.
+    #[serde(deserialize_with = "de::duration")]
     pub reload_every: Duration,
 }
 
@@ -55,6 +61,79 @@ impl Default for EnrichmentConfig {
 impl EnrichmentConfig {
     pub fn is_enabled(&self) -> bool {
         self.user_agent || self.geoip_city.is_some() || self.geoip_asn.is_some()
+    }
+
+    /// Checks the settings; `ecs_used`: whether any tenant has `format: ecs` (the only format
+    /// enriched).
+    pub fn check(&mut self, s: &mut Section, ecs_used: bool) {
+        for (key, path, kind) in [
+            ("geoip_city", &mut self.geoip_city, Kind::City),
+            ("geoip_asn", &mut self.geoip_asn, Kind::Asn),
+        ] {
+            if let Some(p) = path
+                && !geoip_database(s, key, p, kind)
+            {
+                *path = None;
+            }
+        }
+        if self.reload_every < Duration::from_secs(1) {
+            s.problem(
+                "reload_every",
+                "is shorter than 1s",
+                "use a check interval such as 60s (the default)",
+            );
+        }
+        if self.is_enabled()
+            && !ecs_used
+            && let Some(key) = ["user_agent", "geoip_city", "geoip_asn"]
+                .into_iter()
+                .find(|k| s.given(k))
+        {
+            s.problem(
+                key,
+                "applies to `format: ecs` only, and no tenant uses it",
+                "set `format: ecs` for the tenants to enrich, or remove enrichment:",
+            );
+        }
+    }
+}
+
+/// A MaxMind database of the expected kind (a City database given as the ASN one is a likely
+/// slip); false when it cannot be used at all.
+fn geoip_database(s: &mut Section, key: &str, path: &std::path::Path, kind: Kind) -> bool {
+    let Some(bytes) = s.read(key, path) else {
+        return false;
+    };
+    match maxminddb::Reader::from_source(bytes) {
+        Ok(r) => {
+            let t = r.metadata().database_type.to_ascii_lowercase();
+            let (fits, expected) = match kind {
+                Kind::City => (t.contains("city") || t.contains("enterprise"), "City"),
+                Kind::Asn => (t.contains("asn") || t.contains("isp"), "ASN"),
+            };
+            if !fits {
+                s.problem(
+                    key,
+                    format!(
+                        "names a {} database, not a {expected} one",
+                        r.metadata().database_type
+                    ),
+                    "geoip_city takes a City database, geoip_asn an ASN database",
+                );
+            }
+            true
+        }
+        Err(e) => {
+            s.problem(
+                key,
+                format!(
+                    "names {}, which is not a MaxMind database ({e})",
+                    path.display()
+                ),
+                "give a MaxMind DB file (.mmdb), e.g. GeoLite2-City.mmdb or GeoLite2-ASN.mmdb",
+            );
+            false
+        }
     }
 }
 

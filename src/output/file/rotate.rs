@@ -23,7 +23,7 @@ use flate2::Compression;
 use flate2::GzBuilder;
 use flate2::read::MultiGzDecoder;
 
-use crate::config::{FileCompression, FileOutputConfig};
+use super::config::{FileCompression, FileOutputConfig};
 
 /// Timestamp of rotated names: fixed width, so names sort by time.
 const STAMP: &str = "%Y%m%dT%H%M%S%.3fZ";
