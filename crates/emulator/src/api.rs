@@ -15,9 +15,11 @@ use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::{Value, json};
 
 use super::auth::{self, AccessClaims};
+use super::error::ApiError;
 use super::generator::ContentType;
-use super::server::{Blob, RETENTION, Shared, Subscription, WebhookStatus, lock};
-use super::webhooks;
+use super::lock;
+use super::state::{Blob, RETENTION, Shared, Subscription, WebhookStatus};
+use super::webhooks::{self, WebhookRequest};
 
 /// Shared pool key and PublisherId Microsoft reports when PublisherIdentifier is absent.
 const NO_PUBLISHER: &str = "00000000-0000-0000-0000-000000000000";
@@ -38,88 +40,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
             &format!("{feed}/resources/dlpSensitiveTypes"),
             get(dlp_types),
         )
-}
-
-/// An API error as Microsoft sends it.
-#[derive(Debug)]
-pub(crate) struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-    retry_after: Option<u64>,
-    www_authenticate: Option<String>,
-}
-
-impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            retry_after: None,
-            www_authenticate: None,
-        }
-    }
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, code, message)
-    }
-    /// 401 for a missing, forged, expired or foreign-audience token.
-    pub fn unauthorized(base_url: &str, why: &str) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "InvalidAuthenticationToken",
-            format!("Authorization has been denied for this request. {why}"),
-        );
-        e.www_authenticate = Some(format!(
-            "Bearer realm=\"\", authorization_uri=\"{base_url}/common/oauth2/authorize\", error=\"invalid_token\""
-        ));
-        e
-    }
-    fn missing(param: &str) -> Self {
-        ApiError::bad("AF20001", format!("Missing parameter: {param}."))
-    }
-    fn bad_type(param: &str, expected: &str) -> Self {
-        ApiError::bad(
-            "AF20002",
-            format!("Invalid parameter type: {param}. Expected type: {expected}"),
-        )
-    }
-    fn no_subscription() -> Self {
-        ApiError::bad(
-            "AF20022",
-            "No subscription found for the specified content type.",
-        )
-    }
-    fn window() -> Self {
-        ApiError::bad(
-            "AF20030",
-            "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time no more than 7 days in the past.",
-        )
-    }
-    pub fn webhook_not_validated(address: &str, why: &str) -> Self {
-        ApiError::bad(
-            "AF20021",
-            format!("The webhook endpoint {address} could not be validated. {why}"),
-        )
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
-        let mut resp = (self.status, axum::Json(body)).into_response();
-        if let Some(secs) = self.retry_after
-            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-        {
-            resp.headers_mut().insert(header::RETRY_AFTER, v);
-        }
-        if let Some(w) = self.www_authenticate
-            && let Ok(v) = HeaderValue::from_str(&w)
-        {
-            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-        }
-        resp
-    }
 }
 
 /// Anything outside the emulated and control paths.
@@ -193,10 +113,10 @@ async fn authorize(
 ) -> Result<Ctx, ApiError> {
     {
         let mut log = lock(&s.requests);
-        if log.len() >= super::server::REQUEST_LOG_LIMIT {
+        if log.len() >= super::state::REQUEST_LOG_LIMIT {
             log.pop_front();
         }
-        log.push_back(super::server::ApiRequest {
+        log.push_back(super::state::ApiRequest {
             at: chrono::Utc::now(),
             tenant_id: tenant.to_owned(),
             operation: method.to_owned(),
@@ -309,13 +229,6 @@ fn subscription_json(s: &Shared, ct: ContentType, sub: &Subscription) -> Value {
         "status": if sub.enabled { "enabled" } else { "disabled" },
         "webhook": webhook_json(s, sub),
     })
-}
-
-/// A webhook request from the start body.
-pub(crate) struct WebhookRequest {
-    pub address: String,
-    pub auth_id: Option<String>,
-    pub expiration: Option<DateTime<Utc>>,
 }
 
 fn parse_webhook(s: &Shared, body: &[u8]) -> Result<Option<WebhookRequest>, ApiError> {

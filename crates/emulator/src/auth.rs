@@ -20,9 +20,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use super::api::ApiError;
-use super::server::{App, RegisteredCert, Shared};
-use super::{EmulatorError, MICROSOFT_RESOURCE};
+use super::error::ApiError;
+use super::state::{App, RegisteredCert, Shared};
+use super::{EmulatorError, MICROSOFT_GRAPH, MICROSOFT_RESOURCE};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Roles granted when `EmulatorConfig::app_roles` has no entry for the client.
@@ -195,14 +195,10 @@ async fn token_v2(
 /// global cloud's Graph (a token for another cloud's Graph is refused: `invalid_resource`).
 fn accepted_resource(s: &Shared, resource: &str) -> Option<String> {
     let r = resource.trim_end_matches('/');
-    [
-        s.base_url.as_str(),
-        MICROSOFT_RESOURCE,
-        super::graph::MICROSOFT_GRAPH,
-    ]
-    .into_iter()
-    .find(|a| a.eq_ignore_ascii_case(r))
-    .map(|_| r.to_string())
+    [s.base_url.as_str(), MICROSOFT_RESOURCE, MICROSOFT_GRAPH]
+        .into_iter()
+        .find(|a| a.eq_ignore_ascii_case(r))
+        .map(|_| r.to_string())
 }
 
 fn token(

@@ -9,13 +9,14 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::EmulatorError;
+use super::faults::FaultsPatch;
 use super::generator::ContentType;
-use super::server::{Shared, lock};
+use super::publish::{GenerateRequest, PublishRequest};
+use super::state::{ApiRequest, Delivery, Shared};
+use super::{EmulatorError, lock};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -28,194 +29,6 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_emulator/deliveries", get(deliveries))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/clock", get(clock).post(advance_clock))
-}
-
-/// `POST /_emulator/generate`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GenerateRequest {
-    pub tenant_id: String,
-    pub content_type: String,
-    /// Records in all, spread evenly over the blobs.
-    pub records: usize,
-    /// Number of blobs (at least 1).
-    #[serde(default = "one")]
-    pub blobs: usize,
-    /// contentCreated of the blobs (RFC 3339); default: now on the emulator clock.
-    #[serde(default)]
-    pub created: Option<DateTime<Utc>>,
-}
-
-fn one() -> usize {
-    1
-}
-
-/// `POST /_emulator/publish`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PublishRequest {
-    pub tenant_id: String,
-    pub content_type: String,
-    pub records: Vec<Value>,
-    #[serde(default)]
-    pub created: Option<DateTime<Utc>>,
-}
-
-/// `GET /_emulator/published` answer.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Published {
-    pub blobs: usize,
-    pub records: usize,
-    /// `Id` of every record, blob by blob in publish order.
-    pub record_ids: Vec<String>,
-    pub content_ids: Vec<String>,
-    /// Successful downloads of these blobs (`GET audit/{contentId}` answered 200), repeats counted.
-    #[serde(default)]
-    pub content_fetches: u64,
-}
-
-/// One webhook call (validation or notification attempt) as `GET /_emulator/deliveries` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Delivery {
-    /// Emulator clock at the end of the attempt.
-    pub time: DateTime<Utc>,
-    /// `validation` or `notification`.
-    pub kind: String,
-    pub tenant_id: String,
-    pub content_type: String,
-    pub address: String,
-    pub content_ids: Vec<String>,
-    /// 1 for the first try of a batch, then 2, 3, … for its retries.
-    pub attempt: u32,
-    /// HTTP status answered (or injected); `None` on timeout/connection error.
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub success: bool,
-    pub duration_ms: u64,
-}
-
-/// Faults in force (`GET`/`POST /_emulator/faults`).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Faults {
-    /// Requests per minute per tenant+PublisherIdentifier before 429.
-    pub throttle_per_minute: u32,
-    /// Fraction (0..1) of `audit/{contentId}` fetches answered with `content_error_status`
-    /// (seeded dice, reproducible for a given seed).
-    pub content_error_rate: f64,
-    /// The next N content fetches fail, then fetches succeed again.
-    pub content_fail_next: u32,
-    /// Status of injected content fetch failures, default 500. The body is what Microsoft sends
-    /// with that status: 401 `InvalidAuthenticationToken` (with `WWW-Authenticate`), 429 `AF429`
-    /// (with `Retry-After: 1`), anything else `AF50000`.
-    pub content_error_status: u16,
-    /// Added before every Management Activity API answer.
-    pub latency_ms: u64,
-    /// Non-zero: notification attempts are not sent and count as failures with this status.
-    pub webhook_fail_status: u16,
-    /// Notification attempts hang for the delivery timeout, then count as timeouts.
-    pub webhook_hang: bool,
-    /// Base (e.g. `https://evil.example.net`) put in announced and listed contentUri values.
-    pub foreign_content_uri: Option<String>,
-    /// Base (e.g. `https://other.example.net`) that content fetches and content listings are
-    /// redirected to (`redirect_status`, `Location` = this base + the same path and query): what a
-    /// hijacked or misconfigured front end would answer. A client that follows it leaks its token.
-    #[serde(default)]
-    pub redirect_to: Option<String>,
-    /// Status of those redirects: 301, 302 (the default), 303, 307 or 308; others are ignored.
-    #[serde(default = "found")]
-    pub redirect_status: u16,
-}
-
-fn found() -> u16 {
-    302
-}
-
-impl Default for Faults {
-    fn default() -> Self {
-        Faults {
-            throttle_per_minute: 2000,
-            content_error_rate: 0.0,
-            content_fail_next: 0,
-            content_error_status: 500,
-            latency_ms: 0,
-            webhook_fail_status: 0,
-            webhook_hang: false,
-            foreign_content_uri: None,
-            redirect_to: None,
-            redirect_status: found(),
-        }
-    }
-}
-
-/// Changes to the faults: absent fields stay as they are; `reset: true` first restores defaults
-/// (keeping the configured throttle quota). An empty `foreign_content_uri` or `redirect_to` clears
-/// it.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultsPatch {
-    #[serde(default)]
-    pub reset: bool,
-    pub throttle_per_minute: Option<u32>,
-    pub content_error_rate: Option<f64>,
-    pub content_fail_next: Option<u32>,
-    pub content_error_status: Option<u16>,
-    pub latency_ms: Option<u64>,
-    pub webhook_fail_status: Option<u16>,
-    pub webhook_hang: Option<bool>,
-    pub foreign_content_uri: Option<String>,
-    pub redirect_to: Option<String>,
-    pub redirect_status: Option<u16>,
-}
-
-impl Faults {
-    pub(crate) fn apply(&mut self, p: FaultsPatch) {
-        if p.reset {
-            *self = Faults {
-                throttle_per_minute: self.throttle_per_minute,
-                ..Faults::default()
-            };
-        }
-        if let Some(v) = p.throttle_per_minute {
-            self.throttle_per_minute = v;
-        }
-        if let Some(v) = p.content_error_rate {
-            self.content_error_rate = v.clamp(0.0, 1.0);
-        }
-        if let Some(v) = p.content_fail_next {
-            self.content_fail_next = v;
-        }
-        if let Some(v) = p.content_error_status {
-            self.content_error_status = v;
-        }
-        if let Some(v) = p.latency_ms {
-            self.latency_ms = v;
-        }
-        if let Some(v) = p.webhook_fail_status {
-            self.webhook_fail_status = v;
-        }
-        if let Some(v) = p.webhook_hang {
-            self.webhook_hang = v;
-        }
-        if let Some(v) = p.foreign_content_uri {
-            self.foreign_content_uri = Some(v).filter(|s| !s.is_empty());
-        }
-        if let Some(v) = p.redirect_to {
-            self.redirect_to = Some(v).filter(|s| !s.is_empty());
-        }
-        if let Some(v) = p
-            .redirect_status
-            .filter(|v| matches!(v, 301..=303 | 307 | 308))
-        {
-            self.redirect_status = v;
-        }
-    }
-
-    /// The redirect in force for a request to `path_and_query`: its status and `Location`.
-    pub(crate) fn redirect(&self, path_and_query: &str) -> Option<(u16, String)> {
-        let base = self.redirect_to.as_deref()?;
-        Some((
-            self.redirect_status,
-            format!("{}{path_and_query}", base.trim_end_matches('/')),
-        ))
-    }
 }
 
 fn control_error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -359,7 +172,7 @@ async fn deliveries(State(s): State<Arc<Shared>>, Query(q): Query<DeliveriesQuer
 /// `GET /_emulator/requests[?tenant_id=…]`: the latest API calls, oldest first.
 async fn requests(State(s): State<Arc<Shared>>, Query(q): Query<DeliveriesQuery>) -> Response {
     let log = lock(&s.requests);
-    let list: Vec<&super::server::ApiRequest> = log
+    let list: Vec<&ApiRequest> = log
         .iter()
         .filter(|r| {
             q.tenant_id

@@ -14,7 +14,7 @@
 //! `$filter` takes comparisons (`eq`, `ge`, `gt`, `le`, `lt`) of the feed's time property joined
 //! by `and`; other properties get 400, as an unsupported query does at Microsoft.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -29,13 +29,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::auth;
 use super::generator::{Prng, TenantFacts};
 use super::graph_records as records;
-use super::server::{Shared, lock};
-use super::{EmulatorError, auth};
+use super::graph_state::{GraphState, Stored};
+use super::state::Shared;
+use super::{EmulatorError, lock};
 
-/// The global cloud's Graph audience; the emulator's own base URL is accepted too.
-pub const MICROSOFT_GRAPH: &str = "https://graph.microsoft.com";
+pub use super::MICROSOFT_GRAPH;
+pub use super::graph_state::{GraphAccess, GraphFaults, GraphRequest, GraphThrottle};
 /// Microsoft's first-party app whose service principal message trace needs.
 pub const TRACE_APP_ID: &str = "8bd644d1-64a1-4d4b-ae52-2e0cbf64e373";
 
@@ -60,68 +62,12 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_emulator/graph/requests", get(requests))
 }
 
-/// One stored record of a collection.
-struct Stored {
-    /// The collection's time property (sign-in time, …, last change).
-    time: DateTime<Utc>,
-    seq: u64,
-    value: Value,
-}
-
-/// What a tenant may read.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GraphAccess {
-    /// No Entra ID P1/P2: sign-ins answer 403 (non-premium).
-    #[serde(default)]
-    pub unlicensed: bool,
-    /// Feeds (`sign_ins`, …) whose permission was not granted: 403 Authorization_RequestDenied.
-    #[serde(default)]
-    pub denied: Vec<String>,
-    /// The message trace service principal does not exist: message trace answers 401.
-    #[serde(default)]
-    pub trace_principal_missing: bool,
-}
-
 /// `POST /_emulator/graph/access`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraphAccessRequest {
     pub tenant_id: String,
     #[serde(flatten)]
     pub access: GraphAccess,
-}
-
-/// A forced 429 of one tenant × feed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GraphThrottle {
-    pub tenant_id: String,
-    pub feed: String,
-    /// How many of the next requests get 429.
-    pub next: u32,
-    #[serde(default = "one")]
-    pub retry_after_secs: u64,
-}
-
-fn one() -> u64 {
-    1
-}
-
-/// `POST /_emulator/graph/faults` (replaces the Graph faults).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct GraphFaults {
-    #[serde(default)]
-    pub throttle: Vec<GraphThrottle>,
-    /// Origin (`https://evil.example`) put in every `@odata.nextLink` instead of ours.
-    #[serde(default)]
-    pub foreign_next_link: Option<String>,
-    /// Records per page at most, below what `$top` asks (forces paging in tests).
-    #[serde(default)]
-    pub page_size: Option<usize>,
-    /// Requests per 10 s per tenant before the identity reports answer 429 (Microsoft: 5).
-    #[serde(default)]
-    pub identity_per_10s: Option<usize>,
-    /// Requests per 5 min per tenant before message trace answers 429 (Microsoft: 100).
-    #[serde(default)]
-    pub trace_per_5min: Option<usize>,
 }
 
 /// `POST /_emulator/graph/generate`.
@@ -147,38 +93,6 @@ pub struct GraphGenerate {
 pub struct GraphUpdate {
     pub tenant_id: String,
     pub id: String,
-}
-
-/// One answered Graph request, as `GET /_emulator/graph/requests` lists it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct GraphRequest {
-    pub tenant_id: String,
-    pub path: String,
-    pub status: u16,
-    /// The time bounds of `$filter` (ge/gt, le/lt), as asked.
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    /// The emulator clock when it was answered.
-    pub at: DateTime<Utc>,
-    /// Whether an `Authorization` header came with it.
-    pub authorized: bool,
-}
-
-#[derive(Default)]
-pub(crate) struct GraphState {
-    /// (lower tenant, collection path) → records.
-    collections: HashMap<(String, &'static str), Vec<Stored>>,
-    /// (lower tenant, feed config name) → identities ever published, in order.
-    published: HashMap<(String, String), Vec<String>>,
-    access: HashMap<String, GraphAccess>,
-    faults: GraphFaults,
-    /// (lower tenant, quota group) → request times in the current window.
-    quotas: HashMap<(String, &'static str), VecDeque<DateTime<Utc>>>,
-    requests: Vec<GraphRequest>,
-    seq: u64,
-    /// Numbers service health ids.
-    serial: u64,
-    rng: Option<Prng>,
 }
 
 /// One of Graph's four audit feeds: what its collections are filtered by and what identifies a

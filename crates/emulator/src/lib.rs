@@ -1,13 +1,21 @@
 //! Faithful emulator of Microsoft's Office 365 Management Activity API and the Azure AD token
 //! endpoint, on one HTTPS address, plus a control surface under `/_emulator/` for tests and demos.
 //!
-//! Module map: [`server`] (router, shared state, clock, start/stop), `auth` (token endpoints and
-//! token checks), `api` (Management Activity API), `webhooks` (validation, delivery, retry, disable),
-//! `throttle` (per tenant/publisher quota), `generator` (synthetic records), [`graph`] (Microsoft
-//! Graph: sign-ins, directory audits, message trace, service health; `graph_records` makes their
-//! records), `control`
-//! (`/_emulator`), `tls` (CA and certificates), [`cli`] (the `o365-emulator` binary and
-//! `o365-collector emulator`). docs/emulator.md explains how to drive it with curl.
+//! Modules, lowest first; each imports only modules before it in this list:
+//! - this file: configuration (`EmulatorConfig`, `TenantSpec`), `EmulatorError`, `lock`;
+//! - plain data and helpers: `error` (the API's error answer), `faults` (injected faults),
+//!   `throttle` (per tenant/publisher quota), `generator` (synthetic records), `graph_records`
+//!   (Graph's records), `graph_state` (what is kept of Graph), `tls` (CA and certificates);
+//! - `state`: `Shared`, the state every handler works on, and the emulator clock;
+//! - handlers: `auth` (token endpoints and token checks), `webhooks` (validation, delivery, retry,
+//!   disable), then `api` (Management Activity API), `publish` (storing and announcing blobs),
+//!   [`graph`] (Microsoft Graph: sign-ins, directory audits, message trace, service health), then
+//!   `control` (`/_emulator`);
+//! - `server` (start/stop and the router: the only module that imports every handler), [`cli`]
+//!   (the `o365-emulator` binary and `o365-collector emulator`).
+//!
+//! `tests/architecture.rs` (workspace root) fails on an import loop among them. docs/emulator.md
+//! explains how to drive the emulator with curl.
 //!
 //! A crate of its own so that the collector's product library does not carry it and it cannot lean on
 //! the collector's types: it knows Microsoft's API only.
@@ -16,10 +24,15 @@ mod api;
 mod auth;
 pub mod cli;
 mod control;
+mod error;
+mod faults;
 mod generator;
 pub mod graph;
 mod graph_records;
+mod graph_state;
+mod publish;
 mod server;
+mod state;
 mod throttle;
 mod tls;
 mod webhooks;
@@ -27,11 +40,14 @@ mod webhooks;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-pub use control::{Delivery, Faults, FaultsPatch, GenerateRequest, PublishRequest, Published};
+pub use faults::{Faults, FaultsPatch};
 pub use generator::ContentType;
-pub use server::{ApiRequest, Emulator};
+pub use publish::{GenerateRequest, PublishRequest, Published};
+pub use server::Emulator;
+pub use state::{ApiRequest, Delivery};
 
 /// Errors of the emulator's own setup (never of the emulated API, which answers with HTTP errors).
 #[derive(Debug, thiserror::Error)]
@@ -145,3 +161,10 @@ impl Default for EmulatorConfig {
 
 /// The resource accepted besides the emulator's own base URL.
 pub const MICROSOFT_RESOURCE: &str = "https://manage.office.com";
+/// The global cloud's Graph audience; the emulator's own base URL is accepted too.
+pub const MICROSOFT_GRAPH: &str = "https://graph.microsoft.com";
+
+/// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the emulator).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

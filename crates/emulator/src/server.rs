@@ -1,401 +1,22 @@
-//! The running emulator: shared state, the emulator clock, publishing, the router and start/stop.
+//! The running emulator: start (certificates, listener, shared state), the router that mounts
+//! every handler module, and stop. The top of the crate: the only module that imports them all.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
-use super::control::{Delivery, Faults, FaultsPatch, GenerateRequest, Published};
-use super::generator::{ContentType, Generator, Prng, TenantFacts};
-use super::throttle::Throttle;
+use super::auth;
+use super::faults::{Faults, FaultsPatch};
+use super::generator::ContentType;
+use super::graph::{GraphAccessRequest, GraphFaults, GraphGenerate, GraphRequest, GraphUpdate};
+use super::publish::{GenerateRequest, Published};
+use super::state::{App, Delivery, Shared};
 use super::tls::{self, Ca};
-use super::{EmulatorConfig, EmulatorError, TenantSpec, auth, webhooks};
-
-/// Microsoft keeps content for 7 days after it became available.
-pub(crate) const RETENTION: chrono::Duration = chrono::Duration::days(7);
-
-/// One content blob: serialised once at publish time, served from memory.
-#[derive(Debug)]
-pub(crate) struct Blob {
-    pub tenant: String,
-    pub content_type: ContentType,
-    pub content_id: String,
-    pub seq: u64,
-    pub created: DateTime<Utc>,
-    pub body: Bytes,
-    pub record_ids: Vec<String>,
-}
-
-impl Blob {
-    pub fn expiration(&self) -> DateTime<Utc> {
-        self.created + RETENTION
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WebhookStatus {
-    Enabled,
-    Disabled,
-}
-
-/// One entry announced to a webhook.
-#[derive(Debug, Clone)]
-pub(crate) struct Notice {
-    pub blob: Arc<Blob>,
-}
-
-#[derive(Debug)]
-pub(crate) struct Webhook {
-    pub address: String,
-    pub auth_id: Option<String>,
-    pub expiration: Option<DateTime<Utc>>,
-    pub status: WebhookStatus,
-    /// Increases with every (re)registration so an old delivery task knows it is obsolete.
-    pub generation: u64,
-    pub tx: mpsc::UnboundedSender<Notice>,
-    pub cancel: CancellationToken,
-}
-
-#[derive(Debug)]
-pub(crate) struct Subscription {
-    pub enabled: bool,
-    pub webhook: Option<Webhook>,
-}
-
-/// A notification attempt as `subscriptions/notifications` reports it.
-#[derive(Debug, Clone)]
-pub(crate) struct NotificationLog {
-    pub tenant: String,
-    pub blob: Arc<Blob>,
-    pub sent: DateTime<Utc>,
-    pub success: bool,
-}
-
-#[derive(Default)]
-pub(crate) struct State {
-    pub blobs: HashMap<String, Arc<Blob>>,
-    /// Per tenant and content type, ordered by (created, seq).
-    pub feeds: HashMap<(String, ContentType), Vec<Arc<Blob>>>,
-    pub subs: HashMap<(String, ContentType), Subscription>,
-    pub notifications: Vec<NotificationLog>,
-    pub deliveries: Vec<Delivery>,
-    /// Blob bodies served, by contentId (how often a collector downloaded each blob).
-    pub fetches: HashMap<String, u64>,
-}
-
-/// Faults plus the seeded dice that make error rates reproducible.
-pub(crate) struct FaultState {
-    pub faults: Faults,
-    pub rng: Prng,
-}
-
-/// A registered certificate for client assertions.
-pub(crate) struct RegisteredCert {
-    pub x5t: String,
-    pub x5t_s256: String,
-    pub key: jsonwebtoken::DecodingKey,
-}
-
-pub(crate) struct App {
-    pub client_id: String,
-    pub secret: Option<String>,
-    pub certs: Vec<RegisteredCert>,
-}
-
-pub(crate) struct Shared {
-    pub cfg: EmulatorConfig,
-    pub base_url: String,
-    pub ca: Ca,
-    /// HMAC key of the access tokens this emulator issues.
-    pub token_key: Vec<u8>,
-    /// Lower-case tenant id → its applications.
-    pub tenants: HashMap<String, Vec<App>>,
-    clock_offset_ms: AtomicI64,
-    seq: AtomicU64,
-    pub state: Mutex<State>,
-    /// Microsoft Graph's collections and controls (`graph.rs`).
-    pub graph: Mutex<super::graph::GraphState>,
-    pub generator: Mutex<Generator>,
-    pub faults: Mutex<FaultState>,
-    /// The latest Management Activity API calls, oldest first (`GET /_emulator/requests`).
-    pub requests: Mutex<std::collections::VecDeque<ApiRequest>>,
-    pub throttle: Throttle,
-    pub webhook_client: reqwest::Client,
-    pub cancel: CancellationToken,
-    pub tasks: TaskTracker,
-}
-
-/// Calls kept in the request log; older ones are dropped.
-pub(crate) const REQUEST_LOG_LIMIT: usize = 100_000;
-
-/// One Management Activity API call as it arrived (before any check), for tests that assert who
-/// called what when (e.g. which replica listed a tenant).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct ApiRequest {
-    /// Wall-clock time of arrival (not the emulator clock, so it compares with the caller's).
-    pub at: DateTime<Utc>,
-    pub tenant_id: String,
-    /// Microsoft's operation name: `StartSubscription`, `ListContent`, `RetrieveContent`, …
-    pub operation: String,
-    pub content_type: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-/// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the emulator).
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Shared {
-    /// The emulator clock: system time plus the offset moved by `/_emulator/clock`.
-    pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + chrono::Duration::milliseconds(self.clock_offset_ms.load(Ordering::Relaxed))
-    }
-
-    pub fn advance_clock(&self, by: Duration) -> DateTime<Utc> {
-        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX / 2);
-        self.clock_offset_ms.fetch_add(ms, Ordering::Relaxed);
-        self.now()
-    }
-
-    pub fn clock_offset_secs(&self) -> f64 {
-        self.clock_offset_ms.load(Ordering::Relaxed) as f64 / 1000.0
-    }
-
-    pub fn tenant_known(&self, tenant: &str) -> bool {
-        self.tenants.contains_key(&tenant.to_ascii_lowercase())
-    }
-
-    /// The canonical (registered) spelling of a tenant id.
-    pub fn canonical_tenant(&self, tenant: &str) -> Option<String> {
-        let lower = tenant.to_ascii_lowercase();
-        self.tenants.contains_key(&lower).then_some(lower)
-    }
-
-    pub fn content_uri(&self, tenant: &str, content_id: &str) -> String {
-        let base = lock(&self.faults)
-            .faults
-            .foreign_content_uri
-            .clone()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| self.base_url.clone());
-        format!(
-            "{}/api/v1.0/{tenant}/activity/feed/audit/{content_id}",
-            base.trim_end_matches('/')
-        )
-    }
-
-    /// Publishes one blob of exactly `records` and schedules its announcement.
-    pub fn publish(
-        self: &Arc<Self>,
-        tenant: &str,
-        content_type: ContentType,
-        records: Vec<Value>,
-        created: Option<DateTime<Utc>>,
-    ) -> Result<String, EmulatorError> {
-        let (body, record_ids) = serialise(&records)?;
-        self.publish_serialised(tenant, content_type, body, record_ids, created)
-    }
-
-    /// Publishes an already serialised blob (the bytes served as they are).
-    fn publish_serialised(
-        self: &Arc<Self>,
-        tenant: &str,
-        content_type: ContentType,
-        body: Bytes,
-        record_ids: Vec<String>,
-        created: Option<DateTime<Utc>>,
-    ) -> Result<String, EmulatorError> {
-        let tenant = self
-            .canonical_tenant(tenant)
-            .ok_or_else(|| EmulatorError::Request(format!("unknown tenant {tenant}")))?;
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let created = created.unwrap_or_else(|| self.now());
-        let stamp = format!(
-            "{}{:06}",
-            created.format("%Y%m%d%H%M%S%3f"),
-            seq % 1_000_000
-        );
-        let camel = content_type.as_str().replace('.', "_");
-        let content_id = format!(
-            "{stamp}${stamp}${}${camel}$emu{:04}",
-            content_type.id_piece(),
-            seq / 1_000_000
-        );
-        let blob = Arc::new(Blob {
-            tenant: tenant.clone(),
-            content_type,
-            content_id: content_id.clone(),
-            seq,
-            created,
-            body,
-            record_ids,
-        });
-        {
-            let mut st = lock(&self.state);
-            st.blobs.insert(content_id.clone(), blob.clone());
-            let feed = st.feeds.entry((tenant, content_type)).or_default();
-            let at = feed.partition_point(|b| (b.created, b.seq) <= (blob.created, blob.seq));
-            feed.insert(at, blob.clone());
-        }
-        let delay = self.cfg.content_delay;
-        if delay.is_zero() {
-            webhooks::announce(self, blob);
-        } else {
-            let shared = self.clone();
-            self.tasks.spawn(async move {
-                tokio::select! {
-                    _ = shared.cancel.cancelled() => {}
-                    _ = tokio::time::sleep(delay) => webhooks::announce(&shared, blob),
-                }
-            });
-        }
-        Ok(content_id)
-    }
-
-    /// Generates `records` synthetic records spread over `blobs` blobs. Blobs are built on all
-    /// cores, each from its own seed drawn in order, so the result depends only on the seed and the
-    /// sequence of requests. Blocking: call it outside the async executor for large requests.
-    pub fn generate(self: &Arc<Self>, req: &GenerateRequest) -> Result<Vec<String>, EmulatorError> {
-        let ct = ContentType::parse(&req.content_type).ok_or_else(|| {
-            EmulatorError::Request(format!("invalid content type {}", req.content_type))
-        })?;
-        let tenant = self
-            .canonical_tenant(&req.tenant_id)
-            .ok_or_else(|| EmulatorError::Request(format!("unknown tenant {}", req.tenant_id)))?;
-        let blobs = req.blobs.max(1);
-        let created = req.created.unwrap_or_else(|| self.now());
-        let seeds: Vec<u64> = {
-            let mut g = lock(&self.generator);
-            (0..blobs).map(|_| g.next_seed()).collect()
-        };
-        let sizes: Vec<usize> = (0..blobs)
-            .map(|i| req.records / blobs + usize::from(i < req.records % blobs))
-            .collect();
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-            .min(blobs);
-        let facts = TenantFacts::new(&tenant);
-        let mut built: Vec<Option<Result<SerialisedBlob, EmulatorError>>> =
-            (0..blobs).map(|_| None).collect();
-        std::thread::scope(|scope| {
-            let handles: Vec<_> = (0..threads)
-                .map(|t| {
-                    let (seeds, sizes, facts) = (&seeds, &sizes, &facts);
-                    scope.spawn(move || {
-                        (t..seeds.len())
-                            .step_by(threads)
-                            .map(|i| {
-                                let mut g = Generator::new(seeds[i]);
-                                let records = (0..sizes[i]).map(|_| g.record(ct, facts, created));
-                                (i, serialise_each(records, sizes[i]))
-                            })
-                            .collect::<Vec<_>>()
-                    })
-                })
-                .collect();
-            for h in handles {
-                match h.join() {
-                    Ok(done) => {
-                        for (i, r) in done {
-                            built[i] = Some(r);
-                        }
-                    }
-                    Err(_) => tracing::error!("a generator thread panicked"),
-                }
-            }
-        });
-        let mut ids = Vec::with_capacity(blobs);
-        for slot in built {
-            let (body, record_ids) =
-                slot.ok_or_else(|| EmulatorError::Request("record generation failed".into()))??;
-            ids.push(self.publish_serialised(&tenant, ct, body, record_ids, Some(created))?);
-        }
-        Ok(ids)
-    }
-
-    pub fn published(&self, tenant: &str, content_type: Option<ContentType>) -> Published {
-        let tenant = tenant.to_ascii_lowercase();
-        let st = lock(&self.state);
-        let mut blobs: Vec<&Arc<Blob>> = st
-            .blobs
-            .values()
-            .filter(|b| b.tenant == tenant && content_type.is_none_or(|c| c == b.content_type))
-            .collect();
-        blobs.sort_by_key(|b| b.seq);
-        Published {
-            blobs: blobs.len(),
-            records: blobs.iter().map(|b| b.record_ids.len()).sum(),
-            record_ids: blobs
-                .iter()
-                .flat_map(|b| b.record_ids.iter().cloned())
-                .collect(),
-            content_ids: blobs.iter().map(|b| b.content_id.clone()).collect(),
-            content_fetches: blobs
-                .iter()
-                .map(|b| st.fetches.get(&b.content_id).copied().unwrap_or(0))
-                .sum(),
-        }
-    }
-
-    pub fn set_faults(&self, patch: FaultsPatch) -> Faults {
-        let mut f = lock(&self.faults);
-        f.faults.apply(patch);
-        self.throttle.set_limit(f.faults.throttle_per_minute);
-        f.faults.clone()
-    }
-
-    pub fn log_delivery(&self, d: Delivery) {
-        lock(&self.state).deliveries.push(d);
-    }
-}
-
-/// A blob's bytes and the `Id`s of its records.
-type SerialisedBlob = (Bytes, Vec<String>);
-
-/// Serialises records one by one as they are generated, so a blob of a million records costs its
-/// bytes, not a tree of every record at once.
-fn serialise_each(
-    records: impl Iterator<Item = Value>,
-    count: usize,
-) -> Result<SerialisedBlob, EmulatorError> {
-    let mut body = Vec::with_capacity(count.saturating_mul(1024).min(1 << 30) + 2);
-    let mut record_ids = Vec::with_capacity(count);
-    body.push(b'[');
-    for (i, r) in records.enumerate() {
-        if i > 0 {
-            body.push(b',');
-        }
-        if let Some(id) = r.get("Id").and_then(Value::as_str) {
-            record_ids.push(id.to_string());
-        }
-        serde_json::to_writer(&mut body, &r)
-            .map_err(|e| EmulatorError::Request(format!("records do not serialise: {e}")))?;
-    }
-    body.push(b']');
-    body.shrink_to_fit();
-    Ok((Bytes::from(body), record_ids))
-}
-
-/// Serialises a blob once; returns the bytes and the record `Id`s.
-fn serialise(records: &[Value]) -> Result<SerialisedBlob, EmulatorError> {
-    let record_ids = records
-        .iter()
-        .filter_map(|r| r.get("Id").and_then(Value::as_str).map(str::to_string))
-        .collect();
-    let body = serde_json::to_vec(records)
-        .map_err(|e| EmulatorError::Request(format!("records do not serialise: {e}")))?;
-    Ok((Bytes::from(body), record_ids))
-}
+use super::{EmulatorConfig, EmulatorError, TenantSpec, lock};
 
 /// A running emulator.
 pub struct Emulator {
@@ -485,31 +106,14 @@ impl Emulator {
         aws_lc_rs::rand::fill(&mut token_key)
             .map_err(|_| EmulatorError::Config("no randomness for the token key".into()))?;
 
-        let faults = Faults {
-            throttle_per_minute: cfg.throttle_per_minute,
-            ..Faults::default()
-        };
-        let shared = Arc::new(Shared {
-            throttle: Throttle::new(cfg.throttle_per_minute),
-            generator: Mutex::new(Generator::new(cfg.seed)),
-            faults: Mutex::new(FaultState {
-                faults,
-                rng: Prng::new(cfg.seed.wrapping_add(0xFA17)),
-            }),
+        let shared = Arc::new(Shared::new(
             cfg,
             base_url,
             ca,
             token_key,
             tenants,
-            clock_offset_ms: AtomicI64::new(0),
-            requests: Mutex::new(std::collections::VecDeque::new()),
-            seq: AtomicU64::new(0),
-            state: Mutex::new(State::default()),
-            graph: Mutex::new(Default::default()),
             webhook_client,
-            cancel: CancellationToken::new(),
-            tasks: TaskTracker::new(),
-        });
+        ));
 
         let app = router(shared.clone());
         let handle = axum_server::Handle::new();
@@ -621,28 +225,22 @@ impl Emulator {
 
     /// Stops accepting connections, stops webhook deliveries and waits for the server to end.
     /// Publishes Graph records (`/_emulator/graph/generate`); returns their identities.
-    pub async fn graph_generate(
-        &self,
-        req: super::graph::GraphGenerate,
-    ) -> Result<Vec<String>, EmulatorError> {
+    pub async fn graph_generate(&self, req: GraphGenerate) -> Result<Vec<String>, EmulatorError> {
         self.shared.graph_generate(&req)
     }
 
     /// Updates a service health issue in place; returns its new identity.
-    pub async fn graph_update(
-        &self,
-        req: super::graph::GraphUpdate,
-    ) -> Result<String, EmulatorError> {
+    pub async fn graph_update(&self, req: GraphUpdate) -> Result<String, EmulatorError> {
         self.shared.graph_update(&req)
     }
 
     /// Sets what a tenant may read from Graph (licence, permissions, service principal).
-    pub async fn graph_access(&self, req: super::graph::GraphAccessRequest) {
+    pub async fn graph_access(&self, req: GraphAccessRequest) {
         self.shared.graph_access(req)
     }
 
     /// Replaces the Graph faults.
-    pub async fn graph_faults(&self, faults: super::graph::GraphFaults) {
+    pub async fn graph_faults(&self, faults: GraphFaults) {
         self.shared.graph_faults(faults)
     }
 
@@ -652,7 +250,7 @@ impl Emulator {
     }
 
     /// Every Graph request answered so far.
-    pub async fn graph_requests(&self) -> Vec<super::graph::GraphRequest> {
+    pub async fn graph_requests(&self) -> Vec<GraphRequest> {
         self.shared.graph_requests()
     }
 

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use super::server::lock;
+use super::lock;
 
 const WINDOW: Duration = Duration::from_secs(60);
 

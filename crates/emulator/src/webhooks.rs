@@ -7,16 +7,24 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::api::{ApiError, WebhookRequest};
-use super::control::Delivery;
+use super::error::ApiError;
 use super::generator::ContentType;
-use super::server::{Blob, Notice, NotificationLog, Shared, Webhook, WebhookStatus, lock};
+use super::lock;
+use super::state::{Blob, Delivery, Notice, NotificationLog, Shared, Webhook, WebhookStatus};
 
 static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// A webhook request from the start body.
+pub(crate) struct WebhookRequest {
+    pub address: String,
+    pub auth_id: Option<String>,
+    pub expiration: Option<DateTime<Utc>>,
+}
 
 /// Outcome of one POST.
 struct Attempt {

@@ -1,0 +1,90 @@
+//! The Management Activity API's error answer (`{"error":{"code":"AF…","message":"…"}}`), in a
+//! module of its own so that the token check (`auth`), webhook validation and the API handlers
+//! share it without importing each other.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// An API error as Microsoft sends it.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    /// Seconds for `Retry-After` (429 answers).
+    pub retry_after: Option<u64>,
+    www_authenticate: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+            www_authenticate: None,
+        }
+    }
+    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+    /// 401 for a missing, forged, expired or foreign-audience token.
+    pub fn unauthorized(base_url: &str, why: &str) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            format!("Authorization has been denied for this request. {why}"),
+        );
+        e.www_authenticate = Some(format!(
+            "Bearer realm=\"\", authorization_uri=\"{base_url}/common/oauth2/authorize\", error=\"invalid_token\""
+        ));
+        e
+    }
+    pub fn missing(param: &str) -> Self {
+        ApiError::bad("AF20001", format!("Missing parameter: {param}."))
+    }
+    pub fn bad_type(param: &str, expected: &str) -> Self {
+        ApiError::bad(
+            "AF20002",
+            format!("Invalid parameter type: {param}. Expected type: {expected}"),
+        )
+    }
+    pub fn no_subscription() -> Self {
+        ApiError::bad(
+            "AF20022",
+            "No subscription found for the specified content type.",
+        )
+    }
+    pub fn window() -> Self {
+        ApiError::bad(
+            "AF20030",
+            "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time no more than 7 days in the past.",
+        )
+    }
+    pub fn webhook_not_validated(address: &str, why: &str) -> Self {
+        ApiError::bad(
+            "AF20021",
+            format!("The webhook endpoint {address} could not be validated. {why}"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        if let Some(w) = self.www_authenticate
+            && let Ok(v) = HeaderValue::from_str(&w)
+        {
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        resp
+    }
+}
