@@ -342,9 +342,9 @@ async fn sasl_scram_reaches_the_broker_and_refusals_are_fatal() {
         ..TansuOptions::default()
     });
     for mechanism in ["SCRAM-SHA-256", "SCRAM-SHA-512"] {
-        // rskafka retries a refused login until 0.8 × the timeout, then reports it; what is left
-        // (3 s here, 1 s with the 5 s of the other tests) must cover the last attempt on a loaded
-        // machine, or the refusal turns into a bare timeout.
+        // rskafka retries a refused login until the timeout less a third (at most 5 s), then
+        // reports it; what is left (5 s here) must cover the last attempt on a loaded machine, or
+        // the refusal turns into a bare timeout.
         let out = open_with_timeout(
             &t,
             "15s",

@@ -369,15 +369,17 @@ impl KafkaOutput {
         if let Some(c) = &state.client {
             return Ok(c.clone());
         }
+        // Inside our own deadline, so the last connection error (refused certificate, refused
+        // login) is reported rather than a bare timeout: the last attempt keeps a third of the
+        // timeout (at most 5 s), enough for a SCRAM exchange on a busy host.
+        let margin = (self.cfg.timeout / 3).min(std::time::Duration::from_secs(5));
         let mut b = ClientBuilder::new(self.cfg.brokers.clone())
             .client_id("o365-collector")
             .backoff_config(rskafka::BackoffConfig {
                 init_backoff: std::time::Duration::from_millis(50),
                 max_backoff: std::time::Duration::from_secs(2),
                 base: 2.0,
-                // Inside our own deadline, so the last connection error (refused certificate,
-                // refused login) is reported rather than a bare timeout.
-                deadline: Some(self.cfg.timeout.mul_f64(0.8)),
+                deadline: Some(self.cfg.timeout.saturating_sub(margin)),
             });
         if let Some(tls) = &self.tls {
             b = b.tls_config(tls.clone());

@@ -745,7 +745,7 @@ pub fn kafka_create_topic_with(
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
+        rt.block_on(within_a_minute("creating the topic", async {
             let client = kafka_client(address, tls).await;
             client
                 .controller_client()
@@ -753,21 +753,36 @@ pub fn kafka_create_topic_with(
                 .create_topic(topic, partitions, 1, 5_000)
                 .await
                 .unwrap();
-        })
+        }))
     })
     .join()
     .unwrap();
 }
 
+/// A client of the test broker that gives up (and fails the test) after 30 s of retries instead
+/// of retrying for ever when the broker is gone.
 async fn kafka_client(
     address: String,
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 ) -> rskafka::client::Client {
-    let mut b = rskafka::client::ClientBuilder::new(vec![address]);
+    let mut b =
+        rskafka::client::ClientBuilder::new(vec![address]).backoff_config(rskafka::BackoffConfig {
+            max_backoff: Duration::from_secs(2),
+            deadline: Some(Duration::from_secs(30)),
+            ..rskafka::BackoffConfig::default()
+        });
     if let Some(tls) = tls {
         b = b.tls_config(tls);
     }
     b.build().await.unwrap()
+}
+
+/// Runs a broker call to its end within a minute, or fails the test saying what hung.
+async fn within_a_minute<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(60), f).await {
+        Ok(v) => v,
+        Err(_) => panic!("{what}: no answer from the test broker within 60 s"),
+    }
 }
 
 /// Every record value of `topic`, partition by partition (blocking, like [`kafka_create_topic`]).
@@ -792,7 +807,7 @@ pub fn kafka_records_with(
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
+        rt.block_on(within_a_minute("reading the topic", async {
             let client = kafka_client(address, tls).await;
             let mut out = Vec::new();
             for p in 0..partitions {
@@ -815,7 +830,7 @@ pub fn kafka_records_with(
                 out.push((p, records));
             }
             out
-        })
+        }))
     })
     .join()
     .unwrap()
