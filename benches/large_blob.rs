@@ -7,7 +7,9 @@
 //! of the blob), records per CPU-second of the collector (utime + stime from /proc/PID/stat) and
 //! its whole-process peak RSS (VmHWM from /proc/PID/status).
 //!
-//! `cargo bench --bench large_blob -- [runs] [case filter]` (default 3 runs, every case).
+//! `cargo bench --bench large_blob -- [runs] [case filter] [dedup=off]` (default 3 runs, every
+//! case, record dedup on as by default; `dedup=off` sets `store.record_dedup_window: 0s`). Also
+//! printed: the store file's size when the last record is in, per record.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -54,14 +56,18 @@ struct Run {
     secs: f64,
     /// From the start to the first record in the file.
     first_secs: f64,
+    /// The store file's size once every record was delivered.
+    store_bytes: u64,
     cpu_secs: f64,
     peak_rss_kib: u64,
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    let dedup = !all.iter().any(|a| a == "dedup=off");
+    let args: Vec<String> = all
+        .into_iter()
+        .filter(|a| !a.starts_with("--") && !a.contains('='))
         .collect();
     let runs: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(3);
     let filter = args.get(1).cloned().unwrap_or_default();
@@ -85,14 +91,16 @@ fn main() {
         );
         let mut results = Vec::new();
         for run in 0..runs {
-            let r = run_collector(&dir.join(format!("run{run}")), &emu, case.records);
+            let r = run_collector(&dir.join(format!("run{run}")), &emu, case.records, dedup);
             println!(
-                "  run {run}: {:.2} s (first record after {:.2} s), {:.0} records/s, {:.0} records/CPU-s, peak RSS {} MiB",
+                "  run {run}: {:.2} s (first record after {:.2} s), {:.0} records/s, {:.0} records/CPU-s, peak RSS {} MiB, store {:.1} MiB ({:.0} bytes/record)",
                 r.secs,
                 r.first_secs,
                 case.records as f64 / r.secs,
                 case.records as f64 / r.cpu_secs,
-                r.peak_rss_kib / 1024
+                r.peak_rss_kib / 1024,
+                r.store_bytes as f64 / (1 << 20) as f64,
+                r.store_bytes as f64 / case.records as f64
             );
             results.push(r);
         }
@@ -102,14 +110,22 @@ fn main() {
         let per_cpu = median(results.iter().map(|r| case.records as f64 / r.cpu_secs));
         let first = median(results.iter().map(|r| r.first_secs));
         let rss = median(results.iter().map(|r| r.peak_rss_kib as f64)) / 1024.0;
-        table.push((case.name, rate, first, per_cpu, rss));
+        let per_record = median(results.iter().map(|r| r.store_bytes as f64)) / case.records as f64;
+        table.push((case.name, rate, first, per_cpu, rss, per_record));
     }
     let _ = std::fs::remove_dir_all(&root);
-    println!("\nlarge_blob: medians of {runs} runs (collector process only)");
-    println!("| case | records/s | first record after | records per CPU-second | peak RSS |");
-    println!("|---|---|---|---|---|");
-    for (name, rate, first, per_cpu, rss) in table {
-        println!("| {name} | {rate:.0} | {first:.2} s | {per_cpu:.0} | {rss:.0} MiB |");
+    println!(
+        "\nlarge_blob: medians of {runs} runs (collector process only), record dedup {}",
+        if dedup { "on" } else { "off" }
+    );
+    println!(
+        "| case | records/s | first record after | records per CPU-second | peak RSS | store bytes per record |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, rate, first, per_cpu, rss, per_record) in table {
+        println!(
+            "| {name} | {rate:.0} | {first:.2} s | {per_cpu:.0} | {rss:.0} MiB | {per_record:.0} |"
+        );
     }
 }
 
@@ -182,7 +198,7 @@ impl Emulator {
 }
 
 /// Runs the collector in pull mode until `records` lines are in its file; returns its numbers.
-fn run_collector(dir: &Path, emu: &Emulator, records: usize) -> Run {
+fn run_collector(dir: &Path, emu: &Emulator, records: usize, dedup: bool) -> Run {
     std::fs::create_dir_all(dir).unwrap();
     let events = dir.join("events.ndjson");
     let config = dir.join("config.yaml");
@@ -192,7 +208,12 @@ fn run_collector(dir: &Path, emu: &Emulator, records: usize) -> Run {
             "client_id: {CLIENT}\ntenant_id: {TENANT}\nclient_secret: {SECRET}\nresource: {base}\n\
              content_type: {TYPE}\nlast_value_storage: {store}\nlisten:\n  admin: 127.0.0.1:0\n\
              outbound:\n  ca_file: {ca}\npull:\n  interval: 1s\n\
-             outputs:\n  file:\n    type: file\n    path: {events}\n",
+             outputs:\n  file:\n    type: file\n    path: {events}\n{dedup}",
+            dedup = if dedup {
+                ""
+            } else {
+                "store:\n  record_dedup_window: 0s\n"
+            },
             base = emu.base,
             store = dir.join("store").display(),
             ca = emu.ca.display(),
@@ -231,6 +252,9 @@ fn run_collector(dir: &Path, emu: &Emulator, records: usize) -> Run {
         std::thread::sleep(Duration::from_millis(20));
     }
     let secs = started.elapsed().as_secs_f64();
+    let store_bytes = std::fs::metadata(dir.join("store").join("queue.redb"))
+        .map(|m| m.len())
+        .unwrap_or(0);
     let cpu_secs = cpu_seconds(pid);
     let peak_rss_kib = peak_rss_kib(pid);
     let _ = Command::new("kill")
@@ -246,6 +270,7 @@ fn run_collector(dir: &Path, emu: &Emulator, records: usize) -> Run {
     Run {
         secs,
         first_secs: first_secs.unwrap_or(secs),
+        store_bytes,
         cpu_secs,
         peak_rss_kib,
     }

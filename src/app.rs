@@ -19,7 +19,7 @@ use crate::mgmt_api::{MAX_CALLS_IN_FLIGHT, ManagementClient, http_client, uri::R
 use crate::output::{AnyOutput, OutputError};
 use crate::pipeline::gate::OutputGate;
 use crate::pipeline::graph_puller;
-use crate::pipeline::tenant::ListingLease;
+use crate::pipeline::tenant::{ListingLease, TenantHealth};
 use crate::pipeline::tenant_lease;
 use crate::pipeline::worker::Workers;
 use crate::pipeline::{TenantRuntime, Tenants, lifecycle, puller};
@@ -127,6 +127,7 @@ impl App {
                     } else {
                         ListingLease::default()
                     },
+                    health: TenantHealth::new(counters.clone()),
                 }),
             );
         }
@@ -227,6 +228,12 @@ impl App {
             info!(every_s = every.as_secs(), "no webhook.address: pull mode");
         }
         let reconcile_now = Arc::new(Notify::new());
+        tasks.spawn(crate::store::retention::run(
+            store.clone(),
+            cfg.retention.clone(),
+            counters.clone(),
+            shutdown.clone(),
+        ));
         if let StoreConfig::Postgres(p) = &cfg.store {
             tasks.spawn(tenant_lease::keep(
                 tenants.clone(),
@@ -286,6 +293,7 @@ impl App {
             counters: counters.clone(),
             shutdown: shutdown.clone(),
             retry_base: OUTPUT_RETRY_BASE,
+            record_dedup_window: cfg.retention.record_dedup_window,
         });
         for i in 0..cfg.pipeline.workers.max(1) {
             tasks.spawn(workers.clone().run(i));

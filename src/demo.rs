@@ -209,6 +209,7 @@ fn demo_config(
         outputs,
         last_value_storage: args.dir.join("last_value_storage"),
         store: StoreConfig::Embedded,
+        retention: Default::default(),
         pipeline: PipelineConfig {
             workers: args.workers,
             ..PipelineConfig::default()

@@ -55,6 +55,12 @@ enum Command {
     DeadLetters(o365_collector::admin::cli::DeadLettersArgs),
     /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
     Map(mapping::cli::MapArgs),
+    /// Give the embedded store's pruned space back to the filesystem (run it while the collector
+    /// is stopped).
+    Compact {
+        #[arg(long, short, default_value = "config.yaml", env = "O365_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -119,6 +125,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             println!("{report}");
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(2)))
         }
+        Command::Compact { config } => compact(&config),
         Command::Subscriptions(args) => {
             let code = runtime()?.block_on(o365_collector::admin::cli::subscriptions(args));
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
@@ -136,4 +143,30 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
     }
+}
+
+/// `compact`: the embedded store's file back to what it holds (see the README's Bounds).
+fn compact(config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match config::Config::load(config) {
+        Ok(c) => c,
+        Err(problems) => {
+            eprintln!("{} has problems:\n{problems}", config.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    if let o365_collector::store::StoreConfig::Postgres(_) = cfg.store {
+        eprintln!(
+            "store: postgres: PostgreSQL reuses the space of pruned rows by itself (autovacuum); \
+             to give it back to the filesystem run `VACUUM FULL o365_dedup` in the database"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    let (before, after) = o365_collector::store::EmbeddedStore::compact(&cfg.last_value_storage)?;
+    println!(
+        "compacted {}: {before} bytes → {after} bytes",
+        cfg.last_value_storage
+            .join(o365_collector::store::embedded::FILE_NAME)
+            .display()
+    );
+    Ok(ExitCode::SUCCESS)
 }

@@ -49,10 +49,18 @@ pub struct Counters {
     pub token_refreshes: AtomicU64,
     pub subscriptions_started: AtomicU64,
     pub throttled: AtomicU64,
-    /// Listing rounds skipped while the queue was above `pipeline.queue_high_water`.
+    /// Tenant listing rounds skipped while the tenant's queue was at `pipeline.queue_high_water`.
     pub listings_deferred: AtomicU64,
     /// Times an output went down and its deliveries were paused (its gate closed).
     pub output_pauses: AtomicU64,
+    /// Dedup entries forgotten by the retention prune.
+    pub dedup_pruned: AtomicU64,
+    /// Record claims (record dedup) forgotten after `store.record_dedup_window`.
+    pub record_claims_pruned: AtomicU64,
+    /// Records dropped because another blob already delivered them (Microsoft's duplicates).
+    pub duplicate_records_dropped: AtomicU64,
+    /// Listing windows lost because Microsoft no longer kept them (`/status` gaps).
+    pub listing_gaps: AtomicU64,
     pub activity: Activity,
     pub metrics: Metrics,
 }
@@ -74,6 +82,8 @@ pub struct Activity {
     notifications:
         std::sync::Mutex<std::collections::BTreeMap<(String, String), std::time::SystemTime>>,
     outputs: std::sync::Mutex<std::collections::BTreeMap<String, OutputHealth>>,
+    /// When the dedup set's prune last completed.
+    last_prune: std::sync::Mutex<Option<std::time::SystemTime>>,
 }
 
 /// What the status page says about one output.
@@ -112,6 +122,16 @@ impl Activity {
         }
     }
 
+    pub fn pruned(&self, at: std::time::SystemTime) {
+        if let Ok(mut t) = self.last_prune.lock() {
+            *t = Some(at);
+        }
+    }
+
+    pub fn last_prune(&self) -> Option<std::time::SystemTime> {
+        self.last_prune.lock().ok().and_then(|t| *t)
+    }
+
     /// Last notification time per (tenant id, content type).
     pub fn notifications(&self) -> Vec<((String, String), std::time::SystemTime)> {
         self.notifications
@@ -142,6 +162,12 @@ pub struct Metrics {
     pub fetch_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     /// Time for an output to accept one batch, by `output`.
     pub delivery_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    /// Records dropped as Microsoft's duplicates, by `tenant_id` and `content_type`.
+    pub duplicate_records_dropped: Family<Labels, Counter>,
+    /// Listing gaps (content Microsoft no longer kept), by `tenant_id` and `content_type` (or feed).
+    pub listing_gaps: Family<Labels, Counter>,
+    /// Seconds of content lost in those gaps, by `tenant_id` and `content_type`.
+    pub listing_gap_seconds: Family<Labels, Counter<f64, AtomicU64>>,
 }
 
 /// Label pairs of one series.
@@ -160,6 +186,9 @@ impl Default for Metrics {
             notifications_rejected: Family::default(),
             fetch_seconds: Family::new_with_constructor(latency_histogram),
             delivery_seconds: Family::new_with_constructor(latency_histogram),
+            duplicate_records_dropped: Family::default(),
+            listing_gaps: Family::default(),
+            listing_gap_seconds: Family::default(),
         }
     }
 }

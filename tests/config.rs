@@ -1539,3 +1539,50 @@ mod store {
         assert!(matches!(cfg.store, StoreConfig::Postgres(_)));
     }
 }
+
+#[test]
+fn dedup_retention_defaults_and_the_short_retention_guard() {
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(
+        c.retention.dedup_retention,
+        Duration::from_secs(8 * 24 * 3600)
+    );
+    assert!(!c.retention.allow_short_retention);
+
+    // Retention keys alone keep the default store.
+    let c = parse(&format!("{}store:\n  dedup_retention: 30d\n", minimal())).unwrap();
+    assert!(matches!(
+        c.store,
+        o365_collector::store::StoreConfig::Embedded
+    ));
+    assert_eq!(
+        c.retention.dedup_retention,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+
+    // Below Microsoft's 7-day horizon: refused, with why and the way out.
+    let p = problems(&format!(
+        "{}store:\n  type: embedded\n  dedup_retention: 2d\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["store.dedup_retention"]);
+    assert!(p[0].problem.contains("7 days"), "{}", p[0].problem);
+    assert!(p[0].fix.contains("allow_short_retention"), "{}", p[0].fix);
+
+    let c = parse(&format!(
+        "{}store:\n  dedup_retention: 2h\n  allow_short_retention: true\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.retention.dedup_retention, Duration::from_secs(7200));
+
+    // A misspelt retention key is an unknown key of the store, and a wrong type is named.
+    let p = problems(&format!(
+        "{}store:\n  dedup_retention: soon\n  allow_short_retention: maybe\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        ["store.dedup_retention", "store.allow_short_retention"]
+    );
+}

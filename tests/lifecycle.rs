@@ -362,6 +362,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
         paused: Default::default(),
         graph: None,
         listing: Default::default(),
+        health: Default::default(),
     };
     let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let now = created + chrono::TimeDelta::milliseconds(200);

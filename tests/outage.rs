@@ -14,7 +14,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use outputs_support::http::HttpReceiver;
-use outputs_support::{Rsyslog, SyslogMode, Tansu, TansuOptions, id_of};
+use outputs_support::receiver::{KAFKA_TOPIC, Receiver};
+use outputs_support::{Rsyslog, SyslogMode, Tansu, TansuOptions};
 use support::{Collector, TENANT, admin_url};
 
 const TYPE: &str = "Audit.General";
@@ -22,72 +23,6 @@ const PER_BLOB: u64 = 40;
 const BEFORE: u64 = 5;
 const DURING: u64 = 20;
 const WAIT: Duration = Duration::from_secs(60);
-
-enum Receiver {
-    Syslog(Rsyslog),
-    /// The http output in one of its formats (`ndjson`, `elasticsearch`, `splunk_hec`).
-    Http(HttpReceiver, &'static str),
-    /// A tansu broker keeping its data in a local S3 server, so a restart loses nothing.
-    Kafka(Tansu),
-}
-
-/// The kafka output's default topic for [`TYPE`]; one partition keeps the order observable.
-const KAFKA_TOPIC: &str = "o365-Audit.General";
-
-impl Receiver {
-    /// The `outputs:` entry (indented under `outputs:`) that sends to this receiver.
-    fn output_yaml(&self) -> String {
-        match self {
-            Receiver::Syslog(r) => format!(
-                "  siem:\n    type: syslog\n    address: '{}'\n    transport: tcp\n    timeout: 3s\n",
-                r.address()
-            ),
-            Receiver::Http(r, format) => format!(
-                "  siem:\n    type: http\n    format: {format}\n    url: '{}'\n    timeout: 3s\n{}",
-                r.url(""),
-                // HEC needs its token.
-                if *format == "splunk_hec" {
-                    "    token: test-hec-token\n"
-                } else {
-                    ""
-                }
-            ),
-            Receiver::Kafka(t) => format!(
-                "  siem:\n    type: kafka\n    brokers: '{}'\n    timeout: 3s\n",
-                t.address()
-            ),
-        }
-    }
-
-    fn stop(&mut self) {
-        match self {
-            Receiver::Syslog(r) => r.stop(),
-            Receiver::Http(r, _) => r.stop(),
-            Receiver::Kafka(t) => t.stop(),
-        }
-    }
-
-    fn restart(&mut self) {
-        match self {
-            Receiver::Syslog(r) => r.restart(),
-            Receiver::Http(r, _) => r.restart(),
-            Receiver::Kafka(t) => t.restart(),
-        }
-    }
-
-    /// Record ids at the destination, in the order they arrived.
-    fn ids(&self) -> Vec<String> {
-        match self {
-            Receiver::Syslog(r) => r.received().iter().map(|m| id_of(&m.msg)).collect(),
-            Receiver::Kafka(t) => outputs_support::kafka_values(&t.address(), KAFKA_TOPIC, 1)
-                .iter()
-                .map(|v| id_of(std::str::from_utf8(v).unwrap()))
-                .collect(),
-            // Elasticsearch keeps documents by `_id`: there the order is not kept.
-            Receiver::Http(r, _) => r.record_ids(),
-        }
-    }
-}
 
 /// Length of the longest strictly increasing subsequence (n is small).
 fn longest_increasing(xs: &[usize]) -> usize {

@@ -74,8 +74,25 @@ impl Store for Switchable {
     async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
         Err(down())
     }
-    async fn prune(&self, _: SystemTime) -> Result<u64, StoreError> {
+    async fn prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
         Ok(0)
+    }
+    async fn claim_records(
+        &self,
+        _: &str,
+        _: Vec<u128>,
+        _: std::time::Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        Err(down())
+    }
+    async fn prune_records(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn tenant_backlog(&self, _: &str, _: u64) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    async fn footprint(&self) -> Result<o365_collector::store::Footprint, StoreError> {
+        Ok(Default::default())
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         Ok(StoreStats::default())

@@ -105,13 +105,33 @@ pub const COUNTERS: &[CounterDef] = &[
     },
     CounterDef {
         name: "listings_deferred",
-        help: "Content listing rounds skipped while the queue was above pipeline.queue_high_water",
+        help: "Tenant listing rounds (content and Graph) skipped while the tenant's queue was at pipeline.queue_high_water",
         field: |c| &c.listings_deferred,
     },
     CounterDef {
         name: "output_pauses",
         help: "Times an output failed and deliveries to it were paused until a probe got through",
         field: |c| &c.output_pauses,
+    },
+    CounterDef {
+        name: "dedup_pruned",
+        help: "Dedup entries (contentIds, Graph record identities) forgotten after store.dedup_retention",
+        field: |c| &c.dedup_pruned,
+    },
+    CounterDef {
+        name: "listing_gaps",
+        help: "Listing windows lost because Microsoft no longer kept their content (see /status gaps; per tenant: o365_listing_gaps_by_tenant_total)",
+        field: |c| &c.listing_gaps,
+    },
+    CounterDef {
+        name: "record_claims_pruned",
+        help: "Record dedup claims forgotten after store.record_dedup_window",
+        field: |c| &c.record_claims_pruned,
+    },
+    CounterDef {
+        name: "duplicate_records_dropped",
+        help: "Records dropped before the output because another blob delivered them already (Microsoft's own duplicates; per tenant: o365_duplicate_records_dropped_by_tenant_total)",
+        field: |c| &c.duplicate_records_dropped,
     },
 ];
 
@@ -160,6 +180,32 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
             "Age of the oldest pending content blob (0 when none)",
             Unit::Seconds,
             ConstGauge::new(to_i64(s.oldest_pending_age_secs.unwrap_or(0))),
+        );
+    }
+    if let Ok(f) = state.store.footprint().await {
+        reg.register(
+            "dedup_entries",
+            "Entries in the dedup set (PostgreSQL: the planner's estimate)",
+            ConstGauge::new(to_i64(f.dedup_entries)),
+        );
+        reg.register(
+            "record_claims",
+            "Record dedup claims held (PostgreSQL: the planner's estimate)",
+            ConstGauge::new(to_i64(f.record_entries)),
+        );
+        reg.register_with_unit(
+            "store",
+            "Bytes the store takes on disk (embedded: its file; PostgreSQL: its tables and indexes)",
+            Unit::Bytes,
+            ConstGauge::new(to_i64(f.bytes)),
+        );
+    }
+    if let Some(at) = state.counters.activity.last_prune() {
+        reg.register_with_unit(
+            "dedup_last_prune_timestamp",
+            "When the dedup set's retention prune last completed (Unix time)",
+            Unit::Seconds,
+            ConstGauge::new(unix_secs(at)),
         );
     }
     reg.register_with_unit(
@@ -312,6 +358,22 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         "notifications_rejected_by_reason",
         "Webhook POSTs refused, per reason (auth_id, too_large, body_timeout, overloaded, body_broken, malformed, tenant, client_id, content_type, content_uri)",
         m.notifications_rejected.clone(),
+    );
+    reg.register(
+        "duplicate_records_dropped_by_tenant",
+        "Records dropped before the output because another blob delivered them already, per tenant and content type",
+        m.duplicate_records_dropped.clone(),
+    );
+    reg.register(
+        "listing_gaps_by_tenant",
+        "Listing windows lost because Microsoft no longer kept their content, per tenant and content type or Graph feed",
+        m.listing_gaps.clone(),
+    );
+    reg.register_with_unit(
+        "listing_gap",
+        "Time whose content was lost in listing gaps, per tenant and content type or Graph feed",
+        Unit::Seconds,
+        m.listing_gap_seconds.clone(),
     );
     reg.register_with_unit(
         "fetch",

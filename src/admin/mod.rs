@@ -128,7 +128,24 @@ mod tests {
         async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
             down()
         }
-        async fn prune(&self, _: SystemTime) -> Result<u64, StoreError> {
+        async fn prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
+            down()
+        }
+        async fn footprint(&self) -> Result<crate::store::Footprint, StoreError> {
+            down()
+        }
+        async fn claim_records(
+            &self,
+            _: &str,
+            _: Vec<u128>,
+            _: std::time::Duration,
+        ) -> Result<Vec<bool>, StoreError> {
+            down()
+        }
+        async fn prune_records(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
+            down()
+        }
+        async fn tenant_backlog(&self, _: &str, _: u64) -> Result<u64, StoreError> {
             down()
         }
         async fn stats(&self) -> Result<StoreStats, StoreError> {

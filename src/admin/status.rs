@@ -12,6 +12,7 @@ use super::metrics::counter_values;
 use super::state::{AdminError, AdminState, last_notifications, rfc3339, uptime_secs};
 use crate::pipeline::gate::GateState;
 use crate::store::Store;
+use crate::telemetry::Metrics;
 
 /// `GET /status`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -71,6 +72,25 @@ pub struct TenantStatus {
     /// The tenant's Microsoft Graph feeds (none unless `graph_feeds` is set).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub graph_feeds: Vec<GraphFeedStatus>,
+    /// Its queue reached `pipeline.queue_high_water` (its output is slow or down): its listing
+    /// and Graph feeds wait; other tenants go on.
+    #[serde(default)]
+    pub listing_deferred: bool,
+    /// Windows whose content was lost because Microsoft no longer kept it when listing got there
+    /// (the newest 20 since the start; `o365_listing_gaps_total` counts all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gaps: Vec<GapStatus>,
+}
+
+/// A lost window (RFC 3339 times).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GapStatus {
+    /// The content type or Graph feed.
+    pub source: String,
+    pub from: String,
+    pub to: String,
+    pub reason: String,
+    pub noticed_at: String,
 }
 
 /// One Graph feed of a tenant.
@@ -100,6 +120,10 @@ pub struct ContentTypeStatus {
     pub checkpoint_error: Option<String>,
     /// Last accepted webhook notification for this tenant and content type.
     pub last_notification: Option<String>,
+    /// Records dropped since the start because another blob delivered them (Microsoft's own
+    /// duplicates, `store.record_dedup_window`).
+    #[serde(default)]
+    pub duplicates_dropped: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,11 +173,18 @@ pub(super) async fn status<S: Store>(
                 .get(&(tid.to_ascii_lowercase(), ct.to_ascii_lowercase()))
                 .copied()
                 .map(rfc3339);
+            let duplicates_dropped = state
+                .counters
+                .metrics
+                .duplicate_records_dropped
+                .get_or_create(&Metrics::tenant_labels(tid, ct))
+                .get();
             content_types.push(ContentTypeStatus {
                 content_type: ct.clone(),
                 checkpoint,
                 checkpoint_error,
                 last_notification,
+                duplicates_dropped,
             });
         }
         let mut graph_feeds = Vec::new();
@@ -197,11 +228,26 @@ pub(super) async fn status<S: Store>(
                 });
             }
         }
+        let time = |t: chrono::DateTime<chrono::Utc>| rfc3339(SystemTime::from(t));
+        let gaps = t
+            .health
+            .gaps()
+            .into_iter()
+            .map(|g| GapStatus {
+                source: g.source,
+                from: time(g.from),
+                to: time(g.to),
+                reason: g.reason,
+                noticed_at: time(g.noticed_at),
+            })
+            .collect();
         tenants.push(TenantStatus {
             tenant_id: tid.clone(),
             output: t.output_name.clone(),
             content_types,
             graph_feeds,
+            listing_deferred: t.health.deferring(),
+            gaps,
         });
     }
     // Every configured output, with what the workers saw of it (nothing yet: healthy, no times).

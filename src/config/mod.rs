@@ -32,7 +32,7 @@ use crate::mgmt_api::OutboundConfig;
 use crate::output::OutputConfig;
 use crate::pipeline::config::{PipelineConfig, PullConfig};
 use crate::server::config::{ListenConfig, TlsConfig};
-use crate::store::StoreConfig;
+use crate::store::{RetentionConfig, StoreConfig};
 use crate::webhook::config::WebhookConfig;
 use tenant::{DEFAULT_OUTPUT, TenantKeys, is_microsoft_cloud};
 
@@ -57,6 +57,8 @@ pub struct Config {
     pub last_value_storage: PathBuf,
     /// Which store holds the queue (`store:`).
     pub store: StoreConfig,
+    /// How long the dedup set remembers (`store.dedup_retention`).
+    pub retention: RetentionConfig,
     pub pipeline: PipelineConfig,
     pub enrichment: EnrichmentConfig,
 }
@@ -317,7 +319,7 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
         Some(dir) => dir,
         None => PathBuf::from(DEFAULT_LAST_VALUE_STORAGE),
     };
-    let store = StoreConfig::read(c.store, p);
+    let (store, retention) = StoreConfig::read(c.store, p);
     // Several replicas cannot share a file output (unless allowed): each would write its own.
     if let StoreConfig::Postgres(pg) = &store
         && !pg.allow_file_output
@@ -344,6 +346,7 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
         outputs,
         last_value_storage,
         store,
+        retention,
         pipeline: c.pipeline,
         enrichment: c.enrichment,
     }

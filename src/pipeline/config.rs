@@ -10,7 +10,7 @@ use crate::core::settings::{Section, de};
 pub const DEFAULT_WORKERS: usize = 4;
 pub const DEFAULT_LEASE: Duration = Duration::from_secs(5 * 60);
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 10;
-/// Queued blobs above which content listing waits for the output to catch up.
+/// Queued blobs of one tenant above which its content listing waits for its output to catch up.
 pub const DEFAULT_QUEUE_HIGH_WATER: u64 = 10_000;
 /// Records per batch sent to the output: large enough that the per-batch fsyncs (output and
 /// progress) cost little, small enough that a crash repeats little.
@@ -37,8 +37,9 @@ pub struct PipelineConfig {
     /// Attempts before a blob is dead-lettered.
     #[serde(deserialize_with = "de::whole")]
     pub max_attempts: u32,
-    /// Queued blobs above which content listing (pull mode, reconciliation) waits for the output
-    /// to catch up. The webhook keeps storing notifications whatever the queue holds.
+    /// Queued blobs of one tenant above which its content listing (pull mode, reconciliation) and
+    /// Graph feeds wait for its output to catch up; other tenants go on. The webhook keeps storing
+    /// notifications whatever the queue holds.
     #[serde(deserialize_with = "de::whole")]
     pub queue_high_water: u64,
     /// Records per batch handed to the output (a blob goes out in batches; progress is recorded

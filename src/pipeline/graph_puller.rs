@@ -23,7 +23,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::tenant::TenantRuntime;
+use super::puller::held_back;
+use super::tenant::{Gap, TenantRuntime};
 use crate::graph::GraphFeed;
 use crate::graph::runtime::GraphRuntime;
 use crate::mgmt_api::ApiError;
@@ -138,6 +139,24 @@ pub async fn round<S: Store>(
         return Ok(RoundReport::default());
     }
     let start = round_start(feed, cursor, tenant.cfg.graph.backfill, now);
+    // Only the overlap clipped is no loss; a cursor before the reach is (the round start is
+    // rounded up to a whole second).
+    if let Some(c) = cursor.filter(|c| *c + chrono::TimeDelta::seconds(1) < start) {
+        // Recorded before listing: once a window is stored the cursor is past the loss.
+        tenant.health.gap(
+            tid,
+            Gap {
+                source: ct.to_owned(),
+                from: c,
+                to: start,
+                reason: format!(
+                    "the cursor is older than the {} days Microsoft keeps this feed: listing was held back, or the collector stopped, that long",
+                    feed.max_back().num_days()
+                ),
+                noticed_at: Utc::now(),
+            },
+        );
+    }
     // The end may not lie in the future (message trace refuses it): now, rounded down.
     let end = now.with_nanosecond(0).unwrap_or(now);
     let mut report = RoundReport::default();
@@ -234,17 +253,12 @@ pub async fn run<S: Store>(
     let tid = tenant.cfg.tenant_id.clone();
     let mut reported: Option<String> = None;
     loop {
-        let queued = store
-            .stats()
-            .await
-            .map(|s| s.pending + s.leased)
-            .unwrap_or(0);
         let wait = if !tenant.listing.held() {
             // With replicas, only the holder of the tenant's lease reads its feeds.
             interval
-        } else if queued >= high_water {
-            Counters::add(&counters.listings_deferred, 1);
-            interval.min(RETRY_SOON)
+        } else if held_back(&tenant, store.as_ref(), high_water, &counters).await {
+            // The tenant's own backlog (its output is slow or down): other tenants go on.
+            interval
         } else {
             let outcome = tokio::select! {
                 r = round(&tenant, graph, feed, store.as_ref(), Utc::now()) => r,

@@ -3,9 +3,12 @@
 //! most 24 h, never start more than 7 days back, every `NextPageUri` is followed, and the cursor moves
 //! only after everything listed up to it is stored. Dedup by contentId makes overlap with push harmless.
 //!
-//! Back-pressure: while the queue holds `queue_high_water` blobs or more, listing waits (the cursor
-//! stays, and Microsoft keeps the content 7 days), so a slow output does not grow the queue from
-//! this side. The webhook keeps storing notifications: refusing them would get it disabled.
+//! Back-pressure, per tenant: while a tenant has `queue_high_water` blobs or more queued, its listing
+//! waits (the cursor stays, and Microsoft keeps the content 7 days), so a slow or dead output does
+//! not grow the queue from this side, and other tenants (even those of the same output) go on. The
+//! webhook keeps storing notifications: refusing them would get it disabled. A listing held back
+//! longer than Microsoft keeps content resumes from the oldest time it keeps, and the window in
+//! between is recorded as a [`Gap`].
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -15,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::tenant::{TenantRuntime, Tenants};
+use super::tenant::{Gap, TenantRuntime, Tenants};
 use crate::mgmt_api::ApiError;
 use crate::store::{ContentRef, Store, StoreError};
 use crate::telemetry::Counters;
@@ -58,6 +61,9 @@ pub struct PullReport {
     pub refused: usize,
     /// The gap was longer than the API keeps: content before `start` is gone.
     pub truncated: bool,
+    /// With `truncated` on a listing from the cursor: the window lost, from the cursor to where
+    /// listing resumed.
+    pub lost: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// Splits `[start, end)` into consecutive windows of at most [`MAX_WINDOW`].
@@ -122,14 +128,24 @@ pub async fn pull_once<S: Store>(
         return Ok(PullReport::default());
     }
     let (start, truncated) = start_at(cursor, now);
-    if truncated {
-        warn!(tenant.id = %tid, content.type = content_type, since = %api_time(start),
-              "the gap is longer than the 7 days Microsoft keeps content: older content is lost");
-    }
     let mut report = PullReport {
         truncated,
+        lost: cursor.filter(|_| truncated).map(|c| (c, start)),
         ..PullReport::default()
     };
+    if let Some((from, to)) = report.lost {
+        // Recorded before listing: once a window is stored the cursor is past the loss.
+        tenant.health.gap(
+            tid,
+            Gap {
+                source: content_type.to_owned(),
+                from,
+                to,
+                reason: "the cursor is older than the 7 days Microsoft keeps content: listing was held back, or the collector stopped, that long".into(),
+                noticed_at: Utc::now(),
+            },
+        );
+    }
     let end = listing_end(now);
     list_range(tenant, content_type, store, start, end, true, &mut report).await?;
     Ok(report)
@@ -226,11 +242,22 @@ async fn list_range<S: Store>(
     Ok(())
 }
 
-/// The number of queued blobs when it is at or above `high_water`.
-async fn backlog<S: Store>(store: &S, high_water: u64) -> Option<u64> {
-    let s = store.stats().await.ok()?;
-    let queued = s.pending + s.leased;
-    (queued >= high_water).then_some(queued)
+/// Whether `tenant`'s listing waits for its backlog (see the module doc); logs the changes.
+pub(super) async fn held_back<S: Store>(
+    tenant: &TenantRuntime,
+    store: &S,
+    high_water: u64,
+    counters: &Counters,
+) -> bool {
+    let tid = &tenant.cfg.tenant_id;
+    // A store that cannot answer fails the listing's own writes anyway.
+    let queued = store.tenant_backlog(tid, high_water).await.unwrap_or(0);
+    let full = queued >= high_water;
+    if full {
+        Counters::add(&counters.listings_deferred, 1);
+    }
+    tenant.health.set_deferring(tid, full, queued, high_water);
+    full
 }
 
 /// Pulls every tenant's content types every `every` (and once at start), waking the workers when
@@ -247,37 +274,18 @@ pub async fn run<S: Store>(
     reconcile_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut deferring = false;
     loop {
-        if let Some(queued) = backlog(store.as_ref(), high_water).await {
-            Counters::add(&counters.listings_deferred, 1);
-            if !deferring {
-                warn!(
-                    queued,
-                    high_water,
-                    "queue above its high water mark: listing waits for the output to catch up"
-                );
-            }
-            deferring = true;
-            tokio::select! {
-                _ = tokio::time::sleep(every.min(RETRY_SOON)) => continue,
-                _ = shutdown.cancelled() => return,
-            }
-        }
-        if deferring {
-            info!(
-                high_water,
-                "queue below its high water mark: listing resumes"
-            );
-            deferring = false;
-        }
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // With replicas, each lists only the tenants whose lease it holds.
         let rounds = tenants.values().filter(|t| t.listing.held()).cloned().map(|t| {
             let store = store.clone();
             let wake = wake.clone();
             let failed = failed.clone();
+            let counters = counters.clone();
             async move {
+                if held_back(&t, store.as_ref(), high_water, &counters).await {
+                    return;
+                }
                 for ct in &t.cfg.content_types {
                     if !t.listing.held() {
                         break; // the lease ran out during the round

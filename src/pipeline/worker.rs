@@ -7,6 +7,7 @@
 //! accepts them. When the output is down its [`super::gate`] closes: its blobs are neither claimed
 //! nor fetched until a probe gets through, and a blob that was in flight is given back in its place.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -20,8 +21,8 @@ use super::stream::{BlobStream, MapSpec, Piece, StreamError};
 use super::tenant::{TenantRuntime, Tenants};
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
-use crate::output::{Batch, Output};
-use crate::store::{Claimed, Store, StoreError};
+use crate::output::{Batch, Event, Output};
+use crate::store::{Claimed, Store, StoreError, record_claim_key};
 use crate::telemetry::{Counters, Labels, Metrics};
 
 /// How long an idle worker waits before looking at the queue again without a wake-up
@@ -43,6 +44,9 @@ pub struct Workers<S> {
     pub retry_base: Duration,
     /// Format `ecs` enrichment, when configured.
     pub enrichment: Option<Arc<crate::mapping::enrich::Enrichment>>,
+    /// How long a record delivered by one blob is dropped from others (`store.record_dedup_window`;
+    /// zero: off).
+    pub record_dedup_window: Duration,
 }
 
 enum Failure {
@@ -291,14 +295,20 @@ impl<S: Store> Workers<S> {
                 .records_mapped
                 .get_or_create(&labels)
                 .inc_by(part.events.len() as u64);
+            let events = match self.drop_duplicates(item, &labels, part.events).await {
+                Ok(events) => events,
+                Err(f) => break Err(f),
+            };
             let batch = Batch {
                 tenant_id: tenant.cfg.tenant_id.clone(),
                 content_type: c.content_type.clone(),
                 content_id: c.content_id.clone(),
-                events: part.events,
+                events,
             };
-            // The first batch's verdict decides a probe.
-            if let Err(f) = self.send(tenant, item, &labels, &batch, probe.take()).await {
+            // The first batch sent decides a probe; a batch of duplicates only is not sent.
+            if !batch.events.is_empty()
+                && let Err(f) = self.send(tenant, item, &labels, &batch, probe.take()).await
+            {
                 break Err(f);
             }
             if let Some(previous) = recording.take() {
@@ -313,6 +323,69 @@ impl<S: Store> Workers<S> {
             let _ = previous.await;
         }
         outcome
+    }
+
+    /// Microsoft's own duplicates out of a batch of a Management API blob: records another blob
+    /// delivered within `record_dedup_window` (claimed in the store, so across replicas), and
+    /// repeats within the batch. Graph pages need none: the store kept only new records of them.
+    async fn drop_duplicates(
+        &self,
+        item: &Claimed,
+        labels: &Labels,
+        events: Vec<Event>,
+    ) -> Result<Vec<Event>, Failure> {
+        let c = &item.content;
+        if self.record_dedup_window.is_zero() || c.records.is_some() {
+            return Ok(events);
+        }
+        let mut seen = HashSet::with_capacity(events.len());
+        let keys: Vec<u128> = events
+            .iter()
+            .filter_map(|e| e.key)
+            .map(|k| record_claim_key(&c.tenant_id, k))
+            .filter(|k| seen.insert(*k))
+            .collect();
+        if keys.is_empty() {
+            return Ok(events);
+        }
+        let mine = self
+            .store
+            .claim_records(&c.content_id, keys.clone(), self.record_dedup_window)
+            .await
+            .map_err(|e| Failure::Retry {
+                after: self.delay(item, None),
+                reason: format!("record dedup: {e}"),
+                blob_specific: false,
+            })?;
+        let mine: HashSet<u128> = keys
+            .into_iter()
+            .zip(mine)
+            .filter_map(|(k, m)| m.then_some(k))
+            .collect();
+        let before = events.len();
+        let mut kept_once = HashSet::with_capacity(mine.len());
+        let kept: Vec<Event> = events
+            .into_iter()
+            .filter(|e| match e.key {
+                None => true,
+                Some(k) => {
+                    let k = record_claim_key(&c.tenant_id, k);
+                    mine.contains(&k) && kept_once.insert(k)
+                }
+            })
+            .collect();
+        let dropped = (before - kept.len()) as u64;
+        if dropped > 0 {
+            Counters::add(&self.counters.duplicate_records_dropped, dropped);
+            self.counters
+                .metrics
+                .duplicate_records_dropped
+                .get_or_create(labels)
+                .inc_by(dropped);
+            debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, dropped,
+                   "records another blob delivered already (Microsoft's duplicates) dropped");
+        }
+        Ok(kept)
     }
 
     /// Writes a blob's progress in the background (see `deliver`).

@@ -7,8 +7,10 @@ use serde_yaml::{Mapping, Value};
 use super::embedded::EmbeddedStore;
 use super::postgres::PostgresConfig;
 use super::postgres::PostgresStore;
+use super::retention::RetentionConfig;
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Store, StoreError, StoreStats, TenantHolder,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, Store, StoreError, StoreStats,
+    TenantHolder,
 };
 use crate::core::settings::{Problems, field_names};
 use crate::core::typed::{kind_of, typed};
@@ -23,8 +25,19 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// `store:` — a kind alone (`store: postgres`) or a mapping with `type` and the kind's settings.
-    pub fn read(value: Option<Value>, p: &mut Problems) -> StoreConfig {
+    /// `store:` — a kind alone (`store: postgres`) or a mapping with `type`, the kind's settings
+    /// and the retention keys any kind takes.
+    pub fn read(value: Option<Value>, p: &mut Problems) -> (StoreConfig, RetentionConfig) {
+        let mut retention = RetentionConfig::default();
+        let kind = StoreConfig::read_kind(value, &mut retention, p);
+        (kind, retention)
+    }
+
+    fn read_kind(
+        value: Option<Value>,
+        retention: &mut RetentionConfig,
+        p: &mut Problems,
+    ) -> StoreConfig {
         let kinds = "use `embedded` (one process, the default) or `postgres` (several replicas)";
         let (mut map, kind_key) = match value {
             None => return StoreConfig::Embedded,
@@ -43,9 +56,21 @@ impl StoreConfig {
                 return StoreConfig::Embedded;
             }
         };
+        let mut kept = Mapping::new();
+        for key in RetentionConfig::KEYS {
+            if let Some(v) = map.remove(key) {
+                kept.insert(key.into(), v);
+            }
+        }
+        if !kept.is_empty() {
+            *retention = typed(Value::Mapping(kept), "store", p);
+            retention.check(&mut p.section("store"));
+        }
         let kind = match map.remove("type") {
             Some(Value::String(k)) => k.trim().to_ascii_lowercase(),
             _ if p.is_invalid("store.type") => return StoreConfig::Embedded,
+            // Only retention keys: the default store with them.
+            None if map.is_empty() => return StoreConfig::Embedded,
             _ => {
                 p.push("store", "has no type", "add `type: embedded` (one process, the default) or `type: postgres` (several replicas)");
                 return StoreConfig::Embedded;
@@ -152,8 +177,25 @@ impl Store for AnyStore {
     ) -> Result<(), StoreError> {
         each!(self, s => s.advance_cursor(tenant_id, content_type, to).await)
     }
-    async fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
-        each!(self, s => s.prune(older_than).await)
+    async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        each!(self, s => s.prune(older_than, max).await)
+    }
+    async fn claim_records(
+        &self,
+        owner: &str,
+        keys: Vec<u128>,
+        window: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        each!(self, s => s.claim_records(owner, keys, window).await)
+    }
+    async fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        each!(self, s => s.prune_records(older_than, max).await)
+    }
+    async fn tenant_backlog(&self, tenant_id: &str, cap: u64) -> Result<u64, StoreError> {
+        each!(self, s => s.tenant_backlog(tenant_id, cap).await)
+    }
+    async fn footprint(&self) -> Result<Footprint, StoreError> {
+        each!(self, s => s.footprint().await)
     }
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         each!(self, s => s.stats().await)

@@ -72,6 +72,8 @@ where
     unknown_seq_is_not_found(&make().await).await;
     cursor_never_moves_backwards(&make().await).await;
     prune_forgets_old_ids(&make().await).await;
+    tenant_backlog_counts_one_tenant_up_to_the_cap(&make().await).await;
+    records_are_claimed_by_one_blob(&make().await).await;
     stats_count_each_state(&make().await).await;
     progress_is_kept_until_complete(&make().await).await;
 }
@@ -559,18 +561,19 @@ pub async fn cursor_never_moves_backwards<S: Store>(store: &S) {
     );
 }
 
-/// `prune` forgets contentIds first seen before the limit and only those.
+/// `prune` forgets contentIds first seen before the limit and only those, at most `max` a call,
+/// oldest first; `footprint` counts what is left.
 pub async fn prune_forgets_old_ids<S: Store>(store: &S) {
     store
-        .enqueue(vec![content("p1"), content("p2")])
+        .enqueue(vec![content("p1"), content("p2"), content("p3")])
         .await
         .expect("enqueue");
-    let claimed = store.claim(2, LONG).await.expect("claim");
+    let claimed = store.claim(3, LONG).await.expect("claim");
     for c in &claimed {
         store.complete(c.seq).await.expect("complete");
     }
     let long_ago = SystemTime::now() - Duration::from_secs(3600);
-    assert_eq!(store.prune(long_ago).await.expect("prune"), 0);
+    assert_eq!(store.prune(long_ago, 100).await.expect("prune"), 0);
     assert_eq!(
         store
             .enqueue(vec![content("p1")])
@@ -581,16 +584,108 @@ pub async fn prune_forgets_old_ids<S: Store>(store: &S) {
         "recent ids survive a prune"
     );
     let later = SystemTime::now() + Duration::from_secs(3600);
-    assert_eq!(store.prune(later).await.expect("prune"), 2);
-    assert_eq!(store.prune(later).await.expect("prune again"), 0);
+    assert_eq!(
+        store.prune(later, 2).await.expect("prune"),
+        2,
+        "at most max a call"
+    );
+    assert_eq!(store.prune(later, 2).await.expect("prune the rest"), 1);
+    assert_eq!(store.prune(later, 2).await.expect("prune again"), 0);
+    assert!(store.footprint().await.expect("footprint").bytes > 0);
     let out = store
-        .enqueue(vec![content("p1"), content("p2")])
+        .enqueue(vec![content("p1"), content("p2"), content("p3")])
         .await
         .expect("enqueue");
     assert_eq!(
         (out.added, out.duplicates),
-        (2, 0),
+        (3, 0),
         "pruned ids are new again"
+    );
+}
+
+/// `claim_records` gives each record to the first blob that claims it (and to that blob again),
+/// never to another within the window; `prune_records` forgets claims oldest first.
+pub async fn records_are_claimed_by_one_blob<S: Store>(store: &S) {
+    let hour = Duration::from_secs(3600);
+    let claim = |owner: &'static str, keys: Vec<u128>| store.claim_records(owner, keys, hour);
+    assert_eq!(claim("blob-a", vec![1, 2, 3]).await.expect("a"), [true; 3]);
+    assert_eq!(
+        claim("blob-b", vec![2, 3, 4]).await.expect("b"),
+        [false, false, true],
+        "another blob's records are duplicates"
+    );
+    assert_eq!(
+        claim("blob-a", vec![1, 2]).await.expect("a again"),
+        [true, true],
+        "a blob sending its batch again keeps its records"
+    );
+    assert!(
+        store.footprint().await.expect("footprint").record_entries >= 4
+            || store.replica().is_some(),
+        "the embedded store counts claims exactly (PostgreSQL estimates)"
+    );
+    let long_ago = SystemTime::now() - hour;
+    assert_eq!(store.prune_records(long_ago, 10).await.expect("prune"), 0);
+    let later = SystemTime::now() + hour;
+    assert_eq!(store.prune_records(later, 3).await.expect("prune"), 3);
+    assert_eq!(store.prune_records(later, 3).await.expect("rest"), 1);
+    assert_eq!(
+        claim("blob-c", vec![2, 4]).await.expect("c"),
+        [true, true],
+        "pruned claims are free again"
+    );
+    // An expired claim (older than the window) is taken over without a prune.
+    let short = Duration::from_millis(1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(
+        store
+            .claim_records("blob-d", vec![2], short)
+            .await
+            .expect("d"),
+        [true],
+        "a claim older than the window does not hold"
+    );
+}
+
+/// `tenant_backlog` counts a tenant's queued blobs, leased or not, whatever the case of its id,
+/// up to the cap; completed and dead-lettered blobs leave it.
+pub async fn tenant_backlog_counts_one_tenant_up_to_the_cap<S: Store>(store: &S) {
+    let mut items: Vec<ContentRef> = (0..5)
+        .map(|i| content_for("Tenant-A", "Audit.General", &format!("a{i}")))
+        .collect();
+    items.push(content_for("tenant-b", "Audit.General", "b0"));
+    store.enqueue(items).await.expect("enqueue");
+    assert_eq!(
+        store
+            .tenant_backlog("tenant-a", 100)
+            .await
+            .expect("backlog"),
+        5
+    );
+    assert_eq!(
+        store.tenant_backlog("TENANT-A", 3).await.expect("capped"),
+        3
+    );
+    assert_eq!(store.tenant_backlog("tenant-b", 100).await.expect("b"), 1);
+    assert_eq!(
+        store.tenant_backlog("tenant-c", 100).await.expect("none"),
+        0
+    );
+    let claimed = store.claim(6, LONG).await.expect("claim");
+    assert_eq!(
+        store.tenant_backlog("tenant-a", 100).await.expect("leased"),
+        5,
+        "leased blobs are still queued"
+    );
+    let a: Vec<&Claimed> = claimed
+        .iter()
+        .filter(|c| c.content.tenant_id == "Tenant-A")
+        .collect();
+    store.complete(a[0].seq).await.expect("complete");
+    store.dead_letter(a[1].seq, "test").await.expect("dead");
+    assert_eq!(
+        store.tenant_backlog("tenant-a", 100).await.expect("after"),
+        3
     );
 }
 

@@ -13,6 +13,8 @@
 //! | `dead`      | seq                        | JSON dead letter   | given-up blobs with their reason      |
 //! | `cursors`   | (tenant, content type)     | ns since the epoch | listing checkpoints (and `Graph.*`)   |
 //! | `progress`  | seq                        | records accepted   | where a worker resumes a blob         |
+//! | `records`   | record key (u128)          | (owner, first ms)  | record dedup: which blob delivers it  |
+//! | `records_age` | (first-seen ms, key)     | ()                 | `prune_records` without a scan        |
 //!
 //! Every queued blob has exactly one `schedule_by_tenant` entry: `(tenant, lease_until, seq)` while
 //! leased, otherwise `(tenant, due, seq)` where `due` is its enqueue time or, after a `reschedule`,
@@ -55,7 +57,9 @@
 //!
 //! The dedup key is the contentId alone (Microsoft's ids are unique across tenants). `prune`
 //! forgets ids by first-seen time only, also for a blob still queued: a blob is announced at most
-//! 7 days, so after [`super::DEDUP_RETENTION`] nobody announces it again.
+//! 7 days, so after `store.dedup_retention` (8 days, [`super::retention`]) nobody announces it
+//! again. Pruned pages are reused by later writes, so the file stops growing once a retention's
+//! worth of entries is in it; `o365-collector compact` gives the space back to the filesystem.
 
 use std::collections::HashSet;
 use std::ops::Bound;
@@ -66,13 +70,16 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, TableDefinition,
-    WriteTransaction,
+    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    TableDefinition, WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use super::{Claimed, ContentRef, DeadLetter, EnqueueOutcome, Store, StoreError, StoreStats};
+use super::{
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, Store, StoreError, StoreStats,
+    owner_key,
+};
 
 /// File name inside the store directory.
 pub const FILE_NAME: &str = "queue.redb";
@@ -88,6 +95,9 @@ const DEDUP_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 const PROGRESS: TableDefinition<u64, u64> = TableDefinition::new("progress");
+/// Record dedup: record key → (owner blob, first-seen ms).
+const RECORDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("records");
+const RECORDS_AGE: TableDefinition<(u64, u128), ()> = TableDefinition::new("records_age");
 
 const META_NEXT_SEQ: &str = "next_seq";
 const META_QUEUED: &str = "queued";
@@ -265,6 +275,42 @@ impl EmbeddedStore {
                 closed: Mutex::new(Closed::default()),
                 commits: Mutex::default(),
             }),
+        })
+    }
+
+    /// Gives the pages freed by pruning back to the filesystem: rewrites `dir/queue.redb` in place
+    /// (redb's compaction) and answers its size before and after. The collector must not run:
+    /// the file is opened exclusively. A crash during compaction leaves a valid file (redb commits
+    /// each step).
+    pub fn compact(dir: &Path) -> Result<(u64, u64), StoreError> {
+        let path = dir.join(FILE_NAME);
+        let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        if !path.exists() {
+            return Err(StoreError::Unavailable(format!(
+                "{} does not exist: nothing to compact",
+                path.display()
+            )));
+        }
+        let before = size(&path);
+        let mut db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .open(&path)
+            .map_err(|e| open_error(&path, e))?;
+        while db.compact().map_err(|e| {
+            StoreError::Unavailable(format!("{}: compaction failed: {e}", path.display()))
+        })? {}
+        drop(db);
+        Ok((before, size(&path)))
+    }
+
+    /// Moves the store's clock forward by `by` (soak benches and tests: months in seconds). The
+    /// clock never goes back, so it keeps counting from the later time.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn advance_clock(&self, by: Duration) -> Result<(), StoreError> {
+        self.shared.with(|inner| {
+            let mut clock = lock(&inner.clock);
+            clock.last_ms = clock.last_ms.saturating_add(duration_ms(by));
+            Ok(())
         })
     }
 
@@ -512,8 +558,43 @@ impl Store for EmbeddedStore {
             .await
     }
 
-    async fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
-        self.run(move |inner| inner.prune(older_than)).await
+    async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        self.run(move |inner| inner.prune(older_than, max)).await
+    }
+
+    async fn claim_records(
+        &self,
+        owner: &str,
+        keys: Vec<u128>,
+        window: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let owner = owner_key(owner);
+        self.run(move |inner| inner.claim_records(owner, &keys, window))
+            .await
+    }
+
+    async fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        self.run(move |inner| inner.prune_records(older_than, max))
+            .await
+    }
+
+    async fn tenant_backlog(&self, tenant_id: &str, cap: u64) -> Result<u64, StoreError> {
+        let t = tenant_id.to_ascii_lowercase();
+        self.run(move |inner| inner.tenant_backlog(&t, cap)).await
+    }
+
+    async fn footprint(&self) -> Result<Footprint, StoreError> {
+        let path = self.shared.path.clone();
+        self.run(move |inner| {
+            let (dedup_entries, record_entries) = inner.dedup_entries()?;
+            let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            Ok(Footprint {
+                dedup_entries,
+                record_entries,
+                bytes,
+            })
+        })
+        .await
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {
@@ -640,6 +721,8 @@ impl Inner {
             txn.open_table(DEAD).map_err(|e| self.err(e))?;
             txn.open_table(CURSORS).map_err(|e| self.err(e))?;
             txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
+            txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
         }
         self.commit(txn)
     }
@@ -1051,7 +1134,7 @@ impl Inner {
         }
     }
 
-    fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+    fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
         let limit = to_ms(older_than);
         let txn = self.write(Durability::Immediate)?;
         let mut removed = 0u64;
@@ -1062,6 +1145,7 @@ impl Inner {
             for entry in dedup_age
                 .range::<(u64, &str)>(..(limit, ""))
                 .map_err(|e| self.err(e))?
+                .take(max)
             {
                 let (key, _) = entry.map_err(|e| self.err(e))?;
                 let (ms, id) = key.value();
@@ -1081,6 +1165,102 @@ impl Inner {
             self.commit(txn)?;
         }
         Ok(removed)
+    }
+
+    /// See [`Store::claim_records`]. Committed without an fsync: the blob's next progress write
+    /// (fsync'd) makes it durable, and a claim lost in a crash can only let a duplicate through.
+    fn claim_records(
+        &self,
+        owner: u64,
+        keys: &[u128],
+        window: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let now = self.now_ms();
+        let expired_before = now.saturating_sub(duration_ms(window));
+        let txn = self.write(Durability::None)?;
+        let mut keep = Vec::with_capacity(keys.len());
+        {
+            let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut age = txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
+            for &key in keys {
+                let seen = records
+                    .get(key)
+                    .map_err(|e| self.err(e))?
+                    .map(|v| v.value());
+                let mine = match seen {
+                    Some((o, _)) if o == owner => true,
+                    Some((_, first)) if first >= expired_before => false,
+                    other => {
+                        if let Some((_, first)) = other {
+                            age.remove((first, key)).map_err(|e| self.err(e))?;
+                        }
+                        records.insert(key, (owner, now)).map_err(|e| self.err(e))?;
+                        age.insert((now, key), ()).map_err(|e| self.err(e))?;
+                        true
+                    }
+                };
+                keep.push(mine);
+            }
+        }
+        self.commit(txn)?;
+        Ok(keep)
+    }
+
+    fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        let limit = to_ms(older_than);
+        let txn = self.write(Durability::Immediate)?;
+        let mut removed = 0u64;
+        {
+            let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut age = txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
+            let old: Vec<(u64, u128)> = age
+                .range::<(u64, u128)>(..(limit, 0))
+                .map_err(|e| self.err(e))?
+                .take(max)
+                .map(|e| e.map(|(k, _)| k.value()))
+                .collect::<Result<_, _>>()
+                .map_err(|e| self.err(e))?;
+            for (ms, key) in old {
+                age.remove((ms, key)).map_err(|e| self.err(e))?;
+                records.remove(key).map_err(|e| self.err(e))?;
+                removed += 1;
+            }
+        }
+        if removed == 0 {
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(removed)
+    }
+
+    /// Every queued blob has one schedule entry under its tenant: count them, up to `cap`.
+    fn tenant_backlog(&self, tenant: &str, cap: u64) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let schedule = txn.open_table(SCHEDULE).map_err(|e| self.err(e))?;
+        let mut n = 0;
+        for entry in schedule
+            .range((tenant, 0, 0)..=(tenant, u64::MAX, u64::MAX))
+            .map_err(|e| self.err(e))?
+        {
+            entry.map_err(|e| self.err(e))?;
+            n += 1;
+            if n >= cap {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Entries of the dedup set and of the record dedup.
+    fn dedup_entries(&self) -> Result<(u64, u64), StoreError> {
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let dedup = txn.open_table(DEDUP).map_err(|e| self.err(e))?;
+        let records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        Ok((
+            dedup.len().map_err(|e| self.err(e))?,
+            records.len().map_err(|e| self.err(e))?,
+        ))
     }
 
     fn stats(&self) -> Result<StoreStats, StoreError> {

@@ -10,6 +10,7 @@ pub mod any;
 pub mod conformance;
 pub mod embedded;
 pub mod postgres;
+pub mod retention;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
@@ -17,6 +18,7 @@ use std::time::{Duration, SystemTime};
 pub use any::{AnyStore, StoreConfig};
 pub use embedded::EmbeddedStore;
 pub use postgres::{PostgresConfig, PostgresStore};
+pub use retention::RetentionConfig;
 
 /// An announced content blob, as the notification or the content listing gave it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -120,8 +122,32 @@ pub struct TenantHolder {
     pub this_replica: bool,
 }
 
-/// How long contentIds are remembered: Microsoft keeps content 7 days; one more day of margin.
-pub const DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600);
+/// A blob's owner key in the record dedup: FNV-1a of its contentId (stable across builds, unlike
+/// the standard library's hasher).
+pub fn owner_key(content_id: &str) -> u64 {
+    content_id.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The record dedup's key: the record's key ([`crate::output::record_key`]) within its tenant.
+pub fn record_claim_key(tenant_id: &str, record_key: u128) -> u128 {
+    let t = owner_key(&tenant_id.to_ascii_lowercase());
+    record_key ^ ((u128::from(t) << 64) | u128::from(t.rotate_left(29)))
+}
+
+/// What the store holds on disk for dedup, for `/metrics` (cheap: no scan).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Footprint {
+    /// Entries in the dedup set (contentIds and Graph record identities); PostgreSQL's is the
+    /// planner's estimate (`pg_class.reltuples`, kept current by autovacuum), not a count.
+    pub dedup_entries: u64,
+    /// Entries of the record dedup ([`Store::claim_records`]), counted the same way.
+    pub record_entries: u64,
+    /// Bytes the store takes: the embedded store's file, or PostgreSQL's tables with their
+    /// indexes and TOAST.
+    pub bytes: u64,
+}
 
 /// Durable queue. Every method that changes state is durable (fsync'd) when it returns, except
 /// `claim`, `renew` and `release` (a lease lost in a crash only lets the blob be claimed again).
@@ -214,9 +240,45 @@ pub trait Store: Send + Sync + 'static {
         content_type: &str,
         to: SystemTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
-    /// Forgets contentIds first seen before `older_than` (use now − [`DEDUP_RETENTION`]); returns how many.
-    fn prune(&self, older_than: SystemTime)
-    -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Forgets at most `max` dedup entries (contentIds, Graph record identities) first seen
+    /// before `older_than`, oldest first; returns how many. Bounded so that one call is one short
+    /// transaction: [`retention`] calls it until less than `max` is left. With a shared store,
+    /// a call while another replica prunes does nothing and returns 0.
+    fn prune(
+        &self,
+        older_than: SystemTime,
+        max: usize,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Drops Microsoft's own duplicate records (the same record in two blobs, which Microsoft
+    /// documents as expected): claims each of `keys` (record keys, unique across tenants) for the
+    /// blob `owner` (its contentId) and answers, key by key, whether this blob delivers it. Yes
+    /// when no other blob claimed the key within `window` of its first claim, or when `owner`
+    /// did (its own batch sent again after a crash or a retry); no when another blob holds it.
+    /// Called before a batch goes to the output, so two replicas never both deliver one record.
+    /// A claim may be lost in a crash (it is made durable with the blob's next progress write):
+    /// that can only let a duplicate through, never drop a record.
+    fn claim_records(
+        &self,
+        owner: &str,
+        keys: Vec<u128>,
+        window: Duration,
+    ) -> impl Future<Output = Result<Vec<bool>, StoreError>> + Send;
+    /// Forgets at most `max` record claims made before `older_than`, oldest first.
+    fn prune_records(
+        &self,
+        older_than: SystemTime,
+        max: usize,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// How many blobs of `tenant_id` are queued (pending or leased), counted up to `cap`: the
+    /// per-tenant high-water mark asks only whether the backlog reached it, so the count costs at
+    /// most `cap` index entries however long the backlog is.
+    fn tenant_backlog(
+        &self,
+        tenant_id: &str,
+        cap: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Dedup entries and bytes on disk.
+    fn footprint(&self) -> impl Future<Output = Result<Footprint, StoreError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
     /// The dead letters, oldest first.
     fn dead_letters(&self) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;

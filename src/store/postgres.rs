@@ -11,6 +11,7 @@
 //! | `o365_dead`              | seq (the queue's)       | dead letters with their reason                |
 //! | `o365_cursors`           | (tenant, content type)  | listing checkpoints, ns since the epoch       |
 //! | `o365_tenant_leases`     | lower-case tenant id    | which replica lists the tenant, until when    |
+//! | `o365_records`           | record key (16 bytes)   | record dedup: the blob that delivers it, when |
 //!
 //! # Claims and leases
 //!
@@ -26,7 +27,8 @@
 //!
 //! Lease ends, due times and first-seen times come from the database's clock (`o365_now_ms()`),
 //! so replicas with skewed clocks agree on when a lease expires. Only `reschedule`'s `not_before`
-//! and `prune`'s limit come from the caller's clock.
+//! and `prune`'s limit come from the caller's clock. `prune` runs under an advisory lock, so one
+//! replica at a time deletes, in bounded batches.
 //!
 //! # Durability
 //!
@@ -48,7 +50,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, StoreError, StoreStats, TenantHolder,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, StoreError, StoreStats,
+    TenantHolder, owner_key,
 };
 use crate::core::Secret;
 use crate::core::settings::{Section, de};
@@ -173,11 +176,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 /// Advisory lock key taken while migrating ("o365coll").
 const MIGRATION_LOCK: i64 = 0x6f33_3635_636f_6c6c;
+/// Advisory lock key taken by the replica that prunes the dedup set ("o365prun").
+const PRUNE_LOCK: i64 = 0x6f33_3635_7072_756e;
 
 /// The schema, one entry per version, applied in order and never edited once released.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 CREATE FUNCTION o365_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
     AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint $$;
 
@@ -237,7 +243,23 @@ CREATE TABLE o365_tenant_leases (
     until_ms   bigint NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- The per-tenant high-water mark counts a tenant's queued blobs.
+CREATE INDEX o365_queue_tenant ON o365_queue (tenant_key);
+
+-- Record dedup: which blob delivers each record (Microsoft repeats records across blobs).
+CREATE TABLE o365_records (
+    record_key    bytea  PRIMARY KEY,
+    owner         bigint NOT NULL,
+    first_seen_ms bigint NOT NULL
+);
+CREATE INDEX o365_records_age ON o365_records (first_seen_ms);
+"#,
+    ),
+];
 
 /// `records`: a carried Graph page's records as JSON text (`ContentRef::records`), else NULL.
 const CONTENT_COLUMNS: &str = "tenant_id, content_type, content_id, content_uri, content_created, content_expiration, records";
@@ -686,17 +708,138 @@ impl super::Store for PostgresStore {
         .map(|_| ())
     }
 
-    async fn prune(&self, older_than: SystemTime) -> Result<u64, StoreError> {
+    async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
         let limit = millis(older_than);
-        let done = self
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            // One replica prunes at a time: the others skip the round (their next one may take it).
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(PRUNE_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !mine {
+                return Ok(0);
+            }
+            let done = sqlx::query(
+                "DELETE FROM o365_dedup WHERE content_id IN (
+                   SELECT content_id FROM o365_dedup WHERE first_seen_ms < $1
+                   ORDER BY first_seen_ms LIMIT $2)",
+            )
+            .bind(limit)
+            .bind(max)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        };
+        self.call(run).await
+    }
+
+    async fn claim_records(
+        &self,
+        owner: &str,
+        keys: Vec<u128>,
+        window: Duration,
+    ) -> Result<Vec<bool>, StoreError> {
+        let owner = owner_key(owner) as i64;
+        let window = i64::try_from(window.as_millis()).unwrap_or(i64::MAX);
+        let bytes: Vec<Vec<u8>> = keys.iter().map(|k| k.to_be_bytes().to_vec()).collect();
+        // Taken: new keys and expired claims (inserted or taken over), plus the keys this blob
+        // already holds. Sorted, so concurrent claims lock rows in one order.
+        let mine: Vec<Vec<u8>> = self
             .call(async {
-                sqlx::query("DELETE FROM o365_dedup WHERE first_seen_ms < $1")
-                    .bind(limit)
-                    .execute(&self.pool)
-                    .await
+                sqlx::query_scalar(
+                    "WITH taken AS (
+                       INSERT INTO o365_records AS r (record_key, owner, first_seen_ms)
+                       SELECT k, $2::bigint, o365_now_ms()
+                       FROM (SELECT DISTINCT k FROM unnest($1::bytea[]) AS t(k)) AS d ORDER BY k
+                       ON CONFLICT (record_key) DO UPDATE
+                         SET owner = EXCLUDED.owner, first_seen_ms = EXCLUDED.first_seen_ms
+                         WHERE r.owner = EXCLUDED.owner
+                            OR r.first_seen_ms < EXCLUDED.first_seen_ms - $3
+                       RETURNING record_key)
+                     SELECT record_key FROM taken",
+                )
+                .bind(&bytes)
+                .bind(owner)
+                .bind(window)
+                .fetch_all(&self.pool)
+                .await
             })
             .await?;
-        Ok(done.rows_affected())
+        let mine: HashSet<Vec<u8>> = mine.into_iter().collect();
+        Ok(bytes.iter().map(|k| mine.contains(k)).collect())
+    }
+
+    async fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        let limit = millis(older_than);
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(PRUNE_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !mine {
+                return Ok(0);
+            }
+            let done = sqlx::query(
+                "DELETE FROM o365_records WHERE record_key IN (
+                   SELECT record_key FROM o365_records WHERE first_seen_ms < $1
+                   ORDER BY first_seen_ms LIMIT $2)",
+            )
+            .bind(limit)
+            .bind(max)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        };
+        self.call(run).await
+    }
+
+    async fn tenant_backlog(&self, tenant_id: &str, cap: u64) -> Result<u64, StoreError> {
+        let key = tenant_id.to_ascii_lowercase();
+        let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+        let n: i64 = self
+            .call(async {
+                sqlx::query_scalar(
+                    "SELECT count(*) FROM (
+                       SELECT 1 FROM o365_queue WHERE tenant_key = $1 LIMIT $2) AS q",
+                )
+                .bind(&key)
+                .bind(cap)
+                .fetch_one(&self.pool)
+                .await
+            })
+            .await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn footprint(&self) -> Result<Footprint, StoreError> {
+        let row = self
+            .call(async {
+                sqlx::query(
+                    "SELECT
+                       (SELECT greatest(reltuples, 0)::bigint FROM pg_class
+                          WHERE oid = 'o365_dedup'::regclass) AS entries,
+                       (SELECT greatest(reltuples, 0)::bigint FROM pg_class
+                          WHERE oid = 'o365_records'::regclass) AS records,
+                       (SELECT sum(pg_total_relation_size(t::regclass))::bigint FROM unnest(
+                          ARRAY['o365_queue', 'o365_dedup', 'o365_dead', 'o365_cursors',
+                                'o365_tenant_leases', 'o365_records']) AS t) AS bytes",
+                )
+                .fetch_one(&self.pool)
+                .await
+            })
+            .await?;
+        let get = |name: &str| row.try_get::<i64, _>(name).map_err(|e| self.corrupt(e));
+        Ok(Footprint {
+            dedup_entries: u64::try_from(get("entries")?).unwrap_or(0),
+            record_entries: u64::try_from(get("records")?).unwrap_or(0),
+            bytes: u64::try_from(get("bytes")?).unwrap_or(0),
+        })
     }
 
     async fn stats(&self) -> Result<StoreStats, StoreError> {

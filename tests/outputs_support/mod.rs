@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod receiver;
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

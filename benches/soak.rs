@@ -1,0 +1,289 @@
+//! Months in minutes: the store under a year's traffic pattern with an injected clock, to show
+//! that retention keeps it flat. One tenant, each simulated day: `records` audit records in
+//! 1,000-record blobs (each blob enqueued, claimed, its records claimed by the record dedup,
+//! completed) and `graph` Graph record identities in 1,000-record pages (enqueued, claimed,
+//! completed), spread over 144 ten-minute slots; after each slot the clock moves 10 minutes and the
+//! retention prune runs as the collector runs it (`store.dedup_retention` 8 days, record dedup
+//! window 24 hours). Printed per simulated day: the store's size on disk (the embedded store's file;
+//! PostgreSQL's tables with indexes), its dedup entries and record claims, and the wall time; at
+//! the end, peak RSS.
+//!
+//! The embedded store's clock is moved with `EmbeddedStore::advance_clock`; PostgreSQL's (the
+//! `o365_now_ms()` the schema defines) is redefined in the bench's own database to add an offset.
+//!
+//! `cargo bench --bench soak -- [days=40] [records=2000000] [graph=1000000] [store=embedded|postgres|both]`
+
+#[path = "../tests/support/postgres.rs"]
+mod postgres;
+mod support;
+
+use std::time::{Duration, Instant, SystemTime};
+
+use o365_collector::store::retention::{RetentionConfig, prune_once};
+use o365_collector::store::{
+    ContentRef, EmbeddedStore, InlineRecord, PostgresStore, Store, record_claim_key,
+};
+
+const TENANT: &str = "41463f53-8812-40f4-890f-865bf6e35190";
+const SLOTS_PER_DAY: u64 = 144;
+const SLOT: Duration = Duration::from_secs(600);
+const PER_BLOB: u64 = 1_000;
+
+struct Args {
+    days: u64,
+    records: u64,
+    graph: u64,
+    stores: Vec<&'static str>,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        days: 40,
+        records: 2_000_000,
+        graph: 1_000_000,
+        stores: vec!["embedded", "postgres"],
+    };
+    for arg in std::env::args().skip(1).filter(|a| !a.starts_with("--")) {
+        let (k, v) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
+        match k {
+            "days" => a.days = v.parse().expect("days=N"),
+            "records" => a.records = v.parse().expect("records=N"),
+            "graph" => a.graph = v.parse().expect("graph=N"),
+            "store" => {
+                a.stores = match v {
+                    "embedded" => vec!["embedded"],
+                    "postgres" => vec!["postgres"],
+                    _ => vec!["embedded", "postgres"],
+                }
+            }
+            _ => panic!("unknown argument {arg}"),
+        }
+    }
+    a
+}
+
+/// The simulated clock: real time plus what the bench advanced.
+struct Clock {
+    advanced: Duration,
+}
+
+impl Clock {
+    fn now(&self) -> SystemTime {
+        SystemTime::now() + self.advanced
+    }
+}
+
+/// A store under soak: the store, and how to move its clock and read its size.
+trait Soaked {
+    type S: Store;
+    fn store(&self) -> &Self::S;
+    async fn advance(&self, by: Duration);
+    async fn sizes(&self) -> String;
+}
+
+impl Soaked for EmbeddedStore {
+    type S = EmbeddedStore;
+    fn store(&self) -> &EmbeddedStore {
+        self
+    }
+    async fn advance(&self, by: Duration) {
+        self.advance_clock(by).expect("advance the clock");
+    }
+    async fn sizes(&self) -> String {
+        let f = self.footprint().await.expect("footprint");
+        format!("file {:.1} MiB", f.bytes as f64 / (1 << 20) as f64)
+    }
+}
+
+/// The PostgreSQL store and a connection to its database for the clock and the sizes.
+struct Pg {
+    store: PostgresStore,
+    pool: sqlx::PgPool,
+}
+
+impl Soaked for Pg {
+    type S = PostgresStore;
+    fn store(&self) -> &PostgresStore {
+        &self.store
+    }
+    async fn advance(&self, by: Duration) {
+        sqlx::query("UPDATE bench_clock SET offset_ms = offset_ms + $1")
+            .bind(by.as_millis() as i64)
+            .execute(&self.pool)
+            .await
+            .expect("advance the database clock");
+    }
+    async fn sizes(&self) -> String {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT t, pg_total_relation_size(t::regclass) FROM unnest(ARRAY['o365_queue',
+               'o365_dedup', 'o365_records', 'o365_dead', 'o365_cursors']) AS t",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .expect("table sizes");
+        rows.iter()
+            .map(|(t, b)| format!("{t} {:.1} MiB", *b as f64 / (1 << 20) as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// A record key for the `n`-th record of the run (distinct, spread like hashes).
+fn key(n: u64) -> u128 {
+    let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    x ^= x >> 31;
+    let y = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    record_claim_key(TENANT, (u128::from(x) << 64) | u128::from(y ^ (y >> 29)))
+}
+
+async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
+    let store = soaked.store();
+    let mut clock = Clock {
+        advanced: Duration::ZERO,
+    };
+    let retention = RetentionConfig::default();
+    let blobs_per_slot = a.records.div_ceil(PER_BLOB).div_ceil(SLOTS_PER_DAY);
+    let pages_per_slot = a.graph.div_ceil(PER_BLOB).div_ceil(SLOTS_PER_DAY);
+    println!(
+        "{name}: {} days, {} audit records/day ({blobs_per_slot} blobs of {PER_BLOB} per 10 minutes), {} Graph identities/day ({pages_per_slot} pages per 10 minutes)",
+        a.days,
+        blobs_per_slot * PER_BLOB * SLOTS_PER_DAY,
+        pages_per_slot * PER_BLOB * SLOTS_PER_DAY
+    );
+    println!(
+        "| day | store on disk | dedup entries | record claims | pruned today (ids / claims) | wall s |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (mut blob_no, mut record_no, mut identity_no) = (0u64, 0u64, 0u64);
+    let started = Instant::now();
+    for day in 1..=a.days {
+        let day_started = Instant::now();
+        let (mut pruned_ids, mut pruned_claims) = (0, 0);
+        for _ in 0..SLOTS_PER_DAY {
+            // Audit blobs: announced, claimed, records claimed, completed.
+            let blobs: Vec<ContentRef> = (0..blobs_per_slot)
+                .map(|_| {
+                    blob_no += 1;
+                    content(&format!("soak{blob_no:012}"), None)
+                })
+                .collect();
+            store.enqueue(blobs).await.expect("enqueue");
+            // Graph pages carry their records.
+            let pages: Vec<ContentRef> = (0..pages_per_slot)
+                .map(|p| {
+                    let records = (0..PER_BLOB)
+                        .map(|_| {
+                            identity_no += 1;
+                            InlineRecord {
+                                key: format!(
+                                    "{TENANT}/Graph.SignIns/{:032x}",
+                                    key(u64::MAX - identity_no)
+                                ),
+                                json: "{}".into(),
+                            }
+                        })
+                        .collect();
+                    content(&format!("page{identity_no}-{p}"), Some(records))
+                })
+                .collect();
+            store.enqueue(pages).await.expect("enqueue pages");
+            let claimed = store
+                .claim((blobs_per_slot + pages_per_slot) as usize, SLOT)
+                .await
+                .expect("claim");
+            for c in claimed {
+                if c.content.records.is_none() {
+                    let keys: Vec<u128> = (0..PER_BLOB)
+                        .map(|_| {
+                            record_no += 1;
+                            key(record_no)
+                        })
+                        .collect();
+                    store
+                        .claim_records(&c.content.content_id, keys, retention.record_dedup_window)
+                        .await
+                        .expect("claim records");
+                }
+                store.complete(c.seq).await.expect("complete");
+            }
+            clock.advanced += SLOT;
+            soaked.advance(SLOT).await;
+            let (ids, claims) = prune_once(store, &retention, clock.now())
+                .await
+                .expect("prune");
+            pruned_ids += ids;
+            pruned_claims += claims;
+        }
+        let f = store.footprint().await.expect("footprint");
+        println!(
+            "| {day} | {} | {} | {} | {pruned_ids} / {pruned_claims} | {:.0} |",
+            soaked.sizes().await,
+            f.dedup_entries,
+            f.record_entries,
+            day_started.elapsed().as_secs_f64()
+        );
+    }
+    println!(
+        "{name}: {} days in {:.0} s",
+        a.days,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn content(id: &str, records: Option<Vec<InlineRecord>>) -> ContentRef {
+    ContentRef {
+        tenant_id: TENANT.into(),
+        content_type: if records.is_some() {
+            "Graph.SignIns".into()
+        } else {
+            "Audit.General".into()
+        },
+        content_id: id.into(),
+        content_uri: format!(
+            "https://manage.office.com/api/v1.0/{TENANT}/activity/feed/audit/{id}"
+        ),
+        content_created: None,
+        content_expiration: None,
+        records,
+    }
+}
+
+fn main() {
+    let a = args();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if a.stores.contains(&"embedded") {
+            let dir = tempfile::tempdir().unwrap();
+            let store = EmbeddedStore::open(dir.path()).expect("open");
+            soak("embedded", &store, &a).await;
+        }
+        if a.stores.contains(&"postgres") {
+            let pg = postgres::Postgres::start();
+            let url = pg.create_database().await;
+            let store = PostgresStore::connect(&postgres::Postgres::config(&url))
+                .await
+                .expect("connect");
+            let pool = sqlx::PgPool::connect(&url).await.expect("bench connection");
+            sqlx::raw_sql(
+                "CREATE TABLE bench_clock (offset_ms bigint NOT NULL);
+                 INSERT INTO bench_clock VALUES (0);
+                 CREATE OR REPLACE FUNCTION o365_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+                   AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint
+                             + (SELECT offset_ms FROM bench_clock) $$;",
+            )
+            .execute(&pool)
+            .await
+            .expect("inject the clock");
+            soak("postgres", &Pg { store, pool }, &a).await;
+        }
+    });
+    match o365_collector::telemetry::peak_rss_kib() {
+        Some(kib) => println!("peak RSS (VmHWM): {:.1} MiB", kib as f64 / 1024.0),
+        None => println!("peak RSS: not available"),
+    }
+}
