@@ -4,7 +4,9 @@
 //! runs and the per-call latency percentiles over all runs, then the peak RSS and the file size.
 //! The behaviour the calls must show is tested in tests/store.rs; this program only times them.
 //!
-//! `cargo bench --bench store -- [queued=100000] [runs=3]`
+//! `cargo bench --bench store -- [queued=100000] [runs=3]`; with `claims=N` only the record dedup:
+//! N batches of 1,000 new record keys claimed (`Store::claim_records`), records/s and file bytes
+//! per record.
 
 mod support;
 
@@ -22,7 +24,53 @@ fn main() {
     let args = support::Args::from_env();
     let queued: usize = args.value("queued", 100_000);
     let runs: usize = args.value("runs", 3);
+    let claims: usize = args.value("claims", 0);
+    if claims > 0 {
+        support::runtime().block_on(measure_claims(claims));
+        return;
+    }
     support::runtime().block_on(measure(queued.max(1000), runs.max(1)));
+}
+
+/// `claims` batches of 1,000 new record keys, one blob each.
+async fn measure_claims(batches: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = EmbeddedStore::open(dir.path()).expect("open store");
+    let size = || {
+        std::fs::metadata(store.path())
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    let before = size();
+    let mut n = 0u64;
+    let mut lat = Vec::with_capacity(batches);
+    let t = Instant::now();
+    for b in 0..batches {
+        let keys: Vec<u128> = (0..1000)
+            .map(|_| {
+                n += 1;
+                let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                (u128::from(x) << 64) | u128::from(x.rotate_left(17) ^ n)
+            })
+            .collect();
+        let call = Instant::now();
+        store
+            .claim_records(&format!("blob-{b}"), keys, Duration::from_secs(86400))
+            .await
+            .expect("claim");
+        lat.push(call.elapsed());
+    }
+    let took = t.elapsed();
+    lat.sort();
+    println!(
+        "claim_records: {} records in {:.2} s = {:.0} records/s; per batch of 1,000 p50 {:.2} ms p99 {:.2} ms; file +{:.0} bytes/record",
+        n,
+        took.as_secs_f64(),
+        n as f64 / took.as_secs_f64(),
+        lat[lat.len() / 2].as_secs_f64() * 1000.0,
+        lat[lat.len() * 99 / 100].as_secs_f64() * 1000.0,
+        (size() - before) as f64 / n as f64
+    );
 }
 
 async fn measure(queued: usize, runs: usize) {

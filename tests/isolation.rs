@@ -238,11 +238,17 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    // The collector was stopped 9 days ago: its cursor is that old.
+    // The collector was stopped 9 days ago (its activity cursor is that old), and its sign-ins
+    // cursor is 40 days old (Graph keeps sign-ins 30).
     let stopped = SystemTime::now() - Duration::from_secs(9 * 86400);
+    let sign_ins_cursor = SystemTime::now() - Duration::from_secs(40 * 86400);
     {
         let store = EmbeddedStore::open(&d.join("store")).unwrap();
         store.advance_cursor(TENANT, TYPE, stopped).await.unwrap();
+        store
+            .advance_cursor(TENANT, "Graph.SignIns", sign_ins_cursor)
+            .await
+            .unwrap();
     }
     std::fs::write(d.join("ca.pem"), emu.ca_pem()).unwrap();
     let base = emu.base_url();
@@ -250,6 +256,7 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
         "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: {SECRET}\nresource: {base}\n\
          authority: {base}\ncontent_type: {TYPE}\noutput: file\nlast_value_storage: {d}/store\n\
          listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {d}/ca.pem\n\
+         graph_feeds: sign_ins\n\
          outputs:\n  file:\n    type: file\n    path: {d}/events.ndjson\n",
         d = d.display(),
     );
@@ -269,14 +276,26 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
     .await;
     assert_exactly_once(&want, &file_ids(&setup.events));
 
+    wait_for(
+        Duration::from_secs(60),
+        "the sign-ins feed read",
+        || async {
+            tenant_status(&status(&c).await, TENANT)["gaps"]
+                .as_array()
+                .is_some_and(|g| g.len() == 2)
+        },
+    )
+    .await;
     let st = status(&c).await;
     let gaps = tenant_status(&st, TENANT)["gaps"]
         .as_array()
         .cloned()
         .unwrap_or_default();
-    assert_eq!(gaps.len(), 1, "{st}");
-    let gap = &gaps[0];
-    assert_eq!(gap["source"], TYPE);
+    assert_eq!(gaps.len(), 2, "{st}");
+    let gap = gaps
+        .iter()
+        .find(|g| g["source"] == TYPE)
+        .expect("the activity gap");
     let from: chrono::DateTime<Utc> = gap["from"].as_str().unwrap().parse().unwrap();
     let to: chrono::DateTime<Utc> = gap["to"].as_str().unwrap().parse().unwrap();
     let cursor = chrono::DateTime::<Utc>::from(stopped);
@@ -286,6 +305,31 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
     assert!((to - kept_from).num_minutes().abs() <= 10, "{gap}");
     assert!(gap["reason"].as_str().unwrap().contains("7 days"), "{gap}");
 
+    // Sign-ins: from the cursor to 30 days back.
+    let graph = gaps
+        .iter()
+        .find(|g| g["source"] == "Graph.SignIns")
+        .expect("the sign-ins gap");
+    let from: chrono::DateTime<Utc> = graph["from"].as_str().unwrap().parse().unwrap();
+    let to: chrono::DateTime<Utc> = graph["to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        (from - chrono::DateTime::<Utc>::from(sign_ins_cursor))
+            .num_seconds()
+            .abs()
+            <= 1
+    );
+    assert!(
+        (to - (Utc::now() - TimeDelta::days(30)))
+            .num_minutes()
+            .abs()
+            <= 10,
+        "{graph}"
+    );
+    assert!(
+        graph["reason"].as_str().unwrap().contains("30 days"),
+        "{graph}"
+    );
+
     let m = metrics(&c).await;
     let line = |name: &str| {
         m.lines()
@@ -293,12 +337,15 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    assert_eq!(line("o365_listing_gaps_total"), Some(1.0), "{m}");
+    assert_eq!(line("o365_listing_gaps_total"), Some(2.0), "{m}");
     let by_tenant = format!(
         "o365_listing_gaps_by_tenant_total{{tenant_id=\"{TENANT}\",content_type=\"{TYPE}\"}}"
     );
     assert_eq!(line(&by_tenant), Some(1.0), "{m}");
-    let lost = line("o365_listing_gap_seconds_total").unwrap();
+    let lost = line(&format!(
+        "o365_listing_gap_seconds_total{{tenant_id=\"{TENANT}\",content_type=\"{TYPE}\"}}"
+    ))
+    .unwrap();
     assert!(
         (lost - 2.0 * 86400.0).abs() < 3600.0,
         "about 2 days lost: {lost}"
@@ -307,7 +354,7 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
     assert_eq!(
         logs.matches("content lost: Microsoft no longer keeps this window")
             .count(),
-        1,
-        "{logs}"
+        2,
+        "once per gap\n{logs}"
     );
 }

@@ -151,7 +151,8 @@ pub async fn round<S: Store>(
                 to: start,
                 reason: format!(
                     "the cursor is older than the {} days Microsoft keeps this feed: listing was held back, or the collector stopped, that long",
-                    feed.max_back().num_days()
+                    // The reach is a few minutes short of whole days.
+                    (feed.max_back().num_hours() + 23) / 24
                 ),
                 noticed_at: Utc::now(),
             },

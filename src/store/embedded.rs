@@ -81,6 +81,10 @@ use super::{
     owner_key,
 };
 
+/// redb's page cache. Its default (1 GiB) would let the process grow to a gigabyte once the file
+/// is that large (a year's dedup sets are); the operating system's page cache serves the rest.
+pub const CACHE_BYTES: usize = 128 << 20;
+
 /// File name inside the store directory.
 pub const FILE_NAME: &str = "queue.redb";
 
@@ -294,6 +298,7 @@ impl EmbeddedStore {
         let before = size(&path);
         let mut db = Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .open(&path)
             .map_err(|e| open_error(&path, e))?;
         while db.compact().map_err(|e| {
@@ -624,6 +629,7 @@ impl Inner {
     fn open(path: &Path, clock_ms: u64, release_leases: bool) -> Result<Inner, StoreError> {
         let db = Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(path)
             .map_err(|e| open_error(path, e))?;
         let inner = Inner {
@@ -1183,22 +1189,27 @@ impl Inner {
             let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
             let mut age = txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
             for &key in keys {
+                // Insert first: a key seen before is the exception, and one tree walk costs
+                // half of a lookup and an insert.
                 let seen = records
-                    .get(key)
+                    .insert(key, (owner, now))
                     .map_err(|e| self.err(e))?
                     .map(|v| v.value());
                 let mine = match seen {
-                    Some((o, _)) if o == owner => true,
-                    Some((_, first)) if first >= expired_before => false,
-                    other => {
-                        if let Some((_, first)) = other {
-                            age.remove((first, key)).map_err(|e| self.err(e))?;
-                        }
-                        records.insert(key, (owner, now)).map_err(|e| self.err(e))?;
-                        age.insert((now, key), ()).map_err(|e| self.err(e))?;
+                    None => true,
+                    Some((o, first)) if o == owner || first >= expired_before => {
+                        // The claim holds as it was: the blob's own, or another blob's.
+                        records.insert(key, (o, first)).map_err(|e| self.err(e))?;
+                        keep.push(o == owner);
+                        continue;
+                    }
+                    Some((_, first)) => {
+                        // Expired: taken over.
+                        age.remove((first, key)).map_err(|e| self.err(e))?;
                         true
                     }
                 };
+                age.insert((now, key), ()).map_err(|e| self.err(e))?;
                 keep.push(mine);
             }
         }
