@@ -20,8 +20,9 @@
 mod postgres;
 mod support;
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use o365_collector::output::time_ordered;
 use o365_collector::store::retention::{RetentionConfig, prune_once};
 use o365_collector::store::{
     ContentRef, EmbeddedStore, InlineRecord, PostgresStore, Store, record_claim_key,
@@ -134,12 +135,19 @@ impl Soaked for Pg {
     }
 }
 
-/// A record key for the `n`-th record of the run (distinct, spread like hashes).
-fn key(n: u64) -> u128 {
+/// A key for the `n`-th record of the run (distinct, spread like hashes).
+fn hash(n: u64) -> u128 {
     let mut x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
     x ^= x >> 31;
     let y = x.wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    record_claim_key(TENANT, (u128::from(x) << 64) | u128::from(y ^ (y >> 29)))
+    (u128::from(x) << 64) | u128::from(y ^ (y >> 29))
+}
+
+/// The record dedup's key of the `n`-th record of the run, created at `now` (as the collector
+/// makes it: [`time_ordered`] by its CreationTime).
+fn key(n: u64, now: SystemTime) -> u128 {
+    let minute = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() / 60;
+    record_claim_key(TENANT, time_ordered(minute as u32, hash(n)))
 }
 
 async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
@@ -183,7 +191,7 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
                             InlineRecord {
                                 key: format!(
                                     "{TENANT}/Graph.SignIns/{:032x}",
-                                    key(u64::MAX - identity_no)
+                                    hash(u64::MAX - identity_no)
                                 ),
                                 json: "{}".into(),
                             }
@@ -202,7 +210,7 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
                     let keys: Vec<u128> = (0..PER_BLOB)
                         .map(|_| {
                             record_no += 1;
-                            key(record_no)
+                            key(record_no, clock.now())
                         })
                         .collect();
                     store

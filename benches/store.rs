@@ -12,8 +12,12 @@ mod support;
 
 use std::time::{Duration, Instant, SystemTime};
 
+use o365_collector::output::time_ordered;
 use o365_collector::store::conformance::content;
 use o365_collector::store::{ContentRef, EmbeddedStore, Store};
+
+/// 2026-12-01T00:00 in minutes since 1970: when the claimed records were created.
+const START_MINUTE: u32 = 29_934_720;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,14 +30,15 @@ fn main() {
     let runs: usize = args.value("runs", 3);
     let claims: usize = args.value("claims", 0);
     if claims > 0 {
-        support::runtime().block_on(measure_claims(claims));
+        let spread: u32 = args.value("spread", 1);
+        support::runtime().block_on(measure_claims(claims, spread));
         return;
     }
     support::runtime().block_on(measure(queued.max(1000), runs.max(1)));
 }
 
 /// `claims` batches of 1,000 new record keys, one blob each.
-async fn measure_claims(batches: usize) {
+async fn measure_claims(batches: usize, spread: u32) {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = EmbeddedStore::open(dir.path()).expect("open store");
     let size = || {
@@ -46,11 +51,15 @@ async fn measure_claims(batches: usize) {
     let mut lat = Vec::with_capacity(batches);
     let t = Instant::now();
     for b in 0..batches {
+        // As the collector makes them (`time_ordered` by CreationTime): 2 million records a
+        // day is about 1,400 a minute.
         let keys: Vec<u128> = (0..1000)
             .map(|_| {
                 n += 1;
                 let x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-                (u128::from(x) << 64) | u128::from(x.rotate_left(17) ^ n)
+                let hash = (u128::from(x) << 64) | u128::from(x.rotate_left(17) ^ n);
+                let spread_by = (x >> 40) as u32 % spread.max(1);
+                time_ordered(START_MINUTE + (n / 1400) as u32 - spread_by, hash)
             })
             .collect();
         let call = Instant::now();

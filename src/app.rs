@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -384,7 +385,14 @@ async fn open_store(cfg: &Config) -> Result<AnyStore, AppError> {
 }
 
 /// Runs until SIGINT or SIGTERM, then drains (listener first, then workers) and returns.
-pub async fn run(cfg: Config) -> Result<(), AppError> {
+///
+/// Boxed here so that the whole collector's async code is compiled once, in this crate, and not
+/// again in each crate that awaits it (the binary): see the README's Build profiles.
+pub fn run(cfg: Config) -> Pin<Box<dyn Future<Output = Result<(), AppError>>>> {
+    Box::pin(run_until_signal(cfg))
+}
+
+async fn run_until_signal(cfg: Config) -> Result<(), AppError> {
     let shutdown = CancellationToken::new();
     let app = App::start(cfg, shutdown.clone()).await?;
     wait_for_signal().await;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -91,8 +92,12 @@ impl Summary {
     }
 }
 
-/// Runs the whole demo and returns its summary.
-pub async fn run(args: DemoArgs) -> Result<Summary, DemoError> {
+/// Runs the whole demo and returns its summary (boxed: compiled here once, see [`crate::app::run`]).
+pub fn run(args: DemoArgs) -> Pin<Box<dyn Future<Output = Result<Summary, DemoError>>>> {
+    Box::pin(run_demo(args))
+}
+
+async fn run_demo(args: DemoArgs) -> Result<Summary, DemoError> {
     crate::server::install_crypto_provider();
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir).map_err(setup("cannot wipe the demo directory"))?;

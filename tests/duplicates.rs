@@ -148,6 +148,11 @@ async fn each_record_once_across_a_kill(receiver: Receiver) {
     })
     .await;
     support::assert_exactly_once(&want, &counts(receiver.ids()));
+    // The claims are written within a second of delivery (README: Outputs); kill after that.
+    support::wait_for(WAIT, "the record claims on disk", || async {
+        metric(&collector, "o365_record_claims ").await >= RECORDS as f64
+    })
+    .await;
 
     collector.kill();
     let collector = Collector::spawn(&setup);

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
@@ -144,18 +145,18 @@ impl CliError {
 }
 
 /// Runs `subscriptions`; returns the process exit code.
-pub async fn subscriptions(args: SubscriptionsArgs) -> i32 {
-    finish(run_subscriptions(&args).await)
+pub fn subscriptions(args: SubscriptionsArgs) -> Pin<Box<dyn Future<Output = i32>>> {
+    Box::pin(async move { finish(run_subscriptions(&args).await) })
 }
 
 /// Runs `backfill`; returns the process exit code.
-pub async fn backfill(args: BackfillArgs) -> i32 {
-    finish(run_backfill(&args).await)
+pub fn backfill(args: BackfillArgs) -> Pin<Box<dyn Future<Output = i32>>> {
+    Box::pin(async move { finish(run_backfill(&args).await) })
 }
 
 /// Runs `dead-letters`; returns the process exit code.
-pub async fn dead_letters(args: DeadLettersArgs) -> i32 {
-    finish(run_dead_letters(&args).await)
+pub fn dead_letters(args: DeadLettersArgs) -> Pin<Box<dyn Future<Output = i32>>> {
+    Box::pin(async move { finish(run_dead_letters(&args).await) })
 }
 
 /// The text to print and whether everything succeeded.

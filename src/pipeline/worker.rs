@@ -22,7 +22,7 @@ use super::tenant::{TenantRuntime, Tenants};
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Event, Output};
-use crate::store::{Claimed, Store, StoreError, record_claim_key};
+use crate::store::{Claimed, KeyHashing, Store, StoreError, tenant_claim_mix};
 use crate::telemetry::{Counters, Labels, Metrics};
 
 /// How long an idle worker waits before looking at the queue again without a wake-up
@@ -338,17 +338,18 @@ impl<S: Store> Workers<S> {
         if self.record_dedup_window.is_zero() || c.records.is_some() {
             return Ok(events);
         }
-        let mut seen = HashSet::with_capacity(events.len());
+        let mix = tenant_claim_mix(&c.tenant_id);
+        let mut seen: HashSet<u128, KeyHashing> = HashSet::default();
         let keys: Vec<u128> = events
             .iter()
             .filter_map(|e| e.key)
-            .map(|k| record_claim_key(&c.tenant_id, k))
+            .map(|k| k ^ mix)
             .filter(|k| seen.insert(*k))
             .collect();
         if keys.is_empty() {
             return Ok(events);
         }
-        let mine = self
+        let verdicts = self
             .store
             .claim_records(&c.content_id, keys.clone(), self.record_dedup_window)
             .await
@@ -357,22 +358,16 @@ impl<S: Store> Workers<S> {
                 reason: format!("record dedup: {e}"),
                 blob_specific: false,
             })?;
-        let mine: HashSet<u128> = keys
+        // Each key taken once: a repeat within the batch finds it gone.
+        let mut mine: HashSet<u128, KeyHashing> = keys
             .into_iter()
-            .zip(mine)
+            .zip(verdicts)
             .filter_map(|(k, m)| m.then_some(k))
             .collect();
         let before = events.len();
-        let mut kept_once = HashSet::with_capacity(mine.len());
         let kept: Vec<Event> = events
             .into_iter()
-            .filter(|e| match e.key {
-                None => true,
-                Some(k) => {
-                    let k = record_claim_key(&c.tenant_id, k);
-                    mine.contains(&k) && kept_once.insert(k)
-                }
-            })
+            .filter(|e| e.key.is_none_or(|k| mine.remove(&(k ^ mix))))
             .collect();
         let dropped = (before - kept.len()) as u64;
         if dropped > 0 {

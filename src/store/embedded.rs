@@ -61,7 +61,7 @@
 //! again. Pruned pages are reused by later writes, so the file stops growing once a retention's
 //! worth of entries is in it; `o365-collector compact` gives the space back to the filesystem.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Bound;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -77,8 +77,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, Store, StoreError, StoreStats,
-    owner_key,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, KeyHashing, Store, StoreError,
+    StoreStats, owner_key,
 };
 
 /// redb's page cache. Its default (1 GiB) would let the process grow to a gigabyte once the file
@@ -101,7 +101,12 @@ const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursor
 const PROGRESS: TableDefinition<u64, u64> = TableDefinition::new("progress");
 /// Record dedup: record key → (owner blob, first-seen ms).
 const RECORDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("records");
-const RECORDS_AGE: TableDefinition<(u64, u128), ()> = TableDefinition::new("records_age");
+/// Record dedup by age: (first-seen ms, first key) → the keys one claim took, 16 bytes each. One
+/// row a claim, not one a key: each insert into a B-tree rewrites a page, and this halves them.
+const RECORDS_BY_CLAIM: TableDefinition<(u64, u128), &[u8]> =
+    TableDefinition::new("records_by_claim");
+/// The first layout of the age index (one row a key), converted at open.
+const RECORDS_AGE_V1: TableDefinition<(u64, u128), ()> = TableDefinition::new("records_age");
 
 const META_NEXT_SEQ: &str = "next_seq";
 const META_QUEUED: &str = "queued";
@@ -175,7 +180,51 @@ struct Inner {
     /// Set when redb reported an I/O error or damage: redb fails every later operation of this
     /// handle ("Previous I/O error occurred"), so the handle is closed and the file reopened.
     failed: AtomicBool,
+    /// Record claims decided but not yet written (see [`PendingClaims`]).
+    pending: Mutex<PendingClaims>,
 }
+
+/// Record claims are decided against the file and these, and written [`CLAIMS_WRITE_EVERY`]
+/// later by the next write transaction (a blob's progress or completion, any change to the
+/// queue) or by a timer, whichever comes first, and when the store closes. So a claim never
+/// waits for another transaction's fsync, and each page of the claims index is written about
+/// once a second instead of once a batch (the claims of one batch spread over the index: about a
+/// page each). A crash loses at most the last second's claims: a record Microsoft repeats in
+/// another blob may then get through once.
+#[derive(Default)]
+struct PendingClaims {
+    /// Key → (owner, first seen ms), for lookups until written.
+    keys: HashMap<u128, (u64, u64), KeyHashing>,
+    /// One row a claim call, in order.
+    rows: VecDeque<ClaimRow>,
+    /// When the oldest row was added.
+    since: Option<Instant>,
+    /// Rows the open write transaction holds (removed once it commits).
+    in_txn: usize,
+    /// A timer will write them.
+    timer: bool,
+}
+
+impl Drop for Inner {
+    /// Pending record claims are written as the store closes (a reopen after a failure tries too).
+    fn drop(&mut self) {
+        if !lock(&self.pending).rows.is_empty() {
+            let _ = self.write_claims_now();
+        }
+    }
+}
+
+/// How long record claims wait before they are written (see [`PendingClaims`]).
+const CLAIMS_WRITE_EVERY: Duration = Duration::from_secs(1);
+
+struct ClaimRow {
+    at: u64,
+    owner: u64,
+    keys: Vec<u128>,
+}
+
+/// Pending claimed keys beyond which a claim writes them itself.
+const MAX_PENDING_CLAIMS: usize = 100_000;
 
 /// Most `enqueue` calls committed in one transaction: bounds its size and the wait of the last.
 const MAX_GROUP_CALLS: usize = 1024;
@@ -574,8 +623,23 @@ impl Store for EmbeddedStore {
         window: Duration,
     ) -> Result<Vec<bool>, StoreError> {
         let owner = owner_key(owner);
-        self.run(move |inner| inner.claim_records(owner, &keys, window))
-            .await
+        let (keep, arm_timer) = self
+            .run(move |inner| inner.claim_records(owner, &keys, window))
+            .await?;
+        if arm_timer {
+            // Weak: a store closed meanwhile wrote its claims as it closed.
+            let shared = Arc::downgrade(&self.shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(CLAIMS_WRITE_EVERY).await;
+                if let Some(shared) = shared.upgrade() {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        shared.with(|inner| inner.write_claims_now())
+                    })
+                    .await;
+                }
+            });
+        }
+        Ok(keep)
     }
 
     async fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
@@ -640,6 +704,7 @@ impl Inner {
                 last_at: Instant::now(),
             }),
             failed: AtomicBool::new(false),
+            pending: Mutex::new(PendingClaims::default()),
         };
         inner.init(release_leases)?;
         Ok(inner)
@@ -728,9 +793,46 @@ impl Inner {
             txn.open_table(CURSORS).map_err(|e| self.err(e))?;
             txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             txn.open_table(RECORDS).map_err(|e| self.err(e))?;
-            txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
+            self.convert_records_age(&txn)?;
         }
         self.commit(txn)
+    }
+
+    /// Rewrites the one-row-a-key age index of earlier versions as rows per first-seen time.
+    fn convert_records_age(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let mut by_claim = txn.open_table(RECORDS_BY_CLAIM).map_err(|e| self.err(e))?;
+        let exists = txn
+            .list_tables()
+            .map_err(|e| self.err(e))?
+            .any(|t| redb::TableHandle::name(&t) == redb::TableHandle::name(&RECORDS_AGE_V1));
+        if !exists {
+            return Ok(());
+        }
+        {
+            let old = txn.open_table(RECORDS_AGE_V1).map_err(|e| self.err(e))?;
+            let mut row: Option<(u64, u128, Vec<u8>)> = None;
+            for entry in old.iter().map_err(|e| self.err(e))? {
+                let (ms, key) = entry.map_err(|e| self.err(e))?.0.value();
+                match &mut row {
+                    Some((at, _, keys)) if *at == ms => keys.extend_from_slice(&key.to_le_bytes()),
+                    _ => {
+                        if let Some((at, first, keys)) = row.take() {
+                            by_claim
+                                .insert((at, first), keys.as_slice())
+                                .map_err(|e| self.err(e))?;
+                        }
+                        row = Some((ms, key, key.to_le_bytes().to_vec()));
+                    }
+                }
+            }
+            if let Some((at, first, keys)) = row {
+                by_claim
+                    .insert((at, first), keys.as_slice())
+                    .map_err(|e| self.err(e))?;
+            }
+        }
+        txn.delete_table(RECORDS_AGE_V1).map_err(|e| self.err(e))?;
+        Ok(())
     }
 
     /// Adds the blobs of several `enqueue` calls in one write transaction (one fsync), in call
@@ -996,7 +1098,7 @@ impl Inner {
             }
             delivered > current
         };
-        if moved {
+        if moved || lock(&self.pending).in_txn > 0 {
             self.commit(txn)
         } else {
             txn.abort().map_err(|e| self.err(e))
@@ -1180,64 +1282,161 @@ impl Inner {
         owner: u64,
         keys: &[u128],
         window: Duration,
-    ) -> Result<Vec<bool>, StoreError> {
+    ) -> Result<(Vec<bool>, bool), StoreError> {
         let now = self.now_ms();
         let expired_before = now.saturating_sub(duration_ms(window));
-        let txn = self.write(Durability::None)?;
-        let mut keep = Vec::with_capacity(keys.len());
-        {
-            let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
-            let mut age = txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
-            for &key in keys {
-                // Insert first: a key seen before is the exception, and one tree walk costs
-                // half of a lookup and an insert.
-                let seen = records
-                    .insert(key, (owner, now))
-                    .map_err(|e| self.err(e))?
-                    .map(|v| v.value());
-                let mine = match seen {
-                    None => true,
-                    Some((o, first)) if o == owner || first >= expired_before => {
-                        // The claim holds as it was: the blob's own, or another blob's.
-                        records.insert(key, (o, first)).map_err(|e| self.err(e))?;
-                        keep.push(o == owner);
-                        continue;
-                    }
-                    Some((_, first)) => {
-                        // Expired: taken over.
-                        age.remove((first, key)).map_err(|e| self.err(e))?;
-                        true
-                    }
+        let mut keep = vec![false; keys.len()];
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_unstable_by_key(|&i| keys[i]);
+        let flush = {
+            // Held from before the snapshot is taken: a row written and dropped from `pending`
+            // meanwhile is then in the snapshot.
+            let mut pending = lock(&self.pending);
+            let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+            let records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            let mut taken = Vec::new();
+            for i in order {
+                let key = keys[i];
+                let seen = match pending.keys.get(&key) {
+                    Some(&claim) => Some(claim),
+                    None => records
+                        .get(key)
+                        .map_err(|e| self.err(e))?
+                        .map(|v| v.value()),
                 };
-                age.insert((now, key), ()).map_err(|e| self.err(e))?;
-                keep.push(mine);
+                match seen {
+                    // The claim holds as it is: the blob's own, or another blob's.
+                    Some((o, first)) if o == owner || first >= expired_before => {
+                        keep[i] = o == owner;
+                    }
+                    // New, or expired and taken over.
+                    _ => {
+                        keep[i] = true;
+                        pending.keys.insert(key, (owner, now));
+                        taken.push(key);
+                    }
+                }
+            }
+            if !taken.is_empty() {
+                pending.since.get_or_insert_with(Instant::now);
+                pending.rows.push_back(ClaimRow {
+                    at: now,
+                    owner,
+                    keys: taken,
+                });
+            }
+            let arm_timer =
+                !pending.rows.is_empty() && !std::mem::replace(&mut pending.timer, true);
+            (pending.keys.len() > MAX_PENDING_CLAIMS, arm_timer)
+        };
+        if flush.0 {
+            self.write_claims_now()?;
+        }
+        Ok((keep, flush.1))
+    }
+
+    /// Writes the pending claims now, durably.
+    fn write_claims_now(&self) -> Result<(), StoreError> {
+        lock(&self.pending).timer = false;
+        let txn = self.write_claims(Durability::Immediate, true)?;
+        if lock(&self.pending).in_txn > 0 {
+            self.commit(txn)
+        } else {
+            txn.abort().map_err(|e| self.err(e))
+        }
+    }
+
+    /// Writes the pending claims into `txn` as it begins (see [`PendingClaims`]); a progress
+    /// write (`all` false) takes them only once they waited [`CLAIMS_WRITE_EVERY`].
+    fn write_pending_claims(&self, txn: &WriteTransaction, all: bool) -> Result<(), StoreError> {
+        let mut pending = lock(&self.pending);
+        pending.in_txn = 0;
+        let due = pending
+            .since
+            .is_some_and(|t| t.elapsed() >= CLAIMS_WRITE_EVERY);
+        if pending.rows.is_empty() || !(all || due) {
+            return Ok(());
+        }
+        let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+        let mut by_claim = txn.open_table(RECORDS_BY_CLAIM).map_err(|e| self.err(e))?;
+        let mut bytes = Vec::new();
+        for row in &pending.rows {
+            bytes.clear();
+            for &key in &row.keys {
+                records
+                    .insert(key, (row.owner, row.at))
+                    .map_err(|e| self.err(e))?;
+                bytes.extend_from_slice(&key.to_le_bytes());
+            }
+            by_claim
+                .insert((row.at, row.keys[0]), bytes.as_slice())
+                .map_err(|e| self.err(e))?;
+        }
+        pending.in_txn = pending.rows.len();
+        Ok(())
+    }
+
+    /// The transaction that wrote the pending claims committed: they are in the file now.
+    fn pending_claims_written(&self) {
+        let mut pending = lock(&self.pending);
+        let n = std::mem::take(&mut pending.in_txn);
+        if n == 0 {
+            return;
+        }
+        if n == pending.rows.len() {
+            pending.since = None;
+        }
+        for row in pending.rows.drain(..n).collect::<Vec<_>>() {
+            for key in row.keys {
+                if pending.keys.get(&key) == Some(&(row.owner, row.at)) {
+                    pending.keys.remove(&key);
+                }
             }
         }
-        self.commit(txn)?;
-        Ok(keep)
     }
 
     fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
         let limit = to_ms(older_than);
-        let txn = self.write(Durability::Immediate)?;
+        // Pending claims first, so that what is pruned is what is there.
+        let txn = self.write_claims(Durability::Immediate, true)?;
         let mut removed = 0u64;
         {
             let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
-            let mut age = txn.open_table(RECORDS_AGE).map_err(|e| self.err(e))?;
-            let old: Vec<(u64, u128)> = age
+            let mut by_claim = txn.open_table(RECORDS_BY_CLAIM).map_err(|e| self.err(e))?;
+            let mut rows = Vec::new();
+            let mut listed = 0;
+            for row in by_claim
                 .range::<(u64, u128)>(..(limit, 0))
                 .map_err(|e| self.err(e))?
-                .take(max)
-                .map(|e| e.map(|(k, _)| k.value()))
-                .collect::<Result<_, _>>()
-                .map_err(|e| self.err(e))?;
-            for (ms, key) in old {
-                age.remove((ms, key)).map_err(|e| self.err(e))?;
-                records.remove(key).map_err(|e| self.err(e))?;
-                removed += 1;
+            {
+                if listed >= max {
+                    break;
+                }
+                let (at, keys) = row.map_err(|e| self.err(e))?;
+                let keys: Vec<u128> = keys
+                    .value()
+                    .chunks_exact(16)
+                    .map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default()))
+                    .collect();
+                listed += keys.len();
+                rows.push((at.value(), keys));
+            }
+            for ((ms, first), keys) in rows {
+                by_claim.remove((ms, first)).map_err(|e| self.err(e))?;
+                for key in keys {
+                    // A key another claim took over since is that claim's to prune.
+                    let current = records
+                        .get(key)
+                        .map_err(|e| self.err(e))?
+                        .map(|v| v.value().1);
+                    if current == Some(ms) {
+                        records.remove(key).map_err(|e| self.err(e))?;
+                        removed += 1;
+                    }
+                }
             }
         }
-        if removed == 0 {
+        if removed == 0 && lock(&self.pending).in_txn == 0 {
             txn.abort().map_err(|e| self.err(e))?;
         } else {
             self.commit(txn)?;
@@ -1446,14 +1645,32 @@ impl Inner {
         now
     }
 
+    /// A write transaction, with the pending record claims in it once they are due.
     fn write(&self, durability: Durability) -> Result<WriteTransaction, StoreError> {
+        self.write_claims(durability, false)
+    }
+
+    fn write_claims(
+        &self,
+        durability: Durability,
+        all_claims: bool,
+    ) -> Result<WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write().map_err(|e| self.err(e))?;
+        // Only a durable transaction takes them: once written they are no longer pending.
+        let durable = !matches!(durability, Durability::None);
         txn.set_durability(durability).map_err(|e| self.err(e))?;
+        if durable {
+            self.write_pending_claims(&txn, all_claims)?;
+        } else {
+            lock(&self.pending).in_txn = 0;
+        }
         Ok(txn)
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
-        txn.commit().map_err(|e| self.err(e))
+        txn.commit().map_err(|e| self.err(e))?;
+        self.pending_claims_written();
+        Ok(())
     }
 
     /// Maps any redb error: damage → Corrupt (with the path), everything else → Unavailable. An
@@ -1643,6 +1860,60 @@ fn map_error(path: &Path, e: redb::Error) -> StoreError {
 mod tests {
     use super::*;
     use crate::store::conformance::content_for;
+
+    /// The age index of the first layout (a row a key) becomes rows per first-seen time, and
+    /// pruning goes on from it.
+    #[tokio::test]
+    async fn record_claims_of_the_first_layout_are_converted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Database::create(dir.path().join(FILE_NAME)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut records = txn.open_table(RECORDS).unwrap();
+                let mut age = txn.open_table(RECORDS_AGE_V1).unwrap();
+                for (key, ms) in [(1u128, 1_000u64), (2, 1_000), (3, 2_000)] {
+                    records.insert(key, (7, ms)).unwrap();
+                    age.insert((ms, key), ()).unwrap();
+                }
+            }
+            txn.commit().unwrap();
+        }
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(store.footprint().await.unwrap().record_entries, 3);
+        let at = |ms| UNIX_EPOCH + Duration::from_millis(ms);
+        assert_eq!(store.prune_records(at(1_500), 10).await.unwrap(), 2);
+        assert_eq!(store.prune_records(at(3_000), 10).await.unwrap(), 1);
+        assert_eq!(store.footprint().await.unwrap().record_entries, 0);
+    }
+
+    /// Record claims are written a second after they are made (by a timer when nothing else
+    /// writes), and when the store closes.
+    #[tokio::test]
+    async fn record_claims_reach_the_file_by_a_timer_and_on_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        let day = Duration::from_secs(86_400);
+        let on_disk = |s: &EmbeddedStore| {
+            let s = s.clone();
+            async move { s.footprint().await.unwrap().record_entries }
+        };
+        store.claim_records("a", vec![1, 2], day).await.unwrap();
+        assert_eq!(on_disk(&store).await, 0, "pending at first");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while on_disk(&store).await < 2 {
+            assert!(Instant::now() < deadline, "claims not written by the timer");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        store.claim_records("b", vec![2, 3], day).await.unwrap();
+        drop(store);
+        let store = EmbeddedStore::open(dir.path()).unwrap();
+        assert_eq!(on_disk(&store).await, 3, "written as the store closed");
+        assert_eq!(
+            store.claim_records("c", vec![1, 3, 4], day).await.unwrap(),
+            [false, false, true]
+        );
+    }
 
     /// After an I/O error redb fails every later call on the handle; the store closes it and the
     /// next call reopens the file, with everything committed still there.

@@ -131,9 +131,43 @@ pub fn owner_key(content_id: &str) -> u64 {
 }
 
 /// The record dedup's key: the record's key ([`crate::output::record_key`]) within its tenant.
+/// The tenant is mixed into the hash bits only: the top 32 bits (the record's creation minute)
+/// stay, so that claims keep the time order their index relies on.
 pub fn record_claim_key(tenant_id: &str, record_key: u128) -> u128 {
+    record_key ^ tenant_claim_mix(tenant_id)
+}
+
+/// What [`record_claim_key`] mixes into a record key for `tenant_id` (once per batch, not per
+/// record).
+pub fn tenant_claim_mix(tenant_id: &str) -> u128 {
     let t = owner_key(&tenant_id.to_ascii_lowercase());
-    record_key ^ ((u128::from(t) << 64) | u128::from(t.rotate_left(29)))
+    ((u128::from(t) << 64) | u128::from(t.rotate_left(29))) >> 32
+}
+
+/// Hash sets and maps of record keys: the keys are hashes already, so hashing them again
+/// (SipHash, the standard default) only costs time.
+pub type KeyHashing = std::hash::BuildHasherDefault<KeyHasher>;
+
+/// See [`KeyHashing`]: folds a `u128` key into 64 bits.
+#[derive(Default)]
+pub struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Not a record key: FNV-1a, so any other use still hashes properly.
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn write_u128(&mut self, key: u128) {
+        // The low bits are the key's hash (the top 32 are its creation minute).
+        self.0 ^= key as u64 ^ (key >> 64) as u64;
+    }
 }
 
 /// What the store holds on disk for dedup, for `/metrics` (cheap: no scan).

@@ -2,6 +2,7 @@
 //! until SIGINT/SIGTERM).
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -181,8 +182,13 @@ pub fn config_from_args(cli: &EmulatorArgs) -> Result<EmulatorConfig, EmulatorEr
     Ok(cfg)
 }
 
-/// Runs the emulator until SIGINT/SIGTERM.
-pub async fn serve(args: EmulatorArgs) -> Result<(), EmulatorError> {
+/// Runs the emulator until SIGINT/SIGTERM. Boxed, so that its async code is compiled once, in
+/// this crate, and not again in each binary that awaits it.
+pub fn serve(args: EmulatorArgs) -> Pin<Box<dyn Future<Output = Result<(), EmulatorError>>>> {
+    Box::pin(serve_until_signal(args))
+}
+
+async fn serve_until_signal(args: EmulatorArgs) -> Result<(), EmulatorError> {
     let cfg = config_from_args(&args)?;
     let demo = cfg.tenants.is_empty();
     let emulator = Emulator::start(cfg).await?;
