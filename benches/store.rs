@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench store -- [queued=100000] [runs=3]`; with `claims=N` only the record dedup:
 //! N batches of 1,000 new record keys claimed (`Store::claim_records`), records/s and file bytes
-//! per record.
+//! per record; the keys are created 1,400 a minute, each up to `spread=M` minutes earlier
+//! (default 1; the emulator's blobs hold records of the last 30 minutes).
 
 mod support;
 

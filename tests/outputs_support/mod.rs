@@ -264,7 +264,9 @@ impl Rsyslog {
 
     pub fn received(&self) -> Vec<Received> {
         let text = std::fs::read_to_string(&self.out).unwrap_or_default();
-        text.lines()
+        // Whole lines only: rsyslog may be writing the last one right now.
+        text.split_inclusive('\n')
+            .filter_map(|l| l.strip_suffix('\n'))
             .filter_map(|l| {
                 let f: Vec<&str> = l.splitn(8, '\t').collect();
                 (f.len() == 8).then(|| Received {
