@@ -1,12 +1,12 @@
 //! Thin binary: parses the command line, sets up logging and hands over to the library. The only
 //! place where `anyhow` meets the user.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
-use o365_collector::telemetry::{self, LogFormat};
+use clap::Parser;
+use o365_collector::cli::{Cli, Command};
+use o365_collector::telemetry;
 use o365_collector::{app, config, demo, mapping};
 
 /// Mapping allocates many small strings per record; mimalloc maps ≈25% more records per second than
@@ -15,53 +15,6 @@ use o365_collector::{app, config, demo, mapping};
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "o365-collector",
-    version,
-    about = "Collects Office 365 audit logs and forwards them mapped to o365.*"
-)]
-struct Cli {
-    /// Log lines as human text or JSON (stderr).
-    #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true, env = "O365_LOG_FORMAT")]
-    log_format: LogFormat,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Run the collector (push webhooks and workers) until SIGINT/SIGTERM.
-    Run {
-        /// Configuration file.
-        #[arg(long, short, default_value = "config.yaml", env = "O365_CONFIG")]
-        config: PathBuf,
-    },
-    /// Run the emulator and the collector together and deliver synthetic activity end to end.
-    Demo(demo::DemoArgs),
-    /// Run the Management Activity API emulator.
-    Emulator(o365_emulator::cli::EmulatorArgs),
-    /// Validate a configuration file and print every problem at once.
-    CheckConfig {
-        #[arg(long, short, default_value = "config.yaml")]
-        config: PathBuf,
-    },
-    /// List, start or stop subscriptions through the running collector's admin API.
-    Subscriptions(o365_collector::admin::cli::SubscriptionsArgs),
-    /// Ask the running collector to list and fetch a past time range again.
-    Backfill(o365_collector::admin::cli::BackfillArgs),
-    /// List the blobs the running collector gave up, or queue them again.
-    DeadLetters(o365_collector::admin::cli::DeadLettersArgs),
-    /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
-    Map(mapping::cli::MapArgs),
-    /// Give the embedded store's pruned space back to the filesystem (run it while the collector
-    /// is stopped).
-    Compact {
-        #[arg(long, short, default_value = "config.yaml", env = "O365_CONFIG")]
-        config: PathBuf,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

@@ -10,7 +10,9 @@ use std::process::Command;
 
 use serde_yaml::Value;
 
-const OVERLAYS: [(&str, u64); 2] = [("single", 1), ("replicas", 3)];
+const OVERLAYS: [(&str, u64); 3] = [("single", 1), ("replicas", 3), ("mssp", 1)];
+/// Overlays in pull mode: no webhook, so no Ingress, no public Service and no webhook port.
+const PULL_ONLY: [&str; 1] = ["mssp"];
 const ADMIN_PORT: u64 = 9090;
 const PUBLIC_PORT: u64 = 8080;
 
@@ -105,15 +107,25 @@ fn overlays_render_and_validate_strictly() {
             "Namespace",
             "ServiceAccount",
             "ConfigMap",
-            "Secret",
             "StatefulSet",
             "Service",
-            "Ingress",
             "PodDisruptionBudget",
             "NetworkPolicy",
         ] {
             assert!(!of_kind(&docs, k).is_empty(), "{overlay} has no {k}");
         }
+        let pull = PULL_ONLY.contains(&overlay);
+        assert_eq!(
+            of_kind(&docs, "Ingress").is_empty(),
+            pull,
+            "{overlay}: an Ingress exactly when Microsoft must reach the webhook"
+        );
+        // The user creates the Secret; `kubectl apply -k` must never overwrite it with the
+        // example's placeholders.
+        assert!(
+            of_kind(&docs, "Secret").is_empty(),
+            "{overlay} renders a Secret: it would overwrite the real one"
+        );
     }
 }
 
@@ -266,7 +278,11 @@ fn pod_is_locked_down_and_probed_on_the_admin_port() {
             .iter()
             .filter_map(|p| p["containerPort"].as_u64())
             .collect();
-        assert_eq!(ports, [PUBLIC_PORT, ADMIN_PORT]);
+        if PULL_ONLY.contains(&overlay) {
+            assert_eq!(ports, [ADMIN_PORT], "{overlay}: pull mode has no webhook port");
+        } else {
+            assert_eq!(ports, [PUBLIC_PORT, ADMIN_PORT]);
+        }
         // The only writable path is the state volume; the config is read-only. One pod keeps its
         // store on a volume of its own; the replicas keep theirs in PostgreSQL and need none.
         let mounts = seq(&c["volumeMounts"]);
@@ -318,18 +334,106 @@ fn deploy_config_validates() {
     assert!(c.admin.token.is_some());
     assert!(c.last_value_storage.starts_with("/var/lib/o365-collector"));
     assert!(c.webhook.unwrap().address.starts_with("https://"));
-    // The Secret example names every variable the config needs, with placeholders only.
-    let secret = of_kind(&docs, "Secret")[0];
-    let data = secret["stringData"].as_mapping().unwrap();
-    for var in [
-        "O365_TENANT_ID",
-        "O365_CLIENT_ID",
-        "O365_CLIENT_SECRET",
-        "O365_WEBHOOK_AUTH_ID",
-        "O365_ADMIN_TOKEN",
-    ] {
-        assert!(data.contains_key(var), "Secret example lacks {var}");
+    // The Secret example (not rendered: the user creates the Secret) names every variable the
+    // config needs.
+    assert_eq!(
+        secret_example_keys("deploy/base/secret.example.yaml"),
+        env_vars(text),
+        "deploy/base/secret.example.yaml"
+    );
+}
+
+/// The keys of a Secret example file.
+fn secret_example_keys(rel: &str) -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join(rel)).unwrap();
+    let docs = documents(&text);
+    assert_eq!(kind(&docs[0]), "Secret", "{rel}");
+    docs[0]["stringData"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `${VAR}`s a configuration reads (comments left out).
+fn env_vars(config: &str) -> std::collections::BTreeSet<String> {
+    config
+        .lines()
+        .map(|l| l.split(" #").next().unwrap_or(""))
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .flat_map(|l| l.split("${").skip(1))
+        .filter_map(|rest| rest.split_once('}').map(|(v, _)| v.to_string()))
+        .collect()
+}
+
+/// The MSSP overlay: three customers' tenants through one multi-tenant app (one customer with
+/// its own), pull mode with nothing exposed but the admin port, Elasticsearch with an index per
+/// tenant, and a Secret example with one key per tenant that the overlay never renders.
+#[test]
+fn mssp_overlay_collects_three_tenants_in_pull_mode() {
+    let docs = documents(&render("mssp"));
+    assert!(of_kind(&docs, "Ingress").is_empty());
+    for svc in of_kind(&docs, "Service") {
+        assert!(
+            seq(&svc["spec"]["ports"]).is_empty(),
+            "pull mode: no Service routes to the pod ({:?})",
+            svc["metadata"]["name"]
+        );
     }
+    for np in of_kind(&docs, "NetworkPolicy") {
+        for rule in seq(&np["spec"]["ingress"]) {
+            for p in seq(&rule["ports"]) {
+                assert!(is_admin(&p["port"]), "only the admin port is open: {p:?}");
+            }
+        }
+    }
+    let cm = of_kind(&docs, "ConfigMap")[0];
+    let text = cm["data"]["config.yaml"].as_str().unwrap();
+    assert_eq!(
+        text,
+        std::fs::read_to_string(root().join("deploy/overlays/mssp/config.yaml")).unwrap()
+    );
+    let keys = secret_example_keys("deploy/overlays/mssp/secret.example.yaml");
+    assert_eq!(keys, env_vars(text), "the Secret example names every ${{VAR}}");
+    // The config validates with real-looking values; the ES CA file the overlay mounts is
+    // stood in for by a generated certificate.
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.crt");
+    let cert = rcgen::generate_simple_self_signed(vec!["o365-es-http.elastic.svc".into()]).unwrap();
+    std::fs::write(&ca, cert.cert.pem()).unwrap();
+    let text = text.replace("/etc/o365-collector-es/ca.crt", ca.to_str().unwrap());
+    let tenants = [
+        ("O365_TENANT_ID_CONTOSO", "41463f53-8812-40f4-890f-865bf6e35190"),
+        ("O365_TENANT_ID_FABRIKAM", "7c1f0a2e-5b7d-4e0a-9d61-2f3b8c4d5e6f"),
+        ("O365_TENANT_ID_NORTHWIND", "0b9e8d7c-6a5b-4c3d-8e2f-1a0b9c8d7e6f"),
+    ];
+    let vars = |name: &str| -> Option<String> {
+        if let Some((_, id)) = tenants.iter().find(|(k, _)| *k == name) {
+            return Some(id.to_string());
+        }
+        Some(match name {
+            "O365_CLIENT_ID" => "2d4f5a8c-1111-4222-8333-444455556666".into(),
+            "O365_CLIENT_ID_NORTHWIND" => "5e6f7a8b-2222-4333-8444-555566667777".into(),
+            _ => "a-secret-value-0123456789".into(),
+        })
+    };
+    let c = o365_collector::config::Config::parse(&text, &vars)
+        .unwrap_or_else(|e| panic!("overlays/mssp/config.yaml:\n{e}"));
+    assert!(c.webhook.is_none(), "pull mode");
+    let ids: Vec<&str> = c.tenants.iter().map(|t| t.tenant_id.as_str()).collect();
+    assert_eq!(ids, tenants.map(|(_, id)| id));
+    for t in &c.tenants {
+        assert!(t.tenant_name.is_some(), "{}: tenant_name", t.tenant_id);
+    }
+    let index = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("index: "))
+        .expect("an index template");
+    assert!(
+        index.contains("{tenant_id}") || index.contains("{tenant_name}"),
+        "an index per tenant: {index}"
+    );
 }
 
 /// The replicas overlay: three pods spread over nodes, two kept through drains, the database URL
