@@ -84,6 +84,20 @@ pub struct Activity {
     outputs: std::sync::Mutex<std::collections::BTreeMap<String, OutputHealth>>,
     /// When the dedup set's prune last completed.
     last_prune: std::sync::Mutex<Option<std::time::SystemTime>>,
+    /// Tenants whose queued blobs this replica met but its configuration does not name (another
+    /// replica's newer or older configuration does), by lower-case id. At most one entry per
+    /// tenant with queued blobs.
+    unknown_tenants: std::sync::Mutex<std::collections::BTreeMap<String, UnknownTenant>>,
+}
+
+/// A tenant with queued blobs that this replica is not configured for: it leaves them to the
+/// replicas that are.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UnknownTenant {
+    pub first_seen: std::time::SystemTime,
+    pub last_seen: std::time::SystemTime,
+    /// Its blobs this replica claimed and gave back untouched.
+    pub blobs_left: u64,
 }
 
 /// What the status page says about one output.
@@ -130,6 +144,34 @@ impl Activity {
 
     pub fn last_prune(&self) -> Option<std::time::SystemTime> {
         self.last_prune.lock().ok().and_then(|t| *t)
+    }
+
+    /// A blob of a tenant this replica is not configured for was given back; `true` the first
+    /// time the tenant is met.
+    pub fn unknown_tenant_met(&self, tenant_id: &str, at: std::time::SystemTime) -> bool {
+        let Ok(mut m) = self.unknown_tenants.lock() else {
+            return false;
+        };
+        let mut first = false;
+        let e = m.entry(tenant_id.to_ascii_lowercase()).or_insert_with(|| {
+            first = true;
+            UnknownTenant {
+                first_seen: at,
+                last_seen: at,
+                blobs_left: 0,
+            }
+        });
+        e.last_seen = at;
+        e.blobs_left += 1;
+        first
+    }
+
+    /// Tenants met in queued blobs that this replica is not configured for.
+    pub fn unknown_tenants(&self) -> Vec<(String, UnknownTenant)> {
+        self.unknown_tenants
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
     }
 
     /// Last notification time per (tenant id, content type).

@@ -279,7 +279,11 @@ fn pod_is_locked_down_and_probed_on_the_admin_port() {
             .filter_map(|p| p["containerPort"].as_u64())
             .collect();
         if PULL_ONLY.contains(&overlay) {
-            assert_eq!(ports, [ADMIN_PORT], "{overlay}: pull mode has no webhook port");
+            assert_eq!(
+                ports,
+                [ADMIN_PORT],
+                "{overlay}: pull mode has no webhook port"
+            );
         } else {
             assert_eq!(ports, [PUBLIC_PORT, ADMIN_PORT]);
         }
@@ -395,7 +399,11 @@ fn mssp_overlay_collects_three_tenants_in_pull_mode() {
         std::fs::read_to_string(root().join("deploy/overlays/mssp/config.yaml")).unwrap()
     );
     let keys = secret_example_keys("deploy/overlays/mssp/secret.example.yaml");
-    assert_eq!(keys, env_vars(text), "the Secret example names every ${{VAR}}");
+    assert_eq!(
+        keys,
+        env_vars(text),
+        "the Secret example names every ${{VAR}}"
+    );
     // The config validates with real-looking values; the ES CA file the overlay mounts is
     // stood in for by a generated certificate.
     let dir = tempfile::tempdir().unwrap();
@@ -404,9 +412,18 @@ fn mssp_overlay_collects_three_tenants_in_pull_mode() {
     std::fs::write(&ca, cert.cert.pem()).unwrap();
     let text = text.replace("/etc/o365-collector-es/ca.crt", ca.to_str().unwrap());
     let tenants = [
-        ("O365_TENANT_ID_CONTOSO", "41463f53-8812-40f4-890f-865bf6e35190"),
-        ("O365_TENANT_ID_FABRIKAM", "7c1f0a2e-5b7d-4e0a-9d61-2f3b8c4d5e6f"),
-        ("O365_TENANT_ID_NORTHWIND", "0b9e8d7c-6a5b-4c3d-8e2f-1a0b9c8d7e6f"),
+        (
+            "O365_TENANT_ID_CONTOSO",
+            "41463f53-8812-40f4-890f-865bf6e35190",
+        ),
+        (
+            "O365_TENANT_ID_FABRIKAM",
+            "7c1f0a2e-5b7d-4e0a-9d61-2f3b8c4d5e6f",
+        ),
+        (
+            "O365_TENANT_ID_NORTHWIND",
+            "0b9e8d7c-6a5b-4c3d-8e2f-1a0b9c8d7e6f",
+        ),
     ];
     let vars = |name: &str| -> Option<String> {
         if let Some((_, id)) = tenants.iter().find(|(k, _)| *k == name) {

@@ -53,7 +53,8 @@ fn code_pieces(text: &str) -> Vec<(usize, String)> {
         let code = if fenced {
             Some(line)
         } else {
-            line.strip_prefix("    ").filter(|l| !l.trim_start().starts_with(['-', '*']))
+            line.strip_prefix("    ")
+                .filter(|l| !l.trim_start().starts_with(['-', '*']))
         };
         if let Some(code) = code {
             let (start, mut joined) = pending.take().unwrap_or((n, String::new()));
@@ -283,7 +284,12 @@ fn all_invocations() -> Vec<Invocation> {
 #[test]
 fn every_documented_command_line_parses() {
     // Flags may also come from the environment; the docs' lines must parse without it.
-    for var in ["O365_CONFIG", "O365_LOG_FORMAT", "O365_ADMIN_URL", "O365_ADMIN_TOKEN"] {
+    for var in [
+        "O365_CONFIG",
+        "O365_LOG_FORMAT",
+        "O365_ADMIN_URL",
+        "O365_ADMIN_TOKEN",
+    ] {
         assert!(
             std::env::var_os(var).is_none(),
             "unset {var} to run this test: it would hide a missing flag"
@@ -298,12 +304,20 @@ fn every_documented_command_line_parses() {
                 .map(|e| format!("{}: `{}`: {e}", inv.at, inv.args.join(" ")))
         })
         .collect();
-    assert!(bad.is_empty(), "documented commands that do not parse:\n{}", bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "documented commands that do not parse:\n{}",
+        bad.join("\n")
+    );
     // The extraction finds the commands the README is built around, so it cannot pass by
     // finding nothing.
     let shown = |needle: &[&str]| {
-        all.iter()
-            .any(|inv| inv.args.iter().map(String::as_str).eq(needle.iter().copied()))
+        all.iter().any(|inv| {
+            inv.args
+                .iter()
+                .map(String::as_str)
+                .eq(needle.iter().copied())
+        })
     };
     assert!(shown(&["demo"]), "the README's first command was not found");
     assert!(
@@ -314,7 +328,10 @@ fn every_documented_command_line_parses() {
         .iter()
         .map(|inv| inv.at.split(':').next().unwrap())
         .collect();
-    assert!(files.contains("README.md") && files.contains("deploy/README.md"), "{files:?}");
+    assert!(
+        files.contains("README.md") && files.contains("deploy/README.md"),
+        "{files:?}"
+    );
     assert!(all.len() >= 20, "only {} commands found", all.len());
 }
 
@@ -345,9 +362,11 @@ fn made_up_commands_are_refused() {
         assert_eq!(inv.len(), 1, "{cmd}");
         check(&inv[0]).unwrap_or_else(|e| panic!("{cmd}: {e}"));
     }
-    assert!(invocations(
-        "kubectl -n o365-collector port-forward statefulset/o365-collector 9090",
-        "t"
-    )
-    .is_empty());
+    assert!(
+        invocations(
+            "kubectl -n o365-collector port-forward statefulset/o365-collector 9090",
+            "t"
+        )
+        .is_empty()
+    );
 }

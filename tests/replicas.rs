@@ -167,6 +167,37 @@ fn pull_replica(
     support::custom_setup(dir, &yaml, &events)
 }
 
+/// A replica in pull mode on the shared store for `tenants`, through one multi-tenant app (the
+/// top level names no tenant), with `workers` workers and its own file output.
+fn pull_replica_for(
+    emu: &o365_emulator::Emulator,
+    dir: &std::path::Path,
+    url: &str,
+    tenants: &[&str],
+    workers: usize,
+) -> support::Setup {
+    std::fs::create_dir_all(dir).unwrap();
+    let ca = support::write_certs(emu, dir);
+    let events = dir.join("events.ndjson");
+    let entries: String = tenants
+        .iter()
+        .map(|t| format!("  - tenant_id: {t}\n"))
+        .collect();
+    let yaml = format!(
+        "client_id: {client}\nclient_secret: ${{TEST_CLIENT_SECRET}}\n\
+         resource: {b}\nauthority: {b}\ncontent_type: {TYPE}\noutput: file\ntenants:\n{entries}\
+         listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {ca}\npull:\n  interval: 1s\n\
+         pipeline:\n  workers: {workers}\n\
+         outputs:\n  file:\n    type: file\n    path: {e}\n{store}  tenant_lease: 4s\n",
+        client = support::CLIENT,
+        b = emu.base_url(),
+        ca = ca.display(),
+        e = events.display(),
+        store = store_yaml(url),
+    );
+    support::custom_setup(dir, &yaml, &events)
+}
+
 /// The replica token a collector logged at start-up.
 fn token_of(c: &Collector) -> String {
     c.logs()
@@ -411,4 +442,91 @@ async fn one_replica_lists_a_tenant_and_another_takes_over_once_its_lease_lapsed
         "listings interleaved between replicas"
     );
     replicas[holder].terminate(Duration::from_secs(20));
+}
+
+/// A rolling configuration change: replica A still runs the old configuration (tenant T only),
+/// replica B the new one (T and a new tenant N). Both run while N's content arrives; B lists N and
+/// queues its blobs in the shared queue, where A's workers meet them too. A gives them back
+/// untouched instead of dead-lettering them (which had lost them: their contentIds stay in the
+/// dedup set), so every record of both tenants is delivered exactly once, nothing is
+/// dead-lettered, and A's `/status` names N as a tenant it leaves to the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_configuration_change_loses_nothing() {
+    const NEW: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    let pg = Postgres::start();
+    let url = pg.create_database().await;
+    let observer = PostgresStore::connect(&Postgres::config(&url))
+        .await
+        .expect("connect");
+    let emu = support::emulator(|c| {
+        c.tenants.push(o365_emulator::TenantSpec::with_secret(
+            NEW,
+            support::CLIENT,
+            support::SECRET,
+        ))
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // B works its queue with one worker, so A's four idle workers meet N's blobs for sure.
+    let setups = [
+        pull_replica_for(&emu, &dir.path().join("a"), &url, &[TENANT], 4),
+        pull_replica_for(&emu, &dir.path().join("b"), &url, &[TENANT, NEW], 1),
+    ];
+    let replicas: Vec<Collector> = setups.iter().map(Collector::spawn).collect();
+    support::wait_for(WAIT, "both replicas connected", || async {
+        replicas.iter().all(|c| c.logs().contains("replica="))
+    })
+    .await;
+    support::generate(&emu, TYPE, 200, 10).await;
+    let generate_new =
+        serde_json::json!({"tenant_id": NEW, "content_type": TYPE, "records": 600, "blobs": 30});
+    let resp = support::client(&emu)
+        .post(format!("{}/_emulator/generate", emu.base_url()))
+        .json(&generate_new)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_success(), "generate: {}", resp.status());
+    let mut published = support::published_ids(&emu).await;
+    published.extend(emu.published(NEW).await.record_ids);
+    assert_eq!(published.len(), 800);
+    support::wait_for(WAIT, "every record of both tenants delivered", || async {
+        let out = outputs(&setups);
+        published.iter().all(|id| out.contains_key(id))
+    })
+    .await;
+    support::assert_exactly_once(&published, &outputs(&setups));
+    let dead = observer.dead_letters().await.unwrap();
+    assert!(dead.is_empty(), "dead letters: {dead:?}");
+
+    let status: serde_json::Value =
+        reqwest::get(support::admin_url(&replicas[0].logs(), "/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+    let unknown = status["unknown_tenants"]
+        .as_array()
+        .unwrap_or_else(|| panic!("A names no unknown tenant: {status}"));
+    assert_eq!(unknown.len(), 1, "{status}");
+    assert_eq!(unknown[0]["tenant_id"], NEW, "{status}");
+    assert!(unknown[0]["blobs_left"].as_u64() >= Some(1), "{status}");
+    assert!(
+        replicas[0]
+            .logs()
+            .contains("queued blobs of a tenant this replica is not configured for"),
+        "A logs the tenant it leaves to others"
+    );
+    // B, configured for both, knows of no such tenant.
+    let b: serde_json::Value = reqwest::get(support::admin_url(&replicas[1].logs(), "/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(b["unknown_tenants"].is_null(), "{b}");
+    for mut r in replicas {
+        r.terminate(Duration::from_secs(20));
+    }
 }

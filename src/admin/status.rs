@@ -30,6 +30,21 @@ pub struct StatusAnswer {
     /// queue above is the whole deployment's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<ReplicasStatus>,
+    /// Tenants with queued blobs that this replica is not configured for (during a rolling
+    /// configuration change, another replica's configuration names them): their blobs are left
+    /// to the replicas that are.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_tenants: Vec<UnknownTenantStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UnknownTenantStatus {
+    pub tenant_id: String,
+    /// When this replica first and last claimed one of its blobs (RFC 3339).
+    pub first_seen: String,
+    pub last_seen: String,
+    /// Its blobs this replica claimed and gave back untouched.
+    pub blobs_left: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -315,8 +330,21 @@ pub(super) async fn status<S: Store>(
             },
         }),
     };
+    let unknown_tenants = state
+        .counters
+        .activity
+        .unknown_tenants()
+        .into_iter()
+        .map(|(tenant_id, u)| UnknownTenantStatus {
+            tenant_id,
+            first_seen: rfc3339(u.first_seen),
+            last_seen: rfc3339(u.last_seen),
+            blobs_left: u.blobs_left,
+        })
+        .collect();
     Json(StatusAnswer {
         replicas,
+        unknown_tenants,
         mode: state.mode().to_string(),
         started: rfc3339(state.started),
         uptime_secs: uptime_secs(state.started),

@@ -30,6 +30,12 @@ use crate::telemetry::{Counters, Labels, Metrics};
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long a worker may finish its blob after shutdown was requested.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long the blobs of a tenant this replica is not configured for are passed over before one
+/// is looked at again (to dead-letter it once its content expired, or to see the tenant gone).
+const UNKNOWN_RECHECK: Duration = Duration::from_secs(600);
+/// How long Microsoft keeps content; a blob whose expiry is unknown (a Graph page carried in the
+/// queue) counts from when it was queued.
+const CONTENT_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// Shared by all workers of the process.
 pub struct Workers<S> {
@@ -104,6 +110,13 @@ impl<S: Store> Workers<S> {
                 }
                 continue;
             };
+            if !self
+                .tenants
+                .contains_key(&item.content.tenant_id.to_ascii_lowercase())
+            {
+                self.not_configured_here(item).await;
+                continue;
+            }
             let shutdown = self.shutdown.clone();
             tokio::select! {
                 _ = self.process(item) => {}
@@ -116,13 +129,49 @@ impl<S: Store> Workers<S> {
         debug!(worker, "worker stopped");
     }
 
-    /// Tenants whose output is paused now (their blobs are not claimed).
+    /// Tenants whose blobs are not claimed now: those whose output is paused, and those this
+    /// replica is not configured for (met in the last `UNKNOWN_RECHECK`).
     fn paused_tenants(&self, now: Instant) -> Vec<String> {
+        let recent = SystemTime::now()
+            .checked_sub(UNKNOWN_RECHECK)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         self.tenants
             .values()
             .filter(|t| !t.gate.claimable(now))
             .map(|t| t.cfg.tenant_id.clone())
+            .chain(
+                self.counters
+                    .activity
+                    .unknown_tenants()
+                    .into_iter()
+                    .filter(|(_, u)| u.last_seen > recent)
+                    .map(|(id, _)| id),
+            )
             .collect()
+    }
+
+    /// A blob of a tenant this replica's configuration does not name. During a rolling
+    /// configuration change another replica may know the tenant, so the blob is given back
+    /// untouched (dead-lettering it would lose it: its contentId stays in the dedup set) and the
+    /// tenant's blobs are passed over for a while. Only a blob whose content Microsoft no longer
+    /// keeps is dead-lettered: no replica could fetch it any more.
+    async fn not_configured_here(&self, item: Claimed) {
+        let c = &item.content;
+        let now = SystemTime::now();
+        if content_expired(&item, now) {
+            self.dead_letter(
+                &item,
+                "its tenant is not configured on this replica, and its content expired before a replica configured for it fetched it",
+            )
+            .await;
+            return;
+        }
+        if self.counters.activity.unknown_tenant_met(&c.tenant_id, now) {
+            info!(tenant.id = %c.tenant_id, "queued blobs of a tenant this replica is not configured for: left to the replicas that are (see /status)");
+        }
+        if let Err(e) = self.store.release(item.seq).await {
+            warn!(error = %e, "cannot give a blob back; its lease will expire instead");
+        }
     }
 
     /// The earliest moment a closed gate lets a probe through.
@@ -218,7 +267,8 @@ impl<S: Store> Workers<S> {
         let tenant = self
             .tenants
             .get(&c.tenant_id.to_ascii_lowercase())
-            .ok_or_else(|| Failure::Dead("tenant is no longer configured".into()))?;
+            // Checked before the claim was processed; a release makes it another replica's.
+            .ok_or(Failure::Release)?;
         // Records the queue carries (a Graph page) need no fetch; a blob is checked before its
         // contentUri gets a token.
         let uri: Option<ApiUri> = match &c.records {
@@ -530,4 +580,65 @@ fn inline_array(records: Option<&[crate::store::InlineRecord]>) -> bytes::Bytes 
     }
     out.push(b']');
     bytes::Bytes::from(out)
+}
+
+/// Whether Microsoft no longer keeps the blob's content: past its `contentExpiration`, or, when
+/// that is unknown, queued longer than Microsoft keeps content.
+fn content_expired(item: &Claimed, now: SystemTime) -> bool {
+    let expires = item
+        .content
+        .content_expiration
+        .as_deref()
+        .and_then(|e| {
+            chrono::NaiveDateTime::parse_from_str(e.trim_end_matches('Z'), "%Y-%m-%dT%H:%M:%S%.f")
+                .ok()
+        })
+        .map(|t| SystemTime::from(t.and_utc()))
+        .unwrap_or(item.enqueued_at + CONTENT_KEPT);
+    now > expires
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ContentRef;
+
+    fn claimed(expiration: Option<&str>, enqueued_at: SystemTime) -> Claimed {
+        Claimed {
+            seq: 1,
+            content: ContentRef {
+                tenant_id: "t".into(),
+                content_type: "Audit.General".into(),
+                content_id: "c".into(),
+                content_uri: "https://manage.office.com/api/v1.0/t/activity/feed/audit/c".into(),
+                content_created: None,
+                content_expiration: expiration.map(str::to_owned),
+                records: None,
+            },
+            attempts: 0,
+            enqueued_at,
+            delivered: 0,
+        }
+    }
+
+    #[test]
+    fn content_expires_at_its_expiration_or_seven_days_after_it_was_queued() {
+        let at =
+            |s: &str| SystemTime::from(chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc());
+        let now = at("2026-12-07T12:00:00Z");
+        let queued = now - Duration::from_secs(3600);
+        assert!(!content_expired(
+            &claimed(Some("2026-12-08T00:00:00.000Z"), queued),
+            now
+        ));
+        assert!(content_expired(
+            &claimed(Some("2026-12-07T11:59:59.5"), queued),
+            now
+        ));
+        // Unknown (or unreadable) expiry: Microsoft's 7 days from when it was queued.
+        assert!(!content_expired(&claimed(None, queued), now));
+        assert!(!content_expired(&claimed(Some("soon"), queued), now));
+        let old = now - CONTENT_KEPT - Duration::from_secs(1);
+        assert!(content_expired(&claimed(None, old), now));
+    }
 }
