@@ -61,6 +61,9 @@ pub struct Counters {
     pub duplicate_records_dropped: AtomicU64,
     /// Listing windows lost because Microsoft no longer kept them (`/status` gaps).
     pub listing_gaps: AtomicU64,
+    /// Blobs a worker stopped delivering because its lease ran out or another replica took or
+    /// completed the blob.
+    pub blob_leases_lost: AtomicU64,
     pub activity: Activity,
     pub metrics: Metrics,
 }

@@ -124,6 +124,11 @@ pub const COUNTERS: &[CounterDef] = &[
         field: |c| &c.listing_gaps,
     },
     CounterDef {
+        name: "blob_leases_lost",
+        help: "Blobs a worker stopped delivering because its lease ran out unrenewed or another replica took over or completed the blob (the holder repeats at most the batch in flight)",
+        field: |c| &c.blob_leases_lost,
+    },
+    CounterDef {
         name: "record_claims_pruned",
         help: "Record dedup claims forgotten after store.record_dedup_window",
         field: |c| &c.record_claims_pruned,

@@ -184,16 +184,34 @@ impl<S: Store> Workers<S> {
 
     async fn process(&self, item: Claimed) {
         let seq = item.seq;
+        let lease = self.cfg.lease;
+        // The lease as this worker can vouch for it: from the claim (or the last renewal that
+        // succeeded) on, less a margin for the clocks and the call that took it. Past it another
+        // replica may hold the blob, so this one stops delivering, whether or not the store
+        // answers (at most the batch in flight is repeated by the next holder).
+        let margin = (lease / 5).min(Duration::from_secs(30));
         let renew = async {
-            let mut tick =
-                tokio::time::interval((self.cfg.lease / 3).max(Duration::from_millis(100)));
+            let mut deadline = Instant::now() + lease - margin;
+            let mut tick = tokio::time::interval((lease / 3).max(Duration::from_millis(100)));
             tick.tick().await;
             loop {
-                tick.tick().await;
-                match self.store.renew(seq, self.cfg.lease).await {
-                    Ok(()) => {}
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = tokio::time::sleep_until(deadline.into()) => return "its lease ran out without a renewal (the store did not answer)",
+                }
+                let asked = Instant::now();
+                let renewed = tokio::select! {
+                    r = self.store.renew(seq, lease) => r,
+                    () = tokio::time::sleep_until(deadline.into()) => return "its lease ran out without a renewal (the store did not answer)",
+                };
+                match renewed {
+                    Ok(()) => deadline = asked + lease - margin,
                     // Another replica claimed it after our lease lapsed: it is theirs now.
-                    Err(StoreError::LeaseLost(_)) => return,
+                    Err(StoreError::LeaseLost(_)) => {
+                        return "another replica took it over after its lease lapsed";
+                    }
+                    // Completed by another replica (it claimed it after our lease lapsed).
+                    Err(StoreError::NotFound(_)) => return "another replica completed it",
                     Err(e) => warn!(error = %e, "cannot renew a lease"),
                 }
             }
@@ -201,9 +219,10 @@ impl<S: Store> Workers<S> {
         let c = &item.content;
         let outcome = tokio::select! {
             r = self.deliver(&item) => r,
-            () = renew => {
-                warn!(tenant.id = %c.tenant_id, content.id = %c.content_id,
-                      "another replica took the blob over after its lease lapsed: leaving it to that one");
+            why = renew => {
+                Counters::add(&self.counters.blob_leases_lost, 1);
+                warn!(tenant.id = %c.tenant_id, content.id = %c.content_id, why,
+                      "stopped delivering a blob: leaving it to the replica that holds it now");
                 return;
             }
         };

@@ -174,6 +174,27 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// The longest a call may take: a database that stopped answering must not hold a webhook
 /// request or a worker for ever.
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+/// The server cancels a statement after this (just under `CALL_TIMEOUT`, so the server gives up
+/// first and the connection stays usable).
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(14);
+/// A statement waits at most this long for a row or table lock.
+const LOCK_TIMEOUT: Duration = Duration::from_secs(5);
+/// The server ends a session left inside a transaction for this long (a replica that died or
+/// hung mid-transaction must not hold its locks).
+const IDLE_IN_TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The server's TCP keepalive on our connections: a replica that vanished without closing them
+/// (a node lost) frees its sessions within about a minute.
+const SERVER_KEEPALIVE: [(&str, u64); 3] = [
+    ("tcp_keepalives_idle", 30),
+    ("tcp_keepalives_interval", 10),
+    ("tcp_keepalives_count", 3),
+];
+/// A connection handed back after a call was cut short must answer a ping within this, or it is
+/// closed rather than kept in the pool (a server that stopped answering, an old primary after a
+/// failover).
+const RELEASE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+/// Migrations may take long on a big table; they get their own limit (and no statement timeout).
+const MIGRATION_TIMEOUT: Duration = Duration::from_secs(600);
 /// Advisory lock key taken while migrating ("o365coll").
 const MIGRATION_LOCK: i64 = 0x6f33_3635_636f_6c6c;
 /// Advisory lock key taken by the replica that prunes the dedup set ("o365prun").
@@ -298,10 +319,32 @@ impl PostgresStore {
         if let Some(ca) = &cfg.ca_file {
             options = options.ssl_root_cert(ca);
         }
-        options = options.application_name("o365-collector");
+        let ms = |d: Duration| d.as_millis().to_string();
+        options = options
+            .application_name("o365-collector")
+            .options([
+                ("statement_timeout", ms(STATEMENT_TIMEOUT)),
+                ("lock_timeout", ms(LOCK_TIMEOUT)),
+                (
+                    "idle_in_transaction_session_timeout",
+                    ms(IDLE_IN_TRANSACTION_TIMEOUT),
+                ),
+            ])
+            .options(SERVER_KEEPALIVE.map(|(k, v)| (k, v.to_string())));
         let pool = PgPoolOptions::new()
             .max_connections(cfg.pool_size.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
+            // sqlx pings a released connection with no time limit: a call cut short by
+            // CALL_TIMEOUT would leave its connection hanging on a server that stopped answering.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    use sqlx::Connection;
+                    Ok(matches!(
+                        tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
+                        Ok(Ok(()))
+                    ))
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(redact(format!("cannot connect: {e}"))))?;
@@ -317,6 +360,30 @@ impl PostgresStore {
     /// This replica's owner token (also the holder name in the tenant leases).
     pub fn owner(&self) -> &str {
         &self.owner
+    }
+
+    /// Other collector sessions the server has been busy with (a statement running, or a
+    /// transaction left open) for longer than `longer_than`: what a stuck connection looks like
+    /// from the server (tests check none stays after an outage).
+    #[cfg(any(test, feature = "test-util"))]
+    pub async fn sessions_busy_longer_than(
+        &self,
+        longer_than: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let secs = longer_than.as_secs_f64();
+        self.call(async {
+            sqlx::query_scalar::<_, String>(
+                "SELECT pid::text || ' ' || state || ' since ' || state_change::text || ': ' || left(query, 80)
+                 FROM pg_stat_activity
+                 WHERE application_name = 'o365-collector' AND pid <> pg_backend_pid()
+                   AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)')
+                   AND state_change < clock_timestamp() - make_interval(secs => $1)",
+            )
+            .bind(secs)
+            .fetch_all(&self.pool)
+            .await
+        })
+        .await
     }
 
     /// The schema version the database is at (tests check the migrations).
@@ -336,6 +403,10 @@ impl PostgresStore {
         let latest = MIGRATIONS.last().map_or(0, |m| m.0);
         let run = async {
             let mut tx = self.pool.begin().await?;
+            // The session's statement and lock timeouts are for calls, not for migrations.
+            sqlx::raw_sql("SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0")
+                .execute(&mut *tx)
+                .await?;
             sqlx::query("SELECT pg_advisory_xact_lock($1)")
                 .bind(MIGRATION_LOCK)
                 .execute(&mut *tx)
@@ -362,9 +433,24 @@ impl PostgresStore {
                     .await?;
             }
             tx.commit().await?;
-            Ok(Ok(()))
+            Ok::<_, sqlx::Error>(Ok(()))
         };
-        match self.call(run).await? {
+        let migrated = match tokio::time::timeout(MIGRATION_TIMEOUT, run).await {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => {
+                return Err(StoreError::Unavailable(redact(
+                    format!("database: {e}"),
+                    &self.passwords,
+                )));
+            }
+            Err(_) => {
+                return Err(StoreError::Unavailable(format!(
+                    "database: migrations took longer than {}s",
+                    MIGRATION_TIMEOUT.as_secs()
+                )));
+            }
+        };
+        match migrated {
             Ok(()) => Ok(()),
             Err(current) => Err(StoreError::Corrupt(format!(
                 "the database schema is at version {current}, newer than this build knows ({latest}): run a newer collector"
