@@ -280,6 +280,18 @@ CREATE TABLE o365_records (
 CREATE INDEX o365_records_age ON o365_records (first_seen_ms);
 "#,
     ),
+    (
+        3,
+        r#"
+-- Claims that pass over paused tenants walk the queue tenant by tenant, in due order within each,
+-- instead of reading a paused tenant's whole backlog.
+CREATE INDEX o365_queue_tenant_due ON o365_queue (tenant_key, due_ms, seq);
+
+-- The queue churns (every blob is inserted, updated a few times, deleted): vacuum it early.
+ALTER TABLE o365_queue SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000,
+                            autovacuum_analyze_scale_factor = 0.02);
+"#,
+    ),
 ];
 
 /// `records`: a carried Graph page's records as JSON text (`ContentRef::records`), else NULL.
@@ -628,19 +640,51 @@ impl super::Store for PostgresStore {
         let skip: Vec<String> = skip.iter().map(|t| t.to_ascii_lowercase()).collect();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        // With no tenant to pass over, the first claimable blobs in due order. Otherwise the
+        // queue's tenants are walked one index probe each (a loose index scan) and each tenant
+        // not passed over offers its first claimable blobs: a paused tenant's backlog, however
+        // long, is never read. A few spare candidates per tenant cover blobs another replica
+        // locks meanwhile.
+        let candidates = if skip.is_empty() {
+            "SELECT seq FROM o365_queue
+             WHERE due_ms <= (SELECT o365_now_ms())
+               AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+               AND tenant_key <> ALL($4::text[])
+             ORDER BY due_ms, seq
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED"
+        } else {
+            "WITH RECURSIVE tenants(k) AS (
+                 SELECT min(tenant_key) FROM o365_queue
+                 UNION ALL
+                 SELECT (SELECT min(tenant_key) FROM o365_queue WHERE tenant_key > t.k)
+                 FROM tenants t WHERE t.k IS NOT NULL
+             ),
+             offered AS (
+                 SELECT b.seq, b.due_ms FROM tenants t
+                 CROSS JOIN LATERAL (
+                     SELECT seq, due_ms FROM o365_queue
+                     WHERE tenant_key = t.k
+                       AND due_ms <= (SELECT o365_now_ms())
+                       AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+                     ORDER BY due_ms, seq
+                     LIMIT $1 + 4) b
+                 WHERE t.k IS NOT NULL AND t.k <> ALL($4::text[])
+             )
+             SELECT seq FROM o365_queue
+             WHERE seq IN (SELECT seq FROM offered)
+               AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+             ORDER BY due_ms, seq
+             LIMIT $1
+             FOR UPDATE SKIP LOCKED"
+        };
         let rows = self
             .call(async {
                 sqlx::query(&format!(
                     "UPDATE o365_queue q
                      SET lease_until_ms = n.ms + $2, lease_owner = $3
                      FROM (SELECT o365_now_ms() AS ms) n,
-                          (SELECT seq FROM o365_queue
-                           WHERE due_ms <= (SELECT o365_now_ms())
-                             AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
-                             AND tenant_key <> ALL($4::text[])
-                           ORDER BY due_ms, seq
-                           LIMIT $1
-                           FOR UPDATE SKIP LOCKED) c
+                          ({candidates}) c
                      WHERE q.seq = c.seq
                      RETURNING q.seq, q.due_ms, q.attempts, q.enqueued_ms, q.delivered, {}",
                     prefixed("q.")
