@@ -207,3 +207,52 @@ async fn each_tenant_problem_shows_in_status_and_metrics_and_is_logged_once() {
         assert!(!logs.contains(secret), "a secret in the log");
     }
 }
+
+/// Microsoft's 429 (the emulator's quota of 2 requests a minute): the tenant is `throttled` with
+/// reason `throttled`, counted, and down in `o365_tenant_up` while its calls wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttled_tenant_shows_as_throttled() {
+    let emu = emulator(|cfg| cfg.throttle_per_minute = 2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), emu.ca_pem()).unwrap();
+    let base = emu.base_url();
+    let yaml = format!(
+        "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: ${{TEST_CLIENT_SECRET}}\n\
+         resource: {base}\nauthority: {base}\ncontent_type: {TYPE}\nlast_value_storage: {d}/store\n\
+         output: file\nlisten:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {d}/ca.pem\n\
+         pull:\n  interval: 1s\noutputs:\n  file:\n    type: file\n    path: {d}/events.ndjson\n",
+        d = d.display(),
+    );
+    let setup = custom_setup(d, &yaml, &d.join("events.ndjson"));
+    let c = Collector::spawn(&setup);
+    // /status and /metrics read one after the other, both while the 429's pause lasts.
+    let up = format!("o365_tenant_up{{tenant_id=\"{TENANT}\",tenant_name=\"\"}}");
+    wait_for(
+        WAIT,
+        "the tenant throttled in /status and down in /metrics",
+        || async {
+            let s = tenants(&c).await[TENANT].clone();
+            let m = get(&c, "/metrics").await.text().await.unwrap();
+            s["state"] == "throttled"
+                && s["last_error"]["reason"] == "throttled"
+                && sample(&m, &up) == Some(0.0)
+        },
+    )
+    .await;
+    let metrics = get(&c, "/metrics").await.text().await.unwrap();
+    assert!(
+        sample(
+            &metrics,
+            &format!("o365_tenant_errors_total{{tenant_id=\"{TENANT}\",reason=\"throttled\"}}")
+        )
+        .is_some_and(|n| n >= 1.0),
+        "{metrics}"
+    );
+    let logs = c.logs();
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("tenant problem started") && l.contains("reason=\"throttled\"")),
+        "{logs}"
+    );
+}
