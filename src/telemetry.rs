@@ -213,6 +213,11 @@ pub struct Metrics {
     pub listing_gaps: Family<Labels, Counter>,
     /// Seconds of content lost in those gaps, by `tenant_id` and `content_type`.
     pub listing_gap_seconds: Family<Labels, Counter<f64, AtomicU64>>,
+    /// Failed calls to Microsoft, by `tenant_id` and `reason` (`pipeline::health::classify`).
+    pub tenant_errors: Family<Labels, Counter>,
+    /// Content blobs newly queued (announced by a notification or found by listing), by
+    /// `tenant_id` and `content_type`.
+    pub content_announced: Family<Labels, Counter>,
 }
 
 /// Label pairs of one series.
@@ -234,6 +239,8 @@ impl Default for Metrics {
             duplicate_records_dropped: Family::default(),
             listing_gaps: Family::default(),
             listing_gap_seconds: Family::default(),
+            tenant_errors: Family::default(),
+            content_announced: Family::default(),
         }
     }
 }

@@ -427,6 +427,12 @@ fn typed_sections_report_misspelt_output_keys_and_wrong_types_in_tenants() {
         c.tenants[4].tenant_name.as_deref(),
         Some("contoso.onmicrosoft.com")
     );
+    // check-config's report names the tenant beside its id.
+    assert!(
+        c.summary().contains(" (contoso.onmicrosoft.com): "),
+        "{}",
+        c.summary()
+    );
 }
 
 #[test]

@@ -586,3 +586,116 @@ fn prometheusrule_example_is_well_formed() {
         assert!(r["labels"]["severity"].as_str().is_some());
     }
 }
+
+/// `promtool` (Debian package `prometheus`, installed by scripts/test); panics when missing.
+fn promtool() -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|d| d.join("promtool"))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "`promtool` is missing: run scripts/test, which installs it (apt-get install prometheus)"
+        )
+    })
+}
+
+/// The tenant alerts fire as documented, checked by `promtool test rules` on the example's own
+/// groups: a tenant whose `o365_tenant_up` is 0 for 15 minutes, and a tenant with content
+/// announced but no record delivered for 2 hours; healthy tenants never alert.
+#[test]
+fn tenant_alerts_fire_in_promtool() {
+    let text =
+        std::fs::read_to_string(root().join("deploy/monitoring/prometheusrule.yaml")).unwrap();
+    let docs = documents(&text);
+    let mut groups = serde_yaml::Mapping::new();
+    groups.insert("groups".into(), docs[0]["spec"]["groups"].clone());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml::to_string(&groups).unwrap(),
+    )
+    .unwrap();
+    // Tenant a (contoso) is up for 10 minutes, then down; b (fabrikam) stays up. Content is
+    // announced for c and d every minute from the start; d's records are delivered, c's never.
+    // Every series runs 3 h 30 (210 one-minute samples).
+    let tests = r#"
+rule_files: [rules.yaml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'o365_tenant_up{tenant_id="a",tenant_name="contoso"}'
+        values: '1x10 0x200'
+      - series: 'o365_tenant_up{tenant_id="b",tenant_name="fabrikam"}'
+        values: '1x210'
+      - series: 'o365_uptime_seconds{instance="x"}'
+        values: '0+60x210'
+      - series: 'o365_content_announced_by_tenant_total{tenant_id="c",content_type="Audit.General"}'
+        values: '0+1x210'
+      - series: 'o365_content_announced_by_tenant_total{tenant_id="d",content_type="Audit.General"}'
+        values: '0+1x210'
+      - series: 'o365_records_delivered_by_tenant_total{tenant_id="d",content_type="Audit.General"}'
+        values: '0+30x210'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: O365CollectorTenantDown
+        exp_alerts: []
+      - eval_time: 30m
+        alertname: O365CollectorTenantDown
+        exp_alerts:
+          - exp_labels: {severity: critical, tenant_id: a, tenant_name: contoso}
+            exp_annotations:
+              summary: "Tenant contoso (a) has not been collected for 15 minutes"
+              description: >-
+                GET /status on the admin port gives the tenant's state (auth_failed, denied,
+                throttled, paused) and last_error (reason, message, since); the log has a line when
+                the problem started. A wrong or expired secret, a missing permission or admin
+                consent, or an output that is down.
+      - eval_time: 2h
+        alertname: O365CollectorTenantSilent
+        exp_alerts: []
+      - eval_time: 2h20m
+        alertname: O365CollectorTenantSilent
+        exp_alerts:
+          - exp_labels: {severity: warning, tenant_id: c}
+            exp_annotations:
+              summary: "No record from tenant c for 2 hours although content was announced"
+              description: >-
+                Blobs were announced or listed for the tenant, but none of its records reached the
+                output. GET /status: the tenant's state and last_error, the queue, the outputs; GET
+                /dead-letters for blobs given up.
+  - interval: 1m
+    # Healthy: every tenant up, records delivered as content is announced.
+    input_series:
+      - series: 'o365_tenant_up{tenant_id="a",tenant_name="contoso"}'
+        values: '1x210'
+      - series: 'o365_uptime_seconds{instance="x"}'
+        values: '0+60x210'
+      - series: 'o365_content_announced_by_tenant_total{tenant_id="a",content_type="Audit.General"}'
+        values: '0+1x210'
+      - series: 'o365_records_delivered_by_tenant_total{tenant_id="a",content_type="Audit.General"}'
+        values: '0+30x210'
+    alert_rule_test:
+      - eval_time: 3h
+        alertname: O365CollectorTenantDown
+        exp_alerts: []
+      - eval_time: 3h
+        alertname: O365CollectorTenantSilent
+        exp_alerts: []
+"#;
+    std::fs::write(dir.path().join("tests.yaml"), tests).unwrap();
+    let promtool = promtool();
+    let checked =
+        run(Command::new(&promtool)
+            .current_dir(dir.path())
+            .args(["check", "rules", "rules.yaml"]));
+    assert!(checked.contains("SUCCESS"), "{checked}");
+    let tested =
+        run(Command::new(&promtool)
+            .current_dir(dir.path())
+            .args(["test", "rules", "tests.yaml"]));
+    assert!(tested.contains("SUCCESS"), "{tested}");
+}

@@ -308,7 +308,14 @@ async fn refusals_are_reported_then_recovered_when_granted() {
     );
     let trace = feed_status(&st, TENANT, "message_trace")["last_error_reason"].to_string();
     assert!(trace.contains("401"), "{trace}");
-    assert!(c.logs().contains("Graph feed refused"));
+    // Logged once as the tenant's problem, which /status shows as its state.
+    assert!(
+        c.logs().contains("tenant problem started") && c.logs().contains("state=\"denied\""),
+        "{}",
+        c.logs()
+    );
+    let tenant = &st["tenants"][0];
+    assert_eq!(tenant["state"], "denied", "{tenant}");
     assert_eq!(line_count(&setup.events), 0);
     // The process keeps running (no crash loop).
     assert!(c.logs().matches("collector started").count() == 1);
@@ -322,6 +329,8 @@ async fn refusals_are_reported_then_recovered_when_granted() {
     assert_exactly_once(&published(&emu, &[TENANT]).await, &delivered(&setup.events));
     let st = status(&c).await;
     assert_eq!(feed_status(&st, TENANT, "message_trace")["state"], "ok");
+    assert_eq!(st["tenants"][0]["state"], "ok", "{st}");
+    assert!(c.logs().contains("tenant problem ended"), "{}", c.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -338,6 +338,17 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
             .and_then(|v| v.parse::<f64>().ok())
     };
     assert_eq!(line("o365_listing_gaps_total"), Some(2.0), "{m}");
+    // A recent loss is the tenant's state; collection goes on, so the tenant counts as up.
+    let t = tenant_status(&st, TENANT);
+    assert_eq!(t["state"], "gap", "{t}");
+    assert_eq!(t["last_error"]["reason"], "content_lost", "{t}");
+    assert_eq!(
+        line(&format!(
+            "o365_tenant_up{{tenant_id=\"{TENANT}\",tenant_name=\"\"}}"
+        )),
+        Some(1.0),
+        "{m}"
+    );
     let by_tenant = format!(
         "o365_listing_gaps_by_tenant_total{{tenant_id=\"{TENANT}\",content_type=\"{TYPE}\"}}"
     );

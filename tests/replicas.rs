@@ -341,6 +341,29 @@ async fn one_replica_lists_a_tenant_and_another_takes_over_once_its_lease_lapsed
     let other = 1 - holder;
     // The replica that lists is the one the database names as the holder.
     assert_eq!(lease_row(&observer).await.0, tokens[holder]);
+    // The other replica says so in the tenant's state, and still counts it as up.
+    for (i, want) in [(holder, "ok"), (other, "not_listed_here")] {
+        let logs = replicas[i].logs();
+        let status: serde_json::Value = reqwest::get(support::admin_url(&logs, "/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(status["tenants"][0]["state"], want, "{status}");
+        let metrics = reqwest::get(support::admin_url(&logs, "/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("o365_tenant_up{") && l.ends_with(" 1")),
+            "{metrics}"
+        );
+    }
     support::generate(&emu, TYPE, 40, 2).await;
     wait_delivered(&emu, &setups).await;
 

@@ -472,8 +472,12 @@ pub fn subscriptions_table(a: &SubscriptionsAnswer) -> String {
     ];
     let mut errors = String::new();
     for t in &a.tenants {
+        let tenant = match &t.tenant_name {
+            Some(name) => format!("{} ({name})", t.tenant_id),
+            None => t.tenant_id.clone(),
+        };
         if let Some(e) = &t.error {
-            errors.push_str(&format!("{}: error: {e}\n", t.tenant_id));
+            errors.push_str(&format!("{tenant}: error: {e}\n"));
         }
         for s in &t.subscriptions {
             let (hook_status, address) = match &s.webhook {
@@ -492,7 +496,7 @@ pub fn subscriptions_table(a: &SubscriptionsAnswer) -> String {
                     .unwrap_or_default()
             };
             rows.push(vec![
-                t.tenant_id.clone(),
+                tenant.clone(),
                 s.content_type.clone(),
                 s.status.clone(),
                 hook_status,
@@ -588,6 +592,7 @@ mod tests {
             tenants: vec![
                 TenantSubscriptions {
                     tenant_id: "t1".into(),
+                    tenant_name: Some("contoso.onmicrosoft.com".into()),
                     error: None,
                     subscriptions: vec![SubscriptionView {
                         content_type: "Audit.General".into(),
@@ -603,6 +608,7 @@ mod tests {
                 },
                 TenantSubscriptions {
                     tenant_id: "t2".into(),
+                    tenant_name: None,
                     error: Some("HTTP 401".into()),
                     subscriptions: vec![],
                 },
@@ -611,8 +617,12 @@ mod tests {
         let t = subscriptions_table(&a);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "mode: push");
-        assert!(lines[1].starts_with("TENANT  CONTENT TYPE"), "{t}");
+        assert!(
+            lines[1].starts_with("TENANT ") && lines[1].contains("  CONTENT TYPE"),
+            "{t}"
+        );
         assert!(lines[2].contains("Audit.General") && lines[2].contains("https://c.example/h"));
+        assert!(lines[2].starts_with("t1 (contoso.onmicrosoft.com)"), "{t}");
         assert_eq!(lines[3], "t2: error: HTTP 401");
     }
 }

@@ -238,6 +238,43 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
             }
         }
     }
+    // Per configured tenant: its state (pipeline::health), errors by reason and content announced.
+    let up = Family::<Labels, Gauge>::default();
+    for t in state.sorted_tenants() {
+        let labels = vec![
+            ("tenant_id".to_string(), t.cfg.tenant_id.clone()),
+            (
+                "tenant_name".to_string(),
+                t.cfg.tenant_name.clone().unwrap_or_default(),
+            ),
+        ];
+        up.get_or_create(&labels)
+            .set(i64::from(t.assess().state.is_up()));
+        // From 0, so that the first blobs announced count as an increase (the no-records alert).
+        for ct in &t.cfg.content_types {
+            let labels = crate::telemetry::Metrics::tenant_labels(&t.cfg.tenant_id, ct);
+            let _ = state
+                .counters
+                .metrics
+                .content_announced
+                .get_or_create(&labels);
+        }
+    }
+    reg.register(
+        "tenant_up",
+        "1 while the tenant's state is ok, gap or not_listed_here; 0 while auth_failed, denied, throttled or paused (GET /status says why)",
+        up,
+    );
+    reg.register(
+        "tenant_errors",
+        "Failed calls to Microsoft per tenant and reason (invalid_secret, unknown_tenant, unknown_app, permission_missing, throttled, server_error, network, ...)",
+        state.counters.metrics.tenant_errors.clone(),
+    );
+    reg.register(
+        "content_announced_by_tenant",
+        "Content blobs newly queued (announced by a notification or found by listing), per tenant and content type",
+        state.counters.metrics.content_announced.clone(),
+    );
     reg.register(
         "last_notification_timestamp_seconds",
         "Unix time of the last accepted webhook notification per tenant and content type",

@@ -82,6 +82,19 @@ pub struct QueueStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantStatus {
     pub tenant_id: String,
+    /// The configured `tenant_name`, if any.
+    #[serde(default)]
+    pub tenant_name: Option<String>,
+    /// `ok`, or what is wrong, most urgent first: `auth_failed` (Azure AD refuses the
+    /// credentials), `denied` (a permission is missing), `throttled` (429), `paused` (its output
+    /// is down), `gap` (content lost in the last 24 h), `not_listed_here` (another replica lists
+    /// it).
+    #[serde(default)]
+    pub state: String,
+    /// The problem behind the state (with `ok`: the latest failure not yet followed by a
+    /// success of the same call, if any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<TenantError>,
     pub output: String,
     pub content_types: Vec<ContentTypeStatus>,
     /// The tenant's Microsoft Graph feeds (none unless `graph_feeds` is set).
@@ -95,6 +108,22 @@ pub struct TenantStatus {
     /// (the newest 20 since the start; `o365_listing_gaps_total` counts all).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gaps: Vec<GapStatus>,
+}
+
+/// A tenant's current problem.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TenantError {
+    /// e.g. `invalid_secret`, `unknown_tenant`, `permission_missing`, `throttled`,
+    /// `output_paused`, `content_lost`, `network`, `server_error` (the `reason` label of
+    /// `o365_tenant_errors_total`).
+    pub reason: String,
+    /// The content type, Graph feed (`Graph.SignIns`, …), `subscriptions`, `content fetches` or
+    /// `output NAME` where it was seen.
+    pub source: String,
+    /// Microsoft's (or our) first line about it; never a secret or token.
+    pub message: String,
+    /// Since when this source has had this reason (RFC 3339).
+    pub since: String,
 }
 
 /// A lost window (RFC 3339 times).
@@ -256,8 +285,17 @@ pub(super) async fn status<S: Store>(
                 noticed_at: time(g.noticed_at),
             })
             .collect();
+        let health = t.assess();
         tenants.push(TenantStatus {
             tenant_id: tid.clone(),
+            tenant_name: t.cfg.tenant_name.clone(),
+            state: health.state.as_str().to_string(),
+            last_error: health.problem.map(|p| TenantError {
+                reason: p.reason.to_string(),
+                source: p.source,
+                message: p.message,
+                since: time(p.since),
+            }),
             output: t.output_name.clone(),
             content_types,
             graph_feeds,

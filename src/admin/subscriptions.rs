@@ -30,6 +30,9 @@ pub struct SubscriptionsAnswer {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TenantSubscriptions {
     pub tenant_id: String,
+    /// The configured `tenant_name`, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub subscriptions: Vec<SubscriptionView>,
@@ -147,11 +150,13 @@ pub(super) async fn list<S: Store>(
         match t.client.list_subscriptions().await {
             Ok(listed) => TenantSubscriptions {
                 tenant_id: t.cfg.tenant_id.clone(),
+                tenant_name: t.cfg.tenant_name.clone(),
                 error: None,
                 subscriptions: tenant_views(t, &listed, webhook),
             },
             Err(e) => TenantSubscriptions {
                 tenant_id: t.cfg.tenant_id.clone(),
+                tenant_name: t.cfg.tenant_name.clone(),
                 error: Some(format!("subscriptions/list failed: {e}")),
                 subscriptions: Vec::new(),
             },

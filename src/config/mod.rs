@@ -127,8 +127,12 @@ impl Config {
         for t in &self.tenants {
             let _ = writeln!(
                 s,
-                "  {}: {} -> output {} (format {}, encoding {}, resource {}, login {})",
+                "  {}{}: {} -> output {} (format {}, encoding {}, resource {}, login {})",
                 t.tenant_id,
+                t.tenant_name
+                    .as_deref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default(),
                 t.content_types.join(" "),
                 t.output,
                 format!("{:?}", t.format).to_lowercase(),

@@ -396,7 +396,8 @@ impl ManagementClient {
                 if let Some(c) = &self.counters {
                     Counters::add(&c.throttled, 1);
                 }
-                tracing::warn!(
+                // Logged by the tenant's health (`pipeline::health`) when it starts and ends.
+                tracing::debug!(
                     tenant = %self.base.tenant_id(),
                     pause_secs = pause.as_secs(),
                     "throttled by the Management Activity API (429); holding this tenant's calls"

@@ -8,7 +8,7 @@
 //! lock and wakes the workers when the gate opens.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 
@@ -89,7 +89,8 @@ impl GateState {
 
 /// The gate of one output, shared by the workers of every tenant that uses the output.
 pub struct OutputGate {
-    state: Mutex<GateState>,
+    /// The state, and since when the gate is not open (for `/status`: a tenant `paused` since).
+    state: Mutex<(GateState, Option<SystemTime>)>,
     /// First pause; doubles with each failed probe.
     base: Duration,
     /// The workers' wake-up: notified when the gate opens or a probe may start.
@@ -99,14 +100,19 @@ pub struct OutputGate {
 impl OutputGate {
     pub fn new(base: Duration, wake: Arc<Notify>) -> OutputGate {
         OutputGate {
-            state: Mutex::new(GateState::Open),
+            state: Mutex::new((GateState::Open, None)),
             base,
             wake,
         }
     }
 
     pub fn state(&self) -> GateState {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// Since when deliveries to the output are paused (closed or probing); `None` while open.
+    pub fn paused_since(&self) -> Option<SystemTime> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1
     }
 
     pub fn claimable(&self, now: Instant) -> bool {
@@ -156,8 +162,12 @@ impl OutputGate {
 
     fn update<T>(&self, f: impl FnOnce(GateState) -> (GateState, T)) -> T {
         let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (next, out) = f(*s);
-        *s = next;
+        let (next, out) = f(s.0);
+        s.1 = match next {
+            GateState::Open => None,
+            _ => s.1.or_else(|| Some(SystemTime::now())),
+        };
+        s.0 = next;
         out
     }
 }

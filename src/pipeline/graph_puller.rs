@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use chrono::{DateTime, Timelike, Utc};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
 use super::puller::held_back;
 use super::tenant::{Gap, TenantRuntime};
@@ -275,8 +275,9 @@ pub async fn run<S: Store>(
                     if r.added > 0 {
                         wake.notify_waiters();
                     }
+                    tenant.health.succeeded(&tenant.cfg, feed.content_type());
                     if reported.take().is_some() {
-                        info!(tenant.id = %tid, graph.feed = %feed, "Graph feed reads again");
+                        debug!(tenant.id = %tid, graph.feed = %feed, "Graph feed reads again");
                     }
                     debug!(tenant.id = %tid, graph.feed = %feed, windows = r.windows, pages = r.pages, listed = r.listed, "Graph round done");
                     interval
@@ -294,7 +295,17 @@ pub async fn run<S: Store>(
                     } else {
                         interval.min(RETRY_SOON)
                     };
-                    if reported.as_deref() != Some(text.as_str()) {
+                    // The tenant's health logs API errors when they start and end.
+                    let logged = match &e {
+                        GraphPullError::Api(api) => {
+                            tenant.health.failed(&tenant.cfg, feed.content_type(), api)
+                        }
+                        _ => false,
+                    };
+                    if logged {
+                        debug!(tenant.id = %tid, graph.feed = %feed, error = %text, retry_in_s = wait.as_secs(), "Graph feed failed");
+                        reported = Some(text);
+                    } else if reported.as_deref() != Some(text.as_str()) {
                         if denied {
                             warn!(tenant.id = %tid, graph.feed = %feed, error = %text, retry_in_s = wait.as_secs(),
                                 "Graph feed refused: a permission, licence or service principal is missing; retrying slowly");

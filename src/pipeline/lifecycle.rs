@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info};
 
 use super::tenant::{TenantRuntime, Tenants};
 use crate::mgmt_api::ApiError;
@@ -16,6 +16,8 @@ use crate::webhook::config::WebhookConfig;
 
 /// How often healthy subscriptions are looked at again (at most; `pull.reconcile_every` when shorter).
 pub const RECHECK_EVERY: Duration = Duration::from_secs(300);
+/// The source name under which the keeper reports to the tenant's health.
+pub const SUBSCRIPTIONS: &str = "subscriptions";
 /// How often the keeper of a tenant another replica holds looks whether it holds it now.
 const NOT_HELD_RECHECK: Duration = Duration::from_secs(1);
 
@@ -115,6 +117,7 @@ pub async fn keep(
                     let wait = match ensure(&t, webhook.as_ref()).await {
                         Ok(actions) => {
                             failures = 0;
+                            t.health.succeeded(&t.cfg, SUBSCRIPTIONS);
                             let started = actions.iter().filter(|(_, a)| matches!(a, Action::Started { .. })).count();
                             Counters::add(&counters.subscriptions_started, started as u64);
                             if started > 0 {
@@ -128,7 +131,9 @@ pub async fn keep(
                             let wait = e
                                 .retry_after()
                                 .unwrap_or_else(|| backoff(Duration::from_secs(2), Duration::from_secs(300), failures));
-                            warn!(tenant.id = %t.cfg.tenant_id, error = %e, retry_in_s = wait.as_secs(), "cannot ensure subscriptions");
+                            // The tenant's health logs when the problem starts and ends.
+                            t.health.failed(&t.cfg, SUBSCRIPTIONS, &e);
+                            debug!(tenant.id = %t.cfg.tenant_id, error = %e, retry_in_s = wait.as_secs(), "cannot ensure subscriptions");
                             wait
                         }
                     };

@@ -6,6 +6,7 @@ pub mod blob;
 pub mod config;
 pub mod gate;
 pub mod graph_puller;
+pub mod health;
 pub mod jobs;
 pub mod lifecycle;
 pub mod puller;

@@ -225,7 +225,9 @@ async fn list_range<S: Store>(
                 })
                 .collect();
             if !refs.is_empty() {
-                report.added += store.enqueue(refs).await?.added;
+                let added = store.enqueue(refs).await?.added;
+                report.added += added;
+                tenant.health.announced(tid, content_type, added as u64);
             }
             match next {
                 Some(uri) => page = tenant.client.list_content_next(&uri).await?,
@@ -292,6 +294,7 @@ pub async fn run<S: Store>(
                     }
                     match pull_once(&t, ct, store.as_ref(), Utc::now()).await {
                         Ok(r) => {
+                            t.health.succeeded(&t.cfg, ct);
                             if r.added > 0 {
                                 wake.notify_waiters();
                                 info!(tenant.id = %t.cfg.tenant_id, content.type = %ct, listed = r.listed, added = r.added, "listing found new content");
@@ -305,6 +308,10 @@ pub async fn run<S: Store>(
                                 // At start-up the subscription keeper is starting it right now; it
                                 // wakes this loop when done, and logs itself if it cannot.
                                 debug!(tenant.id = %t.cfg.tenant_id, content.type = %ct, "no subscription yet; listing once it is started");
+                            } else if let PullError::Api(api) = &e {
+                                // The tenant's health logs when the problem starts and ends.
+                                t.health.failed(&t.cfg, ct, api);
+                                debug!(tenant.id = %t.cfg.tenant_id, content.type = %ct, error = %e, "content listing failed; retrying soon");
                             } else {
                                 warn!(tenant.id = %t.cfg.tenant_id, content.type = %ct, error = %e, "content listing failed; retrying soon");
                             }

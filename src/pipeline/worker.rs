@@ -29,6 +29,8 @@ use crate::telemetry::{Counters, Labels, Metrics};
 /// (covers rescheduled blobs whose `not_before` passed).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 /// How long a worker may finish its blob after shutdown was requested.
+/// The source name under which content fetches report to the tenant's health.
+const FETCHES: &str = "content fetches";
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long the blobs of a tenant this replica is not configured for are passed over before one
 /// is looked at again (to dead-letter it once its content expired, or to see the tenant gone).
@@ -311,11 +313,16 @@ impl<S: Store> Workers<S> {
         let body = match &uri {
             Some(uri) => {
                 let fetch_started = Instant::now();
-                let body = tenant
-                    .client
-                    .fetch_content(uri)
-                    .await
-                    .map_err(|e| self.fetch_failure(item, e))?;
+                let body = match tenant.client.fetch_content(uri).await {
+                    Ok(body) => {
+                        tenant.health.succeeded(&tenant.cfg, FETCHES);
+                        body
+                    }
+                    Err(e) => {
+                        tenant.health.failed(&tenant.cfg, FETCHES, &e);
+                        return Err(self.fetch_failure(item, e));
+                    }
+                };
                 metrics
                     .fetch_seconds
                     .get_or_create(&labels)

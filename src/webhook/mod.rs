@@ -134,12 +134,19 @@ async fn notify<S: Store>(
                 .iter()
                 .map(|c| (c.tenant_id.clone(), c.content_type.clone()))
                 .collect();
+            let mut posted = std::collections::BTreeMap::<(String, String), usize>::new();
+            for c in &items {
+                *posted
+                    .entry((c.tenant_id.clone(), c.content_type.clone()))
+                    .or_default() += 1;
+            }
             match state.store.enqueue(items).await {
                 Ok(outcome) => {
                     for (tenant, content_type) in &seen {
                         state.counters.activity.notified(tenant, content_type);
                     }
                     Counters::add(&state.counters.notifications_accepted, outcome.added as u64);
+                    announced(&state.counters, &posted, &outcome);
                     Counters::add(
                         &state.counters.notifications_duplicate,
                         outcome.duplicates as u64,
@@ -166,6 +173,31 @@ async fn notify<S: Store>(
                         .into_response()
                 }
             }
+        }
+    }
+}
+
+/// Counts the newly stored blobs per tenant and content type (`o365_content_announced_by_tenant`):
+/// all of them when none was a duplicate, else when the POST was of one tenant and content type
+/// (as Microsoft sends them); a mixed POST with duplicates cannot be split and is not counted.
+fn announced(
+    counters: &Counters,
+    posted: &std::collections::BTreeMap<(String, String), usize>,
+    outcome: &crate::store::EnqueueOutcome,
+) {
+    let all_new = outcome.duplicates == 0;
+    if !all_new && posted.len() != 1 {
+        return;
+    }
+    for ((tenant, content_type), n) in posted {
+        let n = if all_new { *n } else { outcome.added };
+        if n > 0 {
+            let labels = crate::telemetry::Metrics::tenant_labels(tenant, content_type);
+            counters
+                .metrics
+                .content_announced
+                .get_or_create(&labels)
+                .inc_by(n as u64);
         }
     }
 }
