@@ -27,7 +27,14 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     move |name| map.get(name).cloned()
 }
 
+/// One tenant; example hosts (`example.com`) stand in for real ones, so placeholders are allowed
+/// (the tests of the placeholder check itself use [`strict`]).
 fn minimal() -> String {
+    format!("{}allow_placeholders: true\n", strict())
+}
+
+/// One tenant, placeholders refused (the default).
+fn strict() -> String {
     format!("tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: {SECRET}\n")
 }
 
@@ -259,7 +266,7 @@ fn secrets_from_files() {
     let password = write(dir.path(), "pw", "hunter22\n");
     let text = format!(
         "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret_file: {}\n\
-         webhook: {{address: 'https://h.example.com/hook', auth_id_file: {}}}\n\
+         webhook: {{address: 'https://collector.contoso.com/hook', auth_id_file: {}}}\n\
          admin: {{token_file: {}}}\n\
          tenants:\n  - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n    client_id: {CLIENT}\n\
          \x20   client_certificate: {{cert: {}, key: {}, password_file: {}}}\n",
@@ -295,7 +302,7 @@ fn secrets_from_files() {
     let missing = dir.path().join("nope");
     let text = format!(
         "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret_file: {}\n\
-         webhook: {{address: 'https://h.example.com/hook', auth_id_file: {}}}\n",
+         webhook: {{address: 'https://collector.contoso.com/hook', auth_id_file: {}}}\n",
         missing.display(),
         empty.display()
     );
@@ -916,6 +923,27 @@ fn example_config_yaml_validates() {
         ("SPLUNK_HEC_TOKEN", "hec-token"),
         ("KAFKA_PASSWORD", "kafka-pass"),
     ]);
+    // Its hosts are examples: refused as they are, each at its key, and let through for the test.
+    let refused = Config::parse(&text, &env).unwrap_err();
+    let refused_keys = keys(&refused.0);
+    for key in [
+        "webhook.address",
+        "outbound.proxy",
+        "outputs.syslog-siem.address",
+        "outputs.elastic.url",
+        "outputs.splunk.url",
+        "outputs.kafka.brokers",
+    ] {
+        assert!(refused_keys.contains(&key), "{key} not refused:\n{refused}");
+    }
+    assert!(
+        refused
+            .0
+            .iter()
+            .all(|p| p.problem.contains("reserved for examples")),
+        "{refused}"
+    );
+    let text = format!("{text}\nallow_placeholders: true   # its hosts are examples\n");
     let c = match Config::parse(&text, &env) {
         Ok(c) => c,
         Err(e) => panic!("config.yaml does not validate:\n{e}"),
@@ -1284,7 +1312,7 @@ fn kafka_output_defaults_and_problems() {
         panic!()
     };
     assert_eq!(k.brokers, ["a:9092", "b:9093"]);
-    assert_eq!(k.topic, "o365-{content_type}");
+    assert_eq!(k.topic.as_str(), "o365-{content_type}");
     assert_eq!(k.key, KafkaKey::Id);
     assert_eq!(k.compression, KafkaCompression::None);
     assert!(k.sasl.is_none());

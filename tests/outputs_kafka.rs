@@ -405,7 +405,7 @@ fn tls_configuration_keys() {
     let cert = write(dir.path(), "c.pem", &pki.cert_pem);
     let key = write(dir.path(), "k.pem", &pki.key_pem);
     let c = kafka_config(&format!(
-        "    tls: true\n    ca_file: '{}'\n    client_cert: '{}'\n    client_key: '{}'\n    server_name: kafka.example.com\n",
+        "    tls: true\n    ca_file: '{}'\n    client_cert: '{}'\n    client_key: '{}'\n    server_name: kafka.test\n",
         ca.display(),
         cert.display(),
         key.display()
@@ -418,7 +418,7 @@ fn tls_configuration_keys() {
     assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
     assert_eq!(tls.client_cert.as_deref(), Some(cert.as_path()));
     assert_eq!(tls.client_key.as_deref(), Some(key.as_path()));
-    assert_eq!(tls.server_name.as_deref(), Some("kafka.example.com"));
+    assert_eq!(tls.server_name.as_deref(), Some("kafka.test"));
     assert!(
         c.summary().contains("kafka o365-{content_type}, tls"),
         "{}",
