@@ -1614,3 +1614,253 @@ fn dedup_retention_defaults_and_the_short_retention_guard() {
         ["store.dedup_retention", "store.allow_short_retention"]
     );
 }
+
+// ---- traps: example values, output paths, name templates (issue 25) -------------------------------
+
+/// Example values are refused at their key, each with a fix that also names the escape hatch;
+/// `allow_placeholders: true` lets the same file through. Secrets are never quoted.
+#[test]
+fn placeholders_are_refused_with_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", "replace-me\n");
+    let text = format!(
+        "tenant_id: 00000000-0000-0000-0000-000000000000\nclient_id: {CLIENT}\nclient_secret: ${{SECRET}}\noutput: s\n\
+         webhook: {{address: 'https://collector.example.com/o365/webhook', auth_id: REPLACE-ME-0123456789}}\n\
+         outputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'https://es.example.net:9200', password: pw, username: u}}\n\
+         \x20 k: {{type: kafka, brokers: 'kafka-1.contoso.com:9092 kafka-2.example.com:9092'}}\n\
+         \x20 s: {{type: syslog, address: 'siem.example.com:6514'}}\n\
+         tenants:\n  - tenant_id: {TENANT}\n    client_id: 00000000-0000-0000-0000-000000000000\n\
+         \x20   client_secret_file: {}\n",
+        secret_file.display()
+    );
+    let env = env_of(&[("SECRET", "Replace-Me")]);
+    let p = match Config::parse(&text, &env) {
+        Ok(_) => panic!("placeholders accepted"),
+        Err(e) => e.0,
+    };
+    assert_eq!(
+        keys(&p),
+        [
+            "tenant_id",
+            "client_secret",
+            "webhook.address",
+            "webhook.auth_id",
+            "outputs.es.url",
+            "outputs.k.brokers",
+            "outputs.s.address",
+            "tenants[0].client_id",
+            "tenants[0].client_secret_file",
+        ],
+        "{p:#?}"
+    );
+    for problem in &p {
+        assert!(
+            problem.fix.contains("allow_placeholders: true"),
+            "{problem}"
+        );
+        let text = problem.to_string();
+        assert!(
+            !text.contains("Replace-Me") && !text.contains("replace-me"),
+            "{text}"
+        );
+    }
+    assert!(p[0].fix.contains("Tenant ID"), "{}", p[0]);
+    assert!(p[1].problem.contains("REPLACE-ME"), "{}", p[1]);
+    assert!(p[4].problem.contains("es.example.net"), "{}", p[4]);
+    assert!(p[5].problem.contains("kafka-2.example.com"), "{}", p[5]);
+    assert!(p[7].fix.contains("Application (client) ID"), "{}", p[7]);
+    assert!(p[8].problem.contains("secret"), "{}", p[8]);
+
+    // The same file as an example: accepted.
+    let allowed = format!("allow_placeholders: true\n{text}");
+    if let Err(e) = Config::parse(&allowed, &env) {
+        panic!("allow_placeholders: true still refuses:\n{e}");
+    }
+    // `check-config` reports them the same way, one line each, and exits 2.
+    let file = write(dir.path(), "placeholders.yaml", &text);
+    let (report, code) = check_config_with(&file, &env);
+    assert_eq!(code, 2, "{report}");
+    assert!(
+        report.contains("outputs.es.url: names the host es.example.net"),
+        "{report}"
+    );
+    assert!(report.ends_with("9 problems\n"), "{report}");
+    // A misspelt flag is a problem of its own, not an escape.
+    let p = problems(&format!("{}allow_placeholders: maybe\n", strict()));
+    assert_eq!(keys(&p), ["allow_placeholders"]);
+}
+
+/// A file output's path: a directory, a special file, a path under a regular file and a kernel
+/// interface are refused by `check-config` at `outputs.<name>.path` with a fix; `run` stops at
+/// start-up naming the output, the key and a fix (not "refused the batch").
+#[test]
+fn file_output_paths_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = write(d, "plain.txt", "x");
+    std::fs::create_dir(d.join("a-dir")).unwrap();
+    let fifo = d.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils) is needed by this test");
+    assert!(made.success());
+    let cases = [
+        (d.join("a-dir"), "is a directory", "name a file in it"),
+        (
+            plain.join("events.ndjson"),
+            "is a file, not a directory",
+            "every part before the file name must be a directory",
+        ),
+        (
+            PathBuf::from("/sys/kernel/o365/events.ndjson"),
+            "under /sys, a kernel interface",
+            "real filesystem",
+        ),
+        (
+            PathBuf::from("/proc/self/o365.ndjson"),
+            "under /proc",
+            "real filesystem",
+        ),
+        (fifo.clone(), "is a special file", "regular file"),
+        (
+            PathBuf::from("/dev/null"),
+            "is a special file",
+            "regular file",
+        ),
+    ];
+    for (i, (path, problem, fix)) in cases.iter().enumerate() {
+        let config = write(
+            d,
+            &format!("c{i}.yaml"),
+            &format!(
+                "{}last_value_storage: {}/store\noutput: siem\noutputs:\n  siem: {{type: file, path: '{}'}}\n",
+                minimal(),
+                d.display(),
+                path.display()
+            ),
+        );
+        let (report, code) = check_config_with(&config, &no_env);
+        assert_eq!(code, 2, "{}: {report}", path.display());
+        let first = report.lines().next().unwrap();
+        assert!(first.starts_with("outputs.siem.path: "), "{report}");
+        assert!(first.contains(problem), "{}: {report}", path.display());
+        assert!(
+            first.contains(" — fix: ") && first.contains(fix),
+            "{report}"
+        );
+    }
+    // An Elasticsearch dead-letter file is judged the same way.
+    let config = write(
+        d,
+        "dl.yaml",
+        &format!(
+            "{}last_value_storage: {}/store\noutputs:\n  es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', dead_letter_path: '{}'}}\n",
+            minimal(),
+            d.display(),
+            d.join("a-dir").display()
+        ),
+    );
+    let (report, code) = check_config_with(&config, &no_env);
+    assert_eq!(code, 2, "{report}");
+    assert!(
+        report.starts_with("outputs.es.dead_letter_path: "),
+        "{report}"
+    );
+    // A good path passes, in a directory `run` will create.
+    let good = write(
+        d,
+        "good.yaml",
+        &format!(
+            "{}last_value_storage: {}/store\noutput: siem\noutputs:\n  siem: {{type: file, path: '{}/new/events.ndjson'}}\n",
+            minimal(),
+            d.display(),
+            d.display()
+        ),
+    );
+    let (report, code) = check_config_with(&good, &no_env);
+    assert_eq!(code, 0, "{report}");
+
+    // `run` with the path under a regular file: stops at once, naming output, key and fix.
+    let config = d.join("c1.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_o365-collector"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("output siem cannot start: outputs.siem.path: ")
+            && stderr.contains(" — fix: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refused the batch"), "{stderr}");
+}
+
+/// Index, source and topic templates take the same placeholders; anything else in `{…}` or after
+/// `%` is refused at its key with the list of what is allowed. A tenant name that would make an
+/// invalid index or topic is refused too.
+#[test]
+fn name_templates_are_checked() {
+    let c = parse(&format!(
+        "{}outputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', index: 'o365-{{tenant_id}}-{{tenant_name}}-{{content_type}}-%Y.%m.%d.%H'}}\n\
+         \x20 hec: {{type: http, format: splunk_hec, url: 'http://127.0.0.1:9', token: t0k3n, index: 'o365_{{tenant_name}}', source: 'o365:{{tenant_id}}', sourcetype: 'o365:{{content_type}}'}}\n\
+         \x20 k: {{type: kafka, brokers: '127.0.0.1:9092', topic: 'o365-{{tenant_name}}-%Y%m'}}\n\
+         output: es\n",
+        minimal()
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(OutputConfig::Http(es)) = c.outputs.get("es") else {
+        panic!()
+    };
+    assert_eq!(
+        es.index.as_ref().unwrap().as_str(),
+        "o365-{tenant_id}-{tenant_name}-{content_type}-%Y.%m.%d.%H"
+    );
+
+    let p = problems(&format!(
+        "{}outputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', index: 'o365-{{tenant}}-%Y.%m.%d'}}\n\
+         \x20 hec: {{type: http, format: splunk_hec, url: 'http://127.0.0.1:9', token: t0k3n, source: 'o365-%q'}}\n\
+         \x20 k: {{type: kafka, brokers: '127.0.0.1:9092', topic: 'o365-{{tenant_id'}}\n\
+         output: es\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        ["outputs.es.index", "outputs.hec.source", "outputs.k.topic"],
+        "{p:#?}"
+    );
+    assert!(
+        p[0].problem.contains("unknown placeholder `{tenant}`"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].problem.contains("unknown time pattern `%q`"),
+        "{}",
+        p[1]
+    );
+    assert!(p[2].problem.contains("never closed"), "{}", p[2]);
+    for problem in &p {
+        assert!(
+            problem
+                .fix
+                .contains("{tenant_id}, {tenant_name}, {content_type}, %Y, %m, %d, %H"),
+            "{problem}"
+        );
+    }
+
+    // A tenant name with a space cannot be part of an index or topic name.
+    let p = problems(&format!(
+        "{}tenant_name: Contoso Ltd\noutput: es\noutputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', index: 'o365-{{tenant_name}}-%Y'}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["outputs.es.index"], "{p:#?}");
+    assert!(p[0].problem.contains("`o365-contoso ltd-"), "{}", p[0]);
+    assert!(p[0].fix.contains("{tenant_id}"), "{}", p[0]);
+}

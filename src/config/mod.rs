@@ -31,6 +31,7 @@ use crate::mapping::Format;
 use crate::mapping::enrich::EnrichmentConfig;
 use crate::mgmt_api::OutboundConfig;
 use crate::output::OutputConfig;
+use crate::output::template::Fields;
 use crate::pipeline::config::{PipelineConfig, PullConfig};
 use crate::server::config::{ListenConfig, TlsConfig};
 use crate::store::{RetentionConfig, StoreConfig};
@@ -331,6 +332,27 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
         None => PathBuf::from(DEFAULT_LAST_VALUE_STORAGE),
     };
     let (store, retention) = StoreConfig::read(c.store, p);
+    // A tenant's name (or id) goes into index and topic names: each must give a valid name.
+    for t in &tenants {
+        let Some(output) = outputs.get(&t.output) else {
+            continue;
+        };
+        let fields = Fields {
+            tenant_id: &t.tenant_id,
+            tenant_name: t.tenant_name.as_deref(),
+            content_type: t
+                .content_types
+                .first()
+                .map_or("Audit.General", String::as_str),
+        };
+        for (key, name) in output.invalid_names(&fields) {
+            p.push(
+                &format!("outputs.{}.{key}", t.output),
+                format!("gives `{name}` for tenant {}, which is not a valid name there", t.tenant_id),
+                "use {tenant_id} in the template, or give that tenant a tenant_name of lowercase letters, digits, `.`, `_` and `-`",
+            );
+        }
+    }
     // Several replicas cannot share a file output (unless allowed): each would write its own.
     if let StoreConfig::Postgres(pg) = &store
         && !pg.allow_file_output

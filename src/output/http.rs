@@ -194,7 +194,7 @@ impl HttpOutputConfig {
         if let Some(index) = &self.index {
             // Judged as it comes out for a sample tenant (tenant names are checked with the
             // tenants that use this output).
-            let invalid = |v: &Template| !es_index_ok(&v.sample());
+            let invalid = |v: &Template| !es_index_ok(&es_sample(v));
             if format == HttpFormat::Ndjson {
                 s.problem(
                     "index",
@@ -868,8 +868,33 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
 /// An Elasticsearch index name from `pattern`, with the event's time (UTC; now if it has none)
 /// and in lowercase, as Elasticsearch requires (a tenant name may have capitals).
 pub fn index_name(pattern: &Template, fields: &Fields, json: &[u8]) -> String {
-    let t = event_time(json).unwrap_or_else(chrono::Utc::now);
-    pattern.render(fields, t).to_lowercase()
+    index_name_at(
+        pattern,
+        fields,
+        event_time(json).unwrap_or_else(chrono::Utc::now),
+    )
+}
+
+/// [`index_name`] at `time`.
+pub fn index_name_at(
+    pattern: &Template,
+    fields: &Fields,
+    time: chrono::DateTime<chrono::Utc>,
+) -> String {
+    pattern.render(fields, time).to_lowercase()
+}
+
+/// The index a template gives for a sample tenant, its placeholders lowercased as [`index_name`]
+/// writes them (the template's own text is not: capitals there are refused).
+pub fn es_sample(t: &Template) -> String {
+    let fields = Fields {
+        content_type: "audit.exchange",
+        ..Fields::SAMPLE
+    };
+    t.render(
+        &fields,
+        chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap_or_default(),
+    )
 }
 
 /// Whether Elasticsearch takes `name` as an index name (lowercase, none of ` "\/,#*?<>|`, not
