@@ -1686,6 +1686,27 @@ fn placeholders_are_refused_with_key_and_fix() {
         "{report}"
     );
     assert!(report.ends_with("9 problems\n"), "{report}");
+    // The real binary: `check-config` prints the same and `run` stops before starting anything.
+    for command in ["check-config", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_o365-collector"))
+            .args([command, "--config"])
+            .arg(&file)
+            .env("SECRET", "Replace-Me")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{command}: {all}");
+        assert!(
+            all.contains("tenants[0].client_id: is the all-zero GUID")
+                && all.contains("allow_placeholders: true"),
+            "{command}: {all}"
+        );
+        assert!(!all.contains("Replace-Me"), "{command}: {all}");
+    }
     // A misspelt flag is a problem of its own, not an escape.
     let p = problems(&format!("{}allow_placeholders: maybe\n", strict()));
     assert_eq!(keys(&p), ["allow_placeholders"]);
@@ -1863,4 +1884,70 @@ fn name_templates_are_checked() {
     assert_eq!(keys(&p), ["outputs.es.index"], "{p:#?}");
     assert!(p[0].problem.contains("`o365-contoso ltd-"), "{}", p[0]);
     assert!(p[0].fix.contains("{tenant_id}"), "{}", p[0]);
+}
+
+/// A directory this user cannot write: `check-config` (the real binary, as an unprivileged user
+/// when the tests run as root) names the key, the directory and the user to give write permission.
+#[test]
+fn file_output_in_a_directory_this_user_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(d, 0o755);
+    let locked = d.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let store = d.join("store");
+    std::fs::create_dir(&store).unwrap();
+    mode(&store, 0o777);
+    let config = write(
+        d,
+        "c.yaml",
+        &format!(
+            "{}last_value_storage: {}\noutput: siem\noutputs:\n  siem: {{type: file, path: '{}/events.ndjson'}}\n",
+            minimal(),
+            store.display(),
+            locked.display()
+        ),
+    );
+    mode(&config, 0o644);
+    let bin = env!("CARGO_BIN_EXE_o365-collector");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout
+        == b"0\n";
+    let mut cmd = if root {
+        // Root writes anywhere: check as `nobody`, the way the collector runs in its container.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        mode(&locked, 0o555);
+        std::process::Command::new(bin)
+    };
+    let out = cmd
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("setpriv (util-linux) is needed by this test when it runs as root");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("outputs.siem.path: ")
+            && first.contains("cannot be written")
+            && first.contains("Permission denied"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        first.contains(&format!(
+            "fix: create {} with write permission for the user the collector runs as (uid ",
+            locked.display()
+        )),
+        "{stdout}"
+    );
 }

@@ -172,10 +172,13 @@ async fn splunk_hec_envelopes() {
     *r.state.auth.lock().unwrap() = Some(("authorization".into(), "Splunk 0c5d-hec-token".into()));
     let out = open(&format!(
         "    type: http\n    format: splunk_hec\n    url: '{}'\n    token: 0c5d-hec-token\n\
-         \x20   index: o365\n    source: tenant-a\n    sourcetype: 'o365:audit'\n    gzip: true\n",
+         \x20   index: 'o365_{{tenant_name}}'\n    source: 'tenant-{{tenant_id}}'\n    sourcetype: 'o365:{{content_type}}:%Y'\n    gzip: true\n",
         r.url("")
     ));
-    let b = batch(0..25);
+    let b = Batch {
+        tenant_name: Some("contoso".into()),
+        ..batch(0..25)
+    };
     assert_eq!(out.send(&b).await.unwrap().written, 25);
     let got = r.state.events.lock().unwrap().clone();
     assert_eq!(got.len(), 25);
@@ -190,9 +193,13 @@ async fn splunk_hec_envelopes() {
             (time - ts.timestamp_millis() as f64 / 1000.0).abs() < 0.0005,
             "{time} vs {ts}"
         );
-        assert_eq!(env["index"], "o365");
-        assert_eq!(env["source"], "tenant-a");
-        assert_eq!(env["sourcetype"], "o365:audit");
+        // The same name templates as the other outputs, the time from the event's own.
+        assert_eq!(env["index"], "o365_contoso");
+        assert_eq!(env["source"], format!("tenant-{}", b.tenant_id));
+        assert_eq!(
+            env["sourcetype"],
+            format!("o365:Audit.SharePoint:{}", ts.format("%Y"))
+        );
         assert_eq!(env["fields"]["content_id"], b.content_id.as_str());
     }
 }
