@@ -429,11 +429,11 @@ impl Shared {
                     "check the TLS settings of the output (ca_file, client_cert, client_key)",
                 )
             })?;
-        let header = |v: String| {
+        let header = |key, v: String| {
             let mut h = HeaderValue::from_str(&v).map_err(|_| {
                 setup(
-                    "token",
-                    "(or username/password/header_value) cannot be sent in an HTTP header".into(),
+                    key,
+                    "cannot be sent in an HTTP header".into(),
                     "use visible ASCII characters only",
                 )
             })?;
@@ -446,14 +446,17 @@ impl Shared {
                 use base64::Engine as _;
                 let raw = format!("{username}:{}", password.expose());
                 let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-                Some((AUTHORIZATION, header(format!("Basic {b64}"))?))
+                Some((AUTHORIZATION, header("password", format!("Basic {b64}"))?))
             }
             HttpAuth::Token(t) => {
                 let scheme = match cfg.format {
                     HttpFormat::SplunkHec => "Splunk",
                     _ => "Bearer",
                 };
-                Some((AUTHORIZATION, header(format!("{scheme} {}", t.expose()))?))
+                Some((
+                    AUTHORIZATION,
+                    header("token", format!("{scheme} {}", t.expose()))?,
+                ))
             }
             HttpAuth::Header { name: n, value } => {
                 let hn = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
@@ -463,7 +466,7 @@ impl Shared {
                         "use letters, digits and `-`, e.g. X-API-Key",
                     )
                 })?;
-                Some((hn, header(value.expose().to_owned())?))
+                Some((hn, header("header_value", value.expose().to_owned())?))
             }
         };
         let dead_letter = match &cfg.dead_letter_path {
@@ -514,15 +517,10 @@ impl Shared {
             }
             HttpFormat::Elasticsearch => {
                 let fields = batch.fields();
-                let default;
-                let pattern = match &self.cfg.index {
-                    Some(t) => t,
-                    None => {
-                        default =
-                            Template::parse(DEFAULT_ES_INDEX).unwrap_or_else(|_| unreachable!());
-                        &default
-                    }
-                };
+                static DEFAULT: std::sync::LazyLock<Template> = std::sync::LazyLock::new(|| {
+                    Template::parse(DEFAULT_ES_INDEX).unwrap_or_else(|_| unreachable!())
+                });
+                let pattern = self.cfg.index.as_ref().unwrap_or(&DEFAULT);
                 // One name per batch unless it holds the time (then per event, from its own time).
                 let fixed = (!pattern.uses_time()).then(|| index_name(pattern, &fields, &[]));
                 for e in events {

@@ -458,12 +458,20 @@ impl KafkaOutput {
         // One topic for the batch, unless the template holds the time: then each event's own.
         let fixed = (!self.cfg.topic.uses_time()).then(|| self.topic_for(batch, &[]));
         let mut groups: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+        // The partitions of the topic of the event before (a batch's events share one or a few).
+        let mut current: Option<(String, Vec<i32>)> = None;
         for e in &batch.events {
             let topic = match &fixed {
                 Some(t) => t.clone(),
                 None => self.topic_for(batch, &e.json),
             };
-            let parts = self.partitions(state, &topic).await?;
+            let parts = match &current {
+                Some((t, parts)) if *t == topic => parts,
+                _ => {
+                    let parts = self.partitions(state, &topic).await?;
+                    &current.insert((topic.clone(), parts)).1
+                }
+            };
             let key = match self.cfg.key {
                 KafkaKey::Id => record_id(&e.json).map(String::into_bytes),
                 KafkaKey::None => None,
