@@ -864,7 +864,8 @@ async fn dead_letters_are_listed_and_requeued() {
     for d in dead {
         assert_eq!(d["tenant_id"], TENANT);
         assert_eq!(d["content_type"], "Audit.Exchange");
-        assert_eq!(d["attempts"], 1);
+        // Counted once, the same way in the count and the reason: max_attempts attempts made.
+        assert_eq!(d["attempts"], 2);
         let reason = d["reason"].as_str().unwrap();
         assert!(
             reason.contains("2 attempts") && reason.contains("400"),
@@ -906,6 +907,12 @@ async fn dead_letters_are_listed_and_requeued() {
         out.contains("Audit.Exchange") && out.contains("400"),
         "{out}"
     );
+    for line in out.lines().skip(1) {
+        assert!(
+            line.contains("  attempts 2  2 attempts, last: "),
+            "one count of attempts: {line}"
+        );
+    }
     let (code, out, err) = cli(&["dead-letters", "requeue", "--all"], &env).await;
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(out, "2 dead letter(s) queued again\n");

@@ -27,7 +27,14 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
     move |name| map.get(name).cloned()
 }
 
+/// One tenant; example hosts (`example.com`) stand in for real ones, so placeholders are allowed
+/// (the tests of the placeholder check itself use [`strict`]).
 fn minimal() -> String {
+    format!("{}allow_placeholders: true\n", strict())
+}
+
+/// One tenant, placeholders refused (the default).
+fn strict() -> String {
     format!("tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret: {SECRET}\n")
 }
 
@@ -259,7 +266,7 @@ fn secrets_from_files() {
     let password = write(dir.path(), "pw", "hunter22\n");
     let text = format!(
         "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret_file: {}\n\
-         webhook: {{address: 'https://h.example.com/hook', auth_id_file: {}}}\n\
+         webhook: {{address: 'https://collector.contoso.com/hook', auth_id_file: {}}}\n\
          admin: {{token_file: {}}}\n\
          tenants:\n  - tenant_id: aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee\n    client_id: {CLIENT}\n\
          \x20   client_certificate: {{cert: {}, key: {}, password_file: {}}}\n",
@@ -295,7 +302,7 @@ fn secrets_from_files() {
     let missing = dir.path().join("nope");
     let text = format!(
         "tenant_id: {TENANT}\nclient_id: {CLIENT}\nclient_secret_file: {}\n\
-         webhook: {{address: 'https://h.example.com/hook', auth_id_file: {}}}\n",
+         webhook: {{address: 'https://collector.contoso.com/hook', auth_id_file: {}}}\n",
         missing.display(),
         empty.display()
     );
@@ -922,6 +929,27 @@ fn example_config_yaml_validates() {
         ("SPLUNK_HEC_TOKEN", "hec-token"),
         ("KAFKA_PASSWORD", "kafka-pass"),
     ]);
+    // Its hosts are examples: refused as they are, each at its key, and let through for the test.
+    let refused = Config::parse(&text, &env).unwrap_err();
+    let refused_keys = keys(&refused.0);
+    for key in [
+        "webhook.address",
+        "outbound.proxy",
+        "outputs.syslog-siem.address",
+        "outputs.elastic.url",
+        "outputs.splunk.url",
+        "outputs.kafka.brokers",
+    ] {
+        assert!(refused_keys.contains(&key), "{key} not refused:\n{refused}");
+    }
+    assert!(
+        refused
+            .0
+            .iter()
+            .all(|p| p.problem.contains("reserved for examples")),
+        "{refused}"
+    );
+    let text = format!("{text}\nallow_placeholders: true   # its hosts are examples\n");
     let c = match Config::parse(&text, &env) {
         Ok(c) => c,
         Err(e) => panic!("config.yaml does not validate:\n{e}"),
@@ -1290,7 +1318,7 @@ fn kafka_output_defaults_and_problems() {
         panic!()
     };
     assert_eq!(k.brokers, ["a:9092", "b:9093"]);
-    assert_eq!(k.topic, "o365-{content_type}");
+    assert_eq!(k.topic.as_str(), "o365-{content_type}");
     assert_eq!(k.key, KafkaKey::Id);
     assert_eq!(k.compression, KafkaCompression::None);
     assert!(k.sasl.is_none());
@@ -1590,5 +1618,342 @@ fn dedup_retention_defaults_and_the_short_retention_guard() {
     assert_eq!(
         keys(&p),
         ["store.dedup_retention", "store.allow_short_retention"]
+    );
+}
+
+// ---- traps: example values, output paths, name templates (issue 25) -------------------------------
+
+/// Example values are refused at their key, each with a fix that also names the escape hatch;
+/// `allow_placeholders: true` lets the same file through. Secrets are never quoted.
+#[test]
+fn placeholders_are_refused_with_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = write(dir.path(), "secret", "replace-me\n");
+    let text = format!(
+        "tenant_id: 00000000-0000-0000-0000-000000000000\nclient_id: {CLIENT}\nclient_secret: ${{SECRET}}\noutput: s\n\
+         webhook: {{address: 'https://collector.example.com/o365/webhook', auth_id: REPLACE-ME-0123456789}}\n\
+         outputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'https://es.example.net:9200', password: pw, username: u}}\n\
+         \x20 k: {{type: kafka, brokers: 'kafka-1.contoso.com:9092 kafka-2.example.com:9092'}}\n\
+         \x20 s: {{type: syslog, address: 'siem.example.com:6514'}}\n\
+         tenants:\n  - tenant_id: {TENANT}\n    client_id: 00000000-0000-0000-0000-000000000000\n\
+         \x20   client_secret_file: {}\n",
+        secret_file.display()
+    );
+    let env = env_of(&[("SECRET", "Replace-Me")]);
+    let p = match Config::parse(&text, &env) {
+        Ok(_) => panic!("placeholders accepted"),
+        Err(e) => e.0,
+    };
+    assert_eq!(
+        keys(&p),
+        [
+            "tenant_id",
+            "client_secret",
+            "webhook.address",
+            "webhook.auth_id",
+            "outputs.es.url",
+            "outputs.k.brokers",
+            "outputs.s.address",
+            "tenants[0].client_id",
+            "tenants[0].client_secret_file",
+        ],
+        "{p:#?}"
+    );
+    for problem in &p {
+        assert!(
+            problem.fix.contains("allow_placeholders: true"),
+            "{problem}"
+        );
+        let text = problem.to_string();
+        assert!(
+            !text.contains("Replace-Me") && !text.contains("replace-me"),
+            "{text}"
+        );
+    }
+    assert!(p[0].fix.contains("Tenant ID"), "{}", p[0]);
+    assert!(p[1].problem.contains("REPLACE-ME"), "{}", p[1]);
+    assert!(p[4].problem.contains("es.example.net"), "{}", p[4]);
+    assert!(p[5].problem.contains("kafka-2.example.com"), "{}", p[5]);
+    assert!(p[7].fix.contains("Application (client) ID"), "{}", p[7]);
+    assert!(p[8].problem.contains("secret"), "{}", p[8]);
+
+    // The same file as an example: accepted.
+    let allowed = format!("allow_placeholders: true\n{text}");
+    if let Err(e) = Config::parse(&allowed, &env) {
+        panic!("allow_placeholders: true still refuses:\n{e}");
+    }
+    // `check-config` reports them the same way, one line each, and exits 2.
+    let file = write(dir.path(), "placeholders.yaml", &text);
+    let (report, code) = check_config_with(&file, &env);
+    assert_eq!(code, 2, "{report}");
+    assert!(
+        report.contains("outputs.es.url: names the host es.example.net"),
+        "{report}"
+    );
+    assert!(report.ends_with("9 problems\n"), "{report}");
+    // The real binary: `check-config` prints the same and `run` stops before starting anything.
+    for command in ["check-config", "run"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_o365-collector"))
+            .args([command, "--config"])
+            .arg(&file)
+            .env("SECRET", "Replace-Me")
+            .output()
+            .unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(2), "{command}: {all}");
+        assert!(
+            all.contains("tenants[0].client_id: is the all-zero GUID")
+                && all.contains("allow_placeholders: true"),
+            "{command}: {all}"
+        );
+        assert!(!all.contains("Replace-Me"), "{command}: {all}");
+    }
+    // A misspelt flag is a problem of its own, not an escape.
+    let p = problems(&format!("{}allow_placeholders: maybe\n", strict()));
+    assert_eq!(keys(&p), ["allow_placeholders"]);
+}
+
+/// A file output's path: a directory, a special file, a path under a regular file and a kernel
+/// interface are refused by `check-config` at `outputs.<name>.path` with a fix; `run` stops at
+/// start-up naming the output, the key and a fix (not "refused the batch").
+#[test]
+fn file_output_paths_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let plain = write(d, "plain.txt", "x");
+    std::fs::create_dir(d.join("a-dir")).unwrap();
+    let fifo = d.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils) is needed by this test");
+    assert!(made.success());
+    let cases = [
+        (d.join("a-dir"), "is a directory", "name a file in it"),
+        (
+            plain.join("events.ndjson"),
+            "is a file, not a directory",
+            "every part before the file name must be a directory",
+        ),
+        (
+            PathBuf::from("/sys/kernel/o365/events.ndjson"),
+            "under /sys, a kernel interface",
+            "real filesystem",
+        ),
+        (
+            PathBuf::from("/proc/self/o365.ndjson"),
+            "under /proc",
+            "real filesystem",
+        ),
+        (fifo.clone(), "is a special file", "regular file"),
+        (
+            PathBuf::from("/dev/null"),
+            "is a special file",
+            "regular file",
+        ),
+    ];
+    for (i, (path, problem, fix)) in cases.iter().enumerate() {
+        let config = write(
+            d,
+            &format!("c{i}.yaml"),
+            &format!(
+                "{}last_value_storage: {}/store\noutput: siem\noutputs:\n  siem: {{type: file, path: '{}'}}\n",
+                minimal(),
+                d.display(),
+                path.display()
+            ),
+        );
+        let (report, code) = check_config_with(&config, &no_env);
+        assert_eq!(code, 2, "{}: {report}", path.display());
+        let first = report.lines().next().unwrap();
+        assert!(first.starts_with("outputs.siem.path: "), "{report}");
+        assert!(first.contains(problem), "{}: {report}", path.display());
+        assert!(
+            first.contains(" — fix: ") && first.contains(fix),
+            "{report}"
+        );
+    }
+    // An Elasticsearch dead-letter file is judged the same way.
+    let config = write(
+        d,
+        "dl.yaml",
+        &format!(
+            "{}last_value_storage: {}/store\noutputs:\n  es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', dead_letter_path: '{}'}}\n",
+            minimal(),
+            d.display(),
+            d.join("a-dir").display()
+        ),
+    );
+    let (report, code) = check_config_with(&config, &no_env);
+    assert_eq!(code, 2, "{report}");
+    assert!(
+        report.starts_with("outputs.es.dead_letter_path: "),
+        "{report}"
+    );
+    // A good path passes, in a directory `run` will create.
+    let good = write(
+        d,
+        "good.yaml",
+        &format!(
+            "{}last_value_storage: {}/store\noutput: siem\noutputs:\n  siem: {{type: file, path: '{}/new/events.ndjson'}}\n",
+            minimal(),
+            d.display(),
+            d.display()
+        ),
+    );
+    let (report, code) = check_config_with(&good, &no_env);
+    assert_eq!(code, 0, "{report}");
+
+    // `run` with the path under a regular file: stops at once, naming output, key and fix.
+    let config = d.join("c1.yaml");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_o365-collector"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("output siem cannot start: outputs.siem.path: ")
+            && stderr.contains(" — fix: "),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("refused the batch"), "{stderr}");
+}
+
+/// Index, source and topic templates take the same placeholders; anything else in `{…}` or after
+/// `%` is refused at its key with the list of what is allowed. A tenant name that would make an
+/// invalid index or topic is refused too.
+#[test]
+fn name_templates_are_checked() {
+    let c = parse(&format!(
+        "{}outputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', index: 'o365-{{tenant_id}}-{{tenant_name}}-{{content_type}}-%Y.%m.%d.%H'}}\n\
+         \x20 hec: {{type: http, format: splunk_hec, url: 'http://127.0.0.1:9', token: t0k3n, index: 'o365_{{tenant_name}}', source: 'o365:{{tenant_id}}', sourcetype: 'o365:{{content_type}}'}}\n\
+         \x20 k: {{type: kafka, brokers: '127.0.0.1:9092', topic: 'o365-{{tenant_name}}-%Y%m'}}\n\
+         output: es\n",
+        minimal()
+    ))
+    .unwrap_or_else(|e| panic!("{e}"));
+    let Some(OutputConfig::Http(es)) = c.outputs.get("es") else {
+        panic!()
+    };
+    assert_eq!(
+        es.index.as_ref().unwrap().as_str(),
+        "o365-{tenant_id}-{tenant_name}-{content_type}-%Y.%m.%d.%H"
+    );
+
+    let p = problems(&format!(
+        "{}outputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', index: 'o365-{{tenant}}-%Y.%m.%d'}}\n\
+         \x20 hec: {{type: http, format: splunk_hec, url: 'http://127.0.0.1:9', token: t0k3n, source: 'o365-%q'}}\n\
+         \x20 k: {{type: kafka, brokers: '127.0.0.1:9092', topic: 'o365-{{tenant_id'}}\n\
+         output: es\n",
+        minimal()
+    ));
+    assert_eq!(
+        keys(&p),
+        ["outputs.es.index", "outputs.hec.source", "outputs.k.topic"],
+        "{p:#?}"
+    );
+    assert!(
+        p[0].problem.contains("unknown placeholder `{tenant}`"),
+        "{}",
+        p[0]
+    );
+    assert!(
+        p[1].problem.contains("unknown time pattern `%q`"),
+        "{}",
+        p[1]
+    );
+    assert!(p[2].problem.contains("never closed"), "{}", p[2]);
+    for problem in &p {
+        assert!(
+            problem
+                .fix
+                .contains("{tenant_id}, {tenant_name}, {content_type}, %Y, %m, %d, %H"),
+            "{problem}"
+        );
+    }
+
+    // A tenant name with a space cannot be part of an index or topic name.
+    let p = problems(&format!(
+        "{}tenant_name: Contoso Ltd\noutput: es\noutputs:\n\
+         \x20 es: {{type: http, format: elasticsearch, url: 'http://127.0.0.1:9', index: 'o365-{{tenant_name}}-%Y'}}\n",
+        minimal()
+    ));
+    assert_eq!(keys(&p), ["outputs.es.index"], "{p:#?}");
+    assert!(p[0].problem.contains("`o365-contoso ltd-"), "{}", p[0]);
+    assert!(p[0].fix.contains("{tenant_id}"), "{}", p[0]);
+}
+
+/// A directory this user cannot write: `check-config` (the real binary, as an unprivileged user
+/// when the tests run as root) names the key, the directory and the user to give write permission.
+#[test]
+fn file_output_in_a_directory_this_user_cannot_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    mode(d, 0o755);
+    let locked = d.join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    let store = d.join("store");
+    std::fs::create_dir(&store).unwrap();
+    mode(&store, 0o777);
+    let config = write(
+        d,
+        "c.yaml",
+        &format!(
+            "{}last_value_storage: {}\noutput: siem\noutputs:\n  siem: {{type: file, path: '{}/events.ndjson'}}\n",
+            minimal(),
+            store.display(),
+            locked.display()
+        ),
+    );
+    mode(&config, 0o644);
+    let bin = env!("CARGO_BIN_EXE_o365-collector");
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .unwrap()
+        .stdout
+        == b"0\n";
+    let mut cmd = if root {
+        // Root writes anywhere: check as `nobody`, the way the collector runs in its container.
+        let mut c = std::process::Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", bin]);
+        c
+    } else {
+        mode(&locked, 0o555);
+        std::process::Command::new(bin)
+    };
+    let out = cmd
+        .args(["check-config", "--config"])
+        .arg(&config)
+        .output()
+        .expect("setpriv (util-linux) is needed by this test when it runs as root");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+    let first = stdout.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("outputs.siem.path: ")
+            && first.contains("cannot be written")
+            && first.contains("Permission denied"),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        first.contains(&format!(
+            "fix: create {} with write permission for the user the collector runs as (uid ",
+            locked.display()
+        )),
+        "{stdout}"
     );
 }

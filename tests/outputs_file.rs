@@ -62,6 +62,7 @@ fn batch(n: usize, size: usize) -> Batch {
         events: (0..size)
             .map(|i| event(&format!("r{n:05}-{i:02}")))
             .collect(),
+        tenant_name: None,
     }
 }
 

@@ -1,9 +1,11 @@
 //! The http output against a real HTTP receiver on a loopback port: Elasticsearch `_bulk` bodies
 //! validated line by line (index from `@timestamp`, `_id` = record key, `create`), per-item 429s
 //! and mapping rejections, 503s, gzip, basic/token/header auth, Splunk HEC envelopes, NDJSON, and
-//! TLS with a custom CA and a client certificate.
+//! TLS with a custom CA and a client certificate; the real binary with two tenants, each in its
+//! own index from the index template.
 
 mod outputs_support;
+mod support;
 
 use std::sync::atomic::Ordering;
 
@@ -170,10 +172,13 @@ async fn splunk_hec_envelopes() {
     *r.state.auth.lock().unwrap() = Some(("authorization".into(), "Splunk 0c5d-hec-token".into()));
     let out = open(&format!(
         "    type: http\n    format: splunk_hec\n    url: '{}'\n    token: 0c5d-hec-token\n\
-         \x20   index: o365\n    source: tenant-a\n    sourcetype: 'o365:audit'\n    gzip: true\n",
+         \x20   index: 'o365_{{tenant_name}}'\n    source: 'tenant-{{tenant_id}}'\n    sourcetype: 'o365:{{content_type}}:%Y'\n    gzip: true\n",
         r.url("")
     ));
-    let b = batch(0..25);
+    let b = Batch {
+        tenant_name: Some("contoso".into()),
+        ..batch(0..25)
+    };
     assert_eq!(out.send(&b).await.unwrap().written, 25);
     let got = r.state.events.lock().unwrap().clone();
     assert_eq!(got.len(), 25);
@@ -188,9 +193,13 @@ async fn splunk_hec_envelopes() {
             (time - ts.timestamp_millis() as f64 / 1000.0).abs() < 0.0005,
             "{time} vs {ts}"
         );
-        assert_eq!(env["index"], "o365");
-        assert_eq!(env["source"], "tenant-a");
-        assert_eq!(env["sourcetype"], "o365:audit");
+        // The same name templates as the other outputs, the time from the event's own.
+        assert_eq!(env["index"], "o365_contoso");
+        assert_eq!(env["source"], format!("tenant-{}", b.tenant_id));
+        assert_eq!(
+            env["sourcetype"],
+            format!("o365:Audit.SharePoint:{}", ts.format("%Y"))
+        );
         assert_eq!(env["fields"]["content_id"], b.content_id.as_str());
     }
 }
@@ -304,4 +313,93 @@ async fn linger_gives_each_blob_its_own_verdict() {
         assert!(s.unwrap_err().is_retryable());
     }
     assert!(r.violations().is_empty(), "{:?}", r.violations());
+}
+
+/// The real binary in pull mode against the emulator, two tenants into one Elasticsearch: the
+/// index template's `{tenant_id}` and `{tenant_name}` (lowercased) make an index per tenant and day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_lands_in_its_own_index() {
+    use o365_emulator::{GenerateRequest, TenantSpec};
+    use support::{CLIENT, Collector, SECRET, TENANT, custom_setup, wait_for};
+    const OTHER: &str = "7c9e6679-7425-40de-944b-e07fc1f90ae7";
+    const TYPE: &str = "Audit.General";
+
+    let emu = support::emulator(|cfg| {
+        cfg.tenants
+            .push(TenantSpec::with_secret(OTHER, CLIENT, SECRET))
+    })
+    .await;
+    let r = HttpReceiver::start();
+    let mut want: Vec<(String, String)> = Vec::new();
+    for tenant in [TENANT, OTHER] {
+        emu.generate(GenerateRequest {
+            tenant_id: tenant.into(),
+            content_type: TYPE.into(),
+            records: 30,
+            blobs: 3,
+            created: None,
+        })
+        .await
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), emu.ca_pem()).unwrap();
+    let base = emu.base_url();
+    let es = |index: &str| {
+        format!(
+            "    type: http\n    format: elasticsearch\n    url: '{}'\n    index: '{index}'\n",
+            r.url("")
+        )
+    };
+    let yaml = format!(
+        "client_id: {CLIENT}\nclient_secret: {SECRET}\nresource: {base}\nauthority: {base}\n\
+         content_type: {TYPE}\nlast_value_storage: {d}/store\n\
+         listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {d}/ca.pem\npull:\n  interval: 2s\n\
+         outputs:\n  by-id:\n{by_id}  by-name:\n{by_name}\
+         tenants:\n  - tenant_id: {TENANT}\n    output: by-id\n\
+         \x20 - tenant_id: {OTHER}\n    tenant_name: Fabrikam.onmicrosoft.com\n    output: by-name\n",
+        by_id = es("o365-{tenant_id}-%Y.%m.%d"),
+        by_name = es("o365-{tenant_name}-%Y.%m.%d"),
+        d = d.display(),
+    );
+    let setup = custom_setup(d, &yaml, &d.join("unused.ndjson"));
+    let c = Collector::spawn(&setup);
+    wait_for(
+        std::time::Duration::from_secs(90),
+        "both tenants' 60 records in Elasticsearch",
+        || {
+            let n = r.state.docs.lock().unwrap().len();
+            async move { n >= 60 }
+        },
+    )
+    .await;
+    assert!(r.violations().is_empty(), "{:?}", r.violations());
+    let ids_of = |v: Value| -> Vec<String> {
+        v["record_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let by_id = ids_of(support::control_get(&emu, "published", TENANT).await);
+    let by_name = ids_of(support::control_get(&emu, "published", OTHER).await);
+    assert_eq!((by_id.len(), by_name.len()), (30, 30));
+    let docs = r.state.docs.lock().unwrap().clone();
+    assert_eq!(docs.len(), 60);
+    for (index, doc) in docs.values() {
+        let id = doc["o365.audit.Id"].as_str().unwrap_or_default().to_owned();
+        let ts = doc["@timestamp"].as_str().unwrap();
+        let date = format!("{}.{}.{}", &ts[0..4], &ts[5..7], &ts[8..10]);
+        let who = if by_id.contains(&id) {
+            TENANT
+        } else {
+            assert!(by_name.contains(&id), "{doc}");
+            "fabrikam.onmicrosoft.com"
+        };
+        assert_eq!(index, &format!("o365-{who}-{date}"), "{doc}");
+        want.push((who.to_owned(), index.clone()));
+    }
+    drop(c);
 }

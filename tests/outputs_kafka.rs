@@ -405,7 +405,7 @@ fn tls_configuration_keys() {
     let cert = write(dir.path(), "c.pem", &pki.cert_pem);
     let key = write(dir.path(), "k.pem", &pki.key_pem);
     let c = kafka_config(&format!(
-        "    tls: true\n    ca_file: '{}'\n    client_cert: '{}'\n    client_key: '{}'\n    server_name: kafka.example.com\n",
+        "    tls: true\n    ca_file: '{}'\n    client_cert: '{}'\n    client_key: '{}'\n    server_name: kafka.test\n",
         ca.display(),
         cert.display(),
         key.display()
@@ -418,7 +418,7 @@ fn tls_configuration_keys() {
     assert_eq!(tls.ca_file.as_deref(), Some(ca.as_path()));
     assert_eq!(tls.client_cert.as_deref(), Some(cert.as_path()));
     assert_eq!(tls.client_key.as_deref(), Some(key.as_path()));
-    assert_eq!(tls.server_name.as_deref(), Some("kafka.example.com"));
+    assert_eq!(tls.server_name.as_deref(), Some("kafka.test"));
     assert!(
         c.summary().contains("kafka o365-{content_type}, tls"),
         "{}",
@@ -450,4 +450,38 @@ fn tls_configuration_keys() {
     assert!(e.contains("outputs.k.ca_file"), "{e}");
     let e = problems("    tls: maybe\n");
     assert!(e.contains("outputs.k.tls"), "{e}");
+}
+
+/// The topic is a name template like the other outputs' names: `{tenant_name}` and the event's
+/// hour split one batch over two topics, each record in the topic of its own time.
+#[tokio::test]
+async fn topic_template_with_tenant_name_and_time() {
+    let t = Tansu::start();
+    let (early, late) = ("o365-contoso-2020091312", "o365-contoso-2020091313");
+    for topic in [early, late] {
+        kafka_create_topic_with(&t.address(), topic, 1, None);
+    }
+    let out = open(&t, "    topic: 'o365-{tenant_name}-%Y%m%d%H'\n");
+    // Events are a second apart from 12:26:40 UTC: 1990..2000 before 13:00, 2000..2010 after.
+    let b = Batch {
+        tenant_name: Some("contoso".into()),
+        ..batch(1990..2010)
+    };
+    assert_eq!(out.send(&b).await.unwrap().written, 20);
+    let ids = |topic: &str| -> Vec<String> {
+        kafka_records_with(&t.address(), topic, 1, None)
+            .into_iter()
+            .flat_map(|(_, records)| records)
+            .map(|r| id_of(std::str::from_utf8(r.value.as_ref().unwrap()).unwrap()))
+            .collect()
+    };
+    let want = |range: std::ops::Range<usize>| -> Vec<String> {
+        batch(range)
+            .events
+            .iter()
+            .map(|e| id_of(std::str::from_utf8(&e.json).unwrap()))
+            .collect()
+    };
+    assert_eq!(ids(early), want(1990..2000));
+    assert_eq!(ids(late), want(2000..2010));
 }

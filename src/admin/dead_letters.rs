@@ -21,6 +21,8 @@ pub struct DeadLetterView {
     pub content_type: String,
     pub content_id: String,
     pub reason: String,
+    /// Attempts made, the one that gave the blob up included (as the reason counts them; the
+    /// store counts the failed attempts before it).
     pub attempts: u32,
     /// Records of the blob the output had accepted before it was given up (a requeue resumes after them).
     #[serde(default)]
@@ -37,7 +39,7 @@ impl From<DeadLetter> for DeadLetterView {
             content_type: d.content.content_type,
             content_id: d.content.content_id,
             reason: d.reason,
-            attempts: d.attempts,
+            attempts: d.attempts + 1,
             delivered: d.delivered,
             enqueued_at: rfc3339(d.enqueued_at),
             dead_at: rfc3339(d.dead_at),

@@ -10,6 +10,7 @@
 
 mod env;
 mod load;
+mod placeholders;
 pub mod tenant;
 
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ use crate::mapping::Format;
 use crate::mapping::enrich::EnrichmentConfig;
 use crate::mgmt_api::OutboundConfig;
 use crate::output::OutputConfig;
+use crate::output::template::Fields;
 use crate::pipeline::config::{PipelineConfig, PullConfig};
 use crate::server::config::{ListenConfig, TlsConfig};
 use crate::store::{RetentionConfig, StoreConfig};
@@ -68,6 +70,9 @@ pub struct Config {
 #[derive(Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 struct Sections {
+    /// Lets example values through (`placeholders`): for example and test files only.
+    #[serde(deserialize_with = "de::flag")]
+    allow_placeholders: bool,
     #[serde(deserialize_with = "de::opt::path")]
     last_value_storage: Option<PathBuf>,
     store: Option<Value>,
@@ -259,6 +264,7 @@ fn unreadable(path: &Path, e: std::io::Error) -> ConfigErrors {
 
 /// The one pass over the typed sections: each owner checks its own, then the rules across them.
 fn compose(root: Mapping, p: &mut Problems) -> Config {
+    let placeholders = placeholders::find(&root);
     let (top, sections) = load::split(
         root,
         field_names::<TenantKeys>(),
@@ -267,6 +273,12 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
     );
     let top: TenantKeys = typed(Value::Mapping(top), "", p);
     let mut c: Sections = typed(Value::Mapping(sections), "", p);
+    p.allow_placeholders = c.allow_placeholders;
+    if !c.allow_placeholders {
+        for (key, problem, fix) in placeholders {
+            p.push(&key, problem, fix);
+        }
+    }
     let mut outputs = crate::output::read_all(std::mem::take(&mut c.outputs), p);
     let mut entries = Vec::new();
     for (i, entry) in std::mem::take(&mut c.tenants).into_iter().enumerate() {
@@ -324,6 +336,27 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
         None => PathBuf::from(DEFAULT_LAST_VALUE_STORAGE),
     };
     let (store, retention) = StoreConfig::read(c.store, p);
+    // A tenant's name (or id) goes into index and topic names: each must give a valid name.
+    for t in &tenants {
+        let Some(output) = outputs.get(&t.output) else {
+            continue;
+        };
+        let fields = Fields {
+            tenant_id: &t.tenant_id,
+            tenant_name: t.tenant_name.as_deref(),
+            content_type: t
+                .content_types
+                .first()
+                .map_or("Audit.General", String::as_str),
+        };
+        for (key, name) in output.invalid_names(&fields) {
+            p.push(
+                &format!("outputs.{}.{key}", t.output),
+                format!("gives `{name}` for tenant {}, which is not a valid name there", t.tenant_id),
+                "use {tenant_id} in the template, or give that tenant a tenant_name of lowercase letters, digits, `.`, `_` and `-`",
+            );
+        }
+    }
     // Several replicas cannot share a file output (unless allowed): each would write its own.
     if let StoreConfig::Postgres(pg) = &store
         && !pg.allow_file_output
@@ -356,6 +389,38 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
     }
 }
 
+/// What `check-config` finds on disk: the store directory and the files outputs write.
+fn writable_paths(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    if matches!(config.store, StoreConfig::Embedded)
+        && let Err(e) = crate::store::embedded::probe_dir(&config.last_value_storage)
+    {
+        problems.push(Problem {
+            key: "last_value_storage".into(),
+            problem: e,
+            fix: "give a directory on a writable filesystem with free space (the store writes and fsyncs there)".into(),
+        });
+    }
+    for (name, output) in &config.outputs {
+        let (key, path) = match output {
+            OutputConfig::File(f) => ("path", &f.path),
+            OutputConfig::Http(h) => match &h.dead_letter_path {
+                Some(p) => ("dead_letter_path", p),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if let Err((problem, fix)) = crate::output::file::config::check_path(path) {
+            problems.push(Problem {
+                key: format!("outputs.{name}.{key}"),
+                problem,
+                fix,
+            });
+        }
+    }
+    problems
+}
+
 /// `o365-collector check-config --config FILE`: the report to print and the exit code — 0 with a
 /// summary when the file is valid and the store directory takes a write, 2 with one
 /// `key: problem — fix: …` line per problem otherwise.
@@ -369,18 +434,13 @@ pub fn check_config_with(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> (
         Ok(text) => Config::parse(&text, env),
         Err(e) => Err(unreadable(path, e)),
     };
-    // The store directory must take writes, or `run` fails at once (or on the first notification).
+    // The store directory and every file an output writes must take writes, or `run` fails at
+    // once (or on the first notification).
     let result = result.and_then(|config| {
-        if matches!(config.store, StoreConfig::Postgres(_)) {
-            return Ok(config);
-        }
-        match crate::store::embedded::probe_dir(&config.last_value_storage) {
-            Ok(()) => Ok(config),
-            Err(e) => Err(ConfigErrors(vec![Problem {
-                key: "last_value_storage".into(),
-                problem: e,
-                fix: "give a directory on a writable filesystem with free space (the store writes and fsyncs there)".into(),
-            }])),
+        let problems = writable_paths(&config);
+        match problems.is_empty() {
+            true => Ok(config),
+            false => Err(ConfigErrors(problems)),
         }
     });
     match result {

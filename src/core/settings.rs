@@ -19,6 +19,11 @@ use serde::de::{self as sde, Deserialize, Deserializer, IgnoredAny, Visitor};
 use super::Secret;
 use super::units::{self, UnitError};
 
+/// The top-level key that lets placeholder values through (example and test files).
+pub const ALLOW_PLACEHOLDERS: &str = "allow_placeholders";
+/// What examples put where a secret, id or host goes (matched in any case).
+pub const PLACEHOLDER_TEXT: &str = "REPLACE-ME";
+
 /// One problem in the configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -399,6 +404,8 @@ pub struct Problems {
     /// Keys present whose value could not be typed (a problem was filed; they read as absent).
     invalid: HashSet<String>,
     next: usize,
+    /// `allow_placeholders: true`: example values pass (secret files are checked for them too).
+    pub allow_placeholders: bool,
 }
 
 impl Problems {
@@ -596,6 +603,16 @@ impl Section<'_> {
                 name,
                 format!("names {shown}, which is empty"),
                 "write the secret into the file",
+            );
+            return None;
+        }
+        let placeholder = PLACEHOLDER_TEXT.to_ascii_lowercase();
+        if !self.problems.allow_placeholders && trimmed.to_ascii_lowercase().contains(&placeholder)
+        {
+            self.problem(
+                name,
+                format!("names {shown}, which still holds the placeholder {PLACEHOLDER_TEXT}"),
+                format!("write the real secret into the file (e.g. in the Kubernetes Secret it is mounted from); an example or test file may set `{ALLOW_PLACEHOLDERS}: true` at the top level"),
             );
             return None;
         }

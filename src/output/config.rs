@@ -4,8 +4,10 @@ use serde::Deserialize;
 
 use super::file::FileOutputConfig;
 use super::http::HttpOutputConfig;
-use super::kafka::KafkaOutputConfig;
+use super::http::{HttpFormat, es_index_ok, es_sample, index_name_at};
+use super::kafka::{KafkaOutputConfig, topic_ok};
 use super::syslog::SyslogOutputConfig;
+use super::template::Fields;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +24,34 @@ pub enum OutputConfig {
     Syslog(SyslogOutputConfig),
     Http(HttpOutputConfig),
     Kafka(KafkaOutputConfig),
+}
+
+impl OutputConfig {
+    /// The name templates of this output that do not give a valid name for `fields` (a tenant):
+    /// the key and the name they give.
+    pub fn invalid_names(&self, fields: &Fields) -> Vec<(&'static str, String)> {
+        let time = chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap_or_default();
+        let mut bad = Vec::new();
+        match self {
+            OutputConfig::Http(h) if h.format == HttpFormat::Elasticsearch => {
+                // A template refused on its own is reported once, by the output's check.
+                if let Some(t) = h.index.as_ref().filter(|t| es_index_ok(&es_sample(t))) {
+                    let name = index_name_at(t, fields, time);
+                    if !es_index_ok(&name) {
+                        bad.push(("index", name));
+                    }
+                }
+            }
+            OutputConfig::Kafka(k) => {
+                let name = k.topic.render(fields, time);
+                if topic_ok(&k.topic.sample()) && !topic_ok(&name) {
+                    bad.push(("topic", name));
+                }
+            }
+            _ => {}
+        }
+        bad
+    }
 }
 
 /// `type: stdout` takes no other key.

@@ -119,11 +119,21 @@ impl FileOutput {
         cfg: &FileOutputConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<FileOutput, OutputError> {
+        // What check-config judges, again at start-up: a problem names the key and the fix.
+        config::probe_path(&cfg.path)
+            .map_err(|(problem, fix)| OutputError::setup(name, "path", problem, fix))?;
         let fatal = |e: FileError| OutputError::Fatal {
             output: name.to_string(),
             reason: e.to_string(),
         };
-        let mut inner = open_inner(cfg, clock).map_err(fatal)?;
+        let mut inner = open_inner(cfg, clock).map_err(|e| {
+            OutputError::setup(
+                name,
+                "path",
+                format!("cannot be opened: {e}"),
+                "point path at a regular file in a directory the collector's user can write (`check-config` checks it)",
+            )
+        })?;
         let worker = if cfg.rotates() {
             let w = Worker::start(inner.names.clone(), cfg)
                 .ctx(|| "starting the rotation thread".to_string())

@@ -31,6 +31,7 @@ use serde_json::Value;
 use serde::{Deserialize, Deserializer};
 
 use super::syslog::event_time;
+use super::template::{Fields, Template};
 use super::{Batch, Event, Output, OutputError, SendReport};
 use crate::core::Secret;
 use crate::core::settings::{Section, de};
@@ -52,16 +53,14 @@ pub struct HttpOutputConfig {
     #[serde(deserialize_with = "de::text")]
     pub url: String,
     pub format: HttpFormat,
-    /// Elasticsearch: index name with strftime-like `%Y %m %d %H` from the event's `@timestamp`
-    /// (default `o365-%Y.%m.%d`); Splunk: the `index` field (default: the token's default index).
-    #[serde(deserialize_with = "de::opt::text")]
-    pub index: Option<String>,
+    /// Elasticsearch: index name (a [`Template`]: `%Y %m %d %H` from the event's `@timestamp`,
+    /// `{tenant_id}`, …; default `o365-%Y.%m.%d`); Splunk: the `index` field (default: the
+    /// token's default index).
+    pub index: Option<Template>,
     /// Splunk `source` (default `o365-collector`).
-    #[serde(deserialize_with = "de::opt::text")]
-    pub source: Option<String>,
+    pub source: Option<Template>,
     /// Splunk `sourcetype` (default `o365:management:activity`).
-    #[serde(deserialize_with = "de::opt::text")]
-    pub sourcetype: Option<String>,
+    pub sourcetype: Option<Template>,
     #[serde(deserialize_with = "de::flag")]
     pub gzip: bool,
     /// Basic authentication, with `password`.
@@ -192,16 +191,10 @@ impl HttpOutputConfig {
             }
         }
         let format = self.format;
-        if let Some(index) = &mut self.index {
-            *index = index.trim().to_owned();
-            let invalid = |v: &str| {
-                v.is_empty()
-                    || ["%Y", "%m", "%d", "%H", "%%"]
-                        .iter()
-                        .fold(v.to_owned(), |s, p| s.replace(p, "0"))
-                        .chars()
-                        .any(|c| c.is_ascii_uppercase() || " \"\\/,#*?<>|".contains(c))
-            };
+        if let Some(index) = &self.index {
+            // Judged as it comes out for a sample tenant (tenant names are checked with the
+            // tenants that use this output).
+            let invalid = |v: &Template| !es_index_ok(&es_sample(v));
             if format == HttpFormat::Ndjson {
                 s.problem(
                     "index",
@@ -216,19 +209,13 @@ impl HttpOutputConfig {
                 );
             }
         }
-        for (key, value) in [
-            ("source", &mut self.source),
-            ("sourcetype", &mut self.sourcetype),
-        ] {
-            if let Some(v) = value {
-                *v = v.trim().to_owned();
-                if format != HttpFormat::SplunkHec {
-                    s.problem(
-                        key,
-                        "only applies to `format: splunk_hec`",
-                        "remove it, or set `format: splunk_hec`",
-                    );
-                }
+        for (key, value) in [("source", &self.source), ("sourcetype", &self.sourcetype)] {
+            if value.is_some() && format != HttpFormat::SplunkHec {
+                s.problem(
+                    key,
+                    "only applies to `format: splunk_hec`",
+                    "remove it, or set `format: splunk_hec`",
+                );
             }
         }
         self.auth = self.check_auth(s);
@@ -404,11 +391,14 @@ impl HttpOutput {
 
 impl Shared {
     fn open(name: &str, cfg: &HttpOutputConfig) -> Result<Shared, OutputError> {
-        let fatal = |reason: String| OutputError::Fatal {
-            output: name.to_string(),
-            reason,
-        };
-        let mut url = reqwest::Url::parse(&cfg.url).map_err(|e| fatal(format!("url: {e}")))?;
+        let setup = |key, problem: String, fix: &str| OutputError::setup(name, key, problem, fix);
+        let mut url = reqwest::Url::parse(&cfg.url).map_err(|e| {
+            setup(
+                "url",
+                format!("is not a valid URL ({e})"),
+                "set the receiver's http(s) URL",
+            )
+        })?;
         let path = url.path().trim_end_matches('/').to_owned();
         match cfg.format {
             HttpFormat::Elasticsearch if !path.ends_with("/_bulk") => {
@@ -419,17 +409,34 @@ impl Shared {
         }
         let identity = cfg.client_cert.as_deref().zip(cfg.client_key.as_deref());
         let tls = super::tls::client_config(cfg.ca_file.as_deref(), identity, &[b"http/1.1"])
-            .map_err(fatal)?;
+            .map_err(|(key, e)| {
+                setup(
+                    key,
+                    format!("cannot be used: {e}"),
+                    super::tls::tls_fix(key),
+                )
+            })?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout)
             .build()
-            .map_err(|e| fatal(format!("HTTP client: {e}")))?;
-        let header = |v: String| {
-            let mut h = HeaderValue::from_str(&v)
-                .map_err(|_| fatal("credentials are not valid in an HTTP header".into()))?;
+            .map_err(|e| {
+                setup(
+                    "url",
+                    format!("cannot get an HTTP client: {e}"),
+                    "check the TLS settings of the output (ca_file, client_cert, client_key)",
+                )
+            })?;
+        let header = |key, v: String| {
+            let mut h = HeaderValue::from_str(&v).map_err(|_| {
+                setup(
+                    key,
+                    "cannot be sent in an HTTP header".into(),
+                    "use visible ASCII characters only",
+                )
+            })?;
             h.set_sensitive(true);
             Ok::<_, OutputError>(h)
         };
@@ -439,33 +446,50 @@ impl Shared {
                 use base64::Engine as _;
                 let raw = format!("{username}:{}", password.expose());
                 let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
-                Some((AUTHORIZATION, header(format!("Basic {b64}"))?))
+                Some((AUTHORIZATION, header("password", format!("Basic {b64}"))?))
             }
             HttpAuth::Token(t) => {
                 let scheme = match cfg.format {
                     HttpFormat::SplunkHec => "Splunk",
                     _ => "Bearer",
                 };
-                Some((AUTHORIZATION, header(format!("{scheme} {}", t.expose()))?))
+                Some((
+                    AUTHORIZATION,
+                    header("token", format!("{scheme} {}", t.expose()))?,
+                ))
             }
             HttpAuth::Header { name: n, value } => {
-                let hn = HeaderName::from_bytes(n.as_bytes())
-                    .map_err(|_| fatal(format!("header_name `{n}` is not a valid header name")))?;
-                Some((hn, header(value.expose().to_owned())?))
+                let hn = HeaderName::from_bytes(n.as_bytes()).map_err(|_| {
+                    setup(
+                        "header_name",
+                        format!("`{n}` is not a valid header name"),
+                        "use letters, digits and `-`, e.g. X-API-Key",
+                    )
+                })?;
+                Some((hn, header("header_value", value.expose().to_owned())?))
             }
         };
         let dead_letter = match &cfg.dead_letter_path {
             None => None,
             Some(p) => {
+                let unusable = |problem: String| {
+                    setup(
+                        "dead_letter_path",
+                        problem,
+                        "point it at a regular file in a directory the collector's user can write (`check-config` checks it)",
+                    )
+                };
+                super::file::config::probe_path(p).map_err(|(problem, _)| unusable(problem))?;
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| fatal(format!("{}: {e}", dir.display())))?;
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        unusable(format!("cannot be created in {}: {e}", dir.display()))
+                    })?;
                 }
                 let f = OpenOptions::new()
                     .append(true)
                     .create(true)
                     .open(p)
-                    .map_err(|e| fatal(format!("{}: {e}", p.display())))?;
+                    .map_err(|e| unusable(format!("cannot be opened ({}): {e}", p.display())))?;
                 Some(Arc::new(Mutex::new(f)))
             }
         };
@@ -492,9 +516,18 @@ impl Shared {
                 }
             }
             HttpFormat::Elasticsearch => {
-                let pattern = self.cfg.index.as_deref().unwrap_or(DEFAULT_ES_INDEX);
+                let fields = batch.fields();
+                static DEFAULT: std::sync::LazyLock<Template> = std::sync::LazyLock::new(|| {
+                    Template::parse(DEFAULT_ES_INDEX).unwrap_or_else(|_| unreachable!())
+                });
+                let pattern = self.cfg.index.as_ref().unwrap_or(&DEFAULT);
+                // One name per batch unless it holds the time (then per event, from its own time).
+                let fixed = (!pattern.uses_time()).then(|| index_name(pattern, &fields, &[]));
                 for e in events {
-                    let index = index_name(pattern, &e.json);
+                    let index = match &fixed {
+                        Some(name) => name.clone(),
+                        None => index_name(pattern, &fields, &e.json),
+                    };
                     let mut action = serde_json::Map::new();
                     action.insert("_index".into(), Value::String(index));
                     if let Some(k) = e.key {
@@ -508,16 +541,18 @@ impl Shared {
                 }
             }
             HttpFormat::SplunkHec => {
-                let source = self.cfg.source.as_deref().unwrap_or(DEFAULT_SPLUNK_SOURCE);
-                let sourcetype = self
-                    .cfg
-                    .sourcetype
-                    .as_deref()
-                    .unwrap_or(DEFAULT_SPLUNK_SOURCETYPE);
+                let fields = batch.fields();
                 for e in events {
                     // `event` is the JSON text spliced in as is: no re-encoding of the record.
                     let mut head = String::from("{");
-                    if let Some(t) = event_time(&e.json) {
+                    let time = event_time(&e.json);
+                    let name = |t: &Option<Template>, default: &str| match t {
+                        Some(t) => t.render(&fields, time.unwrap_or_else(chrono::Utc::now)),
+                        None => default.to_owned(),
+                    };
+                    let source = name(&self.cfg.source, DEFAULT_SPLUNK_SOURCE);
+                    let sourcetype = name(&self.cfg.sourcetype, DEFAULT_SPLUNK_SOURCETYPE);
+                    if let Some(t) = time {
                         let _ = write!(
                             head,
                             "\"time\":{}.{:03},",
@@ -531,8 +566,9 @@ impl Shared {
                         Value::from(source),
                         Value::from(sourcetype)
                     );
-                    if let Some(i) = &self.cfg.index {
-                        let _ = write!(head, "\"index\":{},", Value::from(i.as_str()));
+                    if self.cfg.index.is_some() {
+                        let index = name(&self.cfg.index, "");
+                        let _ = write!(head, "\"index\":{},", Value::from(index));
                     }
                     let fields = serde_json::json!({
                         "tenant": batch.tenant_id,
@@ -827,39 +863,48 @@ fn gzip(body: &[u8]) -> std::io::Result<Vec<u8>> {
     enc.finish()
 }
 
-/// `%Y %m %d %H` (and `%%`) from the event's time, UTC; other text is kept.
-pub fn index_name(pattern: &str, json: &[u8]) -> String {
-    use chrono::{Datelike, Timelike};
-    let t = event_time(json).unwrap_or_else(chrono::Utc::now);
-    let mut out = String::with_capacity(pattern.len() + 8);
-    let mut chars = pattern.chars();
-    while let Some(c) = chars.next() {
-        if c != '%' {
-            out.push(c);
-            continue;
-        }
-        match chars.next() {
-            Some('Y') => {
-                let _ = write!(out, "{:04}", t.year());
-            }
-            Some('m') => {
-                let _ = write!(out, "{:02}", t.month());
-            }
-            Some('d') => {
-                let _ = write!(out, "{:02}", t.day());
-            }
-            Some('H') => {
-                let _ = write!(out, "{:02}", t.hour());
-            }
-            Some('%') => out.push('%'),
-            Some(other) => {
-                out.push('%');
-                out.push(other);
-            }
-            None => out.push('%'),
-        }
-    }
-    out
+/// An Elasticsearch index name from `pattern`, with the event's time (UTC; now if it has none)
+/// and in lowercase, as Elasticsearch requires (a tenant name may have capitals).
+pub fn index_name(pattern: &Template, fields: &Fields, json: &[u8]) -> String {
+    index_name_at(
+        pattern,
+        fields,
+        event_time(json).unwrap_or_else(chrono::Utc::now),
+    )
+}
+
+/// [`index_name`] at `time`.
+pub fn index_name_at(
+    pattern: &Template,
+    fields: &Fields,
+    time: chrono::DateTime<chrono::Utc>,
+) -> String {
+    pattern.render(fields, time).to_lowercase()
+}
+
+/// The index a template gives for a sample tenant, its placeholders lowercased as [`index_name`]
+/// writes them (the template's own text is not: capitals there are refused).
+pub fn es_sample(t: &Template) -> String {
+    let fields = Fields {
+        content_type: "audit.exchange",
+        ..Fields::SAMPLE
+    };
+    t.render(
+        &fields,
+        chrono::DateTime::from_timestamp(1_796_000_000, 0).unwrap_or_default(),
+    )
+}
+
+/// Whether Elasticsearch takes `name` as an index name (lowercase, none of ` "\/,#*?<>|`, not
+/// starting with `-`, `_` or `+`, not `.` or `..`, at most 255 bytes).
+pub fn es_index_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !matches!(name, "." | "..")
+        && !name.starts_with(['-', '_', '+'])
+        && !name
+            .chars()
+            .any(|c| c.is_uppercase() || " \"\\/,#*?<>|:".contains(c))
 }
 
 fn reason_of(result: &Value) -> String {
@@ -901,8 +946,20 @@ mod tests {
     #[test]
     fn index_patterns() {
         let j = br#"{"@timestamp":"2020-02-10T15:13:13.000Z"}"#;
-        assert_eq!(index_name("o365-%Y.%m.%d", j), "o365-2020.02.10");
-        assert_eq!(index_name("a-%H-%%-%q", j), "a-15-%-%q");
-        assert_eq!(index_name("plain", j), "plain");
+        let f = Fields {
+            tenant_id: "t-1",
+            tenant_name: Some("Contoso"),
+            content_type: "Audit.General",
+        };
+        let t = |s: &str| Template::parse(s).unwrap();
+        assert_eq!(index_name(&t("o365-%Y.%m.%d"), &f, j), "o365-2020.02.10");
+        assert_eq!(index_name(&t("a-%H-%%"), &f, j), "a-15-%");
+        assert_eq!(index_name(&t("plain"), &f, j), "plain");
+        assert_eq!(
+            index_name(&t("o365-{tenant_name}-{tenant_id}-%Y"), &f, j),
+            "o365-contoso-t-1-2020"
+        );
+        assert!(es_index_ok("o365-t-1-2020.02.10"));
+        assert!(!es_index_ok("o365 x") && !es_index_ok("O365") && !es_index_ok("_x"));
     }
 }

@@ -31,9 +31,19 @@ use tokio::sync::Mutex;
 use serde::{Deserialize, Deserializer};
 
 use super::syslog::event_time;
+use super::template::Template;
 use super::{Batch, Output, OutputError, SendReport};
 use crate::core::Secret;
 use crate::core::settings::{Section, de};
+
+/// Whether Kafka takes `name` as a topic.
+pub fn topic_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
 
 /// Kafka topic when none is configured.
 pub const DEFAULT_TOPIC: &str = "o365-{content_type}";
@@ -45,9 +55,9 @@ pub struct KafkaOutputConfig {
     /// Bootstrap brokers, `host:port`.
     #[serde(deserialize_with = "de::words")]
     pub brokers: Vec<String>,
-    /// Topic name; `{content_type}` and `{tenant_id}` are replaced per batch.
-    #[serde(deserialize_with = "de::text")]
-    pub topic: String,
+    /// Topic name, a [`Template`] (`{content_type}`, `{tenant_id}`, `{tenant_name}`, and the
+    /// event's time `%Y %m %d %H`).
+    pub topic: Template,
     pub key: KafkaKey,
     pub compression: KafkaCompression,
     /// SASL authentication (with `username` and `password`), resolved into `sasl` by the check.
@@ -80,7 +90,7 @@ impl Default for KafkaOutputConfig {
     fn default() -> Self {
         KafkaOutputConfig {
             brokers: Vec::new(),
-            topic: DEFAULT_TOPIC.to_owned(),
+            topic: Template::parse(DEFAULT_TOPIC).unwrap_or_else(|_| unreachable!()),
             key: KafkaKey::Id,
             compression: KafkaCompression::None,
             sasl_mechanism: None,
@@ -192,20 +202,10 @@ impl KafkaOutputConfig {
         for b in self.brokers.iter().filter(|b| !super::is_host_port(b)) {
             s.problem("brokers", format!("`{b}` is not host:port"), fix);
         }
-        self.topic = self.topic.trim().to_owned();
-        let sample = self
-            .topic
-            .replace("{content_type}", "Audit.Exchange")
-            .replace("{tenant_id}", "00000000-0000-0000-0000-000000000000");
-        let topic_ok = !sample.is_empty()
-            && sample.len() <= 249
-            && sample
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-        if !topic_ok {
+        if !topic_ok(&self.topic.sample()) {
             s.problem(
                 "topic",
-                "is not a valid Kafka topic (letters, digits, `.`, `_`, `-`; at most 249) after replacing {content_type} and {tenant_id}",
+                "is not a valid Kafka topic (letters, digits, `.`, `_`, `-`; at most 249) once its placeholders are filled",
                 format!("e.g. `{DEFAULT_TOPIC}`"),
             );
         }
@@ -322,10 +322,12 @@ impl KafkaOutput {
     /// Prepares the output; brokers are contacted on the first send.
     pub fn open(name: &str, cfg: &KafkaOutputConfig) -> Result<KafkaOutput, OutputError> {
         if cfg.brokers.is_empty() {
-            return Err(OutputError::Fatal {
-                output: name.to_string(),
-                reason: "no brokers configured".into(),
-            });
+            return Err(OutputError::setup(
+                name,
+                "brokers",
+                "is empty",
+                "list the bootstrap brokers as host:port, e.g. `brokers: kafka-1:9092 kafka-2:9092`",
+            ));
         }
         let tls = match &cfg.tls {
             None => None,
@@ -342,9 +344,13 @@ impl KafkaOutput {
                     &[],
                     t.server_name.as_deref(),
                 )
-                .map_err(|reason| OutputError::Fatal {
-                    output: name.to_string(),
-                    reason: format!("kafka TLS: {reason}"),
+                .map_err(|(key, e)| {
+                    OutputError::setup(
+                        name,
+                        key,
+                        format!("cannot be used: {e}"),
+                        super::tls::tls_fix(key),
+                    )
                 })?;
                 Some(Arc::new(config))
             }
@@ -357,12 +363,13 @@ impl KafkaOutput {
         })
     }
 
-    /// The topic for a batch.
-    pub fn topic_for(&self, batch: &Batch) -> String {
-        self.cfg
-            .topic
-            .replace("{content_type}", &batch.content_type)
-            .replace("{tenant_id}", &batch.tenant_id)
+    /// The topic of an event of `batch` (`json`: its time, for a template that has one).
+    pub fn topic_for(&self, batch: &Batch, json: &[u8]) -> String {
+        let time = match self.cfg.topic.uses_time() {
+            true => event_time(json).unwrap_or_else(chrono::Utc::now),
+            false => chrono::DateTime::UNIX_EPOCH,
+        };
+        self.cfg.topic.render(&batch.fields(), time)
     }
 
     async fn client(&self, state: &mut State) -> Result<Arc<Client>, Failure> {
@@ -448,10 +455,23 @@ impl KafkaOutput {
     }
 
     async fn produce(&self, state: &mut State, batch: &Batch) -> Result<SendReport, Failure> {
-        let topic = self.topic_for(batch);
-        let parts = self.partitions(state, &topic).await?;
-        let mut groups: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        // One topic for the batch, unless the template holds the time: then each event's own.
+        let fixed = (!self.cfg.topic.uses_time()).then(|| self.topic_for(batch, &[]));
+        let mut groups: BTreeMap<(String, i32), Vec<Record>> = BTreeMap::new();
+        // The partitions of the topic of the event before (a batch's events share one or a few).
+        let mut current: Option<(String, Vec<i32>)> = None;
         for e in &batch.events {
+            let topic = match &fixed {
+                Some(t) => t.clone(),
+                None => self.topic_for(batch, &e.json),
+            };
+            let parts = match &current {
+                Some((t, parts)) if *t == topic => parts,
+                _ => {
+                    let parts = self.partitions(state, &topic).await?;
+                    &current.insert((topic.clone(), parts)).1
+                }
+            };
             let key = match self.cfg.key {
                 KafkaKey::Id => record_id(&e.json).map(String::into_bytes),
                 KafkaKey::None => None,
@@ -468,7 +488,7 @@ impl KafkaOutput {
                 "content_id".to_owned(),
                 batch.content_id.as_bytes().to_vec(),
             );
-            groups.entry(partition).or_default().push(Record {
+            groups.entry((topic, partition)).or_default().push(Record {
                 key,
                 value: Some(e.json.clone()),
                 headers,
@@ -481,7 +501,7 @@ impl KafkaOutput {
             KafkaCompression::Snappy => Compression::Snappy,
         };
         let mut produces = Vec::with_capacity(groups.len());
-        for (partition, records) in groups {
+        for ((topic, partition), records) in groups {
             let pc = self.partition_client(state, &topic, partition).await?;
             produces.push(async move { self.timed(pc.produce(records, compression)).await });
         }
@@ -613,7 +633,7 @@ mod tests {
         assert_eq!(record_id(br#"{"x":1}"#), None);
         let cfg = KafkaOutputConfig {
             brokers: vec!["127.0.0.1:9092".into()],
-            topic: "o365-{content_type}-{tenant_id}".into(),
+            topic: Template::parse("o365-{content_type}-{tenant_name}-%Y").unwrap(),
             timeout: std::time::Duration::from_secs(1),
             ..KafkaOutputConfig::default()
         };
@@ -623,6 +643,12 @@ mod tests {
             content_type: "Audit.Exchange".into(),
             ..Batch::default()
         };
-        assert_eq!(out.topic_for(&b), "o365-Audit.Exchange-t");
+        let e = br#"{"@timestamp":"2020-02-10T15:13:13.000Z"}"#;
+        assert_eq!(out.topic_for(&b, e), "o365-Audit.Exchange-t-2020");
+        let b = Batch {
+            tenant_name: Some("contoso".into()),
+            ..b
+        };
+        assert_eq!(out.topic_for(&b, e), "o365-Audit.Exchange-contoso-2020");
     }
 }

@@ -10,6 +10,7 @@ pub mod http;
 pub mod kafka;
 pub mod stdout;
 pub mod syslog;
+pub mod template;
 mod tls;
 
 use std::future::Future;
@@ -68,6 +69,8 @@ pub struct Event {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     pub tenant_id: String,
+    /// The tenant's `tenant_name`, for name templates ([`template`]).
+    pub tenant_name: Option<String>,
     pub content_type: String,
     pub content_id: String,
     pub events: Vec<Event>,
@@ -90,9 +93,43 @@ pub enum OutputError {
     /// Will not succeed by retrying the same batch.
     #[error("output {output} refused the batch: {reason}")]
     Fatal { output: String, reason: String },
+    /// The output cannot start as configured: at start-up, naming the key to change and how.
+    #[error("output {output} cannot start: outputs.{output}.{key}: {problem} — fix: {fix}")]
+    Setup {
+        output: String,
+        key: &'static str,
+        problem: String,
+        fix: String,
+    },
+}
+
+impl Batch {
+    /// What a name template is filled with for this batch.
+    pub fn fields(&self) -> template::Fields<'_> {
+        template::Fields {
+            tenant_id: &self.tenant_id,
+            tenant_name: self.tenant_name.as_deref(),
+            content_type: &self.content_type,
+        }
+    }
 }
 
 impl OutputError {
+    /// [`OutputError::Setup`] of output `output`.
+    pub fn setup(
+        output: &str,
+        key: &'static str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> OutputError {
+        OutputError::Setup {
+            output: output.to_owned(),
+            key,
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(self, OutputError::Retryable { .. })
     }

@@ -263,20 +263,30 @@ impl SyslogOutput {
     /// Prepares the output; the connection is opened on the first send, so a receiver that is down
     /// at start-up only delays delivery.
     pub fn open(name: &str, cfg: &SyslogOutputConfig) -> Result<SyslogOutput, OutputError> {
-        let fatal = |reason: String| OutputError::Fatal {
-            output: name.to_string(),
-            reason,
-        };
         let tls = match cfg.transport {
             SyslogTransport::Tls => {
-                let config =
-                    super::tls::client_config(cfg.ca_file.as_deref(), None, &[]).map_err(fatal)?;
+                let config = super::tls::client_config(cfg.ca_file.as_deref(), None, &[]).map_err(
+                    |(key, e)| {
+                        OutputError::setup(
+                            name,
+                            key,
+                            format!("cannot be used: {e}"),
+                            super::tls::tls_fix(key),
+                        )
+                    },
+                )?;
                 let host = match &cfg.server_name {
                     Some(s) => s.clone(),
                     None => host_of(&cfg.address).to_owned(),
                 };
-                let server_name = ServerName::try_from(host)
-                    .map_err(|e| fatal(format!("server name for TLS: {e}")))?;
+                let server_name = ServerName::try_from(host).map_err(|e| {
+                    OutputError::setup(
+                        name,
+                        "server_name",
+                        format!("is not a name for TLS ({e})"),
+                        "set server_name to the DNS name in the receiver's certificate",
+                    )
+                })?;
                 Some((TlsConnector::from(Arc::new(config)), server_name))
             }
             _ => None,
@@ -565,6 +575,7 @@ mod tests {
             content_type: "Audit.Exchange".into(),
             content_id: "a\"b]c\\".into(),
             events: vec![],
+            tenant_name: None,
         };
         let json = br#"{"@timestamp":"2020-02-10T15:13:13.000Z","x":1}"#;
         let mut m = Vec::new();

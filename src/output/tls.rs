@@ -22,12 +22,29 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// Builds the configuration; errors name the file, never its content.
+/// Why a client configuration could not be built: the output's key at fault (`ca_file`,
+/// `client_cert`, `client_key`, `server_name`) and the reason, which names the file, never its content.
+pub(crate) type TlsProblem = (&'static str, String);
+
+/// The fix for a [`TlsProblem`] at `key`.
+pub(crate) fn tls_fix(key: &str) -> &'static str {
+    match key {
+        "ca_file" => {
+            "point ca_file at the PEM certificate(s) of the CA that signed the receiver's certificate"
+        }
+        "client_cert" => "point client_cert at a PEM certificate (chain) whose key is client_key",
+        "client_key" => "point client_key at the unencrypted PEM private key of client_cert",
+        "server_name" => "write the DNS name (or IP address) in the receiver's certificate",
+        _ => "check the output's TLS settings",
+    }
+}
+
+/// Builds the configuration.
 pub(crate) fn client_config(
     ca_file: Option<&Path>,
     client_identity: Option<(&Path, &Path)>,
     alpn: &[&[u8]],
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, TlsProblem> {
     client_config_for(ca_file, client_identity, alpn, None)
 }
 
@@ -39,29 +56,33 @@ pub(crate) fn client_config_for(
     client_identity: Option<(&Path, &Path)>,
     alpn: &[&[u8]],
     server_name: Option<&str>,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, TlsProblem> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_native_certs::load_native_certs().certs {
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_file {
-        for cert in read_certs(path)? {
+        for cert in read_certs(path).map_err(|e| ("ca_file", e))? {
             roots
                 .add(cert)
-                .map_err(|e| format!("{}: {e}", path.display()))?;
+                .map_err(|e| ("ca_file", format!("{}: {e}", path.display())))?;
         }
     }
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| ("ca_file", e.to_string()))?;
     let builder = match server_name {
         None => builder.with_root_certificates(roots),
         Some(name) => {
-            let name = ServerName::try_from(name.to_owned())
-                .map_err(|_| format!("server_name `{name}` is not a DNS name or IP address"))?;
+            let name = ServerName::try_from(name.to_owned()).map_err(|_| {
+                (
+                    "server_name",
+                    format!("`{name}` is not a DNS name or IP address"),
+                )
+            })?;
             let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
                 .build()
-                .map_err(|e| format!("trust roots: {e}"))?;
+                .map_err(|e| ("ca_file", format!("trust roots: {e}")))?;
             builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(FixedName { inner, name }))
@@ -70,13 +91,21 @@ pub(crate) fn client_config_for(
     let mut cfg = match client_identity {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
-            let chain = read_certs(cert)?;
-            let bytes = std::fs::read(key).map_err(|e| format!("{}: {e}", key.display()))?;
-            let key_der = PrivateKeyDer::from_pem_slice(&bytes)
-                .map_err(|_| format!("{}: no usable PEM private key", key.display()))?;
-            builder
-                .with_client_auth_cert(chain, key_der)
-                .map_err(|e| format!("client certificate {}: {e}", cert.display()))?
+            let chain = read_certs(cert).map_err(|e| ("client_cert", e))?;
+            let bytes = std::fs::read(key)
+                .map_err(|e| ("client_key", format!("{}: {e}", key.display())))?;
+            let key_der = PrivateKeyDer::from_pem_slice(&bytes).map_err(|_| {
+                (
+                    "client_key",
+                    format!("{}: no usable PEM private key", key.display()),
+                )
+            })?;
+            builder.with_client_auth_cert(chain, key_der).map_err(|e| {
+                (
+                    "client_cert",
+                    format!("client certificate {}: {e}", cert.display()),
+                )
+            })?
         }
     };
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();

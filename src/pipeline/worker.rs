@@ -377,6 +377,7 @@ impl<S: Store> Workers<S> {
             };
             let batch = Batch {
                 tenant_id: tenant.cfg.tenant_id.clone(),
+                tenant_name: tenant.cfg.tenant_name.clone(),
                 content_type: c.content_type.clone(),
                 content_id: c.content_id.clone(),
                 events,

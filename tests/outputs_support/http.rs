@@ -362,13 +362,17 @@ fn bulk(s: &RecvState, headers: &HeaderMap, body: &[u8]) -> (StatusCode, String)
         };
         let index = meta.get("_index").and_then(Value::as_str).unwrap_or("");
         let ts = doc.get("@timestamp").and_then(Value::as_str).unwrap_or("");
-        let want_index = format!(
-            "o365-{}.{}.{}",
+        // `o365-<date>`, or with a part between (a tenant) as `o365-<tenant>-<date>`; lowercase,
+        // as Elasticsearch requires.
+        let date = format!(
+            "{}.{}.{}",
             ts.get(0..4).unwrap_or(""),
             ts.get(5..7).unwrap_or(""),
             ts.get(8..10).unwrap_or("")
         );
-        if index != want_index {
+        let dated = index == format!("o365-{date}")
+            || (index.starts_with("o365-") && index.ends_with(&format!("-{date}")));
+        if !dated || index.chars().any(char::is_uppercase) {
             s.violation(format!("index {index} for @timestamp {ts}"));
         }
         let Some(id) = meta.get("_id").and_then(Value::as_str) else {

@@ -350,6 +350,7 @@ pub fn batch(range: std::ops::Range<usize>) -> Batch {
         content_type: "Audit.SharePoint".into(),
         content_id: format!("blob-{}-{}", range.start, range.end),
         events: range.map(event).collect(),
+        tenant_name: None,
     }
 }
 

@@ -1,6 +1,6 @@
 //! `type: file`: the settings of a file output, their defaults and checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -140,4 +140,97 @@ impl FileOutputConfig {
             }
         }
     }
+}
+
+/// A problem with where a file is written: the problem and the fix.
+pub type PathProblem = (String, String);
+
+/// Whether a file can be written at `path` by this user, as `run` opens it: not a directory, not
+/// under `/proc` or `/sys`, and in a directory that exists (or can be created under one that
+/// does: `run` creates it) and takes a write (a probe file written, fsync'd and removed). A special
+/// file (FIFO, device) passes here, see [`check_path`].
+pub fn probe_path(path: &Path) -> Result<(), PathProblem> {
+    let shown = path.display();
+    let user = format!("the user the collector runs as (uid {})", current_uid());
+    if path.as_os_str().to_string_lossy().ends_with('/') || path.is_dir() {
+        return Err((
+            format!("names {shown}, which is a directory"),
+            format!(
+                "name a file in it, e.g. {}",
+                path.join("events.ndjson").display()
+            ),
+        ));
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // The nearest directory that exists: `run` creates the rest.
+    let mut at = dir;
+    while !at.exists() {
+        match at.parent() {
+            Some(p) if !p.as_os_str().is_empty() => at = p,
+            _ => {
+                at = Path::new(".");
+                break;
+            }
+        }
+    }
+    let real = at.canonicalize().unwrap_or_else(|_| at.to_owned());
+    if let Some(kernel) = ["/proc", "/sys"].into_iter().find(|k| real.starts_with(k)) {
+        return Err((
+            format!("names {shown}, under {kernel}, a kernel interface where no file can be kept"),
+            "write to a directory on a real filesystem, e.g. /var/lib/o365-collector/events.ndjson"
+                .to_owned(),
+        ));
+    }
+    if !at.is_dir() {
+        return Err((
+            format!(
+                "names {shown}, but {} is a file, not a directory",
+                at.display()
+            ),
+            "fix the path: every part before the file name must be a directory".to_owned(),
+        ));
+    }
+    if let Err(e) = crate::store::embedded::probe_dir(at) {
+        return Err((
+            format!("names {shown}, which cannot be written: {e}"),
+            format!(
+                "create {} with write permission for {user}, or choose a writable directory",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// [`probe_path`], and an existing `path` must be a regular file this user can append to: a FIFO,
+/// a device or a socket would take (or block) writes that are not kept, and rotation would rename it.
+pub fn check_path(path: &Path) -> Result<(), PathProblem> {
+    probe_path(path)?;
+    let shown = path.display();
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if !meta.is_file() {
+        return Err((
+            format!("names {shown}, which is a special file (a FIFO, device or socket), not a regular file"),
+            "name a regular file (it is appended to, fsync'd and rotated), e.g. ./var/events.ndjson".to_owned(),
+        ));
+    }
+    if let Err(e) = std::fs::OpenOptions::new().append(true).open(path) {
+        return Err((
+            format!("names {shown}, which cannot be opened for appending: {e}"),
+            format!(
+                "give the user the collector runs as (uid {}) write permission on the file, or choose another path",
+                current_uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn current_uid() -> u32 {
+    rustix::process::getuid().as_raw()
 }
