@@ -128,7 +128,10 @@ pub async fn keep(
                             let wait = e
                                 .retry_after()
                                 .unwrap_or_else(|| backoff(Duration::from_secs(2), Duration::from_secs(300), failures));
-                            warn!(tenant.id = %t.cfg.tenant_id, error = %e, retry_in_s = wait.as_secs(), "cannot ensure subscriptions");
+                            match e.hint() {
+                                Some(hint) => warn!(tenant.id = %t.cfg.tenant_id, error = %e, retry_in_s = wait.as_secs(), hint, "cannot ensure subscriptions"),
+                                None => warn!(tenant.id = %t.cfg.tenant_id, error = %e, retry_in_s = wait.as_secs(), "cannot ensure subscriptions"),
+                            }
                             wait
                         }
                     };
