@@ -119,7 +119,11 @@ async fn notify<S: Store>(
         None
     };
     if let Some(response) = early {
-        if version == Version::HTTP_2 {
+        // A client waiting for `100 Continue` sends no body: nothing to let finish.
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if version == Version::HTTP_2 && !waits {
             state.intake.discard(declared, body).await;
         }
         return response;
