@@ -1,6 +1,8 @@
 //! `o365-collector demo`: the emulator and the collector in one process, over real HTTPS, with
 //! certificates made on the fly. Publishes synthetic activity, waits until every record reached the
-//! output file exactly once, and prints one summary line.
+//! output file exactly once, and prints one summary line (audit and Graph rates apart) and the next
+//! step. Graph's request quota is raised [`DEMO_GRAPH_SCALE`]-fold on both sides, so the demo shows
+//! the pipeline's pace, not Microsoft's quota.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,15 @@ use crate::server::config::{ListenConfig, TlsConfig};
 use crate::store::StoreConfig;
 use crate::telemetry::Counters;
 use crate::webhook::config::WebhookConfig;
+
+/// Graph's request quota in the demo, in multiples of Microsoft's (identity reports 5 requests per
+/// 10 s, message trace 100 per 5 min): the emulator's and the collector's alike.
+pub const DEMO_GRAPH_SCALE: u32 = 100;
+
+/// What a user does after the demo, printed after the summary.
+pub const NEXT_STEP: &str = "demo: next: collect a real tenant: README.md, \"Running against a real tenant\" \
+     (app registration with ActivityFeed.Read, a webhook address Microsoft can reach), then \
+     o365-collector check-config --config config.yaml and o365-collector run --config config.yaml";
 
 /// `demo` flags.
 #[derive(clap::Args, Debug, Clone)]
@@ -68,21 +79,44 @@ pub struct Summary {
     pub delivered_once: u64,
     pub missing: u64,
     pub duplicated: u64,
+    /// From publishing to the last record delivered (or the timeout).
     pub elapsed: Duration,
+    /// Audit records (Management Activity API) delivered, and when the last one was.
+    pub audit: Part,
+    /// Graph records delivered, and when the last one was.
+    pub graph: Part,
     pub events_file: PathBuf,
+}
+
+/// One source's share of a demo: records delivered and the time from publishing to the last.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Part {
+    pub records: u64,
+    pub elapsed: Duration,
+}
+
+impl Part {
+    fn text(&self, what: &str) -> String {
+        let secs = self.elapsed.as_secs_f64();
+        format!(
+            "{} {what} records in {secs:.2} s ({:.0} records/s)",
+            self.records,
+            self.records as f64 / secs.max(1e-9)
+        )
+    }
 }
 
 impl Summary {
     pub fn line(&self) -> String {
-        let secs = self.elapsed.as_secs_f64();
         format!(
-            "demo: {} of {} records delivered exactly once ({} missing, {} duplicated) in {:.2} s ({:.0} records/s); events in {}",
+            "demo: {} of {} records delivered exactly once ({} missing, {} duplicated) in {:.2} s: {}, {}; events in {}",
             self.delivered_once,
             self.published,
             self.missing,
             self.duplicated,
-            secs,
-            self.delivered_once as f64 / secs.max(1e-9),
+            self.elapsed.as_secs_f64(),
+            self.audit.text("audit"),
+            self.graph.text("Graph"),
             self.events_file.display()
         )
     }
@@ -106,6 +140,7 @@ async fn run_demo(args: DemoArgs) -> Result<Summary, DemoError> {
     std::fs::create_dir_all(&certs).map_err(setup("cannot create the demo directory"))?;
 
     let secret = format!("demo-{}", uuid::Uuid::new_v4());
+    let scale = DEMO_GRAPH_SCALE as usize;
     let emu = Emulator::start(EmulatorConfig {
         tenants: vec![TenantSpec {
             tenant_id: DEMO_TENANT_ID.into(),
@@ -118,6 +153,12 @@ async fn run_demo(args: DemoArgs) -> Result<Summary, DemoError> {
     })
     .await
     .map_err(setup("emulator"))?;
+    emu.graph_faults(o365_emulator::graph::GraphFaults {
+        identity_per_10s: Some(5 * scale),
+        trace_per_5min: Some(100 * scale),
+        ..Default::default()
+    })
+    .await;
     eprintln!("demo: emulator at {}", emu.base_url());
 
     let (cert_pem, key_pem) = emu
@@ -184,6 +225,7 @@ fn demo_config(
                 feeds: crate::graph::GraphFeed::ALL.to_vec(),
                 host: base.to_string(),
                 backfill: Duration::from_secs(24 * 3600),
+                limit_scale: DEMO_GRAPH_SCALE,
             },
         }],
         webhook: Some(WebhookConfig {
@@ -204,7 +246,7 @@ fn demo_config(
         }),
         admin: AdminConfig::default(),
         pull: PullConfig {
-            interval: Duration::from_secs(2), // push mode: only the Graph feeds list every interval
+            interval: Duration::from_secs(1), // push mode: only the Graph feeds list every interval
             reconcile_every: Duration::from_secs(900),
         },
         outbound: OutboundConfig {
@@ -270,22 +312,34 @@ async fn drive(
             )));
         }
     }
-    // The Graph feeds: a twentieth as many records again per feed, over the last 10 minutes.
-    let per_feed = (args.records / 20).max(1) as usize;
+    // The Graph feeds: a twentieth of --records (at least 1) per feed, over the 10 minutes that
+    // ended 2 s ago (a listing's window ends at a whole second: the next round finds them all).
+    let per_feed = graph_records_per_feed(args.records);
+    let to = chrono::Utc::now() - chrono::TimeDelta::seconds(2);
+    let from = to - chrono::TimeDelta::minutes(10);
     let mut graph_rows = 0u64;
     for feed in crate::graph::GraphFeed::ALL {
-        let ids = emu
-            .graph_generate(o365_emulator::graph::GraphGenerate {
-                tenant_id: DEMO_TENANT_ID.into(),
-                feed: feed.config_name().into(),
-                records: per_feed,
-                from: None,
-                to: None,
-                recipients: None,
-            })
-            .await
-            .map_err(setup("emulator Graph generate"))?;
-        graph_rows += ids.len() as u64;
+        // Message trace: one row per recipient, so messages of two recipients (and one of a single
+        // recipient for an odd count) make exactly `per_feed` rows.
+        let batches = if feed == crate::graph::GraphFeed::MessageTrace {
+            vec![(per_feed / 2, Some(2)), (per_feed % 2, Some(1))]
+        } else {
+            vec![(per_feed, None)]
+        };
+        for (records, recipients) in batches.into_iter().filter(|(n, _)| *n > 0) {
+            let ids = emu
+                .graph_generate(o365_emulator::graph::GraphGenerate {
+                    tenant_id: DEMO_TENANT_ID.into(),
+                    feed: feed.config_name().into(),
+                    records: records as usize,
+                    from: Some(from),
+                    to: Some(to),
+                    recipients,
+                })
+                .await
+                .map_err(setup("emulator Graph generate"))?;
+            graph_rows += ids.len() as u64;
+        }
     }
     let total = args.records + graph_rows;
     eprintln!(
@@ -294,8 +348,23 @@ async fn drive(
     );
 
     let mut last_report = Instant::now();
+    let mut audit = Part::default();
+    let mut graph = Part::default();
     loop {
         let delivered = Counters::get(&counters.records_delivered);
+        let (audit_now, graph_now) = delivered_by_source(counters);
+        if audit_now > audit.records {
+            audit = Part {
+                records: audit_now,
+                elapsed: started.elapsed(),
+            };
+        }
+        if graph_now > graph.records {
+            graph = Part {
+                records: graph_now,
+                elapsed: started.elapsed(),
+            };
+        }
         if delivered >= total {
             break;
         }
@@ -347,6 +416,8 @@ async fn drive(
         missing: 0,
         duplicated: 0,
         elapsed,
+        audit,
+        graph,
         events_file: events.to_path_buf(),
     };
     for id in &ids {
@@ -357,6 +428,31 @@ async fn drive(
         }
     }
     Ok(summary)
+}
+
+/// Graph records the demo publishes per feed for `--records`: a twentieth, at least 1.
+pub fn graph_records_per_feed(records: u64) -> u64 {
+    (records / 20).max(1)
+}
+
+/// Records delivered so far: (audit, Graph), from the per-content-type delivery counters.
+fn delivered_by_source(counters: &Counters) -> (u64, u64) {
+    let delivered = |ct: &str| {
+        counters
+            .metrics
+            .records_delivered
+            .get_or_create(&crate::telemetry::Metrics::tenant_labels(
+                DEMO_TENANT_ID,
+                ct,
+            ))
+            .get()
+    };
+    let audit = CONTENT_TYPES.iter().map(|ct| delivered(ct)).sum();
+    let graph = crate::graph::GraphFeed::ALL
+        .iter()
+        .map(|f| delivered(f.content_type()))
+        .sum();
+    (audit, graph)
 }
 
 /// Record ids in the output file with how often each appears. Every line must be a JSON object

@@ -63,6 +63,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => {
             let summary = runtime()?.block_on(demo::run(args))?;
             println!("{}", summary.line());
+            if summary.ok() {
+                println!("{}", demo::NEXT_STEP);
+            }
             Ok(if summary.ok() {
                 ExitCode::SUCCESS
             } else {

@@ -269,6 +269,7 @@ pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// HTTP/2 streams at once per connection, and the flow-control windows that bound how much body a
 /// connection can have us buffer before the handler reads it.
 const H2_STREAMS: u32 = 32;
+/// `webhook::intake::DISCARD_MAX_BYTES` (what a refused body may send before the answer) equals it.
 const H2_WINDOW: u32 = 256 * 1024;
 
 fn accept_error(log: &LogLimiter, peer: Option<&SocketAddr>, e: &std::io::Error) {

@@ -276,7 +276,10 @@ async fn change<S: Store>(
             Err(e) => ChangeResult {
                 tenant_id,
                 ok: false,
-                error: Some(e.to_string()),
+                error: Some(match e.hint() {
+                    Some(hint) => format!("{e} ({hint})"),
+                    None => e.to_string(),
+                }),
                 subscription: None,
             },
         }

@@ -432,6 +432,7 @@ fn tenant_graph(
         feeds,
         host,
         backfill,
+        limit_scale: 1,
     }
 }
 

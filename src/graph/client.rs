@@ -95,12 +95,15 @@ impl GraphClient {
             &origin,
         );
         let mut rates = HashMap::new();
+        let scale = tenant.graph.limit_scale.max(1);
         for feed in GraphFeed::ALL {
             rates
                 .entry(group(feed))
                 .or_insert_with(|| match feed.request_limit() {
-                    Some((n, period)) => within(n, period),
-                    None => RequestBudget::per_minute(UNDOCUMENTED_PER_MINUTE),
+                    Some((n, period)) => within(n.saturating_mul(scale), period),
+                    None => {
+                        RequestBudget::per_minute(UNDOCUMENTED_PER_MINUTE.saturating_mul(scale))
+                    }
                 });
         }
         let pauses = GraphFeed::ALL
@@ -289,6 +292,7 @@ mod tests {
                 feeds: vec![GraphFeed::SignIns],
                 host: "https://graph.example:8443".into(),
                 backfill: Duration::from_secs(60),
+                limit_scale: 1,
             },
         };
         GraphClient::new(reqwest::Client::new(), &tenant).unwrap()

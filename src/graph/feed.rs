@@ -28,6 +28,10 @@ pub struct GraphConfig {
     pub host: String,
     /// `graph_backfill`: how far back the first read of a feed starts, within what it keeps.
     pub backfill: Duration,
+    /// Graph's request limits ([`GraphFeed::request_limit`]) multiplied by this; 0 and 1 keep
+    /// Microsoft's. Not a configuration key: only `demo` raises it, against its own emulator,
+    /// whose quota it raises alike.
+    pub limit_scale: u32,
 }
 
 /// How far back the first read of a Graph feed starts (`graph_backfill`).

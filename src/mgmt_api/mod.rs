@@ -83,7 +83,24 @@ impl ApiError {
             _ => None,
         }
     }
+
+    /// What to check, for an error whose message does not say it: AF20021 at subscription start
+    /// means Microsoft's validation POST to our webhook got no 200, most often because it could
+    /// not reach the address or did not trust its certificate.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self.code() {
+            Some("AF20021") => Some(WEBHOOK_VALIDATION_HINT),
+            _ => None,
+        }
+    }
 }
+
+/// The hint for AF20021 (the webhook could not be validated).
+pub const WEBHOOK_VALIDATION_HINT: &str = "Microsoft could not validate the webhook: check that \
+     webhook.address is reachable from outside (DNS, firewall, Ingress or proxy routing to \
+     listen.public) and that the certificate it serves chains to a public root (against the \
+     emulator: start it with --webhook-ca-file pointing at the CA of tls.cert); a validation call \
+     that reached the collector is logged as answered";
 
 /// `outbound:`: how the collector reaches Microsoft (and the emulator).
 #[derive(Debug, Clone, Default, serde::Deserialize)]

@@ -100,6 +100,8 @@ pub fn classify(e: &ApiError) -> Option<Classified> {
         ApiError::Http { status, code, .. } => match (*status, code.as_str()) {
             (_, "AF20022") => None,
             (_, "AF10001") => c(Some(TenantState::Denied), "permission_missing"),
+            // Push is refused, pull and reconciliation go on: a problem, not a state.
+            (_, "AF20021") => c(None, "webhook_not_validated"),
             (_, "AF20023") => c(Some(TenantState::Denied), "subscription_disabled"),
             (_, "AF20011") | (_, "AF20012") => c(Some(TenantState::AuthFailed), "unknown_tenant"),
             (429, _) => c(Some(TenantState::Throttled), "throttled"),
@@ -131,6 +133,7 @@ fn hint(reason: &str) -> &'static str {
         "permission_missing" | "unauthorized" | "forbidden" => {
             "a permission (ActivityFeed.Read, ActivityFeed.ReadDlp for DLP.All, the Graph ones), the admin's consent, a licence or (message trace) a service principal is missing; retried"
         }
+        "webhook_not_validated" => crate::mgmt_api::WEBHOOK_VALIDATION_HINT,
         "subscription_disabled" => {
             "an admin disabled the subscription; it is started again once allowed"
         }

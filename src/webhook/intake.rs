@@ -3,6 +3,11 @@
 //! `max_inflight_bytes` (a byte budget shared by every connection). The handler checks the
 //! `Webhook-AuthID` and the declared `Content-Length` before calling [`read`], so an
 //! unauthenticated or oversized POST costs no body byte (and gets no `100 Continue`).
+//!
+//! Over HTTP/2 a refusal given before the body would end the stream with `RST_STREAM(NO_ERROR)`
+//! after the answer (RFC 9113 §8.1). curl before 8.1 (Debian 12's, for one) reports that as
+//! "Stream error in the HTTP/2 framing layer" instead of showing the 401, so [`Intake::discard`]
+//! lets a small refused body finish first: its bytes are dropped as they come, never kept.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +56,13 @@ impl IntakeError {
         }
     }
 }
+
+/// The most of a refused HTTP/2 body [`Intake::discard`] lets through: the stream window
+/// (`server::H2_WINDOW`), what a client may send before any answer anyway.
+pub const DISCARD_MAX_BYTES: u64 = 256 * 1024;
+/// How long [`Intake::discard`] waits at most (or `body_timeout` if shorter): a client that sends
+/// its body right after the headers, as curl does, has sent it by then.
+pub const DISCARD_GRACE: Duration = Duration::from_secs(1);
 
 /// A body read whole; its bytes stay counted in the budget until this is dropped.
 pub struct Received {
@@ -117,6 +129,28 @@ impl Intake {
         })
     }
 
+    /// Lets the client of a refused request finish sending its body, so that the answer ends an
+    /// HTTP/2 stream the client has already closed and needs no reset. Only a body declared (or,
+    /// undeclared, found) within [`DISCARD_MAX_BYTES`] is waited for, within [`DISCARD_GRACE`]
+    /// (or `body_timeout`, if shorter); each frame is dropped on arrival and nothing is charged to
+    /// the in-flight budget. Beyond either bound the refusal is answered at once, as before.
+    pub async fn discard(&self, declared: Option<u64>, body: Body) {
+        if declared.is_some_and(|n| n > DISCARD_MAX_BYTES) {
+            return;
+        }
+        let drain = async {
+            let mut seen = 0u64;
+            let mut stream = body.into_data_stream();
+            while let Some(Ok(chunk)) = stream.next().await {
+                seen += chunk.len() as u64;
+                if seen > DISCARD_MAX_BYTES {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(self.body_timeout.min(DISCARD_GRACE), drain).await;
+    }
+
     fn take(&self, n: usize) -> Result<OwnedSemaphorePermit, IntakeError> {
         let n = u32::try_from(n).map_err(|_| IntakeError::Busy)?;
         self.budget
@@ -178,6 +212,45 @@ mod tests {
             small.read(None, Body::from_stream(stream)).await,
             Err(IntakeError::Busy)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_refused_body_is_discarded_within_its_bounds() {
+        let i = intake(100, 10);
+        // Larger than max_body_bytes and the budget: discarding holds neither.
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            i.discard(Some(64 * 1024), Body::from(vec![b'x'; 64 * 1024])),
+        )
+        .await
+        .expect("a small body is discarded at once");
+        assert!(i.read(Some(10), Body::from(vec![b'x'; 10])).await.is_ok());
+        // A stalled body is given up after the grace, a declared large one at once.
+        let stalled = Intake::new(100, 1000, Duration::from_millis(20));
+        let stream = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            stalled.discard(Some(10), Body::from_stream(stream)),
+        )
+        .await
+        .expect("given up after body_timeout");
+        let stream = futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>();
+        tokio::time::timeout(
+            Duration::from_millis(100),
+            i.discard(Some(DISCARD_MAX_BYTES + 1), Body::from_stream(stream)),
+        )
+        .await
+        .expect("a body over DISCARD_MAX_BYTES is not waited for");
+        // An undeclared body is cut at DISCARD_MAX_BYTES.
+        let endless = futures_util::stream::repeat_with(|| {
+            Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; 16 * 1024]))
+        });
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            i.discard(None, Body::from_stream(endless)),
+        )
+        .await
+        .expect("an endless body is cut at DISCARD_MAX_BYTES");
     }
 
     #[tokio::test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::sync::Notify;
@@ -90,6 +90,7 @@ struct Caller<'a> {
 async fn notify<S: Store>(
     State(state): State<Arc<WebhookState<S>>>,
     ConnectInfo(tcp_peer): ConnectInfo<SocketAddr>,
+    version: Version,
     trusted: Option<axum::Extension<forwarded::TrustedProxies>>,
     headers: HeaderMap,
     body: Body,
@@ -102,16 +103,31 @@ async fn notify<S: Store>(
     };
     let auth = headers.get("webhook-authid").map(|v| v.as_bytes());
     let validation = headers.get("webhook-validationcode").map(|v| v.as_bytes());
-    // Headers first: an unauthenticated or oversized POST is answered before any body byte is
-    // read, and so never gets `100 Continue`.
-    if !check::authenticated(&state.rules, auth) {
-        let r = check::Rejection::BadAuthId;
-        return refuse(&state, &caller, r.reason(), r.status(), &r);
-    }
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    // Headers first: an unauthenticated or oversized POST is refused before any body byte is
+    // read, and so never gets `100 Continue`. Over HTTP/2 a small body is let finish (and
+    // dropped) before the answer, so the stream ends cleanly ([`intake`]).
+    let early = if !check::authenticated(&state.rules, auth) {
+        let r = check::Rejection::BadAuthId;
+        Some(refuse(&state, &caller, r.reason(), r.status(), &r))
+    } else if let Err(e) = state.intake.precheck(declared) {
+        Some(refuse(&state, &caller, e.reason(), e.status(), &e))
+    } else {
+        None
+    };
+    if let Some(response) = early {
+        // A client waiting for `100 Continue` sends no body: nothing to let finish.
+        let waits = headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if version == Version::HTTP_2 && !waits {
+            state.intake.discard(declared, body).await;
+        }
+        return response;
+    }
     let received = match state.intake.read(declared, body).await {
         Ok(r) => r,
         Err(e) => {

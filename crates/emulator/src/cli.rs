@@ -60,6 +60,11 @@ pub struct EmulatorOptions {
     /// Requests per minute per tenant and PublisherIdentifier (default 2000).
     #[arg(long)]
     pub throttle_per_minute: Option<u32>,
+    /// Trust this CA (PEM) when calling webhooks, e.g. certs/ca.pem of certs/gen-dev-certs.sh, whose
+    /// server.pem the collector serves; repeatable, added to `webhook_ca_files` of the file.
+    /// Microsoft calls only webhooks whose certificate chains to a public root.
+    #[arg(long, value_name = "PEM_FILE")]
+    pub webhook_ca_file: Vec<PathBuf>,
 }
 
 /// The YAML file: every key optional.
@@ -174,8 +179,21 @@ pub fn config_from_args(cli: &EmulatorArgs) -> Result<EmulatorConfig, EmulatorEr
     if let Some(v) = file.webhook_disable_after_secs {
         cfg.webhook_disable_after = Duration::from_secs(v);
     }
-    for f in &file.webhook_ca_files {
-        cfg.webhook_ca_pem.push(std::fs::read_to_string(f)?);
+    for f in file.webhook_ca_files.iter().chain(&args.webhook_ca_file) {
+        let pem = std::fs::read_to_string(f).map_err(|e| {
+            EmulatorError::Config(format!(
+                "webhook CA file {} (--webhook-ca-file / webhook_ca_files): {e}",
+                f.display()
+            ))
+        })?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(EmulatorError::Config(format!(
+                "webhook CA file {} (--webhook-ca-file / webhook_ca_files) holds no PEM \
+                 CERTIFICATE; give the CA that signed the collector's tls.cert (certs/ca.pem)",
+                f.display()
+            )));
+        }
+        cfg.webhook_ca_pem.push(pem);
     }
     cfg.server_names = file.server_names;
     cfg.public_base_url = file.public_base_url;
@@ -288,5 +306,36 @@ mod tests {
         assert_eq!(cfg.page_size, 5);
         assert_eq!(cfg.seed, 9);
         assert_eq!(cfg.tenants[0].client_id, "app");
+    }
+
+    #[test]
+    fn webhook_ca_files_from_flag_and_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = "-----BEGIN CERTIFICATE-----\nAA==\n-----END CERTIFICATE-----\n";
+        std::fs::write(dir.path().join("a.pem"), pem).unwrap();
+        std::fs::write(dir.path().join("b.pem"), pem).unwrap();
+        std::fs::write(dir.path().join("not.pem"), "hello").unwrap();
+        let p = dir.path().join("emu.yaml");
+        let a = dir.path().join("a.pem");
+        std::fs::write(&p, format!("webhook_ca_files: [{}]\n", a.display())).unwrap();
+        let b = dir.path().join("b.pem");
+        let t = T::parse_from([
+            "x",
+            "--config",
+            p.to_str().unwrap(),
+            "--webhook-ca-file",
+            b.to_str().unwrap(),
+        ]);
+        assert_eq!(config_from_args(&t.a).unwrap().webhook_ca_pem.len(), 2);
+        let not = dir.path().join("not.pem");
+        let bad = T::parse_from(["x", "--webhook-ca-file", not.to_str().unwrap()]);
+        let e = config_from_args(&bad.a).unwrap_err().to_string();
+        assert!(
+            e.contains("--webhook-ca-file") && e.contains("not.pem"),
+            "{e}"
+        );
+        let missing = T::parse_from(["x", "--webhook-ca-file", "/nonexistent/ca.pem"]);
+        let e = config_from_args(&missing.a).unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
     }
 }
