@@ -173,7 +173,9 @@ fn without_the_webhook_ca_the_validation_fails_with_a_hint() {
         .lines()
         .find(|l| l.contains("AF20021"))
         .expect("an AF20021 line");
-    assert!(line.contains("cannot ensure subscriptions"), "{line}");
+    // Logged once, when the tenant's problem starts (again every 15 minutes while it lasts).
+    assert!(line.contains("tenant problem started"), "{line}");
+    assert!(line.contains("reason=\"webhook_not_validated\""), "{line}");
     assert!(
         line.contains(o365_collector::mgmt_api::WEBHOOK_VALIDATION_HINT),
         "the hint in the line: {line}"
