@@ -1,5 +1,6 @@
 //! The leaf layer: small types that any module may use and that use nothing else of the crate.
 
+pub mod disk;
 pub mod net;
 pub mod secret;
 pub mod settings;

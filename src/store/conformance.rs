@@ -4,7 +4,7 @@
 //!
 //! Use from an integration test:
 //!
-//! ```ignore
+//! ```text
 //! #[tokio::test]
 //! async fn conformance() {
 //!     let dirs = std::sync::Mutex::new(Vec::new());

@@ -1790,31 +1790,10 @@ fn clone_error(e: &StoreError) -> StoreError {
     }
 }
 
-/// Writes [`PROBE_BYTES`] to a file in `dir` with fsync and removes it: `Err` with the reason when
-/// the directory cannot take a write (full, read-only, missing permission). A missing directory
-/// is probed at its nearest existing ancestor, where it would be created.
+/// Writes [`PROBE_BYTES`] to a file in `dir` with fsync and removes it (see
+/// [`crate::core::disk::probe_dir`]).
 pub fn probe_dir(dir: &Path) -> Result<(), String> {
-    let mut at = dir;
-    while !at.exists() {
-        match at.parent() {
-            Some(p) if !p.as_os_str().is_empty() => at = p,
-            _ => {
-                at = Path::new(".");
-                break;
-            }
-        }
-    }
-    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = PROBES.fetch_add(1, Ordering::Relaxed);
-    let file = at.join(format!("{PROBE_FILE}-{}-{n}", std::process::id()));
-    let result = (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&file)?;
-        f.write_all(&[0u8; PROBE_BYTES])?;
-        f.sync_all()
-    })();
-    let _ = std::fs::remove_file(&file);
-    result.map_err(|e| format!("{} does not take a write: {e}", at.display()))
+    crate::core::disk::probe_dir(dir, PROBE_FILE, PROBE_BYTES)
 }
 
 fn open_error(path: &Path, e: DatabaseError) -> StoreError {

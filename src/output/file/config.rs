@@ -166,16 +166,7 @@ pub fn probe_path(path: &Path) -> Result<(), PathProblem> {
         _ => Path::new("."),
     };
     // The nearest directory that exists: `run` creates the rest.
-    let mut at = dir;
-    while !at.exists() {
-        match at.parent() {
-            Some(p) if !p.as_os_str().is_empty() => at = p,
-            _ => {
-                at = Path::new(".");
-                break;
-            }
-        }
-    }
+    let at = crate::core::disk::nearest_existing(dir);
     let real = at.canonicalize().unwrap_or_else(|_| at.to_owned());
     if let Some(kernel) = ["/proc", "/sys"].into_iter().find(|k| real.starts_with(k)) {
         return Err((
@@ -193,7 +184,7 @@ pub fn probe_path(path: &Path) -> Result<(), PathProblem> {
             "fix the path: every part before the file name must be a directory".to_owned(),
         ));
     }
-    if let Err(e) = crate::store::embedded::probe_dir(at) {
+    if let Err(e) = crate::core::disk::probe_dir(at, ".write-probe", 4096) {
         return Err((
             format!("names {shown}, which cannot be written: {e}"),
             format!(
