@@ -281,7 +281,11 @@ pub async fn run<S: Store>(
         // Listings end at the store's now, read once a round: with replicas, the database's
         // clock, so that one replica's clock running ahead cannot move a shared cursor past
         // content nobody listed. A store that cannot answer fails the round's writes anyway.
-        let now = match store.now().await {
+        let now = tokio::select! {
+            r = store.now() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let now = match now {
             Ok(t) => Some(DateTime::<Utc>::from(t)),
             Err(e) => {
                 warn!(error = %e, "cannot read the store's clock; listing retries soon");
