@@ -236,6 +236,11 @@ impl App {
             shutdown.clone(),
         ));
         if let StoreConfig::Postgres(p) = &cfg.store {
+            tasks.spawn(crate::store::clock::watch(
+                store.clone(),
+                counters.clone(),
+                shutdown.clone(),
+            ));
             tasks.spawn(tenant_lease::keep(
                 tenants.clone(),
                 store.clone(),

@@ -91,6 +91,17 @@ pub struct Activity {
     /// replica's newer or older configuration does), by lower-case id. At most one entry per
     /// tenant with queued blobs.
     unknown_tenants: std::sync::Mutex<std::collections::BTreeMap<String, UnknownTenant>>,
+    /// The last measure of this replica's clock against the shared store's
+    /// (`store::clock`); `None` with a store of one process or before the first.
+    clock_skew: std::sync::Mutex<Option<ClockSkew>>,
+}
+
+/// How far this replica's clock is ahead of the shared store's (negative: behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ClockSkew {
+    pub skew_ms: i64,
+    /// When it was measured (this replica's clock).
+    pub measured_at: std::time::SystemTime,
 }
 
 /// A tenant with queued blobs that this replica is not configured for: it leaves them to the
@@ -147,6 +158,16 @@ impl Activity {
 
     pub fn last_prune(&self) -> Option<std::time::SystemTime> {
         self.last_prune.lock().ok().and_then(|t| *t)
+    }
+
+    pub fn set_clock_skew(&self, skew: ClockSkew) {
+        if let Ok(mut s) = self.clock_skew.lock() {
+            *s = Some(skew);
+        }
+    }
+
+    pub fn clock_skew(&self) -> Option<ClockSkew> {
+        self.clock_skew.lock().ok().and_then(|s| *s)
     }
 
     /// A blob of a tenant this replica is not configured for was given back; `true` the first

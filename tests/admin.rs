@@ -5,7 +5,7 @@ mod support;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -922,4 +922,147 @@ async fn dead_letters_are_listed_and_requeued() {
     assert_eq!(h.get("/dead-letters").await, json!([]));
     h.assert_no_secret_seen();
     h.stop().await;
+}
+
+/// A long list of dead letters is read page by page: `GET /dead-letters` answers at most `limit`
+/// (100 unless asked, 1000 at most) with a `Link` to the next page, the CLI's `list` pages through
+/// all of them or shows the one page asked for, and `requeue --all` queues every one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_paged() {
+    use o365_collector::admin::{AdminState, router};
+    use o365_collector::store::{ContentRef, EmbeddedStore, Store};
+    const N: u64 = 250;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let refs = (0..N)
+        .map(|i| ContentRef {
+            tenant_id: TENANT.into(),
+            content_type: "Audit.General".into(),
+            content_id: format!("dead-{i:04}"),
+            content_uri: format!(
+                "https://manage.office.com/api/v1.0/{TENANT}/activity/feed/audit/dead-{i:04}"
+            ),
+            content_created: None,
+            content_expiration: None,
+            records: None,
+        })
+        .collect();
+    assert_eq!(store.enqueue(refs).await.unwrap().added, N as usize);
+    let claimed = store
+        .claim(N as usize, Duration::from_secs(300))
+        .await
+        .unwrap();
+    for c in &claimed {
+        store
+            .dead_letter(c.seq, "refused for the test")
+            .await
+            .unwrap();
+    }
+    let seqs: Vec<u64> = claimed.iter().map(|c| c.seq).collect();
+    let state = Arc::new(AdminState {
+        store: store.clone(),
+        tenants: Arc::new(o365_collector::pipeline::Tenants::new()),
+        counters: Arc::new(o365_collector::telemetry::Counters::default()),
+        webhook: None,
+        token: Some(o365_collector::core::Secret::new(TOKEN)),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        reconcile_now: Arc::new(tokio::sync::Notify::new()),
+        started: std::time::SystemTime::now(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let http = reqwest::Client::new();
+    let get = |query: String| {
+        let req = http
+            .get(format!("{base}/dead-letters{query}"))
+            .bearer_auth(TOKEN);
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let link = resp
+                .headers()
+                .get("link")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, link, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let page_seqs = |v: &Value| -> Vec<u64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["seq"].as_u64().unwrap())
+            .collect()
+    };
+
+    // The default page: the first 100, and where the next starts.
+    let (status, link, first) = get(String::new()).await;
+    assert_eq!(status, 200);
+    assert_eq!(page_seqs(&first), seqs[..100]);
+    let next = format!("</dead-letters?after={}&limit=100>; rel=\"next\"", seqs[99]);
+    assert_eq!(link.as_deref(), Some(next.as_str()));
+    // Following the links reads each dead letter once; the last page names no next one.
+    let (mut read, mut after, mut pages) = (Vec::new(), 0u64, 0);
+    loop {
+        let (status, link, page) = get(format!("?after={after}&limit=100")).await;
+        assert_eq!(status, 200, "{page}");
+        read.extend(page_seqs(&page));
+        pages += 1;
+        match link {
+            Some(_) => after = *read.last().unwrap(),
+            None => break,
+        }
+        assert!(pages < 10, "the links never end");
+    }
+    assert_eq!((pages, &read), (3, &seqs));
+    // A limit out of range is refused with the range; nothing else happens.
+    for bad in [
+        "?limit=0",
+        "?limit=1001",
+        "?limit=x",
+        "?after=-1",
+        "?page=2",
+    ] {
+        let (status, _, body) = get(bad.to_owned()).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("1 to 1000"),
+            "{bad}: {body}"
+        );
+    }
+
+    let env = [
+        ("O365_ADMIN_URL", base.as_str()),
+        ("O365_ADMIN_TOKEN", TOKEN),
+    ];
+    let (code, out, err) = cli(&["dead-letters", "list"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("250 dead letter(s)\n"), "{out}");
+    assert_eq!(out.lines().count(), 251, "{out}");
+    let after = seqs[199].to_string();
+    let (code, out, err) = cli(
+        &["dead-letters", "list", "--after", &after, "--limit", "30"],
+        &env,
+    )
+    .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("30 dead letter(s)\n"), "{out}");
+    assert!(
+        out.lines()
+            .nth(1)
+            .unwrap()
+            .trim_start()
+            .starts_with(&seqs[200].to_string()),
+        "{out}"
+    );
+    assert!(
+        out.ends_with(&format!("more may follow: --after {}\n", seqs[229])),
+        "{out}"
+    );
+    let (code, out, err) = cli(&["dead-letters", "requeue", "--all"], &env).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(out, "250 dead letter(s) queued again\n");
+    assert_eq!(store.stats().await.unwrap().pending, N);
+    let (_, link, rest) = get(String::new()).await;
+    assert_eq!((link, rest), (None, json!([])));
 }

@@ -336,3 +336,58 @@ async fn claims_pass_over_a_paused_tenants_backlog() {
         medians[1].as_secs_f64() / medians[0].as_secs_f64()
     );
 }
+
+/// The database's clock rules: `now()` is the database's, and a cursor asked to move past it (a
+/// replica whose clock runs ahead) stops at it. Dead letters are read a page at a time, and the
+/// queue's counts for `/metrics` are kept per replica for the age asked, while `stats` stays
+/// exact.
+#[tokio::test]
+async fn cursors_stop_at_the_database_clock_pages_and_cached_counts() {
+    let url = Postgres::shared().create_database().await;
+    let store = connect(&url).await;
+    let local = std::time::SystemTime::now();
+    let db = store.now().await.unwrap();
+    let apart = db.duration_since(local).unwrap_or_else(|e| e.duration());
+    assert!(apart < Duration::from_secs(5), "{apart:?}");
+    let ahead = local + Duration::from_secs(3 * 3600);
+    store
+        .advance_cursor("t1", "Audit.General", ahead)
+        .await
+        .unwrap();
+    let cursor = store.cursor("t1", "Audit.General").await.unwrap().unwrap();
+    assert!(cursor <= store.now().await.unwrap(), "{cursor:?}");
+    assert!(cursor >= db, "{cursor:?} moved to the database's now");
+
+    store
+        .enqueue((0..5).map(|i| content(&format!("d{i}"))).collect())
+        .await
+        .unwrap();
+    let claimed = store.claim(5, LONG).await.unwrap();
+    let seqs: Vec<u64> = claimed.iter().map(|c| c.seq).collect();
+    for s in &seqs {
+        store.dead_letter(*s, "for the test").await.unwrap();
+    }
+    let page = |after, limit| {
+        let store = store.clone();
+        async move {
+            let p = store.dead_letters_page(after, limit).await.unwrap();
+            p.iter().map(|d| d.seq).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(page(0, 2).await, seqs[..2]);
+    assert_eq!(page(seqs[1], 10).await, seqs[2..]);
+    assert!(page(seqs[4], 10).await.is_empty());
+    assert_eq!(store.dead_letters().await.unwrap().len(), 5);
+
+    store.enqueue(vec![content("p0")]).await.unwrap();
+    let max = Duration::from_secs(60);
+    assert_eq!(store.recent_stats(max).await.unwrap().pending, 1);
+    store.enqueue(vec![content("p1")]).await.unwrap();
+    assert_eq!(store.recent_stats(max).await.unwrap().pending, 1, "kept");
+    assert_eq!(store.stats().await.unwrap().pending, 2, "exact");
+    assert_eq!(
+        store.recent_stats(Duration::ZERO).await.unwrap().pending,
+        2,
+        "taken again once older than asked"
+    );
+}

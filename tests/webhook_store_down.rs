@@ -97,7 +97,11 @@ impl Store for Switchable {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         Ok(StoreStats::default())
     }
-    async fn dead_letters(&self) -> Result<Vec<o365_collector::store::DeadLetter>, StoreError> {
+    async fn dead_letters_page(
+        &self,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<o365_collector::store::DeadLetter>, StoreError> {
         Ok(Vec::new())
     }
     async fn requeue_dead(&self, _: &[u64]) -> Result<u64, StoreError> {

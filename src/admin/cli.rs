@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backfill::{BackfillAnswer, BackfillRequest, parse_time};
-use super::dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
+use super::dead_letters::{DeadLetterView, MAX_LIMIT, RequeueAnswer, RequeueRequest};
 use super::subscriptions::{ChangeAnswer, SubscriptionsAnswer};
 use crate::config::Config;
 use crate::mgmt_api::wire::CONTENT_TYPES;
@@ -113,8 +113,15 @@ pub struct DeadLettersArgs {
 
 #[derive(clap::Subcommand, Debug, Clone)]
 pub enum DeadLettersAction {
-    /// The blobs given up, with their reason.
-    List,
+    /// The blobs given up, with their reason (every page, or one page with --limit).
+    List {
+        /// Only dead letters with a seq above this.
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// One page of at most this many (1 to 1000) instead of all of them.
+        #[arg(long)]
+        limit: Option<usize>,
+    },
     /// Put dead letters back in the queue (attempts reset), once their cause is fixed.
     Requeue {
         /// Seqs as `list` shows them.
@@ -163,10 +170,28 @@ pub fn dead_letters(args: DeadLettersArgs) -> Pin<Box<dyn Future<Output = i32>>>
 pub async fn run_dead_letters(args: &DeadLettersArgs) -> Result<(String, bool), CliError> {
     let api = AdminClient::from_connection(&args.conn)?;
     match &args.action {
-        DeadLettersAction::List => {
-            let (_, dead): (_, Vec<DeadLetterView>) = api
-                .call(Method::GET, "/dead-letters", &[], None::<&()>)
-                .await?;
+        DeadLettersAction::List { after, limit } => {
+            // Pages of the largest size until a short one, or the one page asked for.
+            let size = limit.unwrap_or(MAX_LIMIT);
+            let mut dead: Vec<DeadLetterView> = Vec::new();
+            let mut after = *after;
+            loop {
+                let (a, n) = (after.to_string(), size.to_string());
+                let (_, page): (_, Vec<DeadLetterView>) = api
+                    .call(
+                        Method::GET,
+                        "/dead-letters",
+                        &[("after", &a), ("limit", &n)],
+                        None::<&()>,
+                    )
+                    .await?;
+                let full = page.len() == size;
+                dead.extend(page);
+                match dead.last() {
+                    Some(last) if full && limit.is_none() => after = last.seq,
+                    _ => break,
+                }
+            }
             if args.conn.json {
                 return Ok((to_json(&dead), true));
             }
@@ -182,6 +207,12 @@ pub async fn run_dead_letters(args: &DeadLettersArgs) -> Result<(String, bool), 
                     d.attempts,
                     d.reason
                 ));
+            }
+            if let Some(last) = dead
+                .last()
+                .filter(|_| limit.is_some() && dead.len() == size)
+            {
+                out.push_str(&format!("more may follow: --after {}\n", last.seq));
             }
             Ok((out, true))
         }

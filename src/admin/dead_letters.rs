@@ -6,8 +6,9 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 
 use super::state::{AdminError, AdminState, rfc3339};
@@ -61,15 +62,57 @@ pub struct RequeueAnswer {
     pub requeued: u64,
 }
 
+/// Dead letters a page holds unless `limit` says otherwise.
+pub const DEFAULT_LIMIT: usize = 100;
+/// The most a page holds.
+pub const MAX_LIMIT: usize = 1000;
+
+/// `GET /dead-letters?after=SEQ&limit=N`: one page, oldest first.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Only dead letters with a seq above this (the last seq of the previous page).
+    #[serde(default)]
+    pub after: u64,
+    pub limit: Option<usize>,
+}
+
+/// The answer is a JSON array; when more follow, a `Link: <…?after=SEQ&limit=N>; rel="next"`
+/// header names the next page.
 pub(super) async fn list<S: Store>(
     State(state): State<Arc<AdminState<S>>>,
-) -> Result<Json<Vec<DeadLetterView>>, AdminError> {
-    let dead = state
+    query: Result<Query<PageQuery>, QueryRejection>,
+) -> Result<Response, AdminError> {
+    let Query(q) = query.map_err(|e| {
+        AdminError::BadRequest(format!(
+            "{}: use ?after=SEQ&limit=N (N from 1 to {MAX_LIMIT})",
+            e.body_text()
+        ))
+    })?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(AdminError::BadRequest(format!(
+            "limit is {limit}: use 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"
+        )));
+    }
+    // One more than asked tells whether a next page exists.
+    let mut dead = state
         .store
-        .dead_letters()
+        .dead_letters_page(q.after, limit + 1)
         .await
         .map_err(|e| AdminError::Unavailable(e.to_string()))?;
-    Ok(Json(dead.into_iter().map(DeadLetterView::from).collect()))
+    let more = dead.len() > limit;
+    dead.truncate(limit);
+    let next = dead.last().map(|d| d.seq).filter(|_| more);
+    let views: Vec<DeadLetterView> = dead.into_iter().map(DeadLetterView::from).collect();
+    let mut resp = Json(views).into_response();
+    if let Some(after) = next {
+        let link = format!("</dead-letters?after={after}&limit={limit}>; rel=\"next\"");
+        if let Ok(v) = axum::http::HeaderValue::from_str(&link) {
+            resp.headers_mut().insert(axum::http::header::LINK, v);
+        }
+    }
+    Ok(resp)
 }
 
 pub(super) async fn requeue<S: Store>(
@@ -80,8 +123,25 @@ pub(super) async fn requeue<S: Store>(
     let unavailable = |e: crate::store::StoreError| AdminError::Unavailable(e.to_string());
     let seqs = match (req.all, req.seqs.is_empty()) {
         (true, true) => {
-            let dead = state.store.dead_letters().await.map_err(unavailable)?;
-            dead.into_iter().map(|d| d.seq).collect()
+            // Page by page, each page requeued before the next is read: a long list is never
+            // held whole, and requeued seqs leave the dead letters, so `after` only moves on.
+            let mut requeued = 0;
+            let mut after = 0;
+            loop {
+                let page = state
+                    .store
+                    .dead_letters_page(after, MAX_LIMIT)
+                    .await
+                    .map_err(unavailable)?;
+                let Some(last) = page.last() else { break };
+                after = last.seq;
+                let seqs: Vec<u64> = page.iter().map(|d| d.seq).collect();
+                requeued += state.store.requeue_dead(&seqs).await.map_err(unavailable)?;
+                if page.len() < MAX_LIMIT {
+                    break;
+                }
+            }
+            return Ok(Json(requeued_answer(&state, requeued)));
         }
         (false, false) => req.seqs,
         _ => {
@@ -91,9 +151,13 @@ pub(super) async fn requeue<S: Store>(
         }
     };
     let requeued = state.store.requeue_dead(&seqs).await.map_err(unavailable)?;
+    Ok(Json(requeued_answer(&state, requeued)))
+}
+
+fn requeued_answer<S>(state: &AdminState<S>, requeued: u64) -> RequeueAnswer {
     if requeued > 0 {
         tracing::info!(requeued, "dead letters queued again by the admin API");
         state.wake.notify_waiters();
     }
-    Ok(Json(RequeueAnswer { requeued }))
+    RequeueAnswer { requeued }
 }

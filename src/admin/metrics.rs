@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::{Registry, Unit};
 
 use super::state::{AdminError, AdminState};
-use super::state::{last_notifications, uptime_secs};
+use super::state::{STATS_MAX_AGE, last_notifications, uptime_secs};
 use crate::store::Store;
 use crate::telemetry::Counters;
 
@@ -158,7 +158,7 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
     }
 
     let up = state.store.ready().await.is_ok();
-    let stats = state.store.stats().await;
+    let stats = state.store.recent_stats(STATS_MAX_AGE).await;
     reg.register(
         "store_up",
         "1 when the store took a write probe at this scrape, 0 when it failed",
@@ -213,6 +213,18 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
             ConstGauge::new(unix_secs(at)),
         );
     }
+    // Always exported (0 until measured, and with a store of one process).
+    let skew = state
+        .counters
+        .activity
+        .clock_skew()
+        .map_or(0, |s| s.skew_ms);
+    reg.register_with_unit(
+        "clock_skew",
+        "How far this replica's clock is ahead of the shared database's (negative: behind), measured every 30s; past 5s either way /readyz fails",
+        Unit::Seconds,
+        ConstGauge::new(skew as f64 / 1000.0),
+    );
     reg.register_with_unit(
         "uptime",
         "Time since the collector started",

@@ -8,10 +8,10 @@
 //! | `POST /subscriptions/{content_type}/start` / `stop` | `?tenant_id=` optional (default: every tenant) |
 //! | `GET /status` | queue, checkpoints, last notifications, output health, counters, uptime, mode |
 //! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new |
-//! | `GET /dead-letters` | blobs given up, with reason, attempts and times |
+//! | `GET /dead-letters` | blobs given up, with reason, attempts and times; `?after=SEQ&limit=N` pages |
 //! | `POST /dead-letters/requeue` | `{"seqs": [..]}` or `{"all": true}`: back in the queue, attempts reset |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
-//! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store takes a write probe) — no token needed |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store takes a write probe; with replicas, the clock agrees with the database's) — no token needed |
 //!
 //! Every other route needs `Authorization: Bearer <admin.token>` when a token is configured.
 //! Secrets (client secrets, the webhook AuthID, tokens) never appear in an answer.
@@ -151,7 +151,11 @@ mod tests {
         async fn stats(&self) -> Result<StoreStats, StoreError> {
             down()
         }
-        async fn dead_letters(&self) -> Result<Vec<crate::store::DeadLetter>, StoreError> {
+        async fn dead_letters_page(
+            &self,
+            _: u64,
+            _: usize,
+        ) -> Result<Vec<crate::store::DeadLetter>, StoreError> {
             down()
         }
         async fn requeue_dead(&self, _: &[u64]) -> Result<u64, StoreError> {

@@ -15,6 +15,10 @@ use crate::pipeline::{TenantRuntime, Tenants};
 use crate::telemetry::Counters;
 use crate::webhook::config::WebhookConfig;
 
+/// How old the queue's counts in `/status` and `/metrics` may be: with a shared store, scrapes
+/// and status calls within this share one count of the queue ([`crate::store::Store::recent_stats`]).
+pub(super) const STATS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the admin handlers share.
 pub struct AdminState<S> {
     pub store: Arc<S>,

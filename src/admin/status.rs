@@ -9,9 +9,11 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 
 use super::metrics::counter_values;
-use super::state::{AdminError, AdminState, last_notifications, rfc3339, uptime_secs};
+use super::state::{
+    AdminError, AdminState, STATS_MAX_AGE, last_notifications, rfc3339, uptime_secs,
+};
 use crate::pipeline::gate::GateState;
-use crate::store::Store;
+use crate::store::{Store, clock};
 use crate::telemetry::Metrics;
 
 /// `GET /status`.
@@ -53,6 +55,13 @@ pub struct ReplicasStatus {
     pub this_replica: String,
     /// One entry per tenant lease, by tenant id.
     pub tenant_leases: Vec<TenantLeaseStatus>,
+    /// How far this replica's clock is ahead of the database's (negative: behind), as last
+    /// measured (every 30 s); `None` before the first measure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_skew_secs: Option<f64>,
+    /// Set while the skew is past 5 s: what is wrong and the fix (readiness fails meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_problem: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
@@ -190,7 +199,7 @@ pub struct OutputStatus {
 pub(super) async fn status<S: Store>(
     State(state): State<Arc<AdminState<S>>>,
 ) -> Json<StatusAnswer> {
-    let queue = match state.store.stats().await {
+    let queue = match state.store.recent_stats(STATS_MAX_AGE).await {
         Ok(s) => QueueStatus {
             error: None,
             pending: s.pending,
@@ -345,6 +354,9 @@ pub(super) async fn status<S: Store>(
         .into_iter()
         .map(|(c, v)| (c.name.to_string(), v))
         .collect();
+    let skew = state.counters.activity.clock_skew();
+    let clock_skew_secs = skew.map(|s| s.skew_ms as f64 / 1000.0);
+    let clock_problem = skew.filter(clock::too_far).map(|s| clock::describe(&s));
     let replicas = match state.store.replica() {
         None => None,
         Some(me) => Some(match state.store.tenant_holders().await {
@@ -359,10 +371,14 @@ pub(super) async fn status<S: Store>(
                         expires_in_ms: h.expires_in_ms,
                     })
                     .collect(),
+                clock_skew_secs,
+                clock_problem,
                 error: None,
             },
             Err(e) => ReplicasStatus {
                 this_replica: me.to_owned(),
+                clock_skew_secs,
+                clock_problem,
                 error: Some(e.to_string()),
                 ..ReplicasStatus::default()
             },
@@ -398,12 +414,19 @@ pub(super) async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
-/// 200 when the store takes writes (a write probe; see `Store::ready`), 503 otherwise.
+/// 200 when the store takes writes (a write probe; see `Store::ready`) and, with replicas, this
+/// replica's clock agrees with the database's; 503 with the reason otherwise.
 pub(super) async fn readyz<S: Store>(
     State(state): State<Arc<AdminState<S>>>,
 ) -> Result<Json<serde_json::Value>, AdminError> {
-    match state.store.ready().await {
-        Ok(_) => Ok(Json(serde_json::json!({ "status": "ready" }))),
-        Err(e) => Err(AdminError::Unavailable(format!("store: {e}"))),
+    if let Err(e) = state.store.ready().await {
+        return Err(AdminError::Unavailable(format!("store: {e}")));
     }
+    if let Some(skew) = state.counters.activity.clock_skew().filter(clock::too_far) {
+        return Err(AdminError::Unavailable(format!(
+            "clock: {}",
+            clock::describe(&skew)
+        )));
+    }
+    Ok(Json(serde_json::json!({ "status": "ready" })))
 }

@@ -262,7 +262,11 @@ pub async fn run<S: Store>(
             interval
         } else {
             let outcome = tokio::select! {
-                r = round(&tenant, graph, feed, store.as_ref(), Utc::now()) => r,
+                // The round ends at the store's now (the database's clock with replicas).
+                r = async {
+                    let now = store.now().await?;
+                    round(&tenant, graph, feed, store.as_ref(), now.into()).await
+                } => r,
                 _ = shutdown.cancelled() => return,
             };
             match outcome {

@@ -278,6 +278,21 @@ pub async fn run<S: Store>(
 ) {
     loop {
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Listings end at the store's now, read once a round: with replicas, the database's
+        // clock, so that one replica's clock running ahead cannot move a shared cursor past
+        // content nobody listed. A store that cannot answer fails the round's writes anyway.
+        let now = tokio::select! {
+            r = store.now() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let now = match now {
+            Ok(t) => Some(DateTime::<Utc>::from(t)),
+            Err(e) => {
+                warn!(error = %e, "cannot read the store's clock; listing retries soon");
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                None
+            }
+        };
         // With replicas, each lists only the tenants whose lease it holds.
         let rounds = tenants.values().filter(|t| t.listing.held()).cloned().map(|t| {
             let store = store.clone();
@@ -285,6 +300,7 @@ pub async fn run<S: Store>(
             let failed = failed.clone();
             let counters = counters.clone();
             async move {
+                let Some(now) = now else { return };
                 if held_back(&t, store.as_ref(), high_water, &counters).await {
                     return;
                 }
@@ -292,7 +308,7 @@ pub async fn run<S: Store>(
                     if !t.listing.held() {
                         break; // the lease ran out during the round
                     }
-                    match pull_once(&t, ct, store.as_ref(), Utc::now()).await {
+                    match pull_once(&t, ct, store.as_ref(), now).await {
                         Ok(r) => {
                             t.health.succeeded(&t.cfg, ct);
                             if r.added > 0 {

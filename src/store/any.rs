@@ -200,8 +200,18 @@ impl Store for AnyStore {
     async fn stats(&self) -> Result<StoreStats, StoreError> {
         each!(self, s => s.stats().await)
     }
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        each!(self, s => Store::dead_letters(s).await)
+    async fn dead_letters_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        each!(self, s => s.dead_letters_page(after, limit).await)
+    }
+    async fn recent_stats(&self, max_age: Duration) -> Result<StoreStats, StoreError> {
+        each!(self, s => s.recent_stats(max_age).await)
+    }
+    async fn now(&self) -> Result<SystemTime, StoreError> {
+        each!(self, s => s.now().await)
     }
     async fn requeue_dead(&self, seqs: &[u64]) -> Result<u64, StoreError> {
         each!(self, s => s.requeue_dead(seqs).await)

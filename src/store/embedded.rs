@@ -670,8 +670,13 @@ impl Store for EmbeddedStore {
         self.run(|inner| inner.stats()).await
     }
 
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
-        self.run(|inner| inner.dead_letters()).await
+    async fn dead_letters_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        self.run(move |inner| inner.dead_letters(after, limit))
+            .await
     }
 
     async fn requeue_dead(&self, seqs: &[u64]) -> Result<u64, StoreError> {
@@ -1513,12 +1518,15 @@ impl Inner {
         })
     }
 
-    fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+    fn dead_letters(&self, after: u64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
         let progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for entry in dead.iter().map_err(|e| self.err(e))? {
+        let Some(from) = after.checked_add(1) else {
+            return Ok(out);
+        };
+        for entry in dead.range(from..).map_err(|e| self.err(e))?.take(limit) {
             let (seq, bytes) = entry.map_err(|e| self.err(e))?;
             let record: DeadItem = decode(bytes.value(), &self.path)?;
             let delivered = progress

@@ -6,6 +6,7 @@
 //! (feature `test-util`: tests only); [`AnyStore`] is the one the configuration chose.
 
 pub mod any;
+pub mod clock;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod embedded;
@@ -314,8 +315,37 @@ pub trait Store: Send + Sync + 'static {
     /// Dedup entries and bytes on disk.
     fn footprint(&self) -> impl Future<Output = Result<Footprint, StoreError>> + Send;
     fn stats(&self) -> impl Future<Output = Result<StoreStats, StoreError>> + Send;
-    /// The dead letters, oldest first.
-    fn dead_letters(&self) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+    /// `stats`, possibly taken up to `max_age` ago (what `/metrics` and `/status` show): a shared
+    /// store keeps the last answer per replica, so that every scrape does not count the queue.
+    /// A store of one process answers `stats`.
+    fn recent_stats(
+        &self,
+        _max_age: Duration,
+    ) -> impl Future<Output = Result<StoreStats, StoreError>> + Send {
+        self.stats()
+    }
+    /// At most `limit` dead letters with a seq above `after`, oldest first: one page, so that a
+    /// long list (each with its payload) is never read whole.
+    fn dead_letters_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send;
+    /// Every dead letter, oldest first, read page by page (tests, small stores).
+    fn dead_letters(&self) -> impl Future<Output = Result<Vec<DeadLetter>, StoreError>> + Send {
+        async {
+            let mut all: Vec<DeadLetter> = Vec::new();
+            loop {
+                let after = all.last().map_or(0, |d| d.seq);
+                let page = self.dead_letters_page(after, DEAD_LETTER_PAGE).await?;
+                let done = page.len() < DEAD_LETTER_PAGE;
+                all.extend(page);
+                if done {
+                    return Ok(all);
+                }
+            }
+        }
+    }
     /// Puts the dead letters with these seqs back in the queue as new arrivals (no attempts,
     /// claimable now, their progress kept), e.g. after the operator fixed what made them fail. Unknown seqs are ignored;
     /// returns how many were queued again. Durable on return.
@@ -351,4 +381,13 @@ pub trait Store: Send + Sync + 'static {
     fn replica(&self) -> Option<&str> {
         None
     }
+    /// The store's clock: a shared store's (the database's), which every replica's listing ends
+    /// and cursors go by, so that a replica whose own clock runs ahead cannot move a shared
+    /// cursor past content nobody listed yet. A store of one process answers the local clock.
+    fn now(&self) -> impl Future<Output = Result<SystemTime, StoreError>> + Send {
+        async { Ok(SystemTime::now()) }
+    }
 }
+
+/// How many dead letters [`Store::dead_letters`] reads at a time.
+pub const DEAD_LETTER_PAGE: usize = 500;

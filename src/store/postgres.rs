@@ -26,8 +26,10 @@
 //! # Time
 //!
 //! Lease ends, due times and first-seen times come from the database's clock (`o365_now_ms()`),
-//! so replicas with skewed clocks agree on when a lease expires. Only `reschedule`'s `not_before`
-//! and `prune`'s limit come from the caller's clock. `prune` runs under an advisory lock, so one
+//! so replicas with skewed clocks agree on when a lease expires. The times a caller computes
+//! from its own clock (`reschedule`'s `not_before`, `prune`'s limit) are taken relative to the
+//! caller's now and added to the database's. A cursor never moves past the database's now, and
+//! listings end at it ([`super::Store::now`]). `prune` runs under an advisory lock, so one
 //! replica at a time deletes, in bounded batches.
 //!
 //! # Durability
@@ -305,6 +307,9 @@ pub struct PostgresStore {
     owner: String,
     /// The URL's password (as written and percent-decoded), cut out of every error text.
     passwords: Vec<String>,
+    /// The last `stats` answer and when it was taken ([`super::Store::recent_stats`]); the lock
+    /// is held while one is taken, so callers at once share one count of the queue.
+    stats_cache: std::sync::Arc<tokio::sync::Mutex<Option<(std::time::Instant, StoreStats)>>>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -364,6 +369,7 @@ impl PostgresStore {
             pool,
             owner: uuid::Uuid::new_v4().to_string(),
             passwords,
+            stats_cache: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -763,12 +769,13 @@ impl super::Store for PostgresStore {
         not_before: SystemTime,
         reason: &str,
     ) -> Result<(), StoreError> {
-        let due = millis(not_before);
+        let due = from_now_ms(not_before);
         let reason = reason.to_owned();
         self.owned(
             seq,
             &format!(
-                "UPDATE o365_queue SET lease_until_ms = NULL, lease_owner = NULL, due_ms = $3,
+                "UPDATE o365_queue SET lease_until_ms = NULL, lease_owner = NULL,
+                     due_ms = o365_now_ms() + $3,
                      attempts = attempts + 1, last_error = $4
                  WHERE {MINE}"
             ),
@@ -824,7 +831,10 @@ impl super::Store for PostgresStore {
             .unwrap_or(0);
         self.call(async {
             sqlx::query(
-                "INSERT INTO o365_cursors (tenant_id, content_type, at_ns) VALUES ($1, $2, $3)
+                // Never past the database's now: a replica whose clock runs ahead must not move
+                // the shared cursor past content nobody listed yet.
+                "INSERT INTO o365_cursors (tenant_id, content_type, at_ns)
+                 VALUES ($1, $2, least($3, o365_now_ms() * 1000000))
                  ON CONFLICT (tenant_id, content_type)
                  DO UPDATE SET at_ns = greatest(o365_cursors.at_ns, excluded.at_ns)",
             )
@@ -839,7 +849,7 @@ impl super::Store for PostgresStore {
     }
 
     async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
-        let limit = millis(older_than);
+        let limit = from_now_ms(older_than);
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let run = async {
             let mut tx = self.pool.begin().await?;
@@ -853,7 +863,7 @@ impl super::Store for PostgresStore {
             }
             let done = sqlx::query(
                 "DELETE FROM o365_dedup WHERE content_id IN (
-                   SELECT content_id FROM o365_dedup WHERE first_seen_ms < $1
+                   SELECT content_id FROM o365_dedup WHERE first_seen_ms < o365_now_ms() + $1
                    ORDER BY first_seen_ms LIMIT $2)",
             )
             .bind(limit)
@@ -903,7 +913,7 @@ impl super::Store for PostgresStore {
     }
 
     async fn prune_records(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
-        let limit = millis(older_than);
+        let limit = from_now_ms(older_than);
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         let run = async {
             let mut tx = self.pool.begin().await?;
@@ -916,7 +926,7 @@ impl super::Store for PostgresStore {
             }
             let done = sqlx::query(
                 "DELETE FROM o365_records WHERE record_key IN (
-                   SELECT record_key FROM o365_records WHERE first_seen_ms < $1
+                   SELECT record_key FROM o365_records WHERE first_seen_ms < o365_now_ms() + $1
                    ORDER BY first_seen_ms LIMIT $2)",
             )
             .bind(limit)
@@ -1001,13 +1011,49 @@ impl super::Store for PostgresStore {
         })
     }
 
-    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn recent_stats(&self, max_age: Duration) -> Result<StoreStats, StoreError> {
+        let mut cache = self.stats_cache.lock().await;
+        if let Some((at, stats)) = cache.as_ref() {
+            let age = at.elapsed();
+            if age <= max_age {
+                let mut stats = stats.clone();
+                // The oldest pending blob aged meanwhile (if it is still pending).
+                stats.oldest_pending_age_secs =
+                    stats.oldest_pending_age_secs.map(|s| s + age.as_secs());
+                return Ok(stats);
+            }
+        }
+        let stats = super::Store::stats(self).await?;
+        *cache = Some((std::time::Instant::now(), stats.clone()));
+        Ok(stats)
+    }
+
+    async fn now(&self) -> Result<SystemTime, StoreError> {
+        let ms: i64 = self
+            .call(async {
+                sqlx::query_scalar("SELECT o365_now_ms()")
+                    .fetch_one(&self.pool)
+                    .await
+            })
+            .await?;
+        Ok(time_of_ms(ms))
+    }
+
+    async fn dead_letters_page(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
             .call(async {
                 sqlx::query(&format!(
                     "SELECT seq, reason, attempts, enqueued_ms, dead_ms, delivered, {CONTENT_COLUMNS}
-                     FROM o365_dead ORDER BY seq"
+                     FROM o365_dead WHERE seq > $1 ORDER BY seq LIMIT $2"
                 ))
+                .bind(after)
+                .bind(limit)
                 .fetch_all(&self.pool)
                 .await
             })
@@ -1195,10 +1241,16 @@ fn claimed_of(r: &PgRow) -> Result<Claimed, sqlx::Error> {
     })
 }
 
-fn millis(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4))
-        .unwrap_or(0)
+/// How far `t` lies ahead of this replica's clock (negative: behind), in ms: a time the caller
+/// computed from its own clock, made relative so that the database adds it to its own
+/// (`o365_now_ms() + …`) and a replica's skewed clock does not move it.
+fn from_now_ms(t: SystemTime) -> i64 {
+    let now = SystemTime::now();
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4);
+    match t.duration_since(now) {
+        Ok(ahead) => ms(ahead),
+        Err(behind) => -ms(behind.duration()),
+    }
 }
 
 fn time_of_ms(ms: i64) -> SystemTime {

@@ -130,6 +130,11 @@ pub struct Collector {
 
 impl Collector {
     pub fn spawn(setup: &Setup) -> Collector {
+        Collector::spawn_with_env(setup, &[])
+    }
+
+    /// `spawn` with more environment variables (e.g. libfaketime's, for a clock that is off).
+    pub fn spawn_with_env(setup: &Setup, envs: &[(&str, &str)]) -> Collector {
         static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = setup.dir.join(format!("collector-{n}.log"));
@@ -138,6 +143,7 @@ impl Collector {
             .arg(&setup.config)
             .env("TEST_CLIENT_SECRET", SECRET)
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
