@@ -22,10 +22,11 @@
 //! [`plan`] decides: each tenant prefers one live replica (rendezvous hashing of tenant ×
 //! replica, the same answer on every replica), and no replica holds more than its share,
 //! ⌈tenants / live replicas⌉ + 1 + 1 %. A replica takes the free tenants that prefer it at once,
-//! and the others once they stayed free for `L/2` (their preferred replica is full, or does not
-//! have the tenant in its configuration) or when the preferred one is full; it hands a tenant
-//! to the replica it prefers while that one is below its share, and gives back what is over its
-//! own share. Nothing moves while the live replicas stay the same: no takeovers in steady state.
+//! and the others when their preferred replica is full or did not take them within `L/2` (it may
+//! not have the tenant in its configuration); one left free for `L` is taken whatever the share.
+//! A replica over the even split while another live one is clearly below it (one joined) gives
+//! the excess back, the tenants it wants least first. A tenant is never taken from a live holder
+//! and nothing moves while the live replicas stay the same: no takeovers in steady state.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -54,7 +55,16 @@ pub async fn keep<S: Store>(
     let margin = lease / 8;
     let mut memory = Memory::default();
     loop {
-        round(&tenants, store.as_ref(), lease, row, margin, &mut memory, &reconcile_now).await;
+        round(
+            &tenants,
+            store.as_ref(),
+            lease,
+            row,
+            margin,
+            &mut memory,
+            &reconcile_now,
+        )
+        .await;
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => break,
@@ -93,8 +103,14 @@ async fn round<S: Store>(
     for key in &plan.release {
         if let Some(t) = tenants.get(key) {
             t.listing.set(None);
-            info!(tenant.id = %t.cfg.tenant_id, "handing the tenant over to another replica");
         }
+    }
+    if !plan.release.is_empty() {
+        info!(
+            tenants = plan.release.len(),
+            replicas = view.replicas.len(),
+            "handing tenants over to other replicas, to balance"
+        );
     }
     let sent = Instant::now();
     let held = match store.hold_tenants(&plan.hold, &plan.release, row).await {
@@ -135,9 +151,6 @@ async fn round<S: Store>(
 pub struct Memory {
     /// Since when each free tenant of ours has been seen free.
     free_since: HashMap<String, Instant>,
-    /// Tenants taken although another replica is preferred: not handed over again until the
-    /// live replicas change (the preferred one may not have them in its configuration).
-    fallback: HashSet<String>,
     /// Tenants taken beyond the share because no replica took them within twice the grace
     /// (replicas with different configurations): never given back for the share's sake until
     /// the live replicas change, or they would flap.
@@ -180,7 +193,6 @@ pub fn plan(
     let live = &view.replicas;
     if memory.replicas != *live {
         memory.replicas = live.clone();
-        memory.fallback.clear();
         memory.forced.clear();
     }
     let preferred = |t: &str| {
@@ -217,38 +229,28 @@ pub fn plan(
     let free_set: HashSet<&String> = free.iter().copied().collect();
     let keep_set: HashSet<&String> = keep.iter().copied().collect();
     memory.free_since.retain(|t, _| free_set.contains(t));
-    memory.fallback.retain(|t| keep_set.contains(t));
     memory.forced.retain(|t| keep_set.contains(t));
 
     let mut release = Vec::new();
-    // Hand tenants to the replica they prefer while it has room.
-    let mut room: HashMap<&str, usize> = HashMap::new();
-    keep.retain(|t| {
-        let p = preferred(t);
-        if p == me || memory.fallback.contains(t.as_str()) {
-            return true;
-        }
-        let r = room
-            .entry(p)
-            .or_insert_with(|| quota.saturating_sub(held_by.get(p).copied().unwrap_or(0)));
-        if *r == 0 {
-            return true;
-        }
-        *r -= 1;
-        release.push((*t).clone());
-        false
-    });
-    // Give back what is over this replica's share, the least wanted first.
+    // Give back what is over the share, or over the even split while another live replica is
+    // clearly below it (one joined): the least wanted first, so that they go where preferred.
+    let even = known.len().div_ceil(live.len().max(1));
+    let slack = quota - even;
+    let starved = live
+        .iter()
+        .filter(|r| r.as_str() != me)
+        .any(|r| held_by.get(r.as_str()).copied().unwrap_or(0) + slack < even);
     let forced = keep
         .iter()
         .filter(|t| memory.forced.contains(t.as_str()))
         .count();
-    if keep.len() > quota + forced {
+    let limit = if starved { even } else { quota } + forced;
+    if keep.len() > limit {
         keep.sort_by_key(|t| {
             let f = memory.forced.contains(t.as_str());
             (f, preferred(t) == me, score(t, me))
         });
-        let over = keep.len() - quota - forced;
+        let over = keep.len() - limit;
         release.extend(keep.drain(..over).cloned());
     }
     // Take free tenants up to the share: those preferring this replica, then those whose
@@ -260,7 +262,7 @@ pub fn plan(
         let since = *memory.free_since.entry(t.clone()).or_insert(now);
         let p = preferred(t);
         let mine = p == me;
-        let full = held_by.get(p).copied().unwrap_or(0) >= quota;
+        let full = held_by.get(p).copied().unwrap_or(0) >= even;
         let waited = now.duration_since(since);
         if waited >= grace * 2 {
             forced.push(t);
@@ -270,18 +272,17 @@ pub fn plan(
     }
     take.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
     let mut hold: Vec<String> = keep.into_iter().cloned().collect();
-    for (preferred_here, _, t) in take {
-        if hold.len() >= quota {
+    // While a live replica is below the even split, no more than the even split: what this one
+    // gave back goes to that one.
+    let cap = if starved { even } else { quota };
+    for (_, _, t) in take {
+        if hold.len() >= cap {
             break;
-        }
-        if !preferred_here {
-            memory.fallback.insert(t.clone());
         }
         hold.push(t.clone());
     }
     for t in forced {
         memory.forced.insert(t.clone());
-        memory.fallback.insert(t.clone());
         hold.push(t.clone());
     }
     hold.sort_unstable();
@@ -362,7 +363,7 @@ mod tests {
         assert_eq!(counts(&table)["a"], 1000);
         // Two more join: everything is spread within the share in a few rounds.
         simulate(&["a", "b", "c"], &all, &mut table, &mut memories, 6);
-        assert_eq!(table.len(), 1000, "every tenant held");
+        assert_eq!(table.len(), 1000, "every tenant held: {:?}", counts(&table));
         for (r, n) in counts(&table) {
             assert!(n <= share(1000, 3), "{r} holds {n}");
             assert!(n >= 250, "{r} holds only {n}");

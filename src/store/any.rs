@@ -9,8 +9,8 @@ use super::postgres::PostgresConfig;
 use super::postgres::PostgresStore;
 use super::retention::RetentionConfig;
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, Store, StoreError, StoreStats,
-    LeaseView, TenantHolder,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, Store, StoreError,
+    StoreStats, TenantHolder,
 };
 use crate::core::settings::{Problems, field_names};
 use crate::core::typed::{kind_of, typed};

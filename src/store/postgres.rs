@@ -51,8 +51,8 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, StoreError,
-    StoreStats, TenantHolder, owner_key,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, StoreError, StoreStats,
+    TenantHolder, owner_key,
 };
 use crate::core::Secret;
 use crate::core::settings::{Section, de};
