@@ -98,11 +98,12 @@ fn main() {
     };
     let pct = |k: usize| format!("{:.1} %", k as f64 * 100.0 / n as f64);
 
-    // Watches for `span` (or until `done` holds, then `after` more): takeovers (a tenant held by
-    // another replica than at the previous look, or held again after being unheld), the longest
-    // any tenant stayed unheld, and when every tenant was first held again.
+    // Watches for `span`: takeovers (a tenant held by another replica than its last holder),
+    // lapses (a row that ran out and was renewed by the same holder), the longest any tenant
+    // stayed unheld, and when every tenant was first held again.
     struct Watch {
         takeovers: usize,
+        lapses: usize,
         longest_unheld: Duration,
         all_held_after: Option<Duration>,
         commits_per_s: f64,
@@ -117,20 +118,27 @@ fn main() {
         let t0 = Instant::now();
         let mut w = Watch {
             takeovers: 0,
+            lapses: 0,
             longest_unheld: Duration::ZERO,
             all_held_after: None,
             commits_per_s: 0.0,
             last,
         };
         let mut unheld_since: HashMap<String, Instant> = HashMap::new();
+        // The last holder of each tenant, across lapses: a takeover is a change of holder.
+        let mut owner = w.last.clone();
         while t0.elapsed() < span {
             std::thread::sleep(Duration::from_millis(500));
             let now = held();
             let at = Instant::now();
             for (t, h) in &now {
-                if w.last.get(t).is_some_and(|old| old != h) || !w.last.contains_key(t) {
+                if owner.get(t).is_some_and(|old| old != h) {
                     w.takeovers += 1;
                 }
+                if !w.last.contains_key(t) && owner.get(t).is_some_and(|old| old == h) {
+                    w.lapses += 1;
+                }
+                owner.insert(t.clone(), h.clone());
                 if let Some(since) = unheld_since.remove(t) {
                     w.longest_unheld = w.longest_unheld.max(at - since);
                 }
@@ -200,10 +208,11 @@ fn main() {
     let w = watch(Instant::now(), last, steady, &all);
     let per_min = w.takeovers as f64 * 60.0 / steady.as_secs_f64();
     println!(
-        "steady state, {} s: {} takeovers ({per_min:.1}/min, {} of the tenants per minute), {:.0} database transactions/s",
+        "steady state, {} s: {} takeovers ({per_min:.1}/min, {} of the tenants per minute), {} lapsed rows renewed late, {:.0} database transactions/s",
         steady.as_secs(),
         w.takeovers,
         pct(per_min.round() as usize),
+        w.lapses,
         w.commits_per_s
     );
 
@@ -254,9 +263,10 @@ fn main() {
     }
     let q = watch(Instant::now(), j.last, steady, &alive);
     println!(
-        "steady again, {} s: {} takeovers",
+        "steady again, {} s: {} takeovers, {} lapsed rows renewed late",
         steady.as_secs(),
-        q.takeovers
+        q.takeovers,
+        q.lapses
     );
     drop(procs);
 }

@@ -17,13 +17,13 @@
 //! # Balance
 //!
 //! A round is two statements whatever the number of tenants: [`Store::lease_view`] writes this
-//! replica's heartbeat and reads the live replicas (heartbeat within `L/2`) and every lease row;
+//! replica's heartbeat and reads the live replicas (heartbeat within `L`) and every lease row;
 //! [`Store::hold_tenants`] then lets go and takes or renews this replica's tenants at once.
 //! [`plan`] decides: each tenant prefers one live replica (rendezvous hashing of tenant ×
 //! replica, the same answer on every replica), and no replica holds more than its share,
 //! ⌈tenants / live replicas⌉ + 1 + 1 %. A replica takes the free tenants that prefer it at once,
-//! and the others when their preferred replica is full or did not take them within `L/2` (it may
-//! not have the tenant in its configuration); one left free for `L` is taken whatever the share.
+//! and the others when their preferred replica is full or did not take them within `L/4` (it may
+//! not have the tenant in its configuration); one left free for `L/2` is taken whatever the share.
 //! A replica over the even split while another live one is clearly below it (one joined) gives
 //! the excess back, the tenants it wants least first. A tenant is never taken from a live holder
 //! and nothing moves while the live replicas stay the same: no takeovers in steady state.
@@ -54,7 +54,15 @@ pub async fn keep<S: Store>(
     // A replica stops counting on its lease this long before it could lapse in the database.
     let margin = lease / 8;
     let mut memory = Memory::default();
+    // Rounds start every `every` however long one takes (a slow round does not push the next
+    // renewal towards the row's end).
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => break,
+        }
         round(
             &tenants,
             store.as_ref(),
@@ -65,10 +73,6 @@ pub async fn keep<S: Store>(
             &reconcile_now,
         )
         .await;
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => break,
-        }
     }
     let mut held = Vec::new();
     for (key, t) in tenants.iter() {
@@ -90,7 +94,9 @@ async fn round<S: Store>(
     memory: &mut Memory,
     reconcile_now: &Notify,
 ) {
-    let view = match store.lease_view(lease / 2).await {
+    // Live: a heartbeat within one lease, so a replica whose rounds run late (a stall shorter
+    // than the lease) keeps its place in the preferences and takes its lapsed rows back.
+    let view = match store.lease_view(lease).await {
         Ok(Some(view)) => view,
         Ok(None) => return,
         // Unreachable store: keep what we had until it runs out on its own.
@@ -98,7 +104,7 @@ async fn round<S: Store>(
     };
     let Some(me) = store.replica() else { return };
     let mine: Vec<String> = tenants.keys().cloned().collect();
-    let plan = plan(me, &mine, &view, memory, Instant::now(), lease / 2);
+    let plan = plan(me, &mine, &view, memory, Instant::now(), lease / 4);
     // Stopped here before the row is deleted: the next holder cannot list while this one does.
     for key in &plan.release {
         if let Some(t) = tenants.get(key) {
@@ -117,10 +123,12 @@ async fn round<S: Store>(
         Ok(held) => held.into_iter().collect::<HashSet<String>>(),
         Err(e) => return warn!(error = %e, "cannot renew the tenant leases"),
     };
+    // Gained and lost are counted against what the database said last round, not against the
+    // local deadline: a late round is no takeover and must not start every listing again.
     let mut gained = false;
     for key in &plan.hold {
         let Some(t) = tenants.get(key) else { continue };
-        let was = t.listing.held();
+        let was = memory.owned.contains(key);
         if held.contains(key) {
             t.listing.set(Some(sent + row - margin));
             if !was {
@@ -134,6 +142,7 @@ async fn round<S: Store>(
             }
         }
     }
+    memory.owned = held.clone();
     // Tenants neither held nor asked for (another replica holds them).
     let asked: HashSet<&String> = plan.hold.iter().collect();
     for (key, t) in tenants.iter() {
@@ -155,6 +164,8 @@ pub struct Memory {
     /// (replicas with different configurations): never given back for the share's sake until
     /// the live replicas change, or they would flap.
     forced: HashSet<String>,
+    /// The tenants the database said this replica holds at the last round.
+    owned: HashSet<String>,
     /// The live replicas of the last round.
     replicas: Vec<String>,
 }
@@ -270,7 +281,7 @@ pub fn plan(
             take.push((mine, score(t, me), t));
         }
     }
-    take.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+    take.sort_unstable_by_key(|t| std::cmp::Reverse((t.0, t.1)));
     let mut hold: Vec<String> = keep.into_iter().cloned().collect();
     // While a live replica is below the even split, no more than the even split: what this one
     // gave back goes to that one.

@@ -315,6 +315,8 @@ const CONTENT_COLUMNS: &str = "tenant_id, content_type, content_id, content_uri,
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// One connection of its own for the tenant-lease rounds (beside `pool_size`).
+    lease_pool: PgPool,
     /// This replica's lease owner token.
     owner: String,
     /// The URL's password (as written and percent-decoded), cut out of every error text.
@@ -357,25 +359,33 @@ impl PostgresStore {
                 ),
             ])
             .options(SERVER_KEEPALIVE.map(|(k, v)| (k, v.to_string())));
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.pool_size.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // sqlx pings a released connection with no time limit: a call cut short by
-            // CALL_TIMEOUT would leave its connection hanging on a server that stopped answering.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Connection;
-                    Ok(matches!(
-                        tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
-                        Ok(Ok(()))
-                    ))
+        let pool_of = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx pings a released connection with no time limit: a call cut short by
+                // CALL_TIMEOUT would leave its connection hanging on a server that stopped answering.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Connection;
+                        Ok(matches!(
+                            tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
+                            Ok(Ok(()))
+                        ))
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(cfg.pool_size.max(1))
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(redact(format!("cannot connect: {e}"))))?;
+        // Opened on first use: a round must not wait behind the workload's calls for a
+        // connection, or with thousands of tenants the leases lapse while workers and listings
+        // hold every connection.
+        let lease_pool = pool_of(1).connect_lazy_with(options);
         let store = PostgresStore {
             pool,
+            lease_pool,
             owner: uuid::Uuid::new_v4().to_string(),
             passwords,
         };
@@ -1117,7 +1127,7 @@ impl super::Store for PostgresStore {
             .bind(&release)
             .bind(lease_ms)
             .bind(&hold)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.lease_pool)
             .await
         })
         .await
@@ -1142,7 +1152,7 @@ impl super::Store for PostgresStore {
                 )
                 .bind(&self.owner)
                 .bind(live_ms)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.lease_pool)
                 .await
             })
             .await?;
