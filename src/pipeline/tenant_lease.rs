@@ -94,6 +94,7 @@ async fn round<S: Store>(
     memory: &mut Memory,
     reconcile_now: &Notify,
 ) {
+    let began = Instant::now();
     // Live: a heartbeat within one lease, so a replica whose rounds run late (a stall shorter
     // than the lease) keeps its place in the preferences and takes its lapsed rows back.
     let view = match store.lease_view(lease).await {
@@ -152,6 +153,16 @@ async fn round<S: Store>(
     }
     if gained {
         reconcile_now.notify_one();
+    }
+    // A round longer than an eighth of the lease eats the margin its rows have: say so.
+    let took = began.elapsed();
+    if took > lease / 8 {
+        warn!(
+            took_ms = took.as_millis() as u64,
+            tenants = tenants.len(),
+            held = held.len(),
+            "a tenant lease round was slow: leases may lapse and change hands (a loaded database or host?)"
+        );
     }
 }
 
