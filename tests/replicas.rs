@@ -553,3 +553,151 @@ async fn a_rolling_configuration_change_loses_nothing() {
         r.terminate(Duration::from_secs(20));
     }
 }
+
+/// Tenant leases balance over the live replicas. Two replicas split 40 tenants within the share
+/// (⌈40/2⌉ + 1); a third joins and gets its part (at least a quarter; the others give back down
+/// to ⌈40/3⌉, so 14/14/12), handed over by the others, while no tenant is
+/// listed by two replicas at once (the emulator's request log: per tenant, each replica's
+/// listings form one unbroken run); then, with no replica changing, no tenant changes hands over
+/// three lease periods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_leases_balance_over_the_replicas_and_then_stay_put() {
+    use o365_collector::pipeline::tenant_lease::share;
+    const N: usize = 40;
+    const LEASE: Duration = Duration::from_secs(4); // pull_replica_for's tenant_lease
+    let ids: Vec<String> = (0..N)
+        .map(|i| format!("{i:08x}-1111-4000-8000-{i:012x}"))
+        .collect();
+    let pg = Postgres::start();
+    let url = pg.create_database().await;
+    let observer = PostgresStore::connect(&Postgres::config(&url))
+        .await
+        .expect("connect");
+    let specs = ids.clone();
+    let emu = support::emulator(move |c| {
+        for id in &specs {
+            c.tenants.push(o365_emulator::TenantSpec::with_secret(
+                id,
+                support::CLIENT,
+                support::SECRET,
+            ));
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let names: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let setups: Vec<support::Setup> = ["a", "b", "c"]
+        .iter()
+        .map(|r| pull_replica_for(&emu, &dir.path().join(r), &url, &names, 1))
+        .collect();
+    // Held: (holder, since) of every tenant whose row has not lapsed.
+    let held = || async {
+        observer
+            .tenant_holders()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|h| h.expires_in_ms > 0)
+            .map(|h| (h.tenant_id, (h.holder, h.since)))
+            .collect::<std::collections::HashMap<_, _>>()
+    };
+    let shares = |rows: &std::collections::HashMap<String, (String, SystemTime)>| {
+        let mut c = std::collections::HashMap::<String, usize>::new();
+        for (h, _) in rows.values() {
+            *c.entry(h.clone()).or_default() += 1;
+        }
+        c
+    };
+    let mut replicas: Vec<Collector> = setups[..2].iter().map(Collector::spawn).collect();
+    support::wait_for(WAIT, "two replicas connected", || async {
+        replicas.iter().all(|c| c.logs().contains("replica="))
+    })
+    .await;
+    let bound = share(N, 2);
+    support::wait_for(WAIT, "40 tenants split over two replicas", || async {
+        let rows = held().await;
+        rows.len() == N && shares(&rows).len() == 2 && shares(&rows).values().all(|n| *n <= bound)
+    })
+    .await;
+    println!(
+        "two replicas: {:?}",
+        shares(&held().await).values().collect::<Vec<_>>()
+    );
+
+    // A third joins: it gets its part from the others.
+    replicas.push(Collector::spawn(&setups[2]));
+    support::wait_for(WAIT, "the third replica connected", || async {
+        replicas[2].logs().contains("replica=")
+    })
+    .await;
+    let joined = std::time::Instant::now();
+    let third = token_of(&replicas[2]);
+    loop {
+        let rows = held().await;
+        let c = shares(&rows);
+        if rows.len() == N
+            && c.get(&third).copied().unwrap_or(0) >= N / 4
+            && c.values().all(|n| *n <= share(N, 3))
+        {
+            break;
+        }
+        assert!(
+            joined.elapsed() < WAIT,
+            "the third replica never got its part: {c:?}\n{}",
+            replicas[2].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = joined.elapsed();
+    let split = shares(&held().await);
+    println!(
+        "three replicas: {:?} after {took:?}",
+        split.values().collect::<Vec<_>>()
+    );
+    // One lease, doubled for a loaded machine (the bench measures it on a quiet one).
+    assert!(
+        took <= 2 * LEASE,
+        "the third replica got its part after {took:?}"
+    );
+
+    // Steady state: over three lease periods, no tenant changes hands.
+    let before = held().await;
+    let until = std::time::Instant::now() + 3 * LEASE;
+    while std::time::Instant::now() < until {
+        let now = held().await;
+        for (t, (h, since)) in &before {
+            let after = now
+                .get(t)
+                .unwrap_or_else(|| panic!("{t} lapsed in steady state"));
+            assert_eq!(
+                (&after.0, &after.1),
+                (h, since),
+                "{t} changed hands in steady state"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // Never two replicas at once: per tenant, each replica's listings are one unbroken run.
+    for id in &ids {
+        let v: Vec<o365_emulator::ApiRequest> = support::control_get(&emu, "requests", id).await;
+        let mut runs: Vec<String> = Vec::new();
+        let mut list: Vec<_> = v
+            .into_iter()
+            .filter(|r| r.operation == "ListContent")
+            .collect();
+        list.sort_by_key(|r| r.at);
+        for r in list {
+            let ua = r.user_agent.unwrap_or_default();
+            let token = ua.split("replica/").nth(1).unwrap_or("").to_owned();
+            if runs.last() != Some(&token) {
+                assert!(
+                    !runs.contains(&token),
+                    "{id} listed by {runs:?} then {token} again"
+                );
+                runs.push(token);
+            }
+        }
+        assert!(!runs.is_empty(), "{id} never listed");
+    }
+}

@@ -172,6 +172,11 @@ pub async fn round<S: Store>(
             );
             let mut url = graph.client.first_url(feed, path, &filter);
             loop {
+                // With replicas, reading stops as soon as the lease ends (the cursor stays at the
+                // last window stored whole), not only at the round's start.
+                if !tenant.listing.held() {
+                    return Ok(report);
+                }
                 let page = graph.client.page(feed, &url).await?;
                 report.pages += 1;
                 report.listed += page.records.len();

@@ -193,6 +193,11 @@ async fn list_range<S: Store>(
 ) -> Result<(), PullError> {
     let tid = &tenant.cfg.tenant_id;
     for (from, to) in windows(start, end) {
+        // With replicas, listing stops as soon as the lease ends (the cursor stays at the last
+        // window stored whole, where the next holder resumes), not only at the round's start.
+        if advance && !tenant.listing.held() {
+            return Ok(());
+        }
         let mut page = tenant
             .client
             .list_content(content_type, &api_time(from), &api_time(to))
@@ -230,6 +235,7 @@ async fn list_range<S: Store>(
                 tenant.health.announced(tid, content_type, added as u64);
             }
             match next {
+                Some(_) if advance && !tenant.listing.held() => return Ok(()),
                 Some(uri) => page = tenant.client.list_content_next(&uri).await?,
                 None => break,
             }

@@ -9,8 +9,8 @@ use super::postgres::PostgresConfig;
 use super::postgres::PostgresStore;
 use super::retention::RetentionConfig;
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, Store, StoreError, StoreStats,
-    TenantHolder,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, Store, StoreError,
+    StoreStats, TenantHolder,
 };
 use crate::core::settings::{Problems, field_names};
 use crate::core::typed::{kind_of, typed};
@@ -219,11 +219,16 @@ impl Store for AnyStore {
     async fn ready(&self) -> Result<(), StoreError> {
         each!(self, s => s.ready().await)
     }
-    async fn hold_tenant(&self, tenant_id: &str, lease: Duration) -> Result<bool, StoreError> {
-        each!(self, s => s.hold_tenant(tenant_id, lease).await)
+    async fn hold_tenants(
+        &self,
+        hold: &[String],
+        release: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        each!(self, s => s.hold_tenants(hold, release, lease).await)
     }
-    async fn let_go_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
-        each!(self, s => s.let_go_tenant(tenant_id).await)
+    async fn lease_view(&self, live_within: Duration) -> Result<Option<LeaseView>, StoreError> {
+        each!(self, s => s.lease_view(live_within).await)
     }
     async fn tenant_holders(&self) -> Result<Vec<TenantHolder>, StoreError> {
         each!(self, s => s.tenant_holders().await)

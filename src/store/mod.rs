@@ -123,6 +123,16 @@ pub struct TenantHolder {
     pub this_replica: bool,
 }
 
+/// What a tenant-lease round sees in a shared store ([`Store::lease_view`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeaseView {
+    /// The live replicas' tokens (heartbeat recent enough), this one included, sorted.
+    pub replicas: Vec<String>,
+    /// Every tenant's lease row: (lower-case tenant id, holder, ms until it lapses, negative
+    /// when lapsed), on the database's clock.
+    pub leases: Vec<(String, String, i64)>,
+}
+
 /// A blob's owner key in the record dedup: FNV-1a of its contentId (stable across builds, unlike
 /// the standard library's hasher).
 pub fn owner_key(content_id: &str) -> u64 {
@@ -361,17 +371,47 @@ pub trait Store: Send + Sync + 'static {
     /// lapses and another replica takes it. A store of one process always holds every tenant.
     fn hold_tenant(
         &self,
-        _tenant_id: &str,
-        _lease: Duration,
+        tenant_id: &str,
+        lease: Duration,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
-        async { Ok(true) }
+        async move {
+            let held = self
+                .hold_tenants(&[tenant_id.to_ascii_lowercase()], &[], lease)
+                .await?;
+            Ok(!held.is_empty())
+        }
+    }
+    /// One round of tenant leases in one statement: lets `release` go (this replica's rows only),
+    /// then takes or renews `hold` (lower-case ids) for `lease` where the row is this replica's,
+    /// lapsed or absent. Returns the tenants of `hold` this replica holds now. A store of one
+    /// process holds every tenant.
+    fn hold_tenants(
+        &self,
+        hold: &[String],
+        _release: &[String],
+        _lease: Duration,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        let all = hold.to_vec();
+        async move { Ok(all) }
+    }
+    /// Writes this replica's heartbeat and reads what a lease round decides on: the replicas
+    /// seen within `live_within` and every tenant's lease row. `None` for a store of one process.
+    fn lease_view(
+        &self,
+        _live_within: Duration,
+    ) -> impl Future<Output = Result<Option<LeaseView>, StoreError>> + Send {
+        async { Ok(None) }
     }
     /// Gives a tenant's lease up (at shutdown), so another replica takes it at once.
     fn let_go_tenant(
         &self,
-        _tenant_id: &str,
+        tenant_id: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        async { Ok(()) }
+        async move {
+            self.hold_tenants(&[], &[tenant_id.to_ascii_lowercase()], Duration::ZERO)
+                .await
+                .map(|_| ())
+        }
     }
     /// Who holds which tenant; empty for a store of one process.
     fn tenant_holders(&self) -> impl Future<Output = Result<Vec<TenantHolder>, StoreError>> + Send {

@@ -12,6 +12,7 @@
 //! | `o365_cursors`           | (tenant, content type)  | listing checkpoints, ns since the epoch       |
 //! | `o365_tenant_leases`     | lower-case tenant id    | which replica lists the tenant, until when    |
 //! | `o365_records`           | record key (16 bytes)   | record dedup: the blob that delivers it, when |
+//! | `o365_replicas`          | replica token           | heartbeat: when the replica was last seen     |
 //!
 //! # Claims and leases
 //!
@@ -52,7 +53,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, StoreError, StoreStats,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, StoreError, StoreStats,
     TenantHolder, owner_key,
 };
 use crate::core::Secret;
@@ -294,6 +295,19 @@ ALTER TABLE o365_queue SET (autovacuum_vacuum_scale_factor = 0.01, autovacuum_va
                             autovacuum_analyze_scale_factor = 0.02);
 "#,
     ),
+    (
+        4,
+        r#"
+-- Tenant leases are balanced over the live replicas: each writes its heartbeat every lease round.
+CREATE TABLE o365_replicas (
+    token        text   PRIMARY KEY,
+    last_seen_ms bigint NOT NULL
+);
+-- Every lease row is rewritten every round: vacuum early.
+ALTER TABLE o365_tenant_leases SET (autovacuum_vacuum_scale_factor = 0.05,
+                                    autovacuum_vacuum_threshold = 1000);
+"#,
+    ),
 ];
 
 /// `records`: a carried Graph page's records as JSON text (`ContentRef::records`), else NULL.
@@ -303,6 +317,8 @@ const CONTENT_COLUMNS: &str = "tenant_id, content_type, content_id, content_uri,
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// One connection of its own for the tenant-lease rounds (beside `pool_size`).
+    lease_pool: PgPool,
     /// This replica's lease owner token.
     owner: String,
     /// The URL's password (as written and percent-decoded), cut out of every error text.
@@ -348,25 +364,33 @@ impl PostgresStore {
                 ),
             ])
             .options(SERVER_KEEPALIVE.map(|(k, v)| (k, v.to_string())));
-        let pool = PgPoolOptions::new()
-            .max_connections(cfg.pool_size.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            // sqlx pings a released connection with no time limit: a call cut short by
-            // CALL_TIMEOUT would leave its connection hanging on a server that stopped answering.
-            .after_release(|conn, _| {
-                Box::pin(async move {
-                    use sqlx::Connection;
-                    Ok(matches!(
-                        tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
-                        Ok(Ok(()))
-                    ))
+        let pool_of = |size: u32| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                // sqlx pings a released connection with no time limit: a call cut short by
+                // CALL_TIMEOUT would leave its connection hanging on a server that stopped answering.
+                .after_release(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Connection;
+                        Ok(matches!(
+                            tokio::time::timeout(RELEASE_PING_TIMEOUT, conn.ping()).await,
+                            Ok(Ok(()))
+                        ))
+                    })
                 })
-            })
-            .connect_with(options)
+        };
+        let pool = pool_of(cfg.pool_size.max(1))
+            .connect_with(options.clone())
             .await
             .map_err(|e| StoreError::Unavailable(redact(format!("cannot connect: {e}"))))?;
+        // Opened on first use: a round must not wait behind the workload's calls for a
+        // connection, or with thousands of tenants the leases lapse while workers and listings
+        // hold every connection.
+        let lease_pool = pool_of(1).connect_lazy_with(options);
         let store = PostgresStore {
             pool,
+            lease_pool,
             owner: uuid::Uuid::new_v4().to_string(),
             passwords,
             stats_cache: Default::default(),
@@ -968,7 +992,7 @@ impl super::Store for PostgresStore {
                           WHERE oid = 'o365_records'::regclass) AS records,
                        (SELECT sum(pg_total_relation_size(t::regclass))::bigint FROM unnest(
                           ARRAY['o365_queue', 'o365_dedup', 'o365_dead', 'o365_cursors',
-                                'o365_tenant_leases', 'o365_records']) AS t) AS bytes",
+                                'o365_tenant_leases', 'o365_records', 'o365_replicas']) AS t) AS bytes",
                 )
                 .fetch_one(&self.pool)
                 .await
@@ -1111,42 +1135,93 @@ impl super::Store for PostgresStore {
         Ok(())
     }
 
-    async fn hold_tenant(&self, tenant_id: &str, lease: Duration) -> Result<bool, StoreError> {
+    async fn hold_tenants(
+        &self,
+        hold: &[String],
+        release: &[String],
+        lease: Duration,
+    ) -> Result<Vec<String>, StoreError> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
-        let holder: String = self
-            .call(async {
-                sqlx::query_scalar(
-                    "INSERT INTO o365_tenant_leases AS l (tenant_key, holder, since_ms, until_ms)
-                     SELECT $1, $2, n.ms, n.ms + $3 FROM (SELECT o365_now_ms() AS ms) n
-                     ON CONFLICT (tenant_key) DO UPDATE
-                       SET holder = excluded.holder,
-                           since_ms = CASE WHEN l.holder = excluded.holder THEN l.since_ms
-                                           ELSE excluded.since_ms END,
-                           until_ms = excluded.until_ms
-                       WHERE l.holder = excluded.holder OR l.until_ms <= excluded.since_ms
-                     RETURNING holder",
-                )
-                .bind(tenant_id.to_ascii_lowercase())
-                .bind(&self.owner)
-                .bind(lease_ms)
-                .fetch_optional(&self.pool)
-                .await
-            })
-            .await?
-            .unwrap_or_default();
-        Ok(holder == self.owner)
-    }
-
-    async fn let_go_tenant(&self, tenant_id: &str) -> Result<(), StoreError> {
+        // Sorted and unique: one row is updated once per statement, and replicas whose rounds
+        // overlap lock rows in the same order (no deadlock).
+        let sorted = |keys: &[String]| {
+            let mut v: Vec<String> = keys.iter().map(|k| k.to_ascii_lowercase()).collect();
+            v.sort_unstable();
+            v.dedup();
+            v
+        };
+        let (hold, release) = (sorted(hold), sorted(release));
+        if hold.is_empty() && release.is_empty() {
+            return Ok(Vec::new());
+        }
         self.call(async {
-            sqlx::query("DELETE FROM o365_tenant_leases WHERE tenant_key = $1 AND holder = $2")
-                .bind(tenant_id.to_ascii_lowercase())
-                .bind(&self.owner)
-                .execute(&self.pool)
-                .await
+            sqlx::query_scalar(
+                "WITH n AS (SELECT o365_now_ms() AS ms),
+                 gone AS (DELETE FROM o365_tenant_leases WHERE tenant_key = ANY($2) AND holder = $1)
+                 INSERT INTO o365_tenant_leases AS l (tenant_key, holder, since_ms, until_ms)
+                 SELECT k, $1, n.ms, n.ms + $3 FROM unnest($4::text[]) WITH ORDINALITY AS u(k, i), n
+                 ORDER BY i
+                 ON CONFLICT (tenant_key) DO UPDATE
+                   SET holder = excluded.holder,
+                       since_ms = CASE WHEN l.holder = excluded.holder THEN l.since_ms
+                                       ELSE excluded.since_ms END,
+                       until_ms = excluded.until_ms
+                   WHERE l.holder = excluded.holder OR l.until_ms <= excluded.since_ms
+                 RETURNING tenant_key",
+            )
+            .bind(&self.owner)
+            .bind(&release)
+            .bind(lease_ms)
+            .bind(&hold)
+            .fetch_all(&self.lease_pool)
+            .await
         })
         .await
-        .map(|_| ())
+    }
+
+    async fn lease_view(&self, live_within: Duration) -> Result<Option<LeaseView>, StoreError> {
+        let live_ms = i64::try_from(live_within.as_millis()).unwrap_or(i64::MAX / 4);
+        // The heartbeat and the read in one statement: the read's snapshot does not see the
+        // heartbeat written beside it, so this replica adds itself. Replicas gone for a hundred
+        // heartbeats are forgotten (a restart comes back with a new token).
+        let rows = self
+            .call(async {
+                sqlx::query(
+                    "WITH n AS (SELECT o365_now_ms() AS ms),
+                     beat AS (INSERT INTO o365_replicas (token, last_seen_ms) SELECT $1, ms FROM n
+                              ON CONFLICT (token) DO UPDATE SET last_seen_ms = excluded.last_seen_ms),
+                     old AS (DELETE FROM o365_replicas WHERE last_seen_ms < (SELECT ms FROM n) - 100 * $2)
+                     SELECT NULL::text AS tenant_key, r.token AS holder, 0::bigint AS left_ms
+                       FROM o365_replicas r, n WHERE r.last_seen_ms > n.ms - $2
+                     UNION ALL
+                     SELECT l.tenant_key, l.holder, l.until_ms - n.ms FROM o365_tenant_leases l, n",
+                )
+                .bind(&self.owner)
+                .bind(live_ms)
+                .fetch_all(&self.lease_pool)
+                .await
+            })
+            .await?;
+        let mut view = LeaseView {
+            replicas: vec![self.owner.clone()],
+            leases: Vec::with_capacity(rows.len()),
+        };
+        for r in &rows {
+            let read = || -> Result<_, sqlx::Error> {
+                Ok((
+                    r.try_get::<Option<String>, _>("tenant_key")?,
+                    r.try_get::<String, _>("holder")?,
+                    r.try_get::<i64, _>("left_ms")?,
+                ))
+            };
+            match read().map_err(|e| self.corrupt(e))? {
+                (None, token, _) => view.replicas.push(token),
+                (Some(tenant), holder, left) => view.leases.push((tenant, holder, left)),
+            }
+        }
+        view.replicas.sort_unstable();
+        view.replicas.dedup();
+        Ok(Some(view))
     }
 
     async fn tenant_holders(&self) -> Result<Vec<TenantHolder>, StoreError> {
