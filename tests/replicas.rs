@@ -490,7 +490,9 @@ async fn a_rolling_configuration_change_loses_nothing() {
     })
     .await;
     let dir = tempfile::tempdir().unwrap();
-    // B works its queue with one worker, so A's four idle workers meet N's blobs for sure.
+    // B works its queue with one worker and every call to Microsoft takes 250 ms, so B needs
+    // seconds for N's 30 blobs and A's four idle workers (they look at the queue every 500 ms)
+    // meet some of them.
     let setups = [
         pull_replica_for(&emu, &dir.path().join("a"), &url, &[TENANT], 4),
         pull_replica_for(&emu, &dir.path().join("b"), &url, &[TENANT, NEW], 1),
@@ -500,6 +502,7 @@ async fn a_rolling_configuration_change_loses_nothing() {
         replicas.iter().all(|c| c.logs().contains("replica="))
     })
     .await;
+    support::faults(&emu, serde_json::json!({"latency_ms": 250})).await;
     support::generate(&emu, TYPE, 200, 10).await;
     let generate_new =
         serde_json::json!({"tenant_id": NEW, "content_type": TYPE, "records": 600, "blobs": 30});
