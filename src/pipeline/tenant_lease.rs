@@ -95,9 +95,11 @@ async fn round<S: Store>(
     reconcile_now: &Notify,
 ) {
     let began = Instant::now();
-    // Live: a heartbeat within one lease, so a replica whose rounds run late (a stall shorter
-    // than the lease) keeps its place in the preferences and takes its lapsed rows back.
-    let view = match store.lease_view(lease).await {
+    // Live: a heartbeat within half a lease, as long as a renewed row lasts. A replica gone
+    // that long has lost its rows too; its tenants then prefer the live replicas at once, so
+    // they are held again within one lease of its death (counting a whole lease, they waited
+    // for it up to a lease longer). A replica whose rounds run late by less keeps its place.
+    let view = match store.lease_view(lease / 2).await {
         Ok(Some(view)) => view,
         Ok(None) => return,
         // Unreachable store: keep what we had until it runs out on its own.
