@@ -17,8 +17,9 @@
 //! # Balance
 //!
 //! A round is two statements whatever the number of tenants: [`Store::lease_view`] writes this
-//! replica's heartbeat and reads the live replicas (heartbeat within `L`) and every lease row;
-//! [`Store::hold_tenants`] then lets go and takes or renews this replica's tenants at once.
+//! replica's heartbeat and reads the live replicas (heartbeat within `L/2`, as long as a renewed
+//! row lasts) and every lease row; [`Store::hold_tenants`] then lets go and takes or renews this
+//! replica's tenants at once.
 //! [`plan`] decides: each tenant prefers one live replica (rendezvous hashing of tenant ×
 //! replica, the same answer on every replica), and no replica holds more than its share,
 //! ⌈tenants / live replicas⌉ + 1 + 1 %. A replica takes the free tenants that prefer it at once,
