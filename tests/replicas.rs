@@ -200,14 +200,7 @@ fn pull_replica_for(
 
 /// The replica token a collector logged at start-up.
 fn token_of(c: &Collector) -> String {
-    c.logs()
-        .lines()
-        .find(|l| l.contains("connected to the shared PostgreSQL store"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("replica="))
-        })
-        .map(|t| t.trim_matches('"').to_owned())
+    postgres::replica_token(&c.logs())
         .unwrap_or_else(|| panic!("no replica token logged\n{}", c.logs()))
 }
 

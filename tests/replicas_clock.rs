@@ -56,14 +56,7 @@ fn pull_replica(emu: &o365_emulator::Emulator, dir: &std::path::Path, url: &str)
 
 /// The replica token a collector logged at start-up.
 fn token_of(c: &Collector) -> String {
-    c.logs()
-        .lines()
-        .find(|l| l.contains("connected to the shared PostgreSQL store"))
-        .and_then(|l| {
-            l.split_whitespace()
-                .find_map(|w| w.strip_prefix("replica="))
-        })
-        .map(|t| t.trim_matches('"').to_owned())
+    postgres::replica_token(&c.logs())
         .unwrap_or_else(|| panic!("no replica token logged\n{}", c.logs()))
 }
 
