@@ -391,3 +391,95 @@ async fn cursors_stop_at_the_database_clock_pages_and_cached_counts() {
         "taken again once older than asked"
     );
 }
+
+/// Steps the database's clock, as every statement of the store sees it (`o365_now_ms()`), by
+/// `offset_ms` from its true time: what a database server whose time synchronisation steps does.
+async fn step_database_clock(url: &str, offset_ms: i64) {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+    sqlx::query(&format!(
+        "CREATE OR REPLACE FUNCTION o365_now_ms() RETURNS bigint LANGUAGE sql VOLATILE
+         AS $$ SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint + {offset_ms} $$"
+    ))
+    .execute(&mut conn)
+    .await
+    .unwrap();
+}
+
+/// The database's clock steps forward by ten minutes while a blob and a tenant are held: no
+/// other replica takes either over early, because takeovers are judged by the time each replica
+/// expects the database to have (its last reading plus its own monotonic clock). The holder
+/// renews on the stepped clock; once it stops, the other replica takes over as usual.
+#[tokio::test]
+async fn a_database_clock_stepping_forward_ends_no_lease_early() {
+    let url = Postgres::shared().create_database().await;
+    let (a, b) = (connect(&url).await, connect(&url).await);
+    let lease = Duration::from_secs(3);
+    // Each replica reads the database's clock, as its tenant-lease rounds do.
+    for s in [&a, &b] {
+        s.now().await.unwrap();
+        s.lease_view(lease).await.unwrap();
+    }
+    a.enqueue(vec![content("x")]).await.unwrap();
+    let held = a.claim(1, LONG).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(a.hold_tenant("t1", LONG).await.unwrap());
+    // b takes part too: its longest lease is what it holds a step off for.
+    assert!(b.hold_tenant("t2", lease).await.unwrap());
+
+    step_database_clock(&url, 20 * 60 * 1000).await;
+    // b's first calls after the step, before any reading showed it, and the reading itself.
+    assert!(
+        b.claim(1, lease).await.unwrap().is_empty(),
+        "blob taken over right after the step"
+    );
+    assert!(
+        !b.hold_tenant("t1", lease).await.unwrap(),
+        "tenant taken over right after the step"
+    );
+    b.now().await.unwrap();
+    assert!(
+        b.held_clock_step_ms().unwrap() >= 20 * 60 * 1000 - 1000,
+        "step noticed"
+    );
+    let view = b.lease_view(lease).await.unwrap().unwrap();
+    assert!(
+        view.replicas.contains(&a.owner().to_owned()),
+        "a still counts as live"
+    );
+    assert!(
+        view.leases
+            .iter()
+            .any(|(t, h, left)| t == "t1" && h == a.owner() && *left > 0),
+        "a's lease still runs: {:?}",
+        view.leases
+    );
+    assert!(
+        b.claim(1, lease).await.unwrap().is_empty(),
+        "blob taken over after the step"
+    );
+    assert!(
+        !b.hold_tenant("t1", lease).await.unwrap(),
+        "tenant taken over after the step"
+    );
+
+    // The holder renews for a short lease on the stepped clock and then stops (it died). Once
+    // b's hold on the old basis ended and a's last lease lapsed, b takes both over.
+    a.renew(held[0].seq, lease).await.unwrap();
+    assert!(a.hold_tenant("t1", lease).await.unwrap());
+    support::wait_for(
+        conformance::WAIT_LIMIT,
+        "blob and tenant taken over",
+        || async {
+            b.now().await.unwrap();
+            b.hold_tenant("t1", lease).await.unwrap()
+                && !b.claim(1, lease).await.unwrap().is_empty()
+        },
+    )
+    .await;
+    assert_eq!(
+        b.held_clock_step_ms(),
+        None,
+        "the stepped clock is trusted again"
+    );
+}

@@ -10,6 +10,7 @@ pub mod clock;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod embedded;
+pub mod lease_clock;
 pub mod postgres;
 pub mod retention;
 

@@ -47,11 +47,13 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
+use super::lease_clock::LeaseClock;
 use super::{
     Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, StoreError, StoreStats,
     TenantHolder, owner_key,
@@ -326,6 +328,11 @@ pub struct PostgresStore {
     /// The last `stats` answer and when it was taken ([`super::Store::recent_stats`]); the lock
     /// is held while one is taken, so callers at once share one count of the queue.
     stats_cache: std::sync::Arc<tokio::sync::Mutex<Option<(std::time::Instant, StoreStats)>>>,
+    /// The database's clock as this replica expects it: takeovers of other replicas' leases
+    /// are judged by it, so that a step of the database's clock does not end them early.
+    lease_clock: std::sync::Arc<LeaseClock>,
+    /// The longest lease (ms) a call asked for: how long a step of the clock is held off.
+    longest_lease_ms: std::sync::Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -394,6 +401,8 @@ impl PostgresStore {
             owner: uuid::Uuid::new_v4().to_string(),
             passwords,
             stats_cache: Default::default(),
+            lease_clock: Default::default(),
+            longest_lease_ms: Default::default(),
         };
         store.migrate().await?;
         Ok(store)
@@ -564,6 +573,11 @@ impl PostgresStore {
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 /// `WHERE` part of the statements a worker may only run on its own (or a free) lease.
+/// The database's time by which another replica's lease is judged expired: its clock, but no
+/// later than this replica expects it to be (`$5`, see [`LeaseClock`]; NULL before the first
+/// reading), so that a step forward of the database's clock ends no lease early.
+const TAKEOVER: &str = "least(o365_now_ms(), coalesce($5::bigint, o365_now_ms()))";
+
 const MINE: &str = "seq = $1 AND (lease_owner IS NULL OR lease_owner = $2)";
 
 impl super::Store for PostgresStore {
@@ -668,8 +682,9 @@ impl super::Store for PostgresStore {
             return Ok(Vec::new());
         }
         let skip: Vec<String> = skip.iter().map(|t| t.to_ascii_lowercase()).collect();
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let lease_ms = self.lease_ms(lease);
         let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let cap = self.lease_clock.cap(Instant::now());
         // With no tenant to pass over, the first claimable blobs in due order. Otherwise the
         // queue's tenants are walked one index probe each (a loose index scan) and each tenant
         // not passed over offers its first claimable blobs: a paused tenant's backlog, however
@@ -678,7 +693,7 @@ impl super::Store for PostgresStore {
         let candidates = if skip.is_empty() {
             "SELECT seq FROM o365_queue
              WHERE due_ms <= (SELECT o365_now_ms())
-               AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+               AND (lease_until_ms IS NULL OR lease_until_ms <= {TAKEOVER})
                AND tenant_key <> ALL($4::text[])
              ORDER BY due_ms, seq
              LIMIT $1
@@ -696,18 +711,19 @@ impl super::Store for PostgresStore {
                      SELECT seq, due_ms FROM o365_queue
                      WHERE tenant_key = t.k
                        AND due_ms <= (SELECT o365_now_ms())
-                       AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+                       AND (lease_until_ms IS NULL OR lease_until_ms <= {TAKEOVER})
                      ORDER BY due_ms, seq
                      LIMIT $1 + 4) b
                  WHERE t.k IS NOT NULL AND t.k <> ALL($4::text[])
              )
              SELECT seq FROM o365_queue
              WHERE seq IN (SELECT seq FROM offered)
-               AND (lease_until_ms IS NULL OR lease_until_ms <= (SELECT o365_now_ms()))
+               AND (lease_until_ms IS NULL OR lease_until_ms <= {TAKEOVER})
              ORDER BY due_ms, seq
              LIMIT $1
              FOR UPDATE SKIP LOCKED"
-        };
+        }
+        .replace("{TAKEOVER}", TAKEOVER);
         let rows = self
             .call(async {
                 sqlx::query(&format!(
@@ -723,6 +739,7 @@ impl super::Store for PostgresStore {
                 .bind(lease_ms)
                 .bind(&self.owner)
                 .bind(&skip)
+                .bind(cap)
                 .fetch_all(&self.pool)
                 .await
             })
@@ -748,7 +765,7 @@ impl super::Store for PostgresStore {
     }
 
     async fn renew(&self, seq: u64, lease: Duration) -> Result<(), StoreError> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let lease_ms = self.lease_ms(lease);
         self.owned(
             seq,
             &format!(
@@ -1053,6 +1070,7 @@ impl super::Store for PostgresStore {
     }
 
     async fn now(&self) -> Result<SystemTime, StoreError> {
+        let sent = Instant::now();
         let ms: i64 = self
             .call(async {
                 sqlx::query_scalar("SELECT o365_now_ms()")
@@ -1060,6 +1078,7 @@ impl super::Store for PostgresStore {
                     .await
             })
             .await?;
+        self.observe_clock(ms, sent, Instant::now());
         Ok(time_of_ms(ms))
     }
 
@@ -1141,7 +1160,8 @@ impl super::Store for PostgresStore {
         release: &[String],
         lease: Duration,
     ) -> Result<Vec<String>, StoreError> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let lease_ms = self.lease_ms(lease);
+        let cap = self.lease_clock.cap(Instant::now());
         // Sorted and unique: one row is updated once per statement, and replicas whose rounds
         // overlap lock rows in the same order (no deadlock).
         let sorted = |keys: &[String]| {
@@ -1166,13 +1186,15 @@ impl super::Store for PostgresStore {
                        since_ms = CASE WHEN l.holder = excluded.holder THEN l.since_ms
                                        ELSE excluded.since_ms END,
                        until_ms = excluded.until_ms
-                   WHERE l.holder = excluded.holder OR l.until_ms <= excluded.since_ms
+                   WHERE l.holder = excluded.holder
+                      OR l.until_ms <= least(excluded.since_ms, coalesce($5::bigint, excluded.since_ms))
                  RETURNING tenant_key",
             )
             .bind(&self.owner)
             .bind(&release)
             .bind(lease_ms)
             .bind(&hold)
+            .bind(cap)
             .fetch_all(&self.lease_pool)
             .await
         })
@@ -1181,27 +1203,36 @@ impl super::Store for PostgresStore {
 
     async fn lease_view(&self, live_within: Duration) -> Result<Option<LeaseView>, StoreError> {
         let live_ms = i64::try_from(live_within.as_millis()).unwrap_or(i64::MAX / 4);
+        let sent = Instant::now();
+        let cap = self.lease_clock.cap(sent);
         // The heartbeat and the read in one statement: the read's snapshot does not see the
         // heartbeat written beside it, so this replica adds itself. Replicas gone for a hundred
-        // heartbeats are forgotten (a restart comes back with a new token).
+        // heartbeats are forgotten (a restart comes back with a new token). Liveness and what
+        // is left of a lease go by the takeover time (`$3`, see [`TAKEOVER`]); one more row
+        // carries the database's time, a reading for the [`LeaseClock`].
         let rows = self
             .call(async {
                 sqlx::query(
                     "WITH n AS (SELECT o365_now_ms() AS ms),
+                     t AS (SELECT least(ms, coalesce($3::bigint, ms)) AS ms FROM n),
                      beat AS (INSERT INTO o365_replicas (token, last_seen_ms) SELECT $1, ms FROM n
                               ON CONFLICT (token) DO UPDATE SET last_seen_ms = excluded.last_seen_ms),
                      old AS (DELETE FROM o365_replicas WHERE last_seen_ms < (SELECT ms FROM n) - 100 * $2)
                      SELECT NULL::text AS tenant_key, r.token AS holder, 0::bigint AS left_ms
-                       FROM o365_replicas r, n WHERE r.last_seen_ms > n.ms - $2
+                       FROM o365_replicas r, t WHERE r.last_seen_ms > t.ms - $2
                      UNION ALL
-                     SELECT l.tenant_key, l.holder, l.until_ms - n.ms FROM o365_tenant_leases l, n",
+                     SELECT l.tenant_key, l.holder, l.until_ms - t.ms FROM o365_tenant_leases l, t
+                     UNION ALL
+                     SELECT NULL::text, NULL::text, n.ms FROM n",
                 )
                 .bind(&self.owner)
                 .bind(live_ms)
+                .bind(cap)
                 .fetch_all(&self.lease_pool)
                 .await
             })
             .await?;
+        let answered = Instant::now();
         let mut view = LeaseView {
             replicas: vec![self.owner.clone()],
             leases: Vec::with_capacity(rows.len()),
@@ -1210,13 +1241,14 @@ impl super::Store for PostgresStore {
             let read = || -> Result<_, sqlx::Error> {
                 Ok((
                     r.try_get::<Option<String>, _>("tenant_key")?,
-                    r.try_get::<String, _>("holder")?,
+                    r.try_get::<Option<String>, _>("holder")?,
                     r.try_get::<i64, _>("left_ms")?,
                 ))
             };
             match read().map_err(|e| self.corrupt(e))? {
-                (None, token, _) => view.replicas.push(token),
-                (Some(tenant), holder, left) => view.leases.push((tenant, holder, left)),
+                (None, Some(token), _) => view.replicas.push(token),
+                (Some(tenant), Some(holder), left) => view.leases.push((tenant, holder, left)),
+                (_, None, db_ms) => self.observe_clock(db_ms, sent, answered),
             }
         }
         view.replicas.sort_unstable();
@@ -1257,6 +1289,26 @@ impl super::Store for PostgresStore {
 }
 
 impl PostgresStore {
+    /// A lease's length in ms, noted as the longest in use if it is.
+    fn lease_ms(&self, lease: Duration) -> i64 {
+        let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        self.longest_lease_ms
+            .fetch_max(ms.max(0) as u64, Ordering::Relaxed);
+        ms
+    }
+
+    /// A reading of the database's clock for the [`LeaseClock`]; a step forward is held off
+    /// for the longest lease in use (every holder renews within it).
+    fn observe_clock(&self, db_ms: i64, sent: Instant, answered: Instant) {
+        let hold = Duration::from_millis(self.longest_lease_ms.load(Ordering::Relaxed));
+        self.lease_clock.observe(db_ms, sent, answered, hold);
+    }
+
+    /// The step of the database's clock being held off (ms), if any.
+    pub fn held_clock_step_ms(&self) -> Option<i64> {
+        self.lease_clock.held_step_ms()
+    }
+
     fn corrupt(&self, e: sqlx::Error) -> StoreError {
         StoreError::Corrupt(redact(
             format!("unexpected row from the database: {e}"),
