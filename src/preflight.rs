@@ -401,6 +401,7 @@ async fn check_webhook(config: &Config, hook: &WebhookConfig, http: &reqwest::Cl
     )
     .await;
     let own_listener = own.is_ok();
+    let bind_error = own.err().map(|e| e.to_string());
     let code = uuid::Uuid::new_v4().to_string();
     let sent = http
         .post(&hook.address)
@@ -411,7 +412,12 @@ async fn check_webhook(config: &Config, hook: &WebhookConfig, http: &reqwest::Cl
         .send()
         .await;
     let unreachable = |why: String| Verdict::Failed {
-        problem: format!("webhook unreachable: a validation call to webhook.address {why}"),
+        problem: match &bind_error {
+            None => format!("webhook unreachable: a validation call to webhook.address {why}"),
+            Some(b) => format!(
+                "webhook unreachable: a validation call to webhook.address {why} (and the preflight {b})"
+            ),
+        },
         fix: WEBHOOK_VALIDATION_HINT.to_owned(),
     };
     match sent {
@@ -430,8 +436,8 @@ async fn check_webhook(config: &Config, hook: &WebhookConfig, http: &reqwest::Cl
         Ok(_) => Verdict::Passed(match own_listener {
             true => "answered a validation call from outside with 200".into(),
             false => format!(
-                "answered a validation call with 200 (listen.public {} is in use: the running collector answered)",
-                config.listen.public
+                "answered a validation call with 200 (the running collector answered: the preflight {})",
+                bind_error.clone().unwrap_or_default()
             ),
         }),
     }

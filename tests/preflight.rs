@@ -4,11 +4,14 @@
 //! licence missing, webhook unreachable) gives its own line with its fix, and exit 2. No secret is
 //! printed.
 
+#[path = "support/nginx.rs"]
+mod nginx;
 mod support;
 
 use std::path::Path;
 use std::process::Command;
 
+use nginx::Nginx;
 use o365_emulator::Emulator;
 use o365_emulator::graph::{GraphAccess, GraphAccessRequest};
 use support::*;
@@ -260,4 +263,76 @@ async fn an_unreachable_webhook_is_named_with_its_fix() {
     );
     assert_passed(&out, "subscriptions");
     assert!(out.contains("online checks: 1 failed"), "{out}");
+}
+
+/// Behind a reverse proxy (nginx terminating TLS, the collector on plain HTTP): the validation call
+/// goes to the proxy's public address and through it to `listen.public`, where the preflight answers
+/// it while the collector is not running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_validation_call_passes_through_the_reverse_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, s) = start(dir.path(), "").await;
+    let proxy_port = free_port();
+    let public = format!("https://127.0.0.1:{proxy_port}/o365/webhook");
+    let tls_block = format!(
+        "tls:\n  cert: {d}/server.pem\n  key: {d}/server.key\n",
+        d = s.dir.display()
+    );
+    let yaml = std::fs::read_to_string(&s.config).unwrap();
+    assert!(yaml.contains(&tls_block));
+    let yaml = yaml
+        .replace(&tls_block, "")
+        .replace(&s.webhook_url(), &public);
+    std::fs::write(&s.config, yaml).unwrap();
+    let nginx = Nginx::start(
+        &s.dir.join("nginx"),
+        proxy_port,
+        &[s.port],
+        &s.dir.join("server.pem"),
+        &s.dir.join("server.key"),
+    );
+    let (out, code) = tokio::task::spawn_blocking(move || preflight(&s, SECRET))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}\n{}", nginx.diagnostics());
+    assert!(
+        line(&out, &public).contains("from outside with 200"),
+        "{out}"
+    );
+    assert!(
+        nginx
+            .access_log()
+            .contains("POST /o365/webhook 200 upstream=127.0.0.1:"),
+        "{}",
+        nginx.access_log()
+    );
+}
+
+/// While the collector runs, it holds `listen.public` and answers the validation call itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_collector_answers_the_validation_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, s) = start(dir.path(), "").await;
+    let mut c = Collector::spawn(&s);
+    wait_webhooks_enabled(&emu, &TYPES).await;
+    let log = c.log.clone();
+    let (out, code) = tokio::task::spawn_blocking(move || preflight(&s, SECRET))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        line(&out, "subscriptions").contains("all 2 content types subscribed"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "webhook https://").contains("the running collector answered"),
+        "{out}"
+    );
+    let validations = std::fs::read_to_string(&log)
+        .unwrap()
+        .matches("answered Microsoft's webhook validation call")
+        .count();
+    // One per subscription start, one for the preflight.
+    assert_eq!(validations, TYPES.len() + 1, "{}", c.logs());
+    c.terminate(std::time::Duration::from_secs(20));
 }
