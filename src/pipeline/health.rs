@@ -539,6 +539,29 @@ mod tests {
         );
         assert_eq!(of(&http(500, "AF50000")), Some((None, "server_error")));
         assert_eq!(of(&http(400, "AF20022")), None);
+        assert_eq!(
+            of(&http(
+                403,
+                "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+            )),
+            Some((Some(Denied), "graph_unlicensed"))
+        );
+        // The audit log off: the operation in place of a code, "Tenant … does not exist."
+        let off = ApiError::Http {
+            status: 400,
+            code: "ListSubscriptions [TenantId=t] failed. Exception".into(),
+            message:
+                "Microsoft.Office.Compliance.Audit.DataServiceException: Tenant t does not exist."
+                    .into(),
+            retry_after: None,
+        };
+        assert_eq!(of(&off), Some((Some(Denied), "audit_log_off")));
+        assert!(hint("audit_log_off").contains("turn on auditing in Microsoft Purview"));
+        // AF20011 keeps its documented meaning.
+        assert_eq!(
+            of(&http(400, "AF20011")),
+            Some((Some(AuthFailed), "unknown_tenant"))
+        );
     }
 
     #[test]
