@@ -314,7 +314,7 @@ pub fn throttled(next_allowed: DateTime<Utc>, now: DateTime<Utc>) -> Verdict {
     }
 }
 
-/// 5. One page of each configured Graph feed (each collection of it).
+/// Check 5: one page of each configured Graph feed (each collection of it).
 async fn graph_checks(
     report: &mut Report,
     http: &reqwest::Client,
@@ -371,7 +371,7 @@ fn graph_failed(e: &ApiError, path: &str) -> Verdict {
     }
 }
 
-/// 6. The webhook answers a validation call at its public address, as Microsoft's would be sent.
+/// Check 6: the webhook answers a validation call at its public address, as Microsoft's would be sent.
 /// When `listen.public` is free (the collector is not running), a listener that answers only
 /// validation calls is started there for the check, so that the whole way from outside (DNS,
 /// firewall, proxy, TLS) is tried before the first start; otherwise whatever listens (the running
