@@ -336,3 +336,85 @@ async fn a_running_collector_answers_the_validation_call() {
     assert_eq!(validations, TYPES.len() + 1, "{}", c.logs());
     c.terminate(std::time::Duration::from_secs(20));
 }
+
+/// An egress proxy (HTTP CONNECT) that records the targets asked for and whether the client
+/// authenticated (`Proxy-Authorization`); it tunnels every CONNECT.
+async fn connect_proxy() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<(String, bool)>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let authenticated = head.to_ascii_lowercase().contains("proxy-authorization:");
+                if !head.starts_with("CONNECT ") {
+                    let _ = client
+                        .write_all(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n")
+                        .await;
+                    return;
+                }
+                log.lock().unwrap().push((target.clone(), authenticated));
+                let Ok(mut upstream) = tokio::net::TcpStream::connect(&target).await else {
+                    let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
+                    return;
+                };
+                if client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await
+                    .is_ok()
+                {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// With `outbound.proxy`, every call of the preflight (Azure AD, the API, the webhook's validation
+/// call) goes through the egress proxy, and the proxy's credentials are not printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_goes_through_the_egress_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (emu, s) = start(dir.path(), "").await;
+    let (proxy_port, seen) = connect_proxy().await;
+    let proxy_password = "proxy-pass-5678";
+    let yaml = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "outbound:\n",
+        &format!("outbound:\n  proxy: http://preflight:{proxy_password}@127.0.0.1:{proxy_port}\n"),
+        1,
+    );
+    std::fs::write(&s.config, yaml).unwrap();
+    let (port, emulator_port) = (
+        s.port,
+        reqwest::Url::parse(emu.base_url()).unwrap().port().unwrap(),
+    );
+    let (out, code) = tokio::task::spawn_blocking(move || preflight(&s, SECRET))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(proxy_password), "{out}");
+    let seen = seen.lock().unwrap().clone();
+    for target in [
+        format!("127.0.0.1:{emulator_port}"),
+        format!("127.0.0.1:{port}"),
+    ] {
+        assert!(
+            seen.iter().any(|(t, auth)| *t == target && *auth),
+            "no authenticated CONNECT to {target}: {seen:?}"
+        );
+    }
+}
