@@ -418,3 +418,55 @@ async fn every_call_goes_through_the_egress_proxy() {
         );
     }
 }
+
+/// Pull mode with two tenants: each tenant has its own lines, named; the healthy one passes while
+/// the other's audit log is off; without `webhook:` there is no webhook line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_tenant_has_its_own_lines_in_pull_mode() {
+    const OTHER: &str = "9b2e7c1d-3f4a-4b5c-8d6e-7f8091a2b3c4";
+    let emu = emulator(|cfg| {
+        cfg.tenants.push(o365_emulator::TenantSpec::with_secret(
+            OTHER, CLIENT, SECRET,
+        ))
+    })
+    .await;
+    emu.set_audit_log(OTHER, false).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("ca.pem"), emu.ca_pem()).unwrap();
+    let base = emu.base_url();
+    let yaml = format!(
+        "client_id: {CLIENT}\nclient_secret: ${{TEST_CLIENT_SECRET}}\nresource: {base}\nauthority: {base}\n\
+         content_type: Audit.General\nlast_value_storage: {d}/store\noutput: file\n\
+         listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {d}/ca.pem\n\
+         outputs:\n  file:\n    type: file\n    path: {d}/events.ndjson\n\
+         tenants:\n  - tenant_id: {TENANT}\n    tenant_name: alpha\n\
+         \x20 - tenant_id: {OTHER}\n    tenant_name: beta\n",
+        d = d.display(),
+    );
+    let s = custom_setup(d, &yaml, &d.join("events.ndjson"));
+    let (out, code) = tokio::task::spawn_blocking(move || preflight(&s, SECRET))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        line(&out, &format!("tenant alpha ({TENANT}) subscriptions")).starts_with("passed"),
+        "{out}"
+    );
+    assert!(
+        line(
+            &out,
+            &format!("tenant alpha ({TENANT}) Audit.General content")
+        )
+        .starts_with("passed"),
+        "{out}"
+    );
+    assert_failed(
+        &out,
+        &format!("tenant beta ({OTHER}) subscriptions"),
+        "does not exist",
+        "unified audit log is off",
+    );
+    assert!(!out.contains(" webhook http"), "{out}");
+    assert!(out.contains("online checks: 1 failed of 6"), "{out}");
+}
