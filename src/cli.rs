@@ -38,6 +38,10 @@ pub enum Command {
     CheckConfig {
         #[arg(long, short, default_value = "config.yaml")]
         config: PathBuf,
+        /// Also sign in to each tenant, list its subscriptions, content and Graph feeds, and ask
+        /// the public webhook address to answer a validation call (run once before the first start).
+        #[arg(long)]
+        online: bool,
     },
     /// List, start or stop subscriptions through the running collector's admin API.
     Subscriptions(admin::cli::SubscriptionsArgs),

@@ -13,6 +13,7 @@ pub mod mapping;
 pub mod mgmt_api;
 pub mod output;
 pub mod pipeline;
+pub mod preflight;
 pub mod server;
 pub mod store;
 pub mod telemetry;

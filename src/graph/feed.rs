@@ -121,6 +121,16 @@ impl GraphFeed {
         }
     }
 
+    /// The Microsoft Graph application permission reading collection `path` needs (admin consent).
+    pub fn permission(path: &str) -> &'static str {
+        match path {
+            "auditLogs/signIns" | "auditLogs/directoryAudits" => "AuditLog.Read.All",
+            "admin/exchange/tracing/messageTraces" => "ExchangeMessageTrace.Read.All",
+            "admin/serviceAnnouncement/issues" => "ServiceHealth.Read.All",
+            _ => "ServiceMessage.Read.All",
+        }
+    }
+
     /// The date-time property the time filter and the cursor use.
     pub fn time_property(self) -> &'static str {
         match self {

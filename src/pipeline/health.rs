@@ -97,8 +97,21 @@ pub fn classify(e: &ApiError) -> Option<Classified> {
         }
         ApiError::Auth(AuthError::Credential(_)) => c(Some(TenantState::AuthFailed), "credential"),
         ApiError::Auth(AuthError::Unavailable(_)) => c(None, "token_endpoint_unavailable"),
-        ApiError::Http { status, code, .. } => match (*status, code.as_str()) {
+        ApiError::Http {
+            status,
+            code,
+            message,
+            ..
+        } => match (*status, code.as_str()) {
             (_, "AF20022") => None,
+            // A tenant Azure AD signed us in to but the audit service "does not know": its
+            // unified audit log is off (Microsoft answers the operation's name in place of a code).
+            (400, other) if !other.starts_with("AF") && message.contains("does not exist") => {
+                c(Some(TenantState::Denied), "audit_log_off")
+            }
+            (_, "Authentication_RequestFromNonPremiumTenantOrB2CTenant") => {
+                c(Some(TenantState::Denied), "graph_unlicensed")
+            }
             (_, "AF10001") => c(Some(TenantState::Denied), "permission_missing"),
             // Push is refused, pull and reconciliation go on: a problem, not a state.
             (_, "AF20021") => c(None, "webhook_not_validated"),
@@ -116,9 +129,15 @@ pub fn classify(e: &ApiError) -> Option<Classified> {
     }
 }
 
-/// What to do about a reason, in the log line that opens a problem.
-fn hint(reason: &str) -> &'static str {
+/// What to do about a reason, in the log line that opens a problem (and `check-config --online`).
+pub fn hint(reason: &str) -> &'static str {
     match reason {
+        "audit_log_off" => {
+            "the tenant's unified audit log is off: turn on auditing in Microsoft Purview (Audit: Start recording user and admin activity), then wait up to 60 minutes"
+        }
+        "graph_unlicensed" => {
+            "sign-in logs need a Microsoft Entra ID P1 or P2 licence in the tenant: add one, or remove sign_ins from graph_feeds"
+        }
         "invalid_secret" => {
             "the client secret is wrong: use the secret's value (not its id) from the app registration"
         }
@@ -520,6 +539,29 @@ mod tests {
         );
         assert_eq!(of(&http(500, "AF50000")), Some((None, "server_error")));
         assert_eq!(of(&http(400, "AF20022")), None);
+        assert_eq!(
+            of(&http(
+                403,
+                "Authentication_RequestFromNonPremiumTenantOrB2CTenant"
+            )),
+            Some((Some(Denied), "graph_unlicensed"))
+        );
+        // The audit log off: the operation in place of a code, "Tenant … does not exist."
+        let off = ApiError::Http {
+            status: 400,
+            code: "ListSubscriptions [TenantId=t] failed. Exception".into(),
+            message:
+                "Microsoft.Office.Compliance.Audit.DataServiceException: Tenant t does not exist."
+                    .into(),
+            retry_after: None,
+        };
+        assert_eq!(of(&off), Some((Some(Denied), "audit_log_off")));
+        assert!(hint("audit_log_off").contains("turn on auditing in Microsoft Purview"));
+        // AF20011 keeps its documented meaning.
+        assert_eq!(
+            of(&http(400, "AF20011")),
+            Some((Some(AuthFailed), "unknown_tenant"))
+        );
     }
 
     #[test]

@@ -163,6 +163,14 @@ async fn authorize(
         .get("publisheridentifier")
         .filter(|p| !p.is_empty())
         .map(str::to_string);
+    if !s.audit_log_on(&canonical) {
+        return Err(ApiError::audit_log_off(
+            method,
+            &canonical,
+            &claims.appid,
+            publisher.as_deref().unwrap_or(NO_PUBLISHER),
+        ));
+    }
     let key = match &publisher {
         Some(p) => format!("{canonical}|{}", p.to_ascii_lowercase()),
         None => format!("*|{NO_PUBLISHER}"),

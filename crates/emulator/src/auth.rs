@@ -313,12 +313,8 @@ fn token(
 
     let now = s.now().timestamp();
     let lifetime = i64::try_from(s.cfg.token_lifetime.as_secs()).unwrap_or(3599);
-    let roles = s
-        .cfg
-        .app_roles
-        .get(&app.client_id)
-        .cloned()
-        .unwrap_or_else(|| DEFAULT_ROLES.iter().map(|r| r.to_string()).collect());
+    // Roles are read when the token is issued, as Azure AD does: a change shows in the next token.
+    let roles = s.app_roles(&app.client_id, &DEFAULT_ROLES);
     let claims = AccessClaims {
         aud: resource.clone(),
         iss: match version {

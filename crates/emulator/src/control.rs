@@ -1,6 +1,6 @@
 //! The control surface, only under `/_emulator/` (never under Microsoft's paths), JSON in and out,
 //! no token: publish/generate content, report what was published, inject faults, read the webhook
-//! delivery log, move the clock.
+//! delivery log, move the clock, change what a tenant's admin controls (audit log, app roles).
 
 use std::sync::Arc;
 
@@ -29,6 +29,8 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_emulator/deliveries", get(deliveries))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/clock", get(clock).post(advance_clock))
+        .route("/_emulator/tenant", post(set_tenant))
+        .route("/_emulator/app-roles", post(set_app_roles))
 }
 
 fn control_error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -200,4 +202,47 @@ async fn advance_clock(State(s): State<Arc<Shared>>, body: axum::body::Bytes) ->
     };
     let now = s.advance_clock(std::time::Duration::from_secs(req.advance_secs));
     Json(json!({"now": now, "offset_secs": s.clock_offset_secs()})).into_response()
+}
+
+/// `POST /_emulator/tenant`: what the tenant's admin turned on or off.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRequest {
+    pub tenant_id: String,
+    /// The unified audit log (Microsoft Purview's "Start recording user and admin activity").
+    pub audit_log_enabled: bool,
+}
+
+async fn set_tenant(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let req: TenantRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    match s.set_audit_log(&req.tenant_id, req.audit_log_enabled) {
+        Ok(()) => {
+            Json(json!({"tenant_id": req.tenant_id, "audit_log_enabled": req.audit_log_enabled}))
+                .into_response()
+        }
+        Err(e) => from_emulator_error(e),
+    }
+}
+
+/// `POST /_emulator/app-roles`: the application permissions granted (with admin consent) to an
+/// application; tokens issued afterwards carry them.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppRolesRequest {
+    pub client_id: String,
+    pub roles: Vec<String>,
+}
+
+async fn set_app_roles(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Response {
+    let req: AppRolesRequest = match parse(&body) {
+        Ok(r) => r,
+        Err(e) => return control_error(StatusCode::BAD_REQUEST, e),
+    };
+    lock(&s.admin)
+        .app_roles
+        .insert(req.client_id.clone(), req.roles.clone());
+    Json(json!({"client_id": req.client_id, "roles": req.roles})).into_response()
 }

@@ -10,7 +10,8 @@ use serde_json::json;
 #[derive(Debug)]
 pub(crate) struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    /// An AF code, or (audit log off) the free text Microsoft puts in its place.
+    code: std::borrow::Cow<'static, str>,
     message: String,
     /// Seconds for `Retry-After` (429 answers).
     pub retry_after: Option<u64>,
@@ -18,16 +19,23 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError {
             status,
-            code,
+            code: code.into(),
             message: message.into(),
             retry_after: None,
             www_authenticate: None,
         }
     }
-    pub fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad(
+        code: impl Into<std::borrow::Cow<'static, str>>,
+        message: impl Into<String>,
+    ) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
     /// 401 for a missing, forged, expired or foreign-audience token.
@@ -61,6 +69,20 @@ impl ApiError {
         ApiError::bad(
             "AF20030",
             "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time no more than 7 days in the past.",
+        )
+    }
+    /// The tenant's unified audit log is off: the audit service answers as if the tenant did not
+    /// exist. Microsoft documents no code for it; what tenants see in the field is a 400 whose
+    /// `code` is the failed operation with its context and whose `message` is the service's
+    /// exception, "Tenant {id} does not exist." (the stack trace that follows is left out).
+    pub fn audit_log_off(operation: &str, tenant: &str, client_id: &str, publisher: &str) -> Self {
+        ApiError::bad(
+            format!(
+                "{operation} [TenantId={tenant},ApplicationId={client_id},PublisherId={publisher}] failed. Exception"
+            ),
+            format!(
+                "Microsoft.Office.Compliance.Audit.DataServiceException: Tenant {tenant} does not exist."
+            ),
         )
     }
     pub fn webhook_not_validated(address: &str, why: &str) -> Self {

@@ -223,7 +223,19 @@ impl Emulator {
         self.shared.set_faults(patch)
     }
 
-    /// Stops accepting connections, stops webhook deliveries and waits for the server to end.
+    /// Same as `POST /_emulator/tenant`: turns the tenant's unified audit log on or off.
+    pub async fn set_audit_log(&self, tenant: &str, enabled: bool) -> Result<(), EmulatorError> {
+        self.shared.set_audit_log(tenant, enabled)
+    }
+
+    /// Same as `POST /_emulator/app-roles`: the roles the client's next tokens carry.
+    pub async fn set_app_roles(&self, client_id: &str, roles: &[&str]) {
+        super::lock(&self.shared.admin).app_roles.insert(
+            client_id.to_owned(),
+            roles.iter().map(|r| r.to_string()).collect(),
+        );
+    }
+
     /// Publishes Graph records (`/_emulator/graph/generate`); returns their identities.
     pub async fn graph_generate(&self, req: GraphGenerate) -> Result<Vec<String>, EmulatorError> {
         self.shared.graph_generate(&req)

@@ -130,6 +130,8 @@ pub(crate) struct Shared {
     /// The latest Management Activity API calls, oldest first (`GET /_emulator/requests`).
     pub requests: Mutex<std::collections::VecDeque<ApiRequest>>,
     pub throttle: Throttle,
+    /// What an admin changed in a tenant through the control surface (audit log, app roles).
+    pub admin: Mutex<TenantAdmin>,
     pub webhook_client: reqwest::Client,
     pub cancel: CancellationToken,
     pub tasks: TaskTracker,
@@ -171,6 +173,15 @@ pub struct Delivery {
     pub duration_ms: u64,
 }
 
+/// A tenant admin's settings, changed through `POST /_emulator/tenant` and `/_emulator/app-roles`.
+#[derive(Debug, Default)]
+pub(crate) struct TenantAdmin {
+    /// Lower-case tenant ids whose unified audit log is turned off.
+    pub audit_log_off: std::collections::HashSet<String>,
+    /// Application roles per client id granted since start (replace `EmulatorConfig::app_roles`).
+    pub app_roles: HashMap<String, Vec<String>>,
+}
+
 impl Shared {
     /// The state of a freshly started emulator: empty feeds, the configured quota and seed.
     pub fn new(
@@ -187,6 +198,7 @@ impl Shared {
         };
         Shared {
             throttle: Throttle::new(cfg.throttle_per_minute),
+            admin: Mutex::new(TenantAdmin::default()),
             generator: Mutex::new(Generator::new(cfg.seed)),
             faults: Mutex::new(FaultState {
                 faults,
@@ -256,6 +268,41 @@ impl Shared {
         f.faults.apply(patch);
         self.throttle.set_limit(f.faults.throttle_per_minute);
         f.faults.clone()
+    }
+
+    /// Whether `tenant`'s unified audit log is on (it is unless turned off).
+    pub fn audit_log_on(&self, tenant: &str) -> bool {
+        !lock(&self.admin)
+            .audit_log_off
+            .contains(&tenant.to_ascii_lowercase())
+    }
+
+    /// Turns `tenant`'s unified audit log on or off; refused for an unknown tenant.
+    pub fn set_audit_log(&self, tenant: &str, on: bool) -> Result<(), super::EmulatorError> {
+        let Some(t) = self.canonical_tenant(tenant) else {
+            return Err(super::EmulatorError::Request(format!(
+                "unknown tenant {tenant}"
+            )));
+        };
+        let mut admin = lock(&self.admin);
+        match on {
+            true => admin.audit_log_off.remove(&t),
+            false => admin.audit_log_off.insert(t),
+        };
+        Ok(())
+    }
+
+    /// The roles a token for `client_id` carries: granted through the control surface, else
+    /// configured, else `default`.
+    pub fn app_roles(&self, client_id: &str, default: &[&str]) -> Vec<String> {
+        if let Some(r) = lock(&self.admin).app_roles.get(client_id) {
+            return r.clone();
+        }
+        self.cfg
+            .app_roles
+            .get(client_id)
+            .cloned()
+            .unwrap_or_else(|| default.iter().map(|r| r.to_string()).collect())
     }
 
     pub fn log_delivery(&self, d: Delivery) {

@@ -1642,3 +1642,83 @@ async fn graph_tokens_pages_windows_and_errors() {
         assert_eq!(status.as_u16(), want, "{path}: {body}");
     }
 }
+
+/// A tenant whose unified audit log is off answers every Management Activity API call as if it
+/// did not exist (400, the operation in place of a code, "Tenant … does not exist."), while Azure
+/// AD still signs the app in; turned on again, the calls succeed.
+#[tokio::test]
+async fn audit_log_off_answers_as_if_the_tenant_did_not_exist() {
+    let env = start().await;
+    let tok = env.token().await;
+    let (s, b) = env
+        .control(
+            "tenant",
+            json!({"tenant_id": T1.to_uppercase(), "audit_log_enabled": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, b) = env
+        .control(
+            "tenant",
+            json!({"tenant_id": "6a1b2c3d-0000-4000-8000-0000000000ff", "audit_log_enabled": false}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "unknown tenant: {b}");
+
+    let feed = env.feed(T1);
+    let (s, b) = env
+        .post(
+            &tok,
+            &format!("{feed}/subscriptions/start?contentType={SP}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(af(&b).starts_with("StartSubscription [TenantId="), "{b}");
+    assert!(af(&b).ends_with("] failed. Exception"), "{b}");
+    let message = b["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("Tenant {T1} does not exist.")),
+        "{message}"
+    );
+    let (s, _, b) = env.get(&tok, &format!("{feed}/subscriptions/list")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    assert!(af(&b).starts_with("ListSubscriptions ["), "{b}");
+    // The other tenant is not affected.
+    let tok2 = env.token_for(T2, C2, S2).await;
+    assert_eq!(
+        env.get(&tok2, &format!("{}/subscriptions/list", env.feed(T2)))
+            .await
+            .0,
+        StatusCode::OK
+    );
+
+    env.emu.set_audit_log(T1, true).await.unwrap();
+    env.start_sub(&tok, T1, SP).await;
+}
+
+/// Roles granted through the control surface replace the configured ones in the next token; a
+/// token issued before keeps its roles.
+#[tokio::test]
+async fn app_roles_granted_at_run_time_show_in_the_next_token() {
+    let env = start().await;
+    let before = env.token().await;
+    let (s, b) = env
+        .control(
+            "app-roles",
+            json!({"client_id": C1, "roles": ["ServiceHealth.Read"]}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let list = format!("{}/subscriptions/list", env.feed(T1));
+    assert_eq!(env.get(&before, &list).await.0, StatusCode::OK);
+    let after = env.token().await;
+    let (s, _, b) = env.get(&after, &list).await;
+    assert_eq!((s, af(&b)), (StatusCode::FORBIDDEN, "AF10001"), "{b}");
+
+    env.emu
+        .set_app_roles(C1, &["ActivityFeed.Read", "ActivityFeed.ReadDlp"])
+        .await;
+    let again = env.token().await;
+    assert_eq!(env.get(&again, &list).await.0, StatusCode::OK);
+}
