@@ -75,29 +75,49 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
 }
 
 /// An error answer in Graph's shape.
-fn error(status: StatusCode, code: &str, message: &str, retry_after: Option<u64>) -> Response {
-    let id = uuid::Uuid::new_v4().to_string();
-    let body = json!({"error": {"code": code, "message": message,
-        "innerError": {"date": Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
-                       "request-id": id, "client-request-id": id}}});
-    let mut resp = (status, Json(body)).into_response();
-    if let Some(secs) = retry_after
-        && let Ok(v) = HeaderValue::from_str(&secs.to_string())
-    {
-        resp.headers_mut().insert("retry-after", v);
-    }
-    resp
+struct Refusal {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    retry_after: Option<u64>,
 }
 
-fn bad(message: &str) -> Response {
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let id = uuid::Uuid::new_v4().to_string();
+        let body = json!({"error": {"code": self.code, "message": self.message,
+            "innerError": {"date": Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                           "request-id": id, "client-request-id": id}}});
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            resp.headers_mut().insert("retry-after", v);
+        }
+        resp
+    }
+}
+
+fn error(
+    status: StatusCode,
+    code: &'static str,
+    message: &str,
+    retry_after: Option<u64>,
+) -> Refusal {
+    Refusal {
+        status,
+        code,
+        message: message.to_owned(),
+        retry_after,
+    }
+}
+
+fn bad(message: &str) -> Refusal {
     error(StatusCode::BAD_REQUEST, "BadRequest", message, None)
 }
 
 /// Who calls: token, audience, throttling, then which workloads the roles open (`None`: all).
-fn caller(
-    s: &Shared,
-    headers: &HeaderMap,
-) -> Result<(String, Option<Vec<&'static str>>), Response> {
+fn caller(s: &Shared, headers: &HeaderMap) -> Result<(String, Option<Vec<&'static str>>), Refusal> {
     let unauthorized = |why: &str| {
         error(
             StatusCode::UNAUTHORIZED,
@@ -153,7 +173,7 @@ fn caller(
     Ok((tenant, Some(workloads)))
 }
 
-fn time_of(body: &Value, key: &str) -> Result<DateTime<Utc>, Response> {
+fn time_of(body: &Value, key: &str) -> Result<DateTime<Utc>, Refusal> {
     let raw = body
         .get(key)
         .and_then(Value::as_str)
@@ -166,20 +186,20 @@ fn time_of(body: &Value, key: &str) -> Result<DateTime<Utc>, Response> {
 async fn create(State(s): State<Arc<Shared>>, headers: HeaderMap, body: String) -> Response {
     let (tenant, _) = match caller(&s, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Ok(body) = serde_json::from_str::<Value>(&body) else {
-        return bad("The request body is not JSON.");
+        return bad("The request body is not JSON.").into_response();
     };
     let (start, end) = match (
         time_of(&body, "filterStartDateTime"),
         time_of(&body, "filterEndDateTime"),
     ) {
         (Ok(a), Ok(b)) => (a, b),
-        (Err(r), _) | (_, Err(r)) => return r,
+        (Err(r), _) | (_, Err(r)) => return r.into_response(),
     };
     if start >= end {
-        return bad("filterStartDateTime must be before filterEndDateTime.");
+        return bad("filterStartDateTime must be before filterEndDateTime.").into_response();
     }
     let record_types = body
         .get("recordTypeFilters")
@@ -268,7 +288,7 @@ fn with_query<T>(
     id: &str,
     workloads: Option<&[&str]>,
     f: impl FnOnce(&mut AuditQuery, DateTime<Utc>) -> T,
-) -> Result<T, Response> {
+) -> Result<T, Refusal> {
     let now = s.now();
     let pending = {
         let g = lock(&s.graph);
@@ -310,14 +330,14 @@ async fn read(
 ) -> Response {
     let (tenant, workloads) = match caller(&s, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     match with_query(&s, &tenant, &id, workloads.as_deref(), |q, now| {
         q.polls += 1;
         resource(q, now)
     }) {
         Ok(v) => Json(v).into_response(),
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -329,7 +349,7 @@ async fn records(
 ) -> Response {
     let (tenant, workloads) = match caller(&s, &headers) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let skip = match reqwest::Url::parse(&format!("http://q/?{}", query.unwrap_or_default()))
         .ok()
@@ -341,7 +361,7 @@ async fn records(
         None => 0,
         Some(t) => match t.parse::<usize>() {
             Ok(n) => n,
-            Err(_) => return bad("Invalid $skiptoken."),
+            Err(_) => return bad("Invalid $skiptoken.").into_response(),
         },
     };
     let page_size = lock(&s.graph)
@@ -353,8 +373,8 @@ async fn records(
     });
     let all = match found {
         Ok(Some(all)) => all,
-        Ok(None) => return bad("The audit log query has not succeeded yet."),
-        Err(r) => return r,
+        Ok(None) => return bad("The audit log query has not succeeded yet.").into_response(),
+        Err(r) => return r.into_response(),
     };
     let page: Vec<Value> = all.iter().skip(skip).take(page_size).cloned().collect();
     let mut body = json!({
