@@ -65,7 +65,7 @@ async fn a_30_day_backfill_delivers_every_record_once_splitting_and_waiting_for_
     let emu = emulator(|_| {}).await;
     // A small record limit (Microsoft's is 50,000), so one dense day must be split; queries that
     // are not done before the clock moves an hour.
-    assert!(AUDIT_RECORD_LIMIT > 40);
+    const { assert!(AUDIT_RECORD_LIMIT > 40) };
     emu.audit_search(AuditSearch {
         record_limit: 40,
         ready_after_secs: 3600,
