@@ -216,7 +216,7 @@ async fn a_30_day_backfill_delivers_every_record_once_splitting_and_waiting_for_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refusals_are_reported_403_in_status_429_waited_out() {
+async fn refusals_a_403_in_status_and_another_cloud_named() {
     let emu = emulator(|c| {
         // The app has the Management API roles but not AuditLogsQuery.Read.All.
         c.app_roles.insert(
@@ -260,5 +260,24 @@ async fn refusals_are_reported_403_in_status_429_waited_out() {
     assert!(
         text.contains("AuditSearch") && text.contains("forbidden"),
         "the refusal is in /status: {status}"
+    );
+
+    drop(c);
+
+    // A tenant in a national cloud: Microsoft offers the API in the global cloud only.
+    let dir = tempfile::tempdir().unwrap();
+    let national = support::setup(
+        &emu,
+        dir.path(),
+        &["Audit.Exchange"],
+        &format!("graph_host: https://graph.microsoft.us\nadmin:\n  token: {ADMIN_TOKEN}\n"),
+    );
+    let c = Collector::spawn(&national);
+    let admin = wait_admin(&c).await;
+    let (code, out, err) = backfill_cli(&admin, &start).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("global cloud only") && err.contains("graph_host https://graph.microsoft.us"),
+        "{err}"
     );
 }

@@ -47,7 +47,8 @@ pub struct AuditBackfillReport {
     pub splits: usize,
     /// Records the queries returned.
     pub records: usize,
-    /// Enqueued as new (the others were queued by an earlier backfill already).
+    /// Records in the items enqueued (an item partly queued before keeps only its new records, so
+    /// this may count a few of those); records of items queued whole before are not counted.
     pub added: usize,
     /// Records of content types the tenant does not collect (not delivered).
     pub skipped: usize,
