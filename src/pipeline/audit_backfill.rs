@@ -59,7 +59,8 @@ pub struct AuditBackfillReport {
 }
 
 /// Collects `[start, end)` (clamped to the 180 days Microsoft keeps) of `tenant` through the
-/// Audit Log Query API and enqueues what was not queued before. `now` bounds the range.
+/// Audit Log Query API and enqueues what was not queued before (the caller clamps the range to
+/// the 180 days and to now).
 pub async fn backfill<S: Store>(
     tenant: &TenantRuntime,
     store: &S,

@@ -1730,7 +1730,11 @@ async fn audit_log_queries_run_page_and_stop_at_their_limit() {
         let (status, _, page) = env.get(&token, &next).await;
         assert_eq!(status, StatusCode::OK, "{page}");
         for r in page["value"].as_array().unwrap() {
-            assert_eq!(r["auditLogRecordType"], r["auditLogRecordType"]);
+            assert!(
+                ["exchangeAdmin", "exchangeItem"]
+                    .contains(&r["auditLogRecordType"].as_str().unwrap()),
+                "{r}"
+            );
             assert_eq!(r["id"], r["auditData"]["Id"]);
             assert_eq!(r["service"], "Exchange");
             seen.push(r["auditData"]["Id"].as_str().unwrap().to_owned());
@@ -1740,14 +1744,10 @@ async fn audit_log_queries_run_page_and_stop_at_their_limit() {
             None => break,
         }
     }
-    assert_eq!(seen, {
-        let mut p = published.record_ids.clone();
-        p.sort();
-        let mut s = seen.clone();
-        s.sort();
-        assert_eq!(p, s);
-        seen.clone()
-    });
+    let mut want = published.record_ids.clone();
+    want.sort();
+    seen.sort();
+    assert_eq!(seen, want, "every published record, once");
     // Over the limit: the query still succeeds, flagged, with the limit's worth of records.
     emu.audit_search(AuditSearch {
         record_limit: 3,
