@@ -113,6 +113,15 @@ impl App {
                     .with_counters(counters.clone());
                 Some(GraphRuntime::new(client, &t.graph.feeds))
             };
+            // Built for every tenant of the global cloud: cheap until a backfill asks for a token.
+            let audit_search = if crate::graph::audit_search::available(&t.graph.host) {
+                GraphClient::new(http.clone(), t).ok().map(|c| {
+                    c.with_call_slots(call_slots.clone())
+                        .with_counters(counters.clone())
+                })
+            } else {
+                None
+            };
             tenants.insert(
                 t.tenant_id.to_ascii_lowercase(),
                 Arc::new(TenantRuntime {
@@ -123,6 +132,7 @@ impl App {
                     gate,
                     paused: Default::default(),
                     graph,
+                    audit_search,
                     listing: if shared {
                         ListingLease::shared()
                     } else {

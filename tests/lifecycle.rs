@@ -361,6 +361,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
         )),
         paused: Default::default(),
         graph: None,
+        audit_search: None,
         listing: Default::default(),
         health: Default::default(),
     };

@@ -1,5 +1,7 @@
 //! `POST /backfill`: lists `[start, end)` of one tenant's content type (within the 7 days Microsoft
 //! keeps), stores what was not seen before and wakes the workers. The cursor is not touched.
+//! With `"source": "audit-search"`, collects every content type the tenant collects from
+//! Purview's Audit Log Query API instead, up to 180 days back (`pipeline::audit_backfill`).
 
 use std::sync::Arc;
 
@@ -11,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use super::state::{AdminError, AdminState};
 use super::subscriptions::canonical_content_type;
+use crate::graph::audit_search::RETENTION;
+use crate::pipeline::audit_backfill::{self, AuditBackfillError, AuditBackfillReport};
 use crate::pipeline::puller::{self, MAX_BACK, PullError};
+use crate::pipeline::tenant::TenantRuntime;
 use crate::store::Store;
 
 /// The body of `POST /backfill`.
@@ -20,12 +25,17 @@ pub struct BackfillRequest {
     /// May be left out when exactly one tenant is configured.
     #[serde(default)]
     pub tenant_id: Option<String>,
+    /// Required for the Management API; ignored by `audit-search` (every collected type).
+    #[serde(default)]
     pub content_type: String,
     /// RFC 3339, or the API's forms (`YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS[.fff]]`, UTC).
     pub start: String,
     /// Same forms; left out: now.
     #[serde(default)]
     pub end: Option<String>,
+    /// `management` (left out) or `audit-search`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// The answer of `POST /backfill`.
@@ -49,6 +59,9 @@ pub struct BackfillAnswer {
     pub truncated: bool,
     /// Human explanations of any clamping.
     pub notes: Vec<String>,
+    /// What the audit search did (`source: audit-search` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit_search: Option<AuditBackfillReport>,
 }
 
 /// Parses RFC 3339 (any offset) or the API's own forms, which are UTC.
@@ -113,6 +126,15 @@ pub(super) async fn backfill<S: Store>(
             ));
         }
     };
+    match req.source.as_deref().map(str::trim) {
+        None | Some("") | Some("management") => {}
+        Some("audit-search") => return audit_search(&state, tenant, &req).await.map(Json),
+        Some(other) => {
+            return Err(AdminError::BadRequest(format!(
+                "source {other:?} is not a source: use management (the default) or audit-search"
+            )));
+        }
+    }
     let ct = canonical_content_type(&req.content_type)?;
     if !tenant
         .cfg
@@ -190,7 +212,93 @@ pub(super) async fn backfill<S: Store>(
         refused: report.refused,
         truncated: report.truncated,
         notes,
+        audit_search: None,
     }))
+}
+
+/// The `audit-search` source: `[start, end)` within the 180 days Microsoft keeps, every content
+/// type the tenant collects, from Purview's Audit Log Query API.
+async fn audit_search<S: Store>(
+    state: &Arc<AdminState<S>>,
+    tenant: Arc<TenantRuntime>,
+    req: &BackfillRequest,
+) -> Result<BackfillAnswer, AdminError> {
+    let cfg = &tenant.cfg;
+    if !audit_backfill::available(&tenant) || tenant.audit_search.is_none() {
+        return Err(AdminError::BadRequest(format!(
+            "tenant {}: Microsoft offers the Audit Log Query API (audit-search) in its global cloud only, and this tenant is in a national cloud (resource {}, graph_host {}): backfill it with --source management (7 days back)",
+            cfg.tenant_id, cfg.resource, cfg.graph.host
+        )));
+    }
+    let now = Utc::now();
+    let start = time_field("start", &req.start)?;
+    let end = match &req.end {
+        Some(e) => time_field("end", e)?,
+        None => now,
+    };
+    if start >= end {
+        return Err(AdminError::BadRequest(format!(
+            "start {} is not before end {}",
+            secs(start),
+            secs(end)
+        )));
+    }
+    if start >= now {
+        return Err(AdminError::BadRequest(format!(
+            "start {} is in the future",
+            secs(start)
+        )));
+    }
+    let oldest = now - RETENTION;
+    let mut notes = Vec::new();
+    if start < oldest {
+        notes.push(format!(
+            "Microsoft keeps audit records for 180 days: the search starts at {} instead of {}; older records are gone",
+            secs(oldest),
+            secs(start)
+        ));
+    }
+    if end > now {
+        notes.push(format!(
+            "end {} is in the future: the search ends now",
+            secs(end)
+        ));
+    }
+    let (from, to) = (start.max(oldest), end.min(now));
+    // Its own task, so that a client that hangs up does not cut the backfill in the middle.
+    let store = state.store.clone();
+    let t = tenant.clone();
+    let report = tokio::spawn(async move {
+        audit_backfill::backfill(t.as_ref(), store.as_ref(), from, to).await
+    })
+    .await
+    .map_err(|e| AdminError::Unavailable(format!("backfill task failed: {e}")))?
+    .map_err(|e| match e {
+        AuditBackfillError::Store(e) => AdminError::Unavailable(format!("store: {e}")),
+        AuditBackfillError::Search(e) => AdminError::Upstream(format!(
+            "audit search failed (permission: AuditLogsQuery.Read.All): {e}"
+        )),
+    })?;
+    if report.added > 0 {
+        state.wake.notify_waiters();
+    }
+    tracing::info!(tenant.id = %cfg.tenant_id, records = report.records, added = report.added,
+                   queries = report.queries, splits = report.splits, "audit-search backfill through the admin API");
+    Ok(BackfillAnswer {
+        tenant_id: cfg.tenant_id.clone(),
+        content_type: cfg.content_types.join(" "),
+        requested_start: secs(start),
+        requested_end: secs(end),
+        start: secs(from),
+        end: secs(to),
+        listed: report.records,
+        added: report.added,
+        pages: report.queries,
+        refused: 0,
+        truncated: start < oldest,
+        notes,
+        audit_search: Some(report),
+    })
 }
 
 #[cfg(test)]

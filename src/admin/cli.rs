@@ -91,10 +91,15 @@ pub struct BackfillArgs {
     /// Tenant to list (may be left out when the collector has exactly one).
     #[arg(long)]
     pub tenant_id: Option<String>,
-    /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All.
-    #[arg(long)]
-    pub content_type: String,
-    /// RFC 3339 or YYYY-MM-DD[THH:MM[:SS]] (UTC); at most 7 days back.
+    /// Where from: the Management Activity API (`management`, 7 days back, one content type) or
+    /// Purview's Audit Log Query API (`audit-search`, 180 days back, every collected content type).
+    #[arg(long, default_value = "management", value_parser = ["management", "audit-search"])]
+    pub source: String,
+    /// Audit.AzureActiveDirectory, Audit.Exchange, Audit.SharePoint, Audit.General or DLP.All
+    /// (required with `--source management`).
+    #[arg(long, required_if_eq("source", "management"))]
+    pub content_type: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD[THH:MM[:SS]] (UTC); at most 7 days back (audit-search: 180).
     #[arg(long)]
     pub start: String,
     /// Same forms; default: now.
@@ -303,7 +308,15 @@ pub async fn run_subscriptions(args: &SubscriptionsArgs) -> Result<(String, bool
 
 /// The text to print and whether everything succeeded.
 pub async fn run_backfill(args: &BackfillArgs) -> Result<(String, bool), CliError> {
-    let ct = known_content_type(&args.content_type)?;
+    let ct = match (&args.content_type, args.source.as_str()) {
+        (Some(c), _) => known_content_type(c)?,
+        (None, "audit-search") => "",
+        (None, _) => {
+            return Err(CliError::Usage(
+                "--content-type is required with --source management".into(),
+            ));
+        }
+    };
     for (name, v) in [("--start", Some(&args.start)), ("--end", args.end.as_ref())] {
         if let Some(v) = v
             && parse_time(v).is_none()
@@ -319,6 +332,7 @@ pub async fn run_backfill(args: &BackfillArgs) -> Result<(String, bool), CliErro
         content_type: ct.to_string(),
         start: args.start.clone(),
         end: args.end.clone(),
+        source: (args.source != "management").then(|| args.source.clone()),
     };
     let (_, answer): (_, BackfillAnswer) =
         api.call(Method::POST, "/backfill", &[], Some(&req)).await?;
@@ -587,6 +601,12 @@ fn backfill_text(a: &BackfillAnswer) -> String {
         },
         if a.truncated { ", truncated" } else { "" },
     );
+    if let Some(s) = &a.audit_search {
+        out.push_str(&format!(
+            "audit search: {} queries ({} windows split at the record limit), {} records, {} not collected, {} unreadable\n",
+            s.queries, s.splits, s.records, s.skipped, s.unreadable
+        ));
+    }
     for n in &a.notes {
         out.push_str(&format!("note: {n}\n"));
     }

@@ -130,7 +130,7 @@ pub const COUNTERS: &[CounterDef] = &[
     },
     CounterDef {
         name: "record_claims_pruned",
-        help: "Record dedup claims forgotten after store.record_dedup_window",
+        help: "Record dedup claims forgotten after 7 days + 1 h (the audit-search overlap; at most store.dedup_retention)",
         field: |c| &c.record_claims_pruned,
     },
     CounterDef {

@@ -7,7 +7,7 @@
 //! | `GET /subscriptions` | per tenant and content type: subscription and webhook status, webhook address |
 //! | `POST /subscriptions/{content_type}/start` / `stop` | `?tenant_id=` optional (default: every tenant) |
 //! | `GET /status` | queue, checkpoints, last notifications, output health, counters, uptime, mode |
-//! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new |
+//! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new; `source: audit-search`: every collected type from Purview's Audit Log Query API, 180 days back |
 //! | `GET /dead-letters` | blobs given up, with reason, attempts and times; `?after=SEQ&limit=N` pages |
 //! | `POST /dead-letters/requeue` | `{"seqs": [..]}` or `{"all": true}`: back in the queue, attempts reset |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |

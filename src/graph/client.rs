@@ -77,7 +77,13 @@ pub struct GraphClient {
     slots: Option<Arc<tokio::sync::Semaphore>>,
     counters: Option<Arc<Counters>>,
     tenant_id: String,
+    /// The Audit Log Query API's own rate (undocumented: [`UNDOCUMENTED_PER_MINUTE`]) and 429 pause.
+    audit_rate: RequestBudget,
+    audit_pause: RequestBudget,
 }
+
+/// The Audit Log Query API's collection (Purview's audit search), under `/v1.0/`.
+pub const AUDIT_QUERIES: &str = "security/auditLog/queries";
 
 impl GraphClient {
     pub fn new(http: reqwest::Client, tenant: &TenantConfig) -> Result<Self, UriError> {
@@ -119,6 +125,8 @@ impl GraphClient {
             slots: None,
             counters: None,
             tenant_id: tenant.tenant_id.clone(),
+            audit_rate: RequestBudget::per_minute(UNDOCUMENTED_PER_MINUTE.saturating_mul(scale)),
+            audit_pause: RequestBudget::per_minute(u32::MAX),
         })
     }
 
@@ -172,6 +180,84 @@ impl GraphClient {
             return Err(UriError::ForeignPath);
         }
         Ok(GraphUrl(url.to_string()))
+    }
+
+    /// `{graph}/v1.0/security/auditLog/queries[/{query}[/records]]`: `query` must be an id Graph
+    /// gave (letters, digits, `-`), so it cannot leave the collection.
+    pub fn audit_url(&self, query: Option<&str>, records: bool) -> Result<GraphUrl, UriError> {
+        let mut url = format!("{}/v1.0/{AUDIT_QUERIES}", self.origin);
+        if let Some(id) = query {
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                return Err(UriError::Suspicious);
+            }
+            url.push('/');
+            url.push_str(id);
+            if records {
+                url.push_str("/records");
+            }
+        }
+        Ok(GraphUrl(url))
+    }
+
+    /// How much longer a 429 holds the audit search of this tenant, if at all.
+    pub fn audit_throttled_for(&self) -> Option<Duration> {
+        self.audit_pause.paused_for()
+    }
+
+    /// One call of the Audit Log Query API: POST `body` (create a query) or GET. Waits for the
+    /// audit search's budget and any 429 pause first; a 401 refreshes the token once; a 429 pauses
+    /// the audit search of this tenant for its `Retry-After` and is returned.
+    pub async fn audit_call(
+        &self,
+        url: &GraphUrl,
+        body: Option<&Value>,
+    ) -> Result<Value, ApiError> {
+        let mut refreshed = false;
+        loop {
+            self.audit_pause.acquire().await;
+            self.audit_rate.acquire().await;
+            let _slot = call_slot(self.slots.as_ref()).await?;
+            let token = self.tokens.token().await?;
+            let req = match body {
+                Some(b) => self.http.post(url.as_str()).json(b),
+                None => self.http.get(url.as_str()),
+            };
+            let resp = req
+                .bearer_auth(token.expose())
+                .send()
+                .await
+                .map_err(|e| ApiError::Transport(without_query(&e)))?;
+            let status = resp.status().as_u16();
+            if status == 401 && !refreshed {
+                self.tokens.invalidate(&token).await;
+                refreshed = true;
+                continue;
+            }
+            let headers = resp.headers().clone();
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| ApiError::Transport(without_query(&e)))?;
+            if (200..300).contains(&status) {
+                return serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()));
+            }
+            if status == 403 || status == 401 {
+                self.tokens.invalidate(&token).await;
+            }
+            let error = http_error(status, &headers, &bytes);
+            if status == 429 {
+                let pause = error
+                    .retry_after()
+                    .unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
+                self.audit_pause.pause(pause);
+                if let Some(c) = &self.counters {
+                    Counters::add(&c.throttled, 1);
+                }
+                tracing::warn!(tenant.id = %self.tenant_id, pause_secs = pause.as_secs(),
+                    "audit search throttled by Microsoft Graph (429); waiting for its Retry-After");
+            }
+            return Err(error);
+        }
     }
 
     /// GETs one page. Waits for the feed's budget and any 429 pause first; a 401 refreshes the

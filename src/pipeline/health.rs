@@ -150,7 +150,7 @@ pub fn hint(reason: &str) -> &'static str {
         }
         "auth_rejected" | "credential" => "check client_id and the credential of this tenant",
         "permission_missing" | "unauthorized" | "forbidden" => {
-            "a permission (ActivityFeed.Read, ActivityFeed.ReadDlp for DLP.All, the Graph ones), the admin's consent, a licence or (message trace) a service principal is missing; retried"
+            "a permission (ActivityFeed.Read, ActivityFeed.ReadDlp for DLP.All, the Graph ones, AuditLogsQuery.Read.All for an audit-search backfill), the admin's consent, a licence or (message trace) a service principal is missing; retried"
         }
         "webhook_not_validated" => crate::mgmt_api::WEBHOOK_VALIDATION_HINT,
         "subscription_disabled" => {

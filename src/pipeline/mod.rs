@@ -2,6 +2,7 @@
 //! map and encode the records, hand them to the output, and complete the blob only after the output
 //! accepted them. `lifecycle` keeps the webhook subscriptions in place.
 
+pub mod audit_backfill;
 pub mod blob;
 pub mod config;
 pub mod gate;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use super::gate;
 pub use super::health::{Assessment, Gap, MAX_GAPS, Observed, TenantHealth, TenantState};
 use crate::config::tenant::TenantConfig;
+use crate::graph::client::GraphClient;
 use crate::graph::runtime::GraphRuntime;
 use crate::mgmt_api::ManagementClient;
 use crate::output::AnyOutput;
@@ -25,6 +26,9 @@ pub struct TenantRuntime {
     pub paused: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The Graph client and feed status, when the tenant collects a Graph feed.
     pub graph: Option<GraphRuntime>,
+    /// The Graph client of Purview's Audit Log Query API (`backfill --source audit-search`);
+    /// `None` in a national cloud, which does not offer it.
+    pub audit_search: Option<GraphClient>,
     /// Whether this replica lists the tenant and keeps its subscriptions (`tenant_lease`).
     pub listing: ListingLease,
     /// Whether its listing waits for its backlog, and the windows Microsoft no longer kept.

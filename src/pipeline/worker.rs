@@ -22,6 +22,7 @@ use super::tenant::{TenantRuntime, Tenants};
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Event, Output};
+use crate::store::retention::AUDIT_SEARCH_CLAIM_WINDOW;
 use crate::store::{Claimed, KeyHashing, Store, StoreError, tenant_claim_mix};
 use crate::telemetry::{Counters, Labels, Metrics};
 
@@ -405,6 +406,9 @@ impl<S: Store> Workers<S> {
     /// Microsoft's own duplicates out of a batch of a Management API blob: records another blob
     /// delivered within `record_dedup_window` (claimed in the store, so across replicas), and
     /// repeats within the batch. Graph pages need none: the store kept only new records of them.
+    /// Audit-search records (carried, of a Management API content type) are claimed with
+    /// [`AUDIT_SEARCH_CLAIM_WINDOW`]: one a blob delivered within the Management API's reach is
+    /// dropped (`pipeline::audit_backfill`).
     async fn drop_duplicates(
         &self,
         item: &Claimed,
@@ -412,9 +416,15 @@ impl<S: Store> Workers<S> {
         events: Vec<Event>,
     ) -> Result<Vec<Event>, Failure> {
         let c = &item.content;
-        if self.record_dedup_window.is_zero() || c.records.is_some() {
+        let audit_search = c.records.is_some() && !c.content_type.starts_with("Graph.");
+        if self.record_dedup_window.is_zero() || (c.records.is_some() && !audit_search) {
             return Ok(events);
         }
+        let window = if audit_search {
+            self.record_dedup_window.max(AUDIT_SEARCH_CLAIM_WINDOW)
+        } else {
+            self.record_dedup_window
+        };
         let mix = tenant_claim_mix(&c.tenant_id);
         let mut seen: HashSet<u128, KeyHashing> = HashSet::default();
         let keys: Vec<u128> = events
@@ -428,7 +438,7 @@ impl<S: Store> Workers<S> {
         }
         let verdicts = self
             .store
-            .claim_records(&c.content_id, keys.clone(), self.record_dedup_window)
+            .claim_records(&c.content_id, keys.clone(), window)
             .await
             .map_err(|e| Failure::Retry {
                 after: self.delay(item, None),

@@ -24,6 +24,11 @@ pub const DEFAULT_DEDUP_RETENTION: Duration = Duration::from_secs(8 * 24 * 3600)
 pub const ANNOUNCE_HORIZON: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How long a record's claim by the blob that delivered it holds (record dedup).
 pub const DEFAULT_RECORD_DEDUP_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long an audit-search record's claim looks back for a delivery of the same record
+/// (`pipeline::audit_backfill`): the Management API's reach (7 days) plus an hour of listing
+/// overlap. Record claims are kept at least this long ([`record_claims_kept`]), so a backfill
+/// through Purview's audit search drops what a blob delivered within that reach.
+pub const AUDIT_SEARCH_CLAIM_WINDOW: Duration = Duration::from_secs((7 * 24 + 1) * 3600);
 /// How often the prune runs.
 pub const PRUNE_EVERY: Duration = Duration::from_secs(10 * 60);
 /// Entries deleted per transaction.
@@ -102,8 +107,20 @@ pub async fn prune_once<S: Store>(
 ) -> Result<(u64, u64), super::StoreError> {
     let before = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
     let ids = drain(|max| store.prune(before(cfg.dedup_retention), max)).await?;
-    let records = drain(|max| store.prune_records(before(cfg.record_dedup_window), max)).await?;
+    let records = drain(|max| store.prune_records(before(record_claims_kept(cfg)), max)).await?;
     Ok((ids, records))
+}
+
+/// How long record claims are kept: `record_dedup_window` decides whether another blob's record
+/// is a duplicate, but an audit-search backfill looks back [`AUDIT_SEARCH_CLAIM_WINDOW`], so
+/// claims stay that long (never beyond `dedup_retention`); 0 (record dedup off) keeps none.
+pub fn record_claims_kept(cfg: &RetentionConfig) -> Duration {
+    if cfg.record_dedup_window.is_zero() {
+        return Duration::ZERO;
+    }
+    cfg.record_dedup_window
+        .max(AUDIT_SEARCH_CLAIM_WINDOW)
+        .min(cfg.dedup_retention)
 }
 
 async fn drain<F, Fut>(mut prune: F) -> Result<u64, super::StoreError>

@@ -26,7 +26,7 @@ use super::{EmulatorError, MICROSOFT_GRAPH, MICROSOFT_RESOURCE};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Roles granted when `EmulatorConfig::app_roles` has no entry for the client.
-pub(crate) const DEFAULT_ROLES: [&str; 7] = [
+pub(crate) const DEFAULT_ROLES: [&str; 8] = [
     "ActivityFeed.Read",
     "ActivityFeed.ReadDlp",
     "ServiceHealth.Read",
@@ -35,6 +35,7 @@ pub(crate) const DEFAULT_ROLES: [&str; 7] = [
     "ServiceHealth.Read.All",
     "ServiceMessage.Read.All",
     "ExchangeMessageTrace.Read.All",
+    "AuditLogsQuery.Read.All",
 ];
 /// Clock skew Azure AD tolerates on assertion `nbf`/`exp`.
 const SKEW_SECS: i64 = 300;

@@ -97,4 +97,79 @@ pub(crate) struct GraphState {
     /// Numbers service health ids.
     pub serial: u64,
     pub rng: Option<Prng>,
+    /// Audit log queries, oldest first (at most [`MAX_AUDIT_QUERIES`]: the oldest are dropped).
+    pub audit_queries: VecDeque<AuditQuery>,
+    pub audit: AuditSearchSettings,
+}
+
+/// Audit log queries kept; older ones are forgotten (Microsoft keeps them a while, then drops them).
+pub(crate) const MAX_AUDIT_QUERIES: usize = 10_000;
+
+/// One audit log query (`POST /v1.0/security/auditLog/queries`), kept for its lifetime.
+#[derive(Debug, Clone)]
+pub(crate) struct AuditQuery {
+    pub id: String,
+    /// Lower-case tenant that created it (another tenant's token gets 404).
+    pub tenant: String,
+    pub display_name: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    /// `recordTypeFilters` as sent (camelCase names); empty: every type.
+    pub record_types: Vec<String>,
+    /// Emulator clock at creation: the status moves on from here.
+    pub created: DateTime<Utc>,
+    /// How long this query takes (the setting when it was created).
+    pub takes: chrono::TimeDelta,
+    pub record_limit: usize,
+    /// Evaluated once, when it first reads as succeeded: later publications do not change it.
+    pub records: Option<std::sync::Arc<Vec<Value>>>,
+    /// More records matched than `record_limit`.
+    pub exceeded: bool,
+    /// `GET …/queries/{id}` answered (status polls).
+    pub polls: u32,
+}
+
+/// The Audit Log Query API's settings (`POST /_emulator/graph/audit-search`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditSearchSettings {
+    /// Records one query returns at most (`recordCountLimit`); more set `isRecordCountLimitExceeded`.
+    #[serde(default = "default_record_limit")]
+    pub record_limit: usize,
+    /// Emulator-clock time from creation until a query has succeeded (a third of it notStarted,
+    /// the rest running).
+    #[serde(default = "default_ready_after")]
+    pub ready_after_secs: u64,
+}
+
+/// Purview's audit search caps one search at 50,000 records (the same cap the portal's searches
+/// and `Search-UnifiedAuditLog` sessions have).
+pub const AUDIT_RECORD_LIMIT: usize = 50_000;
+
+fn default_record_limit() -> usize {
+    AUDIT_RECORD_LIMIT
+}
+
+fn default_ready_after() -> u64 {
+    2
+}
+
+impl Default for AuditSearchSettings {
+    fn default() -> Self {
+        AuditSearchSettings {
+            record_limit: AUDIT_RECORD_LIMIT,
+            ready_after_secs: default_ready_after(),
+        }
+    }
+}
+
+/// A query as `GET /_emulator/graph/audit-search` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditQueryView {
+    pub id: String,
+    pub tenant_id: String,
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub status: String,
+    pub polls: u32,
+    pub exceeded: bool,
 }

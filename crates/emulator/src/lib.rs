@@ -9,7 +9,8 @@
 //! - `state`: `Shared`, the state every handler works on, and the emulator clock;
 //! - handlers: `auth` (token endpoints and token checks), `webhooks` (validation, delivery, retry,
 //!   disable), then `api` (Management Activity API), `publish` (storing and announcing blobs),
-//!   [`graph`] (Microsoft Graph: sign-ins, directory audits, message trace, service health), then
+//!   [`graph`] (Microsoft Graph: sign-ins, directory audits, message trace, service health),
+//!   [`audit_query`] (Purview's Audit Log Query API, over the published blobs), then
 //!   `control` (`/_emulator`);
 //! - `server` (start/stop and the router: the only module that imports every handler), [`cli`]
 //!   (the `o365-emulator` binary and `o365-collector emulator`).
@@ -21,6 +22,7 @@
 //! the collector's types: it knows Microsoft's API only.
 
 mod api;
+pub mod audit_query;
 mod auth;
 pub mod cli;
 mod control;

@@ -266,6 +266,16 @@ impl Emulator {
         self.shared.graph_requests()
     }
 
+    /// Same as `POST /_emulator/graph/audit-search`: the record limit and how long a query takes.
+    pub async fn audit_search(&self, settings: super::audit_query::AuditSearch) {
+        self.shared.set_audit_search(settings)
+    }
+
+    /// Same as `GET /_emulator/graph/audit-search`: every audit log query, its status and polls.
+    pub async fn audit_queries(&self) -> Vec<super::audit_query::AuditQueryState> {
+        self.shared.audit_queries()
+    }
+
     pub async fn shutdown(mut self) {
         self.shared.cancel.cancel();
         self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
@@ -292,6 +302,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(super::api::routes())
         .merge(super::control::routes())
         .merge(super::graph::routes())
+        .merge(super::audit_query::routes())
         .fallback(super::api::not_found)
         .with_state(shared)
 }

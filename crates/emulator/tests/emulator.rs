@@ -1722,3 +1722,140 @@ async fn app_roles_granted_at_run_time_show_in_the_next_token() {
     let again = env.token().await;
     assert_eq!(env.get(&again, &list).await.0, StatusCode::OK);
 }
+
+/// Purview's Audit Log Query API: a query moves from notStarted through running to succeeded on
+/// the emulator clock, pages the published records (auditData = the Management API record), stops
+/// at its record limit, and refuses a token without an AuditLogsQuery role.
+#[tokio::test]
+async fn audit_log_queries_run_page_and_stop_at_their_limit() {
+    use o365_emulator::audit_query::AuditSearch;
+    let env = emulator_support::start_with(|c| {
+        c.app_roles
+            .insert(C2.into(), vec!["ActivityFeed.Read".into()]);
+    })
+    .await;
+    let emu = &env.emu;
+    let graph_token = |tenant: &'static str, client: &'static str, secret: &'static str| {
+        let env = &env;
+        async move {
+            let (status, body) = env
+                .token_request(
+                    &format!("/{tenant}/oauth2/v2.0/token"),
+                    &[
+                        ("grant_type", "client_credentials"),
+                        ("client_id", client),
+                        ("client_secret", secret),
+                        ("scope", "https://graph.microsoft.com/.default"),
+                    ],
+                )
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let token = graph_token(T1, C1, S1).await;
+    let created = emu.now() - chrono::TimeDelta::days(20);
+    let ids = emu
+        .generate(GenerateRequest {
+            created: Some(created),
+            ..greq(T1, "Audit.Exchange", 5, 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    let published = emu.published(T1).await;
+    emu.audit_search(AuditSearch {
+        record_limit: 1000,
+        ready_after_secs: 30,
+    })
+    .await;
+    let range = json!({
+        "displayName": "t",
+        "filterStartDateTime": (created - chrono::TimeDelta::hours(1)).to_rfc3339(),
+        "filterEndDateTime": (created + chrono::TimeDelta::hours(1)).to_rfc3339(),
+    });
+    let (status, q) = env
+        .post(
+            &token,
+            "/v1.0/security/auditLog/queries",
+            Some(range.clone()),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{q}");
+    assert_eq!(q["status"], "notStarted");
+    let id = q["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1.0/security/auditLog/queries/{id}");
+    let (status, _, early) = env.get(&token, &format!("{path}/records")).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "records before it succeeded: {early}"
+    );
+    emu.advance_clock(Duration::from_secs(15)).await;
+    let (_, _, q) = env.get(&token, &path).await;
+    assert_eq!(q["status"], "running");
+    emu.advance_clock(Duration::from_secs(15)).await;
+    let (_, _, q) = env.get(&token, &path).await;
+    assert_eq!(q["status"], "succeeded", "{q}");
+    assert_eq!(q["isRecordCountLimitExceeded"], false);
+    // Two records a page: three pages, every record once, each wrapping the published one.
+    emu.graph_faults(o365_emulator::graph::GraphFaults {
+        page_size: Some(2),
+        ..Default::default()
+    })
+    .await;
+    let mut seen = Vec::new();
+    let mut next = format!("{path}/records");
+    loop {
+        let (status, _, page) = env.get(&token, &next).await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        for r in page["value"].as_array().unwrap() {
+            assert!(
+                ["exchangeAdmin", "exchangeItem"]
+                    .contains(&r["auditLogRecordType"].as_str().unwrap()),
+                "{r}"
+            );
+            assert_eq!(r["id"], r["auditData"]["Id"]);
+            assert_eq!(r["service"], "Exchange");
+            seen.push(r["auditData"]["Id"].as_str().unwrap().to_owned());
+        }
+        match page["@odata.nextLink"].as_str() {
+            Some(n) => next = n.to_owned(),
+            None => break,
+        }
+    }
+    let mut want = published.record_ids.clone();
+    want.sort();
+    seen.sort();
+    assert_eq!(seen, want, "every published record, once");
+    // Over the limit: the query still succeeds, flagged, with the limit's worth of records.
+    emu.audit_search(AuditSearch {
+        record_limit: 3,
+        ready_after_secs: 0,
+    })
+    .await;
+    let (_, q) = env
+        .post(
+            &token,
+            "/v1.0/security/auditLog/queries",
+            Some(range.clone()),
+        )
+        .await;
+    let path = format!(
+        "/v1.0/security/auditLog/queries/{}",
+        q["id"].as_str().unwrap()
+    );
+    let (_, _, q) = env.get(&token, &path).await;
+    assert_eq!(q["status"], "succeeded");
+    assert_eq!(q["isRecordCountLimitExceeded"], true, "{q}");
+    assert_eq!(q["recordCountLimit"], 3);
+    // Another tenant does not see the query; an app without the role gets 403.
+    let other = graph_token(T2, C2, S2).await;
+    let (status, _, _) = env.get(&other, &path).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, body) = env
+        .post(&other, "/v1.0/security/auditLog/queries", Some(range))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "Authorization_RequestDenied");
+}
