@@ -261,6 +261,11 @@ async fn refusals_a_403_in_status_and_another_cloud_named() {
         text.contains("AuditSearch") && text.contains("forbidden"),
         "the refusal is in /status: {status}"
     );
+    // A one-off backfill refused is no outage: the tenant's collection, and its state, go on.
+    assert!(
+        !text.contains("\"state\":\"denied\""),
+        "a refused backfill marks no tenant down: {status}"
+    );
 
     drop(c);
 

@@ -134,7 +134,7 @@ pub async fn backfill<S: Store>(
         Ok(()) => tenant.health.succeeded(cfg, SOURCE),
         Err(AuditBackfillError::Search(e)) => {
             if let Some(api) = e.api() {
-                tenant.health.failed(cfg, SOURCE, api);
+                tenant.health.failed_aside(cfg, SOURCE, api);
             }
         }
         Err(_) => {}

@@ -252,9 +252,23 @@ impl TenantHealth {
     /// A call of `source` failed: counted by reason, and logged if its reason is new for the
     /// tenant (or a summary is due). Returns false for errors that are no problem (AF20022).
     pub fn failed(&self, cfg: &TenantConfig, source: &str, e: &ApiError) -> bool {
-        let Some(class) = classify(e) else {
+        self.failed_as(cfg, source, e, true)
+    }
+
+    /// As [`failed`](Self::failed) for a call the tenant's collection does not depend on (an
+    /// audit-search backfill asked for once): shown in `/status` and counted by reason, but the
+    /// tenant's state, and so `o365_tenant_up` and its alert, stay as the collection makes them.
+    pub fn failed_aside(&self, cfg: &TenantConfig, source: &str, e: &ApiError) -> bool {
+        self.failed_as(cfg, source, e, false)
+    }
+
+    fn failed_as(&self, cfg: &TenantConfig, source: &str, e: &ApiError, sets_state: bool) -> bool {
+        let Some(mut class) = classify(e) else {
             return false;
         };
+        if !sets_state {
+            class.state = None;
+        }
         let labels = vec![
             ("tenant_id".to_string(), cfg.tenant_id.clone()),
             ("reason".to_string(), class.reason.to_string()),
