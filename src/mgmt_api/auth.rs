@@ -51,6 +51,8 @@ enum Proof {
     /// The loaded certificate, or why it could not be loaded (reported on every token request,
     /// so that a broken file fails this tenant only).
     Certificate(Result<Arc<ClientCertificate>, AuthError>),
+    /// A federated token re-read from its file at every request (the platform rotates it).
+    FederatedTokenFile(std::path::PathBuf),
 }
 
 /// Tokens for one tenant's application.
@@ -60,6 +62,8 @@ pub struct TokenSource {
     client_id: String,
     proof: Proof,
     resource: String,
+    /// v2 endpoint: `scope={resource}/.default` instead of v1's `resource`.
+    v2: bool,
     cached: Mutex<Option<Cached>>,
     counters: Option<Arc<Counters>>,
 }
@@ -87,6 +91,7 @@ impl TokenSource {
                     .map(Arc::new)
                     .map_err(AuthError::from),
             ),
+            Credential::FederatedTokenFile(path) => Proof::FederatedTokenFile(path),
         };
         TokenSource {
             http,
@@ -97,9 +102,29 @@ impl TokenSource {
             client_id: client_id.to_string(),
             proof,
             resource: resource.to_string(),
+            v2: false,
             cached: Mutex::new(None),
             counters: None,
         }
+    }
+
+    /// Tokens from the v2 endpoint `{authority}/{tenant}/oauth2/v2.0/token` with
+    /// `scope={audience}/.default`: what Azure Monitor's Logs Ingestion API documents.
+    pub fn new_v2(
+        http: reqwest::Client,
+        authority: &str,
+        tenant_id: &str,
+        client_id: &str,
+        credential: Credential,
+        audience: &str,
+    ) -> Self {
+        let mut t = TokenSource::new(http, authority, tenant_id, client_id, credential, audience);
+        t.token_url = format!(
+            "{}/{tenant_id}/oauth2/v2.0/token",
+            authority.trim_end_matches('/')
+        );
+        t.v2 = true;
+        t
     }
 
     /// Counts every token fetched from Azure AD in `Counters::token_refreshes`.
@@ -142,14 +167,38 @@ impl TokenSource {
     }
 
     async fn request(&self) -> Result<(Secret, Duration), AuthError> {
+        let scope = format!("{}/.default", self.resource.trim_end_matches('/'));
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
             ("client_id", &self.client_id),
-            ("resource", &self.resource),
         ];
+        if self.v2 {
+            form.push(("scope", &scope));
+        } else {
+            form.push(("resource", &self.resource));
+        }
         let assertion;
         match &self.proof {
             Proof::Secret(s) => form.push(("client_secret", s.expose())),
+            Proof::FederatedTokenFile(path) => {
+                assertion = std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        AuthError::Credential(format!(
+                            "the federated token file {} cannot be read: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_owned();
+                if assertion.is_empty() {
+                    return Err(AuthError::Credential(format!(
+                        "the federated token file {} is empty",
+                        path.display()
+                    )));
+                }
+                form.push(("client_assertion_type", ASSERTION_TYPE));
+                form.push(("client_assertion", &assertion));
+            }
             Proof::Certificate(Err(e)) => return Err(e.clone()),
             Proof::Certificate(Ok(cert)) => {
                 // Fresh per request: a unique jti and a short exp.

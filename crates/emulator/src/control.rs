@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::faults::FaultsPatch;
 use super::generator::ContentType;
+use super::logs_ingestion::MAX_CALL_BYTES;
 use super::publish::{GenerateRequest, PublishRequest};
 use super::state::{ApiRequest, Delivery, Shared};
 use super::{EmulatorError, lock};
@@ -29,6 +30,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_emulator/deliveries", get(deliveries))
         .route("/_emulator/requests", get(requests))
         .route("/_emulator/clock", get(clock).post(advance_clock))
+        .route("/_emulator/logs-ingestion/uploads", get(ingested_uploads))
+        .route(
+            "/_emulator/logs-ingestion/requests",
+            get(ingestion_requests),
+        )
 }
 
 fn control_error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -200,4 +206,17 @@ async fn advance_clock(State(s): State<Arc<Shared>>, body: axum::body::Bytes) ->
     };
     let now = s.advance_clock(std::time::Duration::from_secs(req.advance_secs));
     Json(json!({"now": now, "offset_secs": s.clock_offset_secs()})).into_response()
+}
+
+/// `GET /_emulator/logs-ingestion/uploads`: what the Logs Ingestion API accepted (each body as
+/// sent, gzip undone), plus how many accepted uploads were not kept (memory bound).
+async fn ingested_uploads(State(s): State<Arc<Shared>>) -> Response {
+    let st = lock(&s.ingestion);
+    Json(json!({"uploads": st.uploads, "not_kept": st.dropped, "max_call_bytes": MAX_CALL_BYTES}))
+        .into_response()
+}
+
+/// `GET /_emulator/logs-ingestion/requests`: every upload judged, oldest first.
+async fn ingestion_requests(State(s): State<Arc<Shared>>) -> Response {
+    Json(json!(lock(&s.ingestion).requests)).into_response()
 }
