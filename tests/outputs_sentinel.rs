@@ -106,16 +106,33 @@ fn assert_requests_within_limits(log: &[IngestionRequest]) {
     }
 }
 
-fn config_with_sentinel(emu: &Emulator, s: &Setup) {
-    let mut yaml = std::fs::read_to_string(&s.config).unwrap();
-    yaml.push_str("  sentinel:\n");
-    yaml.push_str(&sentinel_yaml(
+/// Waits for the collector's webhooks, failing with its log if it exited (a refused configuration).
+async fn wait_started(c: &mut Collector, emu: &Emulator, types: &[&str]) {
+    tokio::select! {
+        () = wait_webhooks_enabled(emu, types) => {}
+        () = async {
+            loop {
+                if c.child.try_wait().unwrap().is_some() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        } => panic!("the collector exited:\n{}", c.logs()),
+    }
+}
+
+/// A collector setup whose output is `sentinel` (declared before `pipeline:`, which `rest` holds).
+fn sentinel_setup(emu: &Emulator, dir: &std::path::Path, types: &[&str], rest: &str) -> Setup {
+    let mut extra = String::from("  sentinel:\n");
+    extra.push_str(&sentinel_yaml(
         emu,
-        &s.dir.join("ca.pem"),
+        &dir.join("ca.pem"),
         "    client_secret: ${TEST_CLIENT_SECRET}\n",
     ));
-    std::fs::write(&s.config, yaml).unwrap();
-    select_output(s, "sentinel");
+    extra.push_str(rest);
+    let s = setup(emu, dir, types, &extra);
+    select_output(&s, "sentinel");
+    s
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,10 +140,9 @@ async fn hundred_thousand_records_exactly_once_gzip_at_most_1mb() {
     let emu = monitor_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let types = ["Audit.Exchange", "Audit.SharePoint"];
-    let s = setup(&emu, dir.path(), &types, "pipeline:\n  workers: 4\n");
-    config_with_sentinel(&emu, &s);
+    let s = sentinel_setup(&emu, dir.path(), &types, "pipeline:\n  workers: 4\n");
     let mut c = Collector::spawn(&s);
-    wait_webhooks_enabled(&emu, &types).await;
+    wait_started(&mut c, &emu, &types).await;
     generate(&emu, "Audit.Exchange", 60_000, 60).await;
     generate(&emu, "Audit.SharePoint", 40_000, 40).await;
     let ids = published_ids(&emu).await;
@@ -157,10 +173,9 @@ async fn a_sigkill_mid_run_loses_nothing() {
     let emu = monitor_emulator().await;
     let dir = tempfile::tempdir().unwrap();
     let types = ["Audit.General"];
-    let s = setup(&emu, dir.path(), &types, "pipeline:\n  workers: 2\n");
-    config_with_sentinel(&emu, &s);
+    let s = sentinel_setup(&emu, dir.path(), &types, "pipeline:\n  workers: 2\n");
     let mut c = Collector::spawn(&s);
-    wait_webhooks_enabled(&emu, &types).await;
+    wait_started(&mut c, &emu, &types).await;
     generate(&emu, "Audit.General", 40_000, 40).await;
     // Killed once some of it arrived and while the rest is on its way.
     wait_for(
