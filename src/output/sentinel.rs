@@ -458,13 +458,13 @@ fn reason_of(status: reqwest::StatusCode, body: &[u8]) -> String {
     out
 }
 
+/// The events (by position in the batch) of one request body, and that body.
+pub type Part = (std::ops::Range<usize>, Vec<u8>);
+
 /// Cuts a batch's events into JSON arrays of `{"Event": …}` of at most `max` bytes each.
 /// Returns the ranges of events per body and the bodies, or the index of an event too large
 /// for a call of its own.
-pub fn bodies(
-    events: &[Event],
-    max: usize,
-) -> Result<Vec<(std::ops::Range<usize>, Vec<u8>)>, usize> {
+pub fn bodies(events: &[Event], max: usize) -> Result<Vec<Part>, usize> {
     const OPEN: &[u8] = b"{\"Event\":";
     let mut out = Vec::new();
     let mut start = 0;
