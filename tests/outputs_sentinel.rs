@@ -206,8 +206,8 @@ async fn a_sigkill_mid_run_loses_nothing() {
     let got = ingested_ids(&emu);
     let repeated: u32 = got.values().map(|n| n - 1).sum();
     // At-least-once: only the batches in flight at the kill go out again (2 workers × at most
-    // 2 batches of pipeline.batch_records, 500 by default).
-    assert!(repeated <= 2 * 2 * 500, "{repeated} records repeated");
+    // 2 batches of pipeline.batch_records, 1000 by default).
+    assert!(repeated <= 2 * 2 * 1000, "{repeated} records repeated");
     assert_eq!(got.len(), ids.len(), "nothing else arrived");
     assert_requests_within_limits(&emu.ingestion_requests());
     println!("killed after {before} of 40,000 ingested; {repeated} sent twice, none lost");
@@ -332,6 +332,8 @@ async fn wrong_audience_and_missing_role_are_refused_with_the_reason() {
         &|_| None,
     )
     .unwrap();
+    let dump = format!("{:?}\n{}", cfg.outputs, cfg.summary());
+    assert!(!dump.contains(OTHER_SECRET), "{dump}");
     let no_role = AnyOutput::open("out", cfg.outputs.get("out").unwrap()).unwrap();
     let reason = fatal_reason(no_role.send(&batch(0..3)).await);
     assert!(
@@ -438,4 +440,67 @@ async fn the_python_sdk_and_ours_are_accepted_alike() {
     let uploads = emu.ingested();
     let ua: Vec<&str> = uploads.iter().map(|u| u.client_id.as_str()).collect();
     assert!(ua.iter().all(|c| *c == CLIENT));
+}
+
+/// `deploy/sentinel/sentinel.json` declares the stream the output sends to by default, with the one
+/// dynamic column `Event` the output fills, and every column its transformation projects exists in
+/// the table it creates.
+#[test]
+fn the_deploy_template_declares_what_the_output_sends() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/sentinel/sentinel.json");
+    let t: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let resources = t["resources"].as_array().unwrap();
+    let of_type = |ty: &str| {
+        resources
+            .iter()
+            .find(|r| r["type"] == ty)
+            .unwrap_or_else(|| panic!("no {ty} in {}", path.display()))
+    };
+    let dcr = &of_type("Microsoft.Insights/dataCollectionRules")["properties"];
+    let declared = &dcr["streamDeclarations"][o365_collector::output::sentinel::DEFAULT_STREAM];
+    assert_eq!(
+        declared["columns"],
+        serde_json::json!([{"name": "Event", "type": "dynamic"}])
+    );
+    let flow = &dcr["dataFlows"][0];
+    assert_eq!(
+        flow["streams"][0],
+        o365_collector::output::sentinel::DEFAULT_STREAM
+    );
+    let table = &of_type("Microsoft.OperationalInsights/workspaces/tables")["properties"]["schema"];
+    let columns: Vec<&str> = table["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        flow["outputStream"],
+        format!("Custom-{}", table["name"].as_str().unwrap()).as_str()
+    );
+    let kql = flow["transformKql"].as_str().unwrap();
+    let projected = kql.split("| project").nth(1).unwrap();
+    for part in projected.split(',') {
+        let name = part.split('=').next().unwrap().trim();
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.is_empty() {
+            assert!(
+                columns.contains(&name),
+                "{name} is projected but not a column: {columns:?}"
+            );
+        }
+    }
+    assert!(columns.contains(&"TimeGenerated") && columns.contains(&"Event"));
+    let role = &of_type("Microsoft.Authorization/roleAssignments")["properties"];
+    // Monitoring Metrics Publisher's role definition id.
+    assert_eq!(
+        t["variables"]["monitoringMetricsPublisher"],
+        "3913510d-42f4-4e42-8a64-420c390055eb"
+    );
+    assert!(
+        role["roleDefinitionId"]
+            .as_str()
+            .unwrap()
+            .contains("variables('monitoringMetricsPublisher')")
+    );
 }
