@@ -302,6 +302,110 @@ mod tests {
         assert!(!text.contains("s3cr3t") && !text.contains("()"), "{text}");
     }
 
+    /// Workload identity: the v2 endpoint gets `scope={audience}/.default` and the token file's
+    /// content as the client assertion, read again at every request (the platform rotates it).
+    #[tokio::test]
+    async fn federated_token_file_is_the_v2_client_assertion() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut forms = Vec::new();
+            for _ in 0..2 {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Head and body: read until the body announced by Content-Length is in.
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            forms.push((head.lines().next().unwrap().to_owned(), body.to_owned()));
+                            break;
+                        }
+                    }
+                    assert!(n > 0, "connection closed early");
+                }
+                let answer = r#"{"token_type":"Bearer","expires_in":0,"access_token":"t"}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                sock.write_all(resp.as_bytes()).await.unwrap();
+            }
+            forms
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first.jwt.value\n").unwrap();
+        let t = TokenSource::new_v2(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            "t1",
+            "c1",
+            Credential::FederatedTokenFile(file.clone()),
+            "https://monitor.azure.us",
+        );
+        assert_eq!(t.token().await.unwrap().expose(), "t");
+        std::fs::write(&file, "second.jwt.value").unwrap();
+        // A token with no lifetime left is fetched again at the next call.
+        t.token().await.unwrap();
+        let forms = server.await.unwrap();
+        let decoded = |body: &str| {
+            let unescape = |v: &str| {
+                let b = v.replace('+', " ").into_bytes();
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i] == b'%' && i + 2 < b.len() {
+                        let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 3;
+                    } else {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+                String::from_utf8(out).unwrap()
+            };
+            body.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (unescape(k), unescape(v)))
+                .collect::<std::collections::HashMap<String, String>>()
+        };
+        assert_eq!(forms[0].0, "POST /t1/oauth2/v2.0/token HTTP/1.1");
+        let first = decoded(&forms[0].1);
+        assert_eq!(first["scope"], "https://monitor.azure.us/.default");
+        assert_eq!(first["client_assertion"], "first.jwt.value");
+        assert_eq!(first["client_assertion_type"], ASSERTION_TYPE);
+        assert!(!first.contains_key("resource") && !first.contains_key("client_secret"));
+        assert_eq!(decoded(&forms[1].1)["client_assertion"], "second.jwt.value");
+        std::fs::remove_file(&file).unwrap();
+        let t = TokenSource::new_v2(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9",
+            "t1",
+            "c1",
+            Credential::FederatedTokenFile(file.clone()),
+            "https://monitor.azure.com",
+        );
+        let e = t.token().await.unwrap_err();
+        assert!(
+            matches!(e, AuthError::Credential(ref m) if m.contains("federated token file")),
+            "{e}"
+        );
+    }
+
     #[test]
     fn refreshes_early() {
         assert_eq!(
