@@ -504,3 +504,126 @@ fn the_deploy_template_declares_what_the_output_sends() {
             .contains("variables('monitoringMetricsPublisher')")
     );
 }
+
+/// The emulated endpoint's own checks, each answered as Azure does (`{"error":{"code","message"}}`
+/// and `x-ms-error-code`), nothing stored for any of them.
+#[tokio::test]
+async fn the_emulated_endpoint_judges_every_upload() {
+    use std::io::Write as _;
+    let emu = monitor_emulator().await;
+    let http = client(&emu);
+    let token: Value = http
+        .post(format!("{}/{TENANT}/oauth2/v2.0/token", emu.base_url()))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", CLIENT),
+            ("client_secret", SECRET),
+            ("scope", "https://monitor.azure.com/.default"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["access_token"].as_str().unwrap().to_owned();
+    let gz = |body: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(body).unwrap();
+        e.finish().unwrap()
+    };
+    let post = |url: String, body: Vec<u8>, encoding: Option<&'static str>| {
+        let mut r = http
+            .post(url)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(e) = encoding {
+            r = r.header("content-encoding", e);
+        }
+        async move {
+            let resp = r.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let code = resp
+                .headers()
+                .get("x-ms-error-code")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (status, code)
+        }
+    };
+    let url = emu.logs_ingestion_url(DCR, STREAM);
+    let small = br#"[{"Event":{"Id":"1"}}]"#.to_vec();
+    // 1 MiB and one byte of JSON, gzip'd to a few kB: too large all the same.
+    let mut big = br#"[{"Event":{"pad":""#.to_vec();
+    big.resize(MAX_CALL - 3, b'x');
+    big.extend_from_slice(br#""}}]"#);
+    assert_eq!(big.len(), MAX_CALL + 1);
+    let cases: Vec<(
+        &str,
+        String,
+        Vec<u8>,
+        Option<&'static str>,
+        u16,
+        Option<&str>,
+    )> = vec![
+        (
+            "no api-version",
+            url.replace("?api-version=2023-01-01", ""),
+            gz(&small),
+            Some("gzip"),
+            400,
+            Some("MissingApiVersionParameter"),
+        ),
+        (
+            "unknown rule",
+            emu.logs_ingestion_url("dcr-ffffffffffffffffffffffffffffffff", STREAM),
+            gz(&small),
+            Some("gzip"),
+            404,
+            Some("NotFound"),
+        ),
+        (
+            "undeclared stream",
+            emu.logs_ingestion_url(DCR, "Custom-Other_CL"),
+            gz(&small),
+            Some("gzip"),
+            400,
+            Some("InvalidStream"),
+        ),
+        (
+            "not gzip",
+            url.clone(),
+            small.clone(),
+            Some("gzip"),
+            400,
+            Some("InvalidContentEncoding"),
+        ),
+        (
+            "not an array",
+            url.clone(),
+            gz(br#"{"Event":{}}"#),
+            Some("gzip"),
+            400,
+            Some("InvalidPayload"),
+        ),
+        (
+            "over 1 MiB of JSON",
+            url.clone(),
+            gz(&big),
+            Some("gzip"),
+            413,
+            Some("ContentLengthLimitExceeded"),
+        ),
+        ("gzip'd", url.clone(), gz(&small), Some("gzip"), 204, None),
+        ("plain JSON", url.clone(), small.clone(), None, 204, None),
+    ];
+    for (what, url, body, encoding, status, code) in cases {
+        let got = post(url, body, encoding).await;
+        assert_eq!(got, (status, code.map(str::to_owned)), "{what}");
+    }
+    assert_eq!(
+        emu.ingested_records(),
+        2,
+        "only the two accepted uploads are stored"
+    );
+}
