@@ -558,14 +558,16 @@ async fn the_emulated_endpoint_judges_every_upload() {
     big.resize(MAX_CALL - 3, b'x');
     big.extend_from_slice(br#""}}]"#);
     assert_eq!(big.len(), MAX_CALL + 1);
-    let cases: Vec<(
-        &str,
+    /// What is sent (name, URL, body, Content-Encoding) and the answer expected (status, code).
+    type Case<'a> = (
+        &'a str,
         String,
         Vec<u8>,
         Option<&'static str>,
         u16,
-        Option<&str>,
-    )> = vec![
+        Option<&'a str>,
+    );
+    let cases: Vec<Case> = vec![
         (
             "no api-version",
             url.replace("?api-version=2023-01-01", ""),
