@@ -4,7 +4,9 @@
 //! tansu Kafka broker (acks = all, gzip; plaintext, and TLS through an in-process rustls front
 //! since tansu 0.6.0 cannot serve TLS itself), and the file output (fsync per blob; without
 //! rotation, rotating every 8 MiB, and rotating with gzip of rotated files on the background
-//! thread, whose catch-up after the last send is reported apart) — plus
+//! thread, whose catch-up after the last send is reported apart), and the Sentinel output into the
+//! emulator's Logs Ingestion API (in this process: it checks the token, undoes gzip and parses
+//! every body, on the same runtime) — plus
 //! the latency of one `send` (one blob) and the peak RSS. Each case runs several times; the median
 //! is reported.
 //!
@@ -32,7 +34,14 @@ enum Server {
         #[allow(dead_code)] Option<tempfile::TempDir>,
     ),
     File(#[allow(dead_code)] tempfile::TempDir),
+    Sentinel(
+        #[allow(dead_code)] o365_emulator::Emulator,
+        #[allow(dead_code)] tempfile::TempDir,
+    ),
 }
+
+/// The emulated DCR of the sentinel case.
+const DCR: &str = "dcr-00112233445566778899aabbccddeeff";
 
 fn open(yaml: &str) -> AnyOutput {
     let text = format!(
@@ -45,8 +54,36 @@ fn open(yaml: &str) -> AnyOutput {
     AnyOutput::open("out", cfg.outputs.get("out").expect("output")).expect("open output")
 }
 
-fn start(case: &str) -> (Server, AnyOutput) {
+fn start(rt: &tokio::runtime::Runtime, case: &str) -> (Server, AnyOutput) {
     match case {
+        "sentinel" => {
+            use o365_emulator::{DataCollectionRule, EmulatorConfig, TenantSpec};
+            let (tenant, client, secret) = (
+                "41463f53-8812-40f4-890f-865bf6e35190",
+                "2d4f5a8c-1111-4222-8333-444455556666",
+                "bench-client-secret",
+            );
+            let emu = rt
+                .block_on(o365_emulator::Emulator::start(EmulatorConfig {
+                    tenants: vec![TenantSpec::with_secret(tenant, client, secret)],
+                    data_collection_rules: vec![DataCollectionRule {
+                        immutable_id: DCR.into(),
+                        streams: vec!["Custom-O365Audit_CL".into()],
+                        publishers: vec![client.into()],
+                    }],
+                    ..EmulatorConfig::default()
+                }))
+                .expect("emulator");
+            let dir = tempfile::tempdir().expect("temp dir");
+            let ca = dir.path().join("ca.pem");
+            std::fs::write(&ca, emu.ca_pem()).expect("write CA");
+            let out = open(&format!(
+                "    type: sentinel\n    endpoint: {base}\n    authority: {base}\n    dcr_immutable_id: {DCR}\n    tenant_id: {tenant}\n    client_id: {client}\n    client_secret: {secret}\n    ca_file: '{}'\n",
+                ca.display(),
+                base = emu.base_url(),
+            ));
+            (Server::Sentinel(emu, dir), out)
+        }
         "syslog-tcp" | "syslog-tls" => {
             let tls = case == "syslog-tls";
             let r = Rsyslog::start(if tls {
@@ -144,7 +181,7 @@ fn run_case(
     case: &str,
     batches: &[Batch],
 ) -> (f64, Vec<Duration>, Option<Duration>) {
-    let (server, out) = start(case);
+    let (server, out) = start(rt, case);
     let records: usize = batches.iter().map(|b| b.events.len()).sum();
     let mut lat = Vec::with_capacity(batches.len());
     let t0 = Instant::now();
@@ -171,6 +208,9 @@ fn run_case(
         }
         _ => None,
     };
+    if let Server::Sentinel(emu, _) = &server {
+        assert_eq!(emu.ingested_records(), records, "every record accepted");
+    }
     (records as f64 / elapsed.as_secs_f64(), lat, background)
 }
 
@@ -210,6 +250,7 @@ fn main() {
         "file",
         "file-rotate",
         "file-rotate-gzip",
+        "sentinel",
     ]
     .into_iter()
     .filter(|c| c.contains(only.as_str()))

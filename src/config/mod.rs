@@ -228,6 +228,12 @@ impl Config {
                     c.topic,
                     if c.tls.is_some() { ", tls" } else { "" }
                 ),
+                OutputConfig::Sentinel(c) => {
+                    format!(
+                        "{name} (sentinel {} stream {})",
+                        c.dcr_immutable_id, c.stream
+                    )
+                }
             })
             .collect();
         let _ = writeln!(s, "outputs: {}", outputs.join(", "));

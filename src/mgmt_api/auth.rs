@@ -51,6 +51,8 @@ enum Proof {
     /// The loaded certificate, or why it could not be loaded (reported on every token request,
     /// so that a broken file fails this tenant only).
     Certificate(Result<Arc<ClientCertificate>, AuthError>),
+    /// A federated token re-read from its file at every request (the platform rotates it).
+    FederatedTokenFile(std::path::PathBuf),
 }
 
 /// Tokens for one tenant's application.
@@ -60,6 +62,8 @@ pub struct TokenSource {
     client_id: String,
     proof: Proof,
     resource: String,
+    /// v2 endpoint: `scope={resource}/.default` instead of v1's `resource`.
+    v2: bool,
     cached: Mutex<Option<Cached>>,
     counters: Option<Arc<Counters>>,
 }
@@ -87,6 +91,7 @@ impl TokenSource {
                     .map(Arc::new)
                     .map_err(AuthError::from),
             ),
+            Credential::FederatedTokenFile(path) => Proof::FederatedTokenFile(path),
         };
         TokenSource {
             http,
@@ -97,9 +102,29 @@ impl TokenSource {
             client_id: client_id.to_string(),
             proof,
             resource: resource.to_string(),
+            v2: false,
             cached: Mutex::new(None),
             counters: None,
         }
+    }
+
+    /// Tokens from the v2 endpoint `{authority}/{tenant}/oauth2/v2.0/token` with
+    /// `scope={audience}/.default`: what Azure Monitor's Logs Ingestion API documents.
+    pub fn new_v2(
+        http: reqwest::Client,
+        authority: &str,
+        tenant_id: &str,
+        client_id: &str,
+        credential: Credential,
+        audience: &str,
+    ) -> Self {
+        let mut t = TokenSource::new(http, authority, tenant_id, client_id, credential, audience);
+        t.token_url = format!(
+            "{}/{tenant_id}/oauth2/v2.0/token",
+            authority.trim_end_matches('/')
+        );
+        t.v2 = true;
+        t
     }
 
     /// Counts every token fetched from Azure AD in `Counters::token_refreshes`.
@@ -142,14 +167,38 @@ impl TokenSource {
     }
 
     async fn request(&self) -> Result<(Secret, Duration), AuthError> {
+        let scope = format!("{}/.default", self.resource.trim_end_matches('/'));
         let mut form: Vec<(&str, &str)> = vec![
             ("grant_type", "client_credentials"),
             ("client_id", &self.client_id),
-            ("resource", &self.resource),
         ];
+        if self.v2 {
+            form.push(("scope", &scope));
+        } else {
+            form.push(("resource", &self.resource));
+        }
         let assertion;
         match &self.proof {
             Proof::Secret(s) => form.push(("client_secret", s.expose())),
+            Proof::FederatedTokenFile(path) => {
+                assertion = std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        AuthError::Credential(format!(
+                            "the federated token file {} cannot be read: {e}",
+                            path.display()
+                        ))
+                    })?
+                    .trim()
+                    .to_owned();
+                if assertion.is_empty() {
+                    return Err(AuthError::Credential(format!(
+                        "the federated token file {} is empty",
+                        path.display()
+                    )));
+                }
+                form.push(("client_assertion_type", ASSERTION_TYPE));
+                form.push(("client_assertion", &assertion));
+            }
             Proof::Certificate(Err(e)) => return Err(e.clone()),
             Proof::Certificate(Ok(cert)) => {
                 // Fresh per request: a unique jti and a short exp.
@@ -251,6 +300,110 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("s3cr3t") && !text.contains("()"), "{text}");
+    }
+
+    /// Workload identity: the v2 endpoint gets `scope={audience}/.default` and the token file's
+    /// content as the client assertion, read again at every request (the platform rotates it).
+    #[tokio::test]
+    async fn federated_token_file_is_the_v2_client_assertion() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let mut forms = Vec::new();
+            for _ in 0..2 {
+                let (mut sock, _) = listener.accept().await.unwrap();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Head and body: read until the body announced by Content-Length is in.
+                loop {
+                    let n = sock.read(&mut chunk).await.unwrap();
+                    buf.extend_from_slice(&chunk[..n]);
+                    let text = String::from_utf8_lossy(&buf).to_string();
+                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                        let len: usize = head
+                            .lines()
+                            .find_map(|l| {
+                                let (k, v) = l.split_once(':')?;
+                                k.eq_ignore_ascii_case("content-length")
+                                    .then(|| v.trim().parse().ok())?
+                            })
+                            .unwrap_or(0);
+                        if body.len() >= len {
+                            forms.push((head.lines().next().unwrap().to_owned(), body.to_owned()));
+                            break;
+                        }
+                    }
+                    assert!(n > 0, "connection closed early");
+                }
+                let answer = r#"{"token_type":"Bearer","expires_in":0,"access_token":"t"}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                    answer.len()
+                );
+                sock.write_all(resp.as_bytes()).await.unwrap();
+            }
+            forms
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first.jwt.value\n").unwrap();
+        let t = TokenSource::new_v2(
+            reqwest::Client::new(),
+            &format!("http://{addr}"),
+            "t1",
+            "c1",
+            Credential::FederatedTokenFile(file.clone()),
+            "https://monitor.azure.us",
+        );
+        assert_eq!(t.token().await.unwrap().expose(), "t");
+        std::fs::write(&file, "second.jwt.value").unwrap();
+        // A token with no lifetime left is fetched again at the next call.
+        t.token().await.unwrap();
+        let forms = server.await.unwrap();
+        let decoded = |body: &str| {
+            let unescape = |v: &str| {
+                let b = v.replace('+', " ").into_bytes();
+                let mut out = Vec::new();
+                let mut i = 0;
+                while i < b.len() {
+                    if b[i] == b'%' && i + 2 < b.len() {
+                        let hex = std::str::from_utf8(&b[i + 1..i + 3]).unwrap();
+                        out.push(u8::from_str_radix(hex, 16).unwrap());
+                        i += 3;
+                    } else {
+                        out.push(b[i]);
+                        i += 1;
+                    }
+                }
+                String::from_utf8(out).unwrap()
+            };
+            body.split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (unescape(k), unescape(v)))
+                .collect::<std::collections::HashMap<String, String>>()
+        };
+        assert_eq!(forms[0].0, "POST /t1/oauth2/v2.0/token HTTP/1.1");
+        let first = decoded(&forms[0].1);
+        assert_eq!(first["scope"], "https://monitor.azure.us/.default");
+        assert_eq!(first["client_assertion"], "first.jwt.value");
+        assert_eq!(first["client_assertion_type"], ASSERTION_TYPE);
+        assert!(!first.contains_key("resource") && !first.contains_key("client_secret"));
+        assert_eq!(decoded(&forms[1].1)["client_assertion"], "second.jwt.value");
+        std::fs::remove_file(&file).unwrap();
+        let t = TokenSource::new_v2(
+            reqwest::Client::new(),
+            "http://127.0.0.1:9",
+            "t1",
+            "c1",
+            Credential::FederatedTokenFile(file.clone()),
+            "https://monitor.azure.com",
+        );
+        let e = t.token().await.unwrap_err();
+        assert!(
+            matches!(e, AuthError::Credential(ref m) if m.contains("federated token file")),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,10 +16,14 @@ pub enum Credential {
         key: PathBuf,
         password: Option<Secret>,
     },
+    /// Workload identity federation: a token file the platform keeps fresh (Kubernetes projects
+    /// it at `AZURE_FEDERATED_TOKEN_FILE`), read at every token request and sent as the client
+    /// assertion. Used by outputs that sign in on their own (`type: sentinel`).
+    FederatedTokenFile(PathBuf),
 }
 
 /// `client_certificate:` — PEM cert and key, or one PKCS#12 file; a password for encrypted keys.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct CertificateKeys {
     #[serde(deserialize_with = "de::opt::path")]

@@ -6,6 +6,7 @@ use super::file::FileOutputConfig;
 use super::http::HttpOutputConfig;
 use super::http::{HttpFormat, es_index_ok, es_sample, index_name_at};
 use super::kafka::{KafkaOutputConfig, topic_ok};
+use super::sentinel::SentinelOutputConfig;
 use super::syslog::SyslogOutputConfig;
 use super::template::Fields;
 use std::collections::{BTreeMap, HashMap};
@@ -24,6 +25,7 @@ pub enum OutputConfig {
     Syslog(SyslogOutputConfig),
     Http(HttpOutputConfig),
     Kafka(KafkaOutputConfig),
+    Sentinel(SentinelOutputConfig),
 }
 
 impl OutputConfig {
@@ -106,7 +108,7 @@ pub fn read_all(map: Mapping, p: &mut Problems) -> BTreeMap<String, OutputConfig
                 p.push(
                     &type_key,
                     problem,
-                    "write one of file, stdout, syslog, http or kafka",
+                    "write one of file, stdout, syslog, http, kafka or sentinel",
                 );
                 String::new()
             }
@@ -117,7 +119,7 @@ pub fn read_all(map: Mapping, p: &mut Problems) -> BTreeMap<String, OutputConfig
                         order,
                         &type_key,
                         "is missing",
-                        "set `type:` to file, stdout, syslog, http or kafka",
+                        "set `type:` to file, stdout, syslog, http, kafka or sentinel",
                     );
                 }
                 String::new()
@@ -154,11 +156,16 @@ pub fn read_all(map: Mapping, p: &mut Problems) -> BTreeMap<String, OutputConfig
                 c.check(&mut p.section(&key));
                 OutputConfig::Kafka(c)
             }
+            "sentinel" => {
+                let mut c: SentinelOutputConfig = typed(value, &key, p);
+                c.check(&mut p.section(&key));
+                OutputConfig::Sentinel(c)
+            }
             other => {
                 p.push(
                     &type_key,
                     format!("`{other}` is not an output type"),
-                    "use `file`, `stdout`, `syslog`, `http` or `kafka`",
+                    "use `file`, `stdout`, `syslog`, `http`, `kafka` or `sentinel`",
                 );
                 OutputConfig::Stdout
             }

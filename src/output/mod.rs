@@ -8,6 +8,7 @@ pub mod config;
 pub mod file;
 pub mod http;
 pub mod kafka;
+pub mod sentinel;
 pub mod stdout;
 pub mod syslog;
 pub mod template;
@@ -21,6 +22,7 @@ use serde_json::Value;
 pub use file::FileOutput;
 pub use http::HttpOutput;
 pub use kafka::KafkaOutput;
+pub use sentinel::{SentinelOutput, SentinelOutputConfig};
 pub use stdout::StdoutOutput;
 pub use syslog::SyslogOutput;
 
@@ -147,6 +149,7 @@ pub enum AnyOutput {
     Syslog(SyslogOutput),
     Http(HttpOutput),
     Kafka(KafkaOutput),
+    Sentinel(SentinelOutput),
 }
 
 impl AnyOutput {
@@ -158,6 +161,7 @@ impl AnyOutput {
             OutputConfig::Syslog(c) => Ok(AnyOutput::Syslog(SyslogOutput::open(name, c)?)),
             OutputConfig::Http(c) => Ok(AnyOutput::Http(HttpOutput::open(name, c)?)),
             OutputConfig::Kafka(c) => Ok(AnyOutput::Kafka(KafkaOutput::open(name, c)?)),
+            OutputConfig::Sentinel(c) => Ok(AnyOutput::Sentinel(SentinelOutput::open(name, c)?)),
         }
     }
 }
@@ -170,6 +174,7 @@ impl Output for AnyOutput {
             AnyOutput::Syslog(o) => o.send(batch).await,
             AnyOutput::Http(o) => o.send(batch).await,
             AnyOutput::Kafka(o) => o.send(batch).await,
+            AnyOutput::Sentinel(o) => o.send(batch).await,
         }
     }
 }

@@ -22,7 +22,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use super::state::{App, RegisteredCert, Shared};
-use super::{EmulatorError, MICROSOFT_GRAPH, MICROSOFT_RESOURCE};
+use super::{AZURE_MONITOR, EmulatorError, MICROSOFT_GRAPH, MICROSOFT_RESOURCE};
 
 const ASSERTION_TYPE: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 /// Roles granted when `EmulatorConfig::app_roles` has no entry for the client.
@@ -192,14 +192,20 @@ async fn token_v2(
     token(&s, &tenant, Version::V2, &body).unwrap_or_else(IntoResponse::into_response)
 }
 
-/// The resources this emulator answers for: its own base URL, Microsoft's Management API and the
-/// global cloud's Graph (a token for another cloud's Graph is refused: `invalid_resource`).
+/// The resources this emulator answers for: its own base URL, Microsoft's Management API, the
+/// global cloud's Graph and Azure Monitor (a token for another cloud's Graph or Monitor is refused:
+/// `invalid_resource`).
 fn accepted_resource(s: &Shared, resource: &str) -> Option<String> {
     let r = resource.trim_end_matches('/');
-    [s.base_url.as_str(), MICROSOFT_RESOURCE, MICROSOFT_GRAPH]
-        .into_iter()
-        .find(|a| a.eq_ignore_ascii_case(r))
-        .map(|_| r.to_string())
+    [
+        s.base_url.as_str(),
+        MICROSOFT_RESOURCE,
+        MICROSOFT_GRAPH,
+        AZURE_MONITOR,
+    ]
+    .into_iter()
+    .find(|a| a.eq_ignore_ascii_case(r))
+    .map(|_| r.to_string())
 }
 
 fn token(
@@ -512,8 +518,30 @@ pub(crate) fn register_certificate(pem: &str) -> Result<RegisteredCert, Emulator
     })
 }
 
-/// Checks the bearer token of an API call; answers 401 like the API does.
-pub(crate) fn check_bearer(s: &Shared, headers: &HeaderMap) -> Result<AccessClaims, ApiError> {
+/// Why a bearer token was refused before its audience was looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BearerProblem {
+    Missing,
+    Invalid,
+    Expired,
+}
+
+impl BearerProblem {
+    pub fn text(self) -> &'static str {
+        match self {
+            BearerProblem::Missing => "Authorization header with a bearer token is missing.",
+            BearerProblem::Invalid => "The access token is invalid (signature or format).",
+            BearerProblem::Expired => "The access token has expired.",
+        }
+    }
+}
+
+/// The claims of a bearer token this emulator issued and that has not expired; the caller judges
+/// the audience (each API answers a foreign one in its own words).
+pub(crate) fn decode_bearer(
+    s: &Shared,
+    headers: &HeaderMap,
+) -> Result<AccessClaims, BearerProblem> {
     let raw = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -522,12 +550,7 @@ pub(crate) fn check_bearer(s: &Shared, headers: &HeaderMap) -> Result<AccessClai
             scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
         })
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                &s.base_url,
-                "Authorization header with a bearer token is missing.",
-            )
-        })?;
+        .ok_or(BearerProblem::Missing)?;
     let mut validation = Validation::new(Algorithm::HS256);
     validation.validate_exp = false;
     validation.validate_nbf = false;
@@ -538,20 +561,21 @@ pub(crate) fn check_bearer(s: &Shared, headers: &HeaderMap) -> Result<AccessClai
         &DecodingKey::from_secret(&s.token_key),
         &validation,
     )
-    .map_err(|_| {
-        ApiError::unauthorized(
-            &s.base_url,
-            "The access token is invalid (signature or format).",
-        )
-    })?
+    .map_err(|_| BearerProblem::Invalid)?
     .claims;
     if s.now().timestamp() >= claims.exp {
-        return Err(ApiError::unauthorized(
-            &s.base_url,
-            "The access token has expired.",
-        ));
+        return Err(BearerProblem::Expired);
     }
-    if accepted_resource(s, &claims.aud).is_none() {
+    Ok(claims)
+}
+
+/// Checks the bearer token of an API call; answers 401 like the API does. A token for Azure
+/// Monitor is not one for this API.
+pub(crate) fn check_bearer(s: &Shared, headers: &HeaderMap) -> Result<AccessClaims, ApiError> {
+    let claims =
+        decode_bearer(s, headers).map_err(|p| ApiError::unauthorized(&s.base_url, p.text()))?;
+    let aud = claims.aud.trim_end_matches('/');
+    if accepted_resource(s, aud).is_none() || aud.eq_ignore_ascii_case(AZURE_MONITOR) {
         return Err(ApiError::unauthorized(
             &s.base_url,
             "The access token audience is not this resource.",

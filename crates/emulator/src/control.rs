@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 
 use super::faults::FaultsPatch;
 use super::generator::ContentType;
+use super::logs_ingestion::MAX_CALL_BYTES;
 use super::publish::{GenerateRequest, PublishRequest};
 use super::state::{ApiRequest, Delivery, Shared};
 use super::{EmulatorError, lock};
@@ -31,6 +32,11 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         .route("/_emulator/clock", get(clock).post(advance_clock))
         .route("/_emulator/tenant", post(set_tenant))
         .route("/_emulator/app-roles", post(set_app_roles))
+        .route("/_emulator/logs-ingestion/uploads", get(ingested_uploads))
+        .route(
+            "/_emulator/logs-ingestion/requests",
+            get(ingestion_requests),
+        )
 }
 
 fn control_error(status: StatusCode, msg: impl Into<String>) -> Response {
@@ -245,4 +251,17 @@ async fn set_app_roles(State(s): State<Arc<Shared>>, body: axum::body::Bytes) ->
         .app_roles
         .insert(req.client_id.clone(), req.roles.clone());
     Json(json!({"client_id": req.client_id, "roles": req.roles})).into_response()
+}
+
+/// `GET /_emulator/logs-ingestion/uploads`: what the Logs Ingestion API accepted (each body as
+/// sent, gzip undone), plus how many accepted uploads were not kept (memory bound).
+async fn ingested_uploads(State(s): State<Arc<Shared>>) -> Response {
+    let st = lock(&s.ingestion);
+    Json(json!({"uploads": st.uploads, "not_kept": st.dropped, "max_call_bytes": MAX_CALL_BYTES}))
+        .into_response()
+}
+
+/// `GET /_emulator/logs-ingestion/requests`: every upload judged, oldest first.
+async fn ingestion_requests(State(s): State<Arc<Shared>>) -> Response {
+    Json(json!(lock(&s.ingestion).requests)).into_response()
 }

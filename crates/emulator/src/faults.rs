@@ -33,6 +33,24 @@ pub struct Faults {
     /// Status of those redirects: 301, 302 (the default), 303, 307 or 308; others are ignored.
     #[serde(default = "found")]
     pub redirect_status: u16,
+    /// The next N Logs Ingestion uploads are refused with `ingestion_fail_status` (after the
+    /// token, rule, stream and body checks), then uploads are judged normally again.
+    #[serde(default)]
+    pub ingestion_fail_next: u32,
+    /// 413, 429 (the default), 500 or 503; 429 and 503 carry `Retry-After`.
+    #[serde(default = "too_many")]
+    pub ingestion_fail_status: u16,
+    /// Seconds in the `Retry-After` of injected 429/503 answers (default 1).
+    #[serde(default = "one")]
+    pub ingestion_retry_after: u64,
+}
+
+fn too_many() -> u16 {
+    429
+}
+
+fn one() -> u64 {
+    1
 }
 
 fn found() -> u16 {
@@ -52,6 +70,9 @@ impl Default for Faults {
             foreign_content_uri: None,
             redirect_to: None,
             redirect_status: found(),
+            ingestion_fail_next: 0,
+            ingestion_fail_status: too_many(),
+            ingestion_retry_after: one(),
         }
     }
 }
@@ -74,6 +95,9 @@ pub struct FaultsPatch {
     pub foreign_content_uri: Option<String>,
     pub redirect_to: Option<String>,
     pub redirect_status: Option<u16>,
+    pub ingestion_fail_next: Option<u32>,
+    pub ingestion_fail_status: Option<u16>,
+    pub ingestion_retry_after: Option<u64>,
 }
 
 impl Faults {
@@ -116,6 +140,18 @@ impl Faults {
             .filter(|v| matches!(v, 301..=303 | 307 | 308))
         {
             self.redirect_status = v;
+        }
+        if let Some(v) = p.ingestion_fail_next {
+            self.ingestion_fail_next = v;
+        }
+        if let Some(v) = p
+            .ingestion_fail_status
+            .filter(|v| matches!(v, 413 | 429 | 500 | 503))
+        {
+            self.ingestion_fail_status = v;
+        }
+        if let Some(v) = p.ingestion_retry_after {
+            self.ingestion_retry_after = v;
         }
     }
 

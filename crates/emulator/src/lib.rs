@@ -10,7 +10,8 @@
 //! - handlers: `auth` (token endpoints and token checks), `webhooks` (validation, delivery, retry,
 //!   disable), then `api` (Management Activity API), `publish` (storing and announcing blobs),
 //!   [`graph`] (Microsoft Graph: sign-ins, directory audits, message trace, service health),
-//!   [`audit_query`] (Purview's Audit Log Query API, over the published blobs), then
+//!   [`audit_query`] (Purview's Audit Log Query API, over the published blobs),
+//!   `logs_ingestion` (Azure Monitor's Logs Ingestion API, the Sentinel output's destination), then
 //!   `control` (`/_emulator`);
 //! - `server` (start/stop and the router: the only module that imports every handler), [`cli`]
 //!   (the `o365-emulator` binary and `o365-collector emulator`).
@@ -32,6 +33,7 @@ mod generator;
 pub mod graph;
 mod graph_records;
 mod graph_state;
+mod logs_ingestion;
 mod publish;
 mod server;
 mod state;
@@ -49,7 +51,7 @@ pub use faults::{Faults, FaultsPatch};
 pub use generator::ContentType;
 pub use publish::{GenerateRequest, PublishRequest, Published};
 pub use server::Emulator;
-pub use state::{ApiRequest, Delivery};
+pub use state::{ApiRequest, Delivery, IngestedUpload, IngestionRequest};
 
 /// Errors of the emulator's own setup (never of the emulated API, which answers with HTTP errors).
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +136,9 @@ pub struct EmulatorConfig {
     pub server_names: Vec<String>,
     /// Base URL announced in contentUri/NextPageUri; default `https://{listen address}`.
     pub public_base_url: Option<String>,
+    /// Data collection rules the emulated Logs Ingestion API (Azure Monitor) accepts uploads for,
+    /// on the same address (`/dataCollectionRules/{id}/streams/{stream}`).
+    pub data_collection_rules: Vec<DataCollectionRule>,
 }
 
 impl Default for EmulatorConfig {
@@ -157,14 +162,28 @@ impl Default for EmulatorConfig {
             app_roles: HashMap::new(),
             server_names: Vec::new(),
             public_base_url: None,
+            data_collection_rules: Vec::new(),
         }
     }
+}
+
+/// One data collection rule of the emulated Logs Ingestion API: its immutable id, the input streams
+/// it declares (`Custom-…`), and the applications (client ids) granted "Monitoring Metrics
+/// Publisher" on it. Microsoft's DCR also transforms and routes to a table; the emulator keeps what
+/// was accepted as sent.
+#[derive(Debug, Clone)]
+pub struct DataCollectionRule {
+    pub immutable_id: String,
+    pub streams: Vec<String>,
+    pub publishers: Vec<String>,
 }
 
 /// The resource accepted besides the emulator's own base URL.
 pub const MICROSOFT_RESOURCE: &str = "https://manage.office.com";
 /// The global cloud's Graph audience; the emulator's own base URL is accepted too.
 pub const MICROSOFT_GRAPH: &str = "https://graph.microsoft.com";
+/// The global cloud's Azure Monitor audience (Logs Ingestion API tokens).
+pub const AZURE_MONITOR: &str = "https://monitor.azure.com";
 
 /// Locks a mutex, recovering from poisoning (a panicked handler must not wedge the emulator).
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -14,7 +14,7 @@ use super::faults::{Faults, FaultsPatch};
 use super::generator::ContentType;
 use super::graph::{GraphAccessRequest, GraphFaults, GraphGenerate, GraphRequest, GraphUpdate};
 use super::publish::{GenerateRequest, Published};
-use super::state::{App, Delivery, Shared};
+use super::state::{App, Delivery, IngestedUpload, IngestionRequest, Shared};
 use super::tls::{self, Ca};
 use super::{EmulatorConfig, EmulatorError, TenantSpec, lock};
 
@@ -276,6 +276,37 @@ impl Emulator {
         self.shared.audit_queries()
     }
 
+    /// What the emulated Logs Ingestion API accepted (`GET /_emulator/logs-ingestion/uploads`).
+    pub fn ingested(&self) -> Vec<IngestedUpload> {
+        lock(&self.shared.ingestion).uploads.clone()
+    }
+
+    /// Records accepted by the Logs Ingestion API so far (cheap enough to poll).
+    pub fn ingested_records(&self) -> usize {
+        lock(&self.shared.ingestion)
+            .uploads
+            .iter()
+            .map(|u| u.records)
+            .sum()
+    }
+
+    /// Every Logs Ingestion upload judged, oldest first (`GET /_emulator/logs-ingestion/requests`).
+    pub fn ingestion_requests(&self) -> Vec<IngestionRequest> {
+        lock(&self.shared.ingestion)
+            .requests
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// `{base}/dataCollectionRules/{id}/streams/{stream}?api-version=2023-01-01`: where uploads go.
+    pub fn logs_ingestion_url(&self, dcr_immutable_id: &str, stream: &str) -> String {
+        format!(
+            "{}/dataCollectionRules/{dcr_immutable_id}/streams/{stream}?api-version=2023-01-01",
+            self.shared.base_url
+        )
+    }
+
     pub async fn shutdown(mut self) {
         self.shared.cancel.cancel();
         self.handle.graceful_shutdown(Some(Duration::from_secs(2)));
@@ -303,6 +334,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .merge(super::control::routes())
         .merge(super::graph::routes())
         .merge(super::audit_query::routes())
+        .merge(super::logs_ingestion::routes())
         .fallback(super::api::not_found)
         .with_state(shared)
 }

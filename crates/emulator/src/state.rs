@@ -127,6 +127,8 @@ pub(crate) struct Shared {
     pub graph: Mutex<GraphState>,
     pub generator: Mutex<Generator>,
     pub faults: Mutex<FaultState>,
+    /// What the emulated Logs Ingestion API accepted and every upload it judged.
+    pub ingestion: Mutex<IngestionState>,
     /// The latest Management Activity API calls, oldest first (`GET /_emulator/requests`).
     pub requests: Mutex<std::collections::VecDeque<ApiRequest>>,
     pub throttle: Throttle,
@@ -151,6 +153,49 @@ pub struct ApiRequest {
     pub operation: String,
     pub content_type: Option<String>,
     pub user_agent: Option<String>,
+}
+
+/// Bytes of accepted Logs Ingestion bodies kept for tests (decompressed); uploads past it are
+/// still judged and logged, and counted in `IngestionState::dropped`, but not kept.
+pub(crate) const INGESTED_KEEP_BYTES: usize = 1 << 30;
+
+/// The emulated Logs Ingestion API's memory: accepted uploads (bounded by
+/// [`INGESTED_KEEP_BYTES`]) and the request log (bounded by [`REQUEST_LOG_LIMIT`]).
+#[derive(Default)]
+pub(crate) struct IngestionState {
+    pub uploads: Vec<IngestedUpload>,
+    pub kept_bytes: usize,
+    pub dropped: u64,
+    pub requests: std::collections::VecDeque<IngestionRequest>,
+}
+
+/// One upload the Logs Ingestion API accepted (answered 204).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IngestedUpload {
+    pub dcr_immutable_id: String,
+    pub stream: String,
+    /// `appid` of the token.
+    pub client_id: String,
+    /// The JSON array as sent, after gzip was undone.
+    pub body: String,
+    pub records: usize,
+}
+
+/// One Logs Ingestion API call as judged: when, where to, what came and what was answered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct IngestionRequest {
+    /// Wall-clock time of arrival.
+    pub at: DateTime<Utc>,
+    pub dcr_immutable_id: String,
+    pub stream: String,
+    pub content_encoding: Option<String>,
+    /// Body bytes on the wire, and after gzip was undone (`None` when it could not be).
+    pub wire_bytes: usize,
+    pub json_bytes: Option<usize>,
+    pub status: u16,
+    /// The `error.code` of a refusal.
+    pub error_code: Option<String>,
+    pub retry_after: Option<u64>,
 }
 
 /// One webhook call (validation or notification attempt) as `GET /_emulator/deliveries` lists it.
@@ -211,6 +256,7 @@ impl Shared {
             tenants,
             clock_offset_ms: AtomicI64::new(0),
             requests: Mutex::new(std::collections::VecDeque::new()),
+            ingestion: Mutex::new(IngestionState::default()),
             seq: AtomicU64::new(0),
             state: Mutex::new(State::default()),
             graph: Mutex::new(Default::default()),
