@@ -33,10 +33,21 @@ pub struct Faults {
     /// Status of those redirects: 301, 302 (the default), 303, 307 or 308; others are ignored.
     #[serde(default = "found")]
     pub redirect_status: u16,
+    /// Seconds a `subscriptions/start` must wait after the last accepted start of the same tenant
+    /// and content type: Microsoft's 15 minutes (900) by default; 0 lifts the rule.
+    #[serde(default = "start_wait")]
+    pub subscription_start_wait_secs: u64,
 }
 
 fn found() -> u16 {
     302
+}
+
+/// Microsoft's documented waiting period between two start requests of one subscription.
+pub(crate) const START_WAIT_SECS: u64 = 15 * 60;
+
+fn start_wait() -> u64 {
+    START_WAIT_SECS
 }
 
 impl Default for Faults {
@@ -52,6 +63,7 @@ impl Default for Faults {
             foreign_content_uri: None,
             redirect_to: None,
             redirect_status: found(),
+            subscription_start_wait_secs: START_WAIT_SECS,
         }
     }
 }
@@ -74,6 +86,7 @@ pub struct FaultsPatch {
     pub foreign_content_uri: Option<String>,
     pub redirect_to: Option<String>,
     pub redirect_status: Option<u16>,
+    pub subscription_start_wait_secs: Option<u64>,
 }
 
 impl Faults {
@@ -116,6 +129,9 @@ impl Faults {
             .filter(|v| matches!(v, 301..=303 | 307 | 308))
         {
             self.redirect_status = v;
+        }
+        if let Some(v) = p.subscription_start_wait_secs {
+            self.subscription_start_wait_secs = v;
         }
     }
 
