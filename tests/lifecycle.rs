@@ -363,6 +363,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
         graph: None,
         listing: Default::default(),
         health: Default::default(),
+        start_waits: Default::default(),
     };
     let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let now = created + chrono::TimeDelta::milliseconds(200);

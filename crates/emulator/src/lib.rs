@@ -58,10 +58,12 @@ pub fn check_listing_window(
     end: Option<&str>,
     now: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), (String, String)> {
-    api::listing_window(start, end, now).map(|_| ()).map_err(|e| {
-        let (code, message) = e.code_and_message();
-        (code.to_owned(), message.to_owned())
-    })
+    api::listing_window(start, end, now)
+        .map(|_| ())
+        .map_err(|e| {
+            let (code, message) = e.code_and_message();
+            (code.to_owned(), message.to_owned())
+        })
 }
 
 /// Errors of the emulator's own setup (never of the emulated API, which answers with HTTP errors).

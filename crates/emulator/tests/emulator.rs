@@ -592,9 +592,7 @@ async fn subscription_lifecycle_and_errors() {
 async fn subscription_starts_wait_fifteen_minutes() {
     let env = start().await;
     let tok = env.token().await;
-    let tok2 = env
-        .token_for(T2, C2, S2)
-        .await;
+    let tok2 = env.token_for(T2, C2, S2).await;
     let start_url = |tenant: &str, ct: &str| {
         format!(
             "{}{}/subscriptions/start?contentType={ct}&PublisherIdentifier={PUBLISHER}",
@@ -636,10 +634,16 @@ async fn subscription_starts_wait_fifteen_minutes() {
     assert_eq!(s, StatusCode::OK, "{b}");
     // Stop is not limited, and stopping does not reset the wait.
     let (s, b) = env
-        .post(&tok, &format!("{}/subscriptions/stop?contentType={SP}", env.feed(T1)), None)
+        .post(
+            &tok,
+            &format!("{}/subscriptions/stop?contentType={SP}", env.feed(T1)),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
-    let (s, c) = env.control("clock", json!({"advance_secs": 14 * 60 + 50})).await;
+    let (s, c) = env
+        .control("clock", json!({"advance_secs": 14 * 60 + 50}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{c}");
     let (s, retry, _) = try_start(T1, tok.clone(), SP).await;
     assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
@@ -650,9 +654,14 @@ async fn subscription_starts_wait_fifteen_minutes() {
     assert_eq!(s, StatusCode::OK, "{b}");
     assert_eq!(b["status"], "enabled");
     // The rule can be lifted (tests of other things).
-    env.control("faults", json!({"subscription_start_wait_secs": 0})).await;
+    env.control("faults", json!({"subscription_start_wait_secs": 0}))
+        .await;
     let (s, b) = env
-        .post(&tok, &format!("{}/subscriptions/stop?contentType={SP}", env.feed(T1)), None)
+        .post(
+            &tok,
+            &format!("{}/subscriptions/stop?contentType={SP}", env.feed(T1)),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let (s, _, b) = try_start(T1, tok.clone(), SP).await;
@@ -690,13 +699,21 @@ async fn content_window_rules() {
         format!("&startTime={}", f(now - h(1), full)),
         format!("&endTime={}", f(now, full)),
         format!("&startTime={}&endTime=", f(now - h(1), full)),
-        format!("&startTime={}&endTime={}", f(now - h(25), full), f(now, full)),
+        format!(
+            "&startTime={}&endTime={}",
+            f(now - h(25), full),
+            f(now, full)
+        ),
         format!(
             "&startTime={}&endTime={}",
             f(now - h(24) - chrono::Duration::seconds(1), full),
             f(now, full)
         ),
-        format!("&startTime={}&endTime={}", f(now, full), f(now - h(1), full)),
+        format!(
+            "&startTime={}&endTime={}",
+            f(now, full),
+            f(now - h(1), full)
+        ),
         format!("&startTime={}&endTime={}", f(now, full), f(now, full)),
         format!(
             "&startTime={}&endTime={}",
@@ -705,7 +722,10 @@ async fn content_window_rules() {
         ),
         format!(
             "&startTime={}&endTime={}",
-            f(now - chrono::Duration::days(7) - chrono::Duration::minutes(1), full),
+            f(
+                now - chrono::Duration::days(7) - chrono::Duration::minutes(1),
+                full
+            ),
             f(now - chrono::Duration::days(7) + h(1), full)
         ),
     ];
@@ -732,9 +752,7 @@ async fn content_window_rules() {
         )
         .await;
     assert_eq!((s, af(&b)), (StatusCode::BAD_REQUEST, "AF20055"), "{b}");
-    let cases = [
-        ("&startTime=yesterday&endTime=today".to_string(), "AF20002"),
-    ];
+    let cases = [("&startTime=yesterday&endTime=today".to_string(), "AF20002")];
     for (extra, code) in cases {
         let (s, _, b) = env.get(&tok, &q(extra.clone())).await;
         assert_eq!((s, af(&b)), (StatusCode::BAD_REQUEST, code), "{extra}: {b}");
@@ -761,7 +779,11 @@ async fn content_window_rules() {
             f(now, full)
         ),
         // Exactly 24 hours apart is allowed.
-        format!("&startTime={}&endTime={}", f(now - h(24), full), f(now, full)),
+        format!(
+            "&startTime={}&endTime={}",
+            f(now - h(24), full),
+            f(now, full)
+        ),
     ];
     for extra in ok {
         let (s, _, b) = env.get(&tok, &q(extra.clone())).await;
