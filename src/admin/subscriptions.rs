@@ -328,6 +328,10 @@ async fn change<S: Store>(
         .iter()
         .filter(|r| r.next_allowed_start.is_some())
         .count();
+    if waiting > 0 {
+        // A content type waiting for its start is listed by pull from now on: wake the puller.
+        state.reconcile_now.notify_one();
+    }
     let note = match change {
         Change::Stop if results.iter().any(|r| r.ok) => Some(
             "stopped until started again through the admin API or until the collector restarts; \
