@@ -101,10 +101,11 @@ proptest! {
     }
 }
 
-/// The cases that used to be sent broken: the first pull (24 hours back from a `now` with a
-/// fraction of a second) split into a 24-hour window and a sub-second one, sent as start = end.
+/// Edge cases with fractions of a second: the first pull (24 hours back from a `now` with a
+/// fraction, which splits into a 24-hour window and a sub-second one), and a backfill shorter than a
+/// second: what is sent always has start < end in whole seconds.
 #[test]
-fn the_first_pull_sends_no_sub_second_window() {
+fn fractions_of_a_second_never_make_an_empty_window() {
     let now = at(700);
     let (start, _) = start_at(None, now);
     let wins = listing_windows(start, now, now);

@@ -111,9 +111,9 @@ pub fn listing_end(now: DateTime<Utc>) -> DateTime<Utc> {
 /// property test covers what they all send (tests/listing_windows.rs). Each window keeps
 /// Microsoft's AF20055 rules: both ends given, start before end, at most 24 hours apart, start no
 /// more than 7 days back. The start is moved inside what Microsoft keeps ([`MAX_BACK`]) and down
-/// to a whole second (the API takes seconds: a sub-second window would be sent as start = end;
-/// listing a fraction of a second more is free with dedup); the end is `min(end, now)` rounded up
-/// to a whole second ([`listing_end`]). Empty when nothing is left to list.
+/// to a whole second (the API takes seconds: what is sent is then exactly what is listed, and a
+/// window never loses its fraction to truncation); the end is `min(end, now)` rounded up to a whole
+/// second ([`listing_end`]). Empty when nothing is left to list.
 pub fn listing_windows(
     start: DateTime<Utc>,
     end: DateTime<Utc>,
