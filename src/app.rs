@@ -139,6 +139,7 @@ impl App {
                         ListingLease::default()
                     },
                     health: TenantHealth::new(counters.clone()),
+                    start_waits: Default::default(),
                 }),
             );
         }
@@ -263,6 +264,7 @@ impl App {
             tenants.clone(),
             store.clone(),
             every,
+            cfg.pull.interval,
             cfg.pipeline.queue_high_water,
             counters.clone(),
             wake.clone(),
@@ -316,6 +318,7 @@ impl App {
         }
         tasks.spawn(lifecycle::keep(
             tenants.clone(),
+            store.clone(),
             cfg.webhook.clone(),
             lifecycle::RECHECK_EVERY.min(cfg.pull.reconcile_every),
             counters.clone(),

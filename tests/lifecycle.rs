@@ -1,5 +1,5 @@
-//! Subscription lifecycle and reconciliation: a webhook Microsoft disabled is detected and started
-//! again, downtime is backfilled from the content listing, pull mode alone delivers everything, and
+//! Subscription lifecycle and reconciliation: a webhook Microsoft disabled is detected, waits for
+//! Microsoft's 15 minutes between starts while listing carries its content, downtime is backfilled from the content listing, pull mode alone delivers everything, and
 //! one tenant's bad secret does not hold up the others.
 
 mod support;
@@ -9,8 +9,16 @@ use std::time::Duration;
 use o365_emulator::TenantSpec;
 use support::*;
 
+/// The admin API's bearer token in these tests.
+const ADMIN_TOKEN: &str = "lifecycle-admin-token-0123456789";
+
+/// Microsoft disables the webhook minutes after the collector started its subscription: the
+/// keeper notices, but does not start it again before 15 minutes have passed since its start
+/// (Microsoft's rule); meanwhile the content type is listed every `pull.interval`, so the outage's
+/// records and later ones arrive, and `/status` says when the start will be made.
+/// (tests/subscription_starts.rs shows the start made at the allowed time, with 3 replicas.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_disabled_webhook_is_restarted_and_the_outage_is_backfilled() {
+async fn a_disabled_webhook_waits_for_the_fifteen_minutes_and_listing_carries_the_outage() {
     let emu = emulator(|c| {
         c.webhook_max_failures = 3;
         c.webhook_retry_base = Duration::from_millis(20);
@@ -21,7 +29,7 @@ async fn a_disabled_webhook_is_restarted_and_the_outage_is_backfilled() {
         &emu,
         dir.path(),
         &["Audit.Exchange"],
-        "pull:\n  reconcile_every: 2s\n",
+        &format!("pull:\n  interval: 1s\n  reconcile_every: 1h\nadmin:\n  token: {ADMIN_TOKEN}\n"),
     );
     let c = Collector::spawn(&s);
     wait_webhooks_enabled(&emu, &["Audit.Exchange"]).await;
@@ -38,28 +46,56 @@ async fn a_disabled_webhook_is_restarted_and_the_outage_is_backfilled() {
     .await;
     faults(&emu, serde_json::json!({"reset": true})).await;
 
-    // Detected and re-enabled; the records of the outage arrive through the listing.
-    wait_webhooks_enabled(&emu, &["Audit.Exchange"]).await;
-    let published = published_ids(&emu).await;
-    wait_for(Duration::from_secs(60), "the outage's records", || async {
-        line_count(&s.events) >= published.len()
-    })
-    .await;
-    // And push works again afterwards.
+    // The keeper looks at start-up and every 5 minutes; an operator's start asks it at once
+    // (`POST /subscriptions/{ct}/start`): refused by the rule, with when, and listing by pull.
+    let url = admin_url(&c.logs(), "/subscriptions/Audit.Exchange/start");
+    let resp = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    let result = &body["results"][0];
+    assert!(result["next_allowed_start"].is_string(), "{body}");
+    assert!(
+        result["error"]
+            .as_str()
+            .unwrap()
+            .contains("one start of a subscription every 15 minutes"),
+        "{body}"
+    );
+
+    // The outage's records, and later ones, arrive by listing while the start waits.
     generate(&emu, "Audit.Exchange", 50, 1).await;
     let published = published_ids(&emu).await;
     wait_for(
-        Duration::from_secs(30),
-        "records after re-enabling",
+        Duration::from_secs(60),
+        "the outage's records, by pull",
         || async { line_count(&s.events) >= published.len() },
     )
     .await;
     assert_exactly_once(&published, &output_ids(&s.events));
-    assert!(
-        c.logs().contains("webhook disabled or expired"),
-        "{}",
-        c.logs()
-    );
+    let status: serde_json::Value = reqwest::Client::new()
+        .get(admin_url(&c.logs(), "/status"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ct = &status["tenants"][0]["content_types"][0];
+    assert_eq!(ct["start_waiting"], true, "{status}");
+    assert!(ct["next_allowed_start"].is_string(), "{status}");
+    let log: Vec<o365_emulator::ApiRequest> = control_get(&emu, "requests", TENANT).await;
+    let starts = log
+        .iter()
+        .filter(|r| r.operation == "StartSubscription")
+        .count();
+    assert_eq!(starts, 1, "no second start within 15 minutes");
+    let _ = c;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,6 +400,7 @@ async fn content_of_the_last_second_is_listed_by_the_same_pull() {
         audit_search: None,
         listing: Default::default(),
         health: Default::default(),
+        start_waits: Default::default(),
     };
     let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
     let now = created + chrono::TimeDelta::milliseconds(200);

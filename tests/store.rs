@@ -56,6 +56,7 @@ conformance_tests!(
     dead_letters_can_be_requeued,
     unknown_seq_is_not_found,
     cursor_never_moves_backwards,
+    subscription_starts_wait_and_are_claimed_once,
     prune_forgets_old_ids,
     stats_count_each_state,
     progress_is_kept_until_complete,

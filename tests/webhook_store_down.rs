@@ -31,6 +31,29 @@ fn down() -> StoreError {
 }
 
 impl Store for Switchable {
+    async fn claim_subscription_start(
+        &self,
+        _: &str,
+        _: &str,
+        _: Duration,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        Err(down())
+    }
+    async fn set_next_subscription_start(
+        &self,
+        _: &str,
+        _: &str,
+        _: SystemTime,
+    ) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn next_subscription_start(
+        &self,
+        _: &str,
+        _: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        Err(down())
+    }
     async fn enqueue(&self, items: Vec<ContentRef>) -> Result<EnqueueOutcome, StoreError> {
         if self.down.load(Ordering::SeqCst) {
             return Err(down());

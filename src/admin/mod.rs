@@ -128,6 +128,29 @@ mod tests {
         async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
             down()
         }
+        async fn claim_subscription_start(
+            &self,
+            _: &str,
+            _: &str,
+            _: Duration,
+        ) -> Result<Option<SystemTime>, StoreError> {
+            down()
+        }
+        async fn set_next_subscription_start(
+            &self,
+            _: &str,
+            _: &str,
+            _: SystemTime,
+        ) -> Result<(), StoreError> {
+            down()
+        }
+        async fn next_subscription_start(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<SystemTime>, StoreError> {
+            down()
+        }
         async fn prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
             down()
         }

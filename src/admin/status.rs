@@ -177,6 +177,14 @@ pub struct ContentTypeStatus {
     /// duplicates, `store.record_dedup_window`).
     #[serde(default)]
     pub duplicates_dropped: u64,
+    /// Microsoft allows one `subscriptions/start` of a subscription every 15 minutes: the
+    /// earliest time the next one may be sent (RFC 3339), while that is ahead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_allowed_start: Option<String>,
+    /// Its subscription needs a start that has to wait for `next_allowed_start`: it is listed by
+    /// pull every `pull.interval` until then (in push mode too).
+    #[serde(default)]
+    pub start_waiting: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,12 +240,21 @@ pub(super) async fn status<S: Store>(
                 .duplicate_records_dropped
                 .get_or_create(&Metrics::tenant_labels(tid, ct))
                 .get();
+            let next_allowed_start =
+                crate::pipeline::lifecycle::next_allowed_start(state.store.as_ref(), tid, ct)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(rfc3339);
+            let start_waiting = t.start_waits().iter().any(|(c, _)| c == ct);
             content_types.push(ContentTypeStatus {
                 content_type: ct.clone(),
                 checkpoint,
                 checkpoint_error,
                 last_notification,
                 duplicates_dropped,
+                next_allowed_start,
+                start_waiting,
             });
         }
         let mut graph_feeds = Vec::new();

@@ -14,7 +14,7 @@ use super::state::{AdminError, AdminState};
 use crate::mgmt_api::wire::CONTENT_TYPES;
 use crate::mgmt_api::wire::Subscription;
 use crate::pipeline::TenantRuntime;
-use crate::pipeline::lifecycle::needs_start;
+use crate::pipeline::lifecycle::{KeepError, StartOutcome, needs_start, start_one};
 use crate::store::Store;
 use crate::webhook::config::WebhookConfig;
 
@@ -82,6 +82,9 @@ pub struct ChangeResult {
     /// After `start`: the subscription as Microsoft answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscription: Option<SubscriptionView>,
+    /// A `start` that Microsoft's 15-minute rule does not allow yet: when it is (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_allowed_start: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -242,16 +245,49 @@ async fn change<S: Store>(
     let ct = canonical_content_type(&content_type)?;
     let tenants = targets(&state, q.tenant_id.as_deref(), ct, change)?;
     let webhook = state.webhook.as_ref();
+    let store = state.store.as_ref();
     let calls = tenants.into_iter().map(|t| async move {
         let tenant_id = t.cfg.tenant_id.clone();
         let outcome = match change {
             Change::Start => {
                 t.set_paused(ct, false);
-                let hook = webhook.map(|w| (w.address.as_str(), &w.auth_id));
-                t.client
-                    .start_subscription(ct, hook)
-                    .await
-                    .map(|s| Some(view(ct, Some(&s), collects(t, ct), webhook)))
+                match start_one(t, store, ct, webhook).await {
+                    Ok(StartOutcome::Started(s)) => {
+                        Ok(Some(view(ct, Some(&s), collects(t, ct), webhook)))
+                    }
+                    Ok(StartOutcome::NotBefore(until)) => {
+                        let at = super::state::rfc3339(until);
+                        let secs = until
+                            .duration_since(std::time::SystemTime::now())
+                            .unwrap_or_default()
+                            .as_secs();
+                        return ChangeResult {
+                            tenant_id,
+                            ok: false,
+                            error: Some(format!(
+                                "not started: Microsoft allows one start of a subscription every 15 minutes, \
+                                 and {ct} of this tenant was started (or refused) less than 15 minutes ago; \
+                                 the next start is allowed at {at} (in {secs} s). The collector starts it \
+                                 then by itself and lists {ct} by pull until then, so nothing is missed"
+                            )),
+                            subscription: None,
+                            next_allowed_start: Some(at),
+                        };
+                    }
+                    Err(KeepError::Api(e)) => Err(e),
+                    Err(KeepError::Store(e)) => {
+                        return ChangeResult {
+                            tenant_id,
+                            ok: false,
+                            error: Some(format!(
+                                "not started: the store cannot say when this subscription was last started ({e}); \
+                                 no start is sent without it (Microsoft allows one every 15 minutes)"
+                            )),
+                            subscription: None,
+                            next_allowed_start: None,
+                        };
+                    }
+                }
             }
             Change::Stop => {
                 let stopped = t.client.stop_subscription(ct).await.map(|()| None);
@@ -271,6 +307,7 @@ async fn change<S: Store>(
                     ok: true,
                     error: None,
                     subscription,
+                    next_allowed_start: None,
                 }
             }
             Err(e) => ChangeResult {
@@ -281,11 +318,20 @@ async fn change<S: Store>(
                     None => e.to_string(),
                 }),
                 subscription: None,
+                next_allowed_start: None,
             },
         }
     });
     let results = futures_util::future::join_all(calls).await;
     let failed = results.iter().filter(|r| !r.ok).count();
+    let waiting = results
+        .iter()
+        .filter(|r| r.next_allowed_start.is_some())
+        .count();
+    if waiting > 0 {
+        // A content type waiting for its start is listed by pull from now on: wake the puller.
+        state.reconcile_now.notify_one();
+    }
     let note = match change {
         Change::Stop if results.iter().any(|r| r.ok) => Some(
             "stopped until started again through the admin API or until the collector restarts; \
@@ -310,8 +356,11 @@ async fn change<S: Store>(
         results,
         note,
     };
-    let status = if failed > 0 {
+    let status = if failed > waiting {
         StatusCode::BAD_GATEWAY
+    } else if waiting > 0 {
+        // Only the 15-minute rule stood in the way: come back at `next_allowed_start`.
+        StatusCode::TOO_MANY_REQUESTS
     } else {
         StatusCode::OK
     };

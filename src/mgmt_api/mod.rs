@@ -406,7 +406,10 @@ impl ManagementClient {
                 .await
                 .map_err(|e| ApiError::Transport(without_query(&e)))?;
             let error = http_error(status.as_u16(), &headers, &bytes);
-            if status.as_u16() == 429 {
+            // A refused `subscriptions/start` is Microsoft's 15-minute rule for one subscription,
+            // not the tenant's quota: the subscription keeper waits for it (in the store, shared
+            // by replicas) while listing goes on, so it must not hold the tenant's other calls.
+            if status.as_u16() == 429 && !url.contains("/subscriptions/start") {
                 let retry_after = error.retry_after();
                 let pause = retry_after.unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
                 self.budget.pause(pause);

@@ -106,6 +106,24 @@ pub fn listing_end(now: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
+/// Every window a listing of `[start, end)` sends when the collector's clock says `now`: the one
+/// pure computation behind pull, reconciliation, backfill and the admin API's backfill, so that one
+/// property test covers what they all send (tests/listing_windows.rs). Each window keeps
+/// Microsoft's AF20055 rules: both ends given, start before end, at most 24 hours apart, start no
+/// more than 7 days back. The start is moved inside what Microsoft keeps ([`MAX_BACK`]) and down
+/// to a whole second (the API takes seconds: what is sent is then exactly what is listed, and a
+/// window never loses its fraction to truncation); the end is `min(end, now)` rounded up to a whole
+/// second ([`listing_end`]). Empty when nothing is left to list.
+pub fn listing_windows(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+    let start = start.max(now - MAX_BACK);
+    let start = start.with_nanosecond(0).unwrap_or(start);
+    windows(start, listing_end(end.min(now)))
+}
+
 /// The API's datetime form (UTC, seconds).
 pub fn api_time(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S").to_string()
@@ -146,8 +164,8 @@ pub async fn pull_once<S: Store>(
             },
         );
     }
-    let end = listing_end(now);
-    list_range(tenant, content_type, store, start, end, true, &mut report).await?;
+    let wins = listing_windows(start, now, now);
+    list_range(tenant, content_type, store, wins, true, &mut report).await?;
     Ok(report)
 }
 
@@ -167,32 +185,23 @@ pub async fn backfill<S: Store>(
         truncated,
         ..PullReport::default()
     };
-    list_range(
-        tenant,
-        content_type,
-        store,
-        start.max(oldest),
-        listing_end(end.min(now)),
-        false,
-        &mut report,
-    )
-    .await?;
+    let wins = listing_windows(start, end, now);
+    list_range(tenant, content_type, store, wins, false, &mut report).await?;
     Ok(report)
 }
 
-/// Lists `[start, end)` window by window, following every page; with `advance`, moves the cursor
-/// to each window's end once everything listed in it is stored.
+/// Lists `windows` ([`listing_windows`]) one by one, following every page; with `advance`, moves
+/// the cursor to each window's end once everything listed in it is stored.
 async fn list_range<S: Store>(
     tenant: &TenantRuntime,
     content_type: &str,
     store: &S,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
+    windows: Vec<(DateTime<Utc>, DateTime<Utc>)>,
     advance: bool,
     report: &mut PullReport,
 ) -> Result<(), PullError> {
     let tid = &tenant.cfg.tenant_id;
-    for (from, to) in windows(start, end) {
+    for (from, to) in windows {
         // With replicas, listing stops as soon as the lease ends (the cursor stays at the last
         // window stored whole, where the next holder resumes), not only at the round's start.
         if advance && !tenant.listing.held() {
@@ -270,19 +279,25 @@ pub(super) async fn held_back<S: Store>(
 
 /// Pulls every tenant's content types every `every` (and once at start), waking the workers when
 /// something new was stored. A failing tenant is logged and tried again next round; it never holds
-/// up the others.
+/// up the others. Content types whose subscription waits for a start (Microsoft's 15-minute rule,
+/// `lifecycle`) are listed every `fallback_every` (`pull.interval`) in between: in push mode their
+/// webhook may be disabled, and nothing must wait on the rule.
 #[allow(clippy::too_many_arguments)]
 pub async fn run<S: Store>(
     tenants: Arc<Tenants>,
     store: Arc<S>,
     every: Duration,
+    fallback_every: Duration,
     high_water: u64,
     counters: Arc<Counters>,
     wake: Arc<Notify>,
     reconcile_now: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
+    // When the next round lists every content type (the first one at once).
+    let mut full_at = tokio::time::Instant::now();
     loop {
+        let full = tokio::time::Instant::now() >= full_at;
         let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Listings end at the store's now, read once a round: with replicas, the database's
         // clock, so that one replica's clock running ahead cannot move a shared cursor past
@@ -307,10 +322,14 @@ pub async fn run<S: Store>(
             let counters = counters.clone();
             async move {
                 let Some(now) = now else { return };
+                let waiting: Vec<String> = t.start_waits().into_iter().map(|(ct, _)| ct).collect();
+                if !full && waiting.is_empty() {
+                    return;
+                }
                 if held_back(&t, store.as_ref(), high_water, &counters).await {
                     return;
                 }
-                for ct in &t.cfg.content_types {
+                for ct in t.cfg.content_types.iter().filter(|ct| full || waiting.contains(ct)) {
                     if !t.listing.held() {
                         break; // the lease ran out during the round
                     }
@@ -319,13 +338,16 @@ pub async fn run<S: Store>(
                             t.health.succeeded(&t.cfg, ct);
                             if r.added > 0 {
                                 wake.notify_waiters();
-                                info!(tenant.id = %t.cfg.tenant_id, content.type = %ct, listed = r.listed, added = r.added, "listing found new content");
+                                info!(tenant.id = %t.cfg.tenant_id, content.type = %ct, listed = r.listed, added = r.added,
+                                      fallback = !full, "listing found new content");
                             } else {
                                 debug!(tenant.id = %t.cfg.tenant_id, content.type = %ct, listed = r.listed, "listing: nothing new");
                             }
                         }
                         Err(e) => {
-                            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            if full {
+                                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                            }
                             if e.is_no_subscription() {
                                 // At start-up the subscription keeper is starting it right now; it
                                 // wakes this loop when done, and logs itself if it cannot.
@@ -346,15 +368,29 @@ pub async fn run<S: Store>(
             _ = futures_util::future::join_all(rounds) => {}
             _ = shutdown.cancelled() => return,
         }
-        // A failed round (e.g. the subscription is being started right now) is retried sooner.
-        let wait = if failed.load(std::sync::atomic::Ordering::Relaxed) {
-            every.min(RETRY_SOON)
+        if full {
+            // A failed round (e.g. the subscription is being started right now) is retried sooner.
+            let wait = if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                every.min(RETRY_SOON)
+            } else {
+                every
+            };
+            full_at = tokio::time::Instant::now() + wait;
+        }
+        let any_waiting = tenants
+            .values()
+            .any(|t| t.listing.held() && !t.start_waits().is_empty());
+        let next = if any_waiting {
+            full_at.min(tokio::time::Instant::now() + fallback_every)
         } else {
-            every
+            full_at
         };
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = reconcile_now.notified() => debug!("reconciling now: a subscription was (re)started"),
+            _ = tokio::time::sleep_until(next) => {}
+            _ = reconcile_now.notified() => {
+                debug!("reconciling now: a subscription was (re)started or waits for a start");
+                full_at = tokio::time::Instant::now();
+            }
             _ = shutdown.cancelled() => return,
         }
     }

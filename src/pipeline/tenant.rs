@@ -33,6 +33,9 @@ pub struct TenantRuntime {
     pub listing: ListingLease,
     /// Whether its listing waits for its backlog, and the windows Microsoft no longer kept.
     pub health: TenantHealth,
+    /// Content types whose subscription needs a start that Microsoft's 15-minute rule does not
+    /// allow yet, with the next allowed start (`lifecycle`): listed by pull until then.
+    pub start_waits: Mutex<HashMap<String, std::time::SystemTime>>,
 }
 
 impl TenantRuntime {
@@ -52,6 +55,33 @@ impl TenantRuntime {
                 .map(|since| (self.output_name.clone(), since)),
             not_listed_here: !self.listing.held(),
         })
+    }
+
+    /// The content types waiting for a start (see `start_waits`), with the next allowed start,
+    /// sorted by content type.
+    pub fn start_waits(&self) -> Vec<(String, std::time::SystemTime)> {
+        let mut v: Vec<_> = self
+            .start_waits
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Notes that `content_type`'s start waits until `until`, or (`None`) no longer waits.
+    pub fn set_start_wait(&self, content_type: &str, until: Option<std::time::SystemTime>) {
+        let mut w = self.start_waits.lock().unwrap_or_else(|e| e.into_inner());
+        match until {
+            Some(t) => {
+                w.insert(content_type.to_owned(), t);
+            }
+            None => {
+                w.remove(content_type);
+            }
+        }
     }
 
     pub fn set_paused(&self, content_type: &str, paused: bool) {

@@ -177,6 +177,29 @@ impl Store for AnyStore {
     ) -> Result<(), StoreError> {
         each!(self, s => s.advance_cursor(tenant_id, content_type, to).await)
     }
+    async fn claim_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        wait: Duration,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        each!(self, s => s.claim_subscription_start(tenant_id, content_type, wait).await)
+    }
+    async fn set_next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        not_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        each!(self, s => s.set_next_subscription_start(tenant_id, content_type, not_before).await)
+    }
+    async fn next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        each!(self, s => s.next_subscription_start(tenant_id, content_type).await)
+    }
     async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
         each!(self, s => s.prune(older_than, max).await)
     }

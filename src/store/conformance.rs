@@ -71,6 +71,7 @@ where
     dead_letters_can_be_requeued(&make().await).await;
     unknown_seq_is_not_found(&make().await).await;
     cursor_never_moves_backwards(&make().await).await;
+    subscription_starts_wait_and_are_claimed_once(&make().await).await;
     prune_forgets_old_ids(&make().await).await;
     tenant_backlog_counts_one_tenant_up_to_the_cap(&make().await).await;
     records_are_claimed_by_one_blob(&make().await).await;
@@ -559,6 +560,130 @@ pub async fn cursor_never_moves_backwards<S: Store>(store: &S) {
         store.cursor("t1", "Audit.General").await.expect("cursor"),
         Some(t2)
     );
+}
+
+/// Microsoft's 15-minute rule in the store: of several claims at once exactly one gets the right
+/// to start; the others (and later ones within the wait) learn the next allowed start; Microsoft's
+/// Retry-After replaces it; each (tenant, content type) is its own subscription; tenant ids ignore case.
+pub async fn subscription_starts_wait_and_are_claimed_once<S: Store>(store: &S) {
+    let wait = Duration::from_secs(900);
+    assert_eq!(
+        store
+            .next_subscription_start("T1", "Audit.General")
+            .await
+            .expect("next"),
+        None
+    );
+    let before = SystemTime::now();
+    let claims = futures_util::future::join_all(
+        (0..8).map(|_| store.claim_subscription_start("t1", "Audit.General", wait)),
+    )
+    .await;
+    let granted = claims.iter().filter(|c| matches!(c, Ok(None))).count();
+    assert_eq!(granted, 1, "exactly one claim gets the right: {claims:?}");
+    let near = |t: SystemTime, want: SystemTime| {
+        let d = t.duration_since(want).unwrap_or_else(|e| e.duration());
+        d < Duration::from_secs(5)
+    };
+    for c in claims
+        .iter()
+        .filter_map(|c| c.as_ref().ok().copied().flatten())
+    {
+        assert!(
+            near(c, before + wait),
+            "refused with the next allowed start"
+        );
+    }
+    let again = store
+        .claim_subscription_start("T1", "Audit.General", wait)
+        .await
+        .expect("claim");
+    assert!(again.is_some_and(|t| near(t, before + wait)), "{again:?}");
+    let next = store
+        .next_subscription_start("t1", "Audit.General")
+        .await
+        .expect("next");
+    assert!(next.is_some_and(|t| near(t, before + wait)), "{next:?}");
+    // Other subscriptions are not held.
+    assert_eq!(
+        store
+            .claim_subscription_start("t1", "Audit.Exchange", wait)
+            .await
+            .expect("claim"),
+        None
+    );
+    assert_eq!(
+        store
+            .claim_subscription_start("t2", "Audit.General", wait)
+            .await
+            .expect("claim"),
+        None
+    );
+    // Microsoft's Retry-After replaces the recorded time, later or earlier.
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    store
+        .set_next_subscription_start("t1", "Audit.General", later)
+        .await
+        .expect("set");
+    let next = store
+        .next_subscription_start("t1", "Audit.General")
+        .await
+        .expect("next");
+    assert!(next.is_some_and(|t| near(t, later)), "{next:?}");
+    let sooner = SystemTime::now() + Duration::from_secs(30);
+    store
+        .set_next_subscription_start("T1", "Audit.General", sooner)
+        .await
+        .expect("set");
+    let next = store
+        .next_subscription_start("t1", "Audit.General")
+        .await
+        .expect("next");
+    assert!(next.is_some_and(|t| near(t, sooner)), "{next:?}");
+    // A time set for a subscription never started holds it too; one in the past holds nothing.
+    store
+        .set_next_subscription_start("t3", "DLP.All", SystemTime::now() + Duration::from_secs(60))
+        .await
+        .expect("set");
+    assert!(
+        store
+            .claim_subscription_start("t3", "DLP.All", wait)
+            .await
+            .expect("claim")
+            .is_some()
+    );
+    store
+        .set_next_subscription_start("t4", "DLP.All", SystemTime::now() - Duration::from_secs(60))
+        .await
+        .expect("set");
+    assert_eq!(
+        store
+            .next_subscription_start("t4", "DLP.All")
+            .await
+            .expect("next"),
+        None
+    );
+    // Once the wait is over the right can be taken again.
+    let short = Duration::from_millis(300);
+    assert_eq!(
+        store
+            .claim_subscription_start("t5", "Audit.General", short)
+            .await
+            .expect("claim"),
+        None
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = store
+            .claim_subscription_start("t5", "Audit.General", short)
+            .await
+            .expect("claim");
+        if c.is_none() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the wait never ended");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `prune` forgets contentIds first seen before the limit and only those, at most `max` a call,

@@ -15,6 +15,7 @@
 //! | `progress`  | seq                        | records accepted   | where a worker resumes a blob         |
 //! | `records`   | record key (u128)          | (owner, first ms)  | record dedup: which blob delivers it  |
 //! | `records_age` | (first-seen ms, key)     | ()                 | `prune_records` without a scan        |
+//! | `subscription_starts` | (tenant, content type) | ms           | next allowed `subscriptions/start`    |
 //!
 //! Every queued blob has exactly one `schedule_by_tenant` entry: `(tenant, lease_until, seq)` while
 //! leased, otherwise `(tenant, due, seq)` where `due` is its enqueue time or, after a `reschedule`,
@@ -99,6 +100,8 @@ const DEDUP_AGE: TableDefinition<(u64, &str), ()> = TableDefinition::new("dedup_
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("dead");
 const CURSORS: TableDefinition<(&str, &str), u64> = TableDefinition::new("cursors");
 const PROGRESS: TableDefinition<u64, u64> = TableDefinition::new("progress");
+/// Microsoft's 15-minute rule: (lower-case tenant, content type) → next allowed start, store ms.
+const STARTS: TableDefinition<(&str, &str), u64> = TableDefinition::new("subscription_starts");
 /// Record dedup: record key → (owner blob, first-seen ms).
 const RECORDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("records");
 /// Record dedup by age: (first-seen ms, first key) → the keys one claim took, 16 bytes each. One
@@ -612,6 +615,36 @@ impl Store for EmbeddedStore {
             .await
     }
 
+    async fn claim_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        wait: Duration,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let (t, c) = (tenant_id.to_ascii_lowercase(), content_type.to_owned());
+        self.run(move |inner| inner.claim_start(&t, &c, wait)).await
+    }
+
+    async fn set_next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        not_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        let (t, c) = (tenant_id.to_ascii_lowercase(), content_type.to_owned());
+        self.run(move |inner| inner.set_start(&t, &c, not_before))
+            .await
+    }
+
+    async fn next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let (t, c) = (tenant_id.to_ascii_lowercase(), content_type.to_owned());
+        self.run(move |inner| inner.next_start(&t, &c)).await
+    }
+
     async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
         self.run(move |inner| inner.prune(older_than, max)).await
     }
@@ -796,6 +829,7 @@ impl Inner {
             txn.open_table(DEDUP_AGE).map_err(|e| self.err(e))?;
             txn.open_table(DEAD).map_err(|e| self.err(e))?;
             txn.open_table(CURSORS).map_err(|e| self.err(e))?;
+            txn.open_table(STARTS).map_err(|e| self.err(e))?;
             txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             txn.open_table(RECORDS).map_err(|e| self.err(e))?;
             self.convert_records_age(&txn)?;
@@ -1212,6 +1246,83 @@ impl Inner {
             .map_err(|e| self.err(e))?
             .map(|v| v.value());
         Ok(value.map(|ns| UNIX_EPOCH + Duration::from_nanos(ns)))
+    }
+
+    /// See [`Store::claim_subscription_start`]: one write transaction (redb runs them one at a
+    /// time), so two callers never both get the right. Times are the store's clock, handed to the
+    /// caller as a duration from its own now.
+    fn claim_start(
+        &self,
+        tenant: &str,
+        content_type: &str,
+        wait: Duration,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let now = self.now_ms();
+        let txn = self.write(Durability::Immediate)?;
+        let left = {
+            let mut starts = txn.open_table(STARTS).map_err(|e| self.err(e))?;
+            let next = starts
+                .get((tenant, content_type))
+                .map_err(|e| self.err(e))?
+                .map(|v| v.value());
+            match next {
+                Some(next) if next > now => Some(next - now),
+                _ => {
+                    starts
+                        .insert(
+                            (tenant, content_type),
+                            now.saturating_add(duration_ms(wait)),
+                        )
+                        .map_err(|e| self.err(e))?;
+                    None
+                }
+            }
+        };
+        match left {
+            None => self.commit(txn).map(|()| None),
+            Some(ms) => {
+                txn.abort().map_err(|e| self.err(e))?;
+                Ok(Some(SystemTime::now() + Duration::from_millis(ms)))
+            }
+        }
+    }
+
+    fn set_start(
+        &self,
+        tenant: &str,
+        content_type: &str,
+        not_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        let now = self.now_ms();
+        let ahead = not_before
+            .duration_since(SystemTime::now())
+            .map(duration_ms)
+            .unwrap_or(0);
+        let txn = self.write(Durability::Immediate)?;
+        {
+            let mut starts = txn.open_table(STARTS).map_err(|e| self.err(e))?;
+            starts
+                .insert((tenant, content_type), now.saturating_add(ahead))
+                .map_err(|e| self.err(e))?;
+        }
+        self.commit(txn)
+    }
+
+    fn next_start(
+        &self,
+        tenant: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let now = self.now_ms();
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let starts = txn.open_table(STARTS).map_err(|e| self.err(e))?;
+        let next = starts
+            .get((tenant, content_type))
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value());
+        Ok(next
+            .filter(|n| *n > now)
+            .map(|n| SystemTime::now() + Duration::from_millis(n - now)))
     }
 
     fn advance_cursor(

@@ -273,6 +273,34 @@ pub trait Store: Send + Sync + 'static {
         seq: u64,
         reason: &str,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// Takes the right to send `subscriptions/start` for (tenant, content type) now. When the next
+    /// allowed start has passed (or none is recorded), records `now + wait` as the next allowed
+    /// one and answers `None`: the caller may send its start. Otherwise changes nothing and answers
+    /// `Some(when)`, the next allowed start on the caller's clock. Atomic across the replicas of a
+    /// shared store, so two replicas never both get the right within `wait`. The tenant id is
+    /// compared ignoring ASCII case.
+    fn claim_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        wait: Duration,
+    ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
+    /// Sets the next allowed start of (tenant, content type) to `not_before` (the caller's
+    /// clock): Microsoft refused a start and said when to come back. It replaces what the claim
+    /// of the refused start recorded (Microsoft's word is the rule), earlier or later.
+    fn set_next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        not_before: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The next allowed start of (tenant, content type) on the caller's clock while it is ahead;
+    /// `None` when a start may be sent now. What `/status` and `check-config` show.
+    fn next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> impl Future<Output = Result<Option<SystemTime>, StoreError>> + Send;
     /// Where listing resumes for (tenant, content type); `None` before the first advance.
     fn cursor(
         &self,
@@ -429,6 +457,10 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(SystemTime::now()) }
     }
 }
+
+/// Microsoft's waiting period between two `subscriptions/start` requests of one subscription
+/// (tenant × content type): "a waiting period of 15 minutes is required before another request".
+pub const SUBSCRIPTION_START_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// How many dead letters [`Store::dead_letters`] reads at a time.
 pub const DEAD_LETTER_PAGE: usize = 500;

@@ -13,6 +13,7 @@
 //! | `o365_tenant_leases`     | lower-case tenant id    | which replica lists the tenant, until when    |
 //! | `o365_records`           | record key (16 bytes)   | record dedup: the blob that delivers it, when |
 //! | `o365_replicas`          | replica token           | heartbeat: when the replica was last seen     |
+//! | `o365_subscription_starts` | (tenant, content type) | next allowed `subscriptions/start`, ms       |
 //!
 //! # Claims and leases
 //!
@@ -308,6 +309,19 @@ CREATE TABLE o365_replicas (
 -- Every lease row is rewritten every round: vacuum early.
 ALTER TABLE o365_tenant_leases SET (autovacuum_vacuum_scale_factor = 0.05,
                                     autovacuum_vacuum_threshold = 1000);
+"#,
+    ),
+    (
+        6,
+        r#"
+-- Microsoft's 15-minute rule between subscription starts, shared by the replicas: when the next
+-- start of each subscription may be sent (database clock, ms). One row per tenant x content type.
+CREATE TABLE o365_subscription_starts (
+    tenant_key   text   NOT NULL,
+    content_type text   NOT NULL,
+    next_ms      bigint NOT NULL,
+    PRIMARY KEY (tenant_key, content_type)
+);
 "#,
     ),
 ];
@@ -887,6 +901,98 @@ impl super::Store for PostgresStore {
         })
         .await
         .map(|_| ())
+    }
+
+    async fn claim_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        wait: Duration,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let tenant = tenant_id.to_ascii_lowercase();
+        let wait_ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 4);
+        // One statement: the row is taken only where the next allowed start has passed, so of
+        // replicas claiming at once exactly one gets a row back. The others read how long is left
+        // (on the database's clock, carried over to the caller's as a duration).
+        let left: Option<i64> = self
+            .call(async {
+                let mut tx = self.pool.begin().await?;
+                let granted: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO o365_subscription_starts (tenant_key, content_type, next_ms)
+                     VALUES ($1, $2, o365_now_ms() + $3)
+                     ON CONFLICT (tenant_key, content_type) DO UPDATE SET next_ms = excluded.next_ms
+                     WHERE o365_subscription_starts.next_ms <= o365_now_ms()
+                     RETURNING next_ms",
+                )
+                .bind(&tenant)
+                .bind(content_type)
+                .bind(wait_ms)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let left = match granted {
+                    Some(_) => None,
+                    None => sqlx::query_scalar(
+                        "SELECT next_ms - o365_now_ms() FROM o365_subscription_starts
+                         WHERE tenant_key = $1 AND content_type = $2",
+                    )
+                    .bind(&tenant)
+                    .bind(content_type)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|ms: i64| ms.max(1)),
+                };
+                tx.commit().await?;
+                Ok(left)
+            })
+            .await?;
+        Ok(left.map(|ms| SystemTime::now() + Duration::from_millis(ms as u64)))
+    }
+
+    async fn set_next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+        not_before: SystemTime,
+    ) -> Result<(), StoreError> {
+        let tenant = tenant_id.to_ascii_lowercase();
+        let ahead = from_now_ms(not_before);
+        self.call(async {
+            sqlx::query(
+                "INSERT INTO o365_subscription_starts (tenant_key, content_type, next_ms)
+                 VALUES ($1, $2, o365_now_ms() + $3)
+                 ON CONFLICT (tenant_key, content_type) DO UPDATE SET next_ms = excluded.next_ms",
+            )
+            .bind(&tenant)
+            .bind(content_type)
+            .bind(ahead)
+            .execute(&self.pool)
+            .await
+        })
+        .await
+        .map(|_| ())
+    }
+
+    async fn next_subscription_start(
+        &self,
+        tenant_id: &str,
+        content_type: &str,
+    ) -> Result<Option<SystemTime>, StoreError> {
+        let tenant = tenant_id.to_ascii_lowercase();
+        let left: Option<i64> = self
+            .call(async {
+                sqlx::query_scalar(
+                    "SELECT next_ms - o365_now_ms() FROM o365_subscription_starts
+                     WHERE tenant_key = $1 AND content_type = $2",
+                )
+                .bind(&tenant)
+                .bind(content_type)
+                .fetch_optional(&self.pool)
+                .await
+            })
+            .await?;
+        Ok(left
+            .filter(|ms| *ms > 0)
+            .map(|ms| SystemTime::now() + Duration::from_millis(ms as u64)))
     }
 
     async fn prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {

@@ -303,6 +303,7 @@ async fn start(
     let key = (ctx.tenant.clone(), ct);
     {
         let st = lock(&s.state);
+        too_early(&s, &ctx, st.last_start.get(&key).copied())?;
         if let Some(sub) = st.subs.get(&key)
             && sub.enabled
             && sub.webhook.is_none()
@@ -318,6 +319,9 @@ async fn start(
         webhooks::validate(&s, &ctx.tenant, ct, h).await?;
     }
     let mut st = lock(&s.state);
+    // Two starts racing through validation: only the first one counts, as if serialised.
+    too_early(&s, &ctx, st.last_start.get(&key).copied())?;
+    st.last_start.insert(key.clone(), s.now());
     let sub = st.subs.entry(key).or_insert(Subscription {
         enabled: true,
         webhook: None,
@@ -337,6 +341,35 @@ async fn start(
     }
     let out = subscription_json(&s, ct, sub);
     Ok(json_ok(out))
+}
+
+/// Microsoft's 15-minute rule: "once you submit a subscription request, a waiting period of 15
+/// minutes is required before another request can be made" (stop is not limited). The
+/// documentation does not say what a too-early start gets. It calls the rule a throttling policy,
+/// so the emulator answers what Microsoft documents for throttling: HTTP 429 with `AF429` and its
+/// documented message (`Method=StartSubscription`), plus `Retry-After` in whole seconds until the
+/// start is allowed, so that a client knows when to come back. Only an accepted start opens a
+/// waiting period: a refused one changes nothing (else a client retrying on time would never get
+/// through). Counted on the emulator clock, so tests move it with `/_emulator/clock`.
+fn too_early(s: &Shared, ctx: &Ctx, last: Option<DateTime<Utc>>) -> Result<(), ApiError> {
+    let wait = lock(&s.faults).faults.subscription_start_wait_secs;
+    let Some(last) = last else { return Ok(()) };
+    let allowed = last + chrono::Duration::seconds(i64::try_from(wait).unwrap_or(i64::MAX / 2_000));
+    let now = s.now();
+    if now >= allowed {
+        return Ok(());
+    }
+    let left = (allowed - now).num_milliseconds().max(1);
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "AF429",
+        format!(
+            "Too many requests. Method=StartSubscription, PublisherId={}",
+            ctx.publisher.as_deref().unwrap_or(NO_PUBLISHER)
+        ),
+    );
+    e.retry_after = Some(u64::try_from((left + 999) / 1000).unwrap_or(1));
+    Err(e)
 }
 
 async fn stop(
@@ -408,10 +441,20 @@ fn fmt_time(t: DateTime<Utc>) -> String {
 
 /// The `[start, end)` window of content/notifications with Microsoft's rules.
 fn window(s: &Shared, q: &Query) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
-    let now = s.now();
+    listing_window(q.get("starttime"), q.get("endtime"), s.now())
+}
+
+/// Microsoft's rules for a listing window given as the `startTime`/`endTime` query values (empty
+/// counts as absent) at `now`: both or neither (neither: the last 24 hours), `start < end`, at most
+/// 24 hours apart, start no more than 7 days back (AF20055); an unreadable time is AF20002.
+pub(crate) fn listing_window(
+    start: Option<&str>,
+    end: Option<&str>,
+    now: DateTime<Utc>,
+) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
     match (
-        q.get("starttime").filter(|v| !v.is_empty()),
-        q.get("endtime").filter(|v| !v.is_empty()),
+        start.filter(|v| !v.is_empty()),
+        end.filter(|v| !v.is_empty()),
     ) {
         (None, None) => {
             // The last 24 hours, including content created in this very millisecond.
@@ -426,10 +469,7 @@ fn window(s: &Shared, q: &Query) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiEr
                 return Err(ApiError::window());
             }
             if start < now - RETENTION {
-                return Err(ApiError::bad(
-                    "AF20055",
-                    "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time no more than 7 days in the past.",
-                ));
+                return Err(ApiError::window());
             }
             Ok((start, end))
         }

@@ -65,10 +65,14 @@ impl ApiError {
             "No subscription found for the specified content type.",
         )
     }
+    /// A listing window that breaks Microsoft's rules. The reference documents two codes for it:
+    /// AF20030 (older text, without "start time prior to end time") and AF20055 (the current text,
+    /// naming all four rules). The emulator answers AF20055, with its documented message to the
+    /// letter, for every broken rule: one answer that names every rule, as the service does today.
     pub fn window() -> Self {
         ApiError::bad(
-            "AF20030",
-            "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time no more than 7 days in the past.",
+            "AF20055",
+            "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time prior to end time and start time no more than 7 days in the past.",
         )
     }
     /// The tenant's unified audit log is off: the audit service answers as if the tenant did not
@@ -90,6 +94,13 @@ impl ApiError {
             "AF20021",
             format!("The webhook endpoint {address} could not be validated. {why}"),
         )
+    }
+}
+
+impl ApiError {
+    /// The AF code and message (what the body carries).
+    pub fn code_and_message(&self) -> (&'static str, &str) {
+        (self.code, &self.message)
     }
 }
 

@@ -43,6 +43,10 @@ pub struct Faults {
     /// Seconds in the `Retry-After` of injected 429/503 answers (default 1).
     #[serde(default = "one")]
     pub ingestion_retry_after: u64,
+    /// Seconds a `subscriptions/start` must wait after the last accepted start of the same tenant
+    /// and content type: Microsoft's 15 minutes (900) by default; 0 lifts the rule.
+    #[serde(default = "start_wait")]
+    pub subscription_start_wait_secs: u64,
 }
 
 fn too_many() -> u16 {
@@ -55,6 +59,13 @@ fn one() -> u64 {
 
 fn found() -> u16 {
     302
+}
+
+/// Microsoft's documented waiting period between two start requests of one subscription.
+pub(crate) const START_WAIT_SECS: u64 = 15 * 60;
+
+fn start_wait() -> u64 {
+    START_WAIT_SECS
 }
 
 impl Default for Faults {
@@ -73,6 +84,7 @@ impl Default for Faults {
             ingestion_fail_next: 0,
             ingestion_fail_status: too_many(),
             ingestion_retry_after: one(),
+            subscription_start_wait_secs: START_WAIT_SECS,
         }
     }
 }
@@ -98,6 +110,7 @@ pub struct FaultsPatch {
     pub ingestion_fail_next: Option<u32>,
     pub ingestion_fail_status: Option<u16>,
     pub ingestion_retry_after: Option<u64>,
+    pub subscription_start_wait_secs: Option<u64>,
 }
 
 impl Faults {
@@ -152,6 +165,9 @@ impl Faults {
         }
         if let Some(v) = p.ingestion_retry_after {
             self.ingestion_retry_after = v;
+        }
+        if let Some(v) = p.subscription_start_wait_secs {
+            self.subscription_start_wait_secs = v;
         }
     }
 

@@ -53,6 +53,23 @@ pub use publish::{GenerateRequest, PublishRequest, Published};
 pub use server::Emulator;
 pub use state::{ApiRequest, Delivery, IngestedUpload, IngestionRequest};
 
+/// Whether a `subscriptions/content` window, as a client sends it (`startTime`/`endTime` query
+/// values, `None` when absent), is one Microsoft accepts at `now`: `Err((code, message))` with the
+/// answer the API would give (AF20055, or AF20002 for an unreadable time). The very rule the
+/// emulated API applies, for property tests of a client's window computation.
+pub fn check_listing_window(
+    start: Option<&str>,
+    end: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), (String, String)> {
+    api::listing_window(start, end, now)
+        .map(|_| ())
+        .map_err(|e| {
+            let (code, message) = e.code_and_message();
+            (code.to_owned(), message.to_owned())
+        })
+}
+
 /// Errors of the emulator's own setup (never of the emulated API, which answers with HTTP errors).
 #[derive(Debug, thiserror::Error)]
 pub enum EmulatorError {

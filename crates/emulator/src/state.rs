@@ -87,6 +87,9 @@ pub(crate) struct State {
     /// Per tenant and content type, ordered by (created, seq).
     pub feeds: HashMap<(String, ContentType), Vec<Arc<Blob>>>,
     pub subs: HashMap<(String, ContentType), Subscription>,
+    /// Emulator-clock time of the last accepted `subscriptions/start`, per tenant and content type
+    /// (kept after a stop: stopping does not reset Microsoft's waiting period).
+    pub last_start: HashMap<(String, ContentType), DateTime<Utc>>,
     pub notifications: Vec<NotificationLog>,
     pub deliveries: Vec<Delivery>,
     /// Blob bodies served, by contentId (how often a collector downloaded each blob).

@@ -14,6 +14,8 @@ use o365_emulator::{ContentType, EmulatorConfig, FaultsPatch, GenerateRequest, T
 use serde_json::{Value, json};
 
 const SP: &str = "Audit.SharePoint";
+/// AF20055's message in Microsoft's error table, to the letter.
+const AF20055_MESSAGE: &str = "Start time and end time must both be specified (or both omitted) and must be less than or equal to 24 hours apart, with the start time prior to end time and start time no more than 7 days in the past.";
 
 fn greq(tenant: &str, ct: &str, records: usize, blobs: usize) -> GenerateRequest {
     GenerateRequest {
@@ -512,6 +514,16 @@ async fn subscription_lifecycle_and_errors() {
         b,
         json!({"contentType": SP, "status": "enabled", "webhook": null})
     );
+    // Within 15 minutes of the first start even a start that would change nothing waits.
+    let (s, b) = env
+        .post(
+            &tok,
+            &format!("{feed}/subscriptions/start?contentType={SP}"),
+            None,
+        )
+        .await;
+    assert_eq!((s, af(&b)), (StatusCode::TOO_MANY_REQUESTS, "AF429"));
+    env.emu.advance_clock(Duration::from_secs(15 * 60)).await;
     let (s, b) = env
         .post(
             &tok,
@@ -574,6 +586,97 @@ async fn subscription_lifecycle_and_errors() {
     assert_eq!(s, StatusCode::OK);
 }
 
+/// Microsoft's 15-minute rule between start requests of one subscription (tenant × content type),
+/// on the emulator clock; stop is not limited; the request log shows every attempt.
+#[tokio::test]
+async fn subscription_starts_wait_fifteen_minutes() {
+    let env = start().await;
+    let tok = env.token().await;
+    let tok2 = env.token_for(T2, C2, S2).await;
+    let start_url = |tenant: &str, ct: &str| {
+        format!(
+            "{}{}/subscriptions/start?contentType={ct}&PublisherIdentifier={PUBLISHER}",
+            env.emu.base_url(),
+            env.feed(tenant)
+        )
+    };
+    let try_start = |tenant: &'static str, token: String, ct: &'static str| {
+        let req = env.http.post(start_url(tenant, ct)).bearer_auth(token);
+        async move {
+            let resp = req.send().await.expect("POST");
+            let status = resp.status();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: Value = resp.json().await.expect("JSON");
+            (status, retry, body)
+        }
+    };
+    let (s, _, b) = try_start(T1, tok.clone(), SP).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Too early: 429 AF429 with the documented throttling message, and when to come back.
+    let (s, retry, b) = try_start(T1, tok.clone(), SP).await;
+    assert_eq!(
+        (s, b),
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            json!({"error": {"code": "AF429", "message": format!("Too many requests. Method=StartSubscription, PublisherId={PUBLISHER}")}})
+        )
+    );
+    let retry = retry.expect("Retry-After");
+    assert!((899..=900).contains(&retry), "Retry-After {retry}");
+    // Another content type of the same tenant, and the same content type of another tenant,
+    // are other subscriptions.
+    let (s, _, b) = try_start(T1, tok.clone(), "Audit.Exchange").await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, b) = try_start(T2, tok2.clone(), SP).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Stop is not limited, and stopping does not reset the wait.
+    let (s, b) = env
+        .post(
+            &tok,
+            &format!("{}/subscriptions/stop?contentType={SP}", env.feed(T1)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, c) = env
+        .control("clock", json!({"advance_secs": 14 * 60 + 50}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    let (s, retry, _) = try_start(T1, tok.clone(), SP).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert!(matches!(retry, Some(9..=10)), "Retry-After {retry:?}");
+    // A refused start does not open a new waiting period: on time, the start goes through.
+    env.control("clock", json!({"advance_secs": 10})).await;
+    let (s, _, b) = try_start(T1, tok.clone(), SP).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["status"], "enabled");
+    // The rule can be lifted (tests of other things).
+    env.control("faults", json!({"subscription_start_wait_secs": 0}))
+        .await;
+    let (s, b) = env
+        .post(
+            &tok,
+            &format!("{}/subscriptions/stop?contentType={SP}", env.feed(T1)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    let (s, _, b) = try_start(T1, tok.clone(), SP).await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    // Every attempt, refused ones included, is in the request log.
+    let (_, log) = env.control_get(&format!("requests?tenant_id={T1}")).await;
+    let starts: Vec<&Value> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["operation"] == "StartSubscription" && r["content_type"] == SP)
+        .collect();
+    assert_eq!(starts.len(), 5, "{log}");
+}
+
 #[tokio::test]
 async fn content_window_rules() {
     let env = start().await;
@@ -589,41 +692,67 @@ async fn content_window_rules() {
     };
     let full = "%Y-%m-%dT%H:%M:%S";
 
+    let h = chrono::Duration::hours;
+    // Every rule of AF20055: both or neither, at most 24 h apart, start before end, start no
+    // more than 7 days back; each answered 400 with the documented code and message.
     let cases = [
-        (
-            format!("&startTime={}", f(now - chrono::Duration::hours(1), full)),
-            "AF20030",
+        format!("&startTime={}", f(now - h(1), full)),
+        format!("&endTime={}", f(now, full)),
+        format!("&startTime={}&endTime=", f(now - h(1), full)),
+        format!(
+            "&startTime={}&endTime={}",
+            f(now - h(25), full),
+            f(now, full)
         ),
-        (format!("&endTime={}", f(now, full)), "AF20030"),
-        (
-            format!(
-                "&startTime={}&endTime={}",
-                f(now - chrono::Duration::hours(25), full),
-                f(now, full)
+        format!(
+            "&startTime={}&endTime={}",
+            f(now - h(24) - chrono::Duration::seconds(1), full),
+            f(now, full)
+        ),
+        format!(
+            "&startTime={}&endTime={}",
+            f(now, full),
+            f(now - h(1), full)
+        ),
+        format!("&startTime={}&endTime={}", f(now, full), f(now, full)),
+        format!(
+            "&startTime={}&endTime={}",
+            f(now - chrono::Duration::days(8), full),
+            f(now - chrono::Duration::days(8) + h(1), full)
+        ),
+        format!(
+            "&startTime={}&endTime={}",
+            f(
+                now - chrono::Duration::days(7) - chrono::Duration::minutes(1),
+                full
             ),
-            "AF20030",
+            f(now - chrono::Duration::days(7) + h(1), full)
         ),
-        (
-            format!(
-                "&startTime={}&endTime={}",
-                f(now, full),
-                f(now - chrono::Duration::hours(1), full)
-            ),
-            "AF20030",
-        ),
-        (
-            format!(
-                "&startTime={}&endTime={}",
-                f(now - chrono::Duration::days(8), full),
-                f(
-                    now - chrono::Duration::days(8) + chrono::Duration::hours(1),
-                    full
-                )
-            ),
-            "AF20055",
-        ),
-        ("&startTime=yesterday&endTime=today".to_string(), "AF20002"),
     ];
+    for extra in cases {
+        let (s, _, b) = env.get(&tok, &q(extra.clone())).await;
+        assert_eq!(
+            (s, b.clone()),
+            (
+                StatusCode::BAD_REQUEST,
+                json!({"error": {"code": "AF20055", "message": AF20055_MESSAGE}})
+            ),
+            "{extra}"
+        );
+    }
+    // The same rules on the notifications listing.
+    let (s, _, b) = env
+        .get(
+            &tok,
+            &format!(
+                "{}/subscriptions/notifications?contentType={SP}&startTime={}",
+                env.feed(T1),
+                f(now - h(1), full)
+            ),
+        )
+        .await;
+    assert_eq!((s, af(&b)), (StatusCode::BAD_REQUEST, "AF20055"), "{b}");
+    let cases = [("&startTime=yesterday&endTime=today".to_string(), "AF20002")];
     for (extra, code) in cases {
         let (s, _, b) = env.get(&tok, &q(extra.clone())).await;
         assert_eq!((s, af(&b)), (StatusCode::BAD_REQUEST, code), "{extra}: {b}");
@@ -647,6 +776,12 @@ async fn content_window_rules() {
         format!(
             "&starttime={}&endtime={}",
             f(now - chrono::Duration::hours(2), full),
+            f(now, full)
+        ),
+        // Exactly 24 hours apart is allowed.
+        format!(
+            "&startTime={}&endTime={}",
+            f(now - h(24), full),
             f(now, full)
         ),
     ];
@@ -1072,6 +1207,8 @@ async fn failed_validation_and_plain_http_are_af20021() {
 
     // Adding a webhook to an existing subscription: a failed validation leaves it unchanged.
     env.start_sub(&tok, T1, SP).await;
+    // (after Microsoft's 15 minutes between starts)
+    env.emu.advance_clock(Duration::from_secs(15 * 60)).await;
     let (s, b) = env
         .post(&tok, &start, Some(json!({"webhook": {"address": rx.url}})))
         .await;
@@ -1172,9 +1309,11 @@ async fn failing_webhook_is_disabled_and_content_stays_listable() {
             .all(|e| e["notificationStatus"] == "failed")
     );
 
-    // start again re-enables it (after a fresh validation) and deliveries resume.
+    // start again re-enables it (after a fresh validation) and deliveries resume, once
+    // Microsoft's 15 minutes since the last start have passed.
     rx.notification_status
         .store(200, std::sync::atomic::Ordering::Relaxed);
+    env.emu.advance_clock(Duration::from_secs(15 * 60)).await;
     let (s, b) = env
         .post(
             &tok,
