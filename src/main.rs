@@ -89,10 +89,12 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     return Ok(ExitCode::from(2));
                 }
             };
-            // The store's next allowed subscription starts are not read yet (see README "Before
-            // the first start"): no start-throttled line until they are.
-            let next_starts = preflight::NextStarts::new();
-            let report = runtime()?.block_on(preflight::run(&cfg, &next_starts));
+            let rt = runtime()?;
+            let (next_starts, note) = rt.block_on(preflight::stored_next_starts(&cfg));
+            if let Some(note) = note {
+                println!("note: {note}");
+            }
+            let report = rt.block_on(preflight::run(&cfg, &next_starts));
             print!("{}", report.render());
             Ok(ExitCode::from(
                 u8::try_from(report.exit_code()).unwrap_or(2),

@@ -26,6 +26,9 @@ use crate::pipeline::graph_puller::graph_time;
 use crate::pipeline::health;
 use crate::pipeline::puller::api_time;
 use crate::server;
+use crate::store::any::StoreConfig;
+use crate::store::embedded::FILE_NAME as EMBEDDED_FILE;
+use crate::store::{EmbeddedStore, PostgresStore, Store};
 use crate::webhook::config::WebhookConfig;
 
 /// Longest wait for one call: a preflight answers in seconds or says why not.
@@ -122,6 +125,48 @@ impl Report {
 /// When each subscription (tenant id, content type) may next be started, as the store keeps it
 /// (Microsoft refuses a start within 15 minutes of the previous one). Empty: nothing waits.
 pub type NextStarts = BTreeMap<(String, String), DateTime<Utc>>;
+
+/// The next allowed subscription starts the store recorded (Microsoft's 15 minutes between
+/// starts), for the start-throttled lines. Reading changes nothing: an embedded store that does
+/// not exist yet has none (it is not created), and one a running collector holds open is not
+/// read (that collector's `/status` shows `next_allowed_start`); the note says so.
+pub async fn stored_next_starts(config: &Config) -> (NextStarts, Option<String>) {
+    match &config.store {
+        StoreConfig::Embedded => {
+            if !config.last_value_storage.join(EMBEDDED_FILE).exists() {
+                return (NextStarts::new(), None);
+            }
+            match EmbeddedStore::open(&config.last_value_storage) {
+                Ok(store) => (next_starts_of(&store, config).await, None),
+                Err(e) => (
+                    NextStarts::new(),
+                    Some(format!(
+                        "subscription starts not read from the store ({e}): a running collector's /status shows next_allowed_start"
+                    )),
+                ),
+            }
+        }
+        StoreConfig::Postgres(p) => match PostgresStore::connect(p).await {
+            Ok(store) => (next_starts_of(&store, config).await, None),
+            Err(e) => (
+                NextStarts::new(),
+                Some(format!("subscription starts not read from the store: {e}")),
+            ),
+        },
+    }
+}
+
+async fn next_starts_of<S: Store>(store: &S, config: &Config) -> NextStarts {
+    let mut starts = NextStarts::new();
+    for t in &config.tenants {
+        for ct in &t.content_types {
+            if let Ok(Some(at)) = store.next_subscription_start(&t.tenant_id, ct).await {
+                starts.insert((t.tenant_id.clone(), ct.clone()), DateTime::<Utc>::from(at));
+            }
+        }
+    }
+    starts
+}
 
 /// Runs every check of `config`; `next_starts` gives the subscription-start line of each content
 /// type that must wait.
@@ -325,7 +370,7 @@ pub fn throttled(next_allowed: DateTime<Utc>, now: DateTime<Utc>) -> Verdict {
             "subscription start throttled: Microsoft refuses another start until {} (15 minutes after the last one)",
             next_allowed.format("%Y-%m-%d %H:%M:%S UTC")
         ),
-        fix: "nothing to change: wait until then, or start now (content is listed by pull until the start is allowed)".into(),
+        fix: "nothing to change: `run` lists this content type by pull until then and starts the subscription at that time".into(),
     }
 }
 

@@ -470,3 +470,48 @@ async fn each_tenant_has_its_own_lines_in_pull_mode() {
     assert!(!out.contains(" webhook http"), "{out}");
     assert!(out.contains("online checks: 1 failed of 6"), "{out}");
 }
+
+/// A start the store recorded 5 minutes ago (by a collector that ran before): Microsoft would
+/// refuse another for 10 minutes more, and the subscription line says until when. The store is
+/// read, never created: without one there is no such line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recent_subscription_start_is_named_with_its_time() {
+    use o365_collector::store::{EmbeddedStore, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let (_emu, setup) = start(dir.path(), "").await;
+    {
+        let store = EmbeddedStore::open(&dir.path().join("store")).unwrap();
+        let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(600);
+        store
+            .set_next_subscription_start(TENANT, "Audit.Exchange", ahead)
+            .await
+            .unwrap();
+    }
+    let (out, code) = tokio::task::spawn_blocking(move || preflight(&setup, SECRET))
+        .await
+        .unwrap();
+    assert_eq!(code, 2, "{out}");
+    assert_failed(
+        &out,
+        "Audit.Exchange subscription start",
+        "subscription start throttled: Microsoft refuses another start until",
+        "lists this content type by pull until then",
+    );
+    assert!(
+        !out.contains("Audit.General subscription start"),
+        "only the content type that must wait: {out}"
+    );
+
+    // A fresh configuration: no store, no line, and none created.
+    let fresh = tempfile::tempdir().unwrap();
+    let (_emu2, setup2) = start(fresh.path(), "").await;
+    let (out, code) = tokio::task::spawn_blocking(move || preflight(&setup2, SECRET))
+        .await
+        .unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("subscription start"), "{out}");
+    assert!(
+        !fresh.path().join("store").join("queue.redb").exists(),
+        "the store was created"
+    );
+}

@@ -99,8 +99,8 @@ impl ApiError {
 
 impl ApiError {
     /// The AF code and message (what the body carries).
-    pub fn code_and_message(&self) -> (&'static str, &str) {
-        (self.code, &self.message)
+    pub fn code_and_message(&self) -> (&str, &str) {
+        (&self.code, &self.message)
     }
 }
 
