@@ -125,6 +125,20 @@ mod tests {
         async fn cursor(&self, _: &str, _: &str) -> Result<Option<SystemTime>, StoreError> {
             down()
         }
+        async fn ledger_add(&self, _: Vec<crate::store::LedgerDelta>) -> Result<(), StoreError> {
+            down()
+        }
+        async fn ledger_range(
+            &self,
+            _: &str,
+            _: i64,
+            _: i64,
+        ) -> Result<Vec<crate::store::LedgerRow>, StoreError> {
+            down()
+        }
+        async fn ledger_prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
+            down()
+        }
         async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
             down()
         }

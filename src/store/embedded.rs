@@ -76,6 +76,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use super::ledger::{self, LedgerCounts, LedgerDelta, LedgerKey, LedgerRow};
 use super::{
     Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, KeyHashing, Store, StoreError,
     StoreStats, owner_key,
@@ -106,6 +107,10 @@ const RECORDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("records
 const RECORDS_BY_CLAIM: TableDefinition<(u64, u128), &[u8]> =
     TableDefinition::new("records_by_claim");
 /// The first layout of the age index (one row a key), converted at open.
+/// The completeness ledger ([`ledger`]): (tenant, content type, hour) → [`StoredLedger`] JSON.
+const LEDGER: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("ledger");
+/// The ledger's rows by hour, for the prune.
+const LEDGER_AGE: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("ledger_age");
 const RECORDS_AGE_V1: TableDefinition<(u64, u128), ()> = TableDefinition::new("records_age");
 
 const META_NEXT_SEQ: &str = "next_seq";
@@ -126,6 +131,36 @@ struct Item {
     due_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// Its completeness ledger hour (absent in items of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_hour: Option<i64>,
+}
+
+impl Item {
+    fn ledger_key(&self) -> LedgerKey {
+        let hour = self.ledger_hour.unwrap_or_else(|| {
+            ledger::blob_hour(
+                self.content.content_created.as_deref(),
+                from_ms(self.enqueued_ms),
+            )
+        });
+        LedgerKey::new(&self.content.tenant_id, &self.content.content_type, hour)
+    }
+}
+
+/// A ledger row as stored in `ledger`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredLedger {
+    counts: LedgerCounts,
+    updated_ms: u64,
+}
+
+/// Ledger counters added by [`Store::ledger_add`] and not yet written: they go into the next
+/// durable write transaction (`in_txn` while it runs; merged back if it is aborted).
+#[derive(Default)]
+struct PendingLedger {
+    pending: std::collections::BTreeMap<LedgerKey, LedgerCounts>,
+    in_txn: Option<std::collections::BTreeMap<LedgerKey, LedgerCounts>>,
 }
 
 /// A dead letter as stored in `dead`.
@@ -136,6 +171,8 @@ struct DeadItem {
     attempts: u32,
     enqueued_ms: u64,
     dead_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_hour: Option<i64>,
 }
 
 /// redb-backed [`Store`]. Clones share the one open file (cheap: an `Arc`).
@@ -182,6 +219,8 @@ struct Inner {
     failed: AtomicBool,
     /// Record claims decided but not yet written (see [`PendingClaims`]).
     pending: Mutex<PendingClaims>,
+    /// Ledger counters not yet written (see [`PendingLedger`]).
+    ledger: Mutex<PendingLedger>,
 }
 
 /// Record claims are decided against the file and these, and written [`CLAIMS_WRITE_EVERY`]
@@ -208,7 +247,7 @@ struct PendingClaims {
 impl Drop for Inner {
     /// Pending record claims are written as the store closes (a reopen after a failure tries too).
     fn drop(&mut self) {
-        if !lock(&self.pending).rows.is_empty() {
+        if !lock(&self.pending).rows.is_empty() || !lock(&self.ledger).pending.is_empty() {
             let _ = self.write_claims_now();
         }
     }
@@ -652,6 +691,30 @@ impl Store for EmbeddedStore {
         self.run(move |inner| inner.tenant_backlog(&t, cap)).await
     }
 
+    async fn ledger_add(&self, deltas: Vec<LedgerDelta>) -> Result<(), StoreError> {
+        // No transaction of its own: the next durable write carries them (see `PendingLedger`).
+        self.shared.with(|inner| {
+            ledger::merge_into(&mut lock(&inner.ledger).pending, deltas);
+            Ok(())
+        })
+    }
+
+    async fn ledger_range(
+        &self,
+        tenant_id: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.run(move |inner| inner.ledger_range(&t, from_hour, to_hour))
+            .await
+    }
+
+    async fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        self.run(move |inner| inner.ledger_prune(older_than, max))
+            .await
+    }
+
     async fn footprint(&self) -> Result<Footprint, StoreError> {
         let path = self.shared.path.clone();
         self.run(move |inner| {
@@ -710,6 +773,7 @@ impl Inner {
             }),
             failed: AtomicBool::new(false),
             pending: Mutex::new(PendingClaims::default()),
+            ledger: Mutex::new(PendingLedger::default()),
         };
         inner.init(release_leases)?;
         Ok(inner)
@@ -798,6 +862,8 @@ impl Inner {
             txn.open_table(CURSORS).map_err(|e| self.err(e))?;
             txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+            txn.open_table(LEDGER_AGE).map_err(|e| self.err(e))?;
             self.convert_records_age(&txn)?;
         }
         self.commit(txn)
@@ -861,6 +927,8 @@ impl Inner {
                 .map_err(|e| self.err(e))?
                 .unwrap_or(1);
             let mut in_group: HashSet<String> = HashSet::new();
+            let mut queued_by_hour: std::collections::BTreeMap<LedgerKey, LedgerCounts> =
+                Default::default();
             for (batch, outcome) in batches.into_iter().zip(outcomes.iter_mut()) {
                 for mut content in batch {
                     if let Some(records) = content.records.take() {
@@ -908,7 +976,10 @@ impl Inner {
                     in_group.insert(content.content_id.clone());
                     let seq = next_seq;
                     next_seq += 1;
-                    self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
+                    let hour = ledger::blob_hour(content.content_created.as_deref(), from_ms(now));
+                    let key = LedgerKey::new(&content.tenant_id, &content.content_type, hour);
+                    queued_by_hour.entry(key).or_default().queued += 1;
+                    self.queue_new(&mut items, &mut schedule, seq, content, now, None, hour)?;
                     outcome.added += 1;
                 }
                 added += outcome.added;
@@ -919,8 +990,11 @@ impl Inner {
                 add_u64(&mut meta, META_QUEUED, added as i64).map_err(|e| self.err(e))?;
                 meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
             }
+            for (key, counts) in queued_by_hour {
+                self.ledger_update(&txn, &key, now, |c| c.add(&counts))?;
+            }
         }
-        if added == 0 {
+        if added == 0 && !self.ledger_in_txn() {
             // All duplicates: what made them duplicates is already durable.
             txn.abort().map_err(|e| self.err(e))?;
         } else {
@@ -1103,7 +1177,7 @@ impl Inner {
             }
             delivered > current
         };
-        if moved || lock(&self.pending).in_txn > 0 {
+        if moved || lock(&self.pending).in_txn > 0 || self.ledger_in_txn() {
             self.commit(txn)
         } else {
             txn.abort().map_err(|e| self.err(e))
@@ -1115,7 +1189,8 @@ impl Inner {
         let txn = self.write(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            self.unqueue(&txn, seq)?;
+            let item = self.unqueue(&txn, seq)?;
+            self.ledger_update(&txn, &item.ledger_key(), now, |c| c.done += 1)?;
             let mut progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             progress.remove(seq).map_err(|e| self.err(e))?;
             add_u64(&mut meta, META_QUEUED, -1).map_err(|e| self.err(e))?;
@@ -1167,12 +1242,21 @@ impl Inner {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let mut dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
             let item = self.unqueue(&txn, seq)?;
+            let key = item.ledger_key();
+            self.ledger_update(&txn, &key, now, |c| {
+                c.add(&LedgerCounts {
+                    dead: 1,
+                    dead_ids: vec![item.content.content_id.clone()],
+                    ..Default::default()
+                })
+            })?;
             let record = DeadItem {
                 content: item.content,
                 reason,
                 attempts: item.attempts,
                 enqueued_ms: item.enqueued_ms,
                 dead_ms: now,
+                ledger_hour: Some(key.hour),
             };
             dead.insert(seq, encode(&record)?.as_slice())
                 .map_err(|e| self.err(e))?;
@@ -1576,6 +1660,18 @@ impl Inner {
                     progress.insert(seq, n).map_err(|e| self.err(e))?;
                 }
                 let note = format!("requeued after: {}", record.reason);
+                let hour = record.ledger_hour.unwrap_or_else(|| {
+                    ledger::blob_hour(
+                        record.content.content_created.as_deref(),
+                        from_ms(record.enqueued_ms),
+                    )
+                });
+                let key = LedgerKey::new(
+                    &record.content.tenant_id,
+                    &record.content.content_type,
+                    hour,
+                );
+                self.ledger_update(&txn, &key, now, |c| c.undead(&record.content.content_id))?;
                 self.queue_new(
                     &mut items,
                     &mut schedule,
@@ -1583,6 +1679,7 @@ impl Inner {
                     record.content,
                     now,
                     Some(note),
+                    hour,
                 )?;
                 moved += 1;
             }
@@ -1611,6 +1708,7 @@ impl Inner {
         content: ContentRef,
         now: u64,
         last_error: Option<String>,
+        ledger_hour: i64,
     ) -> Result<(), StoreError> {
         let item = Item {
             content,
@@ -1618,6 +1716,7 @@ impl Inner {
             enqueued_ms: now,
             due_ms: now,
             last_error,
+            ledger_hour: Some(ledger_hour),
         };
         items
             .insert(seq, encode(&item)?.as_slice())
@@ -1669,8 +1768,14 @@ impl Inner {
         txn.set_durability(durability).map_err(|e| self.err(e))?;
         if durable {
             self.write_pending_claims(&txn, all_claims)?;
+            self.write_pending_ledger(&txn)?;
         } else {
             lock(&self.pending).in_txn = 0;
+            // Left by an aborted transaction: pending again (this one does not write them).
+            let mut l = lock(&self.ledger);
+            for (k, c) in l.in_txn.take().unwrap_or_default() {
+                l.pending.entry(k).or_default().add(&c);
+            }
         }
         Ok(txn)
     }
@@ -1678,7 +1783,138 @@ impl Inner {
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
         txn.commit().map_err(|e| self.err(e))?;
         self.pending_claims_written();
+        lock(&self.ledger).in_txn = None;
         Ok(())
+    }
+
+    /// Whether the open write transaction carries pending ledger counters (then it must commit).
+    fn ledger_in_txn(&self) -> bool {
+        lock(&self.ledger).in_txn.is_some()
+    }
+
+    /// Writes the pending ledger counters into `txn` as it begins; those of a transaction that
+    /// was aborted are written again.
+    fn write_pending_ledger(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let taken = {
+            let mut l = lock(&self.ledger);
+            let mut all = l.in_txn.take().unwrap_or_default();
+            for (k, c) in std::mem::take(&mut l.pending) {
+                all.entry(k).or_default().add(&c);
+            }
+            all
+        };
+        if taken.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let written = taken
+            .iter()
+            .try_for_each(|(k, c)| self.ledger_update(txn, k, now, |row| row.add(c)));
+        // Kept for the next transaction until this one commits.
+        lock(&self.ledger).in_txn = Some(taken);
+        written
+    }
+
+    /// Changes one ledger row in `txn`.
+    fn ledger_update(
+        &self,
+        txn: &WriteTransaction,
+        key: &LedgerKey,
+        now: u64,
+        change: impl FnOnce(&mut LedgerCounts),
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+        let k = (key.tenant_id.as_str(), key.content_type.as_str(), key.hour);
+        let mut row: StoredLedger = match table.get(k).map_err(|e| self.err(e))? {
+            Some(bytes) => decode(bytes.value(), &self.path)?,
+            None => {
+                let mut age = txn.open_table(LEDGER_AGE).map_err(|e| self.err(e))?;
+                age.insert((key.hour, k.0, k.1), ())
+                    .map_err(|e| self.err(e))?;
+                StoredLedger::default()
+            }
+        };
+        change(&mut row.counts);
+        row.updated_ms = now;
+        table
+            .insert(k, encode(&row)?.as_slice())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn ledger_range(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<LedgerRow>, StoreError> {
+        let tenant = tenant.to_ascii_lowercase();
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+        let mut rows: std::collections::BTreeMap<LedgerKey, (LedgerCounts, u64)> =
+            Default::default();
+        for entry in table
+            .range::<(&str, &str, i64)>((tenant.as_str(), "", i64::MIN)..)
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (t, ct, hour) = k.value();
+            if t != tenant {
+                break;
+            }
+            if hour < from || hour >= to {
+                continue;
+            }
+            let row: StoredLedger = decode(v.value(), &self.path)?;
+            rows.insert(LedgerKey::new(t, ct, hour), (row.counts, row.updated_ms));
+        }
+        // Counters added but not written yet are part of the answer.
+        let l = lock(&self.ledger);
+        let now = to_ms(SystemTime::now());
+        for (k, c) in l.in_txn.iter().flatten().chain(l.pending.iter()) {
+            if k.tenant_id == tenant && k.hour >= from && k.hour < to {
+                let row = rows.entry(k.clone()).or_default();
+                row.0.add(c);
+                row.1 = row.1.max(now);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(key, (counts, updated_ms))| LedgerRow {
+                key,
+                counts,
+                updated_ms,
+            })
+            .collect())
+    }
+
+    fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        let limit = ledger::hour_of(older_than);
+        let txn = self.write(Durability::Immediate)?;
+        let mut removed = 0u64;
+        {
+            let mut table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+            let mut age = txn.open_table(LEDGER_AGE).map_err(|e| self.err(e))?;
+            let mut old: Vec<(i64, String, String)> = Vec::new();
+            for entry in age
+                .range::<(i64, &str, &str)>(..(limit, "", ""))
+                .map_err(|e| self.err(e))?
+                .take(max)
+            {
+                let (k, _) = entry.map_err(|e| self.err(e))?;
+                let (h, t, ct) = k.value();
+                old.push((h, t.to_owned(), ct.to_owned()));
+            }
+            for (h, t, ct) in &old {
+                age.remove((*h, t.as_str(), ct.as_str()))
+                    .map_err(|e| self.err(e))?;
+                table
+                    .remove((t.as_str(), ct.as_str(), *h))
+                    .map_err(|e| self.err(e))?;
+                removed += 1;
+            }
+        }
+        if removed == 0 && !self.ledger_in_txn() && lock(&self.pending).in_txn == 0 {
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(removed)
     }
 
     /// Maps any redb error: damage → Corrupt (with the path), everything else → Unavailable. An
