@@ -156,12 +156,17 @@ struct StoredLedger {
 }
 
 /// Ledger counters added by [`Store::ledger_add`] and not yet written: they go into the next
-/// durable write transaction (`in_txn` while it runs; merged back if it is aborted).
+/// durable write transaction (`in_txn` while it runs, until it commits; written again by the next
+/// one if it was aborted). Two locks, taken in this order: `in_txn` is held across a commit so
+/// that a reader sees counters either in the file or in memory, and `pending` only for a moment,
+/// so that adding never waits for an fsync.
 #[derive(Default)]
 struct PendingLedger {
-    pending: std::collections::BTreeMap<LedgerKey, LedgerCounts>,
-    in_txn: Option<std::collections::BTreeMap<LedgerKey, LedgerCounts>>,
+    in_txn: Mutex<Option<LedgerMap>>,
+    pending: Mutex<LedgerMap>,
 }
+
+type LedgerMap = std::collections::BTreeMap<LedgerKey, LedgerCounts>;
 
 /// A dead letter as stored in `dead`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -220,7 +225,7 @@ struct Inner {
     /// Record claims decided but not yet written (see [`PendingClaims`]).
     pending: Mutex<PendingClaims>,
     /// Ledger counters not yet written (see [`PendingLedger`]).
-    ledger: Mutex<PendingLedger>,
+    ledger: PendingLedger,
 }
 
 /// Record claims are decided against the file and these, and written [`CLAIMS_WRITE_EVERY`]
@@ -247,7 +252,7 @@ struct PendingClaims {
 impl Drop for Inner {
     /// Pending record claims are written as the store closes (a reopen after a failure tries too).
     fn drop(&mut self) {
-        if !lock(&self.pending).rows.is_empty() || !lock(&self.ledger).pending.is_empty() {
+        if !lock(&self.pending).rows.is_empty() || !lock(&self.ledger.pending).is_empty() {
             let _ = self.write_claims_now();
         }
     }
@@ -694,7 +699,7 @@ impl Store for EmbeddedStore {
     async fn ledger_add(&self, deltas: Vec<LedgerDelta>) -> Result<(), StoreError> {
         // No transaction of its own: the next durable write carries them (see `PendingLedger`).
         self.shared.with(|inner| {
-            ledger::merge_into(&mut lock(&inner.ledger).pending, deltas);
+            ledger::merge_into(&mut lock(&inner.ledger.pending), deltas);
             Ok(())
         })
     }
@@ -773,7 +778,7 @@ impl Inner {
             }),
             failed: AtomicBool::new(false),
             pending: Mutex::new(PendingClaims::default()),
-            ledger: Mutex::new(PendingLedger::default()),
+            ledger: PendingLedger::default(),
         };
         inner.init(release_leases)?;
         Ok(inner)
@@ -1772,46 +1777,51 @@ impl Inner {
         } else {
             lock(&self.pending).in_txn = 0;
             // Left by an aborted transaction: pending again (this one does not write them).
-            let mut l = lock(&self.ledger);
-            for (k, c) in l.in_txn.take().unwrap_or_default() {
-                l.pending.entry(k).or_default().add(&c);
+            let mut in_txn = lock(&self.ledger.in_txn);
+            let mut pending = lock(&self.ledger.pending);
+            for (k, c) in in_txn.take().unwrap_or_default() {
+                pending.entry(k).or_default().add(&c);
             }
         }
         Ok(txn)
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        // The ledger's lock spans the commit, so a reader sees its pending counters either in
+        // the file or in memory, never in both nor in neither.
+        let mut in_txn = lock(&self.ledger.in_txn);
         txn.commit().map_err(|e| self.err(e))?;
+        *in_txn = None;
+        drop(in_txn);
         self.pending_claims_written();
-        lock(&self.ledger).in_txn = None;
         Ok(())
     }
 
     /// Whether the open write transaction carries pending ledger counters (then it must commit).
     fn ledger_in_txn(&self) -> bool {
-        lock(&self.ledger).in_txn.is_some()
+        lock(&self.ledger.in_txn).is_some()
     }
 
     /// Writes the pending ledger counters into `txn` as it begins; those of a transaction that
     /// was aborted are written again.
     fn write_pending_ledger(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
         let taken = {
-            let mut l = lock(&self.ledger);
-            let mut all = l.in_txn.take().unwrap_or_default();
-            for (k, c) in std::mem::take(&mut l.pending) {
+            let mut in_txn = lock(&self.ledger.in_txn);
+            let mut all = in_txn.take().unwrap_or_default();
+            for (k, c) in std::mem::take(&mut *lock(&self.ledger.pending)) {
                 all.entry(k).or_default().add(&c);
             }
+            if all.is_empty() {
+                return Ok(());
+            }
+            // Kept in memory until this transaction commits.
+            *in_txn = Some(all.clone());
             all
         };
-        if taken.is_empty() {
-            return Ok(());
-        }
         let now = self.now_ms();
         let written = taken
             .iter()
             .try_for_each(|(k, c)| self.ledger_update(txn, k, now, |row| row.add(c)));
-        // Kept for the next transaction until this one commits.
-        lock(&self.ledger).in_txn = Some(taken);
         written
     }
 
@@ -1844,6 +1854,8 @@ impl Inner {
 
     fn ledger_range(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<LedgerRow>, StoreError> {
         let tenant = tenant.to_ascii_lowercase();
+        // Held from the read to the merge: see `commit`.
+        let in_txn = lock(&self.ledger.in_txn);
         let txn = self.db.begin_read().map_err(|e| self.err(e))?;
         let table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
         let mut rows: std::collections::BTreeMap<LedgerKey, (LedgerCounts, u64)> =
@@ -1864,9 +1876,9 @@ impl Inner {
             rows.insert(LedgerKey::new(t, ct, hour), (row.counts, row.updated_ms));
         }
         // Counters added but not written yet are part of the answer.
-        let l = lock(&self.ledger);
         let now = to_ms(SystemTime::now());
-        for (k, c) in l.in_txn.iter().flatten().chain(l.pending.iter()) {
+        let pending = lock(&self.ledger.pending);
+        for (k, c) in in_txn.iter().flatten().chain(pending.iter()) {
             if k.tenant_id == tenant && k.hour >= from && k.hour < to {
                 let row = rows.entry(k.clone()).or_default();
                 row.0.add(c);
