@@ -300,7 +300,7 @@ impl App {
             shutdown: shutdown.clone(),
             retry_base: OUTPUT_RETRY_BASE,
             record_dedup_window: cfg.retention.record_dedup_window,
-            ledger: cfg.completeness.record,
+            ledger: cfg.completeness.record && crate::store::ledger::enabled(),
         });
         for i in 0..cfg.pipeline.workers.max(1) {
             tasks.spawn(workers.clone().run(i));

@@ -698,6 +698,9 @@ impl Store for EmbeddedStore {
 
     async fn ledger_add(&self, deltas: Vec<LedgerDelta>) -> Result<(), StoreError> {
         // No transaction of its own: the next durable write carries them (see `PendingLedger`).
+        if !ledger::enabled() {
+            return Ok(());
+        }
         self.shared.with(|inner| {
             ledger::merge_into(&mut lock(&inner.ledger.pending), deltas);
             Ok(())
@@ -1833,6 +1836,9 @@ impl Inner {
         now: u64,
         change: impl FnOnce(&mut LedgerCounts),
     ) -> Result<(), StoreError> {
+        if !ledger::enabled() {
+            return Ok(());
+        }
         let mut table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
         let k = (key.tenant_id.as_str(), key.content_type.as_str(), key.hour);
         let mut row: StoredLedger = match table.get(k).map_err(|e| self.err(e))? {

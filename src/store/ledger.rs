@@ -27,6 +27,17 @@ pub const DEFAULT_HORIZON: Duration = Duration::from_secs(24 * 3600);
 /// Default of `store.completeness_retention`.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
+/// Environment variable that, set to `off`, stops every ledger write (the queue's blob counters
+/// included), so that benchmarks measure what the ledger costs in one build. Never for production:
+/// hours are then never sealed.
+pub const LEDGER_ENV: &str = "O365_LEDGER";
+
+/// Whether the ledger is written (see [`LEDGER_ENV`]).
+pub fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var(LEDGER_ENV).map_or(true, |v| v != "off"))
+}
+
 /// The start (Unix seconds) of the UTC hour of a `2026-01-01T10:…` text (`CreationTime`,
 /// `contentCreated`); `None` when it is not one.
 pub fn hour_of_text(text: &str) -> Option<i64> {

@@ -156,7 +156,11 @@ async fn notify<S: Store>(
                     .entry((c.tenant_id.clone(), c.content_type.clone()))
                     .or_default() += 1;
             }
-            let ledger = announced_in_ledger(&items);
+            let ledger = if crate::store::ledger::enabled() {
+                announced_in_ledger(&items)
+            } else {
+                Vec::new()
+            };
             match state.store.enqueue(items).await {
                 Ok(outcome) => {
                     // Counts for the completeness ledger (no write of its own: see ledger_add).
