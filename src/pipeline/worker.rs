@@ -70,11 +70,16 @@ struct Tally {
 }
 
 impl Tally {
-    /// Counts `events` into column `col` by the hour in their key (`fallback` without one).
-    fn count(&mut self, events: &[Event], col: usize, fallback: i64) {
+    /// Counts `events` into column `col` by the hour in their key (`fallback` without one, and
+    /// for a Graph page: its keys are hashes, not time-ordered).
+    fn count(&mut self, events: &[Event], col: usize, fallback: i64, by_key: bool) {
         let mut last: Option<(i64, u64)> = None;
         for e in events {
-            let h = e.key.and_then(ledger::hour_of_key).unwrap_or(fallback);
+            let h = e
+                .key
+                .filter(|_| by_key)
+                .and_then(ledger::hour_of_key)
+                .unwrap_or(fallback);
             match &mut last {
                 Some((lh, n)) if *lh == h => *n += 1,
                 _ => {
@@ -439,6 +444,7 @@ impl<S: Store> Workers<S> {
         // flight, so a crash repeats at most two batches of the blob (k and k+1).
         let mut recording: Option<tokio::task::JoinHandle<()>> = None;
         let blob_hour = ledger::blob_hour(c.content_created.as_deref(), item.enqueued_at);
+        let by_key = c.records.is_none();
         let outcome = loop {
             let piece = match stream.next().await {
                 Ok(p) => p,
@@ -451,14 +457,14 @@ impl<S: Store> Workers<S> {
                 .get_or_create(&labels)
                 .inc_by(part.events.len() as u64);
             if self.ledger {
-                tally.count(&part.events, 0, blob_hour);
+                tally.count(&part.events, 0, blob_hour, by_key);
             }
             let events = match self.drop_duplicates(item, &labels, part.events).await {
                 Ok(events) => events,
                 Err(f) => break Err(f),
             };
             if self.ledger {
-                tally.count(&events, 1, blob_hour);
+                tally.count(&events, 1, blob_hour, by_key);
             }
             let batch = Batch {
                 tenant_id: tenant.cfg.tenant_id.clone(),
@@ -474,7 +480,7 @@ impl<S: Store> Workers<S> {
                 break Err(f);
             }
             if self.ledger {
-                tally.count(&batch.events, 2, blob_hour);
+                tally.count(&batch.events, 2, blob_hour, by_key);
             }
             if let Some(previous) = recording.take() {
                 let _ = previous.await;
