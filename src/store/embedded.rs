@@ -987,7 +987,7 @@ impl Inner {
                     let hour = ledger::blob_hour(content.content_created.as_deref(), from_ms(now));
                     let key = LedgerKey::new(&content.tenant_id, &content.content_type, hour);
                     queued_by_hour.entry(key).or_default().queued += 1;
-                    self.queue_new(&mut items, &mut schedule, seq, content, now, None, hour)?;
+                    self.queue_new(&mut items, &mut schedule, seq, (content, hour), now, None)?;
                     outcome.added += 1;
                 }
                 added += outcome.added;
@@ -1684,10 +1684,9 @@ impl Inner {
                     &mut items,
                     &mut schedule,
                     seq,
-                    record.content,
+                    (record.content, hour),
                     now,
                     Some(note),
-                    hour,
                 )?;
                 moved += 1;
             }
@@ -1713,10 +1712,9 @@ impl Inner {
         items: &mut redb::Table<u64, &'static [u8]>,
         schedule: &mut redb::Table<(&'static str, u64, u64), ()>,
         seq: u64,
-        content: ContentRef,
+        (content, ledger_hour): (ContentRef, i64),
         now: u64,
         last_error: Option<String>,
-        ledger_hour: i64,
     ) -> Result<(), StoreError> {
         let item = Item {
             content,
@@ -1822,10 +1820,9 @@ impl Inner {
             all
         };
         let now = self.now_ms();
-        let written = taken
+        taken
             .iter()
-            .try_for_each(|(k, c)| self.ledger_update(txn, k, now, |row| row.add(c)));
-        written
+            .try_for_each(|(k, c)| self.ledger_update(txn, k, now, |row| row.add(c)))
     }
 
     /// Changes one ledger row in `txn`.
@@ -2207,6 +2204,8 @@ mod tests {
                         enqueued_ms: due,
                         due_ms: due,
                         last_error: None,
+                        // Written by the first format, which had no ledger.
+                        ledger_hour: None,
                     };
                     items
                         .insert(seq, encode(&item).unwrap().as_slice())
