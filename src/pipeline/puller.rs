@@ -368,57 +368,6 @@ pub async fn run<S: Store>(
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    fn t(h: i64) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
-    }
-
-    #[test]
-    fn windows_are_at_most_a_day_and_contiguous() {
-        let w = windows(t(-72), t(0));
-        assert_eq!(w.len(), 3);
-        assert_eq!(w[0], (t(-72), t(-48)));
-        assert_eq!(w[2].1, t(0));
-        assert_eq!(windows(t(-5), t(0)), vec![(t(-5), t(0))]);
-        assert!(windows(t(0), t(0)).is_empty());
-        let w = windows(t(-25), t(0));
-        assert_eq!(w, vec![(t(-25), t(-1)), (t(-1), t(0))]);
-    }
-
-    #[test]
-    fn start_never_leaves_retention() {
-        assert_eq!(start_at(None, t(0)), (t(-24), false));
-        assert_eq!(start_at(Some(t(-2)), t(0)), (t(-3), false));
-        let (s, truncated) = start_at(Some(t(-24 * 10)), t(0));
-        assert_eq!(s, t(0) - MAX_BACK);
-        assert!(truncated);
-        // Overlap alone crossing the limit is not a loss.
-        let (_, truncated) = start_at(Some(t(0) - MAX_BACK + chrono::TimeDelta::minutes(1)), t(0));
-        assert!(!truncated);
-    }
-
-    #[test]
-    fn listing_ends_on_the_next_whole_second() {
-        let exact = t(13);
-        assert_eq!(listing_end(exact), exact);
-        let within = exact + chrono::TimeDelta::milliseconds(700);
-        let end = listing_end(within);
-        assert_eq!(end, exact + chrono::TimeDelta::seconds(1));
-        // What the API is asked for is exactly where the cursor moves: nothing in between.
-        assert_eq!(api_time(end), "2026-11-25T13:00:01");
-        assert_eq!(windows(t(12), end).last().map(|w| w.1), Some(end));
-    }
-
-    #[test]
-    fn api_time_form() {
-        assert_eq!(api_time(t(13)), "2026-11-25T13:00:00");
-    }
-}
-
 /// The completeness ledger's `listed` counters of one page: by content type and the hour of
 /// each blob's `contentCreated`.
 fn listed_in_ledger(refs: &[ContentRef]) -> Vec<crate::store::LedgerDelta> {
@@ -469,3 +418,54 @@ fn gap_in_ledger(
 
 /// The most hours one listing gap marks in the ledger (31 days: beyond the ledger's retention).
 const MAX_GAP_HOURS: i64 = 31 * 24;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn t(h: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 25, 0, 0, 0).unwrap() + chrono::TimeDelta::hours(h)
+    }
+
+    #[test]
+    fn windows_are_at_most_a_day_and_contiguous() {
+        let w = windows(t(-72), t(0));
+        assert_eq!(w.len(), 3);
+        assert_eq!(w[0], (t(-72), t(-48)));
+        assert_eq!(w[2].1, t(0));
+        assert_eq!(windows(t(-5), t(0)), vec![(t(-5), t(0))]);
+        assert!(windows(t(0), t(0)).is_empty());
+        let w = windows(t(-25), t(0));
+        assert_eq!(w, vec![(t(-25), t(-1)), (t(-1), t(0))]);
+    }
+
+    #[test]
+    fn start_never_leaves_retention() {
+        assert_eq!(start_at(None, t(0)), (t(-24), false));
+        assert_eq!(start_at(Some(t(-2)), t(0)), (t(-3), false));
+        let (s, truncated) = start_at(Some(t(-24 * 10)), t(0));
+        assert_eq!(s, t(0) - MAX_BACK);
+        assert!(truncated);
+        // Overlap alone crossing the limit is not a loss.
+        let (_, truncated) = start_at(Some(t(0) - MAX_BACK + chrono::TimeDelta::minutes(1)), t(0));
+        assert!(!truncated);
+    }
+
+    #[test]
+    fn listing_ends_on_the_next_whole_second() {
+        let exact = t(13);
+        assert_eq!(listing_end(exact), exact);
+        let within = exact + chrono::TimeDelta::milliseconds(700);
+        let end = listing_end(within);
+        assert_eq!(end, exact + chrono::TimeDelta::seconds(1));
+        // What the API is asked for is exactly where the cursor moves: nothing in between.
+        assert_eq!(api_time(end), "2026-11-25T13:00:01");
+        assert_eq!(windows(t(12), end).last().map(|w| w.1), Some(end));
+    }
+
+    #[test]
+    fn api_time_form() {
+        assert_eq!(api_time(t(13)), "2026-11-25T13:00:00");
+    }
+}
