@@ -312,6 +312,7 @@ impl App {
             shutdown: shutdown.clone(),
             retry_base: OUTPUT_RETRY_BASE,
             record_dedup_window: cfg.retention.record_dedup_window,
+            ledger: cfg.completeness.record && crate::store::ledger::enabled(),
         });
         for i in 0..cfg.pipeline.workers.max(1) {
             tasks.spawn(workers.clone().run(i));
@@ -335,6 +336,7 @@ impl App {
             wake: admin_wake,
             reconcile_now,
             started: std::time::SystemTime::now(),
+            completeness: cfg.completeness.clone(),
         });
         // The admin listener's few clients (operators, the CLI, a metrics scraper) get a small cap
         // of their own, so that both listeners together stay below the open-file limit.

@@ -49,6 +49,8 @@ pub enum Command {
     Backfill(admin::cli::BackfillArgs),
     /// List the blobs the running collector gave up, or queue them again.
     DeadLetters(admin::cli::DeadLettersArgs),
+    /// Per day: the hours sealed, open and incomplete (with why) of the completeness ledger.
+    Completeness(admin::cli::CompletenessArgs),
     /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
     Map(mapping::cli::MapArgs),
     /// Give the embedded store's pruned space back to the filesystem (run it while the collector

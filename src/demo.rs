@@ -262,6 +262,7 @@ fn demo_config(
             ..PipelineConfig::default()
         },
         enrichment: Default::default(),
+        completeness: Default::default(),
     }
 }
 

@@ -113,6 +113,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let code = runtime()?.block_on(o365_collector::admin::cli::dead_letters(args));
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
+        Command::Completeness(args) => {
+            let code = runtime()?.block_on(o365_collector::admin::cli::completeness(args));
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         Command::Map(args) => {
             let code = mapping::cli::run(args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

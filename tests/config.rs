@@ -1957,3 +1957,37 @@ fn file_output_in_a_directory_this_user_cannot_write() {
         "{stdout}"
     );
 }
+
+/// The completeness ledger's keys: defaults, values, and a zero refused at its key with the fix.
+#[test]
+fn completeness_keys() {
+    let c = parse(&minimal()).unwrap();
+    assert_eq!(c.completeness.horizon, Duration::from_secs(24 * 3600));
+    assert!(c.completeness.record);
+    assert_eq!(
+        c.retention.completeness_retention,
+        Duration::from_secs(30 * 24 * 3600)
+    );
+    let c = parse(&format!(
+        "{}completeness:\n  horizon: 2h\n  record: false\nstore:\n  completeness_retention: 10d\n",
+        minimal()
+    ))
+    .unwrap();
+    assert_eq!(c.completeness.horizon, Duration::from_secs(2 * 3600));
+    assert!(!c.completeness.record);
+    assert_eq!(
+        c.retention.completeness_retention,
+        Duration::from_secs(10 * 24 * 3600)
+    );
+    let p = problems(&format!(
+        "{}completeness:\n  horizon: 0s\nstore:\n  completeness_retention: 0s\n",
+        minimal()
+    ));
+    let keys: Vec<&str> = p.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["completeness.horizon", "store.completeness_retention"],
+        "{p:?}"
+    );
+    assert!(p.iter().all(|p| !p.fix.is_empty()), "{p:?}");
+}

@@ -60,6 +60,7 @@ conformance_tests!(
     prune_forgets_old_ids,
     stats_count_each_state,
     progress_is_kept_until_complete,
+    ledger_counts_what_became_of_each_hour,
 );
 
 #[tokio::test]

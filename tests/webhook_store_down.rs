@@ -97,6 +97,23 @@ impl Store for Switchable {
     async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
         Err(down())
     }
+    async fn ledger_add(
+        &self,
+        _: Vec<o365_collector::store::LedgerDelta>,
+    ) -> Result<(), StoreError> {
+        Err(down())
+    }
+    async fn ledger_range(
+        &self,
+        _: &str,
+        _: i64,
+        _: i64,
+    ) -> Result<Vec<o365_collector::store::LedgerRow>, StoreError> {
+        Err(down())
+    }
+    async fn ledger_prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
+        Err(down())
+    }
     async fn prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
         Ok(0)
     }

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::backfill::{BackfillAnswer, BackfillRequest, parse_time};
+use super::completeness::CompletenessAnswer;
 use super::dead_letters::{DeadLetterView, MAX_LIMIT, RequeueAnswer, RequeueRequest};
 use super::subscriptions::{ChangeAnswer, SubscriptionsAnswer};
 use crate::config::Config;
@@ -107,6 +108,22 @@ pub struct BackfillArgs {
     pub end: Option<String>,
 }
 
+/// `o365-collector completeness …`
+#[derive(clap::Args, Debug, Clone)]
+pub struct CompletenessArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Tenant (may be left out when the collector has exactly one).
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD[THH:MM[:SS]] (UTC); default: 3 days before --to.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Same forms; default: now.
+    #[arg(long)]
+    pub to: Option<String>,
+}
+
 /// `o365-collector dead-letters …`
 #[derive(clap::Args, Debug, Clone)]
 pub struct DeadLettersArgs {
@@ -164,6 +181,94 @@ pub fn subscriptions(args: SubscriptionsArgs) -> Pin<Box<dyn Future<Output = i32
 /// Runs `backfill`; returns the process exit code.
 pub fn backfill(args: BackfillArgs) -> Pin<Box<dyn Future<Output = i32>>> {
     Box::pin(async move { finish(run_backfill(&args).await) })
+}
+
+/// Runs `completeness`; returns the process exit code (1 when an hour is incomplete).
+pub fn completeness(args: CompletenessArgs) -> Pin<Box<dyn Future<Output = i32>>> {
+    Box::pin(async move { finish(run_completeness(&args).await) })
+}
+
+/// The text to print and whether no hour is incomplete.
+pub async fn run_completeness(args: &CompletenessArgs) -> Result<(String, bool), CliError> {
+    for (name, v) in [("--from", args.from.as_ref()), ("--to", args.to.as_ref())] {
+        if let Some(v) = v
+            && parse_time(v).is_none()
+        {
+            return Err(CliError::Usage(format!(
+                "{name} {v:?} is not a time: use RFC 3339 (2026-11-25T08:00:00Z) or YYYY-MM-DD[THH:MM[:SS]] (UTC)"
+            )));
+        }
+    }
+    let api = AdminClient::from_connection(&args.conn)?;
+    let mut query: Vec<(&str, &str)> = Vec::new();
+    for (k, v) in [
+        ("tenant", &args.tenant_id),
+        ("from", &args.from),
+        ("to", &args.to),
+    ] {
+        if let Some(v) = v {
+            query.push((k, v));
+        }
+    }
+    let (_, answer): (_, CompletenessAnswer) = api
+        .call(Method::GET, "/completeness", &query, None::<&()>)
+        .await?;
+    let text = if args.conn.json {
+        to_json(&answer)
+    } else {
+        completeness_table(&answer)
+    };
+    Ok((text, answer.incomplete == 0))
+}
+
+/// A row per day and content type (sealed, open, incomplete hours), then every incomplete hour
+/// and every open one that waits for a blob, with its reason.
+pub fn completeness_table(a: &CompletenessAnswer) -> String {
+    let mut rows = vec![vec![
+        "DAY".to_string(),
+        "CONTENT TYPE".into(),
+        "SEALED".into(),
+        "OPEN".into(),
+        "INCOMPLETE".into(),
+    ]];
+    let mut notes = Vec::new();
+    for ct in &a.content_types {
+        let mut days: std::collections::BTreeMap<&str, [u32; 3]> = Default::default();
+        for h in &ct.hours {
+            let day = h.hour.get(..10).unwrap_or(&h.hour);
+            let n = days.entry(day).or_default();
+            match h.state.as_str() {
+                "sealed" => n[0] += 1,
+                "incomplete" => n[2] += 1,
+                _ => n[1] += 1,
+            }
+            if h.state == "incomplete" || (h.state == "open" && h.counts.queued > h.counts.done) {
+                notes.push(format!(
+                    "{} {} {}: {}",
+                    h.hour, ct.content_type, h.state, h.reason
+                ));
+            }
+        }
+        for (day, n) in days {
+            rows.push(vec![
+                day.to_string(),
+                ct.content_type.clone(),
+                n[0].to_string(),
+                n[1].to_string(),
+                n[2].to_string(),
+            ]);
+        }
+    }
+    let mut out = format!(
+        "tenant {}  {} .. {}  horizon {}s\n",
+        a.tenant_id, a.from, a.to, a.horizon_seconds
+    );
+    out.push_str(&table(&rows));
+    for n in notes {
+        out.push_str(&n);
+        out.push('\n');
+    }
+    out
 }
 
 /// Runs `dead-letters`; returns the process exit code.

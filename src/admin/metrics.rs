@@ -397,6 +397,27 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         success,
     );
 
+    let open_overdue = Family::<Labels, Gauge>::default();
+    let incomplete = Family::<Labels, Gauge>::default();
+    for ((tenant, ct), (open, bad)) in super::completeness::metric_counts(state).await {
+        let labels = vec![
+            ("tenant_id".to_string(), tenant),
+            ("content_type".to_string(), ct),
+        ];
+        open_overdue.get_or_create(&labels).set(to_i64(open));
+        incomplete.get_or_create(&labels).set(to_i64(bad));
+    }
+    reg.register(
+        "completeness_open_hours_past_horizon",
+        "Hours of the last 7 days still open although listing should have sealed them by now (completeness.horizon past their end): late content or a blob stuck in the queue, per tenant and content type",
+        open_overdue,
+    );
+    reg.register(
+        "completeness_incomplete_hours",
+        "Hours of the last 7 days with a dead-lettered blob or a listing gap, per tenant and content type (GET /completeness names them)",
+        incomplete,
+    );
+
     let m = &state.counters.metrics;
     reg.register(
         "records_mapped_by_tenant",

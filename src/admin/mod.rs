@@ -10,6 +10,7 @@
 //! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new; `source: audit-search`: every collected type from Purview's Audit Log Query API, 180 days back |
 //! | `GET /dead-letters` | blobs given up, with reason, attempts and times; `?after=SEQ&limit=N` pages |
 //! | `POST /dead-letters/requeue` | `{"seqs": [..]}` or `{"all": true}`: back in the queue, attempts reset |
+//! | `GET /completeness` | `?tenant=&from=&to=`: each hour of each content type sealed, open or incomplete (why), with its ledger counters |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store takes a write probe; with replicas, the clock agrees with the database's) — no token needed |
 //!
@@ -19,6 +20,7 @@
 mod auth;
 mod backfill;
 pub mod cli;
+mod completeness;
 pub mod config;
 mod dead_letters;
 mod metrics;
@@ -34,6 +36,7 @@ use axum::routing::{get, post};
 use crate::store::Store;
 
 pub use backfill::{BackfillAnswer, BackfillRequest, parse_time};
+pub use completeness::{CompletenessAnswer, HourView, TypeCompleteness};
 pub use dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
 pub use metrics::{COUNTERS, counter_values};
 pub use state::{AdminError, AdminState, rfc3339};
@@ -56,6 +59,7 @@ pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
         .route("/dead-letters", get(dead_letters::list::<S>))
         .route("/dead-letters/requeue", post(dead_letters::requeue::<S>))
         .route("/metrics", get(metrics::metrics::<S>))
+        .route("/completeness", get(completeness::completeness::<S>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token::<S>,
@@ -123,6 +127,20 @@ mod tests {
             down()
         }
         async fn cursor(&self, _: &str, _: &str) -> Result<Option<SystemTime>, StoreError> {
+            down()
+        }
+        async fn ledger_add(&self, _: Vec<crate::store::LedgerDelta>) -> Result<(), StoreError> {
+            down()
+        }
+        async fn ledger_range(
+            &self,
+            _: &str,
+            _: i64,
+            _: i64,
+        ) -> Result<Vec<crate::store::LedgerRow>, StoreError> {
+            down()
+        }
+        async fn ledger_prune(&self, _: SystemTime, _: usize) -> Result<u64, StoreError> {
             down()
         }
         async fn advance_cursor(&self, _: &str, _: &str, _: SystemTime) -> Result<(), StoreError> {
@@ -196,6 +214,7 @@ mod tests {
             wake: Arc::new(Notify::new()),
             reconcile_now: Arc::new(Notify::new()),
             started: SystemTime::now(),
+            completeness: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

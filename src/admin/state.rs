@@ -33,6 +33,8 @@ pub struct AdminState<S> {
     /// Asks the puller to list content now (after a subscription was started again).
     pub reconcile_now: Arc<Notify>,
     pub started: SystemTime,
+    /// When a ledger hour is sealed (`completeness:`).
+    pub completeness: crate::store::ledger::CompletenessConfig,
 }
 
 impl<S> AdminState<S> {

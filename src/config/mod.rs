@@ -34,6 +34,7 @@ use crate::output::OutputConfig;
 use crate::output::template::Fields;
 use crate::pipeline::config::{PipelineConfig, PullConfig};
 use crate::server::config::{ListenConfig, TlsConfig};
+use crate::store::ledger::CompletenessConfig;
 use crate::store::{RetentionConfig, StoreConfig};
 use crate::webhook::config::WebhookConfig;
 use tenant::{DEFAULT_OUTPUT, TenantKeys, is_microsoft_cloud};
@@ -63,6 +64,8 @@ pub struct Config {
     pub retention: RetentionConfig,
     pub pipeline: PipelineConfig,
     pub enrichment: EnrichmentConfig,
+    /// When an hour of the completeness ledger is sealed (`completeness:`).
+    pub completeness: CompletenessConfig,
 }
 
 /// The sections of the file besides the top-level tenant keys, as their owners type them.
@@ -86,6 +89,7 @@ struct Sections {
     tenants: Vec<Value>,
     pipeline: PipelineConfig,
     enrichment: EnrichmentConfig,
+    completeness: CompletenessConfig,
 }
 
 /// Every problem found, in file order.
@@ -327,6 +331,7 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
     c.pull.check(&mut p.section("pull"));
     c.outbound.check(&mut p.section("outbound"));
     c.pipeline.check(&mut p.section("pipeline"));
+    c.completeness.check(&mut p.section("completeness"));
     let ecs = tenants.iter().any(|t| t.format == Format::Ecs);
     c.enrichment.check(&mut p.section("enrichment"), ecs);
     let last_value_storage = match c.last_value_storage {
@@ -392,6 +397,7 @@ fn compose(root: Mapping, p: &mut Problems) -> Config {
         retention,
         pipeline: c.pipeline,
         enrichment: c.enrichment,
+        completeness: c.completeness,
     }
 }
 

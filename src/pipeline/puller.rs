@@ -152,6 +152,10 @@ pub async fn pull_once<S: Store>(
         ..PullReport::default()
     };
     if let Some((from, to)) = report.lost {
+        // The lost hours are incomplete for good (durable before the cursor moves past them).
+        store
+            .ledger_add(gap_in_ledger(tid, content_type, from, to))
+            .await?;
         // Recorded before listing: once a window is stored the cursor is past the loss.
         tenant.health.gap(
             tid,
@@ -239,7 +243,11 @@ async fn list_range<S: Store>(
                 })
                 .collect();
             if !refs.is_empty() {
+                let listed = listed_in_ledger(&refs);
                 let added = store.enqueue(refs).await?.added;
+                if let Err(e) = store.ledger_add(listed).await {
+                    debug!(error = %e, "cannot count listed blobs in the completeness ledger");
+                }
                 report.added += added;
                 tenant.health.announced(tid, content_type, added as u64);
             }
@@ -395,6 +403,57 @@ pub async fn run<S: Store>(
         }
     }
 }
+
+/// The completeness ledger's `listed` counters of one page: by content type and the hour of
+/// each blob's `contentCreated`.
+fn listed_in_ledger(refs: &[ContentRef]) -> Vec<crate::store::LedgerDelta> {
+    use crate::store::ledger::{LedgerCounts, LedgerDelta, LedgerKey, blob_hour};
+    let now = SystemTime::now();
+    let mut by_key = std::collections::BTreeMap::<LedgerKey, u64>::new();
+    for c in refs {
+        let hour = blob_hour(c.content_created.as_deref(), now);
+        *by_key
+            .entry(LedgerKey::new(&c.tenant_id, &c.content_type, hour))
+            .or_default() += 1;
+    }
+    by_key
+        .into_iter()
+        .map(|(key, n)| LedgerDelta {
+            key,
+            counts: LedgerCounts {
+                listed: n,
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+/// A listing gap in the ledger: every hour of `[from, to)` marked, at most the last
+/// [`MAX_GAP_HOURS`] (older rows would be pruned before anyone reads them).
+fn gap_in_ledger(
+    tenant: &str,
+    content_type: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Vec<crate::store::LedgerDelta> {
+    use crate::store::ledger::{HOUR, LedgerCounts, LedgerDelta, LedgerKey, hour_of};
+    let last = hour_of(SystemTime::from(to) - std::time::Duration::from_millis(1));
+    let first = hour_of(SystemTime::from(from)).max(last - (MAX_GAP_HOURS - 1) * HOUR);
+    (0..)
+        .map(|i| first + i * HOUR)
+        .take_while(|h| *h <= last)
+        .map(|h| LedgerDelta {
+            key: LedgerKey::new(tenant, content_type, h),
+            counts: LedgerCounts {
+                gaps: 1,
+                ..Default::default()
+            },
+        })
+        .collect()
+}
+
+/// The most hours one listing gap marks in the ledger (31 days: beyond the ledger's retention).
+const MAX_GAP_HOURS: i64 = 31 * 24;
 
 #[cfg(test)]
 mod tests {

@@ -23,6 +23,7 @@ use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Event, Output};
 use crate::store::retention::AUDIT_SEARCH_CLAIM_WINDOW;
+use crate::store::ledger::{self, LedgerCounts, LedgerDelta, LedgerKey};
 use crate::store::{Claimed, KeyHashing, Store, StoreError, tenant_claim_mix};
 use crate::telemetry::{Counters, Labels, Metrics};
 
@@ -56,6 +57,75 @@ pub struct Workers<S> {
     /// How long a record delivered by one blob is dropped from others (`store.record_dedup_window`;
     /// zero: off).
     pub record_dedup_window: Duration,
+    /// Whether record counters go to the completeness ledger (`completeness.record`).
+    pub ledger: bool,
+}
+
+/// What one attempt at a blob did, per hour of the records' `CreationTime`, for the completeness
+/// ledger: kept in memory while the blob streams and handed to the store once at the end.
+#[derive(Default)]
+struct Tally {
+    fetched: bool,
+    /// hour → (parsed, kept after Microsoft's duplicates were dropped, accepted by the output).
+    hours: std::collections::BTreeMap<i64, [u64; 3]>,
+}
+
+impl Tally {
+    /// Counts `events` into column `col` by the hour in their key (`fallback` without one, and
+    /// for a Graph page: its keys are hashes, not time-ordered).
+    fn count(&mut self, events: &[Event], col: usize, fallback: i64, by_key: bool) {
+        let mut last: Option<(i64, u64)> = None;
+        for e in events {
+            let h = e
+                .key
+                .filter(|_| by_key)
+                .and_then(ledger::hour_of_key)
+                .unwrap_or(fallback);
+            match &mut last {
+                Some((lh, n)) if *lh == h => *n += 1,
+                _ => {
+                    if let Some((lh, n)) = last.take() {
+                        self.hours.entry(lh).or_default()[col] += n;
+                    }
+                    last = Some((h, 1));
+                }
+            }
+        }
+        if let Some((lh, n)) = last {
+            self.hours.entry(lh).or_default()[col] += n;
+        }
+    }
+
+    fn deltas(self, item: &Claimed, output: &str) -> Vec<LedgerDelta> {
+        let c = &item.content;
+        let blob_hour = ledger::blob_hour(c.content_created.as_deref(), item.enqueued_at);
+        let key = |hour| LedgerKey::new(&c.tenant_id, &c.content_type, hour);
+        let mut out = Vec::with_capacity(self.hours.len() + 1);
+        if self.fetched {
+            out.push(LedgerDelta {
+                key: key(blob_hour),
+                counts: LedgerCounts {
+                    fetched: 1,
+                    ..Default::default()
+                },
+            });
+        }
+        for (hour, [parsed, kept, accepted]) in self.hours {
+            let mut counts = LedgerCounts {
+                parsed,
+                duplicates: parsed.saturating_sub(kept),
+                ..Default::default()
+            };
+            if accepted > 0 {
+                counts.accepted.insert(output.to_owned(), accepted);
+            }
+            out.push(LedgerDelta {
+                key: key(hour),
+                counts,
+            });
+        }
+        out
+    }
 }
 
 enum Failure {
@@ -220,8 +290,9 @@ impl<S: Store> Workers<S> {
             }
         };
         let c = &item.content;
+        let mut tally = Tally::default();
         let outcome = tokio::select! {
-            r = self.deliver(&item) => r,
+            r = self.deliver(&item, &mut tally) => r,
             why = renew => {
                 Counters::add(&self.counters.blob_leases_lost, 1);
                 warn!(tenant.id = %c.tenant_id, content.id = %c.content_id, why,
@@ -229,6 +300,17 @@ impl<S: Store> Workers<S> {
                 return;
             }
         };
+        if self.ledger
+            && let Some(tenant) = self.tenants.get(&c.tenant_id.to_ascii_lowercase())
+        {
+            let deltas = tally.deltas(&item, &tenant.output_name);
+            if !deltas.is_empty()
+                && let Err(e) = self.store.ledger_add(deltas).await
+            {
+                // Counts only: the ledger's verdict rests on the queue's own counters.
+                debug!(error = %e, "cannot add a blob's counts to the completeness ledger");
+            }
+        }
         match outcome {
             Err(Failure::Release) => {
                 debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, "output paused: blob given back");
@@ -284,7 +366,7 @@ impl<S: Store> Workers<S> {
     /// Fetches the blob and delivers it batch by batch, resuming after the records the output
     /// accepted before (`item.delivered`); after each accepted batch but the last, the progress is
     /// recorded. `Ok` when the whole blob was accepted.
-    async fn deliver(&self, item: &Claimed) -> Result<(), Failure> {
+    async fn deliver(&self, item: &Claimed, tally: &mut Tally) -> Result<(), Failure> {
         let c = &item.content;
         let tenant = self
             .tenants
@@ -329,6 +411,7 @@ impl<S: Store> Workers<S> {
                     .get_or_create(&labels)
                     .observe(fetch_started.elapsed().as_secs_f64());
                 Counters::add(&self.counters.blobs_fetched, 1);
+                tally.fetched = true;
                 Some(body)
             }
             None => None,
@@ -361,6 +444,8 @@ impl<S: Store> Workers<S> {
         // one after the other they would halve the pace of a large blob. At most one write is in
         // flight, so a crash repeats at most two batches of the blob (k and k+1).
         let mut recording: Option<tokio::task::JoinHandle<()>> = None;
+        let blob_hour = ledger::blob_hour(c.content_created.as_deref(), item.enqueued_at);
+        let by_key = c.records.is_none();
         let outcome = loop {
             let piece = match stream.next().await {
                 Ok(p) => p,
@@ -372,10 +457,16 @@ impl<S: Store> Workers<S> {
                 .records_mapped
                 .get_or_create(&labels)
                 .inc_by(part.events.len() as u64);
+            if self.ledger {
+                tally.count(&part.events, 0, blob_hour, by_key);
+            }
             let events = match self.drop_duplicates(item, &labels, part.events).await {
                 Ok(events) => events,
                 Err(f) => break Err(f),
             };
+            if self.ledger {
+                tally.count(&events, 1, blob_hour, by_key);
+            }
             let batch = Batch {
                 tenant_id: tenant.cfg.tenant_id.clone(),
                 tenant_name: tenant.cfg.tenant_name.clone(),
@@ -388,6 +479,9 @@ impl<S: Store> Workers<S> {
                 && let Err(f) = self.send(tenant, item, &labels, &batch, probe.take()).await
             {
                 break Err(f);
+            }
+            if self.ledger {
+                tally.count(&batch.events, 2, blob_hour, by_key);
             }
             if let Some(previous) = recording.take() {
                 let _ = previous.await;

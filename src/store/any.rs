@@ -9,8 +9,8 @@ use super::postgres::PostgresConfig;
 use super::postgres::PostgresStore;
 use super::retention::RetentionConfig;
 use super::{
-    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, Store, StoreError,
-    StoreStats, TenantHolder,
+    Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, LedgerDelta, LedgerRow,
+    Store, StoreError, StoreStats, TenantHolder,
 };
 use crate::core::settings::{Problems, field_names};
 use crate::core::typed::{kind_of, typed};
@@ -216,6 +216,20 @@ impl Store for AnyStore {
     }
     async fn tenant_backlog(&self, tenant_id: &str, cap: u64) -> Result<u64, StoreError> {
         each!(self, s => s.tenant_backlog(tenant_id, cap).await)
+    }
+    async fn ledger_add(&self, deltas: Vec<LedgerDelta>) -> Result<(), StoreError> {
+        each!(self, s => s.ledger_add(deltas).await)
+    }
+    async fn ledger_range(
+        &self,
+        tenant_id: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        each!(self, s => s.ledger_range(tenant_id, from_hour, to_hour).await)
+    }
+    async fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        each!(self, s => s.ledger_prune(older_than, max).await)
     }
     async fn footprint(&self) -> Result<Footprint, StoreError> {
         each!(self, s => s.footprint().await)

@@ -77,6 +77,7 @@ where
     records_are_claimed_by_one_blob(&make().await).await;
     stats_count_each_state(&make().await).await;
     progress_is_kept_until_complete(&make().await).await;
+    ledger_counts_what_became_of_each_hour(&make().await).await;
 }
 
 /// Polls `claim(max, lease)` until it returns something, or fails after [`WAIT_LIMIT`].
@@ -942,4 +943,83 @@ where
     let store = open().await;
     let back = claim_within(&store, 1, LONG).await;
     assert_eq!((back[0].seq, back[0].delivered), (claimed[0].seq, 4_000));
+}
+
+/// The completeness ledger: blob counters kept by the queue's own changes (queued once per new
+/// contentId, done, dead with the id, dead no longer once requeued), counters added by
+/// `ledger_add` merged per row, ranges per tenant and hour, prune by hour.
+pub async fn ledger_counts_what_became_of_each_hour<S: Store>(store: &S) {
+    use super::ledger::{LedgerCounts, LedgerDelta, LedgerKey};
+    // `content` is created 2026-01-01T00:00:00Z.
+    let h: i64 = 1_767_225_600;
+    store
+        .enqueue(vec![content("la"), content("lb"), content("lc")])
+        .await
+        .expect("enqueue");
+    store.enqueue(vec![content("la")]).await.expect("enqueue");
+    let claimed = claim_within(store, 3, LONG).await;
+    let seq_of = |id: &str| {
+        claimed
+            .iter()
+            .find(|c| c.content.content_id == id)
+            .unwrap()
+            .seq
+    };
+    store.complete(seq_of("la")).await.expect("complete");
+    store.dead_letter(seq_of("lb"), "gone").await.expect("dead");
+    let delta = |hour: i64| LedgerDelta {
+        key: LedgerKey::new("T1", "Audit.General", hour),
+        counts: LedgerCounts {
+            announced: 2,
+            parsed: 10,
+            accepted: [("file".to_owned(), 9)].into(),
+            ..Default::default()
+        },
+    };
+    store
+        .ledger_add(vec![delta(h), delta(h)])
+        .await
+        .expect("add");
+    store.ledger_add(vec![delta(h + 3600)]).await.expect("add");
+    let rows = store.ledger_range("T1", h, h + 3600).await.expect("range");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let c = &rows[0].counts;
+    assert_eq!(rows[0].key, LedgerKey::new("t1", "Audit.General", h));
+    assert_eq!((c.queued, c.done, c.dead), (3, 1, 1), "{c:?}");
+    assert_eq!(c.dead_ids, ["lb"]);
+    assert_eq!((c.announced, c.parsed), (4, 20));
+    assert_eq!(c.accepted.get("file"), Some(&18));
+    assert!(rows[0].updated_ms > 0);
+    assert_eq!(
+        store
+            .ledger_range("t1", h, h + 7200)
+            .await
+            .expect("range")
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .ledger_range("t2", h, h + 7200)
+            .await
+            .expect("range")
+            .is_empty()
+    );
+
+    // Requeued, the blob is owed again; delivered, the hour is whole.
+    let dead = store.dead_letters().await.expect("dead letters");
+    store.requeue_dead(&[dead[0].seq]).await.expect("requeue");
+    let back = claim_within(store, 1, LONG).await;
+    store.complete(back[0].seq).await.expect("complete");
+    store.complete(seq_of("lc")).await.expect("complete");
+    let rows = store.ledger_range("t1", h, h + 3600).await.expect("range");
+    let c = &rows[0].counts;
+    assert_eq!((c.queued, c.done, c.dead), (3, 3, 0), "{c:?}");
+    assert!(c.dead_ids.is_empty());
+
+    let past = SystemTime::UNIX_EPOCH + Duration::from_secs((h + 3600 + 1) as u64);
+    assert_eq!(store.ledger_prune(past, 100).await.expect("prune"), 1);
+    let rows = store.ledger_range("t1", h, h + 7200).await.expect("range");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].key.hour, h + 3600);
 }

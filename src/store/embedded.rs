@@ -77,6 +77,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
+use super::ledger::{self, LedgerCounts, LedgerDelta, LedgerKey, LedgerRow};
 use super::{
     Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, KeyHashing, Store, StoreError,
     StoreStats, owner_key,
@@ -109,6 +110,10 @@ const RECORDS: TableDefinition<u128, (u64, u64)> = TableDefinition::new("records
 const RECORDS_BY_CLAIM: TableDefinition<(u64, u128), &[u8]> =
     TableDefinition::new("records_by_claim");
 /// The first layout of the age index (one row a key), converted at open.
+/// The completeness ledger ([`ledger`]): (tenant, content type, hour) → [`StoredLedger`] JSON.
+const LEDGER: TableDefinition<(&str, &str, i64), &[u8]> = TableDefinition::new("ledger");
+/// The ledger's rows by hour, for the prune.
+const LEDGER_AGE: TableDefinition<(i64, &str, &str), ()> = TableDefinition::new("ledger_age");
 const RECORDS_AGE_V1: TableDefinition<(u64, u128), ()> = TableDefinition::new("records_age");
 
 const META_NEXT_SEQ: &str = "next_seq";
@@ -129,7 +134,42 @@ struct Item {
     due_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     last_error: Option<String>,
+    /// Its completeness ledger hour (absent in items of earlier versions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_hour: Option<i64>,
 }
+
+impl Item {
+    fn ledger_key(&self) -> LedgerKey {
+        let hour = self.ledger_hour.unwrap_or_else(|| {
+            ledger::blob_hour(
+                self.content.content_created.as_deref(),
+                from_ms(self.enqueued_ms),
+            )
+        });
+        LedgerKey::new(&self.content.tenant_id, &self.content.content_type, hour)
+    }
+}
+
+/// A ledger row as stored in `ledger`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct StoredLedger {
+    counts: LedgerCounts,
+    updated_ms: u64,
+}
+
+/// Ledger counters added by [`Store::ledger_add`] and not yet written: they go into the next
+/// durable write transaction (`in_txn` while it runs, until it commits; written again by the next
+/// one if it was aborted). Two locks, taken in this order: `in_txn` is held across a commit so
+/// that a reader sees counters either in the file or in memory, and `pending` only for a moment,
+/// so that adding never waits for an fsync.
+#[derive(Default)]
+struct PendingLedger {
+    in_txn: Mutex<Option<LedgerMap>>,
+    pending: Mutex<LedgerMap>,
+}
+
+type LedgerMap = std::collections::BTreeMap<LedgerKey, LedgerCounts>;
 
 /// A dead letter as stored in `dead`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,6 +179,8 @@ struct DeadItem {
     attempts: u32,
     enqueued_ms: u64,
     dead_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ledger_hour: Option<i64>,
 }
 
 /// redb-backed [`Store`]. Clones share the one open file (cheap: an `Arc`).
@@ -185,6 +227,8 @@ struct Inner {
     failed: AtomicBool,
     /// Record claims decided but not yet written (see [`PendingClaims`]).
     pending: Mutex<PendingClaims>,
+    /// Ledger counters not yet written (see [`PendingLedger`]).
+    ledger: PendingLedger,
 }
 
 /// Record claims are decided against the file and these, and written [`CLAIMS_WRITE_EVERY`]
@@ -211,7 +255,7 @@ struct PendingClaims {
 impl Drop for Inner {
     /// Pending record claims are written as the store closes (a reopen after a failure tries too).
     fn drop(&mut self) {
-        if !lock(&self.pending).rows.is_empty() {
+        if !lock(&self.pending).rows.is_empty() || !lock(&self.ledger.pending).is_empty() {
             let _ = self.write_claims_now();
         }
     }
@@ -685,6 +729,33 @@ impl Store for EmbeddedStore {
         self.run(move |inner| inner.tenant_backlog(&t, cap)).await
     }
 
+    async fn ledger_add(&self, deltas: Vec<LedgerDelta>) -> Result<(), StoreError> {
+        // No transaction of its own: the next durable write carries them (see `PendingLedger`).
+        if !ledger::enabled() {
+            return Ok(());
+        }
+        self.shared.with(|inner| {
+            ledger::merge_into(&mut lock(&inner.ledger.pending), deltas);
+            Ok(())
+        })
+    }
+
+    async fn ledger_range(
+        &self,
+        tenant_id: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let t = tenant_id.to_owned();
+        self.run(move |inner| inner.ledger_range(&t, from_hour, to_hour))
+            .await
+    }
+
+    async fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        self.run(move |inner| inner.ledger_prune(older_than, max))
+            .await
+    }
+
     async fn footprint(&self) -> Result<Footprint, StoreError> {
         let path = self.shared.path.clone();
         self.run(move |inner| {
@@ -743,6 +814,7 @@ impl Inner {
             }),
             failed: AtomicBool::new(false),
             pending: Mutex::new(PendingClaims::default()),
+            ledger: PendingLedger::default(),
         };
         inner.init(release_leases)?;
         Ok(inner)
@@ -832,6 +904,8 @@ impl Inner {
             txn.open_table(STARTS).map_err(|e| self.err(e))?;
             txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             txn.open_table(RECORDS).map_err(|e| self.err(e))?;
+            txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+            txn.open_table(LEDGER_AGE).map_err(|e| self.err(e))?;
             self.convert_records_age(&txn)?;
         }
         self.commit(txn)
@@ -895,6 +969,8 @@ impl Inner {
                 .map_err(|e| self.err(e))?
                 .unwrap_or(1);
             let mut in_group: HashSet<String> = HashSet::new();
+            let mut queued_by_hour: std::collections::BTreeMap<LedgerKey, LedgerCounts> =
+                Default::default();
             for (batch, outcome) in batches.into_iter().zip(outcomes.iter_mut()) {
                 for mut content in batch {
                     if let Some(records) = content.records.take() {
@@ -942,7 +1018,10 @@ impl Inner {
                     in_group.insert(content.content_id.clone());
                     let seq = next_seq;
                     next_seq += 1;
-                    self.queue_new(&mut items, &mut schedule, seq, content, now, None)?;
+                    let hour = ledger::blob_hour(content.content_created.as_deref(), from_ms(now));
+                    let key = LedgerKey::new(&content.tenant_id, &content.content_type, hour);
+                    queued_by_hour.entry(key).or_default().queued += 1;
+                    self.queue_new(&mut items, &mut schedule, seq, (content, hour), now, None)?;
                     outcome.added += 1;
                 }
                 added += outcome.added;
@@ -953,8 +1032,11 @@ impl Inner {
                 add_u64(&mut meta, META_QUEUED, added as i64).map_err(|e| self.err(e))?;
                 meta.insert(META_CLOCK, now).map_err(|e| self.err(e))?;
             }
+            for (key, counts) in queued_by_hour {
+                self.ledger_update(&txn, &key, now, |c| c.add(&counts))?;
+            }
         }
-        if added == 0 {
+        if added == 0 && !self.ledger_in_txn() {
             // All duplicates: what made them duplicates is already durable.
             txn.abort().map_err(|e| self.err(e))?;
         } else {
@@ -1137,7 +1219,7 @@ impl Inner {
             }
             delivered > current
         };
-        if moved || lock(&self.pending).in_txn > 0 {
+        if moved || lock(&self.pending).in_txn > 0 || self.ledger_in_txn() {
             self.commit(txn)
         } else {
             txn.abort().map_err(|e| self.err(e))
@@ -1149,7 +1231,8 @@ impl Inner {
         let txn = self.write(Durability::Immediate)?;
         {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
-            self.unqueue(&txn, seq)?;
+            let item = self.unqueue(&txn, seq)?;
+            self.ledger_update(&txn, &item.ledger_key(), now, |c| c.done += 1)?;
             let mut progress = txn.open_table(PROGRESS).map_err(|e| self.err(e))?;
             progress.remove(seq).map_err(|e| self.err(e))?;
             add_u64(&mut meta, META_QUEUED, -1).map_err(|e| self.err(e))?;
@@ -1201,12 +1284,21 @@ impl Inner {
             let mut meta = txn.open_table(META).map_err(|e| self.err(e))?;
             let mut dead = txn.open_table(DEAD).map_err(|e| self.err(e))?;
             let item = self.unqueue(&txn, seq)?;
+            let key = item.ledger_key();
+            self.ledger_update(&txn, &key, now, |c| {
+                c.add(&LedgerCounts {
+                    dead: 1,
+                    dead_ids: vec![item.content.content_id.clone()],
+                    ..Default::default()
+                })
+            })?;
             let record = DeadItem {
                 content: item.content,
                 reason,
                 attempts: item.attempts,
                 enqueued_ms: item.enqueued_ms,
                 dead_ms: now,
+                ledger_hour: Some(key.hour),
             };
             dead.insert(seq, encode(&record)?.as_slice())
                 .map_err(|e| self.err(e))?;
@@ -1687,11 +1779,23 @@ impl Inner {
                     progress.insert(seq, n).map_err(|e| self.err(e))?;
                 }
                 let note = format!("requeued after: {}", record.reason);
+                let hour = record.ledger_hour.unwrap_or_else(|| {
+                    ledger::blob_hour(
+                        record.content.content_created.as_deref(),
+                        from_ms(record.enqueued_ms),
+                    )
+                });
+                let key = LedgerKey::new(
+                    &record.content.tenant_id,
+                    &record.content.content_type,
+                    hour,
+                );
+                self.ledger_update(&txn, &key, now, |c| c.undead(&record.content.content_id))?;
                 self.queue_new(
                     &mut items,
                     &mut schedule,
                     seq,
-                    record.content,
+                    (record.content, hour),
                     now,
                     Some(note),
                 )?;
@@ -1719,7 +1823,7 @@ impl Inner {
         items: &mut redb::Table<u64, &'static [u8]>,
         schedule: &mut redb::Table<(&'static str, u64, u64), ()>,
         seq: u64,
-        content: ContentRef,
+        (content, ledger_hour): (ContentRef, i64),
         now: u64,
         last_error: Option<String>,
     ) -> Result<(), StoreError> {
@@ -1729,6 +1833,7 @@ impl Inner {
             enqueued_ms: now,
             due_ms: now,
             last_error,
+            ledger_hour: Some(ledger_hour),
         };
         items
             .insert(seq, encode(&item)?.as_slice())
@@ -1780,16 +1885,162 @@ impl Inner {
         txn.set_durability(durability).map_err(|e| self.err(e))?;
         if durable {
             self.write_pending_claims(&txn, all_claims)?;
+            self.write_pending_ledger(&txn)?;
         } else {
             lock(&self.pending).in_txn = 0;
+            // Left by an aborted transaction: pending again (this one does not write them).
+            let mut in_txn = lock(&self.ledger.in_txn);
+            let mut pending = lock(&self.ledger.pending);
+            for (k, c) in in_txn.take().unwrap_or_default() {
+                pending.entry(k).or_default().add(&c);
+            }
         }
         Ok(txn)
     }
 
     fn commit(&self, txn: WriteTransaction) -> Result<(), StoreError> {
+        // The ledger's lock spans the commit, so a reader sees its pending counters either in
+        // the file or in memory, never in both nor in neither.
+        let mut in_txn = lock(&self.ledger.in_txn);
         txn.commit().map_err(|e| self.err(e))?;
+        *in_txn = None;
+        drop(in_txn);
         self.pending_claims_written();
         Ok(())
+    }
+
+    /// Whether the open write transaction carries pending ledger counters (then it must commit).
+    fn ledger_in_txn(&self) -> bool {
+        lock(&self.ledger.in_txn).is_some()
+    }
+
+    /// Writes the pending ledger counters into `txn` as it begins; those of a transaction that
+    /// was aborted are written again.
+    fn write_pending_ledger(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+        let taken = {
+            let mut in_txn = lock(&self.ledger.in_txn);
+            let mut all = in_txn.take().unwrap_or_default();
+            for (k, c) in std::mem::take(&mut *lock(&self.ledger.pending)) {
+                all.entry(k).or_default().add(&c);
+            }
+            if all.is_empty() {
+                return Ok(());
+            }
+            // Kept in memory until this transaction commits.
+            *in_txn = Some(all.clone());
+            all
+        };
+        let now = self.now_ms();
+        taken
+            .iter()
+            .try_for_each(|(k, c)| self.ledger_update(txn, k, now, |row| row.add(c)))
+    }
+
+    /// Changes one ledger row in `txn`.
+    fn ledger_update(
+        &self,
+        txn: &WriteTransaction,
+        key: &LedgerKey,
+        now: u64,
+        change: impl FnOnce(&mut LedgerCounts),
+    ) -> Result<(), StoreError> {
+        if !ledger::enabled() {
+            return Ok(());
+        }
+        let mut table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+        let k = (key.tenant_id.as_str(), key.content_type.as_str(), key.hour);
+        let mut row: StoredLedger = match table.get(k).map_err(|e| self.err(e))? {
+            Some(bytes) => decode(bytes.value(), &self.path)?,
+            None => {
+                let mut age = txn.open_table(LEDGER_AGE).map_err(|e| self.err(e))?;
+                age.insert((key.hour, k.0, k.1), ())
+                    .map_err(|e| self.err(e))?;
+                StoredLedger::default()
+            }
+        };
+        change(&mut row.counts);
+        row.updated_ms = now;
+        table
+            .insert(k, encode(&row)?.as_slice())
+            .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    fn ledger_range(&self, tenant: &str, from: i64, to: i64) -> Result<Vec<LedgerRow>, StoreError> {
+        let tenant = tenant.to_ascii_lowercase();
+        // Held from the read to the merge: see `commit`.
+        let in_txn = lock(&self.ledger.in_txn);
+        let txn = self.db.begin_read().map_err(|e| self.err(e))?;
+        let table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+        let mut rows: std::collections::BTreeMap<LedgerKey, (LedgerCounts, u64)> =
+            Default::default();
+        for entry in table
+            .range::<(&str, &str, i64)>((tenant.as_str(), "", i64::MIN)..)
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = entry.map_err(|e| self.err(e))?;
+            let (t, ct, hour) = k.value();
+            if t != tenant {
+                break;
+            }
+            if hour < from || hour >= to {
+                continue;
+            }
+            let row: StoredLedger = decode(v.value(), &self.path)?;
+            rows.insert(LedgerKey::new(t, ct, hour), (row.counts, row.updated_ms));
+        }
+        // Counters added but not written yet are part of the answer.
+        let now = to_ms(SystemTime::now());
+        let pending = lock(&self.ledger.pending);
+        for (k, c) in in_txn.iter().flatten().chain(pending.iter()) {
+            if k.tenant_id == tenant && k.hour >= from && k.hour < to {
+                let row = rows.entry(k.clone()).or_default();
+                row.0.add(c);
+                row.1 = row.1.max(now);
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .map(|(key, (counts, updated_ms))| LedgerRow {
+                key,
+                counts,
+                updated_ms,
+            })
+            .collect())
+    }
+
+    fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        let limit = ledger::hour_of(older_than);
+        let txn = self.write(Durability::Immediate)?;
+        let mut removed = 0u64;
+        {
+            let mut table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;
+            let mut age = txn.open_table(LEDGER_AGE).map_err(|e| self.err(e))?;
+            let mut old: Vec<(i64, String, String)> = Vec::new();
+            for entry in age
+                .range::<(i64, &str, &str)>(..(limit, "", ""))
+                .map_err(|e| self.err(e))?
+                .take(max)
+            {
+                let (k, _) = entry.map_err(|e| self.err(e))?;
+                let (h, t, ct) = k.value();
+                old.push((h, t.to_owned(), ct.to_owned()));
+            }
+            for (h, t, ct) in &old {
+                age.remove((*h, t.as_str(), ct.as_str()))
+                    .map_err(|e| self.err(e))?;
+                table
+                    .remove((t.as_str(), ct.as_str(), *h))
+                    .map_err(|e| self.err(e))?;
+                removed += 1;
+            }
+        }
+        if removed == 0 && !self.ledger_in_txn() && lock(&self.pending).in_txn == 0 {
+            txn.abort().map_err(|e| self.err(e))?;
+        } else {
+            self.commit(txn)?;
+        }
+        Ok(removed)
     }
 
     /// Maps any redb error: damage → Corrupt (with the path), everything else → Unavailable. An
@@ -2064,6 +2315,8 @@ mod tests {
                         enqueued_ms: due,
                         due_ms: due,
                         last_error: None,
+                        // Written by the first format, which had no ledger.
+                        ledger_hour: None,
                     };
                     items
                         .insert(seq, encode(&item).unwrap().as_slice())

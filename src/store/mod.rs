@@ -11,6 +11,7 @@ pub mod clock;
 pub mod conformance;
 pub mod embedded;
 pub mod lease_clock;
+pub mod ledger;
 pub mod postgres;
 pub mod retention;
 
@@ -19,6 +20,7 @@ use std::time::{Duration, SystemTime};
 
 pub use any::{AnyStore, StoreConfig};
 pub use embedded::EmbeddedStore;
+pub use ledger::{LedgerCounts, LedgerDelta, LedgerKey, LedgerRow};
 pub use postgres::{PostgresConfig, PostgresStore};
 pub use retention::RetentionConfig;
 
@@ -350,6 +352,31 @@ pub trait Store: Send + Sync + 'static {
         &self,
         tenant_id: &str,
         cap: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Adds counters to the completeness ledger ([`ledger`]): one delta per row (tenant × content
+    /// type × hour), each counter added to the stored one. The embedded store writes them with
+    /// its next durable transaction (a crash may lose the last second's: they may only make an
+    /// hour look less complete); PostgreSQL at once. Blob counters (`queued`, `done`, `dead`) are
+    /// kept by the store itself with the queue changes; a source adds what it saw (`announced`,
+    /// `listed`, record counters). Readers see added counters at once.
+    fn ledger_add(
+        &self,
+        deltas: Vec<LedgerDelta>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    /// The ledger rows of `tenant_id` (any case) with an hour in `[from_hour, to_hour)` (Unix
+    /// seconds), every content type, ordered by content type then hour.
+    fn ledger_range(
+        &self,
+        tenant_id: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> impl Future<Output = Result<Vec<LedgerRow>, StoreError>> + Send;
+    /// Forgets at most `max` ledger rows of hours before `older_than`, oldest first; returns how
+    /// many (see [`retention`]).
+    fn ledger_prune(
+        &self,
+        older_than: SystemTime,
+        max: usize,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Dedup entries and bytes on disk.
     fn footprint(&self) -> impl Future<Output = Result<Footprint, StoreError>> + Send;

@@ -13,6 +13,7 @@
 //! | `o365_tenant_leases`     | lower-case tenant id    | which replica lists the tenant, until when    |
 //! | `o365_records`           | record key (16 bytes)   | record dedup: the blob that delivers it, when |
 //! | `o365_replicas`          | replica token           | heartbeat: when the replica was last seen     |
+//! | `o365_ledger`            | (tenant, type, hour)    | the completeness ledger ([`super::ledger`])   |
 //! | `o365_subscription_starts` | (tenant, content type) | next allowed `subscriptions/start`, ms       |
 //!
 //! # Claims and leases
@@ -55,6 +56,7 @@ use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgSslMode};
 
 use super::lease_clock::LeaseClock;
+use super::ledger::{self, LedgerCounts, LedgerDelta, LedgerKey, LedgerRow};
 use super::{
     Claimed, ContentRef, DeadLetter, EnqueueOutcome, Footprint, LeaseView, StoreError, StoreStats,
     TenantHolder, owner_key,
@@ -312,6 +314,30 @@ ALTER TABLE o365_tenant_leases SET (autovacuum_vacuum_scale_factor = 0.05,
 "#,
     ),
     (
+        5,
+        r#"
+-- The completeness ledger: one row per tenant x content type x UTC hour. Blob counters are
+-- columns changed by the queue's own statements; the others are JSON (`extra`), merged by the
+-- collector under a row lock.
+CREATE TABLE o365_ledger (
+    tenant_key   text    NOT NULL,
+    content_type text    NOT NULL,
+    hour_s       bigint  NOT NULL,
+    queued       bigint  NOT NULL DEFAULT 0,
+    done         bigint  NOT NULL DEFAULT 0,
+    dead         bigint  NOT NULL DEFAULT 0,
+    dead_ids     text[]  NOT NULL DEFAULT '{}',
+    extra        text    NOT NULL DEFAULT '{}',
+    updated_ms   bigint  NOT NULL,
+    PRIMARY KEY (tenant_key, content_type, hour_s)
+);
+CREATE INDEX o365_ledger_age ON o365_ledger (hour_s);
+-- A queued blob's (and a dead letter's) ledger hour, set when it is queued.
+ALTER TABLE o365_queue ADD COLUMN ledger_hour bigint;
+ALTER TABLE o365_dead ADD COLUMN ledger_hour bigint;
+"#,
+    ),
+    (
         6,
         r#"
 -- Microsoft's 15-minute rule between subscription starts, shared by the replicas: when the next
@@ -325,6 +351,19 @@ CREATE TABLE o365_subscription_starts (
 "#,
     ),
 ];
+
+/// A blob's ledger hour in SQL: the one set when it was queued (blobs queued before migration 5:
+/// the hour it was queued in).
+const LEDGER_HOUR: &str = "coalesce(ledger_hour, enqueued_ms / 3600000 * 3600)";
+/// Ledger row upsert for blob counters; `$…` bound by the caller's `SELECT`.
+const LEDGER_UPSERT: &str = "ON CONFLICT (tenant_key, content_type, hour_s) DO UPDATE SET
+     queued = o365_ledger.queued + excluded.queued,
+     done = o365_ledger.done + excluded.done,
+     dead = o365_ledger.dead + excluded.dead,
+     dead_ids = CASE WHEN cardinality(o365_ledger.dead_ids) < 50
+                     THEN o365_ledger.dead_ids || excluded.dead_ids
+                     ELSE o365_ledger.dead_ids END,
+     updated_ms = excluded.updated_ms";
 
 /// `records`: a carried Graph page's records as JSON text (`ContentRef::records`), else NULL.
 const CONTENT_COLUMNS: &str = "tenant_id, content_type, content_id, content_uri, content_created, content_expiration, records";
@@ -650,14 +689,19 @@ impl super::Store for PostgresStore {
                 let opt = |f: fn(&ContentRef) -> Option<String>| {
                     new.iter().map(|c| f(c)).collect::<Vec<_>>()
                 };
+                let now = SystemTime::now();
+                let hours: Vec<i64> = new
+                    .iter()
+                    .map(|c| ledger::blob_hour(c.content_created.as_deref(), now))
+                    .collect();
                 sqlx::query(
                     "INSERT INTO o365_queue (tenant_key, tenant_id, content_type, content_id,
                          content_uri, content_created, content_expiration, records, enqueued_ms,
-                         due_ms)
-                     SELECT k, t, ct, id, uri, cr, ex, rec, n.ms, n.ms
+                         due_ms, ledger_hour)
+                     SELECT k, t, ct, id, uri, cr, ex, rec, n.ms, n.ms, h
                      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                 $6::text[], $7::text[], $8::text[])
-                              WITH ORDINALITY AS u(k, t, ct, id, uri, cr, ex, rec, ord),
+                                 $6::text[], $7::text[], $8::text[], $9::bigint[])
+                              WITH ORDINALITY AS u(k, t, ct, id, uri, cr, ex, rec, h, ord),
                           (SELECT o365_now_ms() AS ms) n
                      ORDER BY ord",
                 )
@@ -673,6 +717,34 @@ impl super::Store for PostgresStore {
                         .as_ref()
                         .and_then(|r| serde_json::to_string(r).ok())
                 }))
+                .bind(&hours)
+                .execute(&mut *tx)
+                .await?;
+                // What must be delivered, in the same transaction as the queue rows.
+                let mut queued: std::collections::BTreeMap<(String, String, i64), i64> =
+                    Default::default();
+                for (c, h) in new.iter().zip(&hours) {
+                    let k = (c.tenant_id.to_ascii_lowercase(), c.content_type.clone(), *h);
+                    *queued.entry(k).or_default() += 1;
+                }
+                let (mut ks, mut cts, mut hs, mut ns) = (vec![], vec![], vec![], vec![]);
+                for ((k, ct, h), n) in queued {
+                    ks.push(k);
+                    cts.push(ct);
+                    hs.push(h);
+                    ns.push(n);
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO o365_ledger (tenant_key, content_type, hour_s, queued, updated_ms)
+                     SELECT k, ct, h, n, o365_now_ms()
+                     FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[])
+                              AS u(k, ct, h, n)
+                     {LEDGER_UPSERT}"
+                ))
+                .bind(&ks)
+                .bind(&cts)
+                .bind(&hs)
+                .bind(&ns)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -814,8 +886,18 @@ impl super::Store for PostgresStore {
     }
 
     async fn complete(&self, seq: u64) -> Result<(), StoreError> {
-        self.owned(seq, &format!("DELETE FROM o365_queue WHERE {MINE}"), |q| q)
-            .await
+        self.owned(
+            seq,
+            &format!(
+                "WITH gone AS (DELETE FROM o365_queue WHERE {MINE}
+                               RETURNING tenant_key, content_type, {LEDGER_HOUR} AS h)
+                 INSERT INTO o365_ledger (tenant_key, content_type, hour_s, done, updated_ms)
+                 SELECT tenant_key, content_type, h, 1, o365_now_ms() FROM gone
+                 {LEDGER_UPSERT}"
+            ),
+            |q| q,
+        )
+        .await
     }
 
     async fn reschedule(
@@ -844,11 +926,19 @@ impl super::Store for PostgresStore {
         self.owned(
             seq,
             &format!(
-                "WITH gone AS (DELETE FROM o365_queue WHERE {MINE} RETURNING *)
-                 INSERT INTO o365_dead (seq, {CONTENT_COLUMNS}, reason, attempts, enqueued_ms,
-                     dead_ms, delivered)
-                 SELECT seq, {CONTENT_COLUMNS}, $3, attempts, enqueued_ms, o365_now_ms(), delivered
-                 FROM gone"
+                "WITH gone AS (DELETE FROM o365_queue WHERE {MINE} RETURNING *),
+                 dead AS (
+                   INSERT INTO o365_dead (seq, {CONTENT_COLUMNS}, reason, attempts, enqueued_ms,
+                       dead_ms, delivered, ledger_hour)
+                   SELECT seq, {CONTENT_COLUMNS}, $3, attempts, enqueued_ms, o365_now_ms(),
+                       delivered, {LEDGER_HOUR}
+                   FROM gone)
+                 INSERT INTO o365_ledger (tenant_key, content_type, hour_s, dead, dead_ids,
+                     updated_ms)
+                 SELECT tenant_key, content_type, {LEDGER_HOUR}, 1, ARRAY[content_id],
+                     o365_now_ms()
+                 FROM gone
+                 {LEDGER_UPSERT}"
             ),
             |q| q.bind(reason),
         )
@@ -1086,6 +1176,128 @@ impl super::Store for PostgresStore {
         self.call(run).await
     }
 
+    async fn ledger_add(&self, deltas: Vec<LedgerDelta>) -> Result<(), StoreError> {
+        let mut merged = std::collections::BTreeMap::new();
+        ledger::merge_into(&mut merged, deltas);
+        if merged.is_empty() {
+            return Ok(());
+        }
+        // Rows locked in key order (concurrent calls cannot deadlock), merged here, written back.
+        let run = async {
+            let mut tx = self.pool.begin().await?;
+            for (key, add) in &merged {
+                sqlx::query(
+                    "INSERT INTO o365_ledger (tenant_key, content_type, hour_s, updated_ms)
+                     VALUES ($1, $2, $3, o365_now_ms()) ON CONFLICT DO NOTHING",
+                )
+                .bind(&key.tenant_id)
+                .bind(&key.content_type)
+                .bind(key.hour)
+                .execute(&mut *tx)
+                .await?;
+                let extra: String = sqlx::query_scalar(
+                    "SELECT extra FROM o365_ledger
+                     WHERE tenant_key = $1 AND content_type = $2 AND hour_s = $3 FOR UPDATE",
+                )
+                .bind(&key.tenant_id)
+                .bind(&key.content_type)
+                .bind(key.hour)
+                .fetch_one(&mut *tx)
+                .await?;
+                let mut counts: LedgerCounts = serde_json::from_str(&extra).unwrap_or_default();
+                let mut rest = add.clone();
+                let (queued, done, dead) = (rest.queued, rest.done, rest.dead);
+                let ids = std::mem::take(&mut rest.dead_ids);
+                (rest.queued, rest.done, rest.dead) = (0, 0, 0);
+                counts.add(&rest);
+                let extra = serde_json::to_string(&counts).unwrap_or_else(|_| "{}".into());
+                sqlx::query(
+                    "UPDATE o365_ledger SET extra = $4, queued = queued + $5, done = done + $6,
+                         dead = dead + $7,
+                         dead_ids = CASE WHEN cardinality(dead_ids) < 50 THEN dead_ids || $8
+                                         ELSE dead_ids END,
+                         updated_ms = o365_now_ms()
+                     WHERE tenant_key = $1 AND content_type = $2 AND hour_s = $3",
+                )
+                .bind(&key.tenant_id)
+                .bind(&key.content_type)
+                .bind(key.hour)
+                .bind(extra)
+                .bind(queued as i64)
+                .bind(done as i64)
+                .bind(dead as i64)
+                .bind(ids)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await
+        };
+        self.call(run).await
+    }
+
+    async fn ledger_range(
+        &self,
+        tenant_id: &str,
+        from_hour: i64,
+        to_hour: i64,
+    ) -> Result<Vec<LedgerRow>, StoreError> {
+        let key = tenant_id.to_ascii_lowercase();
+        let rows = self
+            .call(async {
+                sqlx::query(
+                    "SELECT tenant_key, content_type, hour_s, queued, done, dead, dead_ids, extra,
+                         updated_ms
+                     FROM o365_ledger WHERE tenant_key = $1 AND hour_s >= $2 AND hour_s < $3
+                     ORDER BY content_type, hour_s",
+                )
+                .bind(&key)
+                .bind(from_hour)
+                .bind(to_hour)
+                .fetch_all(&self.pool)
+                .await
+            })
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let extra: String = r.try_get("extra")?;
+                let mut counts: LedgerCounts =
+                    serde_json::from_str(&extra).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+                counts.queued = r.try_get::<i64, _>("queued")?.max(0) as u64;
+                counts.done = r.try_get::<i64, _>("done")?.max(0) as u64;
+                counts.dead = r.try_get::<i64, _>("dead")?.max(0) as u64;
+                counts.dead_ids = r.try_get("dead_ids")?;
+                Ok(LedgerRow {
+                    key: LedgerKey {
+                        tenant_id: r.try_get("tenant_key")?,
+                        content_type: r.try_get("content_type")?,
+                        hour: r.try_get("hour_s")?,
+                    },
+                    counts,
+                    updated_ms: r.try_get::<i64, _>("updated_ms")?.max(0) as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(|e| self.corrupt(e))
+    }
+
+    async fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
+        let limit = ledger::hour_of(older_than);
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let done = self
+            .call(async {
+                sqlx::query(
+                    "DELETE FROM o365_ledger WHERE ctid IN (
+                       SELECT ctid FROM o365_ledger WHERE hour_s < $1 ORDER BY hour_s LIMIT $2)",
+                )
+                .bind(limit)
+                .bind(max)
+                .execute(&self.pool)
+                .await
+            })
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     async fn tenant_backlog(&self, tenant_id: &str, cap: u64) -> Result<u64, StoreError> {
         let key = tenant_id.to_ascii_lowercase();
         let cap = i64::try_from(cap).unwrap_or(i64::MAX);
@@ -1115,7 +1327,8 @@ impl super::Store for PostgresStore {
                           WHERE oid = 'o365_records'::regclass) AS records,
                        (SELECT sum(pg_total_relation_size(t::regclass))::bigint FROM unnest(
                           ARRAY['o365_queue', 'o365_dedup', 'o365_dead', 'o365_cursors',
-                                'o365_tenant_leases', 'o365_records', 'o365_replicas']) AS t) AS bytes",
+                                'o365_tenant_leases', 'o365_records', 'o365_replicas',
+                                'o365_ledger']) AS t) AS bytes",
                 )
                 .fetch_one(&self.pool)
                 .await
@@ -1228,10 +1441,20 @@ impl super::Store for PostgresStore {
         let done = self
             .call(async {
                 sqlx::query(&format!(
-                    "WITH back AS (DELETE FROM o365_dead WHERE seq = ANY($1::bigint[]) RETURNING *)
+                    "WITH back AS (DELETE FROM o365_dead WHERE seq = ANY($1::bigint[]) RETURNING *),
+                     undead AS (
+                       UPDATE o365_ledger l SET dead = greatest(l.dead - b.n, 0),
+                           dead_ids = ARRAY(SELECT unnest(l.dead_ids) EXCEPT SELECT unnest(b.ids)),
+                           updated_ms = o365_now_ms()
+                       FROM (SELECT lower(tenant_id) AS k, content_type AS ct,
+                                    {LEDGER_HOUR} AS h, count(*) AS n,
+                                    array_agg(content_id) AS ids
+                             FROM back GROUP BY 1, 2, 3) b
+                       WHERE l.tenant_key = b.k AND l.content_type = b.ct AND l.hour_s = b.h)
                      INSERT INTO o365_queue (tenant_key, {CONTENT_COLUMNS}, attempts, enqueued_ms,
-                         due_ms, delivered)
-                     SELECT lower(tenant_id), {CONTENT_COLUMNS}, 0, n.ms, n.ms, delivered
+                         due_ms, delivered, ledger_hour)
+                     SELECT lower(tenant_id), {CONTENT_COLUMNS}, 0, n.ms, n.ms, delivered,
+                         {LEDGER_HOUR}
                      FROM back, (SELECT o365_now_ms() AS ms) n ORDER BY back.seq"
                 ))
                 .bind(&keys)

@@ -48,6 +48,9 @@ pub struct RetentionConfig {
     /// duplicates); 0 turns record dedup off.
     #[serde(deserialize_with = "de::duration")]
     pub record_dedup_window: Duration,
+    /// How long the completeness ledger keeps an hour's row (pruned with the dedup set).
+    #[serde(deserialize_with = "de::duration")]
+    pub completeness_retention: Duration,
 }
 
 impl Default for RetentionConfig {
@@ -56,19 +59,29 @@ impl Default for RetentionConfig {
             dedup_retention: DEFAULT_DEDUP_RETENTION,
             allow_short_retention: false,
             record_dedup_window: DEFAULT_RECORD_DEDUP_WINDOW,
+            completeness_retention: super::ledger::DEFAULT_RETENTION,
         }
     }
 }
 
 impl RetentionConfig {
     /// The keys this type reads out of `store:`.
-    pub const KEYS: [&str; 3] = [
+    pub const KEYS: [&str; 4] = [
         "dedup_retention",
         "allow_short_retention",
         "record_dedup_window",
+        "completeness_retention",
     ];
 
     pub fn check(&mut self, s: &mut Section) {
+        if self.completeness_retention.is_zero() {
+            s.problem(
+                "completeness_retention",
+                "is 0: the completeness ledger would forget every hour at once",
+                "use a duration such as 30d (the default)",
+            );
+            self.completeness_retention = super::ledger::DEFAULT_RETENTION;
+        }
         if self.dedup_retention < ANNOUNCE_HORIZON && !self.allow_short_retention {
             s.problem(
                 "dedup_retention",
@@ -98,8 +111,8 @@ impl RetentionConfig {
     }
 }
 
-/// One prune of both sets: batch after batch until less than a batch is left. Returns the
-/// entries removed (contentIds and Graph identities, record claims).
+/// One prune of both sets and of the completeness ledger: batch after batch until less than a
+/// batch is left. Returns the entries removed (contentIds and Graph identities, record claims).
 pub async fn prune_once<S: Store>(
     store: &S,
     cfg: &RetentionConfig,
@@ -108,6 +121,10 @@ pub async fn prune_once<S: Store>(
     let before = |d: Duration| now.checked_sub(d).unwrap_or(SystemTime::UNIX_EPOCH);
     let ids = drain(|max| store.prune(before(cfg.dedup_retention), max)).await?;
     let records = drain(|max| store.prune_records(before(record_claims_kept(cfg)), max)).await?;
+    let hours = drain(|max| store.ledger_prune(before(cfg.completeness_retention), max)).await?;
+    if hours > 0 {
+        debug!(hours, "completeness ledger rows pruned");
+    }
     Ok((ids, records))
 }
 

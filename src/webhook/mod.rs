@@ -156,8 +156,17 @@ async fn notify<S: Store>(
                     .entry((c.tenant_id.clone(), c.content_type.clone()))
                     .or_default() += 1;
             }
+            let ledger = if crate::store::ledger::enabled() {
+                announced_in_ledger(&items)
+            } else {
+                Vec::new()
+            };
             match state.store.enqueue(items).await {
                 Ok(outcome) => {
+                    // Counts for the completeness ledger (no write of its own: see ledger_add).
+                    if let Err(e) = state.store.ledger_add(ledger).await {
+                        debug!(error = %e, "cannot count notifications in the completeness ledger");
+                    }
                     for (tenant, content_type) in &seen {
                         state.counters.activity.notified(tenant, content_type);
                     }
@@ -216,4 +225,28 @@ fn announced(
                 .inc_by(n as u64);
         }
     }
+}
+
+/// The completeness ledger's `announced` counters of a POST: one per notification, by tenant,
+/// content type and the hour of its `contentCreated`.
+fn announced_in_ledger(items: &[crate::store::ContentRef]) -> Vec<crate::store::LedgerDelta> {
+    use crate::store::ledger::{LedgerCounts, LedgerDelta, LedgerKey, blob_hour};
+    let now = std::time::SystemTime::now();
+    let mut by_key = std::collections::BTreeMap::<LedgerKey, u64>::new();
+    for c in items {
+        let hour = blob_hour(c.content_created.as_deref(), now);
+        *by_key
+            .entry(LedgerKey::new(&c.tenant_id, &c.content_type, hour))
+            .or_default() += 1;
+    }
+    by_key
+        .into_iter()
+        .map(|(key, n)| LedgerDelta {
+            key,
+            counts: LedgerCounts {
+                announced: n,
+                ..Default::default()
+            },
+        })
+        .collect()
 }

@@ -743,10 +743,16 @@ async fn audit(
         .fetches
         .entry(blob.content_id.clone())
         .or_default() += 1;
+    // A damaged blob: the answer ends in the middle of the array, on every fetch.
+    let body = if blob.broken {
+        blob.body.slice(..blob.body.len() / 2)
+    } else {
+        blob.body.clone()
+    };
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .body(Body::from(blob.body.clone()))
+        .body(Body::from(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response()))
 }
 

@@ -106,7 +106,7 @@ async fn publish(State(s): State<Arc<Shared>>, body: axum::body::Bytes) -> Respo
             format!("invalid content type {}", req.content_type),
         );
     };
-    match s.publish(&req.tenant_id, ct, req.records, req.created) {
+    match s.publish_blob(&req.tenant_id, ct, req.records, req.created, req.broken) {
         Ok(id) => Json(json!({ "content_id": id, "content_ids": [id] })).into_response(),
         Err(e) => from_emulator_error(e),
     }

@@ -41,6 +41,10 @@ pub struct PublishRequest {
     pub records: Vec<Value>,
     #[serde(default)]
     pub created: Option<DateTime<Utc>>,
+    /// Every fetch of this blob answers a body cut in the middle of the array: a blob that
+    /// always fails (its records before the cut are readable).
+    #[serde(default)]
+    pub broken: bool,
 }
 
 /// `GET /_emulator/published` answer.
@@ -65,8 +69,20 @@ impl Shared {
         records: Vec<Value>,
         created: Option<DateTime<Utc>>,
     ) -> Result<String, EmulatorError> {
+        self.publish_blob(tenant, content_type, records, created, false)
+    }
+
+    /// [`Shared::publish`], optionally a blob served broken on every fetch.
+    pub fn publish_blob(
+        self: &Arc<Self>,
+        tenant: &str,
+        content_type: ContentType,
+        records: Vec<Value>,
+        created: Option<DateTime<Utc>>,
+        broken: bool,
+    ) -> Result<String, EmulatorError> {
         let (body, record_ids) = serialise(&records)?;
-        self.publish_serialised(tenant, content_type, body, record_ids, created)
+        self.publish_serialised(tenant, content_type, body, record_ids, created, broken)
     }
 
     /// Publishes an already serialised blob (the bytes served as they are).
@@ -77,6 +93,7 @@ impl Shared {
         body: Bytes,
         record_ids: Vec<String>,
         created: Option<DateTime<Utc>>,
+        broken: bool,
     ) -> Result<String, EmulatorError> {
         let tenant = self
             .canonical_tenant(tenant)
@@ -102,6 +119,7 @@ impl Shared {
             created,
             body,
             record_ids,
+            broken,
         });
         {
             let mut st = lock(&self.state);
@@ -182,7 +200,14 @@ impl Shared {
         for slot in built {
             let (body, record_ids) =
                 slot.ok_or_else(|| EmulatorError::Request("record generation failed".into()))??;
-            ids.push(self.publish_serialised(&tenant, ct, body, record_ids, Some(created))?);
+            ids.push(self.publish_serialised(
+                &tenant,
+                ct,
+                body,
+                record_ids,
+                Some(created),
+                false,
+            )?);
         }
         Ok(ids)
     }

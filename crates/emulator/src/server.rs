@@ -202,6 +202,19 @@ impl Emulator {
             .publish(tenant_id, content_type, records, created)
     }
 
+    /// `POST /_emulator/publish` with `broken: true`: a blob whose every fetch answers a body
+    /// cut in the middle of its array.
+    pub async fn publish_broken(
+        &self,
+        tenant_id: &str,
+        content_type: ContentType,
+        records: Vec<Value>,
+        created: Option<DateTime<Utc>>,
+    ) -> Result<String, EmulatorError> {
+        self.shared
+            .publish_blob(tenant_id, content_type, records, created, true)
+    }
+
     /// Same as `GET /_emulator/published`.
     pub async fn published(&self, tenant_id: &str) -> Published {
         self.shared.published(tenant_id, None)

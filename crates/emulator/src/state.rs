@@ -34,6 +34,9 @@ pub(crate) struct Blob {
     pub created: DateTime<Utc>,
     pub body: Bytes,
     pub record_ids: Vec<String>,
+    /// Served damaged on every fetch: the body ends in the middle of the array (a blob that
+    /// always fails, published with `broken: true`).
+    pub broken: bool,
 }
 
 impl Blob {
