@@ -124,7 +124,6 @@ pub async fn backfill<S: Store>(
                 .entry(hour.format("%Y-%m-%dT%H").to_string())
                 .or_default() += n;
         }
-        ledger_backfilled(&cfg.tenant_id, &counts);
         info!(tenant.id = %cfg.tenant_id, from = %from, to = %to, queries = leaves.queries,
               "audit search window enqueued");
     };
@@ -140,13 +139,6 @@ pub async fn backfill<S: Store>(
         Err(_) => {}
     }
     result.map(|()| report)
-}
-
-/// LEDGER HOOK (issue 22, the completeness ledger): the single place where records a backfill
-/// enqueued are counted, per content type and UTC hour of `CreationTime`. The ledger adds them
-/// here; until it exists this only counts nothing.
-pub fn ledger_backfilled(tenant_id: &str, counts: &BTreeMap<(&'static str, DateTime<Utc>), u64>) {
-    let _ = (tenant_id, counts);
 }
 
 /// The hour a record was created in (UTC).

@@ -22,8 +22,8 @@ use super::tenant::{TenantRuntime, Tenants};
 use crate::mgmt_api::throttle::backoff;
 use crate::mgmt_api::{ApiError, uri::ApiUri};
 use crate::output::{Batch, Event, Output};
-use crate::store::retention::AUDIT_SEARCH_CLAIM_WINDOW;
 use crate::store::ledger::{self, LedgerCounts, LedgerDelta, LedgerKey};
+use crate::store::retention::AUDIT_SEARCH_CLAIM_WINDOW;
 use crate::store::{Claimed, KeyHashing, Store, StoreError, tenant_claim_mix};
 use crate::telemetry::{Counters, Labels, Metrics};
 
