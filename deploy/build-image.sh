@@ -56,6 +56,9 @@ printf 'collector:x:10001:10001:o365-collector:/var/lib/o365-collector:/sbin/nol
 printf 'collector:x:10001:\n' >"$ctx/group"
 install -D -m 0644 "$ctx/passwd" "$root/etc/passwd"
 install -D -m 0644 "$ctx/group" "$root/etc/group"
+# /var/lib belongs to root; only the state directory under it (the Dockerfile's second COPY) to
+# the collector.
+install -d -m 0755 "$root/var/lib"
 install -d -m 0750 "$ctx/state"
 cp deploy/Dockerfile "$ctx/Dockerfile"
 
