@@ -638,12 +638,12 @@ fn promtool() -> PathBuf {
 /// it is checked at with the label sets it must fire with then (none: it must not fire).
 struct AlertCase {
     series: &'static [(&'static str, &'static str)],
-    checks: &'static [(
-        &'static str,
-        &'static str,
-        &'static [&'static [(&'static str, &'static str)]],
-    )],
+    checks: &'static [AlertCheck],
 }
+
+/// An alert, when it is checked, and the extra labels of each alert expected firing then.
+type AlertCheck = (&'static str, &'static str, &'static [Labels]);
+type Labels = &'static [(&'static str, &'static str)];
 
 /// Every alert of the example, each firing for its case after its `for:` and not before, and none
 /// firing for a healthy collector.
