@@ -556,17 +556,31 @@ fn cloudnativepg_example_matches_the_overlay() {
     assert!(pdb.is_empty(), "CloudNativePG makes its own");
 }
 
+/// The image is built FROM scratch (nothing to pull; tests/image.rs builds and runs it), as the
+/// non-root user the pod runs as, and runs the collector on the config path the manifests mount.
 #[test]
 fn dockerfile_runs_unprivileged_with_the_k8s_config_path() {
     let d = std::fs::read_to_string(root().join("deploy/Dockerfile")).unwrap();
+    let froms: Vec<&str> = d.lines().filter(|l| l.starts_with("FROM ")).collect();
+    assert_eq!(froms, ["FROM scratch"], "no base image to pull");
+    assert!(d.contains("\nUSER 10001:10001\n"), "non-root user");
+    assert!(d.contains(r#"ENTRYPOINT ["/usr/local/bin/o365-collector"]"#));
+    assert!(d.contains(r#"CMD ["run", "--config", "/etc/o365-collector/config.yaml"]"#));
+    let script = std::fs::read_to_string(root().join("deploy/build-image.sh")).unwrap();
     assert!(
-        d.matches("\nFROM ").count() + usize::from(d.starts_with("FROM ")) >= 2,
-        "multi-stage"
+        script.contains("10001:10001"),
+        "passwd names the image's user"
     );
-    assert!(d.contains("\nUSER 10001"), "non-root user");
-    assert!(d.contains(
-        r#"ENTRYPOINT ["o365-collector", "run", "--config", "/etc/o365-collector/config.yaml"]"#
-    ));
+    // The pod runs the image's user and says what to run, whatever the image's CMD.
+    let sts = std::fs::read_to_string(root().join("deploy/base/statefulset.yaml")).unwrap();
+    let docs = documents(&sts);
+    let pod = &docs[0]["spec"]["template"]["spec"];
+    assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), Some(10001));
+    let args: Vec<&str> = seq(&seq(&pod["containers"])[0]["args"])
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(args, ["run", "--config", "/etc/o365-collector/config.yaml"]);
     assert!(Path::new(&root().join("deploy/nginx/o365-collector.conf")).is_file());
 }
 
@@ -620,91 +634,279 @@ fn promtool() -> PathBuf {
     })
 }
 
-/// The tenant alerts fire as documented, checked by `promtool test rules` on the example's own
-/// groups: a tenant whose `o365_tenant_up` is 0 for 15 minutes, and a tenant with content
-/// announced but no record delivered for 2 hours; healthy tenants never alert.
+/// One `promtool test rules` group: input series (one sample a minute) and, per alert, the times
+/// it is checked at with the label sets it must fire with then (none: it must not fire).
+struct AlertCase {
+    series: &'static [(&'static str, &'static str)],
+    checks: &'static [AlertCheck],
+}
+
+/// An alert, when it is checked, and the extra labels of each alert expected firing then.
+type AlertCheck = (&'static str, &'static str, &'static [Labels]);
+type Labels = &'static [(&'static str, &'static str)];
+
+/// Every alert of the example, each firing for its case after its `for:` and not before, and none
+/// firing for a healthy collector.
+const ALERT_CASES: &[AlertCase] = &[
+    // An output paused from minute 6 (another one flowing): pending at 15m, firing at 17m.
+    AlertCase {
+        series: &[
+            (r#"o365_output_paused{output="siem"}"#, "0x5 1x30"),
+            (r#"o365_output_paused{output="file"}"#, "0x35"),
+        ],
+        checks: &[
+            ("O365CollectorOutputDown", "15m", &[]),
+            ("O365CollectorOutputDown", "17m", &[&[("output", "siem")]]),
+        ],
+    },
+    // Tenant a (contoso) is up for 10 minutes, then down; b (fabrikam) stays up. Content is
+    // announced for c and d every minute from the start; d's records are delivered, c's never:
+    // "no record from a tenant for 2 h while Microsoft announced content".
+    AlertCase {
+        series: &[
+            (
+                r#"o365_tenant_up{tenant_id="a",tenant_name="contoso"}"#,
+                "1x10 0x200",
+            ),
+            (
+                r#"o365_tenant_up{tenant_id="b",tenant_name="fabrikam"}"#,
+                "1x210",
+            ),
+            (r#"o365_uptime_seconds{instance="x"}"#, "0+60x210"),
+            (
+                r#"o365_content_announced_by_tenant_total{tenant_id="c",content_type="Audit.General"}"#,
+                "0+1x210",
+            ),
+            (
+                r#"o365_content_announced_by_tenant_total{tenant_id="d",content_type="Audit.General"}"#,
+                "0+1x210",
+            ),
+            (
+                r#"o365_records_delivered_by_tenant_total{tenant_id="d",content_type="Audit.General"}"#,
+                "0+30x210",
+            ),
+        ],
+        checks: &[
+            ("O365CollectorTenantDown", "20m", &[]),
+            (
+                "O365CollectorTenantDown",
+                "30m",
+                &[&[("tenant_id", "a"), ("tenant_name", "contoso")]],
+            ),
+            ("O365CollectorTenantSilent", "2h", &[]),
+            (
+                "O365CollectorTenantSilent",
+                "2h20m",
+                &[&[("tenant_id", "c")]],
+            ),
+        ],
+    },
+    // The oldest pending blob ages a minute a minute: past an hour at 61m, firing 15 min later.
+    AlertCase {
+        series: &[("o365_queue_oldest_pending_age_seconds", "0+60x120")],
+        checks: &[
+            ("O365CollectorBacklog", "70m", &[]),
+            ("O365CollectorBacklog", "80m", &[&[]]),
+        ],
+    },
+    // A blob dead-lettered at minute 31: alerting for the following hour, then quiet.
+    AlertCase {
+        series: &[
+            ("o365_blobs_dead_lettered_total", "0x30 1x70"),
+            ("o365_listing_gaps_total", "0x30 1x70"),
+        ],
+        checks: &[
+            ("O365CollectorDeadLetters", "30m", &[]),
+            ("O365CollectorDeadLetters", "40m", &[&[]]),
+            ("O365CollectorDeadLetters", "95m", &[]),
+            ("O365CollectorListingGap", "30m", &[]),
+            ("O365CollectorListingGap", "40m", &[&[]]),
+            ("O365CollectorListingGap", "95m", &[]),
+        ],
+    },
+    // The store stops answering at minute 11.
+    AlertCase {
+        series: &[("o365_store_up", "1x10 0x10")],
+        checks: &[
+            ("O365CollectorStoreDown", "12m", &[]),
+            ("O365CollectorStoreDown", "14m", &[&[]]),
+        ],
+    },
+    // Ten refused POSTs a minute (0.17/s) for an hour.
+    AlertCase {
+        series: &[("o365_notifications_rejected_total", "0+10x60")],
+        checks: &[
+            ("O365CollectorWebhookRejections", "10m", &[]),
+            ("O365CollectorWebhookRejections", "30m", &[&[]]),
+        ],
+    },
+    // Microsoft answers 429 every minute.
+    AlertCase {
+        series: &[("o365_throttled_total", "0+1x90")],
+        checks: &[
+            ("O365CollectorThrottled", "20m", &[]),
+            ("O365CollectorThrottled", "45m", &[&[]]),
+        ],
+    },
+    // Pruned every 10 minutes (the gauge holds the last prune's Unix time) until minute 60, then
+    // never: more than an hour old after 120m, firing 30 min later.
+    AlertCase {
+        series: &[(
+            "o365_dedup_last_prune_timestamp_seconds",
+            "0x9 600x9 1200x9 1800x9 2400x9 3000x9 3600x100",
+        )],
+        checks: &[
+            ("O365CollectorDedupNotPruned", "140m", &[]),
+            ("O365CollectorDedupNotPruned", "160m", &[&[]]),
+        ],
+    },
+    // Healthy for 3 hours: outputs flowing, tenants up and delivered, a short queue, nothing dead
+    // or lost, few refusals, no 429, pruned as it goes. No alert fires.
+    AlertCase {
+        series: &[
+            (r#"o365_output_paused{output="file"}"#, "0x200"),
+            (
+                r#"o365_tenant_up{tenant_id="a",tenant_name="contoso"}"#,
+                "1x200",
+            ),
+            (r#"o365_uptime_seconds{instance="x"}"#, "0+60x200"),
+            (
+                r#"o365_content_announced_by_tenant_total{tenant_id="a",content_type="Audit.General"}"#,
+                "0+1x200",
+            ),
+            (
+                r#"o365_records_delivered_by_tenant_total{tenant_id="a",content_type="Audit.General"}"#,
+                "0+30x200",
+            ),
+            ("o365_queue_oldest_pending_age_seconds", "30x200"),
+            ("o365_blobs_dead_lettered_total", "0x200"),
+            ("o365_listing_gaps_total", "0x200"),
+            ("o365_store_up", "1x200"),
+            ("o365_notifications_rejected_total", "0+1x200"),
+            ("o365_throttled_total", "0x200"),
+            ("o365_dedup_last_prune_timestamp_seconds", "0+60x200"),
+        ],
+        checks: &[
+            ("O365CollectorOutputDown", "3h", &[]),
+            ("O365CollectorTenantDown", "3h", &[]),
+            ("O365CollectorTenantSilent", "3h", &[]),
+            ("O365CollectorBacklog", "3h", &[]),
+            ("O365CollectorDeadLetters", "3h", &[]),
+            ("O365CollectorStoreDown", "3h", &[]),
+            ("O365CollectorWebhookRejections", "3h", &[]),
+            ("O365CollectorThrottled", "3h", &[]),
+            ("O365CollectorListingGap", "3h", &[]),
+            ("O365CollectorDedupNotPruned", "3h", &[]),
+        ],
+    },
+];
+
+/// The alert's annotations as Prometheus renders them for `labels` (`{{ $labels.x }}` only).
+fn rendered(annotations: &Value, labels: &[(&str, &str)]) -> serde_yaml::Mapping {
+    let mut out = serde_yaml::Mapping::new();
+    for (k, v) in annotations.as_mapping().into_iter().flatten() {
+        let mut text = v.as_str().unwrap().to_string();
+        for (name, value) in labels {
+            text = text.replace(&format!("{{{{ $labels.{name} }}}}"), value);
+        }
+        assert!(!text.contains("{{"), "a template left in {text:?}");
+        out.insert(k.clone(), text.into());
+    }
+    out
+}
+
+/// Every alert of the PrometheusRule example fires as documented and only then, checked by
+/// `promtool test rules` on the example's own groups (ALERT_CASES): each alert fires for its case,
+/// after its `for:` and not before, with its labels and rendered annotations, and no alert fires
+/// for a healthy collector.
 #[test]
-fn tenant_alerts_fire_in_promtool() {
+fn every_alert_fires_in_promtool() {
     let text =
         std::fs::read_to_string(root().join("deploy/monitoring/prometheusrule.yaml")).unwrap();
     let docs = documents(&text);
     let mut groups = serde_yaml::Mapping::new();
     groups.insert("groups".into(), docs[0]["spec"]["groups"].clone());
+    let rules: Vec<&Value> = seq(&docs[0]["spec"]["groups"])
+        .iter()
+        .flat_map(|g| seq(&g["rules"]))
+        .collect();
+    let rule = |name: &str| {
+        *rules
+            .iter()
+            .find(|r| r["alert"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no alert {name} in the PrometheusRule"))
+    };
+
+    let mut fired = std::collections::BTreeSet::new();
+    let mut quiet = std::collections::BTreeSet::new();
+    let mut tests = Vec::new();
+    for case in ALERT_CASES {
+        let series: Vec<Value> = case
+            .series
+            .iter()
+            .map(|(s, v)| {
+                serde_yaml::from_str(&format!("{{series: '{s}', values: '{v}'}}")).unwrap()
+            })
+            .collect();
+        let mut checks = Vec::new();
+        for (alert, at, expected) in case.checks {
+            let r = rule(alert);
+            let exp: Vec<Value> = expected
+                .iter()
+                .map(|labels| {
+                    let mut l = r["labels"].as_mapping().unwrap().clone();
+                    for (k, v) in *labels {
+                        l.insert((*k).into(), (*v).into());
+                    }
+                    let mut m = serde_yaml::Mapping::new();
+                    m.insert("exp_labels".into(), Value::Mapping(l));
+                    m.insert(
+                        "exp_annotations".into(),
+                        Value::Mapping(rendered(&r["annotations"], labels)),
+                    );
+                    Value::Mapping(m)
+                })
+                .collect();
+            if exp.is_empty() {
+                quiet.insert(*alert);
+            } else {
+                fired.insert(*alert);
+            }
+            let mut m = serde_yaml::Mapping::new();
+            m.insert("eval_time".into(), (*at).into());
+            m.insert("alertname".into(), (*alert).into());
+            m.insert("exp_alerts".into(), Value::Sequence(exp));
+            checks.push(Value::Mapping(m));
+        }
+        let mut t = serde_yaml::Mapping::new();
+        t.insert("interval".into(), "1m".into());
+        t.insert("input_series".into(), Value::Sequence(series));
+        t.insert("alert_rule_test".into(), Value::Sequence(checks));
+        tests.push(Value::Mapping(t));
+    }
+    let names: std::collections::BTreeSet<&str> =
+        rules.iter().filter_map(|r| r["alert"].as_str()).collect();
+    assert_eq!(fired, names, "every alert fires for a case of its own");
+    assert_eq!(
+        quiet, names,
+        "every alert is checked quiet (before its time, or healthy)"
+    );
+
+    let mut file = serde_yaml::Mapping::new();
+    file.insert("rule_files".into(), vec![Value::from("rules.yaml")].into());
+    file.insert("evaluation_interval".into(), "1m".into());
+    file.insert("tests".into(), Value::Sequence(tests));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("rules.yaml"),
         serde_yaml::to_string(&groups).unwrap(),
     )
     .unwrap();
-    // Tenant a (contoso) is up for 10 minutes, then down; b (fabrikam) stays up. Content is
-    // announced for c and d every minute from the start; d's records are delivered, c's never.
-    // Every series runs 3 h 30 (210 one-minute samples).
-    let tests = r#"
-rule_files: [rules.yaml]
-evaluation_interval: 1m
-tests:
-  - interval: 1m
-    input_series:
-      - series: 'o365_tenant_up{tenant_id="a",tenant_name="contoso"}'
-        values: '1x10 0x200'
-      - series: 'o365_tenant_up{tenant_id="b",tenant_name="fabrikam"}'
-        values: '1x210'
-      - series: 'o365_uptime_seconds{instance="x"}'
-        values: '0+60x210'
-      - series: 'o365_content_announced_by_tenant_total{tenant_id="c",content_type="Audit.General"}'
-        values: '0+1x210'
-      - series: 'o365_content_announced_by_tenant_total{tenant_id="d",content_type="Audit.General"}'
-        values: '0+1x210'
-      - series: 'o365_records_delivered_by_tenant_total{tenant_id="d",content_type="Audit.General"}'
-        values: '0+30x210'
-    alert_rule_test:
-      - eval_time: 20m
-        alertname: O365CollectorTenantDown
-        exp_alerts: []
-      - eval_time: 30m
-        alertname: O365CollectorTenantDown
-        exp_alerts:
-          - exp_labels: {severity: critical, tenant_id: a, tenant_name: contoso}
-            exp_annotations:
-              summary: "Tenant contoso (a) has not been collected for 15 minutes"
-              description: >-
-                GET /status on the admin port gives the tenant's state (auth_failed, denied,
-                throttled, paused) and last_error (reason, message, since); the log has a line when
-                the problem started. A wrong or expired secret, a missing permission or admin
-                consent, or an output that is down.
-      - eval_time: 2h
-        alertname: O365CollectorTenantSilent
-        exp_alerts: []
-      - eval_time: 2h20m
-        alertname: O365CollectorTenantSilent
-        exp_alerts:
-          - exp_labels: {severity: warning, tenant_id: c}
-            exp_annotations:
-              summary: "No record from tenant c for 2 hours although content was announced"
-              description: >-
-                Blobs were announced or listed for the tenant, but none of its records reached the
-                output. GET /status: the tenant's state and last_error, the queue, the outputs; GET
-                /dead-letters for blobs given up.
-  - interval: 1m
-    # Healthy: every tenant up, records delivered as content is announced.
-    input_series:
-      - series: 'o365_tenant_up{tenant_id="a",tenant_name="contoso"}'
-        values: '1x210'
-      - series: 'o365_uptime_seconds{instance="x"}'
-        values: '0+60x210'
-      - series: 'o365_content_announced_by_tenant_total{tenant_id="a",content_type="Audit.General"}'
-        values: '0+1x210'
-      - series: 'o365_records_delivered_by_tenant_total{tenant_id="a",content_type="Audit.General"}'
-        values: '0+30x210'
-    alert_rule_test:
-      - eval_time: 3h
-        alertname: O365CollectorTenantDown
-        exp_alerts: []
-      - eval_time: 3h
-        alertname: O365CollectorTenantSilent
-        exp_alerts: []
-"#;
-    std::fs::write(dir.path().join("tests.yaml"), tests).unwrap();
+    std::fs::write(
+        dir.path().join("tests.yaml"),
+        serde_yaml::to_string(&file).unwrap(),
+    )
+    .unwrap();
     let promtool = promtool();
     let checked =
         run(Command::new(&promtool)
@@ -716,6 +918,10 @@ tests:
             .current_dir(dir.path())
             .args(["test", "rules", "tests.yaml"]));
     assert!(tested.contains("SUCCESS"), "{tested}");
+    println!(
+        "promtool test rules: {} alerts, each fired and quiet: SUCCESS",
+        names.len()
+    );
 }
 
 /// The completeness alert fires for the tenant and content type whose incomplete-hours gauge is

@@ -262,14 +262,19 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         ];
         up.get_or_create(&labels)
             .set(i64::from(t.assess().state.is_up()));
-        // From 0, so that the first blobs announced count as an increase (the no-records alert).
+        // From 0, so that the first blobs announced count as an increase (the no-records alert),
+        // and so do a first gap and a first duplicate (the dashboard's `increase`).
+        let m = &state.counters.metrics;
         for ct in &t.cfg.content_types {
             let labels = crate::telemetry::Metrics::tenant_labels(&t.cfg.tenant_id, ct);
-            let _ = state
-                .counters
-                .metrics
-                .content_announced
-                .get_or_create(&labels);
+            let _ = m.content_announced.get_or_create(&labels);
+            let _ = m.duplicate_records_dropped.get_or_create(&labels);
+        }
+        let feeds = t.cfg.graph.feeds.iter().map(|f| f.content_type());
+        for source in t.cfg.content_types.iter().map(String::as_str).chain(feeds) {
+            let labels = crate::telemetry::Metrics::tenant_labels(&t.cfg.tenant_id, source);
+            let _ = m.listing_gaps.get_or_create(&labels);
+            let _ = m.listing_gap_seconds.get_or_create(&labels);
         }
     }
     reg.register(
@@ -286,6 +291,16 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         "content_announced_by_tenant",
         "Content blobs newly queued (announced by a notification or found by listing), per tenant and content type",
         state.counters.metrics.content_announced.clone(),
+    );
+    reg.register(
+        "last_delivery_timestamp_seconds",
+        "Unix time the output last accepted records of the tenant and content type (the last record received)",
+        state.counters.metrics.last_delivery.clone(),
+    );
+    reg.register(
+        "tenant_queue_depth",
+        "Content blobs queued for the tenant, counted up to pipeline.queue_high_water at its last listing round (pull.interval; in push mode pull.reconcile_every)",
+        state.counters.metrics.tenant_queue_depth.clone(),
     );
     reg.register(
         "last_notification_timestamp_seconds",
@@ -455,6 +470,12 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         "Time until a content blob's answer starts, per tenant and content type (its body then streams while its records are delivered)",
         Unit::Seconds,
         m.fetch_seconds.clone(),
+    );
+    reg.register_with_unit(
+        "webhook_ack",
+        "Time from a webhook notification POST's arrival to its 200 (the notifications stored with fsync)",
+        Unit::Seconds,
+        m.webhook_ack_seconds.clone(),
     );
     reg.register_with_unit(
         "delivery",

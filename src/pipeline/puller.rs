@@ -278,6 +278,11 @@ pub(super) async fn held_back<S: Store>(
     // A store that cannot answer fails the listing's own writes anyway.
     let queued = store.tenant_backlog(tid, high_water).await.unwrap_or(0);
     let full = queued >= high_water;
+    counters
+        .metrics
+        .tenant_queue_depth
+        .get_or_create(&crate::telemetry::Metrics::one_label("tenant_id", tid))
+        .set(i64::try_from(queued).unwrap_or(i64::MAX));
     if full {
         Counters::add(&counters.listings_deferred, 1);
     }

@@ -25,7 +25,7 @@ use crate::output::{Batch, Event, Output};
 use crate::store::ledger::{self, LedgerCounts, LedgerDelta, LedgerKey};
 use crate::store::retention::AUDIT_SEARCH_CLAIM_WINDOW;
 use crate::store::{Claimed, KeyHashing, Store, StoreError, tenant_claim_mix};
-use crate::telemetry::{Counters, Labels, Metrics};
+use crate::telemetry::{Counters, Labels, Metrics, unix_now};
 
 /// How long an idle worker waits before looking at the queue again without a wake-up
 /// (covers rescheduled blobs whose `not_before` passed).
@@ -613,6 +613,7 @@ impl<S: Store> Workers<S> {
                     .records_delivered
                     .get_or_create(labels)
                     .inc_by(report.written as u64);
+                metrics.last_delivery.get_or_create(labels).set(unix_now());
                 Counters::add(&self.counters.records_delivered, report.written as u64);
                 Counters::add(&self.counters.records_duplicate, report.duplicates as u64);
                 debug!(tenant.id = %c.tenant_id, content.id = %c.content_id, output.name = %output,

@@ -95,6 +95,7 @@ async fn notify<S: Store>(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let arrived = std::time::Instant::now();
     let trusted = trusted.as_ref().map_or(&[][..], |t| &t.0.0[..]);
     let caller = Caller {
         peer: tcp_peer,
@@ -179,6 +180,11 @@ async fn notify<S: Store>(
                     if outcome.added > 0 {
                         state.wake.notify_waiters();
                     }
+                    state
+                        .counters
+                        .metrics
+                        .webhook_ack_seconds
+                        .observe(arrived.elapsed().as_secs_f64());
                     debug!(
                         peer,
                         notifications = n,
