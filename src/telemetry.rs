@@ -239,6 +239,48 @@ pub struct Metrics {
     /// Content blobs newly queued (announced by a notification or found by listing), by
     /// `tenant_id` and `content_type`.
     pub content_announced: Family<Labels, Counter>,
+    /// Records whose RecordType Microsoft's table lacks, by `record_type`.
+    pub unknown_record_types: UnknownRecordTypes,
+}
+
+/// Distinct unknown RecordType values that get a label of their own; records of further values
+/// count under `record_type="other"` (a bounded label set whatever Microsoft or a forger sends).
+pub const UNKNOWN_RECORD_TYPES_CAP: usize = 64;
+
+/// Records of RecordTypes missing from Microsoft's table (Microsoft adds types often): they pass
+/// through unnamed, are counted by value, and each value is logged once so the table can be
+/// brought up to date.
+#[derive(Default)]
+pub struct UnknownRecordTypes {
+    seen: std::sync::Mutex<std::collections::BTreeSet<i64>>,
+    pub counter: Family<Labels, Counter>,
+}
+
+impl UnknownRecordTypes {
+    /// Counts `records` records of `record_type`; logs the value the first time it is met.
+    pub fn met(&self, record_type: i64, records: u64) {
+        let label = {
+            let Ok(mut seen) = self.seen.lock() else {
+                return;
+            };
+            if seen.contains(&record_type) {
+                Some(record_type)
+            } else if seen.len() < UNKNOWN_RECORD_TYPES_CAP {
+                seen.insert(record_type);
+                tracing::warn!(
+                    record_type,
+                    "RecordType {record_type} is not in Microsoft's AuditLogRecordType table as this version knows it: its records pass through without a name (o365.meta.record_type_name, event.code); counted in o365_unknown_record_types_total"
+                );
+                Some(record_type)
+            } else {
+                None
+            }
+        };
+        let value = label.map_or_else(|| "other".to_string(), |t| t.to_string());
+        self.counter
+            .get_or_create(&Metrics::one_label("record_type", &value))
+            .inc_by(records);
+    }
 }
 
 /// Label pairs of one series.
@@ -262,6 +304,7 @@ impl Default for Metrics {
             listing_gap_seconds: Family::default(),
             tenant_errors: Family::default(),
             content_announced: Family::default(),
+            unknown_record_types: UnknownRecordTypes::default(),
         }
     }
 }

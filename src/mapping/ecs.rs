@@ -18,12 +18,14 @@
 //! - `event.module`/`event.dataset` are written (Elastic's data stream adds them as constants);
 //! - an empty Name in a Name/Value array becomes `_` (never a key ending in a dot);
 //! - additions: `email.*` for Threat Intelligence mail, `session.id`/`token.id`/
-//!   `application.name` from `AppAccessContext`, `o365.meta.operation` for a renamed Operation;
+//!   `application.name` from `AppAccessContext`, `o365.meta.operation` for a renamed Operation,
+//!   Copilot and AI-app interactions (`CopilotEventData`, [`super::copilot`]);
 //! - no `user_agent.*` parsing, GeoIP/ASN or tenant names here: that is enrichment
 //!   ([`add_ecs`] takes the tenant's configured name; `None` falls back as Elastic does).
 
 use serde_json::{Map, Value};
 
+use super::copilot;
 use super::enums;
 use super::event::{Entries, Issue, short};
 use super::time::creation_time_to_rfc3339;
@@ -630,9 +632,61 @@ pub fn add_ecs(
         f.set("file.size", size);
     }
     data(&mut a, &mut f, issues);
+    copilot_interaction(&mut a, &mut f);
 
     flatten_audit(a, ev);
     ev.extend(f.0);
+}
+
+/// Copilot and AI-app interactions (Elastic has no mapping yet; ours, in the README): the
+/// interaction is an access (`event.type: access`), of files too (`event.category: file`) when
+/// Copilot read resources; web addresses among `Contexts` go to `url.original` (one string, or a
+/// list when several), the first document context to `file.name`/`file.extension`, and the
+/// counts and distinct `AccessedResources[].SensitivityLabelId`s beside the record's lists (a
+/// record field of the same name wins).
+fn copilot_interaction(a: &mut Map<String, Value>, f: &mut Fields) {
+    let Some(Value::Object(data)) = a.get_mut(copilot::FIELD) else {
+        return;
+    };
+    f.append("event.type", "access", false);
+    if data
+        .get("AccessedResources")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        f.append("event.category", "file", false);
+    }
+    let mut urls: Vec<Value> = copilot::context_urls(data)
+        .into_iter()
+        .map(Value::from)
+        .collect();
+    if !f.has("url.original") && !urls.is_empty() {
+        let url = if urls.len() == 1 {
+            urls.swap_remove(0)
+        } else {
+            Value::Array(urls)
+        };
+        f.set("url.original", url);
+    }
+    if let Some((name, ext)) = copilot::document(data) {
+        if !f.has("file.extension") {
+            f.set("file.extension", ext);
+        }
+        if let Some(n) = name
+            && !f.has("file.name")
+        {
+            f.set("file.name", n);
+        }
+    }
+    let labels = copilot::sensitivity_label_ids(data);
+    let counts: Vec<(&str, u64)> = copilot::counts(data).collect();
+    for (k, n) in counts {
+        data.entry(k).or_insert(Value::from(n));
+    }
+    if !labels.is_empty() {
+        data.entry("sensitivity_label_ids")
+            .or_insert(Value::Array(labels));
+    }
 }
 
 /// The text Elastic's `{{field}}` template gives for a value: strings as they are, numbers and

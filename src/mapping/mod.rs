@@ -64,6 +64,7 @@
 pub mod cli;
 pub mod clientip;
 pub mod context;
+pub mod copilot;
 pub mod ecs;
 pub mod enrich;
 pub mod enums;

@@ -8,7 +8,9 @@
 //!   the top-level `AuthDetails`, which stays a list as in Elastic's documents;
 //! - an array whose elements are all `{Name, NewValue?, OldValue?}` objects (ModifiedProperties)
 //!   becomes `<path>.<Name>.NewValue` / `.OldValue`, with spaces and dots in Name replaced by `_`;
-//! - empty arrays are kept as `[]` (Elastic drops them; we keep values unchanged).
+//! - empty arrays are kept as `[]` (Elastic drops them; we keep values unchanged);
+//! - `CopilotEventData`'s `Contexts`, `AccessedResources`, `Messages`, `AISystemPlugin` stay lists
+//!   of objects, and its counts are added ([`super::copilot`]).
 //!
 //! A key produced twice (two elements with the same Name, or a top-level key `"A.B"` beside an
 //! object `A` holding `B`) keeps the first value and reports an issue, so nothing is silently
@@ -44,6 +46,7 @@ pub fn flatten_record(record: &Map<String, Value>, issues: &mut Vec<Issue>) -> M
 /// Appends the flattened fields of `record` to `entries` (unsorted; see [`into_map`]).
 pub fn flatten_into(record: &Map<String, Value>, entries: &mut Entries) {
     flatten_with(record, &mut |k, v| entries.push((k.to_owned(), v.clone())));
+    super::copilot::add_counts(record, entries);
 }
 
 /// Calls `emit` with each flattened key and the record's value for it, in record order.
@@ -55,6 +58,21 @@ fn flatten_with<'a>(record: &'a Map<String, Value>, emit: &mut impl FnMut(&str, 
         path.push_str(k);
         if KEPT_AS_LISTS.contains(&k.as_str()) && v.is_array() {
             emit(&path, v);
+        } else if let (super::copilot::FIELD, Value::Object(data)) = (k.as_str(), v)
+            && !data.is_empty()
+        {
+            // A prompt's and a response's ids stay paired: these lists are never split.
+            for (k2, child) in data {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k2);
+                if super::copilot::KEPT_LISTS.contains(&k2.as_str()) && child.is_array() {
+                    emit(&path, child);
+                } else {
+                    flatten_value(child, &mut path, emit);
+                }
+                path.truncate(len);
+            }
         } else {
             flatten_value(v, &mut path, emit);
         }
@@ -169,6 +187,7 @@ impl<'a> Borrowed<'a> {
             entries: Vec::with_capacity(record.len() + 32),
         };
         flatten_with(record, &mut |k, v| b.push(k, Cow::Borrowed(v)));
+        super::copilot::add_counts(record, &mut b);
         b
     }
 
