@@ -249,7 +249,7 @@ mod tests {
         std::thread::scope(|s| {
             let mut lanes = Lanes::new(s, &ctx);
             let mut feed = |m: Mapped| -> Result<(), ()> {
-                got.extend(m.events.iter().map(|(i, _, _)| *i));
+                got.extend(m.events.iter().map(|(i, _, _, _)| *i));
                 match m.error {
                     Some(e) => {
                         error = Some(e);
