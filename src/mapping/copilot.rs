@@ -8,8 +8,6 @@
 //! wants (`prompt_count`, `response_count`, `accessed_resources_count`) are added beside them.
 //! The ECS side (`url.original`, `file.*`, labels) is computed here and written by [`super::ecs`].
 
-use std::borrow::Cow;
-
 use serde_json::{Map, Value};
 
 use super::event::Sink;
@@ -181,10 +179,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    match String::from_utf8_lossy(&out) {
-        Cow::Borrowed(t) => t.to_owned(),
-        Cow::Owned(t) => t,
-    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use super::event::{Entries, Issue, Sink};
+use super::event::{Entries, Issue, Out, Sink};
 
 /// Prefix of every flattened record key.
 pub const AUDIT_PREFIX: &str = "o365.audit.";
@@ -180,12 +180,17 @@ pub(crate) struct Borrowed<'a> {
 }
 
 impl<'a> Borrowed<'a> {
+    /// An empty event with room for `entries` keys.
+    pub(crate) fn with_capacity(entries: usize) -> Self {
+        Self {
+            keys: String::with_capacity(2048),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
     /// Flattens `record` (the rules of [`flatten_into`]).
     pub(crate) fn flatten(record: &'a Map<String, Value>) -> Self {
-        let mut b = Self {
-            keys: String::with_capacity(2048),
-            entries: Vec::with_capacity(record.len() + 32),
-        };
+        let mut b = Self::with_capacity(record.len() + 32);
         flatten_with(record, &mut |k, v| b.push(k, Cow::Borrowed(v)));
         super::copilot::add_counts(record, &mut b);
         b
@@ -222,6 +227,26 @@ impl<'a> Borrowed<'a> {
 impl Sink for Borrowed<'_> {
     fn put_value(&mut self, key: &str, value: Value) {
         self.push(key, Cow::Owned(value));
+    }
+}
+
+impl<'a> Out<'a> for Borrowed<'a> {
+    fn put_cow(&mut self, key: &str, value: Cow<'a, Value>) {
+        self.push(key, value);
+    }
+    fn get(&self, key: &str) -> Option<&Value> {
+        let keys = self.keys.as_str();
+        self.entries
+            .iter()
+            .find(|e| e.key(keys) == key)
+            .map(|e| &*e.value)
+    }
+    fn set(&mut self, key: &str, value: Value) {
+        let keys = self.keys.as_str();
+        match self.entries.iter_mut().find(|e| e.key(keys) == key) {
+            Some(e) => e.value = Cow::Owned(value),
+            None => self.push(key, Cow::Owned(value)),
+        }
     }
 }
 
