@@ -509,7 +509,7 @@ pub(crate) fn add_ecs_to<'r>(
     convert_field(&mut a, "ListBaseType");
     let mut client_temp = ["ClientIPAddress", "ClientIP", "ActorIpAddress"]
         .into_iter()
-        .find(|k| a.get(*k).is_some_and(|v| !v.is_null()))
+        .find(|k| a.get(k).is_some_and(|v| !v.is_null()))
         .and_then(|k| a.remove(k));
     if let Some(uid) = a.get("UserId").and_then(to_string_value) {
         f.set("user.id", uid);
