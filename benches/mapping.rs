@@ -8,6 +8,9 @@
 //! other load on a shared machine does not count), MB/s of input record JSON and of output
 //! NDJSON, batch latency percentiles over all runs, and the process's peak RSS.
 //!
+//! Plus 10 % Copilot and AI-app interactions (RecordType 261/284/334, shaped as Microsoft's Copilot
+//! schema examples: documents, labelled resources, plugins, prompt/response pairs), built here.
+//!
 //! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|ecs+enrich|raw` runs one row,
 //! `MAPPING_BENCH_RECORDS=n` sets the records per run)
 //!
@@ -58,7 +61,61 @@ fn parse_all(text: &str, out: &mut Vec<Value>) {
     }
 }
 
+/// `n` Copilot and AI-app interaction records in a few shapes (varied ids, so none repeats).
+fn copilot_records(n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let (rt, op, host) = [
+                (261, "CopilotInteraction", "Word"),
+                (261, "CopilotInteraction", "Bing"),
+                (334, "TeamCopilotInteraction", "Teams"),
+                (284, "AIAppInteraction", "ChatGPT Enterprise"),
+            ][i % 4];
+            let contexts = match host {
+                "Word" => serde_json::json!([{"Id": format!("https://contoso-my.sharepoint.com/personal/u_contoso_com/_layouts/15/Doc.aspx?sourcedoc=%7B{i:08X}-B079-4180-9B1E-B87F4ACA19F7%7D&file=Plan%20{i}.docx&action=default&mobileredirect=true"), "Type": "docx"}]),
+                "Teams" => serde_json::json!([{"Id": format!("19:meeting_{i:024x}@thread.v2"), "Type": "TeamsMeeting"}]),
+                "Bing" => serde_json::json!([]),
+                _ => serde_json::json!([{"Id": "https://chatgpt.com/", "Type": "Web"}]),
+            };
+            let resources = if host == "Bing" {
+                serde_json::json!([{"Action": "Read", "Id": format!("AAAAAEYE2GAACp1Fln{i:016}"), "Name": "Document1.docx",
+                    "SensitivityLabelId": "f41ab342-8706-4188-bd11-ebb85995028c",
+                    "SiteUrl": "https://contoso.sharepoint.com/teams/Ops/Shared%20Documents/Document1.docx?web=1",
+                    "Type": "docx", "listItemUniqueId": format!("AAAAAEYE2GAACp1Fln{i:016}")}])
+            } else {
+                serde_json::json!([])
+            };
+            let t = 1_715_187_560_311u64 + i as u64 * 10_000;
+            serde_json::json!({
+                "CreationTime": "2023-12-13T17:12:36", "Id": format!("99b0a960-13a0-461f-8c5c-{i:012x}"),
+                "Operation": op, "OrganizationId": "408e31c8-8f05-410a-9221-84335f0ce512",
+                "RecordType": rt, "UserKey": "12d24f71-64c7-49b3-821f-f8884f3f373e", "UserType": 0,
+                "Version": 1, "Workload": "Copilot", "ClientIP": format!("198.51.100.{}", i % 250 + 1),
+                "ClientRegion": "US", "UserId": format!("user{}@contoso.onmicrosoft.com", i % 50),
+                "CopilotEventData": {
+                    "AISystemPlugin": if host == "Bing" { serde_json::json!([{"Id": "BingWebSearch", "Name": "BuiltIn"}]) } else { serde_json::json!([]) },
+                    "AccessedResources": resources, "AppHost": host, "Contexts": contexts, "MessageIds": [],
+                    "Messages": [{"Id": t.to_string(), "isPrompt": true}, {"Id": (t + 703).to_string(), "isPrompt": false}],
+                    "ModelTransparencyDetails": if host == "Bing" { serde_json::json!([{"ModelName": "DEEP_LEO"}]) } else { serde_json::json!([]) },
+                    "ThreadId": format!("19:lgojcxwbvhJnfU3IhUJW5M-{i:016x}@thread.v2")
+                }
+            })
+        })
+        .collect()
+}
+
+/// The corpus (or fixtures) plus 10 % Copilot and AI-app interactions.
 fn load() -> (String, Vec<Value>) {
+    let (source, mut records) = load_corpus();
+    let copilot = records.len() / 9;
+    records.extend(copilot_records(copilot));
+    (
+        format!("{source} + {copilot} Copilot/AI-app records"),
+        records,
+    )
+}
+
+fn load_corpus() -> (String, Vec<Value>) {
     let mut records = Vec::new();
     if let Some(dir) = corpus_dir() {
         let beats = dir.join("elastic-beats/o365-audit-test");

@@ -250,6 +250,48 @@ pub struct Metrics {
     /// Time from a notification POST's arrival to its 200 (stored with fsync): what Microsoft
     /// waits for before it counts the delivery.
     pub webhook_ack_seconds: Histogram,
+    /// Records whose RecordType Microsoft's table lacks, by `record_type`.
+    pub unknown_record_types: UnknownRecordTypes,
+}
+
+/// Distinct unknown RecordType values that get a label of their own; records of further values
+/// count under `record_type="other"` (a bounded label set whatever Microsoft or a forger sends).
+pub const UNKNOWN_RECORD_TYPES_CAP: usize = 64;
+
+/// Records of RecordTypes missing from Microsoft's table (Microsoft adds types often): they pass
+/// through unnamed, are counted by value, and each value is logged once so the table can be
+/// brought up to date.
+#[derive(Default)]
+pub struct UnknownRecordTypes {
+    seen: std::sync::Mutex<std::collections::BTreeSet<i64>>,
+    pub counter: Family<Labels, Counter>,
+}
+
+impl UnknownRecordTypes {
+    /// Counts `records` records of `record_type`; logs the value the first time it is met.
+    pub fn met(&self, record_type: i64, records: u64) {
+        let label = {
+            let Ok(mut seen) = self.seen.lock() else {
+                return;
+            };
+            if seen.contains(&record_type) {
+                Some(record_type)
+            } else if seen.len() < UNKNOWN_RECORD_TYPES_CAP {
+                seen.insert(record_type);
+                tracing::warn!(
+                    record_type,
+                    "RecordType {record_type} is not in Microsoft's AuditLogRecordType table as this version knows it: its records pass through without a name (o365.meta.record_type_name, event.code); counted in o365_unknown_record_types_total"
+                );
+                Some(record_type)
+            } else {
+                None
+            }
+        };
+        let value = label.map_or_else(|| "other".to_string(), |t| t.to_string());
+        self.counter
+            .get_or_create(&Metrics::one_label("record_type", &value))
+            .inc_by(records);
+    }
 }
 
 /// Label pairs of one series.
@@ -277,6 +319,7 @@ impl Default for Metrics {
             tenant_queue_depth: Family::default(),
             // 0.5 ms … ~16 s: an acknowledgement waits for one group-committed fsync.
             webhook_ack_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            unknown_record_types: UnknownRecordTypes::default(),
         }
     }
 }

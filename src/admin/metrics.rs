@@ -455,6 +455,11 @@ pub(super) async fn render<S: Store>(state: &AdminState<S>) -> Result<String, st
         m.duplicate_records_dropped.clone(),
     );
     reg.register(
+        "unknown_record_types",
+        "Records whose RecordType is not in Microsoft's AuditLogRecordType table as this version knows it (they pass through unnamed), per record_type (at most 64 values, then other)",
+        m.unknown_record_types.counter.clone(),
+    );
+    reg.register(
         "listing_gaps_by_tenant",
         "Listing windows lost because Microsoft no longer kept their content, per tenant and content type or Graph feed",
         m.listing_gaps.clone(),

@@ -18,14 +18,19 @@
 //! - `event.module`/`event.dataset` are written (Elastic's data stream adds them as constants);
 //! - an empty Name in a Name/Value array becomes `_` (never a key ending in a dot);
 //! - additions: `email.*` for Threat Intelligence mail, `session.id`/`token.id`/
-//!   `application.name` from `AppAccessContext`, `o365.meta.operation` for a renamed Operation;
+//!   `application.name` from `AppAccessContext`, `o365.meta.operation` for a renamed Operation,
+//!   Copilot and AI-app interactions (`CopilotEventData`, [`super::copilot`]);
 //! - no `user_agent.*` parsing, GeoIP/ASN or tenant names here: that is enrichment
 //!   ([`add_ecs`] takes the tenant's configured name; `None` falls back as Elastic does).
 
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
 
+use super::copilot;
 use super::enums;
-use super::event::{Entries, Issue, short};
+use super::event::{Issue, Out, short};
 use super::time::creation_time_to_rfc3339;
 
 /// `ecs.version` of Elastic's pipeline.
@@ -70,7 +75,7 @@ impl Fields {
     }
     /// Elastic's `rename` from the record into ECS. A target already set keeps its value and the
     /// source stays in the record (Elastic would fail the document).
-    fn rename(&mut self, a: &mut Map<String, Value>, from: &str, to: &str) {
+    fn rename(&mut self, a: &mut Work<'_>, from: &str, to: &str) {
         if self.has(to) {
             return;
         }
@@ -79,14 +84,59 @@ impl Fields {
         }
     }
     /// Like [`Fields::rename`] for a field of a nested object of the record.
-    fn rename_nested(&mut self, a: &mut Map<String, Value>, obj: &str, from: &str, to: &str) {
+    fn rename_nested(&mut self, a: &mut Work<'_>, obj: &str, from: &str, to: &str) {
         if self.has(to) {
+            return;
+        }
+        // Only an object that has the field is copied out of the record.
+        if a.get(obj).and_then(|o| o.get(from)).is_none() {
             return;
         }
         if let Some(Value::Object(o)) = a.get_mut(obj)
             && let Some(v) = o.remove(from)
         {
             self.0.insert(to.to_owned(), v);
+        }
+    }
+}
+
+/// The record as Elastic's processors change it: its values stay borrowed from the record until
+/// a processor changes or moves one, and only that one is copied (a deep copy of every record
+/// was the largest cost of the format).
+struct Work<'r>(BTreeMap<Cow<'r, str>, Cow<'r, Value>>);
+
+impl<'r> Work<'r> {
+    fn new(record: &'r Map<String, Value>) -> Self {
+        Work(
+            record
+                .iter()
+                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v)))
+                .collect(),
+        )
+    }
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.0.get(key).map(|v| &**v)
+    }
+    /// The value to change in place (copied out of the record first).
+    fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.0.get_mut(key).map(Cow::to_mut)
+    }
+    fn remove(&mut self, key: &str) -> Option<Value> {
+        self.0.remove(key).map(Cow::into_owned)
+    }
+    /// Removes a field without copying it out of the record.
+    fn discard(&mut self, key: &str) {
+        self.0.remove(key);
+    }
+    fn insert(&mut self, key: &'static str, v: Value) {
+        self.0.insert(Cow::Borrowed(key), Cow::Owned(v));
+    }
+    fn insert_owned(&mut self, key: &str, v: Value) {
+        match self.0.get_mut(key) {
+            Some(slot) => *slot = Cow::Owned(v),
+            None => {
+                self.0.insert(Cow::Owned(key.to_owned()), Cow::Owned(v));
+            }
         }
     }
 }
@@ -121,11 +171,21 @@ fn convert_in_place(a: &mut Map<String, Value>, key: &str) {
     }
 }
 
+/// [`convert_in_place`] for a field of the record: a string stays borrowed.
+fn convert_field(a: &mut Work<'_>, key: &str) {
+    if let Some(v) = a.get(key)
+        && !v.is_string()
+        && let Some(s) = to_string_value(v)
+    {
+        a.insert_owned(key, s);
+    }
+}
+
 /// JSON carried in a string field (`OperationProperties`, `AdditionalInfo`) replaced by its
 /// parse; an empty list or object is dropped, as in Elastic's documents. Unparsable text is an
 /// issue: `OperationProperties` is then left out (as Elastic does), other fields keep the text
 /// (and plain text that does not start like JSON is simply kept).
-fn stringly_json(a: &mut Map<String, Value>, key: &str, issues: &mut Vec<Issue>) {
+fn stringly_json(a: &mut Work<'_>, key: &str, issues: &mut Vec<Issue>) {
     let Some(Value::String(s)) = a.get(key) else {
         return;
     };
@@ -141,15 +201,15 @@ fn stringly_json(a: &mut Map<String, Value>, key: &str, issues: &mut Vec<Issue>)
                 _ => false,
             };
             if empty {
-                a.remove(key);
+                a.discard(key);
             } else {
-                a.insert(key.to_owned(), v);
+                a.insert_owned(key, v);
             }
         }
         Err(e) => {
             let dropped = key == "OperationProperties";
             if dropped {
-                a.remove(key);
+                a.discard(key);
             }
             issues.push(Issue {
                 field: key.to_owned(),
@@ -180,30 +240,28 @@ fn record_type_name(n: i64) -> Option<&'static str> {
 
 /// `{Name, Value}` list → object keyed by Name (later names win, null values skipped, as in
 /// Elastic); a string → `{_raw: string}`.
-fn name_value_object(a: &mut Map<String, Value>, key: &str) {
-    let Some(v) = a.get_mut(key) else { return };
-    match v {
-        Value::Array(list) => {
+fn name_value_object(a: &mut Work<'_>, key: &str) {
+    let new = match a.get(key) {
+        Some(Value::Array(list)) => {
             let mut out = Map::new();
-            for el in list.drain(..) {
-                let Value::Object(mut el) = el else { continue };
-                let (Some(Value::String(name)), Some(value)) =
-                    (el.remove("Name"), el.remove("Value"))
+            for el in list {
+                let Value::Object(el) = el else { continue };
+                let (Some(Value::String(name)), Some(value)) = (el.get("Name"), el.get("Value"))
                 else {
                     continue;
                 };
                 if !value.is_null() {
-                    out.insert(nonempty_name(name), value);
+                    out.insert(nonempty_name(name.clone()), value.clone());
                 }
             }
-            *v = Value::Object(out);
+            Value::Object(out)
         }
-        Value::String(_) => {
-            let s = v.take();
-            *v = Value::Object(Map::from_iter([("_raw".to_owned(), s)]));
+        Some(s @ Value::String(_)) => {
+            Value::Object(Map::from_iter([("_raw".to_owned(), s.clone())]))
         }
-        _ => {}
-    }
+        _ => return,
+    };
+    a.insert_owned(key, new);
 }
 
 fn nonempty_name(name: String) -> String {
@@ -216,17 +274,15 @@ fn nonempty_name(name: String) -> String {
 
 /// `ModifiedProperties` → `{Name_with_underscores: {NewValue, OldValue}}` for entries with both
 /// values; removed when none has.
-fn modified_properties(a: &mut Map<String, Value>) {
-    let Some(v) = a.get_mut("ModifiedProperties") else {
-        return;
-    };
-    match v {
-        Value::Array(list) => {
+fn modified_properties(a: &mut Work<'_>) {
+    const KEY: &str = "ModifiedProperties";
+    let new = match a.get(KEY) {
+        Some(Value::Array(list)) => {
             let clean = |n: &str| nonempty_name(n.replace([' ', '.'], "_"));
             let mut out = Map::new();
-            for el in list.drain(..) {
+            for el in list {
                 match el {
-                    Value::Object(mut o) => {
+                    Value::Object(o) => {
                         let both = o.get("OldValue").is_some_and(|x| !x.is_null())
                             && o.get("NewValue").is_some_and(|x| !x.is_null());
                         if let (true, Some(Value::String(name))) = (both, o.get("Name")) {
@@ -234,37 +290,37 @@ fn modified_properties(a: &mut Map<String, Value>) {
                             let mut pair = Map::new();
                             pair.insert(
                                 "NewValue".into(),
-                                o.remove("NewValue").unwrap_or_default(),
+                                o.get("NewValue").cloned().unwrap_or_default(),
                             );
                             pair.insert(
                                 "OldValue".into(),
-                                o.remove("OldValue").unwrap_or_default(),
+                                o.get("OldValue").cloned().unwrap_or_default(),
                             );
                             out.insert(name, Value::Object(pair));
                         }
                     }
                     Value::String(s) => {
-                        out.insert(clean(&s), Value::Object(Map::new()));
+                        out.insert(clean(s), Value::Object(Map::new()));
                     }
                     _ => {}
                 }
             }
             if out.is_empty() {
-                a.remove("ModifiedProperties");
-            } else {
-                *v = Value::Object(out);
+                a.discard(KEY);
+                return;
             }
+            Value::Object(out)
         }
-        Value::String(_) => {
-            let s = v.take();
-            *v = Value::Object(Map::from_iter([("_raw".to_owned(), s)]));
+        Some(s @ Value::String(_)) => {
+            Value::Object(Map::from_iter([("_raw".to_owned(), s.clone())]))
         }
-        _ => {}
-    }
+        _ => return,
+    };
+    a.insert(KEY, new);
 }
 
 /// `AlertLinks` → the list of their `AlertLinkHref`s; removed when there is none.
-fn alert_links(a: &mut Map<String, Value>) {
+fn alert_links(a: &mut Work<'_>) {
     let Some(Value::Array(list)) = a.get("AlertLinks") else {
         return;
     };
@@ -273,9 +329,9 @@ fn alert_links(a: &mut Map<String, Value>) {
         .filter_map(|l| l.get("AlertLinkHref").filter(|h| h.is_string()).cloned())
         .collect();
     if links.is_empty() {
-        a.remove("AlertLinks");
+        a.discard("AlertLinks");
     } else {
-        a.insert("AlertLinks".into(), Value::Array(links));
+        a.insert("AlertLinks", Value::Array(links));
     }
 }
 
@@ -426,10 +482,21 @@ fn iam_action(f: &mut Fields, from: &str, to: &str, types: &[&str]) -> bool {
 pub fn add_ecs(
     record: &Map<String, Value>,
     tenant_name: Option<&str>,
-    ev: &mut Entries,
+    ev: &mut super::event::Entries,
     issues: &mut Vec<Issue>,
 ) {
-    let mut a = record.clone();
+    add_ecs_to(record, tenant_name, ev, issues);
+}
+
+/// [`add_ecs`] into any [`Out`]: the JSON path borrows the record's values that reach the event
+/// unchanged.
+pub(crate) fn add_ecs_to<'r>(
+    record: &'r Map<String, Value>,
+    tenant_name: Option<&str>,
+    ev: &mut impl Out<'r>,
+    issues: &mut Vec<Issue>,
+) {
+    let mut a = Work::new(record);
     let mut f = Fields::default();
 
     f.set("ecs.version", ECS_VERSION);
@@ -439,10 +506,10 @@ pub fn add_ecs(
     f.append("event.type", "info", true);
     f.append("event.category", "web", true);
     f.rename(&mut a, "Id", "event.id");
-    convert_in_place(&mut a, "ListBaseType");
+    convert_field(&mut a, "ListBaseType");
     let mut client_temp = ["ClientIPAddress", "ClientIP", "ActorIpAddress"]
         .into_iter()
-        .find(|k| a.get(*k).is_some_and(|v| !v.is_null()))
+        .find(|k| a.get(k).is_some_and(|v| !v.is_null()))
         .and_then(|k| a.remove(k));
     if let Some(uid) = a.get("UserId").and_then(to_string_value) {
         f.set("user.id", uid);
@@ -469,7 +536,7 @@ pub fn add_ecs(
     };
     f.set("event.outcome", outcome);
     name_value_object(&mut a, "Parameters");
-    if let Some(p) = a.get_mut("Platform") {
+    if let Some(p) = a.get("Platform") {
         let name = match to_string_value(p).as_ref().and_then(Value::as_str) {
             Some("0") => Some("Unknown"),
             Some("1") => Some("Windows"),
@@ -480,7 +547,7 @@ pub fn add_ecs(
             _ => None,
         };
         if let Some(n) = name {
-            *p = Value::from(n);
+            a.insert("Platform", Value::from(n));
         }
     }
     name_value_object(&mut a, "ExtendedProperties");
@@ -498,9 +565,9 @@ pub fn add_ecs(
     }
     // A `Message` object is renamed so the `Message` string of other records keeps its type.
     if a.get("Message").is_some_and(Value::is_object)
-        && let Some(m) = a.remove("Message")
+        && let Some(m) = a.0.remove("Message")
     {
-        a.insert("MessageObject".into(), m);
+        a.0.insert(Cow::Borrowed("MessageObject"), m);
     }
 
     let mut server_temp = None;
@@ -616,7 +683,7 @@ pub fn add_ecs(
         "ActorYammerUserId",
         "YammerNetworkId",
     ] {
-        convert_in_place(&mut a, key);
+        convert_field(&mut a, key);
     }
     for list in ["Actor", "Target"] {
         if let Some(Value::Array(items)) = a.get_mut(list) {
@@ -630,9 +697,72 @@ pub fn add_ecs(
         f.set("file.size", size);
     }
     data(&mut a, &mut f, issues);
+    let added = copilot_interaction(&a, &mut f);
 
     flatten_audit(a, ev);
-    ev.extend(f.0);
+    for (k, v) in added {
+        ev.put_value(&k, v);
+    }
+    for (k, v) in f.0 {
+        ev.put_value(&k, v);
+    }
+}
+
+/// Copilot and AI-app interactions (Elastic has no mapping yet; ours, in the README): the
+/// interaction is an access (`event.type: access`), of files too (`event.category: file`) when
+/// Copilot read resources; web addresses among `Contexts` go to `url.original` (one string, or a
+/// list when several), the first document context to `file.name`/`file.extension`, and the
+/// counts and distinct `AccessedResources[].SensitivityLabelId`s beside the record's lists (a
+/// record field of the same name wins).
+fn copilot_interaction(a: &Work<'_>, f: &mut Fields) -> Vec<(String, Value)> {
+    let Some(Value::Object(data)) = a.get(copilot::FIELD) else {
+        return Vec::new();
+    };
+    f.append("event.type", "access", false);
+    if data
+        .get("AccessedResources")
+        .and_then(Value::as_array)
+        .is_some_and(|r| !r.is_empty())
+    {
+        f.append("event.category", "file", false);
+    }
+    let mut urls: Vec<Value> = copilot::context_urls(data)
+        .into_iter()
+        .map(Value::from)
+        .collect();
+    if !f.has("url.original") && !urls.is_empty() {
+        let url = if urls.len() == 1 {
+            urls.swap_remove(0)
+        } else {
+            Value::Array(urls)
+        };
+        f.set("url.original", url);
+    }
+    if let Some((name, ext)) = copilot::document(data) {
+        if !f.has("file.extension") {
+            f.set("file.extension", ext);
+        }
+        if let Some(n) = name
+            && !f.has("file.name")
+        {
+            f.set("file.name", n);
+        }
+    }
+    // Beside the record's own keys (which win), without copying the interaction.
+    let mut added: Vec<(String, Value)> = Vec::new();
+    let mut add = |k: &str, v: Value| {
+        if !data.contains_key(k) {
+            added.push((format!("o365.audit.{}.{k}", copilot::FIELD), v));
+        }
+    };
+    for (k, n) in copilot::counts(data) {
+        add(k, Value::from(n));
+    }
+    let labels = copilot::sensitivity_label_ids(data);
+    if !labels.is_empty() {
+        add("sensitivity_label_ids", Value::Array(labels));
+    }
+    added
 }
 
 /// The text Elastic's `{{field}}` template gives for a value: strings as they are, numbers and
@@ -663,7 +793,7 @@ fn whole(f: f64) -> Option<u64> {
 /// `session.id`, `token.id`, `application.name`: Elastic's field definitions list them (its
 /// ECS-extended fields) with the meanings of `AppAccessContext`'s `AADSessionId`,
 /// `UniqueTokenId` and `ClientAppName`; copied, the record keeps its own.
-fn app_access_context(a: &Map<String, Value>, f: &mut Fields) {
+fn app_access_context(a: &Work<'_>, f: &mut Fields) {
     let Some(ctx) = a.get("AppAccessContext").and_then(Value::as_object) else {
         return;
     };
@@ -681,7 +811,7 @@ fn app_access_context(a: &Map<String, Value>, f: &mut Fields) {
 }
 
 /// Security & Compliance alerts (RecordType 40).
-fn security_alert(a: &mut Map<String, Value>, f: &mut Fields) {
+fn security_alert(a: &mut Work<'_>, f: &mut Fields) {
     f.rename(a, "Comments", "message");
     f.rename(a, "Name", "rule.name");
     f.rename(a, "PolicyId", "rule.id");
@@ -697,7 +827,7 @@ fn security_alert(a: &mut Map<String, Value>, f: &mut Fields) {
 }
 
 /// Data loss prevention (RecordType 11 and 13).
-fn dlp(a: &mut Map<String, Value>, f: &mut Fields) {
+fn dlp(a: &mut Work<'_>, f: &mut Fields) {
     const SP: &str = "SharePointMetaData";
     const EX: &str = "ExchangeMetaData";
     f.set("event.kind", "alert");
@@ -738,7 +868,7 @@ fn dlp(a: &mut Map<String, Value>, f: &mut Fields) {
         && let Some(s) = a.remove("ExceptionInfo")
     {
         a.insert(
-            "ExceptionInfo".into(),
+            "ExceptionInfo",
             Value::Object(Map::from_iter([("Reason".to_owned(), s)])),
         );
     }
@@ -813,7 +943,7 @@ fn list_of(v: Option<Value>) -> Vec<Value> {
 }
 
 /// Viva Engage / Yammer (RecordType 22).
-fn yammer(a: &mut Map<String, Value>, f: &mut Fields) {
+fn yammer(a: &mut Work<'_>, f: &mut Fields) {
     f.rename(a, "ActorUserId", "user.email");
     if !f.has("user.id")
         && let Some(id) = a.get("ActorYammerUserId").and_then(to_string_value)
@@ -829,7 +959,7 @@ fn yammer(a: &mut Map<String, Value>, f: &mut Fields) {
 }
 
 /// Microsoft Teams (RecordType 25).
-fn teams(a: &mut Map<String, Value>, f: &mut Fields) {
+fn teams(a: &mut Work<'_>, f: &mut Fields) {
     iam_action(
         f,
         "TeamCreated",
@@ -864,7 +994,7 @@ fn teams(a: &mut Map<String, Value>, f: &mut Fields) {
 
 /// ECS `email.*` for Threat Intelligence mail records (RecordType 28). Not in the pipeline we
 /// follow: named after ECS's definitions of the fields; the record keeps its own fields too.
-fn mail(a: &Map<String, Value>, f: &mut Fields) {
+fn mail(a: &Work<'_>, f: &mut Fields) {
     let text = |k: &str| a.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     if let Some(v) = text("InternetMessageId") {
         f.set("email.message_id", v);
@@ -954,7 +1084,7 @@ fn host_and_organization(f: &mut Fields, tenant_name: Option<&str>) {
 
 /// `Data` (JSON in a string) → `Data.flattened` plus the known short keys beside it, dates
 /// normalised, mail addresses into `related.user`.
-fn data(a: &mut Map<String, Value>, f: &mut Fields, issues: &mut Vec<Issue>) {
+fn data(a: &mut Work<'_>, f: &mut Fields, issues: &mut Vec<Issue>) {
     const KNOWN: [&str; 59] = [
         "ad", "af", "aii", "ail", "alk", "als", "an", "at", "cid", "cpid", "dm", "dpn", "eid",
         "etps", "etype", "f3u", "fvs", "imsgid", "lon", "mat", "md", "ms", "od", "op", "ot", "plk",
@@ -1017,7 +1147,7 @@ fn data(a: &mut Map<String, Value>, f: &mut Fields, issues: &mut Vec<Issue>) {
         f.set("email.message_id", id.as_str());
     }
     out.insert("flattened".into(), parsed);
-    a.insert("Data".into(), Value::Object(out));
+    a.insert("Data", Value::Object(out));
 }
 
 /// Parses JSON where a key repeated in an object keeps its first value (Elastic's parser does;
@@ -1081,25 +1211,43 @@ pub fn parse_json_first_wins(s: &str) -> Result<Value, serde_json::Error> {
 }
 
 /// `o365.audit.*` keys: nested objects become dotted keys (an empty one stays `{}`), lists stay
-/// lists, as in Elastic's documents.
-fn flatten_audit(a: Map<String, Value>, ev: &mut Entries) {
-    fn walk(path: &mut String, v: Value, ev: &mut Entries) {
+/// lists, as in Elastic's documents. Values the processors left alone stay borrowed.
+fn flatten_audit<'r>(a: Work<'r>, ev: &mut impl Out<'r>) {
+    fn walk<'r>(path: &mut String, v: Cow<'r, Value>, ev: &mut impl Out<'r>) {
         match v {
-            Value::Object(o) if !o.is_empty() => {
+            Cow::Borrowed(Value::Object(o)) if !o.is_empty() => {
+                for (k, child) in o {
+                    let len = path.len();
+                    path.push('.');
+                    path.push_str(k);
+                    walk(path, Cow::Borrowed(child), ev);
+                    path.truncate(len);
+                }
+            }
+            Cow::Owned(Value::Object(o)) if !o.is_empty() => {
                 for (k, child) in o {
                     let len = path.len();
                     path.push('.');
                     path.push_str(&k);
-                    walk(path, child, ev);
+                    walk(path, Cow::Owned(child), ev);
                     path.truncate(len);
                 }
             }
-            other => ev.push((path.clone(), other)),
+            other => ev.put_cow(path, other),
         }
     }
     let mut path = String::with_capacity(128);
     path.push_str("o365.audit");
-    walk(&mut path, Value::Object(a), ev);
+    if a.0.is_empty() {
+        ev.put_value(&path, Value::Object(Map::new()));
+        return;
+    }
+    for (k, v) in a.0 {
+        path.push('.');
+        path.push_str(&k);
+        walk(&mut path, v, ev);
+        path.truncate("o365.audit".len());
+    }
 }
 
 /// Client and server addresses as Elastic's grok patterns read them, then `client.ip`,

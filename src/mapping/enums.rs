@@ -3,6 +3,12 @@
 //! The tables are copies of `shared/reference/enums/*.tsv` (Microsoft's schema documentation), kept
 //! verbatim under `src/mapping/enums/` so a table update is a file copy, not a code change. Each is
 //! parsed once, on first use, into a sorted vector searched by value.
+//!
+//! `record-type.tsv` is the whole `AuditLogRecordType` table of
+//! MicrosoftDocs/office-365-management-api `office-365-management-activity-api-schema.md` at
+//! commit 8a539d33bd3f05032e3c2b49c7951aa94bd80555 (257 values), rows whose value is a link
+//! included (261 `CopilotInteraction`, 284 `AIAppInteraction`, 93–97 `Aip*`, 154 `OMEPortal`,
+//! which the older copy of 249 values had lost).
 
 use std::sync::OnceLock;
 
@@ -135,6 +141,13 @@ mod tests {
         assert_eq!(RECORD_TYPE.name(15), Some("AzureActiveDirectoryStsLogon"));
         assert_eq!(RECORD_TYPE.name(52), Some("DataInsightsRestApiAudit"));
         assert_eq!(RECORD_TYPE.name(265), Some("VivaLearning"));
+        assert_eq!(RECORD_TYPE.name(261), Some("CopilotInteraction"));
+        assert_eq!(RECORD_TYPE.name(284), Some("AIAppInteraction"));
+        assert_eq!(RECORD_TYPE.name(328), Some("ConnectedAIAppInteraction"));
+        assert_eq!(RECORD_TYPE.name(334), Some("TeamCopilotInteraction"));
+        assert_eq!(RECORD_TYPE.name(154), Some("OMEPortal"));
+        assert_eq!(RECORD_TYPE.name(463), Some("VivaGlintAgenticCampaign"));
+        assert_eq!(RECORD_TYPE.len(), 257);
         assert_eq!(RECORD_TYPE.name(-1), None);
         assert_eq!(RECORD_TYPE.name(i64::MAX), None);
     }

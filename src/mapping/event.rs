@@ -1,6 +1,8 @@
 //! The event being built: its keys and values before they are sorted ([`Entries`]), where a
 //! mapping writes ([`Sink`]), and what it found wrong ([`Issue`]); shared by every format.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 /// Key/value pairs collected before they are sorted and bulk-loaded into the event map (cheaper
@@ -21,6 +23,31 @@ impl Sink for Map<String, Value> {
 impl Sink for Entries {
     fn put_value(&mut self, key: &str, value: Value) {
         self.push((key.to_owned(), value));
+    }
+}
+
+/// The unsorted event of format `ecs`: values may stay borrowed from the record (`'r`), and
+/// enrichment reads and replaces keys already put.
+pub(crate) trait Out<'r>: Sink {
+    fn put_cow(&mut self, key: &str, value: Cow<'r, Value>);
+    /// The first value put under `key`.
+    fn get(&self, key: &str) -> Option<&Value>;
+    /// Replaces the first value put under `key`, or puts it.
+    fn set(&mut self, key: &str, value: Value);
+}
+
+impl<'r> Out<'r> for Entries {
+    fn put_cow(&mut self, key: &str, value: Cow<'r, Value>) {
+        self.push((key.to_owned(), value.into_owned()));
+    }
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.iter().find(|(k, _)| k == key).map(|(_, v)| v)
+    }
+    fn set(&mut self, key: &str, value: Value) {
+        match self.iter_mut().find(|(k, _)| k == key) {
+            Some((_, v)) => *v = value,
+            None => self.push((key.to_owned(), value)),
+        }
     }
 }
 

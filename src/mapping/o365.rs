@@ -8,7 +8,9 @@
 //!   the top-level `AuthDetails`, which stays a list as in Elastic's documents;
 //! - an array whose elements are all `{Name, NewValue?, OldValue?}` objects (ModifiedProperties)
 //!   becomes `<path>.<Name>.NewValue` / `.OldValue`, with spaces and dots in Name replaced by `_`;
-//! - empty arrays are kept as `[]` (Elastic drops them; we keep values unchanged).
+//! - empty arrays are kept as `[]` (Elastic drops them; we keep values unchanged);
+//! - `CopilotEventData`'s `Contexts`, `AccessedResources`, `Messages`, `AISystemPlugin` stay lists
+//!   of objects, and its counts are added ([`super::copilot`]).
 //!
 //! A key produced twice (two elements with the same Name, or a top-level key `"A.B"` beside an
 //! object `A` holding `B`) keeps the first value and reports an issue, so nothing is silently
@@ -25,7 +27,7 @@ use std::ops::Range;
 
 use serde_json::{Map, Value};
 
-use super::event::{Entries, Issue, Sink};
+use super::event::{Entries, Issue, Out, Sink};
 
 /// Prefix of every flattened record key.
 pub const AUDIT_PREFIX: &str = "o365.audit.";
@@ -44,6 +46,7 @@ pub fn flatten_record(record: &Map<String, Value>, issues: &mut Vec<Issue>) -> M
 /// Appends the flattened fields of `record` to `entries` (unsorted; see [`into_map`]).
 pub fn flatten_into(record: &Map<String, Value>, entries: &mut Entries) {
     flatten_with(record, &mut |k, v| entries.push((k.to_owned(), v.clone())));
+    super::copilot::add_counts(record, entries);
 }
 
 /// Calls `emit` with each flattened key and the record's value for it, in record order.
@@ -55,6 +58,21 @@ fn flatten_with<'a>(record: &'a Map<String, Value>, emit: &mut impl FnMut(&str, 
         path.push_str(k);
         if KEPT_AS_LISTS.contains(&k.as_str()) && v.is_array() {
             emit(&path, v);
+        } else if let (super::copilot::FIELD, Value::Object(data)) = (k.as_str(), v)
+            && !data.is_empty()
+        {
+            // A prompt's and a response's ids stay paired: these lists are never split.
+            for (k2, child) in data {
+                let len = path.len();
+                path.push('.');
+                path.push_str(k2);
+                if super::copilot::KEPT_LISTS.contains(&k2.as_str()) && child.is_array() {
+                    emit(&path, child);
+                } else {
+                    flatten_value(child, &mut path, emit);
+                }
+                path.truncate(len);
+            }
         } else {
             flatten_value(v, &mut path, emit);
         }
@@ -162,13 +180,19 @@ pub(crate) struct Borrowed<'a> {
 }
 
 impl<'a> Borrowed<'a> {
+    /// An empty event with room for `entries` keys.
+    pub(crate) fn with_capacity(entries: usize) -> Self {
+        Self {
+            keys: String::with_capacity(2048),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
     /// Flattens `record` (the rules of [`flatten_into`]).
     pub(crate) fn flatten(record: &'a Map<String, Value>) -> Self {
-        let mut b = Self {
-            keys: String::with_capacity(2048),
-            entries: Vec::with_capacity(record.len() + 32),
-        };
+        let mut b = Self::with_capacity(record.len() + 32);
         flatten_with(record, &mut |k, v| b.push(k, Cow::Borrowed(v)));
+        super::copilot::add_counts(record, &mut b);
         b
     }
 
@@ -203,6 +227,26 @@ impl<'a> Borrowed<'a> {
 impl Sink for Borrowed<'_> {
     fn put_value(&mut self, key: &str, value: Value) {
         self.push(key, Cow::Owned(value));
+    }
+}
+
+impl<'a> Out<'a> for Borrowed<'a> {
+    fn put_cow(&mut self, key: &str, value: Cow<'a, Value>) {
+        self.push(key, value);
+    }
+    fn get(&self, key: &str) -> Option<&Value> {
+        let keys = self.keys.as_str();
+        self.entries
+            .iter()
+            .find(|e| e.key(keys) == key)
+            .map(|e| &*e.value)
+    }
+    fn set(&mut self, key: &str, value: Value) {
+        let keys = self.keys.as_str();
+        match self.entries.iter_mut().find(|e| e.key(keys) == key) {
+            Some(e) => e.value = Cow::Owned(value),
+            None => self.push(key, Cow::Owned(value)),
+        }
     }
 }
 

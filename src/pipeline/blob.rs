@@ -337,8 +337,13 @@ impl Records {
 }
 
 /// Parses, maps and encodes one record (`index` is its place in the blob, for the error).
-/// Returns the event and the number of mapping issues (the record is delivered anyway).
-pub fn map_one(index: u64, raw: &[u8], ctx: &Context<'_>) -> Result<(Event, usize), BlobError> {
+/// Returns the event, the number of mapping issues (the record is delivered anyway) and the
+/// record's RecordType when Microsoft's table lacks it (counted and logged by the worker).
+pub fn map_one(
+    index: u64,
+    raw: &[u8],
+    ctx: &Context<'_>,
+) -> Result<(Event, usize, Option<i64>), BlobError> {
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
     // The event is the record's fields under longer keys plus meta: sized to grow at most once.
@@ -346,14 +351,26 @@ pub fn map_one(index: u64, raw: &[u8], ctx: &Context<'_>) -> Result<(Event, usiz
     let issues = map_record_json(&value, ctx, &mut json)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
     // A Graph record is keyed by its feed and identity, an audit record by its own fields.
-    let key = match crate::graph::GraphFeed::from_content_type(ctx.content_type) {
-        Some(feed) => value
-            .as_object()
-            .and_then(|o| feed.identity(o))
-            .map(|id| graph_key(ctx.content_type, &id)),
-        None => record_key(&value),
+    let (key, unknown) = match crate::graph::GraphFeed::from_content_type(ctx.content_type) {
+        Some(feed) => (
+            value
+                .as_object()
+                .and_then(|o| feed.identity(o))
+                .map(|id| graph_key(ctx.content_type, &id)),
+            None,
+        ),
+        None => (record_key(&value), unknown_record_type(&value)),
     };
-    Ok((Event { key, json }, issues.len()))
+    Ok((Event { key, json }, issues.len(), unknown))
+}
+
+/// A record's integer RecordType that Microsoft's `AuditLogRecordType` table lacks.
+fn unknown_record_type(value: &Value) -> Option<i64> {
+    let n = crate::mapping::enums::as_enum_int(value.get("RecordType")?)?;
+    crate::mapping::enums::RECORD_TYPE
+        .name(n)
+        .is_none()
+        .then_some(n)
 }
 
 /// Gathers events into batches of at most `max_records` events and `max_bytes` bytes of event
@@ -365,6 +382,7 @@ pub struct Batcher {
     events: Vec<Event>,
     bytes: usize,
     issues: usize,
+    unknown_record_types: Vec<(i64, u64)>,
     /// The index after the last record added.
     end: u64,
 }
@@ -378,6 +396,8 @@ pub struct Part {
     pub through: u64,
     /// Mapping issues of these events.
     pub issues: usize,
+    /// RecordTypes of these events that Microsoft's table lacks, with their record counts.
+    pub unknown_record_types: Vec<(i64, u64)>,
 }
 
 impl Batcher {
@@ -388,6 +408,7 @@ impl Batcher {
             events: Vec::new(),
             bytes: 0,
             issues: 0,
+            unknown_record_types: Vec::new(),
             end: 0,
         }
     }
@@ -405,6 +426,18 @@ impl Batcher {
         out
     }
 
+    /// Notes that the record just added has a RecordType Microsoft's table lacks.
+    pub fn unknown_record_type(&mut self, record_type: i64) {
+        match self
+            .unknown_record_types
+            .iter_mut()
+            .find(|(t, _)| *t == record_type)
+        {
+            Some((_, n)) => *n += 1,
+            None => self.unknown_record_types.push((record_type, 1)),
+        }
+    }
+
     /// The events gathered so far as a batch (possibly empty).
     pub fn take(&mut self) -> Part {
         self.bytes = 0;
@@ -412,6 +445,7 @@ impl Batcher {
             events: std::mem::take(&mut self.events),
             through: self.end,
             issues: std::mem::take(&mut self.issues),
+            unknown_record_types: std::mem::take(&mut self.unknown_record_types),
         }
     }
 
@@ -487,7 +521,7 @@ mod tests {
         let records = parse_whole(body, encoding_rs::UTF_8).unwrap();
         assert_eq!(records.len(), 2);
         let raw = serde_json::to_vec(&records[0]).unwrap();
-        let (event, _) = map_one(0, &raw, &ctx()).unwrap();
+        let (event, _, _) = map_one(0, &raw, &ctx()).unwrap();
         let v: Value = serde_json::from_slice(&event.json).unwrap();
         assert_eq!(v["o365.audit.Id"], "a");
         assert!(event.key.is_some());

@@ -66,7 +66,8 @@ impl Job {
 /// The events of a job in order, and the failure that stopped it (records after it are dropped,
 /// as the one-thread path stops at a broken record).
 pub struct Mapped {
-    pub events: Vec<(u64, Event, usize)>,
+    /// Index, event, mapping issues, a RecordType Microsoft's table lacks.
+    pub events: Vec<(u64, Event, usize, Option<i64>)>,
     pub error: Option<BlobError>,
 }
 
@@ -74,7 +75,7 @@ fn map_job(job: &Job, ctx: &Context<'_>) -> Mapped {
     let mut events = Vec::with_capacity(job.records.len());
     for (index, range) in &job.records {
         match map_one(*index, &job.text[range.clone()], ctx) {
-            Ok((event, issues)) => events.push((*index, event, issues)),
+            Ok((event, issues, unknown)) => events.push((*index, event, issues, unknown)),
             Err(e) => {
                 return Mapped {
                     events,
@@ -248,7 +249,7 @@ mod tests {
         std::thread::scope(|s| {
             let mut lanes = Lanes::new(s, &ctx);
             let mut feed = |m: Mapped| -> Result<(), ()> {
-                got.extend(m.events.iter().map(|(i, _, _)| *i));
+                got.extend(m.events.iter().map(|(i, _, _, _)| *i));
                 match m.error {
                     Some(e) => {
                         error = Some(e);

@@ -194,8 +194,12 @@ fn map_blob(
         let mut job = Job::default();
         // Mapped jobs come back in order: their events go into batches, full ones to the worker.
         let mut feed = |mapped: Mapped| -> Result<(), Stop> {
-            for (index, event, issues) in mapped.events {
-                if let Some(part) = batcher.add(index, event, issues) {
+            for (index, event, issues, unknown) in mapped.events {
+                let full = batcher.add(index, event, issues);
+                if let Some(record_type) = unknown {
+                    batcher.unknown_record_type(record_type);
+                }
+                if let Some(part) = full {
                     let piece = Piece { part, last: false };
                     out.blocking_send(Ok(piece)).map_err(|_| Stop::Gone)?;
                     sent = true;

@@ -453,6 +453,9 @@ impl<S: Store> Workers<S> {
             };
             let Piece { part, last } = piece;
             Counters::add(&self.counters.mapping_issues, part.issues as u64);
+            for (record_type, n) in &part.unknown_record_types {
+                metrics.unknown_record_types.met(*record_type, *n);
+            }
             metrics
                 .records_mapped
                 .get_or_create(&labels)

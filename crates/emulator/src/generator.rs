@@ -535,6 +535,10 @@ impl Generator {
     }
 
     fn general(&mut self, tenant: &TenantFacts<'_>, ct: String) -> Value {
+        // Copilot and AI-app interactions: about one record in ten of Audit.General.
+        if self.rng.below(10) == 0 {
+            return self.ai_interaction(tenant, ct);
+        }
         let user = self.user(tenant);
         match self.rng.below(4) {
             0 => {
@@ -605,6 +609,109 @@ impl Generator {
                 Value::Object(m)
             }
         }
+    }
+
+    /// A Copilot or AI-application interaction, shaped as Microsoft's Copilot schema and its
+    /// examples: `CopilotEventData` with `AppHost`, `Contexts`, `ThreadId`, `Messages`
+    /// (a prompt then its response, `isPrompt`), `AccessedResources` (with sensitivity labels),
+    /// `AISystemPlugin` and `ModelTransparencyDetails`; `ClientRegion` beside it.
+    fn ai_interaction(&mut self, tenant: &TenantFacts<'_>, ct: String) -> Value {
+        let user = self.user(tenant);
+        // (RecordType, Operation, AppHost): Microsoft 365 Copilot in its apps, Copilot in a Teams
+        // meeting (Facilitator), a third-party AI app, a connected AI app.
+        let (rt, op, host) = *self.rng.pick(&[
+            (261, "CopilotInteraction", "Word"),
+            (261, "CopilotInteraction", "Bing"),
+            (261, "CopilotInteraction", "Teams"),
+            (261, "CopilotInteraction", "Outlook"),
+            (261, "CopilotInteraction", "Excel"),
+            (334, "TeamCopilotInteraction", "Teams"),
+            (284, "AIAppInteraction", "ChatGPT Enterprise"),
+            (328, "ConnectedAIAppInteraction", "Copilot Studio"),
+        ]);
+        let mut m = self.common(tenant, ct, (rt, op, "Copilot"), &user, 0);
+        m.insert("ClientIP".into(), json!(self.client_ip()));
+        m.insert(
+            "ClientRegion".into(),
+            json!(*self.rng.pick(&["US", "GB", "DE", "IN"])),
+        );
+        let site = tenant.domain.split('.').next().unwrap_or("emu").to_owned();
+        let (file, ext) = *self.rng.pick(&[
+            ("Quarterly Plan", "docx"),
+            ("Budget 2026", "xlsx"),
+            ("Board Review", "pptx"),
+            ("Supplier Contract", "pdf"),
+        ]);
+        let doc_url = format!(
+            "https://{site}.sharepoint.com/sites/Finance/_layouts/15/Doc.aspx?sourcedoc=%7B{}%7D&file={}.{ext}&action=default&mobileredirect=true",
+            self.rng.guid().to_uppercase(),
+            file.replace(' ', "%20"),
+        );
+        let thread = format!("19:{}@thread.v2", self.rng.hex(32).to_lowercase());
+        let contexts = match host {
+            "Word" | "Excel" => json!([{"Id": doc_url, "Type": ext}]),
+            "Teams" => {
+                json!([{"Id": format!("19:meeting_{}@thread.v2", self.rng.hex(24).to_lowercase()), "Type": "TeamsMeeting"}])
+            }
+            "ChatGPT Enterprise" => json!([{"Id": "https://chatgpt.com/", "Type": "Web"}]),
+            _ => json!([]),
+        };
+        // Message ids are the epoch milliseconds of the prompt and of its response.
+        let t0 = 1_765_000_000_000 + self.rng.below(10_000_000_000);
+        let turns = 1 + self.rng.below(3);
+        let mut messages = Vec::new();
+        for i in 0..turns {
+            let p = t0 + i * 5_000;
+            messages.push(json!({"Id": p.to_string(), "isPrompt": true}));
+            messages.push(
+                json!({"Id": (p + 400 + self.rng.below(2_000)).to_string(), "isPrompt": false}),
+            );
+        }
+        let mut resources = Vec::new();
+        if host != "Word" && self.rng.below(2) == 0 {
+            let id = self.rng.hex(40);
+            let mut r = json!({
+                "Action": "Read",
+                "Id": id,
+                "Name": format!("{file}.{ext}"),
+                "SiteUrl": format!("https://{site}.sharepoint.com/sites/Finance/Shared%20Documents/{}.{ext}?web=1", file.replace(' ', "%20")),
+                "Type": ext,
+                "listItemUniqueId": id,
+            });
+            if self.rng.below(2) == 0 {
+                r["SensitivityLabelId"] = json!(*self.rng.pick(&[
+                    "f41ab342-8706-4188-bd11-ebb85995028c",
+                    "4e7a2b3c-9d1e-4f5a-8b6c-7d8e9f0a1b2c",
+                ]));
+            }
+            resources.push(r);
+        }
+        let plugins = if host == "Bing" {
+            json!([{"Id": "BingWebSearch", "Name": "BuiltIn"}])
+        } else {
+            json!([])
+        };
+        let models = if rt == 284 {
+            json!([{"ModelProviderName": "OpenAI", "ModelName": "gpt-4o", "ModelVersion": "2024-08-06"}])
+        } else if host == "Bing" {
+            json!([{"ModelName": "DEEP_LEO"}])
+        } else {
+            json!([])
+        };
+        m.insert(
+            "CopilotEventData".into(),
+            json!({
+                "AISystemPlugin": plugins,
+                "AccessedResources": resources,
+                "AppHost": host,
+                "Contexts": contexts,
+                "MessageIds": [],
+                "Messages": messages,
+                "ModelTransparencyDetails": models,
+                "ThreadId": thread,
+            }),
+        );
+        Value::Object(m)
     }
 
     fn dlp(&mut self, tenant: &TenantFacts<'_>, ct: String) -> Value {
@@ -688,6 +795,30 @@ mod tests {
             assert_eq!(a, b);
             assert_eq!(a["OrganizationId"], t.tenant_id);
             assert!(a["CreationTime"].as_str().is_some_and(|s| s.len() == 19));
+        }
+    }
+
+    #[test]
+    fn general_carries_ai_interactions() {
+        let t = TenantFacts::new("6d3f1c2a-5b7e-4e8f-9a0b-1c2d3e4f5a6b");
+        let mut g = Generator::new(3);
+        let records: Vec<Value> = (0..2000)
+            .map(|_| g.record(ContentType::General, &t, Utc::now()))
+            .collect();
+        let ai: Vec<&Value> = records
+            .iter()
+            .filter(|r| r.get("CopilotEventData").is_some())
+            .collect();
+        assert!((100..=300).contains(&ai.len()), "{} of 2000", ai.len());
+        for r in &ai {
+            assert!([261, 284, 328, 334].contains(&r["RecordType"].as_u64().unwrap()));
+            let messages = r["CopilotEventData"]["Messages"].as_array().unwrap();
+            assert!(!messages.is_empty() && messages.len() % 2 == 0);
+            assert_eq!(messages[0]["isPrompt"], true);
+            assert_eq!(messages[1]["isPrompt"], false);
+        }
+        for rt in [261, 284, 328, 334] {
+            assert!(ai.iter().any(|r| r["RecordType"] == rt), "{rt}");
         }
     }
 

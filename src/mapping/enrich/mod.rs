@@ -21,7 +21,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::event::Entries;
+use super::event::{Entries, Out};
 use crate::core::settings::{Section, de};
 use geoip::{GeoDb, GeoError, Kind};
 use user_agent::{UaCache, UaError, UaParser};
@@ -218,15 +218,16 @@ impl Enrichment {
     }
 
     /// Adds the enrichment keys to an event in the making.
-    fn add(&self, ev: &mut Entries) {
+    fn add<'r>(&self, ev: &mut impl Out<'r>) {
         let mut found: Vec<(&'static str, Value)> = Vec::new();
         if let Some(ua) = &self.user_agent
-            && let Some(original) = get(ev, "user_agent.original").and_then(Value::as_str)
+            && let Some(original) = ev.get("user_agent.original").and_then(Value::as_str)
         {
             found.extend(ua.get(original).iter().cloned());
         }
         if (self.city.is_some() || self.asn.is_some())
-            && let Some(ip) = get(ev, "source.ip")
+            && let Some(ip) = ev
+                .get("source.ip")
                 .and_then(Value::as_str)
                 .and_then(|s| s.parse::<IpAddr>().ok())
         {
@@ -235,19 +236,9 @@ impl Enrichment {
             }
         }
         // The ECS mapping writes none of these keys (only `user_agent.original`): no lookup needed.
-        ev.extend(found.into_iter().map(|(k, v)| (k.to_owned(), v)));
-    }
-}
-
-fn get<'e>(ev: &'e Entries, key: &str) -> Option<&'e Value> {
-    ev.iter().find(|(k, _)| k == key).map(|(_, v)| v)
-}
-
-/// Replaces the value of `key`, or adds it.
-fn set(ev: &mut Entries, key: &str, value: Value) {
-    match ev.iter_mut().find(|(k, _)| k == key) {
-        Some((_, v)) => *v = value,
-        None => ev.push((key.to_owned(), value)),
+        for (k, v) in found {
+            ev.put_value(k, v);
+        }
     }
 }
 
@@ -259,13 +250,24 @@ pub fn apply(
     tenant_name: Option<&str>,
     enrichment: Option<&Enrichment>,
 ) {
+    apply_to(ev, tenant_id, tenant_name, enrichment);
+}
+
+/// [`apply`] to any unsorted event.
+pub(crate) fn apply_to<'r>(
+    ev: &mut impl Out<'r>,
+    tenant_id: &str,
+    tenant_name: Option<&str>,
+    enrichment: Option<&Enrichment>,
+) {
     if let Some(name) = tenant_name.filter(|n| !n.is_empty()) {
-        let own = get(ev, "organization.id")
+        let own = ev
+            .get("organization.id")
             .and_then(Value::as_str)
             .is_some_and(|id| !tenant_id.is_empty() && id.eq_ignore_ascii_case(tenant_id));
         if own {
-            set(ev, "organization.name", Value::from(name));
-            set(ev, "host.name", Value::from(name));
+            ev.set("organization.name", Value::from(name));
+            ev.set("host.name", Value::from(name));
         }
     }
     if let Some(e) = enrichment {
