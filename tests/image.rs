@@ -125,7 +125,8 @@ fn build() -> (Image, bool) {
     if let Some(b) = std::env::var_os("O365_IMAGE_BINARY") {
         cmd.arg("--binary").arg(b);
     } else if !shipped {
-        cmd.arg("--binary").arg(env!("CARGO_BIN_EXE_o365-collector"));
+        cmd.arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_o365-collector"));
     }
     let out = run(&mut cmd);
     let took = started.elapsed();
