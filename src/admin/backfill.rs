@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::state::{AdminError, AdminState};
@@ -149,39 +149,15 @@ pub(super) async fn backfill<S: Store>(
         )));
     }
     let now = Utc::now();
-    let start = time_field("start", &req.start)?;
-    let end = match &req.end {
-        Some(e) => time_field("end", e)?,
-        None => now,
-    };
-    if start >= end {
-        return Err(AdminError::BadRequest(format!(
-            "start {} is not before end {}",
-            secs(start),
-            secs(end)
-        )));
-    }
-    if start >= now {
-        return Err(AdminError::BadRequest(format!(
-            "start {} is in the future",
-            secs(start)
-        )));
-    }
+    let Range { start, end, notes } = range(
+        &req,
+        now,
+        MAX_BACK,
+        "Microsoft keeps content for 7 days: listing",
+        "older content is gone",
+        "listing",
+    )?;
     let oldest = now - MAX_BACK;
-    let mut notes = Vec::new();
-    if start < oldest {
-        notes.push(format!(
-            "Microsoft keeps content for 7 days: listing starts at {} instead of {}; older content is gone",
-            secs(oldest),
-            secs(start)
-        ));
-    }
-    if end > now {
-        notes.push(format!(
-            "end {} is in the future: listing ends now",
-            secs(end)
-        ));
-    }
     // Runs on its own task so that a client that hangs up does not cut the listing in the middle.
     let store = state.store.clone();
     let t = tenant.clone();
@@ -231,39 +207,15 @@ async fn audit_search<S: Store>(
         )));
     }
     let now = Utc::now();
-    let start = time_field("start", &req.start)?;
-    let end = match &req.end {
-        Some(e) => time_field("end", e)?,
-        None => now,
-    };
-    if start >= end {
-        return Err(AdminError::BadRequest(format!(
-            "start {} is not before end {}",
-            secs(start),
-            secs(end)
-        )));
-    }
-    if start >= now {
-        return Err(AdminError::BadRequest(format!(
-            "start {} is in the future",
-            secs(start)
-        )));
-    }
+    let Range { start, end, notes } = range(
+        req,
+        now,
+        RETENTION,
+        "Microsoft keeps audit records for 180 days: the search",
+        "older records are gone",
+        "the search",
+    )?;
     let oldest = now - RETENTION;
-    let mut notes = Vec::new();
-    if start < oldest {
-        notes.push(format!(
-            "Microsoft keeps audit records for 180 days: the search starts at {} instead of {}; older records are gone",
-            secs(oldest),
-            secs(start)
-        ));
-    }
-    if end > now {
-        notes.push(format!(
-            "end {} is in the future: the search ends now",
-            secs(end)
-        ));
-    }
     let (from, to) = (start.max(oldest), end.min(now));
     // Its own task, so that a client that hangs up does not cut the backfill in the middle.
     let store = state.store.clone();
@@ -299,6 +251,58 @@ async fn audit_search<S: Store>(
         notes,
         audit_search: Some(report),
     })
+}
+
+/// A backfill's `[start, end)` as asked, with the notes on what Microsoft's reach (`reach` back
+/// from `now`) and the clock cut off; refused when it is empty or lies in the future.
+struct Range {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    notes: Vec<String>,
+}
+
+fn range(
+    req: &BackfillRequest,
+    now: DateTime<Utc>,
+    reach: TimeDelta,
+    kept: &str,
+    gone: &str,
+    what: &str,
+) -> Result<Range, AdminError> {
+    let start = time_field("start", &req.start)?;
+    let end = match &req.end {
+        Some(e) => time_field("end", e)?,
+        None => now,
+    };
+    if start >= end {
+        return Err(AdminError::BadRequest(format!(
+            "start {} is not before end {}",
+            secs(start),
+            secs(end)
+        )));
+    }
+    if start >= now {
+        return Err(AdminError::BadRequest(format!(
+            "start {} is in the future",
+            secs(start)
+        )));
+    }
+    let oldest = now - reach;
+    let mut notes = Vec::new();
+    if start < oldest {
+        notes.push(format!(
+            "{kept} starts at {} instead of {}; {gone}",
+            secs(oldest),
+            secs(start)
+        ));
+    }
+    if end > now {
+        notes.push(format!(
+            "end {} is in the future: {what} ends now",
+            secs(end)
+        ));
+    }
+    Ok(Range { start, end, notes })
 }
 
 #[cfg(test)]
