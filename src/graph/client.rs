@@ -205,80 +205,86 @@ impl GraphClient {
     }
 
     /// One call of the Audit Log Query API: POST `body` (create a query) or GET. Waits for the
-    /// audit search's budget and any 429 pause first; a 401 refreshes the token once; a 429 pauses
-    /// the audit search of this tenant for its `Retry-After` and is returned.
+    /// audit search's budget and any 429 pause first (see [`GraphClient::send`]).
     pub async fn audit_call(
         &self,
         url: &GraphUrl,
         body: Option<&Value>,
     ) -> Result<Value, ApiError> {
-        let mut refreshed = false;
-        loop {
-            self.audit_pause.acquire().await;
-            self.audit_rate.acquire().await;
-            let _slot = call_slot(self.slots.as_ref()).await?;
-            let token = self.tokens.token().await?;
-            let req = match body {
-                Some(b) => self.http.post(url.as_str()).json(b),
-                None => self.http.get(url.as_str()),
-            };
-            let resp = req
-                .bearer_auth(token.expose())
-                .send()
-                .await
-                .map_err(|e| ApiError::Transport(without_query(&e)))?;
-            let status = resp.status().as_u16();
-            if status == 401 && !refreshed {
-                self.tokens.invalidate(&token).await;
-                refreshed = true;
-                continue;
-            }
-            let headers = resp.headers().clone();
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| ApiError::Transport(without_query(&e)))?;
-            if (200..300).contains(&status) {
-                return serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()));
-            }
-            if status == 403 || status == 401 {
-                self.tokens.invalidate(&token).await;
-            }
-            let error = http_error(status, &headers, &bytes);
-            if status == 429 {
-                let pause = error
-                    .retry_after()
-                    .unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
-                self.audit_pause.pause(pause);
-                if let Some(c) = &self.counters {
-                    Counters::add(&c.throttled, 1);
+        let bytes = self
+            .send(&self.audit_pause, Some(&self.audit_rate), |token| {
+                match body {
+                    Some(b) => self.http.post(url.as_str()).json(b),
+                    None => self.http.get(url.as_str()),
                 }
-                tracing::warn!(tenant.id = %self.tenant_id, pause_secs = pause.as_secs(),
-                    "audit search throttled by Microsoft Graph (429); waiting for its Retry-After");
-            }
-            return Err(error);
-        }
+                .bearer_auth(token)
+            })
+            .await
+            .inspect_err(|e| {
+                if let Some(pause) = throttled(e) {
+                    tracing::warn!(tenant.id = %self.tenant_id, pause_secs = pause.as_secs(),
+                        "audit search throttled by Microsoft Graph (429); waiting for its Retry-After");
+                }
+            })?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))
     }
 
-    /// GETs one page. Waits for the feed's budget and any 429 pause first; a 401 refreshes the
-    /// token once; a 403 drops the cached token too (a newly granted permission comes with the next
-    /// one); a 429 pauses this feed for its `Retry-After` and is returned.
+    /// GETs one page of a feed. Waits for the feed's budget and any 429 pause first (see
+    /// [`GraphClient::send`]).
     pub async fn page(&self, feed: GraphFeed, url: &GraphUrl) -> Result<Page, ApiError> {
+        let Some(pause) = self.pauses.get(&feed) else {
+            return Err(ApiError::Decode(format!("feed {feed} is not collected")));
+        };
+        let bytes = self
+            .send(pause, self.rates.get(&group(feed)), |token| {
+                let req = self.http.get(url.as_str()).bearer_auth(token);
+                match feed.top() {
+                    Some(_) => req,
+                    None => req.header("Prefer", "odata.maxpagesize=1000"),
+                }
+            })
+            .await
+            .inspect_err(|e| {
+                if let Some(pause) = throttled(e) {
+                    tracing::warn!(tenant.id = %self.tenant_id, graph.feed = %feed, pause_secs = pause.as_secs(),
+                        "throttled by Microsoft Graph (429); holding this feed of this tenant");
+                }
+            })?;
+        let page: WirePage =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::Decode(e.to_string()))?;
+        let records = page
+            .value
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::Object(o) => Some(o),
+                _ => None,
+            })
+            .collect();
+        Ok(Page {
+            records,
+            next: page.next.filter(|n| !n.is_empty()),
+        })
+    }
+
+    /// One request with the tenant's Graph token, the body of a 2xx answer returned. Waits for
+    /// `pause` (a 429's hold) and `rate` (the budget) first; a 401 refreshes the token once; a 401
+    /// or 403 drops the cached token (a newly granted permission comes with the next one); a 429
+    /// holds `pause` for its `Retry-After` and is returned.
+    async fn send(
+        &self,
+        pause: &RequestBudget,
+        rate: Option<&RequestBudget>,
+        request: impl Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, ApiError> {
         let mut refreshed = false;
         loop {
-            if let Some(p) = self.pauses.get(&feed) {
-                p.acquire().await;
-            }
-            if let Some(r) = self.rates.get(&group(feed)) {
+            pause.acquire().await;
+            if let Some(r) = rate {
                 r.acquire().await;
             }
             let _slot = call_slot(self.slots.as_ref()).await?;
             let token = self.tokens.token().await?;
-            let mut req = self.http.get(url.as_str()).bearer_auth(token.expose());
-            if feed.top().is_none() {
-                req = req.header("Prefer", "odata.maxpagesize=1000");
-            }
-            let resp = req
+            let resp = request(token.expose())
                 .send()
                 .await
                 .map_err(|e| ApiError::Transport(without_query(&e)))?;
@@ -294,40 +300,34 @@ impl GraphClient {
                 .await
                 .map_err(|e| ApiError::Transport(without_query(&e)))?;
             if (200..300).contains(&status) {
-                let page: WirePage =
-                    serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()))?;
-                let records = page
-                    .value
-                    .into_iter()
-                    .filter_map(|v| match v {
-                        Value::Object(o) => Some(o),
-                        _ => None,
-                    })
-                    .collect();
-                return Ok(Page {
-                    records,
-                    next: page.next.filter(|n| !n.is_empty()),
-                });
+                return Ok(body);
             }
             if status == 403 || status == 401 {
                 self.tokens.invalidate(&token).await;
             }
             let error = http_error(status, &headers, &body);
             if status == 429 {
-                let pause = error
-                    .retry_after()
-                    .unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE);
-                if let Some(p) = self.pauses.get(&feed) {
-                    p.pause(pause);
-                }
+                pause.pause(
+                    error
+                        .retry_after()
+                        .unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE),
+                );
                 if let Some(c) = &self.counters {
                     Counters::add(&c.throttled, 1);
                 }
-                tracing::warn!(tenant.id = %self.tenant_id, graph.feed = %feed, pause_secs = pause.as_secs(),
-                    "throttled by Microsoft Graph (429); holding this feed of this tenant");
             }
             return Err(error);
         }
+    }
+}
+
+/// The hold a 429 put on further calls (its `Retry-After`, else the default), for the log line.
+fn throttled(e: &ApiError) -> Option<Duration> {
+    match e {
+        ApiError::Http { status: 429, .. } => {
+            Some(e.retry_after().unwrap_or(throttle::DEFAULT_THROTTLE_PAUSE))
+        }
+        _ => None,
     }
 }
 
