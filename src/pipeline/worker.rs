@@ -68,6 +68,9 @@ struct Tally {
     fetched: bool,
     /// hour → (parsed, kept after Microsoft's duplicates were dropped, accepted by the output).
     hours: std::collections::BTreeMap<i64, [u64; 3]>,
+    /// (hour, RecordType) → records accepted: what `verify` compares with Audit Search. A blob
+    /// holds few types, so a short list searched from the last hit beats a map.
+    types: Vec<(i64, i32, u64)>,
 }
 
 impl Tally {
@@ -75,12 +78,18 @@ impl Tally {
     /// for a Graph page: its keys are hashes, not time-ordered).
     fn count(&mut self, events: &[Event], col: usize, fallback: i64, by_key: bool) {
         let mut last: Option<(i64, u64)> = None;
+        let mut hit = 0;
         for e in events {
             let h = e
                 .key
                 .filter(|_| by_key)
                 .and_then(ledger::hour_of_key)
                 .unwrap_or(fallback);
+            if col == 2
+                && let Some(rt) = e.record_type
+            {
+                hit = self.count_type(hit, h, rt);
+            }
             match &mut last {
                 Some((lh, n)) if *lh == h => *n += 1,
                 _ => {
@@ -93,6 +102,24 @@ impl Tally {
         }
         if let Some((lh, n)) = last {
             self.hours.entry(lh).or_default()[col] += n;
+        }
+    }
+
+    /// Adds one accepted record of `rt` in hour `h`; `hit` is where the last one was found.
+    fn count_type(&mut self, hit: usize, h: i64, rt: i32) -> usize {
+        if let Some((_, _, n)) = self.types.get_mut(hit).filter(|t| (t.0, t.1) == (h, rt)) {
+            *n += 1;
+            return hit;
+        }
+        match self.types.iter().position(|t| (t.0, t.1) == (h, rt)) {
+            Some(i) => {
+                self.types[i].2 += 1;
+                i
+            }
+            None => {
+                self.types.push((h, rt, 1));
+                self.types.len() - 1
+            }
         }
     }
 
@@ -118,6 +145,9 @@ impl Tally {
             };
             if accepted > 0 {
                 counts.accepted.insert(output.to_owned(), accepted);
+            }
+            for (_, rt, n) in self.types.iter().filter(|t| t.0 == hour) {
+                counts.record_types.insert(rt.to_string(), *n);
             }
             out.push(LedgerDelta {
                 key: key(hour),
@@ -445,7 +475,9 @@ impl<S: Store> Workers<S> {
         // flight, so a crash repeats at most two batches of the blob (k and k+1).
         let mut recording: Option<tokio::task::JoinHandle<()>> = None;
         let blob_hour = ledger::blob_hour(c.content_created.as_deref(), item.enqueued_at);
-        let by_key = c.records.is_none();
+        // Keys of Management API records (audit-search ones included) begin with their creation
+        // minute; a Graph page's are hashes.
+        let by_key = !c.content_type.starts_with("Graph.");
         let outcome = loop {
             let piece = match stream.next().await {
                 Ok(p) => p,
