@@ -260,3 +260,70 @@ async fn verify_finds_the_unlisted_blobs_hours_and_repair_delivers_them_once() {
     assert_eq!(incomplete(&admin).await, Vec::new());
     assert_exactly_once(&published, &output_ids(&setup.events));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_a_403_in_status_another_cloud_and_bad_input_change_nothing() {
+    let emu = emulator(|c| {
+        // The Management API roles, not AuditLogsQuery.Read.All.
+        c.app_roles.insert(
+            CLIENT.into(),
+            vec!["ActivityFeed.Read".into(), "ActivityFeed.ReadDlp".into()],
+        );
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let setup = setup(
+        &emu,
+        dir.path(),
+        &TYPES,
+        &format!("admin:\n  token: {ADMIN_TOKEN}\n"),
+    );
+    let c = Collector::spawn(&setup);
+    wait_for(WAIT, "the admin listener", || {
+        let up = c.logs().contains("admin listener ready");
+        async move { up }
+    })
+    .await;
+    let admin = admin_url(&c.logs(), "");
+    let start = (Utc::now() - TimeDelta::hours(3)).to_rfc3339();
+    let (code, out, err) = verify_cli(&admin, &start, &["--repair"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("403") && err.contains("AuditLogsQuery.Read.All"),
+        "{err}"
+    );
+    let status = get(&admin, "/status").await.to_string();
+    assert!(
+        status.contains("AuditSearch") && status.contains("forbidden"),
+        "the refusal is in /status: {status}"
+    );
+    // Bad input: a usage error from the CLI, a 400 from the API; no verdict written.
+    let (code, _, err) = verify_cli(&admin, "yesterday", &[]).await;
+    assert_eq!(code, 2, "{err}");
+    let (code, _, err) = verify_cli(&admin, &start, &["--end", "2000-01-01"]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("is not before end"), "{err}");
+    assert_eq!(incomplete(&admin).await, Vec::new());
+    drop(c);
+
+    // A tenant in a national cloud: Microsoft offers Audit Search in the global cloud only.
+    let dir = tempfile::tempdir().unwrap();
+    let national = support::setup(
+        &emu,
+        dir.path(),
+        &TYPES,
+        &format!("graph_host: https://graph.microsoft.us\nadmin:\n  token: {ADMIN_TOKEN}\n"),
+    );
+    let c = Collector::spawn(&national);
+    wait_for(WAIT, "the admin listener", || {
+        let up = c.logs().contains("admin listener ready");
+        async move { up }
+    })
+    .await;
+    let (code, out, err) = verify_cli(&admin_url(&c.logs(), ""), &start, &[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("global cloud only") && err.contains("graph_host https://graph.microsoft.us"),
+        "{err}"
+    );
+}

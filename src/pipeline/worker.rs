@@ -68,9 +68,9 @@ struct Tally {
     fetched: bool,
     /// hour → (parsed, kept after Microsoft's duplicates were dropped, accepted by the output).
     hours: std::collections::BTreeMap<i64, [u64; 3]>,
-    /// (hour, RecordType) → records accepted: what `verify` compares with Audit Search. A blob
-    /// holds few types, so a short list searched from the last hit beats a map.
-    types: Vec<(i64, i32, u64)>,
+    /// (hour, RecordType) → records accepted: what `verify` compares with Audit Search. Counted
+    /// in runs of one key (records of a blob come in runs), so the map is touched per run.
+    types: std::collections::BTreeMap<(i64, i32), u64>,
 }
 
 impl Tally {
@@ -78,7 +78,7 @@ impl Tally {
     /// for a Graph page: its keys are hashes, not time-ordered).
     fn count(&mut self, events: &[Event], col: usize, fallback: i64, by_key: bool) {
         let mut last: Option<(i64, u64)> = None;
-        let mut hit = 0;
+        let mut run: Option<((i64, i32), u64)> = None;
         for e in events {
             let h = e
                 .key
@@ -88,7 +88,14 @@ impl Tally {
             if col == 2
                 && let Some(rt) = e.record_type
             {
-                hit = self.count_type(hit, h, rt);
+                match &mut run {
+                    Some((k, n)) if *k == (h, rt) => *n += 1,
+                    _ => {
+                        if let Some((k, n)) = run.replace(((h, rt), 1)) {
+                            *self.types.entry(k).or_default() += n;
+                        }
+                    }
+                }
             }
             match &mut last {
                 Some((lh, n)) if *lh == h => *n += 1,
@@ -103,23 +110,8 @@ impl Tally {
         if let Some((lh, n)) = last {
             self.hours.entry(lh).or_default()[col] += n;
         }
-    }
-
-    /// Adds one accepted record of `rt` in hour `h`; `hit` is where the last one was found.
-    fn count_type(&mut self, hit: usize, h: i64, rt: i32) -> usize {
-        if let Some((_, _, n)) = self.types.get_mut(hit).filter(|t| (t.0, t.1) == (h, rt)) {
-            *n += 1;
-            return hit;
-        }
-        match self.types.iter().position(|t| (t.0, t.1) == (h, rt)) {
-            Some(i) => {
-                self.types[i].2 += 1;
-                i
-            }
-            None => {
-                self.types.push((h, rt, 1));
-                self.types.len() - 1
-            }
+        if let Some((k, n)) = run {
+            *self.types.entry(k).or_default() += n;
         }
     }
 
@@ -146,7 +138,7 @@ impl Tally {
             if accepted > 0 {
                 counts.accepted.insert(output.to_owned(), accepted);
             }
-            for (_, rt, n) in self.types.iter().filter(|t| t.0 == hour) {
+            for ((_, rt), n) in self.types.range((hour, i32::MIN)..=(hour, i32::MAX)) {
                 counts.record_types.insert(rt.to_string(), *n);
             }
             out.push(LedgerDelta {
@@ -786,6 +778,39 @@ mod tests {
             enqueued_at,
             delivered: 0,
         }
+    }
+
+    #[test]
+    fn accepted_records_are_counted_per_hour_and_record_type() {
+        let h = 1_767_261_600;
+        let ev = |minute: i64, rt: Option<i32>| Event {
+            key: Some(crate::output::time_ordered((minute / 60) as u32, 7)),
+            json: Vec::new(),
+            record_type: rt,
+        };
+        let (a, b) = (h + 60, h + 3600 + 60);
+        let events = [
+            ev(a, Some(2)),
+            ev(a, Some(2)),
+            ev(a, Some(6)),
+            ev(a, Some(2)),
+            ev(b, Some(2)),
+            ev(b, None),
+        ];
+        let mut t = Tally::default();
+        t.count(&events, 2, 0, true);
+        // Only what the output accepted (column 2) is counted by type.
+        t.count(&events, 0, 0, true);
+        let deltas = t.deltas(&claimed(None, SystemTime::now()), "file");
+        let of = |hour: i64| {
+            deltas
+                .iter()
+                .find(|d| d.key.hour == hour)
+                .map(|d| d.counts.record_types.clone())
+                .unwrap()
+        };
+        assert_eq!(of(h), [("2".into(), 3), ("6".into(), 1)].into());
+        assert_eq!(of(h + 3600), [("2".into(), 1)].into());
     }
 
     #[test]
