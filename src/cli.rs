@@ -51,6 +51,9 @@ pub enum Command {
     DeadLetters(admin::cli::DeadLettersArgs),
     /// Per day: the hours sealed, open and incomplete (with why) of the completeness ledger.
     Completeness(admin::cli::CompletenessArgs),
+    /// Compare, per hour and record type, the records delivered with Purview's Audit Search, and
+    /// deliver the missing ones with --repair.
+    Verify(admin::cli::VerifyArgs),
     /// Map records offline (JSON lines, a content blob, or a Purview CSV export) to NDJSON.
     Map(mapping::cli::MapArgs),
     /// Give the embedded store's pruned space back to the filesystem (run it while the collector

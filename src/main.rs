@@ -117,6 +117,10 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let code = runtime()?.block_on(o365_collector::admin::cli::completeness(args));
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
         }
+        Command::Verify(args) => {
+            let code = runtime()?.block_on(o365_collector::admin::cli::verify(args));
+            Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+        }
         Command::Map(args) => {
             let code = mapping::cli::run(args)?;
             Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

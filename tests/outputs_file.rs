@@ -46,6 +46,7 @@ fn event(id: &str) -> Event {
     Event {
         key: record_key(&raw),
         json: serde_json::to_vec(&mapped).unwrap(),
+        record_type: Some(6),
     }
 }
 

@@ -95,7 +95,7 @@ fn time_field(name: &str, raw: &str) -> Result<DateTime<Utc>, AdminError> {
     })
 }
 
-fn secs(t: DateTime<Utc>) -> String {
+pub(super) fn secs(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
@@ -104,28 +104,7 @@ pub(super) async fn backfill<S: Store>(
     body: Result<Json<BackfillRequest>, JsonRejection>,
 ) -> Result<Json<BackfillAnswer>, AdminError> {
     let Json(req) = body.map_err(|e| AdminError::BadRequest(e.body_text()))?;
-    let tenant = match req
-        .tenant_id
-        .as_deref()
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-    {
-        Some(id) => state
-            .tenant(id)
-            .ok_or_else(|| AdminError::BadRequest(format!("tenant {id} is not configured")))?
-            .clone(),
-        None if state.tenants.len() == 1 => state
-            .tenants
-            .values()
-            .next()
-            .cloned()
-            .ok_or_else(|| AdminError::BadRequest("no tenant is configured".into()))?,
-        None => {
-            return Err(AdminError::BadRequest(
-                "tenant_id is required when several tenants are configured".into(),
-            ));
-        }
-    };
+    let tenant = one_tenant(&state, req.tenant_id.as_deref())?;
     match req.source.as_deref().map(str::trim) {
         None | Some("") | Some("management") => {}
         Some("audit-search") => return audit_search(&state, tenant, &req).await.map(Json),
@@ -150,7 +129,8 @@ pub(super) async fn backfill<S: Store>(
     }
     let now = Utc::now();
     let Range { start, end, notes } = range(
-        &req,
+        &req.start,
+        req.end.as_deref(),
         now,
         MAX_BACK,
         "Microsoft keeps content for 7 days: listing",
@@ -200,15 +180,14 @@ async fn audit_search<S: Store>(
     req: &BackfillRequest,
 ) -> Result<BackfillAnswer, AdminError> {
     let cfg = &tenant.cfg;
-    if !audit_backfill::available(&tenant) || tenant.audit_search.is_none() {
-        return Err(AdminError::BadRequest(format!(
-            "tenant {}: Microsoft offers the Audit Log Query API (audit-search) in its global cloud only, and this tenant is in a national cloud (resource {}, graph_host {}): backfill it with --source management (7 days back)",
-            cfg.tenant_id, cfg.resource, cfg.graph.host
-        )));
-    }
+    audit_search_offered(
+        &tenant,
+        "backfill it with --source management (7 days back)",
+    )?;
     let now = Utc::now();
     let Range { start, end, notes } = range(
-        req,
+        &req.start,
+        req.end.as_deref(),
         now,
         RETENTION,
         "Microsoft keeps audit records for 180 days: the search",
@@ -225,12 +204,7 @@ async fn audit_search<S: Store>(
     })
     .await
     .map_err(|e| AdminError::Unavailable(format!("backfill task failed: {e}")))?
-    .map_err(|e| match e {
-        AuditBackfillError::Store(e) => AdminError::Unavailable(format!("store: {e}")),
-        AuditBackfillError::Search(e) => AdminError::Upstream(format!(
-            "audit search failed (permission: AuditLogsQuery.Read.All): {e}"
-        )),
-    })?;
+    .map_err(audit_search_error)?;
     if report.added > 0 {
         state.wake.notify_waiters();
     }
@@ -253,24 +227,72 @@ async fn audit_search<S: Store>(
     })
 }
 
-/// A backfill's `[start, end)` as asked, with the notes on what Microsoft's reach (`reach` back
-/// from `now`) and the clock cut off; refused when it is empty or lies in the future.
-struct Range {
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-    notes: Vec<String>,
+/// The tenant an admin request names, or the only one configured.
+pub(super) fn one_tenant<S: Store>(
+    state: &AdminState<S>,
+    tenant_id: Option<&str>,
+) -> Result<Arc<TenantRuntime>, AdminError> {
+    match tenant_id.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(id) => state
+            .tenant(id)
+            .cloned()
+            .ok_or_else(|| AdminError::BadRequest(format!("tenant {id} is not configured"))),
+        None if state.tenants.len() == 1 => state
+            .tenants
+            .values()
+            .next()
+            .cloned()
+            .ok_or_else(|| AdminError::BadRequest("no tenant is configured".into())),
+        None => Err(AdminError::BadRequest(
+            "tenant_id is required when several tenants are configured".into(),
+        )),
+    }
 }
 
-fn range(
-    req: &BackfillRequest,
+/// Refuses a tenant whose cloud has no Audit Log Query API, saying what to do instead.
+pub(super) fn audit_search_offered(
+    tenant: &TenantRuntime,
+    instead: &str,
+) -> Result<(), AdminError> {
+    if audit_backfill::available(tenant) && tenant.audit_search.is_some() {
+        return Ok(());
+    }
+    let cfg = &tenant.cfg;
+    Err(AdminError::BadRequest(format!(
+        "tenant {}: Microsoft offers the Audit Log Query API (audit-search) in its global cloud only, and this tenant is in a national cloud (resource {}, graph_host {}): {instead}",
+        cfg.tenant_id, cfg.resource, cfg.graph.host
+    )))
+}
+
+/// An audit-search failure as the admin API answers it (403, 429 after the back-off: 502).
+pub(super) fn audit_search_error(e: AuditBackfillError) -> AdminError {
+    match e {
+        AuditBackfillError::Store(e) => AdminError::Unavailable(format!("store: {e}")),
+        AuditBackfillError::Search(e) => AdminError::Upstream(format!(
+            "audit search failed (permission: AuditLogsQuery.Read.All): {e}"
+        )),
+    }
+}
+
+/// A backfill's `[start, end)` as asked, with the notes on what Microsoft's reach (`reach` back
+/// from `now`) and the clock cut off; refused when it is empty or lies in the future.
+pub(super) struct Range {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+    pub notes: Vec<String>,
+}
+
+pub(super) fn range(
+    start: &str,
+    end: Option<&str>,
     now: DateTime<Utc>,
     reach: TimeDelta,
     kept: &str,
     gone: &str,
     what: &str,
 ) -> Result<Range, AdminError> {
-    let start = time_field("start", &req.start)?;
-    let end = match &req.end {
+    let start = time_field("start", start)?;
+    let end = match end {
         Some(e) => time_field("end", e)?,
         None => now,
     };

@@ -19,6 +19,7 @@ use super::backfill::{BackfillAnswer, BackfillRequest, parse_time};
 use super::completeness::CompletenessAnswer;
 use super::dead_letters::{DeadLetterView, MAX_LIMIT, RequeueAnswer, RequeueRequest};
 use super::subscriptions::{ChangeAnswer, SubscriptionsAnswer};
+use super::verify::{VerifyAnswer, VerifyRequest};
 use crate::config::Config;
 use crate::mgmt_api::wire::CONTENT_TYPES;
 
@@ -122,6 +123,26 @@ pub struct CompletenessArgs {
     /// Same forms; default: now.
     #[arg(long)]
     pub to: Option<String>,
+}
+
+/// `o365-collector verify …`
+#[derive(clap::Args, Debug, Clone)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub conn: Connection,
+    /// Tenant (may be left out when the collector has exactly one).
+    #[arg(long)]
+    pub tenant_id: Option<String>,
+    /// RFC 3339 or YYYY-MM-DD[THH:MM[:SS]] (UTC), widened to whole hours; at most 180 days back.
+    #[arg(long)]
+    pub start: String,
+    /// Same forms; default: now.
+    #[arg(long)]
+    pub end: Option<String>,
+    /// Also deliver the records found missing (through the audit-search backfill; the record
+    /// dedup drops those already delivered).
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `o365-collector dead-letters …`
@@ -267,6 +288,92 @@ pub fn completeness_table(a: &CompletenessAnswer) -> String {
     for n in notes {
         out.push_str(&n);
         out.push('\n');
+    }
+    out
+}
+
+/// Runs `verify`; returns the process exit code (1 when records were missing, repaired or not).
+pub fn verify(args: VerifyArgs) -> Pin<Box<dyn Future<Output = i32>>> {
+    Box::pin(async move { finish(run_verify(&args).await) })
+}
+
+/// The text to print and whether nothing was missing.
+pub async fn run_verify(args: &VerifyArgs) -> Result<(String, bool), CliError> {
+    for (name, v) in [("--start", Some(&args.start)), ("--end", args.end.as_ref())] {
+        if let Some(v) = v
+            && parse_time(v).is_none()
+        {
+            return Err(CliError::Usage(format!(
+                "{name} {v:?} is not a time: use RFC 3339 (2026-11-25T08:00:00Z) or YYYY-MM-DD[THH:MM[:SS]] (UTC)"
+            )));
+        }
+    }
+    let api = AdminClient::from_connection(&args.conn)?;
+    let req = VerifyRequest {
+        tenant_id: args.tenant_id.clone(),
+        start: args.start.clone(),
+        end: args.end.clone(),
+        repair: args.repair,
+    };
+    let (_, answer): (_, VerifyAnswer) = api.call(Method::POST, "/verify", &[], Some(&req)).await?;
+    let text = if args.conn.json {
+        to_json(&answer)
+    } else {
+        verify_table(&answer)
+    };
+    Ok((text, answer.report.missing == 0))
+}
+
+/// A summary line, then a row per hour and record type where the sources differ.
+pub fn verify_table(a: &VerifyAnswer) -> String {
+    let r = &a.report;
+    let mut out = format!(
+        "tenant {}  {} .. {}  audit search {} record(s) ({} queries), delivered {}, missing {}\n",
+        r.tenant_id, r.start, r.end, r.records, r.queries, r.delivered, r.missing
+    );
+    for n in &a.notes {
+        out.push_str(&format!("note: {n}\n"));
+    }
+    if r.not_collected + r.unreadable > 0 {
+        out.push_str(&format!(
+            "not compared: {} of content types not collected, {} without auditData\n",
+            r.not_collected, r.unreadable
+        ));
+    }
+    if r.differences.is_empty() {
+        out.push_str("no difference\n");
+    } else {
+        let mut rows = vec![vec![
+            "HOUR".to_string(),
+            "CONTENT TYPE".into(),
+            "RECORD TYPE".into(),
+            "DELIVERED".into(),
+            "AUDIT SEARCH".into(),
+            "MISSING".into(),
+        ]];
+        for d in &r.differences {
+            let name = crate::mapping::enums::RECORD_TYPE
+                .name(d.record_type)
+                .map(|n| format!("{} {n}", d.record_type))
+                .unwrap_or_else(|| d.record_type.to_string());
+            rows.push(vec![
+                d.hour.clone(),
+                d.content_type.clone(),
+                name,
+                d.delivered.to_string(),
+                d.audit_search.to_string(),
+                d.missing.to_string(),
+            ]);
+        }
+        out.push_str(&table(&rows));
+    }
+    match &r.repair {
+        Some(rep) => out.push_str(&format!(
+            "repair: {} record(s) of those hours and record types queued ({} queries); the record dedup drops those delivered before; run verify again once they are delivered\n",
+            rep.added, rep.queries
+        )),
+        None if r.missing > 0 => out.push_str("verify --repair delivers the missing records\n"),
+        None => {}
     }
     out
 }

@@ -10,6 +10,7 @@
 //! | `POST /backfill` | lists `[start, end)` of one content type and stores what is new; `source: audit-search`: every collected type from Purview's Audit Log Query API, 180 days back |
 //! | `GET /dead-letters` | blobs given up, with reason, attempts and times; `?after=SEQ&limit=N` pages |
 //! | `POST /dead-letters/requeue` | `{"seqs": [..]}` or `{"all": true}`: back in the queue, attempts reset |
+//! | `POST /verify` | `{tenant_id?, start, end?, repair?}`: per hour and record type, records delivered against Purview's Audit Search; the verdict goes to the ledger; `repair` delivers what is missing |
 //! | `GET /completeness` | `?tenant=&from=&to=`: each hour of each content type sealed, open or incomplete (why), with its ledger counters |
 //! | `GET /metrics` | Prometheus / OpenMetrics text |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (the store takes a write probe; with replicas, the clock agrees with the database's) — no token needed |
@@ -27,6 +28,7 @@ mod metrics;
 mod state;
 mod status;
 mod subscriptions;
+mod verify;
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ pub use completeness::{CompletenessAnswer, HourView, TypeCompleteness};
 pub use dead_letters::{DeadLetterView, RequeueAnswer, RequeueRequest};
 pub use metrics::{COUNTERS, counter_values};
 pub use state::{AdminError, AdminState, rfc3339};
+pub use verify::{VerifyAnswer, VerifyRequest};
 
 /// The admin router: protected routes behind the bearer check, `/healthz` and `/readyz` open, and a
 /// JSON 404 for everything else.
@@ -60,6 +63,7 @@ pub fn router<S: Store>(state: Arc<AdminState<S>>) -> Router {
         .route("/dead-letters/requeue", post(dead_letters::requeue::<S>))
         .route("/metrics", get(metrics::metrics::<S>))
         .route("/completeness", get(completeness::completeness::<S>))
+        .route("/verify", post(verify::verify::<S>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token::<S>,

@@ -75,6 +75,8 @@ pub struct AuditRecord {
     /// `auditData.Id` (the record's id in both APIs).
     pub id: String,
     pub created: DateTime<Utc>,
+    /// `auditData.RecordType` (-1 when it has none): what `verify` counts by.
+    pub record_type: i64,
     /// The Management API content type of its `RecordType` ([`content_type_of`]).
     pub content_type: &'static str,
     /// `auditData` as JSON text: the Management API record.
@@ -118,6 +120,7 @@ pub fn audit_record(r: &Map<String, Value>) -> Option<AuditRecord> {
     Some(AuditRecord {
         id,
         created,
+        record_type,
         content_type: content_type_of(record_type),
         json: Value::Object(data.clone()).to_string(),
     })

@@ -460,6 +460,7 @@ mod tests {
         Event {
             key: record_key(&raw),
             json: serde_json::to_vec(&mapped).unwrap(),
+            record_type: Some(1),
         }
     }
 

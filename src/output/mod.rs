@@ -65,6 +65,9 @@ pub struct Event {
     pub key: Option<u128>,
     /// The event as one JSON object, without the trailing newline.
     pub json: Vec<u8>,
+    /// The record's `RecordType` (an audit record's), for the completeness ledger's per-type
+    /// counts that `verify` compares; known while mapping, so counting costs no parse.
+    pub record_type: Option<i32>,
 }
 
 /// A batch of one content blob's events, in the blob's order (several batches make a blob).

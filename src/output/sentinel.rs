@@ -587,6 +587,7 @@ mod tests {
         Event {
             key: None,
             json: format!("{{\"n\":\"{}\"}}", "x".repeat(n)).into_bytes(),
+            record_type: None,
         }
     }
 

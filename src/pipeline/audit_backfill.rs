@@ -54,6 +54,10 @@ pub struct AuditBackfillReport {
     pub skipped: usize,
     /// Records without `auditData`.
     pub unreadable: usize,
+    /// Records left out because they were not asked for (`verify --repair` asks only for the
+    /// hours and record types with records missing).
+    #[serde(default)]
+    pub not_asked: usize,
     /// Records per content type and UTC hour of creation (`2026-11-01T10`), as enqueued.
     pub hours: BTreeMap<String, BTreeMap<String, u64>>,
 }
@@ -66,6 +70,18 @@ pub async fn backfill<S: Store>(
     store: &S,
     start: DateTime<Utc>,
     end: DateTime<Utc>,
+) -> Result<AuditBackfillReport, AuditBackfillError> {
+    backfill_where(tenant, store, start, end, |_| true).await
+}
+
+/// [`backfill`] of the records `wanted` keeps only (`verify --repair`: those of the hours and
+/// record types verify found short).
+pub async fn backfill_where<S: Store>(
+    tenant: &TenantRuntime,
+    store: &S,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    wanted: impl Fn(&AuditRecord) -> bool,
 ) -> Result<AuditBackfillReport, AuditBackfillError> {
     let Some(client) = tenant.audit_search.as_ref() else {
         return Err(AuditSearchError::Shape(
@@ -88,7 +104,9 @@ pub async fn backfill<S: Store>(
         report.unreadable += answer.unreadable;
         let mut by_type: BTreeMap<&'static str, Vec<AuditRecord>> = BTreeMap::new();
         for r in answer.records {
-            if cfg
+            if !wanted(&r) {
+                report.not_asked += 1;
+            } else if cfg
                 .content_types
                 .iter()
                 .any(|c| c.eq_ignore_ascii_case(r.content_type))

@@ -351,7 +351,7 @@ pub fn map_one(
     let issues = map_record_json(&value, ctx, &mut json)
         .map_err(|e| BlobError::NotJson(format!("record {index}: {e}")))?;
     // A Graph record is keyed by its feed and identity, an audit record by its own fields.
-    let (key, unknown) = match crate::graph::GraphFeed::from_content_type(ctx.content_type) {
+    let (key, record_type) = match crate::graph::GraphFeed::from_content_type(ctx.content_type) {
         Some(feed) => (
             value
                 .as_object()
@@ -359,18 +359,20 @@ pub fn map_one(
                 .map(|id| graph_key(ctx.content_type, &id)),
             None,
         ),
-        None => (record_key(&value), unknown_record_type(&value)),
+        None => (
+            record_key(&value),
+            value
+                .get("RecordType")
+                .and_then(crate::mapping::enums::as_enum_int),
+        ),
     };
-    Ok((Event { key, json }, issues.len(), unknown))
-}
-
-/// A record's integer RecordType that Microsoft's `AuditLogRecordType` table lacks.
-fn unknown_record_type(value: &Value) -> Option<i64> {
-    let n = crate::mapping::enums::as_enum_int(value.get("RecordType")?)?;
-    crate::mapping::enums::RECORD_TYPE
-        .name(n)
-        .is_none()
-        .then_some(n)
+    let unknown = record_type.filter(|n| crate::mapping::enums::RECORD_TYPE.name(*n).is_none());
+    let event = Event {
+        key,
+        json,
+        record_type: record_type.and_then(|n| i32::try_from(n).ok()),
+    };
+    Ok((event, issues.len(), unknown))
 }
 
 /// Gathers events into batches of at most `max_records` events and `max_bytes` bytes of event
@@ -614,6 +616,7 @@ mod tests {
         let ev = |n: usize| Event {
             key: None,
             json: vec![b'x'; n],
+            record_type: None,
         };
         let mut b = Batcher::new(3, 100);
         assert!(b.add(0, ev(10), 0).is_none());

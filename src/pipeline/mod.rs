@@ -14,6 +14,7 @@ pub mod puller;
 pub mod stream;
 pub mod tenant;
 pub mod tenant_lease;
+pub mod verify;
 pub mod worker;
 
 pub use tenant::{TenantRuntime, Tenants};

@@ -68,6 +68,9 @@ struct Tally {
     fetched: bool,
     /// hour → (parsed, kept after Microsoft's duplicates were dropped, accepted by the output).
     hours: std::collections::BTreeMap<i64, [u64; 3]>,
+    /// (hour, RecordType) → records accepted: what `verify` compares with Audit Search. Counted
+    /// in runs of one key (records of a blob come in runs), so the map is touched per run.
+    types: std::collections::BTreeMap<(i64, i32), u64>,
 }
 
 impl Tally {
@@ -75,12 +78,25 @@ impl Tally {
     /// for a Graph page: its keys are hashes, not time-ordered).
     fn count(&mut self, events: &[Event], col: usize, fallback: i64, by_key: bool) {
         let mut last: Option<(i64, u64)> = None;
+        let mut run: Option<((i64, i32), u64)> = None;
         for e in events {
             let h = e
                 .key
                 .filter(|_| by_key)
                 .and_then(ledger::hour_of_key)
                 .unwrap_or(fallback);
+            if col == 2
+                && let Some(rt) = e.record_type
+            {
+                match &mut run {
+                    Some((k, n)) if *k == (h, rt) => *n += 1,
+                    _ => {
+                        if let Some((k, n)) = run.replace(((h, rt), 1)) {
+                            *self.types.entry(k).or_default() += n;
+                        }
+                    }
+                }
+            }
             match &mut last {
                 Some((lh, n)) if *lh == h => *n += 1,
                 _ => {
@@ -93,6 +109,9 @@ impl Tally {
         }
         if let Some((lh, n)) = last {
             self.hours.entry(lh).or_default()[col] += n;
+        }
+        if let Some((k, n)) = run {
+            *self.types.entry(k).or_default() += n;
         }
     }
 
@@ -118,6 +137,9 @@ impl Tally {
             };
             if accepted > 0 {
                 counts.accepted.insert(output.to_owned(), accepted);
+            }
+            for ((_, rt), n) in self.types.range((hour, i32::MIN)..=(hour, i32::MAX)) {
+                counts.record_types.insert(rt.to_string(), *n);
             }
             out.push(LedgerDelta {
                 key: key(hour),
@@ -445,7 +467,9 @@ impl<S: Store> Workers<S> {
         // flight, so a crash repeats at most two batches of the blob (k and k+1).
         let mut recording: Option<tokio::task::JoinHandle<()>> = None;
         let blob_hour = ledger::blob_hour(c.content_created.as_deref(), item.enqueued_at);
-        let by_key = c.records.is_none();
+        // Keys of Management API records (audit-search ones included) begin with their creation
+        // minute; a Graph page's are hashes.
+        let by_key = !c.content_type.starts_with("Graph.");
         let outcome = loop {
             let piece = match stream.next().await {
                 Ok(p) => p,
@@ -754,6 +778,39 @@ mod tests {
             enqueued_at,
             delivered: 0,
         }
+    }
+
+    #[test]
+    fn accepted_records_are_counted_per_hour_and_record_type() {
+        let h = 1_767_261_600;
+        let ev = |minute: i64, rt: Option<i32>| Event {
+            key: Some(crate::output::time_ordered((minute / 60) as u32, 7)),
+            json: Vec::new(),
+            record_type: rt,
+        };
+        let (a, b) = (h + 60, h + 3600 + 60);
+        let events = [
+            ev(a, Some(2)),
+            ev(a, Some(2)),
+            ev(a, Some(6)),
+            ev(a, Some(2)),
+            ev(b, Some(2)),
+            ev(b, None),
+        ];
+        let mut t = Tally::default();
+        t.count(&events, 2, 0, true);
+        // Only what the output accepted (column 2) is counted by type.
+        t.count(&events, 0, 0, true);
+        let deltas = t.deltas(&claimed(None, SystemTime::now()), "file");
+        let of = |hour: i64| {
+            deltas
+                .iter()
+                .find(|d| d.key.hour == hour)
+                .map(|d| d.counts.record_types.clone())
+                .unwrap()
+        };
+        assert_eq!(of(h), [("2".into(), 3), ("6".into(), 1)].into());
+        assert_eq!(of(h + 3600), [("2".into(), 1)].into());
     }
 
     #[test]

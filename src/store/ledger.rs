@@ -118,6 +118,18 @@ pub struct LedgerCounts {
     pub record_types: BTreeMap<String, u64>,
     /// Listing windows lost here (Microsoft no longer kept them: the listing was clamped).
     pub gaps: u64,
+    /// When `verify` last compared this row with Audit Search, ms since the epoch (0: never).
+    /// Unlike the counters, the latest verification replaces an older one (see [`Self::add`]).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub verified_ms: u64,
+    /// Records Audit Search returned for this row that were not delivered, as that verification
+    /// found them: the hour is incomplete while it is above 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub verified_missing: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl LedgerCounts {
@@ -144,6 +156,11 @@ impl LedgerCounts {
             *self.record_types.entry(k.clone()).or_default() += v;
         }
         self.gaps += other.gaps;
+        // A verification is a verdict, not a count: the newest one stands.
+        if other.verified_ms > self.verified_ms {
+            self.verified_ms = other.verified_ms;
+            self.verified_missing = other.verified_missing;
+        }
     }
 
     /// A dead letter of this row put back in the queue: no longer dead, to be delivered.
@@ -221,6 +238,15 @@ pub fn assess(
         return (
             HourState::Incomplete,
             "listing was clamped: Microsoft no longer kept this window (content lost)".into(),
+        );
+    }
+    if c.verified_missing > 0 {
+        return (
+            HourState::Incomplete,
+            format!(
+                "verify: {} record(s) Audit Search returned were not delivered (verify --repair delivers them)",
+                c.verified_missing
+            ),
         );
     }
     let waiting = c.queued.saturating_sub(c.done);
@@ -336,6 +362,25 @@ mod tests {
         assert_eq!(state, HourState::Incomplete);
         assert!(why.contains("b1"), "{why}");
         c.undead("b1");
+        assert_eq!(
+            assess(h, Some(&c), Some(at(h + 7200)), horizon).0,
+            HourState::Sealed
+        );
+        // A verification that found records missing makes the hour incomplete; a later one that
+        // found none (merged in either order) seals it again.
+        let verified = |ms, missing| LedgerCounts {
+            verified_ms: ms,
+            verified_missing: missing,
+            ..Default::default()
+        };
+        c.add(&verified(10, 3));
+        let (state, why) = assess(h, Some(&c), Some(at(h + 7200)), horizon);
+        assert_eq!(state, HourState::Incomplete);
+        assert!(why.contains("3 record(s)"), "{why}");
+        let mut later = verified(20, 0);
+        later.add(&verified(10, 3));
+        c.add(&later);
+        assert_eq!((c.verified_ms, c.verified_missing), (20, 0));
         assert_eq!(
             assess(h, Some(&c), Some(at(h + 7200)), horizon).0,
             HourState::Sealed

@@ -340,6 +340,7 @@ pub fn event(i: usize) -> Event {
     Event {
         key: record_key(&raw),
         json: serde_json::to_vec(&mapped).unwrap(),
+        record_type: Some(6),
     }
 }
 

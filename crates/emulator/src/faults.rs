@@ -47,6 +47,11 @@ pub struct Faults {
     /// and content type: Microsoft's 15 minutes (900) by default; 0 lifts the rule.
     #[serde(default = "start_wait")]
     pub subscription_start_wait_secs: u64,
+    /// The next N blobs published (publish or generate) are stored, served and found by the
+    /// Audit Log Query API, but never listed by `subscriptions/content` nor announced to a
+    /// webhook: content Microsoft's Management API lost (what `verify` exists to find).
+    #[serde(default)]
+    pub unlist_next: u32,
 }
 
 fn too_many() -> u16 {
@@ -85,6 +90,7 @@ impl Default for Faults {
             ingestion_fail_status: too_many(),
             ingestion_retry_after: one(),
             subscription_start_wait_secs: START_WAIT_SECS,
+            unlist_next: 0,
         }
     }
 }
@@ -111,6 +117,7 @@ pub struct FaultsPatch {
     pub ingestion_fail_status: Option<u16>,
     pub ingestion_retry_after: Option<u64>,
     pub subscription_start_wait_secs: Option<u64>,
+    pub unlist_next: Option<u32>,
 }
 
 impl Faults {
@@ -168,6 +175,9 @@ impl Faults {
         }
         if let Some(v) = p.subscription_start_wait_secs {
             self.subscription_start_wait_secs = v;
+        }
+        if let Some(v) = p.unlist_next {
+            self.unlist_next = v;
         }
     }
 

@@ -121,9 +121,22 @@ impl Shared {
             record_ids,
             broken,
         });
+        // Fault `unlist_next`: the blob is kept (served, found by audit search) but never listed
+        // nor announced.
+        let unlisted = {
+            let mut f = lock(&self.faults);
+            let n = &mut f.faults.unlist_next;
+            *n > 0 && {
+                *n -= 1;
+                true
+            }
+        };
         {
             let mut st = lock(&self.state);
             st.blobs.insert(content_id.clone(), blob.clone());
+            if unlisted {
+                return Ok(content_id);
+            }
             let feed = st.feeds.entry((tenant, content_type)).or_default();
             let at = feed.partition_point(|b| (b.created, b.seq) <= (blob.created, blob.seq));
             feed.insert(at, blob.clone());
