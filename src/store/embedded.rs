@@ -264,12 +264,10 @@ impl Drop for Inner {
 /// How long record claims wait before they are written (see [`PendingClaims`]).
 const CLAIMS_WRITE_EVERY: Duration = Duration::from_secs(1);
 
-#[derive(Clone)]
 struct ClaimRow {
     at: u64,
     owner: u64,
-    /// Shared with the write that copies the row out (see `write_pending_claims`).
-    keys: Arc<[u128]>,
+    keys: Vec<u128>,
 }
 
 /// Pending claimed keys beyond which a claim writes them itself.
@@ -1532,7 +1530,7 @@ impl Inner {
                 pending.rows.push_back(ClaimRow {
                     at: now,
                     owner,
-                    keys: taken.into(),
+                    keys: taken,
                 });
             }
             let arm_timer =
@@ -1558,46 +1556,31 @@ impl Inner {
 
     /// Writes the pending claims into `txn` as it begins (see [`PendingClaims`]); a progress
     /// write (`all` false) takes them only once they waited [`CLAIMS_WRITE_EVERY`].
-    ///
-    /// The rows are copied out (their keys are shared) and the lock let go before the inserts:
-    /// it is the batch path's, and a second's claims take a while to insert. They stay in
-    /// `pending`, so lookups find them, until the commit; only one write transaction is open at
-    /// a time, so nothing else counts `in_txn` meanwhile. The keys are inserted in key order,
-    /// each leaf page of the index filled in one pass.
     fn write_pending_claims(&self, txn: &WriteTransaction, all: bool) -> Result<(), StoreError> {
-        let rows: Vec<ClaimRow> = {
-            let mut pending = lock(&self.pending);
-            pending.in_txn = 0;
-            let due = pending
-                .since
-                .is_some_and(|t| t.elapsed() >= CLAIMS_WRITE_EVERY);
-            if pending.rows.is_empty() || !(all || due) {
-                return Ok(());
-            }
-            pending.rows.iter().cloned().collect()
-        };
+        let mut pending = lock(&self.pending);
+        pending.in_txn = 0;
+        let due = pending
+            .since
+            .is_some_and(|t| t.elapsed() >= CLAIMS_WRITE_EVERY);
+        if pending.rows.is_empty() || !(all || due) {
+            return Ok(());
+        }
         let mut records = txn.open_table(RECORDS).map_err(|e| self.err(e))?;
         let mut by_claim = txn.open_table(RECORDS_BY_CLAIM).map_err(|e| self.err(e))?;
         let mut bytes = Vec::new();
-        for row in &rows {
+        for row in &pending.rows {
             bytes.clear();
-            for &key in row.keys.iter() {
+            for &key in &row.keys {
+                records
+                    .insert(key, (row.owner, row.at))
+                    .map_err(|e| self.err(e))?;
                 bytes.extend_from_slice(&key.to_le_bytes());
             }
             by_claim
                 .insert((row.at, row.keys[0]), bytes.as_slice())
                 .map_err(|e| self.err(e))?;
         }
-        // Stable: a key claimed twice (taken over) keeps its later claim, as `pending` does.
-        let mut all_keys: Vec<(u128, u64, u64)> = rows
-            .iter()
-            .flat_map(|r| r.keys.iter().map(move |&k| (k, r.owner, r.at)))
-            .collect();
-        all_keys.sort_by_key(|&(k, _, _)| k);
-        for (key, owner, at) in all_keys {
-            records.insert(key, (owner, at)).map_err(|e| self.err(e))?;
-        }
-        lock(&self.pending).in_txn = rows.len();
+        pending.in_txn = pending.rows.len();
         Ok(())
     }
 
@@ -1612,7 +1595,7 @@ impl Inner {
             pending.since = None;
         }
         for row in pending.rows.drain(..n).collect::<Vec<_>>() {
-            for &key in row.keys.iter() {
+            for key in row.keys {
                 if pending.keys.get(&key) == Some(&(row.owner, row.at)) {
                     pending.keys.remove(&key);
                 }
