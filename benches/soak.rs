@@ -4,7 +4,7 @@
 //! completed) and `graph` Graph record identities in 1,000-record pages (enqueued, claimed,
 //! completed), spread over 144 ten-minute slots; after each slot the clock moves 10 minutes and the
 //! retention prune runs as the collector runs it (`store.dedup_retention` 8 days, record dedup
-//! window 24 hours). Printed per simulated day: the store's size on disk (the embedded store's file;
+//! window 24 hours, claims kept 7 days + 1 hour). Printed per simulated day: the store's size on disk (the embedded store's file;
 //! PostgreSQL's tables with indexes), its dedup entries and record claims, and the wall time; at
 //! the end, peak RSS.
 //!
@@ -15,12 +15,25 @@
 //!
 //! `dir` holds the embedded store (default: a temporary directory). On a tmpfs (`dir=/dev/shm`)
 //! its fsyncs cost nothing, so 40 days take minutes instead of hours; sizes are the same.
+//! PostgreSQL's server is the tests' own (`tests/support/postgres.rs`) with `fsync`,
+//! `synchronous_commit` and `full_page_writes` turned off, the same trade (`pg_sync=on` keeps
+//! them on).
+//!
+//! Also printed per day: the process's resident memory (`/proc/self/status`: all of it, and the
+//! anonymous part, i.e. the heap) and where the day's wall time went (enqueue, claim, record
+//! claims, complete, prune). The bench allocates with mimalloc, as the binary does (the
+//! `system-allocator` feature: glibc's malloc).
 
 #[path = "../tests/support/postgres.rs"]
 mod postgres;
 mod support;
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The binary's allocator (`src/main.rs`), so that the memory printed is the collector's.
+#[cfg(not(feature = "system-allocator"))]
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use o365_collector::output::time_ordered;
 use o365_collector::store::retention::{RetentionConfig, prune_once};
@@ -39,6 +52,7 @@ struct Args {
     graph: u64,
     stores: Vec<&'static str>,
     dir: Option<std::path::PathBuf>,
+    pg_sync: bool,
 }
 
 fn args() -> Args {
@@ -48,6 +62,7 @@ fn args() -> Args {
         graph: 1_000_000,
         stores: vec!["embedded", "postgres"],
         dir: None,
+        pg_sync: false,
     };
     for arg in std::env::args().skip(1).filter(|a| !a.starts_with("--")) {
         let (k, v) = arg.split_once('=').unwrap_or((arg.as_str(), ""));
@@ -56,6 +71,7 @@ fn args() -> Args {
             "records" => a.records = v.parse().expect("records=N"),
             "graph" => a.graph = v.parse().expect("graph=N"),
             "dir" => a.dir = Some(v.into()),
+            "pg_sync" => a.pg_sync = v == "on",
             "store" => {
                 a.stores = match v {
                     "embedded" => vec!["embedded"],
@@ -86,6 +102,10 @@ trait Soaked {
     fn store(&self) -> &Self::S;
     async fn advance(&self, by: Duration);
     async fn sizes(&self) -> String;
+    /// The `now` to prune with at simulated time `simulated`.
+    fn prune_now(&self, simulated: SystemTime) -> SystemTime {
+        simulated
+    }
 }
 
 impl Soaked for EmbeddedStore {
@@ -133,6 +153,12 @@ impl Soaked for Pg {
             .collect::<Vec<_>>()
             .join(", ")
     }
+    /// PostgreSQL's store sends a prune's cut-off relative to this process's clock and the
+    /// database adds it to its own, which is already advanced: so the real time here (the
+    /// simulated one would prune at half the retention).
+    fn prune_now(&self, _simulated: SystemTime) -> SystemTime {
+        SystemTime::now()
+    }
 }
 
 /// A key for the `n`-th record of the run (distinct, spread like hashes).
@@ -165,14 +191,15 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
         pages_per_slot * PER_BLOB * SLOTS_PER_DAY
     );
     println!(
-        "| day | store on disk | dedup entries | record claims | pruned today (ids / claims) | wall s |"
+        "| day | store on disk | dedup entries | record claims | pruned today (ids / claims) | RSS / anon MiB | s: enqueue / claim / records / complete / prune | wall s |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let (mut blob_no, mut record_no, mut identity_no) = (0u64, 0u64, 0u64);
     let started = Instant::now();
     for day in 1..=a.days {
         let day_started = Instant::now();
         let (mut pruned_ids, mut pruned_claims) = (0, 0);
+        let mut spent = Phases::default();
         for _ in 0..SLOTS_PER_DAY {
             // Audit blobs: announced, claimed, records claimed, completed.
             let blobs: Vec<ContentRef> = (0..blobs_per_slot)
@@ -181,7 +208,9 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
                     content(&format!("soak{blob_no:012}"), None)
                 })
                 .collect();
+            let t = Instant::now();
             store.enqueue(blobs).await.expect("enqueue");
+            spent.enqueue += t.elapsed();
             // Graph pages carry their records.
             let pages: Vec<ContentRef> = (0..pages_per_slot)
                 .map(|p| {
@@ -200,11 +229,15 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
                     content(&format!("page{identity_no}-{p}"), Some(records))
                 })
                 .collect();
+            let t = Instant::now();
             store.enqueue(pages).await.expect("enqueue pages");
+            spent.enqueue += t.elapsed();
+            let t = Instant::now();
             let claimed = store
                 .claim((blobs_per_slot + pages_per_slot) as usize, SLOT)
                 .await
                 .expect("claim");
+            spent.claim += t.elapsed();
             for c in claimed {
                 if c.content.records.is_none() {
                     let keys: Vec<u128> = (0..PER_BLOB)
@@ -213,24 +246,31 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
                             key(record_no, clock.now())
                         })
                         .collect();
+                    let t = Instant::now();
                     store
                         .claim_records(&c.content.content_id, keys, retention.record_dedup_window)
                         .await
                         .expect("claim records");
+                    spent.records += t.elapsed();
                 }
+                let t = Instant::now();
                 store.complete(c.seq).await.expect("complete");
+                spent.complete += t.elapsed();
             }
             clock.advanced += SLOT;
             soaked.advance(SLOT).await;
-            let (ids, claims) = prune_once(store, &retention, clock.now())
+            let t = Instant::now();
+            let (ids, claims) = prune_once(store, &retention, soaked.prune_now(clock.now()))
                 .await
                 .expect("prune");
+            spent.prune += t.elapsed();
             pruned_ids += ids;
             pruned_claims += claims;
         }
         let f = store.footprint().await.expect("footprint");
+        let (rss, anon) = memory_mib();
         println!(
-            "| {day} | {} | {} | {} | {pruned_ids} / {pruned_claims} | {:.0} |",
+            "| {day} | {} | {} | {} | {pruned_ids} / {pruned_claims} | {rss:.0} / {anon:.0} | {spent} | {:.0} |",
             soaked.sizes().await,
             f.dedup_entries,
             f.record_entries,
@@ -242,6 +282,45 @@ async fn soak<T: Soaked>(name: &str, soaked: &T, a: &Args) {
         a.days,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Where a simulated day's wall time went.
+#[derive(Default)]
+struct Phases {
+    enqueue: Duration,
+    claim: Duration,
+    records: Duration,
+    complete: Duration,
+    prune: Duration,
+}
+
+impl std::fmt::Display for Phases {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |d: Duration| d.as_secs_f64();
+        write!(
+            f,
+            "{:.0} / {:.0} / {:.0} / {:.0} / {:.0}",
+            s(self.enqueue),
+            s(self.claim),
+            s(self.records),
+            s(self.complete),
+            s(self.prune)
+        )
+    }
+}
+
+/// The process's resident memory now and its anonymous part (heap, stacks), in MiB.
+fn memory_mib() -> (f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (kib("VmRSS:") / 1024.0, kib("RssAnon:") / 1024.0)
 }
 
 fn content(id: &str, records: Option<Vec<InlineRecord>>) -> ContentRef {
@@ -286,6 +365,20 @@ fn main() {
                 .await
                 .expect("connect");
             let pool = sqlx::PgPool::connect(&url).await.expect("bench connection");
+            if !a.pg_sync {
+                // Like the embedded store on a tmpfs: what is measured is the store's work, not
+                // the disk's flushes. Each is a reload-time setting; ALTER SYSTEM runs alone.
+                for setting in ["fsync", "synchronous_commit", "full_page_writes"] {
+                    sqlx::raw_sql(&format!("ALTER SYSTEM SET {setting} = off"))
+                        .execute(&pool)
+                        .await
+                        .expect("server setting");
+                }
+                sqlx::raw_sql("SELECT pg_reload_conf()")
+                    .execute(&pool)
+                    .await
+                    .expect("reload the settings");
+            }
             sqlx::raw_sql(
                 "CREATE TABLE bench_clock (offset_ms bigint NOT NULL);
                  INSERT INTO bench_clock VALUES (0);
