@@ -491,7 +491,10 @@ fn nonempty_name(name: &str) -> Cow<'_, str> {
 
 /// `ModifiedProperties` as [`modified_properties`] makes it: `(NewValue, OldValue)` per cleaned
 /// Name, or none for a bare string; borrowed from the record, as [`Named`].
-struct Modified<'r>(Vec<(Cow<'r, str>, Option<(&'r Value, &'r Value)>)>);
+struct Modified<'r>(Vec<(Cow<'r, str>, Option<Change<'r>>)>);
+
+/// `(NewValue, OldValue)` of a modified property.
+type Change<'r> = (&'r Value, &'r Value);
 
 /// `ModifiedProperties` → `{Name_with_underscores: {NewValue, OldValue}}` for entries with both
 /// values; removed when none has.
@@ -1353,7 +1356,7 @@ fn split_mail(f: &mut Fields<'_>, [id, email, domain, name]: [Key; 4]) {
 fn host_and_organization(f: &mut Fields<'_>, tenant_name: Option<&str>) {
     if let Some(org) = f.slot(k!("organization.id"))
         && let Value::String(id) = &**org
-        && !(id.is_ascii() && !id.bytes().any(|b| b.is_ascii_uppercase()))
+        && (!id.is_ascii() || id.bytes().any(|b| b.is_ascii_uppercase()))
     {
         *org = Cow::Owned(Value::String(id.to_lowercase()));
     }
