@@ -14,6 +14,10 @@
 //! `cargo bench --bench mapping` (`MAPPING_BENCH_FORMAT=o365|ecs|ecs+enrich|raw` runs one row,
 //! `MAPPING_BENCH_RECORDS=n` sets the records per run)
 //!
+//! `MAPPING_BENCH_DUMP=file` measures nothing: it writes every distinct record's event in every
+//! format, by both `map_record_json` and `map_record`, with its issues, to `file`. Comparing the
+//! files before and after a change (`cmp`) shows that a speed-up changed no byte of output.
+//!
 //! The `ecs+enrich` row adds the enrichment: user-agent parsing (cached, as in the collector) and
 //! City + ASN lookups in databases built here (`tests/support/mmdb.rs`) that hold every address of
 //! the workload. After the table, the cost of one uncached user-agent parse.
@@ -244,6 +248,48 @@ fn enrichment_for(records: &[Value], dir: &Path) -> (Enrichment, Vec<String>) {
     (e, agents.into_iter().collect())
 }
 
+/// The context every row maps with (enrichment and a tenant name for `ecs+enrich`).
+fn bench_context(format: Format, enrichment: Option<&Enrichment>) -> Context<'_> {
+    Context {
+        enrichment,
+        tenant_name: enrichment.map(|_| "mytenant.onmicrosoft.com"),
+        format,
+        tenant_id: "b86ab9d4-fcf1-4b11-8a06-7a8f91b47fbd",
+        content_type: "Audit.AzureActiveDirectory",
+        content_id: "20200210151313000000000000000000000000000000000000000$20200210151313000000000000000000000000000000000000000$audit_azureactivedirectory$Audit_AzureActiveDirectory$emea0026",
+        content_created: Some("2020-02-10T15:20:00.000Z"),
+        received: "2020-02-10T15:21:00.000Z",
+    }
+}
+
+/// `MAPPING_BENCH_DUMP`: each record's event in each format by both mapping paths, and its issues.
+fn dump(records: &[Value], enrichment: &Enrichment, path: &Path) {
+    use std::io::Write;
+    let mut out = Vec::new();
+    for (label, format, enrich) in [
+        ("o365", Format::O365, None),
+        ("ecs", Format::Ecs, None),
+        ("ecs+enrich", Format::Ecs, Some(enrichment)),
+        ("raw", Format::Raw, None),
+    ] {
+        let ctx = bench_context(format, enrich);
+        for (i, rec) in records.iter().enumerate() {
+            write!(out, "{label} {i} json ").expect("in memory");
+            let issues = map_record_json(rec, &ctx, &mut out).expect("every value encodes");
+            write!(out, "\n{label} {i} issues {issues:?}\n{label} {i} map ").expect("in memory");
+            let mapped = map_record(rec, &ctx);
+            serde_json::to_writer(&mut out, &mapped.event).expect("every value encodes");
+            writeln!(out, "\n{label} {i} map-issues {:?}", mapped.issues).expect("in memory");
+        }
+    }
+    std::fs::write(path, out).expect("dump written");
+    println!(
+        "{} records × 4 formats written to {}",
+        records.len(),
+        path.display()
+    );
+}
+
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -281,6 +327,11 @@ fn main() {
     let db_dir = std::env::temp_dir().join(format!("o365-mapping-bench-{}", std::process::id()));
     std::fs::create_dir_all(&db_dir).expect("temporary directory");
     let (enrichment, agents) = enrichment_for(&records, &db_dir);
+    if let Some(path) = std::env::var_os("MAPPING_BENCH_DUMP") {
+        dump(&records, &enrichment, Path::new(&path));
+        let _ = std::fs::remove_dir_all(&db_dir);
+        return;
+    }
     // MAPPING_BENCH_FORMAT=o365|ecs|ecs+enrich|raw runs one row only (for profiling).
     let only = std::env::var("MAPPING_BENCH_FORMAT").ok();
     for (label, format, enrich) in [
@@ -295,16 +346,7 @@ fn main() {
         {
             continue;
         }
-        let ctx = Context {
-            enrichment: enrich,
-            tenant_name: enrich.map(|_| "mytenant.onmicrosoft.com"),
-            format,
-            tenant_id: "b86ab9d4-fcf1-4b11-8a06-7a8f91b47fbd",
-            content_type: "Audit.AzureActiveDirectory",
-            content_id: "20200210151313000000000000000000000000000000000000000$20200210151313000000000000000000000000000000000000000$audit_azureactivedirectory$Audit_AzureActiveDirectory$emea0026",
-            content_created: Some("2020-02-10T15:20:00.000Z"),
-            received: "2020-02-10T15:21:00.000Z",
-        };
+        let ctx = bench_context(format, enrich);
         let mut rates = Vec::with_capacity(RUNS);
         let mut cpu_rates = Vec::with_capacity(RUNS);
         let mut out_rates = Vec::with_capacity(RUNS);

@@ -24,7 +24,6 @@
 //!   ([`add_ecs`] takes the tenant's configured name; `None` falls back as Elastic does).
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
@@ -38,31 +37,174 @@ pub const ECS_VERSION: &str = "8.11.0";
 
 const DLP_CODES: [&str; 2] = ["ComplianceDLPSharePoint", "ComplianceDLPExchange"];
 
-/// The ECS side of the event, keyed by dotted field name while the processors run.
-#[derive(Default)]
-struct Fields(Map<String, Value>);
+/// Every key the processors write, in key order: a [`Key`] is a place in this table, found when
+/// the code is compiled ([`k!`]), so setting and reading a field costs no lookup by name and the
+/// fields come out already in the event's order.
+const ECS_KEYS: [&str; 76] = [
+    "application.name",
+    "client.address",
+    "client.domain",
+    "client.ip",
+    "client.port",
+    "destination.ip",
+    "destination.user.domain",
+    "destination.user.email",
+    "destination.user.id",
+    "destination.user.name",
+    "ecs.version",
+    "email.attachments",
+    "email.delivery_timestamp",
+    "email.direction",
+    "email.from.address",
+    "email.message_id",
+    "email.sender.address",
+    "email.subject",
+    "email.to.address",
+    "event.action",
+    "event.category",
+    "event.code",
+    "event.dataset",
+    "event.id",
+    "event.kind",
+    "event.module",
+    "event.outcome",
+    "event.provider",
+    "event.severity",
+    "event.type",
+    "file.directory",
+    "file.extension",
+    "file.inode",
+    "file.mtime",
+    "file.name",
+    "file.owner",
+    "file.size",
+    "group.name",
+    "host.id",
+    "host.name",
+    "message",
+    "network.type",
+    "o365.meta.operation",
+    "organization.id",
+    "organization.name",
+    "process.name",
+    "related.ip",
+    "related.user",
+    "rule.category",
+    "rule.description",
+    "rule.id",
+    "rule.name",
+    "rule.reference",
+    "rule.ruleset",
+    "server.address",
+    "server.domain",
+    "server.ip",
+    "session.id",
+    "source.ip",
+    "source.port",
+    "source.user.domain",
+    "source.user.email",
+    "source.user.id",
+    "source.user.name",
+    "token.id",
+    "url.original",
+    "user.domain",
+    "user.email",
+    "user.full_name",
+    "user.id",
+    "user.name",
+    "user.target.domain",
+    "user.target.email",
+    "user.target.id",
+    "user.target.name",
+    "user_agent.original",
+];
 
-impl Fields {
-    fn set(&mut self, key: &str, v: impl Into<Value>) {
-        self.0.insert(key.to_owned(), v.into());
+/// An ECS key of [`ECS_KEYS`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Key(u8);
+
+impl Key {
+    /// The key named `name`; a name missing from the table fails the build (in `k!`).
+    const fn of(name: &str) -> Key {
+        let mut i = 0;
+        while i < ECS_KEYS.len() {
+            if const_str_eq(ECS_KEYS[i], name) {
+                return Key(i as u8);
+            }
+            i += 1;
+        }
+        panic!("not in ECS_KEYS")
     }
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).filter(|v| !v.is_null())
+}
+
+const fn const_str_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
     }
-    fn str(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(Value::as_str)
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
     }
-    fn has(&self, key: &str) -> bool {
+    true
+}
+
+/// The [`Key`] of an ECS name, computed at compile time.
+macro_rules! k {
+    ($name:literal) => {
+        const { Key::of($name) }
+    };
+}
+
+/// The ECS side of the event while the processors run, one slot per key of [`ECS_KEYS`].
+struct Fields<'r>([Option<Cow<'r, Value>>; ECS_KEYS.len()]);
+
+impl Default for Fields<'_> {
+    fn default() -> Self {
+        Fields([const { None }; ECS_KEYS.len()])
+    }
+}
+
+impl<'r> Fields<'r> {
+    fn slot(&mut self, key: Key) -> &mut Option<Cow<'r, Value>> {
+        &mut self.0[usize::from(key.0)]
+    }
+    fn set(&mut self, key: Key, v: impl Into<Value>) {
+        *self.slot(key) = Some(Cow::Owned(v.into()));
+    }
+    fn raw(&self, key: Key) -> Option<&Value> {
+        self.0[usize::from(key.0)].as_deref()
+    }
+    fn get(&self, key: Key) -> Option<&Value> {
+        self.raw(key).filter(|v| !v.is_null())
+    }
+    fn str(&self, key: Key) -> Option<&str> {
+        self.raw(key).and_then(Value::as_str)
+    }
+    fn has(&self, key: Key) -> bool {
         self.get(key).is_some()
+    }
+    fn remove(&mut self, key: Key) -> Option<Value> {
+        self.slot(key).take().map(Cow::into_owned)
+    }
+    /// The fields set, in key order.
+    fn into_entries(self) -> impl Iterator<Item = (&'static str, Cow<'r, Value>)> {
+        ECS_KEYS
+            .into_iter()
+            .zip(self.0)
+            .filter_map(|(k, v)| Some((k, v?)))
     }
     /// Elastic's `append`: turns a scalar into a list; `allow_duplicates: false` skips a value
     /// already there.
-    fn append(&mut self, key: &str, v: impl Into<Value>, allow_duplicates: bool) {
+    fn append(&mut self, key: Key, v: impl Into<Value>, allow_duplicates: bool) {
         let v = v.into();
         let slot = self
-            .0
-            .entry(key.to_owned())
-            .or_insert(Value::Array(Vec::new()));
+            .slot(key)
+            .get_or_insert(Cow::Owned(Value::Array(Vec::new())))
+            .to_mut();
         if !slot.is_array() {
             let old = slot.take();
             *slot = Value::Array(if old.is_null() { vec![] } else { vec![old] });
@@ -75,16 +217,17 @@ impl Fields {
     }
     /// Elastic's `rename` from the record into ECS. A target already set keeps its value and the
     /// source stays in the record (Elastic would fail the document).
-    fn rename(&mut self, a: &mut Work<'_>, from: &str, to: &str) {
+    fn rename(&mut self, a: &mut Work<'r>, from: &str, to: Key) {
         if self.has(to) {
             return;
         }
-        if let Some(v) = a.remove(from) {
-            self.0.insert(to.to_owned(), v);
+        // A value the record holds stays borrowed.
+        if let Some(v) = a.take(from) {
+            *self.slot(to) = Some(v);
         }
     }
     /// Like [`Fields::rename`] for a field of a nested object of the record.
-    fn rename_nested(&mut self, a: &mut Work<'_>, obj: &str, from: &str, to: &str) {
+    fn rename_nested(&mut self, a: &mut Work<'r>, obj: &str, from: &str, to: Key) {
         if self.has(to) {
             return;
         }
@@ -95,7 +238,7 @@ impl Fields {
         if let Some(Value::Object(o)) = a.get_mut(obj)
             && let Some(v) = o.remove(from)
         {
-            self.0.insert(to.to_owned(), v);
+            self.set(to, v);
         }
     }
 }
@@ -103,41 +246,70 @@ impl Fields {
 /// The record as Elastic's processors change it: its values stay borrowed from the record until
 /// a processor changes or moves one, and only that one is copied (a deep copy of every record
 /// was the largest cost of the format).
-struct Work<'r>(BTreeMap<Cow<'r, str>, Cow<'r, Value>>);
+///
+/// The fields in key order (the record's own order), searched by halving; a field removed leaves
+/// an empty place, so nothing moves (a tree map here cost node allocations for every record).
+struct Work<'r>(Vec<(&'r str, Option<Cow<'r, Value>>)>);
 
 impl<'r> Work<'r> {
     fn new(record: &'r Map<String, Value>) -> Self {
         Work(
             record
                 .iter()
-                .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v)))
+                .map(|(k, v)| (k.as_str(), Some(Cow::Borrowed(v))))
                 .collect(),
         )
     }
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (*k).cmp(key))
+    }
+    fn slot(&mut self, key: &str) -> Option<&mut Option<Cow<'r, Value>>> {
+        let i = self.find(key).ok()?;
+        Some(&mut self.0[i].1)
+    }
     fn get(&self, key: &str) -> Option<&Value> {
-        self.0.get(key).map(|v| &**v)
+        let i = self.find(key).ok()?;
+        self.0[i].1.as_deref()
     }
     /// The value to change in place (copied out of the record first).
     fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
-        self.0.get_mut(key).map(Cow::to_mut)
+        self.slot(key)?.as_mut().map(Cow::to_mut)
     }
     fn remove(&mut self, key: &str) -> Option<Value> {
-        self.0.remove(key).map(Cow::into_owned)
+        self.take(key).map(Cow::into_owned)
+    }
+    /// The record's own value of a field no processor has changed.
+    fn borrowed(&self, key: &str) -> Option<&'r Value> {
+        let i = self.find(key).ok()?;
+        match self.0[i].1 {
+            Some(Cow::Borrowed(v)) => Some(v),
+            _ => None,
+        }
+    }
+    fn take(&mut self, key: &str) -> Option<Cow<'r, Value>> {
+        self.slot(key)?.take()
     }
     /// Removes a field without copying it out of the record.
     fn discard(&mut self, key: &str) {
-        self.0.remove(key);
+        self.take(key);
     }
     fn insert(&mut self, key: &'static str, v: Value) {
-        self.0.insert(Cow::Borrowed(key), Cow::Owned(v));
+        self.put(key, Cow::Owned(v));
     }
-    fn insert_owned(&mut self, key: &str, v: Value) {
-        match self.0.get_mut(key) {
-            Some(slot) => *slot = Cow::Owned(v),
-            None => {
-                self.0.insert(Cow::Owned(key.to_owned()), Cow::Owned(v));
-            }
+    fn put(&mut self, key: &'static str, v: Cow<'r, Value>) {
+        match self.find(key) {
+            Ok(i) => self.0[i].1 = Some(v),
+            Err(i) => self.0.insert(i, (key, Some(v))),
         }
+    }
+    /// Replaces the value of a field the record has.
+    fn replace(&mut self, key: &str, v: Value) {
+        if let Some(slot) = self.slot(key) {
+            *slot = Some(Cow::Owned(v));
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.0.iter().all(|(_, v)| v.is_none())
     }
 }
 
@@ -177,7 +349,7 @@ fn convert_field(a: &mut Work<'_>, key: &str) {
         && !v.is_string()
         && let Some(s) = to_string_value(v)
     {
-        a.insert_owned(key, s);
+        a.replace(key, s);
     }
 }
 
@@ -203,7 +375,7 @@ fn stringly_json(a: &mut Work<'_>, key: &str, issues: &mut Vec<Issue>) {
             if empty {
                 a.discard(key);
             } else {
-                a.insert_owned(key, v);
+                a.replace(key, v);
             }
         }
         Err(e) => {
@@ -238,12 +410,52 @@ fn record_type_name(n: i64) -> Option<&'static str> {
     }
 }
 
-/// `{Name, Value}` list → object keyed by Name (later names win, null values skipped, as in
-/// Elastic); a string → `{_raw: string}`.
-fn name_value_object(a: &mut Work<'_>, key: &str) {
-    let new = match a.get(key) {
-        Some(Value::Array(list)) => {
-            let mut out = Map::new();
+/// A `{Name, Value}` list (`Parameters`, `ExtendedProperties`) as Elastic makes it an object
+/// keyed by Name (later names win, null values skipped, an empty Name is `_`), kept as names
+/// sorted beside values borrowed from the record: building that object copied every value and
+/// name of the list, for every record.
+struct Named<'r> {
+    field: &'static str,
+    entries: Vec<(Cow<'r, str>, &'r Value)>,
+}
+
+impl<'r> Named<'r> {
+    fn get(&self, name: &str) -> Option<&'r Value> {
+        let i = self.find(name)?;
+        Some(self.entries[i].1)
+    }
+    fn remove(&mut self, name: &str) -> Option<&'r Value> {
+        let i = self.find(name)?;
+        Some(self.entries.remove(i).1)
+    }
+    fn find(&self, name: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|(n, _)| n.as_ref().cmp(name))
+            .ok()
+    }
+}
+
+/// Sorts by name, keeping the last of equal names (a map's insert).
+fn last_wins<T>(entries: &mut Vec<(Cow<'_, str>, T)>) {
+    entries.sort_by(|x, y| x.0.cmp(&y.0));
+    entries.dedup_by(|later, kept| {
+        if later.0 != kept.0 {
+            return false;
+        }
+        std::mem::swap(later, kept);
+        true
+    });
+}
+
+/// `{Name, Value}` list → object keyed by Name ([`Named`], taken out of the work copy and put
+/// back in key order by [`flatten_audit`]); a string → `{_raw: string}`.
+fn name_value_object<'r>(a: &mut Work<'r>, key: &'static str) -> Option<Named<'r>> {
+    match a.get(key) {
+        // The list is still the record's own: no processor before this one changes it.
+        Some(Value::Array(_)) => {
+            let list = a.borrowed(key)?.as_array()?;
+            a.discard(key);
+            let mut entries = Vec::with_capacity(list.len());
             for el in list {
                 let Value::Object(el) = el else { continue };
                 let (Some(Value::String(name)), Some(value)) = (el.get("Name"), el.get("Value"))
@@ -251,72 +463,94 @@ fn name_value_object(a: &mut Work<'_>, key: &str) {
                     continue;
                 };
                 if !value.is_null() {
-                    out.insert(nonempty_name(name.clone()), value.clone());
+                    entries.push((nonempty_name(name), value));
                 }
             }
-            Value::Object(out)
+            last_wins(&mut entries);
+            Some(Named {
+                field: key,
+                entries,
+            })
         }
         Some(s @ Value::String(_)) => {
-            Value::Object(Map::from_iter([("_raw".to_owned(), s.clone())]))
+            let raw = Value::Object(Map::from_iter([("_raw".to_owned(), s.clone())]));
+            a.replace(key, raw);
+            None
         }
-        _ => return,
-    };
-    a.insert_owned(key, new);
-}
-
-fn nonempty_name(name: String) -> String {
-    if name.is_empty() {
-        "_".to_owned()
-    } else {
-        name
+        _ => None,
     }
 }
 
+fn nonempty_name(name: &str) -> Cow<'_, str> {
+    if name.is_empty() {
+        Cow::Borrowed("_")
+    } else {
+        Cow::Borrowed(name)
+    }
+}
+
+/// `ModifiedProperties` as [`modified_properties`] makes it: `(NewValue, OldValue)` per cleaned
+/// Name, or none for a bare string; borrowed from the record, as [`Named`].
+struct Modified<'r>(Vec<(Cow<'r, str>, Option<Change<'r>>)>);
+
+/// `(NewValue, OldValue)` of a modified property.
+type Change<'r> = (&'r Value, &'r Value);
+
 /// `ModifiedProperties` → `{Name_with_underscores: {NewValue, OldValue}}` for entries with both
 /// values; removed when none has.
-fn modified_properties(a: &mut Work<'_>) {
+fn modified_properties<'r>(a: &mut Work<'r>) -> Option<Modified<'r>> {
     const KEY: &str = "ModifiedProperties";
-    let new = match a.get(KEY) {
-        Some(Value::Array(list)) => {
-            let clean = |n: &str| nonempty_name(n.replace([' ', '.'], "_"));
-            let mut out = Map::new();
+    match a.get(KEY) {
+        // The list is still the record's own: no processor before this one changes it.
+        Some(Value::Array(_)) => {
+            let list = a.borrowed(KEY)?.as_array()?;
+            a.discard(KEY);
+            let clean = |n: &'r str| -> Cow<'r, str> {
+                if n.is_empty() {
+                    Cow::Borrowed("_")
+                } else if n.contains([' ', '.']) {
+                    Cow::Owned(n.replace([' ', '.'], "_"))
+                } else {
+                    Cow::Borrowed(n)
+                }
+            };
+            let mut out = Vec::new();
             for el in list {
                 match el {
                     Value::Object(o) => {
-                        let both = o.get("OldValue").is_some_and(|x| !x.is_null())
-                            && o.get("NewValue").is_some_and(|x| !x.is_null());
-                        if let (true, Some(Value::String(name))) = (both, o.get("Name")) {
-                            let name = clean(name);
-                            let mut pair = Map::new();
-                            pair.insert(
-                                "NewValue".into(),
-                                o.get("NewValue").cloned().unwrap_or_default(),
-                            );
-                            pair.insert(
-                                "OldValue".into(),
-                                o.get("OldValue").cloned().unwrap_or_default(),
-                            );
-                            out.insert(name, Value::Object(pair));
+                        if let (Some(new), Some(old), Some(Value::String(name))) = (
+                            o.get("NewValue").filter(|x| !x.is_null()),
+                            o.get("OldValue").filter(|x| !x.is_null()),
+                            o.get("Name"),
+                        ) {
+                            out.push((clean(name), Some((new, old))));
                         }
                     }
-                    Value::String(s) => {
-                        out.insert(clean(s), Value::Object(Map::new()));
-                    }
+                    Value::String(s) => out.push((clean(s), None)),
                     _ => {}
                 }
             }
             if out.is_empty() {
-                a.discard(KEY);
-                return;
+                return None;
             }
-            Value::Object(out)
+            last_wins(&mut out);
+            Some(Modified(out))
         }
         Some(s @ Value::String(_)) => {
-            Value::Object(Map::from_iter([("_raw".to_owned(), s.clone())]))
+            let raw = Value::Object(Map::from_iter([("_raw".to_owned(), s.clone())]));
+            a.insert(KEY, raw);
+            None
         }
-        _ => return,
-    };
-    a.insert(KEY, new);
+        _ => None,
+    }
+}
+
+/// The lists taken out of the work copy, put back by [`flatten_audit`] where their keys were.
+#[derive(Default)]
+struct Lists<'r> {
+    parameters: Option<Named<'r>>,
+    extended: Option<Named<'r>>,
+    modified: Option<Modified<'r>>,
 }
 
 /// `AlertLinks` → the list of their `AlertLinkHref`s; removed when there is none.
@@ -337,16 +571,16 @@ fn alert_links(a: &mut Work<'_>) {
 
 /// Elastic's per-operation rules, in its order: append `value` to `field` when `event.action` is
 /// one of `operations`.
-type Rule = (&'static str, &'static str, &'static [&'static str]);
+type Rule = (Key, &'static str, &'static [&'static str]);
 
 /// Applies `rules` for the current `event.action`.
-fn apply_rules(f: &mut Fields, rules: &[Rule]) {
-    let Some(action) = f.str("event.action").map(str::to_owned) else {
+fn apply_rules(f: &mut Fields<'_>, rules: &[Rule]) {
+    let Some(action) = f.str(k!("event.action")).map(str::to_owned) else {
         return;
     };
     for (field, value, operations) in rules {
         if operations.contains(&action.as_str()) {
-            f.append(field, *value, true);
+            f.append(*field, *value, true);
         }
     }
 }
@@ -354,7 +588,7 @@ fn apply_rules(f: &mut Fields, rules: &[Rule]) {
 /// File operations (any workload).
 const FILE_RULES: &[Rule] = &[
     (
-        "event.category",
+        k!("event.category"),
         "file",
         &[
             "FileAccessed",
@@ -375,13 +609,17 @@ const FILE_RULES: &[Rule] = &[
         ],
     ),
     (
-        "event.category",
+        k!("event.category"),
         "configuration",
         &["ComplianceSettingChanged"],
     ),
-    ("event.type", "access", &["FileAccessed", "FileDownloaded"]),
     (
-        "event.type",
+        k!("event.type"),
+        "access",
+        &["FileAccessed", "FileDownloaded"],
+    ),
+    (
+        k!("event.type"),
         "change",
         &[
             "ComplianceSettingChanged",
@@ -395,9 +633,13 @@ const FILE_RULES: &[Rule] = &[
             "FolderRestored",
         ],
     ),
-    ("event.type", "deletion", &["FileDeleted", "FolderDeleted"]),
     (
-        "event.type",
+        k!("event.type"),
+        "deletion",
+        &["FileDeleted", "FolderDeleted"],
+    ),
+    (
+        k!("event.type"),
         "creation",
         &["FileUploaded", "FolderCopied", "FolderCreated"],
     ),
@@ -413,9 +655,9 @@ const YAMMER_CONFIG: &[&str] = &[
 
 /// Viva Engage / Yammer operations.
 const YAMMER_RULES: &[Rule] = &[
-    ("event.category", "configuration", YAMMER_CONFIG),
+    (k!("event.category"), "configuration", YAMMER_CONFIG),
     (
-        "event.category",
+        k!("event.category"),
         "iam",
         &[
             "NetworkSecurityConfigurationUpdated",
@@ -426,7 +668,7 @@ const YAMMER_RULES: &[Rule] = &[
         ],
     ),
     (
-        "event.category",
+        k!("event.category"),
         "file",
         &[
             "FileCreated",
@@ -437,20 +679,20 @@ const YAMMER_RULES: &[Rule] = &[
             "FileVisited",
         ],
     ),
-    ("event.type", "change", YAMMER_CONFIG),
+    (k!("event.type"), "change", YAMMER_CONFIG),
     (
-        "event.type",
+        k!("event.type"),
         "admin",
         &["NetworkSecurityConfigurationUpdated"],
     ),
     (
-        "event.type",
+        k!("event.type"),
         "creation",
         &["FileCreated", "GroupCreation", "FileUpdateName"],
     ),
-    ("event.type", "deletion", &["GroupDeletion"]),
+    (k!("event.type"), "deletion", &["GroupDeletion"]),
     (
-        "event.type",
+        k!("event.type"),
         "access",
         &[
             "FileDownloaded",
@@ -459,20 +701,24 @@ const YAMMER_RULES: &[Rule] = &[
             "FileVisited",
         ],
     ),
-    ("event.type", "group", &["GroupCreation", "GroupDeletion"]),
+    (
+        k!("event.type"),
+        "group",
+        &["GroupCreation", "GroupDeletion"],
+    ),
 ];
 
 /// An operation the pipeline renames into an ECS action with `iam` category and types.
-fn iam_action(f: &mut Fields, from: &str, to: &str, types: &[&str]) -> bool {
-    if f.str("event.action") != Some(from) {
+fn iam_action(f: &mut Fields<'_>, from: &str, to: &'static str, types: &[&'static str]) -> bool {
+    if f.str(k!("event.action")) != Some(from) {
         return false;
     }
     // The record's own Operation stays findable (the outputs' dedup key uses it).
-    f.set("o365.meta.operation", from);
-    f.set("event.action", to);
-    f.append("event.category", "iam", true);
+    f.set(k!("o365.meta.operation"), from);
+    f.set(k!("event.action"), to);
+    f.append(k!("event.category"), "iam", true);
     for t in types {
-        f.append("event.type", *t, true);
+        f.append(k!("event.type"), *t, true);
     }
     true
 }
@@ -499,27 +745,27 @@ pub(crate) fn add_ecs_to<'r>(
     let mut a = Work::new(record);
     let mut f = Fields::default();
 
-    f.set("ecs.version", ECS_VERSION);
-    f.set("event.module", "o365");
-    f.set("event.dataset", "o365.audit");
-    f.set("event.kind", "event");
-    f.append("event.type", "info", true);
-    f.append("event.category", "web", true);
-    f.rename(&mut a, "Id", "event.id");
+    f.set(k!("ecs.version"), ECS_VERSION);
+    f.set(k!("event.module"), "o365");
+    f.set(k!("event.dataset"), "o365.audit");
+    f.set(k!("event.kind"), "event");
+    f.append(k!("event.type"), "info", true);
+    f.append(k!("event.category"), "web", true);
+    f.rename(&mut a, "Id", k!("event.id"));
     convert_field(&mut a, "ListBaseType");
     let mut client_temp = ["ClientIPAddress", "ClientIP", "ActorIpAddress"]
         .into_iter()
         .find(|k| a.get(k).is_some_and(|v| !v.is_null()))
         .and_then(|k| a.remove(k));
     if let Some(uid) = a.get("UserId").and_then(to_string_value) {
-        f.set("user.id", uid);
+        f.set(k!("user.id"), uid);
     }
-    f.rename(&mut a, "Workload", "event.provider");
-    f.rename(&mut a, "Operation", "event.action");
-    f.rename(&mut a, "OrganizationId", "organization.id");
+    f.rename(&mut a, "Workload", k!("event.provider"));
+    f.rename(&mut a, "Operation", k!("event.action"));
+    f.rename(&mut a, "OrganizationId", k!("organization.id"));
     stringly_json(&mut a, "OperationProperties", issues);
     stringly_json(&mut a, "AdditionalInfo", issues);
-    f.rename(&mut a, "UserAgent", "user_agent.original");
+    f.rename(&mut a, "UserAgent", k!("user_agent.original"));
     // Elastic looks the name up by the value's text: 25 and "25" both work, "25.0" does not.
     let code = match a.get("RecordType") {
         Some(Value::Number(n)) => n.as_i64(),
@@ -528,14 +774,17 @@ pub(crate) fn add_ecs_to<'r>(
     }
     .and_then(record_type_name);
     if let Some(c) = code {
-        f.set("event.code", c);
+        f.set(k!("event.code"), c);
     }
     let outcome = match a.get("ResultStatus").and_then(Value::as_str) {
         Some(s) if s.eq_ignore_ascii_case("failed") || s.eq_ignore_ascii_case("false") => "failure",
         _ => "success",
     };
-    f.set("event.outcome", outcome);
-    name_value_object(&mut a, "Parameters");
+    f.set(k!("event.outcome"), outcome);
+    let mut lists = Lists {
+        parameters: name_value_object(&mut a, "Parameters"),
+        ..Lists::default()
+    };
     if let Some(p) = a.get("Platform") {
         let name = match to_string_value(p).as_ref().and_then(Value::as_str) {
             Some("0") => Some("Unknown"),
@@ -550,8 +799,8 @@ pub(crate) fn add_ecs_to<'r>(
             a.insert("Platform", Value::from(n));
         }
     }
-    name_value_object(&mut a, "ExtendedProperties");
-    modified_properties(&mut a);
+    lists.extended = name_value_object(&mut a, "ExtendedProperties");
+    lists.modified = modified_properties(&mut a);
     alert_links(&mut a);
     let severity = match a.get("Severity").and_then(Value::as_str) {
         Some("informational") => Some(1),
@@ -561,39 +810,39 @@ pub(crate) fn add_ecs_to<'r>(
         _ => None,
     };
     if let Some(s) = severity {
-        f.set("event.severity", s);
+        f.set(k!("event.severity"), s);
     }
     // A `Message` object is renamed so the `Message` string of other records keeps its type.
     if a.get("Message").is_some_and(Value::is_object)
-        && let Some(m) = a.0.remove("Message")
+        && let Some(m) = a.take("Message")
     {
-        a.0.insert(Cow::Borrowed("MessageObject"), m);
+        a.put("MessageObject", m);
     }
 
     let mut server_temp = None;
     match code {
         Some("ExchangeAdmin") => {
-            f.rename(&mut a, "OrganizationName", "organization.name");
+            f.rename(&mut a, "OrganizationName", k!("organization.name"));
             server_temp = a.remove("OriginatingServer");
         }
         Some("ExchangeItem") => {
-            f.rename(&mut a, "MailboxOwnerUPN", "user.email");
-            if !f.has("user.id")
+            f.rename(&mut a, "MailboxOwnerUPN", k!("user.email"));
+            if !f.has(k!("user.id"))
                 && let Some(sid) = a.get("LogonUserSid").and_then(to_string_value)
             {
-                f.set("user.id", sid);
+                f.set(k!("user.id"), sid);
             }
-            f.rename(&mut a, "LogonUserDisplayName", "user.full_name");
-            f.rename(&mut a, "OrganizationName", "organization.name");
+            f.rename(&mut a, "LogonUserDisplayName", k!("user.full_name"));
+            f.rename(&mut a, "OrganizationName", k!("organization.name"));
             server_temp = a.remove("OriginatingServer");
             if client_temp.is_none() {
                 client_temp = a.remove("ClientIPAddress");
             }
-            f.rename(&mut a, "ClientProcessName", "process.name");
+            f.rename(&mut a, "ClientProcessName", k!("process.name"));
         }
         Some("AzureActiveDirectory") => {
             if let Some(o) = a.get("ObjectId") {
-                f.set("user.target.id", o.clone());
+                f.set(k!("user.target.id"), o.clone());
             }
             iam_action(
                 &mut f,
@@ -615,15 +864,15 @@ pub(crate) fn add_ecs_to<'r>(
             );
         }
         Some("AzureActiveDirectoryStsLogon") => {
-            f.append("event.category", "authentication", true);
-            f.append("event.type", "start", true);
-            f.append("event.type", "access", true);
+            f.append(k!("event.category"), "authentication", true);
+            f.append(k!("event.type"), "start", true);
+            f.append(k!("event.type"), "access", true);
         }
         Some("SharePointFileOperation" | "SharePointSharingOperation") => {
-            f.rename(&mut a, "ObjectId", "url.original");
-            f.rename(&mut a, "SourceRelativeUrl", "file.directory");
-            f.rename(&mut a, "SourceFileName", "file.name");
-            f.rename(&mut a, "SourceFileExtension", "file.extension");
+            f.rename(&mut a, "ObjectId", k!("url.original"));
+            f.rename(&mut a, "SourceRelativeUrl", k!("file.directory"));
+            f.rename(&mut a, "SourceFileName", k!("file.name"));
+            f.rename(&mut a, "SourceFileExtension", k!("file.extension"));
         }
         _ => {}
     }
@@ -639,38 +888,70 @@ pub(crate) fn add_ecs_to<'r>(
     }
 
     addresses(client_temp, server_temp, &mut f, issues);
-    for prefix in ["user", "user.target", "source.user", "destination.user"] {
-        split_mail(&mut f, prefix);
+    for keys in [
+        [
+            k!("user.id"),
+            k!("user.email"),
+            k!("user.domain"),
+            k!("user.name"),
+        ],
+        [
+            k!("user.target.id"),
+            k!("user.target.email"),
+            k!("user.target.domain"),
+            k!("user.target.name"),
+        ],
+        [
+            k!("source.user.id"),
+            k!("source.user.email"),
+            k!("source.user.domain"),
+            k!("source.user.name"),
+        ],
+        [
+            k!("destination.user.id"),
+            k!("destination.user.email"),
+            k!("destination.user.domain"),
+            k!("destination.user.name"),
+        ],
+    ] {
+        split_mail(&mut f, keys);
     }
-    if let Some(ip) = f.str("client.ip") {
+    if let Some(ip) = f.str(k!("client.ip")) {
         let t = if ip.contains(':') { "ipv6" } else { "ipv4" };
-        f.set("network.type", t);
+        f.set(k!("network.type"), t);
     }
     for (from, to) in [
-        ("client.ip", "related.ip"),
-        ("server.ip", "related.ip"),
-        ("user.name", "related.user"),
-        ("user.target.name", "related.user"),
-        ("file.owner", "related.user"),
+        (k!("client.ip"), k!("related.ip")),
+        (k!("server.ip"), k!("related.ip")),
+        (k!("user.name"), k!("related.user")),
+        (k!("user.target.name"), k!("related.user")),
+        (k!("file.owner"), k!("related.user")),
     ] {
         if let Some(v) = f.get(from).and_then(template_text) {
             f.append(to, v, false);
         }
     }
-    if let Some(u) = a
-        .get("Parameters")
-        .and_then(|p| p.get("User"))
-        .and_then(template_text)
-    {
-        f.append("related.user", u, false);
+    let user = match &lists.parameters {
+        Some(p) => p.get("User"),
+        None => a.get("Parameters").and_then(|p| p.get("User")),
+    };
+    if let Some(u) = user.and_then(template_text) {
+        f.append(k!("related.user"), u, false);
     }
-    if !f.has("user_agent.original") {
-        f.rename_nested(
-            &mut a,
-            "ExtendedProperties",
-            "UserAgent",
-            "user_agent.original",
-        );
+    if !f.has(k!("user_agent.original")) {
+        match &mut lists.extended {
+            Some(e) => {
+                if let Some(ua) = e.remove("UserAgent") {
+                    f.set(k!("user_agent.original"), ua.clone());
+                }
+            }
+            None => f.rename_nested(
+                &mut a,
+                "ExtendedProperties",
+                "UserAgent",
+                k!("user_agent.original"),
+            ),
+        }
     }
     host_and_organization(&mut f, tenant_name);
     for key in [
@@ -686,7 +967,17 @@ pub(crate) fn add_ecs_to<'r>(
         convert_field(&mut a, key);
     }
     for list in ["Actor", "Target"] {
-        if let Some(Value::Array(items)) = a.get_mut(list) {
+        // Copied out of the record only when some `Type` is not text already.
+        let to_convert = |item: &Value| {
+            matches!(
+                item.get("Type"),
+                Some(Value::Bool(_) | Value::Number(_) | Value::Array(_))
+            )
+        };
+        if let Some(Value::Array(items)) = a.get(list)
+            && items.iter().any(to_convert)
+            && let Some(Value::Array(items)) = a.get_mut(list)
+        {
             for item in items.iter_mut().filter_map(Value::as_object_mut) {
                 convert_in_place(item, "Type");
             }
@@ -694,17 +985,17 @@ pub(crate) fn add_ecs_to<'r>(
     }
     app_access_context(&a, &mut f);
     if let Some(size) = a.get("FileSize").and_then(file_size) {
-        f.set("file.size", size);
+        f.set(k!("file.size"), size);
     }
     data(&mut a, &mut f, issues);
     let added = copilot_interaction(&a, &mut f);
 
-    flatten_audit(a, ev);
+    flatten_audit(a, lists, ev);
     for (k, v) in added {
         ev.put_value(&k, v);
     }
-    for (k, v) in f.0 {
-        ev.put_value(&k, v);
+    for (k, v) in f.into_entries() {
+        ev.put_cow(k, v);
     }
 }
 
@@ -714,38 +1005,38 @@ pub(crate) fn add_ecs_to<'r>(
 /// list when several), the first document context to `file.name`/`file.extension`, and the
 /// counts and distinct `AccessedResources[].SensitivityLabelId`s beside the record's lists (a
 /// record field of the same name wins).
-fn copilot_interaction(a: &Work<'_>, f: &mut Fields) -> Vec<(String, Value)> {
+fn copilot_interaction(a: &Work<'_>, f: &mut Fields<'_>) -> Vec<(String, Value)> {
     let Some(Value::Object(data)) = a.get(copilot::FIELD) else {
         return Vec::new();
     };
-    f.append("event.type", "access", false);
+    f.append(k!("event.type"), "access", false);
     if data
         .get("AccessedResources")
         .and_then(Value::as_array)
         .is_some_and(|r| !r.is_empty())
     {
-        f.append("event.category", "file", false);
+        f.append(k!("event.category"), "file", false);
     }
     let mut urls: Vec<Value> = copilot::context_urls(data)
         .into_iter()
         .map(Value::from)
         .collect();
-    if !f.has("url.original") && !urls.is_empty() {
+    if !f.has(k!("url.original")) && !urls.is_empty() {
         let url = if urls.len() == 1 {
             urls.swap_remove(0)
         } else {
             Value::Array(urls)
         };
-        f.set("url.original", url);
+        f.set(k!("url.original"), url);
     }
     if let Some((name, ext)) = copilot::document(data) {
-        if !f.has("file.extension") {
-            f.set("file.extension", ext);
+        if !f.has(k!("file.extension")) {
+            f.set(k!("file.extension"), ext);
         }
         if let Some(n) = name
-            && !f.has("file.name")
+            && !f.has(k!("file.name"))
         {
-            f.set("file.name", n);
+            f.set(k!("file.name"), n);
         }
     }
     // Beside the record's own keys (which win), without copying the interaction.
@@ -793,14 +1084,14 @@ fn whole(f: f64) -> Option<u64> {
 /// `session.id`, `token.id`, `application.name`: Elastic's field definitions list them (its
 /// ECS-extended fields) with the meanings of `AppAccessContext`'s `AADSessionId`,
 /// `UniqueTokenId` and `ClientAppName`; copied, the record keeps its own.
-fn app_access_context(a: &Work<'_>, f: &mut Fields) {
+fn app_access_context(a: &Work<'_>, f: &mut Fields<'_>) {
     let Some(ctx) = a.get("AppAccessContext").and_then(Value::as_object) else {
         return;
     };
     for (from, to) in [
-        ("AADSessionId", "session.id"),
-        ("UniqueTokenId", "token.id"),
-        ("ClientAppName", "application.name"),
+        ("AADSessionId", k!("session.id")),
+        ("UniqueTokenId", k!("token.id")),
+        ("ClientAppName", k!("application.name")),
     ] {
         if let Some(Value::String(v)) = ctx.get(from)
             && !v.is_empty()
@@ -811,47 +1102,47 @@ fn app_access_context(a: &Work<'_>, f: &mut Fields) {
 }
 
 /// Security & Compliance alerts (RecordType 40).
-fn security_alert(a: &mut Work<'_>, f: &mut Fields) {
-    f.rename(a, "Comments", "message");
-    f.rename(a, "Name", "rule.name");
-    f.rename(a, "PolicyId", "rule.id");
-    f.rename(a, "Category", "rule.category");
-    f.rename(a, "EntityType", "rule.ruleset");
-    f.rename(a, "AlertEntityId", "rule.description");
-    f.rename(a, "AlertLinks", "rule.reference");
-    f.set("event.kind", "alert");
+fn security_alert<'r>(a: &mut Work<'r>, f: &mut Fields<'r>) {
+    f.rename(a, "Comments", k!("message"));
+    f.rename(a, "Name", k!("rule.name"));
+    f.rename(a, "PolicyId", k!("rule.id"));
+    f.rename(a, "Category", k!("rule.category"));
+    f.rename(a, "EntityType", k!("rule.ruleset"));
+    f.rename(a, "AlertEntityId", k!("rule.description"));
+    f.rename(a, "AlertLinks", k!("rule.reference"));
+    f.set(k!("event.kind"), "alert");
     // Elastic's category rules test `Category` after it was moved to `rule.category`, so they
     // never fire; the same holds for the user fields it would take from `AlertEntityId`.
-    f.append("event.category", "web", false);
-    f.append("event.type", "info", false);
+    f.append(k!("event.category"), "web", false);
+    f.append(k!("event.type"), "info", false);
 }
 
 /// Data loss prevention (RecordType 11 and 13).
-fn dlp(a: &mut Work<'_>, f: &mut Fields) {
+fn dlp<'r>(a: &mut Work<'r>, f: &mut Fields<'r>) {
     const SP: &str = "SharePointMetaData";
     const EX: &str = "ExchangeMetaData";
-    f.set("event.kind", "alert");
-    f.append("event.category", "file", true);
-    f.append("event.type", "access", true);
-    if !f.has("user.id") {
-        f.rename_nested(a, SP, "From", "user.id");
+    f.set(k!("event.kind"), "alert");
+    f.append(k!("event.category"), "file", true);
+    f.append(k!("event.type"), "access", true);
+    if !f.has(k!("user.id")) {
+        f.rename_nested(a, SP, "From", k!("user.id"));
     }
-    f.rename_nested(a, SP, "FileName", "file.name");
-    f.rename_nested(a, SP, "FilePathUrl", "url.original");
-    f.rename_nested(a, SP, "UniqueId", "file.inode");
-    f.rename_nested(a, SP, "UniqueID", "file.inode");
-    f.rename_nested(a, SP, "FileOwner", "file.owner");
-    f.rename_nested(a, EX, "From", "source.user.email");
-    f.rename_nested(a, EX, "Subject", "message");
-    f.rename(a, "PolicyId", "rule.id");
-    f.rename(a, "PolicyName", "rule.name");
+    f.rename_nested(a, SP, "FileName", k!("file.name"));
+    f.rename_nested(a, SP, "FilePathUrl", k!("url.original"));
+    f.rename_nested(a, SP, "UniqueId", k!("file.inode"));
+    f.rename_nested(a, SP, "UniqueID", k!("file.inode"));
+    f.rename_nested(a, SP, "FileOwner", k!("file.owner"));
+    f.rename_nested(a, EX, "From", k!("source.user.email"));
+    f.rename_nested(a, EX, "Subject", k!("message"));
+    f.rename(a, "PolicyId", k!("rule.id"));
+    f.rename(a, "PolicyName", k!("rule.name"));
     if let Some(t) = a
         .get(SP)
         .and_then(|m| m.get("LastModifiedTime"))
         .and_then(Value::as_str)
         .and_then(creation_time_to_rfc3339)
     {
-        f.set("file.mtime", t);
+        f.set(k!("file.mtime"), t);
     }
     if let Some(m) = a.get(EX) {
         let mut to = Vec::new();
@@ -862,7 +1153,7 @@ fn dlp(a: &mut Work<'_>, f: &mut Fields) {
                 _ => {}
             }
         }
-        f.set("destination.user.email", Value::Array(to));
+        f.set(k!("destination.user.email"), Value::Array(to));
     }
     if let Some(Value::String(_)) = a.get("ExceptionInfo")
         && let Some(s) = a.remove("ExceptionInfo")
@@ -875,8 +1166,8 @@ fn dlp(a: &mut Work<'_>, f: &mut Fields) {
     let Some(policies) = a.get("PolicyDetails").filter(|p| !p.is_null()) else {
         return;
     };
-    let mut ids = list_of(f.0.remove("rule.id"));
-    let mut names = list_of(f.0.remove("rule.name"));
+    let mut ids = list_of(f.remove(k!("rule.id")));
+    let mut names = list_of(f.remove(k!("rule.name")));
     let mut max_severity = 0;
     let mut allowed = true;
     let rules = policies
@@ -914,9 +1205,9 @@ fn dlp(a: &mut Work<'_>, f: &mut Fields) {
             allowed = false;
         }
     }
-    f.set("rule.id", Value::Array(ids));
-    f.set("rule.name", Value::Array(names));
-    f.set("event.severity", max_severity);
+    f.set(k!("rule.id"), Value::Array(ids));
+    f.set(k!("rule.name"), Value::Array(names));
+    f.set(k!("event.severity"), max_severity);
     let excepted = match a.get("ExceptionInfo") {
         None | Some(Value::Null) => false,
         Some(Value::String(s)) => !s.is_empty(),
@@ -924,14 +1215,14 @@ fn dlp(a: &mut Work<'_>, f: &mut Fields) {
         Some(Value::Array(l)) => !l.is_empty(),
         Some(_) => true,
     };
-    let outcome = match f.str("event.action") {
+    let outcome = match f.str(k!("event.action")) {
         _ if allowed => "success",
         Some("DlpRuleUndo") => "success",
         Some("DlpInfo") => "failure",
         _ if excepted => "success",
         _ => "failure",
     };
-    f.set("event.outcome", outcome);
+    f.set(k!("event.outcome"), outcome);
 }
 
 fn list_of(v: Option<Value>) -> Vec<Value> {
@@ -943,30 +1234,30 @@ fn list_of(v: Option<Value>) -> Vec<Value> {
 }
 
 /// Viva Engage / Yammer (RecordType 22).
-fn yammer(a: &mut Work<'_>, f: &mut Fields) {
-    f.rename(a, "ActorUserId", "user.email");
-    if !f.has("user.id")
+fn yammer<'r>(a: &mut Work<'r>, f: &mut Fields<'r>) {
+    f.rename(a, "ActorUserId", k!("user.email"));
+    if !f.has(k!("user.id"))
         && let Some(id) = a.get("ActorYammerUserId").and_then(to_string_value)
     {
-        f.set("user.id", id);
+        f.set(k!("user.id"), id);
     }
-    f.rename(a, "FileId", "file.inode");
-    f.rename(a, "FileName", "file.name");
-    f.rename(a, "GroupName", "group.name");
-    f.rename(a, "TargetUserId", "destination.user.email");
-    f.rename(a, "TargetYammerUserId", "destination.user.id");
+    f.rename(a, "FileId", k!("file.inode"));
+    f.rename(a, "FileName", k!("file.name"));
+    f.rename(a, "GroupName", k!("group.name"));
+    f.rename(a, "TargetUserId", k!("destination.user.email"));
+    f.rename(a, "TargetYammerUserId", k!("destination.user.id"));
     apply_rules(f, YAMMER_RULES);
 }
 
 /// Microsoft Teams (RecordType 25).
-fn teams(a: &mut Work<'_>, f: &mut Fields) {
+fn teams<'r>(a: &mut Work<'r>, f: &mut Fields<'r>) {
     iam_action(
         f,
         "TeamCreated",
         "added-group-account-to",
         &["group", "creation"],
     );
-    f.rename(a, "TeamName", "group.name");
+    f.rename(a, "TeamName", k!("group.name"));
     iam_action(
         f,
         "MemberAdded",
@@ -979,14 +1270,14 @@ fn teams(a: &mut Work<'_>, f: &mut Fields) {
         "deleted-user-account",
         &["user", "deletion"],
     ) {
-        f.rename(a, "ObjectId", "user.target.id");
+        f.rename(a, "ObjectId", k!("user.target.id"));
     }
     if let Some(Value::Array(members)) = a.get("Members") {
         for m in members {
             if let Some(Value::String(upn)) = m.get("UPN")
                 && !upn.is_empty()
             {
-                f.append("related.user", upn.as_str(), true);
+                f.append(k!("related.user"), upn.as_str(), true);
             }
         }
     }
@@ -994,31 +1285,31 @@ fn teams(a: &mut Work<'_>, f: &mut Fields) {
 
 /// ECS `email.*` for Threat Intelligence mail records (RecordType 28). Not in the pipeline we
 /// follow: named after ECS's definitions of the fields; the record keeps its own fields too.
-fn mail(a: &Work<'_>, f: &mut Fields) {
+fn mail(a: &Work<'_>, f: &mut Fields<'_>) {
     let text = |k: &str| a.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
     if let Some(v) = text("InternetMessageId") {
-        f.set("email.message_id", v);
+        f.set(k!("email.message_id"), v);
     }
     if let Some(v) = text("Subject") {
-        f.set("email.subject", v);
+        f.set(k!("email.subject"), v);
     }
     if let Some(v) = text("P2Sender") {
-        f.set("email.from.address", Value::Array(vec![v.into()]));
+        f.set(k!("email.from.address"), Value::Array(vec![v.into()]));
     }
     if let Some(v) = text("P1Sender") {
-        f.set("email.sender.address", v);
+        f.set(k!("email.sender.address"), v);
     }
     if let Some(Value::Array(to)) = a.get("Recipients") {
         let to: Vec<Value> = to.iter().filter(|v| v.is_string()).cloned().collect();
         if !to.is_empty() {
-            f.set("email.to.address", Value::Array(to));
+            f.set(k!("email.to.address"), Value::Array(to));
         }
     }
     if let Some(v) = text("Directionality") {
-        f.set("email.direction", v.to_ascii_lowercase());
+        f.set(k!("email.direction"), v.to_ascii_lowercase());
     }
     if let Some(t) = text("MessageTime").and_then(creation_time_to_rfc3339) {
-        f.set("email.delivery_timestamp", t);
+        f.set(k!("email.delivery_timestamp"), t);
     }
     if let Some(Value::Array(items)) = a.get("AttachmentData") {
         let attachments: Vec<Value> = items
@@ -1040,51 +1331,54 @@ fn mail(a: &Work<'_>, f: &mut Fields) {
             })
             .collect();
         if !attachments.is_empty() {
-            f.set("email.attachments", Value::Array(attachments));
+            f.set(k!("email.attachments"), Value::Array(attachments));
         }
     }
     if let Some(ip) = text("SenderIp").filter(|s| s.parse::<std::net::IpAddr>().is_ok()) {
-        f.append("related.ip", ip, false);
+        f.append(k!("related.ip"), ip, false);
     }
 }
 
 /// `<prefix>.id` of the form `name@domain` → `.email`, `.name`, `.domain`.
-fn split_mail(f: &mut Fields, prefix: &str) {
-    let Some(id) = f.str(&format!("{prefix}.id")).map(str::to_owned) else {
+fn split_mail(f: &mut Fields<'_>, [id, email, domain, name]: [Key; 4]) {
+    let Some(id) = f.str(id).map(str::to_owned) else {
         return;
     };
     let mut parts = id.split('@');
-    let (Some(name), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+    let (Some(n), Some(d), None) = (parts.next(), parts.next(), parts.next()) else {
         return;
     };
-    f.set(&format!("{prefix}.email"), id.as_str());
-    f.set(&format!("{prefix}.domain"), domain);
-    f.set(&format!("{prefix}.name"), name);
+    f.set(email, id.as_str());
+    f.set(domain, d);
+    f.set(name, n);
 }
 
-fn host_and_organization(f: &mut Fields, tenant_name: Option<&str>) {
-    if let Some(Value::String(org)) = f.0.get_mut("organization.id") {
-        *org = org.to_lowercase();
+fn host_and_organization(f: &mut Fields<'_>, tenant_name: Option<&str>) {
+    if let Some(org) = f.slot(k!("organization.id"))
+        && let Value::String(id) = &**org
+        && (!id.is_ascii() || id.bytes().any(|b| b.is_ascii_uppercase()))
+    {
+        *org = Cow::Owned(Value::String(id.to_lowercase()));
     }
-    if let Some(org) = f.get("organization.id").cloned() {
-        f.set("host.id", org);
+    if let Some(org) = f.get(k!("organization.id")).cloned() {
+        f.set(k!("host.id"), org);
         if let Some(name) = tenant_name {
-            f.set("organization.name", name);
-            f.set("host.name", name);
+            f.set(k!("organization.name"), name);
+            f.set(k!("host.name"), name);
         }
     }
-    if !f.has("host.name") {
-        if let Some(n) = f.get("organization.name").cloned() {
-            f.set("host.name", n);
-        } else if let Some(d) = f.get("user.domain").cloned() {
-            f.set("host.name", d);
+    if !f.has(k!("host.name")) {
+        if let Some(n) = f.get(k!("organization.name")).cloned() {
+            f.set(k!("host.name"), n);
+        } else if let Some(d) = f.get(k!("user.domain")).cloned() {
+            f.set(k!("host.name"), d);
         }
     }
 }
 
 /// `Data` (JSON in a string) → `Data.flattened` plus the known short keys beside it, dates
 /// normalised, mail addresses into `related.user`.
-fn data(a: &mut Work<'_>, f: &mut Fields, issues: &mut Vec<Issue>) {
+fn data(a: &mut Work<'_>, f: &mut Fields<'_>, issues: &mut Vec<Issue>) {
     const KNOWN: [&str; 59] = [
         "ad", "af", "aii", "ail", "alk", "als", "an", "at", "cid", "cpid", "dm", "dpn", "eid",
         "etps", "etype", "f3u", "fvs", "imsgid", "lon", "mat", "md", "ms", "od", "op", "ot", "plk",
@@ -1137,14 +1431,14 @@ fn data(a: &mut Work<'_>, f: &mut Fields, issues: &mut Vec<Issue>) {
             && s.split('@').count() == 2
             && s.chars().count() >= 3
         {
-            f.append("related.user", s.as_str(), false);
+            f.append(k!("related.user"), s.as_str(), false);
         }
     }
     // A mail-bearing alert names the message by its Internet message id.
     if let Some(Value::String(id)) = out.get("imsgid")
-        && !f.has("email.message_id")
+        && !f.has(k!("email.message_id"))
     {
-        f.set("email.message_id", id.as_str());
+        f.set(k!("email.message_id"), id.as_str());
     }
     out.insert("flattened".into(), parsed);
     a.insert("Data", Value::Object(out));
@@ -1212,7 +1506,7 @@ pub fn parse_json_first_wins(s: &str) -> Result<Value, serde_json::Error> {
 
 /// `o365.audit.*` keys: nested objects become dotted keys (an empty one stays `{}`), lists stay
 /// lists, as in Elastic's documents. Values the processors left alone stay borrowed.
-fn flatten_audit<'r>(a: Work<'r>, ev: &mut impl Out<'r>) {
+fn flatten_audit<'r>(a: Work<'r>, lists: Lists<'r>, ev: &mut impl Out<'r>) {
     fn walk<'r>(path: &mut String, v: Cow<'r, Value>, ev: &mut impl Out<'r>) {
         match v {
             Cow::Borrowed(Value::Object(o)) if !o.is_empty() => {
@@ -1236,16 +1530,68 @@ fn flatten_audit<'r>(a: Work<'r>, ev: &mut impl Out<'r>) {
             other => ev.put_cow(path, other),
         }
     }
+    /// `path.name` for each name, walked as the object they stand for.
+    fn walk_names<'r, T>(
+        path: &mut String,
+        names: &[(Cow<'r, str>, T)],
+        ev: &mut impl Out<'r>,
+        mut each: impl FnMut(&mut String, &T, &mut dyn FnMut(&mut String, Cow<'r, Value>)),
+    ) where
+        T: Copy,
+    {
+        if names.is_empty() {
+            ev.put_value(path, Value::Object(Map::new()));
+            return;
+        }
+        for (name, v) in names {
+            let len = path.len();
+            path.push('.');
+            path.push_str(name);
+            each(path, v, &mut |p, x| walk(p, x, ev));
+            path.truncate(len);
+        }
+    }
     let mut path = String::with_capacity(128);
     path.push_str("o365.audit");
-    if a.0.is_empty() {
+    let Lists {
+        parameters,
+        extended,
+        modified,
+    } = lists;
+    if a.is_empty() && parameters.is_none() && extended.is_none() && modified.is_none() {
         ev.put_value(&path, Value::Object(Map::new()));
         return;
     }
     for (k, v) in a.0 {
         path.push('.');
-        path.push_str(&k);
-        walk(&mut path, v, ev);
+        path.push_str(k);
+        match v {
+            Some(v) => walk(&mut path, v, ev),
+            None => {
+                // A list taken out by a processor goes back in its place.
+                for named in [&parameters, &extended].into_iter().flatten() {
+                    if named.field == k {
+                        walk_names(&mut path, &named.entries, ev, |p, v, w| {
+                            w(p, Cow::Borrowed(*v))
+                        });
+                    }
+                }
+                if let Some(m) = modified.as_ref().filter(|_| k == "ModifiedProperties") {
+                    walk_names(&mut path, &m.0, ev, |p, pair, w| match pair {
+                        Some((new, old)) => {
+                            for (side, v) in [("NewValue", *new), ("OldValue", *old)] {
+                                let len = p.len();
+                                p.push('.');
+                                p.push_str(side);
+                                w(p, Cow::Borrowed(v));
+                                p.truncate(len);
+                            }
+                        }
+                        None => w(p, Cow::Owned(Value::Object(Map::new()))),
+                    });
+                }
+            }
+        }
         path.truncate("o365.audit".len());
     }
 }
@@ -1255,7 +1601,7 @@ fn flatten_audit<'r>(a: Work<'r>, ev: &mut impl Out<'r>) {
 fn addresses(
     client: Option<Value>,
     server: Option<Value>,
-    f: &mut Fields,
+    f: &mut Fields<'_>,
     issues: &mut Vec<Issue>,
 ) {
     if let Some(Value::String(raw)) = client
@@ -1264,21 +1610,21 @@ fn addresses(
         let text = strip_ipv4_mapped(&raw);
         let parts = super::clientip::grok_client(&text);
         if let Some(d) = parts.domain {
-            f.set("client.domain", d);
+            f.set(k!("client.domain"), d);
         }
         if let Some(addr) = parts.address {
             if addr.parse::<std::net::IpAddr>().is_ok() {
-                f.set("client.ip", addr);
+                f.set(k!("client.ip"), addr);
             } else {
                 issues.push(Issue {
                     field: "ClientIP".into(),
                     problem: format!("not an IP address: {:?}", short(&Value::from(addr))),
                 });
             }
-            f.set("client.address", addr);
+            f.set(k!("client.address"), addr);
         }
         if let Some(p) = parts.port.and_then(|p| p.parse::<u64>().ok()) {
-            f.set("client.port", p);
+            f.set(k!("client.port"), p);
         }
     }
     if let Some(Value::String(raw)) = server {
@@ -1286,22 +1632,22 @@ fn addresses(
         if !text.is_empty() {
             let (domain, address) = super::clientip::grok_server(&text);
             if let Some(d) = domain {
-                f.set("server.domain", d);
+                f.set(k!("server.domain"), d);
             }
-            f.set("server.address", address);
+            f.set(k!("server.address"), address);
             if address.parse::<std::net::IpAddr>().is_ok() {
-                f.set("server.ip", address);
+                f.set(k!("server.ip"), address);
             }
         }
     }
-    if let Some(ip) = f.get("client.ip").cloned() {
-        f.set("source.ip", ip);
+    if let Some(ip) = f.get(k!("client.ip")).cloned() {
+        f.set(k!("source.ip"), ip);
     }
-    if let Some(p) = f.get("client.port").cloned() {
-        f.set("source.port", p);
+    if let Some(p) = f.get(k!("client.port")).cloned() {
+        f.set(k!("source.port"), p);
     }
-    if let Some(ip) = f.get("server.ip").cloned() {
-        f.set("destination.ip", ip);
+    if let Some(ip) = f.get(k!("server.ip")).cloned() {
+        f.set(k!("destination.ip"), ip);
     }
 }
 

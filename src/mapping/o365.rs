@@ -96,6 +96,10 @@ pub(crate) trait Keyed {
     fn cmp_key(&self, other: &Self, keys: &str) -> Ordering {
         self.key(keys).cmp(other.key(keys))
     }
+    /// Whether the keys are equal.
+    fn same_key(&self, other: &Self, keys: &str) -> bool {
+        self.key(keys) == other.key(keys)
+    }
 }
 
 impl Keyed for (String, Value) {
@@ -129,6 +133,10 @@ impl Keyed for Slot<'_> {
             .cmp(&other.head)
             .then_with(|| self.key(keys).cmp(other.key(keys)))
     }
+    fn same_key(&self, other: &Self, keys: &str) -> bool {
+        // Most neighbours differ in their first 24 bytes: no need to read the key text.
+        self.head == other.head && self.key(keys) == other.key(keys)
+    }
 }
 
 /// The rules of [`into_map`], in place: a stable sort by key, then duplicates removed (first value
@@ -137,7 +145,7 @@ pub(crate) fn sort_dedup<T: Keyed>(entries: &mut Vec<T>, keys: &str, issues: &mu
     entries.sort_by(|a, b| a.cmp_key(b, keys));
     // `later` is removed when the closure says true; `kept` is the earlier entry that stays.
     entries.dedup_by(|later, kept| {
-        if later.key(keys) != kept.key(keys) {
+        if !later.same_key(kept, keys) {
             return false;
         }
         match later.key(keys).strip_prefix(AUDIT_PREFIX) {
