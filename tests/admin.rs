@@ -996,6 +996,7 @@ async fn dead_letters_are_paged() {
         reconcile_now: Arc::new(tokio::sync::Notify::new()),
         started: std::time::SystemTime::now(),
         completeness: Default::default(),
+        completeness_metrics: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

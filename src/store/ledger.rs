@@ -262,13 +262,22 @@ pub struct CompletenessConfig {
     /// transactions and always kept); off only to measure what recording costs.
     #[serde(deserialize_with = "de::flag")]
     pub record: bool,
+    /// How old a tenant's completeness metrics may be before a scrape judges its hours again
+    /// (each judgement reads its rows of the metrics' 7 days).
+    #[serde(deserialize_with = "de::duration")]
+    pub metrics_refresh: Duration,
 }
+
+/// Default of `completeness.metrics_refresh`: hours change slowly (their verdict moves with
+/// blobs delivered and listing passing the horizon), and an alert waits minutes anyway.
+pub const DEFAULT_METRICS_REFRESH: Duration = Duration::from_secs(60);
 
 impl Default for CompletenessConfig {
     fn default() -> Self {
         CompletenessConfig {
             horizon: DEFAULT_HORIZON,
             record: true,
+            metrics_refresh: DEFAULT_METRICS_REFRESH,
         }
     }
 }
