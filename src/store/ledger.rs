@@ -7,8 +7,9 @@
 //! `requeue_dead`): the sealed verdict rests on them, so a crash can never make an hour look more
 //! complete than it was. Record counters (`parsed`, `duplicates`, `accepted`) are keyed by the hour
 //! of each record's `CreationTime` and arrive through [`super::Store::ledger_add`], which the
-//! embedded store writes with its next durable transaction (a crash may lose the last ones: they
-//! are reported, not relied on). Rows are pruned after `store.completeness_retention`.
+//! embedded store writes with a durable transaction about a second later (a crash may lose the
+//! last ones: they are reported, not relied on); a listing gap (part of the verdict) goes with its
+//! next durable transaction. Rows are pruned after `store.completeness_retention`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
