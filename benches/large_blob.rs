@@ -7,9 +7,16 @@
 //! of the blob), records per CPU-second of the collector (utime + stime from /proc/PID/stat) and
 //! its whole-process peak RSS (VmHWM from /proc/PID/status).
 //!
-//! `cargo bench --bench large_blob -- [runs] [case filter] [dedup=off]` (default 3 runs, every
-//! case, record dedup on as by default; `dedup=off` sets `store.record_dedup_window: 0s`). Also
-//! printed: the store file's size when the last record is in, per record.
+//! `cargo bench --bench large_blob -- [runs] [case filter] [dedup=off] [ledger=compare]` (default
+//! 3 runs, every case, record dedup on as by default; `dedup=off` sets
+//! `store.record_dedup_window: 0s`). Also printed: the store file's size when the last record is
+//! in, per record.
+//!
+//! `ledger=compare` measures what the completeness ledger costs: after one warm-up run, `runs`
+//! pairs of runs with the ledger on and off (`O365_LEDGER=off`), interleaved (on, off, off, on,
+//! on, off, …) so that load drifting on a shared machine hits both settings alike; printed are
+//! the medians of each setting and their ratio. Records per CPU-second of the collector is the
+//! figure to judge by: other processes' load lengthens the wall time, hardly the CPU time.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -65,6 +72,7 @@ struct Run {
 fn main() {
     let all: Vec<String> = std::env::args().skip(1).collect();
     let dedup = !all.iter().any(|a| a == "dedup=off");
+    let compare = all.iter().any(|a| a == "ledger=compare");
     let args: Vec<String> = all
         .into_iter()
         .filter(|a| !a.starts_with("--") && !a.contains('='))
@@ -89,9 +97,21 @@ fn main() {
             case.name,
             started.elapsed().as_secs_f64()
         );
+        if compare {
+            compare_ledger(&dir, &emu, case, runs, dedup);
+            emu.stop();
+            let _ = std::fs::remove_dir_all(&dir);
+            continue;
+        }
         let mut results = Vec::new();
         for run in 0..runs {
-            let r = run_collector(&dir.join(format!("run{run}")), &emu, case.records, dedup);
+            let r = run_collector(
+                &dir.join(format!("run{run}")),
+                &emu,
+                case.records,
+                dedup,
+                true,
+            );
             println!(
                 "  run {run}: {:.2} s (first record after {:.2} s), {:.0} records/s, {:.0} records/CPU-s, peak RSS {} MiB, store {:.1} MiB ({:.0} bytes/record)",
                 r.secs,
@@ -114,6 +134,9 @@ fn main() {
         table.push((case.name, rate, first, per_cpu, rss, per_record));
     }
     let _ = std::fs::remove_dir_all(&root);
+    if compare {
+        return;
+    }
     println!(
         "\nlarge_blob: medians of {runs} runs (collector process only), record dedup {}",
         if dedup { "on" } else { "off" }
@@ -127,6 +150,71 @@ fn main() {
             "| {name} | {rate:.0} | {first:.2} s | {per_cpu:.0} | {rss:.0} MiB | {per_record:.0} |"
         );
     }
+}
+
+/// `pairs` runs with the ledger on and as many with it off, interleaved after a warm-up run;
+/// prints each run and the medians with their ratio (see the module doc).
+fn compare_ledger(dir: &Path, emu: &Emulator, case: &Case, pairs: usize, dedup: bool) {
+    let n = case.records as f64;
+    run_collector(&dir.join("warm-up"), emu, case.records, dedup, true);
+    // (ledger on, run): the order alternates within pairs, so neither setting always goes first.
+    let mut results: Vec<(bool, Run)> = Vec::new();
+    for pair in 0..pairs {
+        let order = if pair % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for on in order {
+            let r = run_collector(
+                &dir.join(format!("pair{pair}-{on}")),
+                emu,
+                case.records,
+                dedup,
+                on,
+            );
+            println!(
+                "  pair {pair} ledger {}: {:.2} s, {:.0} records/s, {:.3} CPU-s, {:.0} records/CPU-s, peak RSS {} MiB",
+                if on { "on " } else { "off" },
+                r.secs,
+                n / r.secs,
+                r.cpu_secs,
+                n / r.cpu_secs,
+                r.peak_rss_kib / 1024
+            );
+            results.push((on, r));
+        }
+    }
+    let med = |on: bool, f: &dyn Fn(&Run) -> f64| {
+        median(results.iter().filter(|(o, _)| *o == on).map(|(_, r)| f(r)))
+    };
+    let rate = |r: &Run| n / r.secs;
+    let per_cpu = |r: &Run| n / r.cpu_secs;
+    let (rate_on, rate_off) = (med(true, &rate), med(false, &rate));
+    let (cpu_on, cpu_off) = (med(true, &per_cpu), med(false, &per_cpu));
+    println!(
+        "\nlarge_blob \"{}\", ledger on vs off: medians of {pairs} interleaved pairs, record dedup {}, load average {}",
+        case.name,
+        if dedup { "on" } else { "off" },
+        load_average()
+    );
+    println!("| figure | ledger on | ledger off | on / off |");
+    println!("|---|---|---|---|");
+    println!(
+        "| records/s | {rate_on:.0} | {rate_off:.0} | {:.3} |",
+        rate_on / rate_off
+    );
+    println!(
+        "| records per CPU-second | {cpu_on:.0} | {cpu_off:.0} | {:.3} |",
+        cpu_on / cpu_off
+    );
+}
+
+/// `/proc/loadavg`'s three averages, as printed with the results.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
 fn median(xs: impl Iterator<Item = f64>) -> f64 {
@@ -198,7 +286,8 @@ impl Emulator {
 }
 
 /// Runs the collector in pull mode until `records` lines are in its file; returns its numbers.
-fn run_collector(dir: &Path, emu: &Emulator, records: usize, dedup: bool) -> Run {
+/// `ledger` false turns the completeness ledger off (`O365_LEDGER=off`).
+fn run_collector(dir: &Path, emu: &Emulator, records: usize, dedup: bool, ledger: bool) -> Run {
     std::fs::create_dir_all(dir).unwrap();
     let events = dir.join("events.ndjson");
     let config = dir.join("config.yaml");
@@ -226,6 +315,7 @@ fn run_collector(dir: &Path, emu: &Emulator, records: usize, dedup: bool) -> Run
         .args(["run", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
+        .env("O365_LEDGER", if ledger { "on" } else { "off" })
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("collector.log")).unwrap())
         .spawn()

@@ -337,6 +337,7 @@ impl App {
             reconcile_now,
             started: std::time::SystemTime::now(),
             completeness: cfg.completeness.clone(),
+            completeness_metrics: Default::default(),
         });
         // The admin listener's few clients (operators, the CLI, a metrics scraper) get a small cap
         // of their own, so that both listeners together stay below the open-file limit.

@@ -996,6 +996,7 @@ async fn dead_letters_are_paged() {
         reconcile_now: Arc::new(tokio::sync::Notify::new()),
         started: std::time::SystemTime::now(),
         completeness: Default::default(),
+        completeness_metrics: Default::default(),
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
@@ -1093,4 +1094,141 @@ async fn dead_letters_are_paged() {
     assert_eq!(store.stats().await.unwrap().pending, N);
     let (_, link, rest) = get(String::new()).await;
     assert_eq!((link, rest), (None, json!([])));
+}
+
+/// `/metrics` judges at most 100 tenants' completeness per scrape and answers the others from
+/// what it judged before: of 150 tenants the first scrape shows 100, the second all; a dead
+/// letter shows once its tenant is judged again, within 2 scrapes (`metrics_refresh: 0s`: every
+/// tenant is due at every scrape, the longest unjudged first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn completeness_metrics_judge_a_bounded_number_of_tenants_per_scrape() {
+    use o365_collector::admin::{AdminState, router};
+    use o365_collector::config::{Credential, TenantConfig};
+    use o365_collector::mgmt_api::ManagementClient;
+    use o365_collector::output::{AnyOutput, OutputConfig};
+    use o365_collector::pipeline::gate::OutputGate;
+    use o365_collector::pipeline::{TenantRuntime, Tenants};
+    use o365_collector::store::{ContentRef, EmbeddedStore, Store};
+    const N: usize = 150;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path()).unwrap());
+    let id = |i: usize| format!("{i:08x}-0000-4000-8000-00000000a11c");
+    let mut tenants = Tenants::new();
+    for i in 0..N {
+        let cfg = TenantConfig {
+            tenant_id: id(i),
+            client_id: support::CLIENT.into(),
+            credential: Credential::Secret(o365_collector::core::Secret::new(SECRET)),
+            resource: "https://manage.office.com".into(),
+            authority: "https://login.microsoftonline.com".into(),
+            publisher_id: id(i),
+            content_types: vec!["Audit.General".into()],
+            output: "o".into(),
+            encoding: encoding_rs::UTF_8,
+            format: Default::default(),
+            request_budget: Default::default(),
+            graph: Default::default(),
+            tenant_name: None,
+        };
+        let runtime = TenantRuntime {
+            client: ManagementClient::new(reqwest::Client::new(), &cfg).unwrap(),
+            cfg,
+            output: Arc::new(AnyOutput::open("o", &OutputConfig::Stdout).unwrap()),
+            output_name: "o".into(),
+            gate: Arc::new(OutputGate::new(
+                Duration::from_secs(1),
+                Arc::new(tokio::sync::Notify::new()),
+            )),
+            paused: Default::default(),
+            graph: None,
+            audit_search: None,
+            listing: Default::default(),
+            health: Default::default(),
+            start_waits: Default::default(),
+        };
+        tenants.insert(id(i), Arc::new(runtime));
+    }
+    let state = Arc::new(AdminState {
+        store: store.clone(),
+        tenants: Arc::new(tenants),
+        counters: Arc::new(o365_collector::telemetry::Counters::default()),
+        webhook: None,
+        token: Some(o365_collector::core::Secret::new(TOKEN)),
+        wake: Arc::new(tokio::sync::Notify::new()),
+        reconcile_now: Arc::new(tokio::sync::Notify::new()),
+        started: std::time::SystemTime::now(),
+        completeness: o365_collector::store::ledger::CompletenessConfig {
+            metrics_refresh: Duration::ZERO,
+            ..Default::default()
+        },
+        completeness_metrics: Default::default(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    let http = reqwest::Client::new();
+    // Tenant → its incomplete hours, as one scrape shows them.
+    let scrape = || async {
+        let text = http
+            .get(format!("{base}/metrics"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter_map(|l| l.strip_prefix("o365_completeness_incomplete_hours{"))
+            .map(|l| {
+                let tenant = l.split("tenant_id=\"").nth(1).unwrap();
+                let value = l.rsplit(' ').next().unwrap();
+                (tenant[..36].to_owned(), value.to_owned())
+            })
+            .collect::<HashMap<String, String>>()
+    };
+    assert_eq!(
+        scrape().await.len(),
+        100,
+        "the first scrape judges 100 tenants"
+    );
+    let all = scrape().await;
+    assert_eq!(all.len(), N, "the second judges the other 50");
+    assert!(all.values().all(|v| v == "0"), "{all:?}");
+
+    // A blob of the first tenant (judged by the first scrape) is given up.
+    let hour_ago = (Utc::now() - chrono::TimeDelta::hours(1)).to_rfc3339();
+    store
+        .enqueue(vec![ContentRef {
+            tenant_id: id(0),
+            content_type: "Audit.General".into(),
+            content_id: "dead-0".into(),
+            content_uri: format!(
+                "https://manage.office.com/api/v1.0/{}/activity/feed/audit/dead-0",
+                id(0)
+            ),
+            content_created: Some(hour_ago),
+            content_expiration: None,
+            records: None,
+        }])
+        .await
+        .unwrap();
+    let claimed = store.claim(1, Duration::from_secs(300)).await.unwrap();
+    store
+        .dead_letter(claimed[0].seq, "refused for the test")
+        .await
+        .unwrap();
+    // Each scrape judges the 100 judged longest ago: within ⌈150 / 100⌉ = 2 scrapes every
+    // tenant was judged again.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let now = scrape().await;
+        assert_eq!(now.len(), N);
+        seen.push(now[&id(0)].clone());
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("1"),
+        "the dead letter's hour is incomplete: {seen:?}"
+    );
 }

@@ -1964,17 +1964,19 @@ fn completeness_keys() {
     let c = parse(&minimal()).unwrap();
     assert_eq!(c.completeness.horizon, Duration::from_secs(24 * 3600));
     assert!(c.completeness.record);
+    assert_eq!(c.completeness.metrics_refresh, Duration::from_secs(60));
     assert_eq!(
         c.retention.completeness_retention,
         Duration::from_secs(30 * 24 * 3600)
     );
     let c = parse(&format!(
-        "{}completeness:\n  horizon: 2h\n  record: false\nstore:\n  completeness_retention: 10d\n",
+        "{}completeness:\n  horizon: 2h\n  record: false\n  metrics_refresh: 5m\nstore:\n  completeness_retention: 10d\n",
         minimal()
     ))
     .unwrap();
     assert_eq!(c.completeness.horizon, Duration::from_secs(2 * 3600));
     assert!(!c.completeness.record);
+    assert_eq!(c.completeness.metrics_refresh, Duration::from_secs(300));
     assert_eq!(
         c.retention.completeness_retention,
         Duration::from_secs(10 * 24 * 3600)

@@ -257,7 +257,8 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
          authority: {base}\ncontent_type: {TYPE}\noutput: file\nlast_value_storage: {d}/store\n\
          listen:\n  admin: 127.0.0.1:0\noutbound:\n  ca_file: {d}/ca.pem\n\
          graph_feeds: sign_ins\n\
-         outputs:\n  file:\n    type: file\n    path: {d}/events.ndjson\n",
+         outputs:\n  file:\n    type: file\n    path: {d}/events.ndjson\n\
+         store:\n  completeness_retention: 45d\n",
         d = d.display(),
     );
     let setup = custom_setup(d, &yaml, &d.join("events.ndjson"));
@@ -329,6 +330,40 @@ async fn a_cursor_older_than_microsoft_keeps_is_a_reported_gap() {
         graph["reason"].as_str().unwrap().contains("30 days"),
         "{graph}"
     );
+    // Both gaps' hours are incomplete in the ledger (kept 45 days here: the sign-ins gap lies
+    // beyond the default 30).
+    for (ct, lost_at) in [
+        (
+            TYPE,
+            chrono::DateTime::<Utc>::from(stopped) + TimeDelta::days(1),
+        ),
+        (
+            "Graph.SignIns",
+            chrono::DateTime::<Utc>::from(sign_ins_cursor) + TimeDelta::days(5),
+        ),
+    ] {
+        let at = lost_at.format("%Y-%m-%dT%H:00:00Z");
+        let answer: serde_json::Value = reqwest::get(admin_url(
+            &c.logs(),
+            &format!("/completeness?tenant={TENANT}&from={at}&to={at}"),
+        ))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        let hour = answer["content_types"]
+            .as_array()
+            .and_then(|types| types.iter().find(|t| t["content_type"] == ct))
+            .map(|t| t["hours"][0].clone())
+            .unwrap_or_else(|| panic!("{ct}: {answer}"));
+        assert_eq!(hour["state"], "incomplete", "{ct}: {hour}");
+        assert!(hour["counts"]["gaps"].as_u64() >= Some(1), "{ct}: {hour}");
+        assert!(
+            hour["reason"].as_str().unwrap().contains("clamped"),
+            "{ct}: {hour}"
+        );
+    }
 
     let m = metrics(&c).await;
     let line = |name: &str| {

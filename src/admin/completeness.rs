@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use serde::{Deserialize, Serialize};
 
 use super::backfill::parse_time;
-use super::state::{AdminError, AdminState, rfc3339};
+use super::state::{AdminError, AdminState, TypeCounts, rfc3339};
 use crate::pipeline::TenantRuntime;
 use crate::store::Store;
 use crate::store::ledger::{self, HOUR, HourState, LedgerCounts};
@@ -224,22 +224,60 @@ pub(super) async fn completeness<S: Store>(
 /// hours older than the horizon (late content or a stuck blob) and incomplete hours.
 pub const METRICS_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
+/// The most tenants one scrape judges afresh (each judgement reads the tenant's rows of
+/// [`METRICS_WINDOW`]: up to 168 × its content types); the others are answered from
+/// [`super::state::MetricsCache`]. With many tenants a scrape so costs O(series) plus a bounded read.
+pub const METRICS_TENANTS_PER_SCRAPE: usize = 100;
+
 /// `(tenant, content type) → (open hours past the horizon, incomplete hours)`.
 pub(super) async fn metric_counts<S: Store>(
     state: &AdminState<S>,
 ) -> BTreeMap<(String, String), (u64, u64)> {
+    let mut cache = state.completeness_metrics.0.lock().await;
+    let tenants = state.sorted_tenants();
+    cache.retain(|id, _| state.tenants.contains_key(id));
+    let refresh = state.completeness.metrics_refresh;
+    let mut stale: Vec<(Option<Instant>, &Arc<TenantRuntime>)> = tenants
+        .iter()
+        .filter_map(|t| match cache.get(&t.cfg.tenant_id) {
+            Some((at, _)) if at.elapsed() < refresh => None,
+            judged => Some((judged.map(|(at, _)| *at), *t)),
+        })
+        .collect();
+    // Never judged (None) first, then the oldest.
+    stale.sort_by_key(|(at, _)| *at);
+    for (_, t) in stale.into_iter().take(METRICS_TENANTS_PER_SCRAPE) {
+        // A tenant the store cannot answer for keeps its last verdicts (the store's state has
+        // metrics of its own).
+        if let Ok(counts) = tenant_metric_counts(state, t).await {
+            cache.insert(t.cfg.tenant_id.clone(), (Instant::now(), counts));
+        }
+    }
+    let mut out = BTreeMap::new();
+    for t in tenants {
+        for (ct, counts) in cache.get(&t.cfg.tenant_id).map_or(&[][..], |(_, c)| c) {
+            out.insert((t.cfg.tenant_id.clone(), ct.clone()), *counts);
+        }
+    }
+    out
+}
+
+/// One tenant's metrics, judged from its ledger rows of the last [`METRICS_WINDOW`].
+async fn tenant_metric_counts<S: Store>(
+    state: &AdminState<S>,
+    tenant: &TenantRuntime,
+) -> Result<TypeCounts, AdminError> {
     let now = SystemTime::now();
     let to_hour = ledger::hour_of(now) + HOUR;
     let from_hour = to_hour - METRICS_WINDOW.as_secs() as i64;
     let horizon = state.completeness.horizon;
     // An hour is overdue once listing should have sealed it: its end plus the horizon is past.
     let overdue_before = secs(now) - horizon.as_secs() as i64 - HOUR;
-    let mut out = BTreeMap::new();
-    for t in state.sorted_tenants() {
-        let Ok(answer) = judge(state.store.as_ref(), t, from_hour, to_hour, horizon).await else {
-            continue;
-        };
-        for ct in answer.content_types {
+    let answer = judge(state.store.as_ref(), tenant, from_hour, to_hour, horizon).await?;
+    Ok(answer
+        .content_types
+        .into_iter()
+        .map(|ct| {
             let mut open = 0;
             let mut incomplete = 0;
             for (i, h) in ct.hours.iter().enumerate() {
@@ -250,11 +288,7 @@ pub(super) async fn metric_counts<S: Store>(
                     _ => {}
                 }
             }
-            out.insert(
-                (t.cfg.tenant_id.clone(), ct.content_type),
-                (open, incomplete),
-            );
-        }
-    }
-    out
+            (ct.content_type, (open, incomplete))
+        })
+        .collect())
 }

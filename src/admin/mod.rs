@@ -219,6 +219,7 @@ mod tests {
             reconcile_now: Arc::new(Notify::new()),
             started: SystemTime::now(),
             completeness: Default::default(),
+            completeness_metrics: Default::default(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

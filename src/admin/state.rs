@@ -1,9 +1,9 @@
 //! What the admin handlers share: the state they read, the error they answer with, and how they
 //! write times.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -35,7 +35,18 @@ pub struct AdminState<S> {
     pub started: SystemTime,
     /// When a ledger hour is sealed (`completeness:`).
     pub completeness: crate::store::ledger::CompletenessConfig,
+    /// The completeness metrics as last judged, per tenant (a scrape judges a bounded few).
+    pub completeness_metrics: MetricsCache,
 }
+
+/// Per content type: (open hours past the horizon, incomplete hours).
+pub(super) type TypeCounts = Vec<(String, (u64, u64))>;
+
+/// The completeness metrics of each tenant as last judged, kept between scrapes: a tenant is
+/// judged again once its verdicts are older than `completeness.metrics_refresh`, a bounded few
+/// per scrape, the longest unjudged first (`completeness::metric_counts`).
+#[derive(Default)]
+pub struct MetricsCache(pub(super) tokio::sync::Mutex<HashMap<String, (Instant, TypeCounts)>>);
 
 impl<S> AdminState<S> {
     /// `"push"` with a webhook, `"pull"` without.

@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::puller::held_back;
+use super::puller::{gap_in_ledger, held_back};
 use super::tenant::{Gap, TenantRuntime};
 use crate::graph::GraphFeed;
 use crate::graph::runtime::GraphRuntime;
@@ -142,6 +142,9 @@ pub async fn round<S: Store>(
     // Only the overlap clipped is no loss; a cursor before the reach is (the round start is
     // rounded up to a whole second).
     if let Some(c) = cursor.filter(|c| *c + chrono::TimeDelta::seconds(1) < start) {
+        // The lost hours are incomplete for good, in the ledger as for the activity feeds
+        // (durable before the cursor moves past them).
+        store.ledger_add(gap_in_ledger(tid, ct, c, start)).await?;
         // Recorded before listing: once a window is stored the cursor is past the loss.
         tenant.health.gap(
             tid,

@@ -434,8 +434,9 @@ fn listed_in_ledger(refs: &[ContentRef]) -> Vec<crate::store::LedgerDelta> {
 }
 
 /// A listing gap in the ledger: every hour of `[from, to)` marked, at most the last
-/// [`MAX_GAP_HOURS`] (older rows would be pruned before anyone reads them).
-fn gap_in_ledger(
+/// [`MAX_GAP_HOURS`] (older rows would be pruned before anyone reads them). The Graph puller
+/// marks its feeds' gaps with it too.
+pub(super) fn gap_in_ledger(
     tenant: &str,
     content_type: &str,
     from: DateTime<Utc>,

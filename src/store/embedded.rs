@@ -158,15 +158,19 @@ struct StoredLedger {
     updated_ms: u64,
 }
 
-/// Ledger counters added by [`Store::ledger_add`] and not yet written: they go into the next
-/// durable write transaction (`in_txn` while it runs, until it commits; written again by the next
-/// one if it was aborted). Two locks, taken in this order: `in_txn` is held across a commit so
-/// that a reader sees counters either in the file or in memory, and `pending` only for a moment,
-/// so that adding never waits for an fsync.
+/// Ledger counters added by [`Store::ledger_add`] and not yet written: like record claims they
+/// go into the first durable write transaction [`CLAIMS_WRITE_EVERY`] after the oldest was added,
+/// or a timer's, and the close's (`in_txn` while it runs, until it commits; written again by the
+/// next one if it was aborted). So a busy store writes the workers' and sources' rows about once
+/// a second instead of in every transaction. Three locks, taken in this order: `in_txn` is held
+/// across a commit so that a reader sees counters either in the file or in memory, `pending` and
+/// `since` only for a moment, so that adding never waits for an fsync.
 #[derive(Default)]
 struct PendingLedger {
     in_txn: Mutex<Option<LedgerMap>>,
     pending: Mutex<LedgerMap>,
+    /// When the oldest pending counter was added (`None`: nothing pending, no timer armed).
+    since: Mutex<Option<Instant>>,
 }
 
 type LedgerMap = std::collections::BTreeMap<LedgerKey, LedgerCounts>;
@@ -734,10 +738,34 @@ impl Store for EmbeddedStore {
         if !ledger::enabled() {
             return Ok(());
         }
-        self.shared.with(|inner| {
+        // A gap is part of the verdict: it goes with the next durable write (before the cursor
+        // moves past the loss), not a second later.
+        let urgent = deltas.iter().any(|d| d.counts.gaps > 0);
+        let arm_timer = self.shared.with(|inner| {
             ledger::merge_into(&mut lock(&inner.ledger.pending), deltas);
-            Ok(())
-        })
+            let mut since = lock(&inner.ledger.since);
+            let t = since.unwrap_or_else(Instant::now);
+            let due = if urgent {
+                t.checked_sub(CLAIMS_WRITE_EVERY).unwrap_or(t)
+            } else {
+                t
+            };
+            Ok(since.replace(due).is_none())
+        })?;
+        if arm_timer {
+            // Weak: a store closed meanwhile wrote its counters as it closed.
+            let shared = Arc::downgrade(&self.shared);
+            tokio::spawn(async move {
+                tokio::time::sleep(CLAIMS_WRITE_EVERY).await;
+                if let Some(shared) = shared.upgrade() {
+                    let _ = tokio::task::spawn_blocking(move || {
+                        shared.with(|inner| inner.write_claims_now())
+                    })
+                    .await;
+                }
+            });
+        }
+        Ok(())
     }
 
     async fn ledger_range(
@@ -1547,7 +1575,7 @@ impl Inner {
     fn write_claims_now(&self) -> Result<(), StoreError> {
         lock(&self.pending).timer = false;
         let txn = self.write_claims(Durability::Immediate, true)?;
-        if lock(&self.pending).in_txn > 0 {
+        if lock(&self.pending).in_txn > 0 || self.ledger_in_txn() {
             self.commit(txn)
         } else {
             txn.abort().map_err(|e| self.err(e))
@@ -1885,14 +1913,20 @@ impl Inner {
         txn.set_durability(durability).map_err(|e| self.err(e))?;
         if durable {
             self.write_pending_claims(&txn, all_claims)?;
-            self.write_pending_ledger(&txn)?;
+            self.write_pending_ledger(&txn, all_claims)?;
         } else {
             lock(&self.pending).in_txn = 0;
             // Left by an aborted transaction: pending again (this one does not write them).
             let mut in_txn = lock(&self.ledger.in_txn);
             let mut pending = lock(&self.ledger.pending);
-            for (k, c) in in_txn.take().unwrap_or_default() {
-                pending.entry(k).or_default().add(&c);
+            if let Some(left) = in_txn.take() {
+                for (k, c) in left {
+                    pending.entry(k).or_default().add(&c);
+                }
+                // Due at once: the next durable write takes them.
+                let mut since = lock(&self.ledger.since);
+                let t = since.unwrap_or_else(Instant::now);
+                *since = Some(t.checked_sub(CLAIMS_WRITE_EVERY).unwrap_or(t));
             }
         }
         Ok(txn)
@@ -1914,15 +1948,21 @@ impl Inner {
         lock(&self.ledger.in_txn).is_some()
     }
 
-    /// Writes the pending ledger counters into `txn` as it begins; those of a transaction that
-    /// was aborted are written again.
-    fn write_pending_ledger(&self, txn: &WriteTransaction) -> Result<(), StoreError> {
+    /// Writes the pending ledger counters into `txn` as it begins, once they waited
+    /// [`CLAIMS_WRITE_EVERY`] or `now` (see [`PendingLedger`]); those of a transaction that was
+    /// aborted are written again.
+    fn write_pending_ledger(&self, txn: &WriteTransaction, now: bool) -> Result<(), StoreError> {
         let taken = {
             let mut in_txn = lock(&self.ledger.in_txn);
             let mut all = in_txn.take().unwrap_or_default();
-            for (k, c) in std::mem::take(&mut *lock(&self.ledger.pending)) {
-                all.entry(k).or_default().add(&c);
+            let mut since = lock(&self.ledger.since);
+            if now || since.is_some_and(|t| t.elapsed() >= CLAIMS_WRITE_EVERY) {
+                for (k, c) in std::mem::take(&mut *lock(&self.ledger.pending)) {
+                    all.entry(k).or_default().add(&c);
+                }
+                *since = None;
             }
+            drop(since);
             if all.is_empty() {
                 return Ok(());
             }
@@ -2011,7 +2051,8 @@ impl Inner {
 
     fn ledger_prune(&self, older_than: SystemTime, max: usize) -> Result<u64, StoreError> {
         let limit = ledger::hour_of(older_than);
-        let txn = self.write(Durability::Immediate)?;
+        // Pending counters go in first, so a pruned hour's are pruned with it.
+        let txn = self.write_claims(Durability::Immediate, true)?;
         let mut removed = 0u64;
         {
             let mut table = txn.open_table(LEDGER).map_err(|e| self.err(e))?;

@@ -7,8 +7,9 @@
 //! `requeue_dead`): the sealed verdict rests on them, so a crash can never make an hour look more
 //! complete than it was. Record counters (`parsed`, `duplicates`, `accepted`) are keyed by the hour
 //! of each record's `CreationTime` and arrive through [`super::Store::ledger_add`], which the
-//! embedded store writes with its next durable transaction (a crash may lose the last ones: they
-//! are reported, not relied on). Rows are pruned after `store.completeness_retention`.
+//! embedded store writes with a durable transaction about a second later (a crash may lose the
+//! last ones: they are reported, not relied on); a listing gap (part of the verdict) goes with its
+//! next durable transaction. Rows are pruned after `store.completeness_retention`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -288,13 +289,22 @@ pub struct CompletenessConfig {
     /// transactions and always kept); off only to measure what recording costs.
     #[serde(deserialize_with = "de::flag")]
     pub record: bool,
+    /// How old a tenant's completeness metrics may be before a scrape judges its hours again
+    /// (each judgement reads its rows of the metrics' 7 days).
+    #[serde(deserialize_with = "de::duration")]
+    pub metrics_refresh: Duration,
 }
+
+/// Default of `completeness.metrics_refresh`: hours change slowly (their verdict moves with
+/// blobs delivered and listing passing the horizon), and an alert waits minutes anyway.
+pub const DEFAULT_METRICS_REFRESH: Duration = Duration::from_secs(60);
 
 impl Default for CompletenessConfig {
     fn default() -> Self {
         CompletenessConfig {
             horizon: DEFAULT_HORIZON,
             record: true,
+            metrics_refresh: DEFAULT_METRICS_REFRESH,
         }
     }
 }

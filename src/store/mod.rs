@@ -355,8 +355,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
     /// Adds counters to the completeness ledger ([`ledger`]): one delta per row (tenant × content
     /// type × hour), each counter added to the stored one. The embedded store writes them with
-    /// its next durable transaction (a crash may lose the last second's: they may only make an
-    /// hour look less complete); PostgreSQL at once. Blob counters (`queued`, `done`, `dead`) are
+    /// its first durable transaction a second after they were added, or a timer's (a crash may
+    /// lose the last second's: they may only make an hour look less complete), a gap with its
+    /// next durable transaction; PostgreSQL at once. Blob counters (`queued`, `done`, `dead`) are
     /// kept by the store itself with the queue changes; a source adds what it saw (`announced`,
     /// `listed`, record counters). Readers see added counters at once.
     fn ledger_add(
