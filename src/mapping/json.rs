@@ -8,21 +8,30 @@
 
 use serde_json::{Map, Value};
 
+/// Whether `s` has a byte JSON escapes (a control character, `"` or `\\`).
+pub(crate) fn needs_escape(s: &str) -> bool {
+    // No short-circuit on purpose: a fold over all bytes vectorises, `any` does not.
+    s.as_bytes().iter().fold(false, |acc, &b| {
+        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
+}
+
 /// Appends `s` as a JSON string.
 pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) -> serde_json::Result<()> {
-    let bytes = s.as_bytes();
-    // No short-circuit on purpose: a fold over all bytes vectorises, `any` does not.
-    let needs_escape = bytes.iter().fold(false, |acc, &b| {
-        acc | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
-    if needs_escape {
+    if needs_escape(s) {
         return serde_json::to_writer(&mut *out, s);
     }
+    write_plain_str(out, s);
+    Ok(())
+}
+
+/// Appends `s`, known to need no escaping ([`needs_escape`] false), as a JSON string.
+pub(crate) fn write_plain_str(out: &mut Vec<u8>, s: &str) {
+    let bytes = s.as_bytes();
     out.reserve(bytes.len() + 2);
     out.push(b'"');
     out.extend_from_slice(bytes);
     out.push(b'"');
-    Ok(())
 }
 
 /// Appends `v` as compact JSON (object members in the map's order, as `serde_json` does).

@@ -100,6 +100,10 @@ pub(crate) trait Keyed {
     fn same_key(&self, other: &Self, keys: &str) -> bool {
         self.key(keys) == other.key(keys)
     }
+    /// Appends the key as a JSON string.
+    fn write_key(&self, keys: &str, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        super::json::write_str(out, self.key(keys))
+    }
 }
 
 impl Keyed for (String, Value) {
@@ -112,10 +116,12 @@ impl Keyed for (String, Value) {
 }
 
 /// An entry of [`Borrowed`]: the key's place in the key text, its first 24 bytes as numbers (most
-/// keys share `o365.audit.`, so comparing whole keys was a large part of the sort), the value.
+/// keys share `o365.audit.`, so comparing whole keys was a large part of the sort), whether the
+/// key needs JSON escaping (checked once, when pushed, as the key text is warm), the value.
 pub(crate) struct Slot<'a> {
     head: (u64, u128),
     key: Range<usize>,
+    escape: bool,
     value: Cow<'a, Value>,
 }
 
@@ -136,6 +142,13 @@ impl Keyed for Slot<'_> {
     fn same_key(&self, other: &Self, keys: &str) -> bool {
         // Most neighbours differ in their first 24 bytes: no need to read the key text.
         self.head == other.head && self.key(keys) == other.key(keys)
+    }
+    fn write_key(&self, keys: &str, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        if self.escape {
+            return super::json::write_str(out, self.key(keys));
+        }
+        super::json::write_plain_str(out, self.key(keys));
+        Ok(())
     }
 }
 
@@ -172,7 +185,7 @@ pub(crate) fn write_object<T: Keyed>(
         if i > 0 {
             out.push(b',');
         }
-        super::json::write_str(out, e.key(keys))?;
+        e.write_key(keys, out)?;
         out.push(b':');
         super::json::write_value(out, e.value())?;
     }
@@ -217,6 +230,7 @@ impl<'a> Borrowed<'a> {
                 u128::from_be_bytes(b.try_into().unwrap_or_default()),
             ),
             key: start..self.keys.len(),
+            escape: super::json::needs_escape(key),
             value,
         });
     }
