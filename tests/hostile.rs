@@ -22,7 +22,9 @@ struct Target {
     _dir: tempfile::TempDir,
     s: Setup,
     c: Collector,
-    admin: u16,
+    /// `http://addr` of the admin listener, read from the log (bound to port 0: a port chosen
+    /// beforehand can be taken by another connection before the collector binds it).
+    admin: String,
     tls: Option<tokio_rustls::TlsConnector>,
 }
 
@@ -31,12 +33,11 @@ async fn target(listen: &str, webhook: &str, tls: bool) -> Target {
     let emu = emulator(|_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let s = setup(&emu, dir.path(), &["Audit.General"], "");
-    let admin = free_port();
     let mut yaml = std::fs::read_to_string(&s.config)
         .unwrap()
         .replace(
             "  admin: 127.0.0.1:0\n",
-            &format!("  admin: 127.0.0.1:{admin}\n{listen}"),
+            &format!("  admin: 127.0.0.1:0\n{listen}"),
         )
         .replace(
             &format!("  auth_id: {AUTH_ID}\n"),
@@ -51,13 +52,21 @@ async fn target(listen: &str, webhook: &str, tls: bool) -> Target {
         yaml = yaml.replace(&block, "");
     }
     std::fs::write(&s.config, yaml).unwrap();
-    let c = Collector::spawn(&s);
+    let mut c = Collector::spawn(&s);
     wait_for(
-        Duration::from_secs(20),
-        "webhook listener ready",
-        || async { c.logs().contains("webhook listener ready") },
+        Duration::from_secs(60),
+        "webhook and admin listeners ready",
+        || {
+            let logs = c.logs();
+            let exited = c.child.try_wait().unwrap();
+            assert!(exited.is_none(), "the collector exited: {exited:?}\n{logs}");
+            async move {
+                logs.contains("webhook listener ready") && logs.contains("admin listener ready")
+            }
+        },
     )
     .await;
+    let admin = admin_url(&c.logs(), "");
     let tls = tls.then(|| tls_connector(&emu));
     Target {
         emu,
@@ -119,7 +128,7 @@ impl Target {
     }
 
     async fn metric(&self, needle: &str) -> u64 {
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin))
+        let text = reqwest::get(format!("{}/metrics", self.admin))
             .await
             .unwrap()
             .text()
