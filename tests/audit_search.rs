@@ -55,15 +55,6 @@ async fn publish(emu: &o365_emulator::Emulator, ct: &str, records: usize, ago: T
     .unwrap();
 }
 
-async fn wait_admin(c: &Collector) -> String {
-    wait_for(Duration::from_secs(30), "the admin listener", || {
-        let up = c.logs().contains("admin listener ready");
-        async move { up }
-    })
-    .await;
-    admin_url(&c.logs(), "")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_30_day_backfill_delivers_every_record_once_splitting_and_waiting_for_queries() {
     let emu = emulator(|_| {}).await;

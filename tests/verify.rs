@@ -163,12 +163,7 @@ async fn verify_finds_the_unlisted_blobs_hours_and_repair_delivers_them_once() {
         &format!("admin:\n  token: {ADMIN_TOKEN}\n"),
     );
     let c = Collector::spawn(&setup);
-    wait_for(WAIT, "the admin listener", || {
-        let up = c.logs().contains("admin listener ready");
-        async move { up }
-    })
-    .await;
-    let admin = admin_url(&c.logs(), "");
+    let admin = wait_admin(&c).await;
     wait_for(WAIT, "the 14 listed records delivered", || {
         let n = output_ids(&setup.events).len();
         async move { n == 14 }
@@ -279,12 +274,7 @@ async fn refusals_a_403_in_status_another_cloud_and_bad_input_change_nothing() {
         &format!("admin:\n  token: {ADMIN_TOKEN}\n"),
     );
     let c = Collector::spawn(&setup);
-    wait_for(WAIT, "the admin listener", || {
-        let up = c.logs().contains("admin listener ready");
-        async move { up }
-    })
-    .await;
-    let admin = admin_url(&c.logs(), "");
+    let admin = wait_admin(&c).await;
     let start = (Utc::now() - TimeDelta::hours(3)).to_rfc3339();
     let (code, out, err) = verify_cli(&admin, &start, &["--repair"]).await;
     assert_eq!(code, 1, "{out}{err}");

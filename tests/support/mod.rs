@@ -195,6 +195,16 @@ impl Drop for Collector {
 }
 
 /// `http://<admin>{path}` from the collector's "admin listener ready addr=…" log line.
+/// Waits for the collector's admin listener and returns its base URL (`http://addr`).
+pub async fn wait_admin(c: &Collector) -> String {
+    wait_for(Duration::from_secs(30), "the admin listener", || {
+        let up = c.logs().contains("admin listener ready");
+        async move { up }
+    })
+    .await;
+    admin_url(&c.logs(), "")
+}
+
 pub fn admin_url(logs: &str, path: &str) -> String {
     let line = logs
         .lines()
