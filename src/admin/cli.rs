@@ -297,9 +297,9 @@ pub fn verify(args: VerifyArgs) -> Pin<Box<dyn Future<Output = i32>>> {
     Box::pin(async move { finish(run_verify(&args).await) })
 }
 
-/// The text to print and whether nothing was missing.
-pub async fn run_verify(args: &VerifyArgs) -> Result<(String, bool), CliError> {
-    for (name, v) in [("--start", Some(&args.start)), ("--end", args.end.as_ref())] {
+/// `--start` and `--end` (when given) read as times, or a usage error naming the flag.
+fn check_times(start: &str, end: Option<&str>) -> Result<(), CliError> {
+    for (name, v) in [("--start", Some(start)), ("--end", end)] {
         if let Some(v) = v
             && parse_time(v).is_none()
         {
@@ -308,6 +308,12 @@ pub async fn run_verify(args: &VerifyArgs) -> Result<(String, bool), CliError> {
             )));
         }
     }
+    Ok(())
+}
+
+/// The text to print and whether nothing was missing.
+pub async fn run_verify(args: &VerifyArgs) -> Result<(String, bool), CliError> {
+    check_times(&args.start, args.end.as_deref())?;
     let api = AdminClient::from_connection(&args.conn)?;
     let req = VerifyRequest {
         tenant_id: args.tenant_id.clone(),
@@ -529,15 +535,7 @@ pub async fn run_backfill(args: &BackfillArgs) -> Result<(String, bool), CliErro
             ));
         }
     };
-    for (name, v) in [("--start", Some(&args.start)), ("--end", args.end.as_ref())] {
-        if let Some(v) = v
-            && parse_time(v).is_none()
-        {
-            return Err(CliError::Usage(format!(
-                "{name} {v:?} is not a time: use RFC 3339 (2026-11-25T08:00:00Z) or YYYY-MM-DD[THH:MM[:SS]] (UTC)"
-            )));
-        }
-    }
+    check_times(&args.start, args.end.as_deref())?;
     let api = AdminClient::from_connection(&args.conn)?;
     let req = BackfillRequest {
         tenant_id: args.tenant_id.clone(),

@@ -355,6 +355,21 @@ const PROBE_BYTES: usize = 64 * 1024;
 const PROBE_FILE: &str = ".write-probe";
 
 impl EmbeddedStore {
+    /// Writes the pending record claims and ledger counters after [`CLAIMS_WRITE_EVERY`], unless a
+    /// durable write carried them first. Weak: a store closed meanwhile wrote them as it closed.
+    fn write_claims_later(&self) {
+        let shared = Arc::downgrade(&self.shared);
+        tokio::spawn(async move {
+            tokio::time::sleep(CLAIMS_WRITE_EVERY).await;
+            if let Some(shared) = shared.upgrade() {
+                let _ = tokio::task::spawn_blocking(move || {
+                    shared.with(|inner| inner.write_claims_now())
+                })
+                .await;
+            }
+        });
+    }
+
     /// Opens (creating if needed) `dir/queue.redb`, checks the whole file, and releases every
     /// lease a previous process held.
     ///
@@ -708,17 +723,7 @@ impl Store for EmbeddedStore {
             .run(move |inner| inner.claim_records(owner, &keys, window))
             .await?;
         if arm_timer {
-            // Weak: a store closed meanwhile wrote its claims as it closed.
-            let shared = Arc::downgrade(&self.shared);
-            tokio::spawn(async move {
-                tokio::time::sleep(CLAIMS_WRITE_EVERY).await;
-                if let Some(shared) = shared.upgrade() {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        shared.with(|inner| inner.write_claims_now())
-                    })
-                    .await;
-                }
-            });
+            self.write_claims_later();
         }
         Ok(keep)
     }
@@ -753,17 +758,7 @@ impl Store for EmbeddedStore {
             Ok(since.replace(due).is_none())
         })?;
         if arm_timer {
-            // Weak: a store closed meanwhile wrote its counters as it closed.
-            let shared = Arc::downgrade(&self.shared);
-            tokio::spawn(async move {
-                tokio::time::sleep(CLAIMS_WRITE_EVERY).await;
-                if let Some(shared) = shared.upgrade() {
-                    let _ = tokio::task::spawn_blocking(move || {
-                        shared.with(|inner| inner.write_claims_now())
-                    })
-                    .await;
-                }
-            });
+            self.write_claims_later();
         }
         Ok(())
     }
