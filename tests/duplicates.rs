@@ -148,7 +148,7 @@ async fn each_record_once_across_a_kill(receiver: Receiver) {
     })
     .await;
     support::assert_exactly_once(&want, &counts(receiver.ids()));
-    // The claims are written within a second of delivery (README: Outputs); kill after that.
+    // The claims are written within 5 seconds of delivery (README: Outputs); kill after that.
     support::wait_for(WAIT, "the record claims on disk", || async {
         metric(&collector, "o365_record_claims ").await >= RECORDS as f64
     })

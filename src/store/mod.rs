@@ -6,6 +6,7 @@
 //! (feature `test-util`: tests only); [`AnyStore`] is the one the configuration chose.
 
 pub mod any;
+pub mod claim_filter;
 pub mod clock;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
