@@ -270,6 +270,13 @@ impl Drop for Inner {
     }
 }
 
+/// The keys of a claims row (`RECORDS_BY_CLAIM`'s value: 16 bytes each, little-endian).
+fn row_keys(bytes: &[u8]) -> impl Iterator<Item = u128> + '_ {
+    bytes
+        .chunks_exact(16)
+        .map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default()))
+}
+
 /// How long record claims wait before they are written (see [`PendingClaims`]).
 const CLAIMS_WRITE_EVERY: Duration = Duration::from_secs(5);
 
@@ -1599,8 +1606,8 @@ impl Inner {
         {
             let (at, keys) = row.map_err(|e| self.err(e))?;
             let at = at.value().0;
-            for k in keys.value().chunks_exact(16) {
-                filter.insert(u128::from_le_bytes(k.try_into().unwrap_or_default()), at);
+            for key in row_keys(keys.value()) {
+                filter.insert(key, at);
                 n += 1;
             }
             if n > most {
@@ -1701,11 +1708,7 @@ impl Inner {
                     break;
                 }
                 let (at, keys) = row.map_err(|e| self.err(e))?;
-                let keys: Vec<u128> = keys
-                    .value()
-                    .chunks_exact(16)
-                    .map(|k| u128::from_le_bytes(k.try_into().unwrap_or_default()))
-                    .collect();
+                let keys: Vec<u128> = row_keys(keys.value()).collect();
                 listed += keys.len();
                 rows.push((at.value(), keys));
             }
