@@ -18,6 +18,8 @@
 //! the medians of each setting and their ratio. Records per CPU-second of the collector is the
 //! figure to judge by: other processes' load lengthens the wall time, hardly the CPU time.
 
+mod support;
+
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -196,7 +198,7 @@ fn compare_ledger(dir: &Path, emu: &Emulator, case: &Case, pairs: usize, dedup: 
         "\nlarge_blob \"{}\", ledger on vs off: medians of {pairs} interleaved pairs, record dedup {}, load average {}",
         case.name,
         if dedup { "on" } else { "off" },
-        load_average()
+        support::load_average()
     );
     println!("| figure | ledger on | ledger off | on / off |");
     println!("|---|---|---|---|");
@@ -208,13 +210,6 @@ fn compare_ledger(dir: &Path, emu: &Emulator, case: &Case, pairs: usize, dedup: 
         "| records per CPU-second | {cpu_on:.0} | {cpu_off:.0} | {:.3} |",
         cpu_on / cpu_off
     );
-}
-
-/// `/proc/loadavg`'s three averages, as printed with the results.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 fn median(xs: impl Iterator<Item = f64>) -> f64 {
@@ -407,18 +402,7 @@ fn cpu_seconds(pid: u32) -> f64 {
             .unwrap_or(0.0)
     };
     // utime and stime are fields 14 and 15 of the line; the state (field 3) is index 0 here.
-    (ticks(11) + ticks(12)) / clock_ticks()
-}
-
-/// Clock ticks per second (`getconf CLK_TCK`; 100 on Linux).
-fn clock_ticks() -> f64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
+    (ticks(11) + ticks(12)) / support::clock_ticks()
 }
 
 /// VmHWM of a process, in KiB.
