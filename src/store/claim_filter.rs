@@ -115,11 +115,6 @@ impl ClaimFilter {
         }
     }
 
-    /// The window the filter was made for (ms).
-    pub fn span_ms(&self) -> u64 {
-        self.span_ms
-    }
-
     /// False: `key` was surely not claimed at or after `since_ms`. True: it may have been (ask
     /// the index); always true for a time before what the filter covers.
     pub fn may_hold(&self, key: u128, since_ms: u64) -> bool {
